@@ -1,0 +1,27 @@
+"""fastconv: compiled convolution kernels for NumPy arrays, and the tools to see where their
+time goes.
+
+>>> import fastconv as fc
+>>> y = fc.conv2d(x, weight, bias, stride=1, padding="same")      # doctest: +SKIP
+"""
+
+from . import config, models
+from .api import conv1d, conv2d, separable_conv2d
+from .dispatch import ALGORITHMS, BACKENDS, available_backends
+from .spec import ConvSpec, ReceptiveField, receptive_field
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALGORITHMS",
+    "BACKENDS",
+    "ConvSpec",
+    "ReceptiveField",
+    "available_backends",
+    "config",
+    "conv1d",
+    "conv2d",
+    "models",
+    "receptive_field",
+    "separable_conv2d",
+]

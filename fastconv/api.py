@@ -1,0 +1,287 @@
+"""Public convolution functions: validate -> build a ConvSpec -> dispatch -> run."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import dispatch
+from .spec import ConvSpec, _as_int, normalize_tuple
+
+__all__ = ["conv2d", "conv1d", "separable_conv2d"]
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def _check_array(fn: str, name: str, value) -> np.ndarray:
+    if isinstance(value, np.ma.MaskedArray) or not isinstance(value, np.ndarray):
+        raise TypeError(
+            f"{fn}(): argument '{name}' must be a numpy.ndarray, not {type(value).__name__}"
+        )
+    if value.dtype.kind != "f" or value.dtype.itemsize not in (4, 8):
+        raise TypeError(
+            f"{fn}(): expected '{name}' to be float32 or float64, but got an array of "
+            f"dtype {value.dtype}"
+        )
+    return value
+
+
+def _check_arrays(fn: str, x, weight, bias, weight_name: str = "weight"):
+    x = _check_array(fn, "x", x)
+    weight = _check_array(fn, weight_name, weight)
+    # compare the scalar type, so a big-endian float32 matches a native one
+    if weight.dtype.type is not x.dtype.type:
+        raise TypeError(
+            f"Input type ({x.dtype.name}) and {weight_name} type ({weight.dtype.name}) "
+            "should be the same"
+        )
+    if bias is not None:
+        bias = _check_array(fn, "bias", bias)
+        if bias.dtype.type is not x.dtype.type:
+            raise TypeError(
+                f"Input type ({x.dtype.name}) and bias type ({bias.dtype.name}) "
+                "should be the same"
+            )
+    return x, weight, bias
+
+
+def _check_ndim(fn: str, x, weight, spatial: int, weight_name: str = "weight"):
+    if x.ndim not in (spatial + 1, spatial + 2):
+        raise ValueError(
+            f"Expected {spatial + 1}D (unbatched) or {spatial + 2}D (batched) input to {fn}, "
+            f"but got input of size: {list(x.shape)}"
+        )
+    if weight.ndim != spatial + 2:
+        raise ValueError(
+            f"Expected {spatial + 2}D {weight_name} for {fn}, but got {weight_name} of size "
+            f"{list(weight.shape)}"
+        )
+
+
+def _check_channels(x, weight, bias, groups) -> int:
+    """PyTorch's checks of the channel, group and bias dimensions (x is batched)."""
+    groups = _as_int(groups, "groups")
+    if groups <= 0:
+        raise ValueError("non-positive groups is not supported")
+    w_shape, x_shape = list(weight.shape), list(x.shape)
+    if weight.shape[0] == 0:
+        raise ValueError(
+            f"Given groups={groups}, expected weight to be at least 1 at dimension 0, "
+            f"but got weight of size {w_shape} instead"
+        )
+    if weight.shape[0] % groups:
+        raise ValueError(
+            f"Given groups={groups}, expected weight to be divisible by {groups} at "
+            f"dimension 0, but got weight of size {w_shape} instead"
+        )
+    if weight.shape[1] == 0:
+        raise ValueError(
+            f"Given groups={groups}, expected weight to be at least 1 at dimension 1, "
+            f"but got weight of size {w_shape} instead"
+        )
+    if x.shape[1] != weight.shape[1] * groups:
+        raise ValueError(
+            f"Given groups={groups}, weight of size {w_shape}, expected input{x_shape} to "
+            f"have {weight.shape[1] * groups} channels, but got {x.shape[1]} channels instead"
+        )
+    if bias is not None and (bias.ndim != 1 or bias.shape[0] != weight.shape[0]):
+        raise ValueError(
+            f"Given weight of size {w_shape}, expected bias to be 1-dimensional with "
+            f"{weight.shape[0]} elements, but got bias of size {list(bias.shape)} instead"
+        )
+    if 0 in weight.shape[2:]:
+        raise ValueError(f"expected a non-empty kernel, but got weight of size {w_shape}")
+    return groups
+
+
+def _kernel_ready(a):
+    """C-contiguous, native-endian, read-only: the one layout the kernels are compiled for.
+
+    Fortran-ordered, negatively strided and other non-contiguous inputs are copied once;
+    contiguous ones are used in place (a read-only *view* never copies).
+    """
+    a = np.ascontiguousarray(a)
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+def _run_forward(x, weight, bias, spec: ConvSpec, algorithm: str, backend: str):
+    """Dispatch a validated, batched 2-D convolution."""
+    _, _, module = dispatch.select(spec, algorithm, backend)
+    if x.shape[0] == 0:
+        return np.empty(spec.output_shape(0), dtype=x.dtype.newbyteorder("="))
+    x, weight = _kernel_ready(x), _kernel_ready(weight)
+    bias = None if bias is None else _kernel_ready(bias)
+    if (
+        spec.pads != ((0, 0), (0, 0))
+        and module.skips_padding(spec)
+        and not np.isfinite(weight).all()
+    ):
+        # Inf * 0 is NaN: padding a kernel skips must become real zeros (PyTorch's result)
+        x = _kernel_ready(np.pad(x, ((0, 0), (0, 0), *spec.pads)))
+        spec = spec.without_padding()
+    return module.forward(x, weight, bias, spec)
+
+
+def _convolve(fn, x, weight, bias, stride, padding, dilation, groups, algorithm, backend,
+              spatial):
+    x, weight, bias = _check_arrays(fn, x, weight, bias)
+    _check_ndim(fn, x, weight, spatial)
+    unbatched = x.ndim == spatial + 1
+    if unbatched:
+        x = x[None]
+    groups = _check_channels(x, weight, bias, groups)
+    if spatial == 1:  # a 1-D convolution is a 2-D one of height 1
+        x, weight = x[:, :, None, :], weight[:, :, None, :]
+        stride = (1, *normalize_tuple(stride, 1, "stride"))
+        dilation = (1, *normalize_tuple(dilation, 1, "dilation"))
+        if not isinstance(padding, str):
+            padding = (0, *normalize_tuple(padding, 1, "padding"))
+    spec = ConvSpec(
+        x.shape[1], weight.shape[0], weight.shape[2:], stride=stride, padding=padding,
+        dilation=dilation, groups=groups, bias=bias is not None, input_size=x.shape[2:],
+    )
+    out = _run_forward(x, weight, bias, spec, algorithm, backend)
+    if spatial == 1:
+        out = out[:, :, 0, :]
+    return out[0] if unbatched else out
+
+
+# --- public functions ---------------------------------------------------------------------
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           algorithm="auto", backend="auto"):
+    """2-D convolution (cross-correlation) with the semantics of ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, H, W) or (C_in, H, W)
+        Input, float32 or float64. Any memory layout is accepted (non-contiguous, Fortran
+        ordered, negatively strided, read-only); non-contiguous input is copied once.
+    weight : ndarray, shape (C_out, C_in // groups, kH, kW)
+        Filters, same dtype as ``x``.
+    bias : ndarray of shape (C_out,), optional
+    stride : int or (int, int), default 1
+    padding : int, (int, int), "same" or "valid", default 0
+        Zero padding on both sides; ``"same"`` (stride 1 only) keeps the input size, putting
+        an odd extra row/column at the bottom/right as PyTorch does.
+    dilation : int or (int, int), default 1
+    groups : int, default 1
+        ``C_in`` and ``C_out`` must both be divisible by it.
+    algorithm : {"auto", "direct", "im2col", "depthwise", "pointwise", "reference"}
+        ``"auto"`` picks depthwise for depthwise layers, pointwise for 1x1 and im2col+GEMM
+        otherwise.
+    backend : {"auto", "numba", "numpy", "cython", "cuda"}
+        ``"numpy"`` runs the slow reference implementation.
+
+    Returns
+    -------
+    ndarray, shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
+        Same dtype as ``x``.
+
+    Raises
+    ------
+    TypeError
+        Non-array input, unsupported or mismatched dtypes.
+    ValueError
+        Inconsistent shapes or geometry, or an algorithm/backend that cannot serve the call.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv as fc
+    >>> x = np.ones((1, 3, 8, 8), np.float32)
+    >>> w = np.ones((4, 3, 3, 3), np.float32)
+    >>> fc.conv2d(x, w, padding=1).shape
+    (1, 4, 8, 8)
+    """
+    return _convolve("conv2d", x, weight, bias, stride, padding, dilation, groups,
+                     algorithm, backend, spatial=2)
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           algorithm="auto", backend="auto"):
+    """1-D convolution with the semantics of ``torch.nn.functional.conv1d``.
+
+    Runs the 2-D kernels on a height-1 view of the data.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, L) or (C_in, L)
+    weight : ndarray, shape (C_out, C_in // groups, K)
+    bias : ndarray of shape (C_out,), optional
+    stride, dilation : int or (int,), default 1
+    padding : int, (int,), "same" or "valid", default 0
+    groups : int, default 1
+    algorithm, backend : str
+        As in :func:`conv2d`.
+
+    Returns
+    -------
+    ndarray, shape (N, C_out, L_out) or (C_out, L_out)
+
+    Examples
+    --------
+    The full convolution of (1, 2, 3, 4) with (1, 0, 2) is a correlation with the flipped
+    kernel and padding 2:
+
+    >>> import numpy as np, fastconv as fc
+    >>> x = np.array([[[1.0, 2, 3, 4]]]); w = np.array([[[1.0, 0, 2]]])
+    >>> fc.conv1d(x, w[..., ::-1], padding=2)[0, 0]
+    array([1., 2., 5., 8., 6., 8.])
+    """
+    return _convolve("conv1d", x, weight, bias, stride, padding, dilation, groups,
+                     algorithm, backend, spatial=1)
+
+
+def separable_conv2d(x, depthwise_weight, pointwise_weight, bias=None, stride=1, padding=0,
+                     dilation=1, *, backend="auto"):
+    """Depthwise-separable convolution: a depthwise conv followed by a 1x1 conv.
+
+    ``y = conv2d(conv2d(x, depthwise_weight, stride=stride, padding=padding,
+    dilation=dilation, groups=C_in), pointwise_weight, bias)``, as in MobileNet and Keras'
+    ``SeparableConv2D``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, H, W) or (C_in, H, W)
+    depthwise_weight : ndarray, shape (C_in * multiplier, 1, kH, kW)
+    pointwise_weight : ndarray, shape (C_out, C_in * multiplier, 1, 1)
+    bias : ndarray of shape (C_out,), optional
+        Added to the pointwise output.
+    stride, padding, dilation
+        Of the depthwise convolution, as in :func:`conv2d`.
+    backend : str
+        As in :func:`conv2d`.
+
+    Returns
+    -------
+    ndarray, shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
+    """
+    fn = "separable_conv2d"
+    x, depthwise_weight, bias = _check_arrays(fn, x, depthwise_weight, bias,
+                                              "depthwise_weight")
+    _, pointwise_weight, _ = _check_arrays(fn, x, pointwise_weight, None, "pointwise_weight")
+    _check_ndim(fn, x, depthwise_weight, 2, "depthwise_weight")
+    _check_ndim(fn, x, pointwise_weight, 2, "pointwise_weight")
+    c_in = x.shape[-3]
+    dw_shape, pw_shape = list(depthwise_weight.shape), list(pointwise_weight.shape)
+    if dw_shape[1] != 1 or dw_shape[0] == 0 or dw_shape[0] % c_in:
+        raise ValueError(
+            f"expected depthwise_weight of size [{c_in} * multiplier, 1, kH, kW] for input of "
+            f"size {list(x.shape)}, but got depthwise_weight of size {dw_shape}"
+        )
+    if pw_shape[1:] != [dw_shape[0], 1, 1]:
+        raise ValueError(
+            f"expected pointwise_weight of size [C_out, {dw_shape[0]}, 1, 1] after "
+            f"depthwise_weight of size {dw_shape}, but got pointwise_weight of size {pw_shape}"
+        )
+    hidden = conv2d(x, depthwise_weight, None, stride, padding, dilation, groups=c_in,
+                    backend=backend)
+    return conv2d(hidden, pointwise_weight, bias, backend=backend)

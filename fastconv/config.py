@@ -1,0 +1,154 @@
+"""Run-time configuration in one place: compile flags, cache, threads, workspace budget.
+
+Environment variables (read once, at import):
+
+``FASTCONV_CACHE``
+    ``0`` disables Numba's on-disk cache of compiled kernels (default on).
+``FASTCONV_FASTMATH``
+    ``0`` compiles kernels with strict IEEE semantics. The default allows only floating-point
+    contraction (FMA), which keeps NaN and Inf propagation intact.
+``FASTCONV_PARALLEL``
+    ``0`` compiles kernels without ``prange`` parallelism (useful when the caller already runs
+    one convolution per thread).
+``FASTCONV_WORKSPACE_MB``
+    Cap on temporary workspaces (im2col columns), in MiB; default 256.
+``NUMBA_THREADING_LAYER``
+    Respected when set; otherwise fastconv asks Numba for a *thread-safe* layer (TBB or OpenMP)
+    so that kernels may be called from several Python threads at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+__all__ = [
+    "CACHE",
+    "FASTMATH",
+    "PARALLEL",
+    "get_workspace_budget",
+    "set_workspace_budget",
+    "workspace_budget",
+    "get_num_threads",
+    "set_num_threads",
+    "jit",
+]
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+CACHE: bool = _env_flag("FASTCONV_CACHE", True)
+# "contract" lets LLVM fuse multiply-add; no "nnan"/"ninf", so NaN and Inf behave as in IEEE.
+FASTMATH: set[str] | bool = {"contract"} if _env_flag("FASTCONV_FASTMATH", True) else False
+PARALLEL: bool = _env_flag("FASTCONV_PARALLEL", True)
+
+_MIB = 1 << 20
+_workspace_bytes: int = int(float(os.environ.get("FASTCONV_WORKSPACE_MB", "256")) * _MIB)
+
+
+def get_workspace_budget() -> int:
+    """Largest temporary workspace (in bytes) one convolution call may allocate."""
+    return _workspace_bytes
+
+
+def set_workspace_budget(nbytes: int) -> None:
+    """Set the workspace budget in bytes.
+
+    Algorithms that need a workspace (im2col's column matrix, a strided 1x1's subsampled
+    input) tile their work so that it never exceeds this budget. The floor is one column of
+    the column matrix (``in_channels // groups * kH * kW`` elements), which is smaller than the
+    weight itself.
+
+    Parameters
+    ----------
+    nbytes : int
+        Positive number of bytes.
+    """
+    global _workspace_bytes
+    if isinstance(nbytes, bool) or int(nbytes) != nbytes or nbytes <= 0:
+        raise ValueError(f"workspace budget must be a positive number of bytes, got {nbytes!r}")
+    _workspace_bytes = int(nbytes)
+
+
+@contextlib.contextmanager
+def workspace_budget(nbytes: int):
+    """Context manager that sets the workspace budget and restores the previous one."""
+    previous = get_workspace_budget()
+    set_workspace_budget(nbytes)
+    try:
+        yield
+    finally:
+        set_workspace_budget(previous)
+
+
+_numba_configured = False
+
+
+def _configure_numba():
+    global _numba_configured
+    import numba
+
+    if _numba_configured:
+        return numba
+    _numba_configured = True
+    if not os.environ.get("NUMBA_THREADING_LAYER"):
+        # the default may pick "workqueue", which aborts when two Python threads enter a
+        # parallel region together; "threadsafe" means TBB, else OpenMP.
+        numba.config.THREADING_LAYER = "threadsafe"
+    _start_threads_politely(numba)
+    return numba
+
+
+def _start_threads_politely(numba):
+    """Start Numba's thread pool with OpenMP's passive wait policy.
+
+    GNU OpenMP threads spin after a parallel region; on a small machine they then take the
+    cores from OpenBLAS's threads in the GEMM that follows (measured here: MobileNet v1, whose
+    depthwise and pointwise layers alternate, took 112 ms instead of 19 ms). libgomp reads the
+    policy once, when it loads, so it is set only while Numba loads its pool and is restored
+    afterwards; other OpenMP runtimes (PyTorch's) keep theirs. A policy the user set wins.
+    """
+    if os.environ.get("OMP_WAIT_POLICY") or os.environ.get("GOMP_SPINCOUNT"):
+        return
+    from numba.np.ufunc import parallel
+
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        parallel._launch_threads()
+    finally:
+        del os.environ["OMP_WAIT_POLICY"]
+
+
+def get_num_threads() -> int:
+    """Threads used by the Numba kernels."""
+    return _configure_numba().get_num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Set the threads used by the Numba kernels (at most ``NUMBA_NUM_THREADS``)."""
+    _configure_numba().set_num_threads(int(n))
+
+
+def jit(parallel: bool = False):
+    """The decorator every Numba kernel is compiled with.
+
+    Parameters
+    ----------
+    parallel : bool
+        Compile ``prange`` loops as parallel regions (unless ``FASTCONV_PARALLEL=0``).
+        A parallel kernel must never call BLAS: that would nest two thread pools.
+    """
+    numba = _configure_numba()
+    return numba.njit(
+        parallel=parallel and PARALLEL,
+        cache=CACHE,
+        fastmath=FASTMATH,
+        error_model="numpy",  # no ZeroDivisionError checks in the inner loops
+        nogil=True,
+        boundscheck=False,
+    )

@@ -1,0 +1,121 @@
+"""Registry of (backend, algorithm) -> kernel module, and the ``"auto"`` choice.
+
+A kernel module exposes ``supports(spec) -> reason or None``,
+``forward(x, weight, bias, spec)`` and ``skips_padding(spec)`` (True when zero padding is never
+multiplied, so the caller must materialise it for a non-finite weight: Inf * 0 is NaN). Modules are
+imported on first use, so ``import fastconv`` does not pay for compiling anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from .spec import ConvSpec
+
+BACKENDS = ("numba", "numpy", "cython", "cuda")
+
+_MODULES: dict[str, dict[str, str]] = {
+    "numba": {
+        "direct": "fastconv.kernels.numba.direct",
+        "im2col": "fastconv.kernels.numba.im2col",
+        "depthwise": "fastconv.kernels.numba.depthwise",
+        "pointwise": "fastconv.kernels.numba.pointwise",
+    },
+    "numpy": {"reference": "fastconv.reference"},
+}
+
+_NOT_BUILT = {
+    "cython": "the Cython AOT kernels are not part of this version of fastconv yet",
+    "cuda": "the numba.cuda kernels are not part of this version of fastconv yet",
+}
+
+ALGORITHMS = tuple(dict.fromkeys(a for table in _MODULES.values() for a in table))
+
+
+def available_backends() -> list[str]:
+    """Backends that can run in this installation."""
+    return [b for b in BACKENDS if b in _MODULES]
+
+
+def algorithms(backend: str) -> list[str]:
+    """Algorithms a backend provides."""
+    return list(_MODULES.get(backend, {}))
+
+
+def _check_backend(backend: str) -> str:
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, but got {type(backend).__name__}")
+    if backend == "auto":
+        return "numba"
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"unknown backend {backend!r}; expected one of {['auto', *BACKENDS]}"
+        )
+    if backend in _NOT_BUILT:
+        raise ValueError(
+            f"backend {backend!r} is not built: {_NOT_BUILT[backend]} "
+            f"(available backends: {available_backends()})"
+        )
+    return backend
+
+
+def auto_algorithm(spec: ConvSpec, backend: str) -> str:
+    """The algorithm ``"auto"`` picks for a spec on a backend."""
+    if backend == "numpy":
+        return "reference"
+    if spec.kind == "dw":
+        return "depthwise"
+    if spec.is_pointwise:
+        return "pointwise"
+    return "im2col"
+
+
+def select(spec: ConvSpec, algorithm: str = "auto", backend: str = "auto"):
+    """Resolve ``algorithm`` and ``backend`` for a spec.
+
+    Parameters
+    ----------
+    spec : ConvSpec
+    algorithm : str
+        ``"auto"`` or a name from :data:`ALGORITHMS`.
+    backend : str
+        ``"auto"`` or a name from :data:`BACKENDS`.
+
+    Returns
+    -------
+    (backend, algorithm, module)
+
+    Raises
+    ------
+    ValueError
+        Unknown or unbuilt backend, unknown algorithm, or an algorithm that cannot serve
+        this spec; the message says why.
+    """
+    backend = _check_backend(backend)
+    if not isinstance(algorithm, str):
+        raise TypeError(f"algorithm must be a str, but got {type(algorithm).__name__}")
+    if algorithm == "auto":
+        algorithm = auto_algorithm(spec, backend)
+    if algorithm not in ALGORITHMS:
+        raise ValueError(
+            f"unknown algorithm {algorithm!r}; expected one of {['auto', *ALGORITHMS]}"
+        )
+    if algorithm not in _MODULES[backend]:
+        raise ValueError(
+            f"algorithm {algorithm!r} is not available on backend {backend!r} "
+            f"(it has {algorithms(backend)})"
+        )
+    module = load(backend, algorithm)
+    reason = module.supports(spec)
+    if reason is not None:
+        raise ValueError(
+            f"algorithm {algorithm!r} cannot serve a convolution with weight of size "
+            f"{list(spec.weight_shape)} and groups={spec.groups}: {reason}"
+        )
+    return backend, algorithm, module
+
+
+def load(backend: str, algorithm: str) -> ModuleType:
+    """Import the module that implements ``algorithm`` on ``backend``."""
+    return importlib.import_module(_MODULES[backend][algorithm])

@@ -1,0 +1,1 @@
+"""Compiled kernels, one package per backend and one module per algorithm."""

@@ -1,0 +1,99 @@
+"""Small pieces the Numba kernels share.
+
+A convention every kernel follows: hot loops index the full arrays with *unsigned* indices
+(``numba.uintp``) instead of building per-row views. A signed index that might be negative
+makes Numba emit wrap-around code, which turns each vector load into a gather; and each view
+costs an atomic reference-count update that the two threads fight over.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange, uintp
+
+from ...config import jit
+
+
+@jit()
+def valid_output_range(offset, stride, in_size, out_size):
+    """Output positions ``o`` whose input index ``o * stride + offset`` lies in ``[0, in_size)``.
+
+    Returns ``(lo, hi)`` with ``lo <= hi``: the loops over ``range(lo, hi)`` need no bounds
+    test, which keeps padding out of the inner loops.
+    """
+    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
+    hi = (in_size - 1 - offset) // stride + 1  # floor division: negative when none is valid
+    if hi > out_size:
+        hi = out_size
+    if lo > out_size:
+        lo = out_size
+    if hi < lo:
+        hi = lo
+    return lo, hi
+
+
+@jit(parallel=True)
+def add_bias(out, bias):
+    """``out[n, c, ...] += bias[c]`` for an (N, C, P) array, in parallel over (n, c)."""
+    n_images, channels, pixels = out.shape
+    for task in prange(n_images * channels):
+        n = task // channels
+        c = task - n * channels
+        value = bias[c]
+        for p in range(uintp(pixels)):
+            out[n, c, p] += value
+
+def bias_or_zeros(bias, channels, dtype):
+    """The bias, or read-only zeros, so a kernel compiles one specialisation for both."""
+    if bias is None:
+        bias = np.zeros(channels, dtype=dtype)
+        bias.flags.writeable = False
+    return bias
+
+
+def bias_or_zeros(bias, channels, dtype):
+    """The bias, or read-only zeros, so a kernel compiles one specialisation for both."""
+    if bias is None:
+        bias = np.zeros(channels, dtype=dtype)
+        bias.flags.writeable = False
+    return bias
+
+
+# Inner loops index row *slices* from 0, so LLVM can prove the index non-negative: a signed
+# index that might be negative makes Numba emit wrap-around code, which turns every load into
+# a gather. Stride 1 gets its own loop so it is compiled with a literal unit stride.
+
+
+@jit()
+def row_axpy(out_row, lo, hi, x_row, offset, stride, weight):
+    """``out_row[o] += weight * x_row[o * stride + offset]`` for ``o`` in ``[lo, hi)``.
+
+    The caller guarantees every index is in range (see :func:`valid_output_range`).
+    """
+    n = hi - lo
+    if n <= 0:
+        return
+    dst = out_row[lo:hi]
+    src = x_row[lo * stride + offset:]
+    if stride == 1:
+        for i in range(n):
+            dst[i] += weight * src[i]
+    else:
+        for i in range(n):
+            dst[i] += weight * src[i * stride]
+
+
+@jit()
+def row_gather(out_row, lo, hi, x_row, offset, stride):
+    """``out_row[o] = x_row[o * stride + offset]`` for ``o`` in ``[lo, hi)``."""
+    n = hi - lo
+    if n <= 0:
+        return
+    dst = out_row[lo:hi]
+    src = x_row[lo * stride + offset:]
+    if stride == 1:
+        for i in range(n):
+            dst[i] = src[i]
+    else:
+        for i in range(n):
+            dst[i] = src[i * stride]

@@ -1,0 +1,60 @@
+"""The ground truth: a slow, obviously correct NumPy convolution (``backend="numpy"``).
+
+Padding is real zeros (``np.pad``) and every kernel tap is one strided slice of the padded
+input contracted with one weight slice, so each line can be checked by eye against the
+definition of ``torch.nn.functional.conv2d``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .spec import ConvSpec
+
+
+
+def skips_padding(spec: ConvSpec) -> bool:
+    """``np.pad`` writes real zeros."""
+    return False
+
+def supports(spec: ConvSpec) -> str | None:
+    """Every geometry is supported."""
+    return None
+
+
+def _tap(padded, spec: ConvSpec, kh: int, kw: int):
+    """The input pixels that kernel tap (kh, kw) meets, one per output pixel."""
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    ho, wo = spec.output_size
+    top, left = kh * dh, kw * dw
+    return padded[..., top : top + sh * (ho - 1) + 1 : sh, left : left + sw * (wo - 1) + 1 : sw]
+
+
+def forward(x, weight, bias, spec: ConvSpec):
+    """``y[n, o] = bias[o] + sum_{c, i, j} w[o, c, i, j] * x_padded[n, g*Cg + c, s*h + d*i, ...]``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, H, W)
+    weight : ndarray, shape (C_out, C_in // groups, kH, kW)
+    bias : ndarray of shape (C_out,) or None
+    spec : ConvSpec
+        Geometry matching the arrays.
+
+    Returns
+    -------
+    ndarray, shape (N, C_out, H_out, W_out), dtype of ``x``
+    """
+    n = x.shape[0]
+    groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
+    padded = np.pad(x, ((0, 0), (0, 0), *spec.pads))
+    padded = padded.reshape(n, groups, cg, *padded.shape[2:])
+    w = weight.reshape(groups, og, cg, *spec.kernel_size)
+    out = np.zeros((n, groups, og, *spec.output_size), dtype=x.dtype)
+    for kh in range(spec.kernel_size[0]):
+        for kw in range(spec.kernel_size[1]):
+            out += np.einsum("ngchw,goc->ngohw", _tap(padded, spec, kh, kw), w[..., kh, kw])
+    out = out.reshape(spec.output_shape(n))
+    if bias is not None:
+        out += bias[:, None, None]
+    return out

@@ -1,0 +1,355 @@
+"""ConvSpec: the one description of a convolution's geometry.
+
+Everything that needs an output size, a padding amount, a MAC count or a byte count asks a
+``ConvSpec``. The public functions build one from their arguments, the kernels receive plain
+integers taken from it, and the op counters, models and profiler walk lists of them.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field, replace
+from typing import Iterable, NamedTuple
+
+import numpy as np
+
+__all__ = ["ConvSpec", "ReceptiveField", "receptive_field", "normalize_tuple"]
+
+PADDING_STRINGS = ("same", "valid")
+
+
+def _as_int(value, name: str) -> int:
+    # bool is an int subclass but `stride=True` is always a mistake
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int or a tuple of ints, but got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an int or a tuple of ints, but got {value!r} "
+            f"of type {type(value).__name__}"
+        ) from None
+
+
+def normalize_tuple(value, n: int, name: str) -> tuple[int, ...]:
+    """Expand an int, or check a sequence of ints, into an ``n``-tuple.
+
+    Parameters
+    ----------
+    value : int or sequence of int
+        A single value used for every spatial dimension, or one value per dimension.
+    n : int
+        Number of spatial dimensions.
+    name : str
+        Argument name used in error messages.
+
+    Returns
+    -------
+    tuple of int
+
+    Raises
+    ------
+    ValueError
+        If a sequence of the wrong length is given (PyTorch's message).
+    TypeError
+        If a value is not an integer.
+    """
+    if isinstance(value, (tuple, list)):
+        if len(value) == 1:
+            value = value * n
+        if len(value) != n:
+            raise ValueError(
+                f"expected {name} to be a single integer value or a list of {n} values to "
+                f"match the convolution dimensions, but got {name}={list(value)}"
+            )
+        return tuple(_as_int(v, name) for v in value)
+    return (_as_int(value, name),) * n
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """Geometry of one 2-D convolution, normalised and validated once.
+
+    Semantics are those of ``torch.nn.functional.conv2d``: cross-correlation on NCHW input with
+    an OIHW weight of shape ``(out_channels, in_channels // groups, kH, kW)``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channel counts; both must be positive and divisible by ``groups``.
+    kernel_size : int or (int, int)
+        Kernel height and width.
+    stride : int or (int, int), default 1
+    padding : int, (int, int), "same" or "valid", default 0
+        Zero padding added on both sides. ``"same"`` keeps the input size (stride 1 only);
+        when the total padding ``dilation * (kernel - 1)`` is odd the extra row/column goes at
+        the end (bottom/right), as in PyTorch. ``"valid"`` is no padding.
+    dilation : int or (int, int), default 1
+    groups : int, default 1
+    bias : bool, default False
+        Whether the layer has a bias (counted in ``params``).
+    input_size : int or (int, int), optional
+        Input height and width. Needed by everything that depends on the output size.
+
+    Attributes
+    ----------
+    padding : (int, int) or str
+        The normalised padding argument: a pair of ints or ``"same"``/``"valid"``.
+    pads : ((int, int), (int, int))
+        The zero rows/columns actually added: ``((top, bottom), (left, right))``.
+
+    Examples
+    --------
+    >>> spec = ConvSpec(32, 64, 3, stride=2, padding=1, input_size=(112, 112))
+    >>> spec.output_size
+    (56, 56)
+    >>> spec.macs == 64 * 56 * 56 * 32 * 3 * 3
+    True
+    """
+
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int] = 1
+    padding: tuple[int, int] | str = 0
+    dilation: tuple[int, int] = 1
+    groups: int = 1
+    bias: bool = False
+    input_size: tuple[int, int] | None = None
+    pads: tuple[tuple[int, int], tuple[int, int]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        set_ = object.__setattr__  # frozen: normalise in place once, here
+        for name in ("in_channels", "out_channels", "groups"):
+            value = _as_int(getattr(self, name), name)
+            if value <= 0:
+                if name == "groups":
+                    raise ValueError("non-positive groups is not supported")
+                raise ValueError(f"{name} must be positive, but got {name}={value}")
+            set_(self, name, value)
+        if self.in_channels % self.groups:
+            raise ValueError(
+                f"in_channels must be divisible by groups, but got in_channels="
+                f"{self.in_channels} and groups={self.groups}"
+            )
+        if self.out_channels % self.groups:
+            raise ValueError(
+                f"out_channels must be divisible by groups, but got out_channels="
+                f"{self.out_channels} and groups={self.groups}"
+            )
+
+        kernel = normalize_tuple(self.kernel_size, 2, "kernel_size")
+        if min(kernel) <= 0:
+            raise ValueError(f"kernel_size must be positive, but got kernel_size={list(kernel)}")
+        stride = normalize_tuple(self.stride, 2, "stride")
+        if min(stride) <= 0:
+            raise ValueError("non-positive stride is not supported")
+        dilation = normalize_tuple(self.dilation, 2, "dilation")
+        if min(dilation) <= 0:
+            raise ValueError(f"dilation should be greater than zero, but got {list(dilation)}")
+        set_(self, "kernel_size", kernel)
+        set_(self, "stride", stride)
+        set_(self, "dilation", dilation)
+
+        padding = self.padding
+        if isinstance(padding, str):
+            padding = padding.lower()
+            if padding not in PADDING_STRINGS:
+                raise ValueError(
+                    f"Invalid padding string: {self.padding!r}, should be one of "
+                    f"{list(PADDING_STRINGS)}"
+                )
+            if padding == "same" and stride != (1, 1):
+                raise ValueError(
+                    "padding='same' is not supported for strided convolutions, "
+                    f"but got stride={list(stride)}"
+                )
+        else:
+            padding = normalize_tuple(padding, 2, "padding")
+            if min(padding) < 0:
+                raise ValueError(f"negative padding is not supported, but got {list(padding)}")
+        set_(self, "padding", padding)
+        set_(self, "pads", self._resolve_pads())
+        set_(self, "bias", bool(self.bias))
+
+        if self.input_size is not None:
+            size = normalize_tuple(self.input_size, 2, "input_size")
+            if min(size) < 0:
+                raise ValueError(f"input_size must be non-negative, but got {list(size)}")
+            set_(self, "input_size", size)
+            self._check_kernel_fits()
+
+    # --- geometry -------------------------------------------------------------------------
+
+    def _resolve_pads(self):
+        if self.padding == "valid":
+            return ((0, 0), (0, 0))
+        if self.padding == "same":
+            pads = []
+            for k, d in zip(self.kernel_size, self.dilation):
+                total = d * (k - 1)
+                pads.append((total // 2, total - total // 2))  # extra at the end, as PyTorch
+            return tuple(pads)
+        return tuple((p, p) for p in self.padding)
+
+    @property
+    def dilated_kernel_size(self) -> tuple[int, int]:
+        """Extent of the kernel on the input: ``dilation * (kernel - 1) + 1`` per axis."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation))
+
+    @property
+    def padded_input_size(self) -> tuple[int, int]:
+        """Input height and width after zero padding."""
+        self._need_input_size()
+        return tuple(n + lo + hi for n, (lo, hi) in zip(self.input_size, self.pads))
+
+    def _check_kernel_fits(self):
+        padded = self.padded_input_size
+        extent = self.dilated_kernel_size
+        if any(k > p for k, p in zip(extent, padded)):
+            raise ValueError(
+                f"Calculated padded input size per channel: ({padded[0]} x {padded[1]}). "
+                f"Kernel size: ({extent[0]} x {extent[1]}). "
+                "Kernel size can't be greater than actual input size"
+            )
+
+    def _need_input_size(self):
+        if self.input_size is None:
+            raise ValueError(
+                "this ConvSpec has no input_size; build it with input_size=(H, W) "
+                "or call spec.with_input_size(H, W)"
+            )
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """Output height and width: ``floor((H + pads - d*(k-1) - 1) / s) + 1`` per axis."""
+        return tuple(
+            (p - e) // s + 1
+            for p, e, s in zip(self.padded_input_size, self.dilated_kernel_size, self.stride)
+        )
+
+    def with_input_size(self, height: int, width: int | None = None) -> "ConvSpec":
+        """Return a copy of this spec for another input size (``width`` defaults to ``height``)."""
+        return replace(self, input_size=(height, height if width is None else width))
+
+    def without_padding(self) -> "ConvSpec":
+        """The same convolution applied to the explicitly zero-padded input (padding 0)."""
+        return replace(self, padding=0, input_size=self.padded_input_size)
+
+    # --- shapes ----------------------------------------------------------------------------
+
+    @property
+    def in_channels_per_group(self) -> int:
+        return self.in_channels // self.groups
+
+    @property
+    def out_channels_per_group(self) -> int:
+        return self.out_channels // self.groups
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        """``(out_channels, in_channels // groups, kH, kW)``."""
+        return (self.out_channels, self.in_channels_per_group, *self.kernel_size)
+
+    def input_shape(self, batch: int = 1) -> tuple[int, int, int, int]:
+        """NCHW input shape for a batch."""
+        self._need_input_size()
+        return (batch, self.in_channels, *self.input_size)
+
+    def output_shape(self, batch: int = 1) -> tuple[int, int, int, int]:
+        """NCHW output shape for a batch."""
+        return (batch, self.out_channels, *self.output_size)
+
+    @property
+    def is_depthwise(self) -> bool:
+        """Every input channel is convolved on its own (``groups == in_channels``)."""
+        return self.groups == self.in_channels
+
+    @property
+    def is_pointwise(self) -> bool:
+        """A 1x1 kernel."""
+        return self.kernel_size == (1, 1)
+
+    @property
+    def kind(self) -> str:
+        """``"dw"`` (depthwise), ``"pw"`` (dense 1x1) or ``"conv"``, as in the MobileNet paper."""
+        if self.is_depthwise and self.groups > 1:
+            return "dw"
+        if self.is_pointwise and self.groups == 1:
+            return "pw"
+        return "conv"
+
+    # --- counts ----------------------------------------------------------------------------
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates for one image (bias additions are not counted)."""
+        ho, wo = self.output_size
+        kh, kw = self.kernel_size
+        return self.out_channels * ho * wo * self.in_channels_per_group * kh * kw
+
+    @property
+    def flops(self) -> int:
+        """Floating-point operations for one image: ``2 * macs``."""
+        return 2 * self.macs
+
+    @property
+    def params(self) -> int:
+        """Weights, plus ``out_channels`` biases when ``bias`` is True."""
+        weights = int(np.prod(self.weight_shape))
+        return weights + (self.out_channels if self.bias else 0)
+
+    def bytes(self, dtype="float32", batch: int = 1) -> int:
+        """Bytes moved by one call: input + weight (+ bias) + output, each read/written once.
+
+        Parameters
+        ----------
+        dtype : numpy dtype or str, default "float32"
+        batch : int, default 1
+        """
+        itemsize = np.dtype(dtype).itemsize
+        elements = (
+            int(np.prod(self.input_shape(batch)))
+            + self.params
+            + int(np.prod(self.output_shape(batch)))
+        )
+        return elements * itemsize
+
+
+class ReceptiveField(NamedTuple):
+    """Receptive field of a stack of convolutions, per axis (height, width)."""
+
+    size: tuple[int, int]
+    """Input pixels seen by one output pixel of the last layer."""
+    jump: tuple[int, int]
+    """Distance on the input between neighbouring output pixels (product of strides)."""
+
+
+def receptive_field(specs: Iterable[ConvSpec]) -> ReceptiveField:
+    """Receptive field of a stack of convolutions applied in order.
+
+    Uses ``r_out = r_in + (d*(k-1)) * j_in`` and ``j_out = j_in * s`` per axis, so dilation
+    widens the field without adding weights.
+
+    Parameters
+    ----------
+    specs : iterable of ConvSpec
+        The layers, first to last.
+
+    Returns
+    -------
+    ReceptiveField
+
+    Examples
+    --------
+    >>> receptive_field([ConvSpec(1, 1, 3), ConvSpec(1, 1, 3)]).size
+    (5, 5)
+    """
+    size = [1, 1]
+    jump = [1, 1]
+    for spec in specs:
+        for axis in range(2):
+            size[axis] += (spec.dilated_kernel_size[axis] - 1) * jump[axis]
+            jump[axis] *= spec.stride[axis]
+    return ReceptiveField(tuple(size), tuple(jump))
+
