@@ -89,6 +89,11 @@ def _check_channels(x, weight, bias, groups) -> int:
             f"Given weight of size {w_shape}, expected bias to be 1-dimensional with "
             f"{weight.shape[0]} elements, but got bias of size {list(bias.shape)} instead"
         )
+    if 0 in x.shape[2:]:
+        raise ValueError(
+            "Only zero batch or zero channel inputs are supported, but got input shape: "
+            f"{x_shape}"
+        )
     if 0 in weight.shape[2:]:
         raise ValueError(f"expected a non-empty kernel, but got weight of size {w_shape}")
     return groups
@@ -126,7 +131,8 @@ def _run_forward(x, weight, bias, spec: ConvSpec, algorithm: str, backend: str):
         # Inf * 0 is NaN: padding a kernel skips must become real zeros (PyTorch's result)
         x = _kernel_ready(np.pad(x, ((0, 0), (0, 0), *spec.pads)))
         spec = spec.without_padding()
-    return module.forward(x, weight, bias, spec)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf pass silently, as in torch
+        return module.forward(x, weight, bias, spec)
 
 
 def _convolve(fn, x, weight, bias, stride, padding, dilation, groups, algorithm, backend,

@@ -174,8 +174,8 @@ class ConvSpec:
 
         if self.input_size is not None:
             size = normalize_tuple(self.input_size, 2, "input_size")
-            if min(size) < 0:
-                raise ValueError(f"input_size must be non-negative, but got {list(size)}")
+            if min(size) <= 0:
+                raise ValueError(f"input_size must be positive, but got {list(size)}")
             set_(self, "input_size", size)
             self._check_kernel_fits()
 

@@ -1,0 +1,414 @@
+"""Forward correctness: every algorithm x dtype against the reference over one grid."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastconv as fc
+from fastconv import dispatch
+
+from helpers import (DTYPES, F, assert_conv_close, needs_torch, random_array,
+                     reference_conv, spec_for, torch)
+
+# (name, input shape, weight shape, keyword arguments): odd and non-square sizes, kernels 1-5
+# (non-square too), strides 1-3, dilations 1-3, padding ints/pairs/"same"/"valid", groups
+# 1/2/C, depthwise multipliers 1-3, bias on/off, batch 0/1/2/3.
+CASES = [
+    ("3x3", (1, 3, 7, 9), (4, 3, 3, 3), {}),
+    ("3x3 pad1 bias", (2, 4, 8, 5), (6, 4, 3, 3), dict(padding=1, bias=True)),
+    ("3x5 pad pair", (1, 2, 9, 7), (3, 2, 3, 5), dict(padding=(2, 1))),
+    ("stride2 bias", (3, 3, 11, 10), (5, 3, 3, 3), dict(stride=2, padding=1, bias=True)),
+    ("5x2 stride pair", (1, 2, 13, 8), (4, 2, 5, 2), dict(stride=(3, 2), padding=(2, 0))),
+    ("dilation2", (1, 3, 12, 11), (2, 3, 3, 3), dict(dilation=2, padding=2, bias=True)),
+    ("dilation pair", (2, 2, 14, 9), (3, 2, 2, 3), dict(dilation=(3, 1), padding=(1, 2))),
+    ("stride2 dilation2", (1, 4, 15, 13), (4, 4, 3, 3), dict(stride=2, dilation=2, padding=1)),
+    ("same", (1, 3, 7, 6), (4, 3, 3, 3), dict(padding="same", bias=True)),
+    ("same even kernel", (1, 3, 7, 6), (4, 3, 4, 2), dict(padding="same")),
+    ("same even dilated", (2, 2, 9, 8), (3, 2, 2, 4), dict(padding="same", dilation=(2, 3))),
+    ("valid 5x5", (1, 3, 6, 8), (2, 3, 5, 5), dict(padding="valid")),
+    ("1x1 bias", (2, 5, 6, 7), (3, 5, 1, 1), dict(bias=True)),
+    ("1x1 stride2 pad1", (1, 4, 7, 9), (6, 4, 1, 1), dict(stride=2, padding=1)),
+    ("1x1 dilated", (1, 3, 5, 6), (2, 3, 1, 1), dict(dilation=3, stride=(1, 3))),
+    ("1x1 groups2", (1, 6, 5, 4), (4, 3, 1, 1), dict(groups=2, bias=True)),
+    ("groups2", (2, 4, 7, 7), (6, 2, 3, 3), dict(groups=2, padding=1, bias=True)),
+    ("groups2 strided dilated", (1, 6, 11, 9), (4, 3, 3, 2),
+     dict(groups=2, stride=(2, 1), dilation=(1, 2))),
+    ("dw 3x3", (2, 4, 9, 8), (4, 1, 3, 3), dict(groups=4, padding=1, bias=True)),
+    ("dw 3x3 s2", (1, 5, 11, 10), (5, 1, 3, 3), dict(groups=5, stride=2, padding=1)),
+    ("dw 3x3 s2 even", (1, 3, 12, 14), (3, 1, 3, 3), dict(groups=3, stride=2, padding=1)),
+    ("dw multiplier2", (1, 3, 8, 7), (6, 1, 3, 3), dict(groups=3, padding=1, bias=True)),
+    ("dw multiplier3 s2 d2", (2, 2, 13, 12), (6, 1, 3, 3),
+     dict(groups=2, stride=2, dilation=2, padding=2)),
+    ("dw 5x5", (1, 4, 10, 9), (4, 1, 5, 5), dict(groups=4, padding=2)),
+    ("dw 3x3 no pad", (1, 3, 6, 7), (3, 1, 3, 3), dict(groups=3)),
+    ("dw same dilation3", (1, 3, 9, 9), (3, 1, 3, 3), dict(groups=3, padding="same", dilation=3)),
+    ("dw stride3", (1, 2, 10, 11), (2, 1, 3, 3), dict(groups=2, stride=3, padding=1)),
+    ("dw stride (2,1)", (1, 2, 9, 8), (2, 1, 3, 3), dict(groups=2, stride=(2, 1), padding=1)),
+    ("dw 2x3", (1, 2, 8, 9), (4, 1, 2, 3), dict(groups=2, padding=(1, 0), bias=True)),
+    ("dw 1x1", (1, 4, 5, 5), (8, 1, 1, 1), dict(groups=4)),
+    ("single channel", (2, 1, 7, 6), (3, 1, 3, 3), dict(padding=1)),
+    ("batch 0", (0, 3, 7, 7), (4, 3, 3, 3), dict(padding=1, bias=True)),
+    ("batch 0 dw", (0, 4, 7, 7), (4, 1, 3, 3), dict(groups=4, padding=1)),
+    ("batch 0 1x1", (0, 4, 7, 7), (5, 4, 1, 1), {}),
+    ("1x1 input", (1, 3, 1, 1), (2, 3, 3, 3), dict(padding=1, bias=True)),
+    ("dw 1x1 input", (1, 3, 1, 1), (3, 1, 3, 3), dict(padding=1, groups=3, bias=True)),
+    ("kernel = input", (1, 2, 4, 5), (3, 2, 4, 5), {}),
+    ("stride > kernel", (1, 2, 10, 10), (2, 2, 2, 2), dict(stride=3)),
+    ("more channels", (1, 16, 9, 9), (8, 16, 3, 3), dict(padding=1)),
+]
+
+ALGORITHMS = [("numba", a) for a in dispatch.algorithms("numba")] + [("numpy", "reference")]
+
+
+def _arrays(rng, x_shape, w_shape, kwargs, dtype):
+    kwargs = dict(kwargs)
+    x = random_array(rng, x_shape, dtype)
+    w = random_array(rng, w_shape, dtype)
+    b = random_array(rng, (w_shape[0],), dtype) if kwargs.pop("bias", False) else None
+    return x, w, b, kwargs
+
+
+def _grid():
+    for name, x_shape, w_shape, kwargs in CASES:
+        x = np.empty(x_shape)
+        w = np.empty(w_shape)
+        spec = spec_for(x, w, None, **{k: v for k, v in kwargs.items() if k != "bias"})
+        for backend, algorithm in ALGORITHMS:
+            if dispatch.load(backend, algorithm).supports(spec) is None:
+                yield pytest.param(backend, algorithm, x_shape, w_shape, kwargs,
+                                   id=f"{algorithm}-{name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("backend, algorithm, x_shape, w_shape, kwargs", list(_grid()))
+def test_grid_against_reference(backend, algorithm, x_shape, w_shape, kwargs, dtype):
+    rng = np.random.default_rng(abs(hash((x_shape, w_shape))) % 2**32)
+    x, w, b, kwargs = _arrays(rng, x_shape, w_shape, kwargs, dtype)
+    y = fc.conv2d(x, w, b, **kwargs, algorithm=algorithm, backend=backend)
+    assert_conv_close(y, *reference_conv(x, w, b, **kwargs), dtype)
+
+
+def test_grid_covers_every_algorithm_on_most_cases():
+    counts = {}
+    for param in _grid():
+        counts[param.values[1]] = counts.get(param.values[1], 0) + 1
+    assert counts["direct"] == counts["im2col"] == counts["reference"] == len(CASES)
+    assert counts["depthwise"] >= 14 and counts["pointwise"] >= 6
+
+
+@needs_torch
+@pytest.mark.parametrize("name, x_shape, w_shape, kwargs", CASES, ids=[c[0] for c in CASES])
+def test_reference_matches_torch(name, x_shape, w_shape, kwargs):
+    rng = np.random.default_rng(1)
+    x, w, b, kwargs = _arrays(rng, x_shape, w_shape, kwargs, np.float64)
+    expected = F.conv2d(torch.from_numpy(x), torch.from_numpy(w),
+                        None if b is None else torch.from_numpy(b), **kwargs).numpy()
+    actual = fc.conv2d(x, w, b, **kwargs, backend="numpy")
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-10)
+
+
+@needs_torch
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("algorithm", dispatch.algorithms("numba"))
+def test_numba_matches_torch_on_mobilenet_shapes(algorithm, dtype):
+    """The kernels against torch itself on layer shapes of MobileNet at a small resolution."""
+    rng = np.random.default_rng(2)
+    net = fc.models.mobilenet_v1(alpha=0.25, resolution=64, include_fc=False)
+    tol = {np.float32: 2e-4, np.float64: 1e-10}[dtype]
+    checked = 0
+    for spec in net:
+        if dispatch.load("numba", algorithm).supports(spec) is not None:
+            continue
+        x = random_array(rng, spec.input_shape(2), dtype)
+        w = random_array(rng, spec.weight_shape, dtype)
+        y = fc.conv2d(x, w, stride=spec.stride, padding=spec.padding, groups=spec.groups,
+                      algorithm=algorithm)
+        expected = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=spec.stride,
+                            padding=spec.padding, groups=spec.groups).numpy()
+        np.testing.assert_allclose(y, expected, rtol=tol, atol=tol * np.abs(expected).max())
+        checked += 1
+    assert checked > 0
+
+
+def test_auto_picks_by_shape():
+    select = dispatch.select
+    assert select(fc.ConvSpec(8, 8, 3, groups=8, input_size=8))[1] == "depthwise"
+    assert select(fc.ConvSpec(8, 16, 1, input_size=8))[1] == "pointwise"
+    assert select(fc.ConvSpec(8, 16, 3, input_size=8))[1] in ("im2col", "direct")
+    assert select(fc.ConvSpec(8, 16, 3, input_size=8), backend="numpy")[1] == "reference"
+
+
+# --- property test --------------------------------------------------------------------------
+
+
+@st.composite
+def conv_problems(draw):
+    groups = draw(st.integers(1, 3))
+    depthwise = draw(st.booleans())
+    cin_g = 1 if depthwise else draw(st.integers(1, 3))
+    cout_g = draw(st.integers(1, 3))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    if stride == (1, 1) and draw(st.booleans()):
+        padding = draw(st.sampled_from(["same", "valid"]))
+        pads = [0, 0] if padding == "valid" else [d * (k - 1) for k, d in zip(kernel, dilation)]
+    else:
+        padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+        pads = [2 * p for p in padding]
+    # big enough for the dilated kernel after padding
+    size = [max(1, d * (k - 1) + 1 - p) + draw(st.integers(0, 6))
+            for k, d, p in zip(kernel, dilation, pads)]
+    return dict(
+        x_shape=(draw(st.integers(0, 2)), groups * cin_g, *size),
+        w_shape=(groups * cout_g, cin_g, *kernel),
+        kwargs=dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                    bias=draw(st.booleans())),
+        dtype=draw(st.sampled_from(DTYPES)),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conv_problems())
+def test_property_all_algorithms_agree_with_reference(problem):
+    rng = np.random.default_rng(problem["seed"])
+    dtype = problem["dtype"]
+    x, w, b, kwargs = _arrays(rng, problem["x_shape"], problem["w_shape"], problem["kwargs"],
+                              dtype)
+    expected, scale = reference_conv(x, w, b, **kwargs)
+    spec = spec_for(x, w, b, **kwargs)
+    for algorithm in dispatch.algorithms("numba"):
+        if dispatch.load("numba", algorithm).supports(spec) is None:
+            y = fc.conv2d(x, w, b, **kwargs, algorithm=algorithm)
+            assert_conv_close(y, expected, scale, dtype)
+
+
+# --- conv1d, separable, unbatched -------------------------------------------------------------
+
+
+def test_conv1d_full_convolution_worked_example():
+    # the full convolution of (1, 2, 3, 4) with (1, 0, 2) is (1, 2, 5, 8, 6, 8): a correlation
+    # with the flipped kernel and padding len(w) - 1
+    x = np.array([[[1.0, 2.0, 3.0, 4.0]]])
+    w = np.array([[[1.0, 0.0, 2.0]]])
+    for algorithm in dispatch.algorithms("numba"):
+        if algorithm == "pointwise":
+            continue
+        y = fc.conv1d(x, w[..., ::-1], padding=2, algorithm=algorithm)
+        np.testing.assert_allclose(y[0, 0], [1, 2, 5, 8, 6, 8], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.convolve([1, 2, 3, 4], [1, 0, 2]), [1, 2, 5, 8, 6, 8])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("kwargs", [
+    dict(), dict(stride=2, padding=1, bias=True), dict(padding="same", dilation=2),
+    dict(padding=(3,), dilation=(2,), groups=2), dict(padding="valid", stride=(3,)),
+])
+def test_conv1d_against_conv2d_of_height_one(kwargs, dtype):
+    rng = np.random.default_rng(3)
+    x, w, b, kwargs = _arrays(rng, (2, 4, 17), (6, 4 // kwargs.get("groups", 1), 3), kwargs,
+                              dtype)
+    y = fc.conv1d(x, w, b, **kwargs)
+    two_d = {}
+    for key, value in kwargs.items():  # the same call as a 2-D convolution of height 1
+        if key == "groups" or isinstance(value, str):
+            two_d[key] = value
+        else:
+            value = value[0] if isinstance(value, tuple) else value
+            two_d[key] = (0, value) if key == "padding" else (1, value)
+    expected, scale = reference_conv(x[:, :, None], w[:, :, None], b, **two_d)
+    assert_conv_close(y, expected[:, :, 0], scale[:, :, 0], dtype)
+    # unbatched input gives an unbatched output
+    assert_conv_close(fc.conv1d(x[1], w, b, **kwargs), expected[1, :, 0], scale[1, :, 0], dtype)
+
+
+@needs_torch
+def test_conv1d_matches_torch():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 4, 15))
+    w = rng.standard_normal((6, 2, 4))
+    for kwargs in (dict(padding="same", dilation=2, groups=2), dict(stride=3, padding=2, groups=2)):
+        expected = F.conv1d(torch.from_numpy(x), torch.from_numpy(w), **kwargs).numpy()
+        np.testing.assert_allclose(fc.conv1d(x, w, **kwargs), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("multiplier, kwargs", [
+    (1, dict(padding=1)), (2, dict(stride=2, padding=1, bias=True)),
+    (1, dict(padding="same", dilation=2, bias=True)),
+])
+def test_separable_is_depthwise_then_pointwise(multiplier, kwargs, dtype):
+    rng = np.random.default_rng(5)
+    c_in, c_out = 3, 5
+    x = random_array(rng, (2, c_in, 9, 8), dtype)
+    dw = random_array(rng, (c_in * multiplier, 1, 3, 3), dtype)
+    pw = random_array(rng, (c_out, c_in * multiplier, 1, 1), dtype)
+    kwargs = dict(kwargs)
+    b = random_array(rng, (c_out,), dtype) if kwargs.pop("bias", False) else None
+    y = fc.separable_conv2d(x, dw, pw, b, **kwargs)
+    hidden = fc.conv2d(x.astype(np.float64), dw.astype(np.float64), groups=c_in, **kwargs,
+                       backend="numpy")
+    hidden_scale = fc.conv2d(np.abs(x).astype(np.float64), np.abs(dw).astype(np.float64),
+                             groups=c_in, **kwargs, backend="numpy")
+    expected, _ = reference_conv(hidden, pw.astype(np.float64), b)
+    scale, _ = reference_conv(hidden_scale, np.abs(pw).astype(np.float64),
+                              None if b is None else np.abs(b))
+    assert_conv_close(y, expected, scale, dtype)
+
+
+def test_unbatched_input_gives_unbatched_output():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 8, 7))
+    w = rng.standard_normal((4, 3, 3, 3))
+    y = fc.conv2d(x, w, padding=1)
+    assert y.shape == (4, 8, 7)
+    np.testing.assert_allclose(y, fc.conv2d(x[None], w, padding=1)[0], rtol=1e-12)
+
+
+# --- layouts ----------------------------------------------------------------------------------
+
+
+def _layouts(a):
+    """The same values in awkward memory layouts (name, array)."""
+    fortran = np.asfortranarray(a)
+    flipped = np.flip(np.ascontiguousarray(np.flip(a)))  # negative strides on every axis
+    spaced = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)[..., ::2]  # non-contiguous
+    spaced[...] = a
+    readonly = a.copy()
+    readonly.flags.writeable = False
+    swapped = a.astype(a.dtype.newbyteorder(">"))  # non-native byte order
+    return [("fortran", fortran), ("negative strides", flipped), ("non-contiguous", spaced),
+            ("read-only", readonly), ("big-endian", swapped)]
+
+
+LAYOUT_CASES = {
+    "direct": ("groups2", (2, 4, 7, 7), (6, 2, 3, 3), dict(groups=2, padding=1, bias=True)),
+    "im2col": ("stride2", (2, 3, 9, 8), (4, 3, 3, 3), dict(stride=2, padding=1, bias=True)),
+    "depthwise": ("dw", (2, 4, 9, 8), (8, 1, 3, 3), dict(groups=4, padding=1, bias=True)),
+    "pointwise": ("1x1", (2, 5, 6, 7), (3, 5, 1, 1), dict(bias=True)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("algorithm", sorted(LAYOUT_CASES))
+def test_awkward_layouts_give_the_same_result(algorithm, dtype):
+    _, x_shape, w_shape, kwargs = LAYOUT_CASES[algorithm]
+    rng = np.random.default_rng(7)
+    x, w, b, kwargs = _arrays(rng, x_shape, w_shape, kwargs, dtype)
+    expected = fc.conv2d(x, w, b, **kwargs, algorithm=algorithm)
+    assert_conv_close(expected, *reference_conv(x, w, b, **kwargs), dtype)
+    for (name, x2), (_, w2), (_, b2) in zip(_layouts(x), _layouts(w), _layouts(b)):
+        for args in ((x2, w, b), (x, w2, b), (x, w, b2), (x2, w2, b2)):
+            y = fc.conv2d(*args, **kwargs, algorithm=algorithm)
+            assert y.dtype == np.dtype(dtype), name
+            np.testing.assert_array_equal(y, expected, err_msg=name)
+    assert x.flags.writeable  # inputs are never modified nor frozen
+
+
+def test_inputs_are_not_modified():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 4, 6, 6))
+    w = rng.standard_normal((4, 1, 3, 3))
+    b = rng.standard_normal(4)
+    copies = [a.copy() for a in (x, w, b)]
+    for algorithm in ("direct", "im2col", "depthwise"):
+        fc.conv2d(x, w, b, padding=1, groups=4, algorithm=algorithm)
+    for a, c in zip((x, w, b), copies):
+        np.testing.assert_array_equal(a, c)
+
+
+# --- NaN and Inf --------------------------------------------------------------------------------
+
+
+@needs_torch
+@pytest.mark.parametrize("algorithm", dispatch.algorithms("numba"))
+def test_nan_and_inf_propagate_as_in_torch(algorithm):
+    rng = np.random.default_rng(9)
+    kernel = 1 if algorithm == "pointwise" else 3
+    groups = 4 if algorithm == "depthwise" else 1
+    x = rng.standard_normal((1, 4, 6, 7))
+    w = rng.standard_normal((4, 4 // groups, kernel, kernel))
+    x[0, 1, 2, 3] = np.nan
+    x[0, 2, 0, 0] = np.inf
+    w_inf = w.copy()
+    w_inf[1, 0, 0, 0] = -np.inf  # Inf times the zero padding is NaN in torch
+    for weight in (w, w_inf):
+        for padding in (0, 1):
+            y = fc.conv2d(x, weight, padding=padding, groups=groups, algorithm=algorithm)
+            expected = F.conv2d(torch.from_numpy(x), torch.from_numpy(weight), padding=padding,
+                                groups=groups).numpy()
+            np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+            np.testing.assert_array_equal(np.isposinf(y), np.isposinf(expected))
+            np.testing.assert_array_equal(np.isneginf(y), np.isneginf(expected))
+            finite = np.isfinite(expected)
+            np.testing.assert_allclose(y[finite], expected[finite], rtol=1e-10, atol=1e-10)
+
+
+# --- threads and workspace ------------------------------------------------------------------------
+
+
+def test_concurrent_calls_from_python_threads():
+    rng = np.random.default_rng(10)
+    problems = []
+    for algorithm, (_, x_shape, w_shape, kwargs) in sorted(LAYOUT_CASES.items()):
+        x, w, b, kw = _arrays(rng, x_shape, w_shape, kwargs, np.float64)
+        problems.append((algorithm, x, w, b, kw, fc.conv2d(x, w, b, **kw, algorithm=algorithm)))
+    failures = []
+
+    def worker():
+        try:
+            for _ in range(20):
+                for algorithm, x, w, b, kw, expected in problems:
+                    y = fc.conv2d(x, w, b, **kw, algorithm=algorithm)
+                    np.testing.assert_array_equal(y, expected)
+        except Exception as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[0]
+
+
+@pytest.mark.parametrize("algorithm, w_shape, kwargs", [
+    ("im2col", (8, 6, 3, 3), dict(stride=2, padding=1, dilation=2, bias=True)),
+    ("im2col", (6, 3, 3, 2), dict(groups=2, padding=(1, 2))),
+    ("pointwise", (5, 6, 1, 1), dict(stride=2, padding=1)),
+])
+def test_workspace_budget_tiles_without_changing_the_result(algorithm, w_shape, kwargs):
+    rng = np.random.default_rng(11)
+    x, w, b, kwargs = _arrays(rng, (2, 6, 13, 11), w_shape, kwargs, np.float64)
+    expected, scale = reference_conv(x, w, b, **kwargs)
+    for budget in (1, 200, 1000, 4096):  # 1 byte: one column per tile
+        with fc.config.workspace_budget(budget):
+            y = fc.conv2d(x, w, b, **kwargs, algorithm=algorithm)
+        assert_conv_close(y, expected, scale, np.float64)
+
+
+def test_workspace_stays_within_budget():
+    import tracemalloc
+
+    from fastconv import workspace
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((1, 32, 64, 64)).astype(np.float32)
+    w = rng.standard_normal((16, 32, 3, 3)).astype(np.float32)
+    full_columns = 32 * 9 * 64 * 64 * 4  # 4.7 MB
+    budget = full_columns // 10
+    fc.conv2d(x, w, padding=1, algorithm="im2col")  # compile outside the measurement
+    with fc.config.workspace_budget(budget):
+        workspace.release()
+        tracemalloc.start()
+        y = fc.conv2d(x, w, padding=1, algorithm="im2col")
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak <= budget + y.nbytes + 64 * 1024, (peak, budget, y.nbytes)

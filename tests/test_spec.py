@@ -1,0 +1,127 @@
+"""ConvSpec: normalisation, geometry and counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv import ConvSpec, receptive_field
+
+from helpers import F, needs_torch, torch
+
+
+def test_normalises_ints_pairs_and_strings():
+    spec = ConvSpec(4, 8, 3, stride=[2], padding=(1, 2), groups=2, input_size=9)
+    assert spec.kernel_size == (3, 3)
+    assert spec.stride == (2, 2)
+    assert spec.padding == (1, 2)
+    assert spec.pads == ((1, 1), (2, 2))
+    assert spec.input_size == (9, 9)
+    assert spec.weight_shape == (8, 2, 3, 3)
+    assert ConvSpec(np.int64(3), 4, np.int32(3)).in_channels == 3
+
+
+@pytest.mark.parametrize("kernel, dilation, expected", [
+    (3, 1, ((1, 1), (1, 1))),
+    ((4, 2), 1, ((1, 2), (0, 1))),       # odd total padding: the extra row/column at the end
+    ((2, 3), (3, 2), ((1, 2), (2, 2))),
+    (1, 5, ((0, 0), (0, 0))),
+])
+def test_same_padding_puts_the_odd_row_at_the_end(kernel, dilation, expected):
+    spec = ConvSpec(2, 2, kernel, padding="same", dilation=dilation, input_size=(7, 8))
+    assert spec.pads == expected
+    assert spec.output_size == (7, 8)
+
+
+@needs_torch
+@pytest.mark.parametrize("size, kernel, stride, padding, dilation", [
+    ((7, 8), (4, 2), 1, "same", 1), ((9, 8), (2, 4), 1, "same", (2, 3)),
+    ((10, 11), 3, (3, 2), (2, 1), (1, 3)), ((5, 6), 5, 1, "valid", 1), ((13, 13), 3, 4, 0, 2),
+])
+def test_output_size_and_same_padding_match_torch(size, kernel, stride, padding, dilation):
+    spec = ConvSpec(2, 3, kernel, stride=stride, padding=padding, dilation=dilation,
+                    input_size=size)
+    x = torch.zeros((1, 2, *size))
+    x[0, 0, 0, 0] = 1.0  # the top-left pixel: where it lands tells the top/left padding
+    w = torch.zeros(spec.weight_shape)
+    w[0, 0, -1, -1] = 1.0
+    y = F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation)
+    assert tuple(y.shape[2:]) == spec.output_size
+    ours = fc.conv2d(x.numpy(), w.numpy(), stride=stride, padding=padding, dilation=dilation)
+    np.testing.assert_array_equal(ours, y.numpy())
+
+
+def test_counts_of_a_known_layer():
+    spec = ConvSpec(32, 64, 3, stride=2, padding=1, bias=True, input_size=112)
+    assert spec.output_size == (56, 56)
+    assert spec.macs == 64 * 56 * 56 * 32 * 9
+    assert spec.flops == 2 * spec.macs
+    assert spec.params == 64 * 32 * 9 + 64
+    elements = 32 * 112 * 112 + (64 * 32 * 9 + 64) + 64 * 56 * 56
+    assert spec.bytes() == 4 * elements
+    assert spec.bytes(np.float64, batch=2) == 8 * (2 * 32 * 112 * 112 + 64 * 32 * 9 + 64
+                                                   + 2 * 64 * 56 * 56)
+
+
+def test_grouped_and_depthwise_counts():
+    dw = ConvSpec(32, 64, 3, padding=1, groups=32, input_size=14)
+    assert dw.is_depthwise and dw.kind == "dw"
+    assert dw.macs == 64 * 14 * 14 * 1 * 9
+    assert dw.params == 64 * 9
+    assert ConvSpec(8, 16, 1, input_size=5).kind == "pw"
+    assert ConvSpec(8, 16, 1, groups=2, input_size=5).kind == "conv"
+    assert ConvSpec(1, 16, 3, input_size=5).kind == "conv"  # one channel: a dense conv
+
+
+def test_specs_are_values():
+    a = ConvSpec(3, 4, 3, padding=1, input_size=8)
+    b = ConvSpec(3, 4, (3, 3), padding=(1, 1), input_size=(8, 8))
+    assert a == b and hash(a) == hash(b)
+    assert a.with_input_size(16) == ConvSpec(3, 4, 3, padding=1, input_size=16)
+    with pytest.raises(Exception):
+        a.stride = (2, 2)
+
+
+def test_without_padding_is_the_same_convolution_on_the_padded_input():
+    spec = ConvSpec(2, 2, (4, 3), padding="same", dilation=(1, 2), input_size=(7, 9))
+    bare = spec.without_padding()
+    assert bare.pads == ((0, 0), (0, 0))
+    assert bare.input_size == (7 + 3, 9 + 4)
+    assert bare.output_size == spec.output_size == (7, 9)
+
+
+@pytest.mark.parametrize("layers, expected", [
+    ([ConvSpec(1, 1, 3)] * 3, ((7, 7), (1, 1))),
+    ([ConvSpec(1, 1, 3, stride=2), ConvSpec(1, 1, 3)], ((7, 7), (2, 2))),
+    ([ConvSpec(1, 1, 3, dilation=2), ConvSpec(1, 1, (3, 1), dilation=4)], ((13, 5), (1, 1))),
+    ([ConvSpec(1, 1, 1, stride=2)] * 3, ((1, 1), (8, 8))),
+])
+def test_receptive_field(layers, expected):
+    assert receptive_field(layers) == expected
+
+
+def test_receptive_field_by_impulse():
+    """Count the input pixels that reach one output pixel, by differentiating numerically."""
+    layers = [ConvSpec(1, 1, 3, stride=2, padding=1), ConvSpec(1, 1, 3, dilation=2, padding=2),
+              ConvSpec(1, 1, (1, 3), stride=(1, 2), padding=(0, 1))]
+    size = 40
+    ones = [np.ones(s.weight_shape) for s in layers]
+
+    def forward(x):
+        for spec, w in zip(layers, ones):
+            x = fc.conv2d(x, w, stride=spec.stride, padding=spec.padding,
+                          dilation=spec.dilation, backend="numpy")
+        return x
+
+    base = np.zeros((1, 1, size, size))
+    centre = tuple(n // 2 for n in forward(base).shape[2:])
+    reach = np.zeros((size, size), bool)
+    for i in range(size):
+        for j in range(size):
+            impulse = base.copy()
+            impulse[0, 0, i, j] = 1.0
+            reach[i, j] = forward(impulse)[(0, 0, *centre)] != 0
+    rows, cols = np.nonzero(reach)
+    field = receptive_field(layers)
+    assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == field.size
