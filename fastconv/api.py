@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import dispatch
@@ -113,6 +115,25 @@ def _kernel_ready(a):
     return view
 
 
+def _spec(*args) -> ConvSpec:
+    """``ConvSpec(c_in, c_out, kernel, stride, padding, dilation, groups, bias, size)``,
+    cached: a network calls the same few geometries over and over, so each is validated once."""
+    args = tuple(tuple(a) if isinstance(a, list) else a for a in args)
+    try:
+        hash(args)
+    except TypeError:  # an odd argument type: let ConvSpec explain what is wrong with it
+        return _new_spec(*args)
+    return _cached_spec(*args)
+
+
+def _new_spec(c_in, c_out, kernel, stride, padding, dilation, groups, bias, size) -> ConvSpec:
+    return ConvSpec(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation,
+                    groups=groups, bias=bias, input_size=size)
+
+
+_cached_spec = functools.lru_cache(maxsize=1024)(_new_spec)
+
+
 # --- running ------------------------------------------------------------------------------
 
 
@@ -149,10 +170,8 @@ def _convolve(fn, x, weight, bias, stride, padding, dilation, groups, algorithm,
         dilation = (1, *normalize_tuple(dilation, 1, "dilation"))
         if not isinstance(padding, str):
             padding = (0, *normalize_tuple(padding, 1, "padding"))
-    spec = ConvSpec(
-        x.shape[1], weight.shape[0], weight.shape[2:], stride=stride, padding=padding,
-        dilation=dilation, groups=groups, bias=bias is not None, input_size=x.shape[2:],
-    )
+    spec = _spec(x.shape[1], weight.shape[0], weight.shape[2:], stride, padding, dilation,
+                 groups, bias is not None, x.shape[2:])
     out = _run_forward(x, weight, bias, spec, algorithm, backend)
     if spatial == 1:
         out = out[:, :, 0, :]

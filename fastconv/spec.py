@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Iterable, NamedTuple
 
 import numpy as np
@@ -97,6 +98,8 @@ class ConvSpec:
         The normalised padding argument: a pair of ints or ``"same"``/``"valid"``.
     pads : ((int, int), (int, int))
         The zero rows/columns actually added: ``((top, bottom), (left, right))``.
+
+    Derived sizes and counts are computed on first use and cached (a spec never changes).
 
     Examples
     --------
@@ -192,12 +195,12 @@ class ConvSpec:
             return tuple(pads)
         return tuple((p, p) for p in self.padding)
 
-    @property
+    @cached_property
     def dilated_kernel_size(self) -> tuple[int, int]:
         """Extent of the kernel on the input: ``dilation * (kernel - 1) + 1`` per axis."""
         return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation))
 
-    @property
+    @cached_property
     def padded_input_size(self) -> tuple[int, int]:
         """Input height and width after zero padding."""
         self._need_input_size()
@@ -220,7 +223,7 @@ class ConvSpec:
                 "or call spec.with_input_size(H, W)"
             )
 
-    @property
+    @cached_property
     def output_size(self) -> tuple[int, int]:
         """Output height and width: ``floor((H + pads - d*(k-1) - 1) / s) + 1`` per axis."""
         return tuple(
@@ -246,7 +249,7 @@ class ConvSpec:
     def out_channels_per_group(self) -> int:
         return self.out_channels // self.groups
 
-    @property
+    @cached_property
     def weight_shape(self) -> tuple[int, int, int, int]:
         """``(out_channels, in_channels // groups, kH, kW)``."""
         return (self.out_channels, self.in_channels_per_group, *self.kernel_size)
@@ -281,7 +284,7 @@ class ConvSpec:
 
     # --- counts ----------------------------------------------------------------------------
 
-    @property
+    @cached_property
     def macs(self) -> int:
         """Multiply-accumulates for one image (bias additions are not counted)."""
         ho, wo = self.output_size
@@ -293,7 +296,7 @@ class ConvSpec:
         """Floating-point operations for one image: ``2 * macs``."""
         return 2 * self.macs
 
-    @property
+    @cached_property
     def params(self) -> int:
         """Weights, plus ``out_channels`` biases when ``bias`` is True."""
         weights = int(np.prod(self.weight_shape))
