@@ -61,8 +61,7 @@ def set_workspace_budget(nbytes: int) -> None:
 
     Algorithms that need a workspace (im2col's column matrix, a strided 1x1's subsampled
     input) tile their work so that it never exceeds this budget. The floor is one column of
-    the column matrix (``in_channels // groups * kH * kW`` elements), which is smaller than the
-    weight itself.
+    the column matrix (``in_channels * kH * kW`` elements).
 
     Parameters
     ----------

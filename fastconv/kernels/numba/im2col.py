@@ -1,8 +1,8 @@
 """im2col + GEMM: unfold input patches into a column matrix, then one BLAS GEMM per tile.
 
-For group ``g`` of image ``n`` the column matrix has one row per (input channel, kernel row,
-kernel column) and one column per output pixel, so ``W_g (C_out/g x K) @ cols (K x P)`` is
-the output. The columns are built by a parallel Numba kernel; the GEMM is numpy's BLAS call,
+For image ``n`` the column matrix has one row per (input channel, kernel row, kernel column)
+and one column per output pixel; group ``g`` owns a contiguous block of rows, so
+``W_g (C_out/g x K) @ cols_g (K x P)`` is its output and one batched matmul does all groups. The columns are built by a parallel Numba kernel; the GEMM is numpy's BLAS call,
 made *after* the parallel region ends, so the two thread pools never nest.
 
 The column matrix is tiled over output pixels so it never exceeds the workspace budget
@@ -55,9 +55,9 @@ def _zero_row(cols, r, dst, count):
 
 
 @jit(parallel=True)
-def _im2col(x, cols, n, c0, p0, p1, kh_size, kw_size, wo_size, sh, sw, ph, pw, dh, dw):
-    """Fill ``cols[:, :p1-p0]`` with the patches of output pixels ``[p0, p1)`` of image ``n``,
-    input channels ``c0 ...``; one row per (channel, kernel row, kernel column)."""
+def _im2col(x, cols, n, p0, p1, kh_size, kw_size, wo_size, sh, sw, ph, pw, dh, dw):
+    """Fill ``cols[:, :p1-p0]`` with the patches of output pixels ``[p0, p1)`` of image ``n``;
+    one row per (input channel, kernel row, kernel column)."""
     height, width = x.shape[2], x.shape[3]
     taps = kh_size * kw_size
     for r in prange(cols.shape[0]):
@@ -78,7 +78,7 @@ def _im2col(x, cols, n, c0, p0, p1, kh_size, kw_size, wo_size, sh, sw, ph, pw, d
                 a = min(max(lo, ow0), ow1)
                 b = min(max(hi, a), ow1)
                 _zero_row(cols, r, dst, a - ow0)
-                _gather_row(cols, r, dst + a - ow0, b - a, x, n, c0 + c, ih, a * sw + offset, sw)
+                _gather_row(cols, r, dst + a - ow0, b - a, x, n, c, ih, a * sw + offset, sw)
                 _zero_row(cols, r, dst + b - ow0, ow1 - b)
             else:
                 _zero_row(cols, r, dst, ow1 - ow0)
@@ -106,20 +106,21 @@ def forward(x, weight, bias, spec: ConvSpec):
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     (ph, _), (pw, _) = spec.pads
     pixels = ho_size * wo_size
-    rows = cg * kh_size * kw_size
+    rows = spec.in_channels * kh_size * kw_size  # group g owns rows [g*K, (g+1)*K)
+    group_rows = cg * kh_size * kw_size
 
     out = np.empty(spec.output_shape(n_images), dtype=x.dtype)
     out_mat = out.reshape(n_images, groups, og, pixels)
-    w_mat = weight.reshape(groups, og, rows)
+    w_mat = weight.reshape(groups, og, group_rows)
     tile = pixels_per_tile(rows, pixels, x.dtype.itemsize)
     cols = workspace.scratch((rows, tile), x.dtype)
     for n in range(n_images):
-        for g in range(groups):
-            for p0 in range(0, pixels, tile):
-                p1 = min(pixels, p0 + tile)
-                _im2col(x, cols, n, g * cg, p0, p1, kh_size, kw_size, wo_size,
-                        sh, sw, ph, pw, dh, dw)
-                np.matmul(w_mat[g], cols[:, : p1 - p0], out=out_mat[n, g, :, p0:p1])
+        for p0 in range(0, pixels, tile):
+            p1 = min(pixels, p0 + tile)
+            _im2col(x, cols, n, p0, p1, kh_size, kw_size, wo_size, sh, sw, ph, pw, dh, dw)
+            # every group's GEMM in one call: numpy loops the groups in C
+            np.matmul(w_mat, cols[:, : p1 - p0].reshape(groups, group_rows, p1 - p0),
+                      out=out_mat[n, :, :, p0:p1])
     if bias is not None:
         add_bias(out.reshape(n_images, spec.out_channels, pixels), bias)
     return out
