@@ -95,9 +95,8 @@ def cmd_bench(args) -> int:
                 first_call_seconds={k: t.first_call for k, t in timings.items()}))
 
     table = Table(title=f"{args.model} forward, batch {args.batch}, {dtype.name}, {threads} "
-                        "threads: min ms of interleaved repeats", title_justify="left")
-    for head in ("layer", "input -> output", "MFLOP", *columns, "auto GFLOP/s", "torch/auto",
-                 "auto/gemm"):
+                        "threads: min ms of interleaved repeats (GFLOP/s)", title_justify="left")
+    for head in ("layer", "input -> output", "MFLOP", *columns, "torch/auto", "auto/gemm"):
         table.add_column(head, justify="left" if head in ("layer", "input -> output") else "right")
     totals = dict.fromkeys(columns, 0.0)
     for rec in records:
@@ -108,17 +107,17 @@ def cmd_bench(args) -> int:
                 cells.append("")
                 continue
             totals[col] += sec
-            cells.append(f"{sec * 1e3:.3f}")
+            cells.append(f"{sec * 1e3:.3f} ({rec['flops'] / sec / 1e9:.0f})")
         secs = rec["seconds"]
         shape = "x".join(map(str, rec["input"][1:])) + " -> " + "x".join(map(str, rec["output"][1:]))
         table.add_row(rec["layer"], shape, f"{rec['flops'] / 1e6:.1f}", *cells,
-                      f"{rec['flops'] / secs['auto'] / 1e9:.1f}",
                       _ratio(secs.get("torch"), secs["auto"]), _ratio(secs["auto"], secs.get("gemm")))
     total_flops = sum(r["flops"] for r in records)
     table.add_section()
     table.add_row("total", "", f"{total_flops / 1e6:.1f}",
-                  *[f"{totals[c] * 1e3:.2f}" if totals[c] else "" for c in columns],
-                  f"{total_flops / totals['auto'] / 1e9:.1f}",
+                  *[f"{totals[c] * 1e3:.2f} ({total_flops / totals[c] / 1e9:.0f})"
+                    if totals[c] and all(c in r["seconds"] for r in records) else ""
+                    for c in columns],
                   _ratio(totals["torch"] or None, totals["auto"]), "")
     _console().print(table)
     if args.json:
@@ -146,6 +145,81 @@ def _write_json(path, payload):
         raise CliError(f"cannot write {path}: {exc.strerror}") from None
 
 
+# --- flops ------------------------------------------------------------------------------------
+
+
+def _human(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:g}"
+
+
+def cmd_flops(args) -> int:
+    """Per-layer MACs, FLOPs, params, bytes and intensity, and separable vs full counts."""
+    from rich.table import Table
+
+    from . import flops
+
+    if args.model not in ("mobilenet-v1", "mobilenet-v1-full"):
+        raise CliError(f"unknown model {args.model!r}; expected mobilenet-v1 or mobilenet-v1-full")
+    full_conv = args.full_conv or args.model == "mobilenet-v1-full"
+    try:
+        separable = models.mobilenet_v1(alpha=args.alpha, resolution=args.resolution)
+        full = models.mobilenet_v1(alpha=args.alpha, resolution=args.resolution, separable=False)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    net = full if full_conv else separable
+    rows = flops.layer_counts(net, batch=args.batch)
+    total = flops.totals(rows)
+    comparison = flops.separable_vs_full(separable, full)
+    if args.json:
+        print(json.dumps(dict(model="mobilenet-v1-full" if full_conv else "mobilenet-v1",
+                              alpha=args.alpha, resolution=args.resolution, batch=args.batch,
+                              layers=rows, total=total, separable_vs_full=comparison),
+                         indent=1))
+        return 0
+
+    title = (f"{'Conv MobileNet (full 3x3 convolutions)' if full_conv else 'MobileNet v1'} "
+             f"{args.alpha:g}-{args.resolution}, batch {args.batch}. MACs = multiply-adds; "
+             "FLOPs = 2 x MACs; bytes = input + weights + output, moved once")
+    table = Table(title=title, title_justify="left")
+    for head in ("layer", "kind", "input", "output", "MACs", "FLOPs", "params", "bytes f32",
+                 "FLOP/B f32", "FLOP/B f64"):
+        table.add_column(head, justify="left" if head in ("layer", "kind", "input", "output")
+                         else "right")
+    for r in rows:
+        table.add_row(r["name"], r["kind"], "x".join(map(str, r["input"][1:])),
+                      "x".join(map(str, r["output"][1:])), _human(r["macs"]), _human(r["flops"]),
+                      _human(r["params"]), _human(r["bytes_float32"]),
+                      f"{r['intensity_float32']:.1f}", f"{r['intensity_float64']:.1f}")
+    table.add_section()
+    table.add_row("total", "", "", "", _human(total["macs"]), _human(total["flops"]),
+                  _human(total["params"]), _human(total["bytes"]), f"{total['intensity']:.1f}",
+                  f"{total['flops'] / sum(r['bytes_float64'] for r in rows):.1f}")
+    console = _console()
+    console.print(table)
+
+    pairs = Table(title="Separable vs full convolution: each depthwise + pointwise pair against "
+                        "the 3x3 convolution it replaces", title_justify="left")
+    for head in ("pair", "MACs separable", "MACs full", "ratio (counted)",
+                 "1/N + 1/D_K^2 (predicted)"):
+        pairs.add_column(head, justify="left" if head == "pair" else "right")
+    for p in comparison["pairs"]:
+        pairs.add_row(p["layers"], _human(p["macs_separable"]), _human(p["macs_full"]),
+                      f"{p['ratio']:.4f}", f"{p['prediction']:.4f}")
+    console.print(pairs)
+    sep_macs = sum(s.macs for s in separable) * args.batch
+    full_macs = sum(s.macs for s in full) * args.batch
+    console.print(
+        f"whole net: {_human(sep_macs)} vs {_human(full_macs)} MACs, ratio "
+        f"{comparison['macs_ratio']:.4f} ({1 / comparison['macs_ratio']:.2f}x fewer); params "
+        f"ratio {comparison['params_ratio']:.4f} ({1 / comparison['params_ratio']:.2f}x fewer); "
+        f"the pairs alone: {comparison['pairs_macs_ratio']:.4f} "
+        f"({1 / comparison['pairs_macs_ratio']:.2f}x fewer MACs)")
+    return 0
+
+
 # --- entry point ------------------------------------------------------------------------------
 
 
@@ -166,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     bench.add_argument("--json", metavar="FILE", help="also write the records as JSON")
     bench.set_defaults(run=cmd_bench)
+
+    count = sub.add_parser("flops", help="MACs, FLOPs, params, bytes per layer; separable vs full")
+    _add_model_options(count)
+    count.add_argument("--full-conv", action="store_true",
+                       help="the full-convolution twin (Conv MobileNet)")
+    count.add_argument("--batch", type=_positive_int, default=1)
+    count.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    count.set_defaults(run=cmd_flops)
     return parser
 
 
