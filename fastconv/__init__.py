@@ -6,7 +6,8 @@ time goes.
 """
 
 from . import config, models
-from .api import conv1d, conv2d, separable_conv2d
+from .api import (conv1d, conv1d_backward, conv2d, conv2d_backward, conv2d_input_grad,
+                  conv2d_weight_grad, separable_conv2d, separable_conv2d_backward)
 from .dispatch import ALGORITHMS, BACKENDS, available_backends
 from .spec import ConvSpec, ReceptiveField, receptive_field
 
@@ -20,8 +21,13 @@ __all__ = [
     "available_backends",
     "config",
     "conv1d",
+    "conv1d_backward",
     "conv2d",
+    "conv2d_backward",
+    "conv2d_input_grad",
+    "conv2d_weight_grad",
     "models",
     "receptive_field",
     "separable_conv2d",
+    "separable_conv2d_backward",
 ]

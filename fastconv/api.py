@@ -9,7 +9,8 @@ import numpy as np
 from . import dispatch
 from .spec import ConvSpec, _as_int, normalize_tuple
 
-__all__ = ["conv2d", "conv1d", "separable_conv2d"]
+__all__ = ["conv2d", "conv1d", "separable_conv2d", "conv2d_backward", "conv1d_backward",
+           "conv2d_input_grad", "conv2d_weight_grad", "separable_conv2d_backward"]
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -156,9 +157,9 @@ def _run_forward(x, weight, bias, spec: ConvSpec, algorithm: str, backend: str):
         return module.forward(x, weight, bias, spec)
 
 
-def _convolve(fn, x, weight, bias, stride, padding, dilation, groups, algorithm, backend,
-              spatial):
-    x, weight, bias = _check_arrays(fn, x, weight, bias)
+def _prepare(fn, x, weight, bias, stride, padding, dilation, groups, spatial,
+             with_bias=None):
+    """Validate a call and return ``(x, weight, spec, unbatched)`` with 4-D (NCHW) views."""
     _check_ndim(fn, x, weight, spatial)
     unbatched = x.ndim == spatial + 1
     if unbatched:
@@ -170,12 +171,117 @@ def _convolve(fn, x, weight, bias, stride, padding, dilation, groups, algorithm,
         dilation = (1, *normalize_tuple(dilation, 1, "dilation"))
         if not isinstance(padding, str):
             padding = (0, *normalize_tuple(padding, 1, "padding"))
+    with_bias = bias is not None if with_bias is None else bool(with_bias)
     spec = _spec(x.shape[1], weight.shape[0], weight.shape[2:], stride, padding, dilation,
-                 groups, bias is not None, x.shape[2:])
-    out = _run_forward(x, weight, bias, spec, algorithm, backend)
-    if spatial == 1:
+                 groups, with_bias, x.shape[2:])
+    return x, weight, spec, unbatched
+
+
+def _unbatch(out, spatial, unbatched):
+    """Back from the kernels' 4-D layout to the caller's (1-D, unbatched)."""
+    if out is None:
+        return None
+    if spatial == 1 and out.ndim == 4:
         out = out[:, :, 0, :]
     return out[0] if unbatched else out
+
+
+def _convolve(fn, x, weight, bias, stride, padding, dilation, groups, algorithm, backend,
+              spatial):
+    x, weight, bias = _check_arrays(fn, x, weight, bias)
+    x, weight, spec, unbatched = _prepare(fn, x, weight, bias, stride, padding, dilation,
+                                          groups, spatial)
+    out = _run_forward(x, weight, bias, spec, algorithm, backend)
+    return _unbatch(out, spatial, unbatched)
+
+
+_GRADIENTS = ("input", "weight", "bias")
+
+
+def _check_needs(needs, names=_GRADIENTS) -> frozenset:
+    if isinstance(needs, str):
+        needs = (needs,)
+    try:
+        needs = frozenset(needs)
+    except TypeError:
+        raise TypeError(f"needs must be a collection of names from {names}, "
+                        f"but got {needs!r}") from None
+    if not needs <= set(names):
+        raise ValueError(f"needs must be a subset of {names}, but got {sorted(needs)}")
+    return needs
+
+
+def _check_grad_output(fn, grad_output, x, spec: ConvSpec, unbatched, spatial, shown_input,
+                       shown_weight):
+    """grad_output must have the dtype of the input and the shape of the forward's output."""
+    grad_output = _check_array(fn, "grad_output", grad_output)
+    if grad_output.dtype.type is not x.dtype.type:
+        raise TypeError(f"Input type ({x.dtype.name}) and grad_output type "
+                        f"({grad_output.dtype.name}) should be the same")
+    expected = list(_unbatch(np.empty(spec.output_shape(x.shape[0]), np.bool_), spatial,
+                             unbatched).shape)
+    if list(grad_output.shape) != expected:
+        raise ValueError(
+            f"Expected grad_output of size {expected} for input of size {shown_input} and "
+            f"weight of size {shown_weight}, but got grad_output of size "
+            f"{list(grad_output.shape)}")
+    if unbatched:
+        grad_output = grad_output[None]
+    if spatial == 1:
+        grad_output = grad_output[:, :, None, :]
+    return grad_output
+
+
+def _run_backward(grad_output, x, weight, spec: ConvSpec, needs, algorithm, backend):
+    """Dispatch a validated, batched backward; returns (grad_input, grad_weight, grad_bias)."""
+    _, _, module = dispatch.select(spec, algorithm, backend)
+    dtype = grad_output.dtype.newbyteorder("=")
+    n_images = grad_output.shape[0]
+    grad_input = grad_weight = grad_bias = None
+    if n_images == 0:  # nothing flows back: zeros of the right shapes
+        if "input" in needs:
+            grad_input = np.zeros(spec.input_shape(0), dtype)
+        if "weight" in needs:
+            grad_weight = np.zeros(spec.weight_shape, dtype)
+        if "bias" in needs and spec.bias:
+            grad_bias = np.zeros(spec.out_channels, dtype)
+        return grad_input, grad_weight, grad_bias
+    grad_output = _kernel_ready(grad_output)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if "input" in needs:
+            grad_input = module.backward_input(grad_output, _kernel_ready(weight), spec)
+        if "weight" in needs:
+            grad_weight = module.backward_weight(grad_output, _kernel_ready(x), spec)
+        if "bias" in needs and spec.bias:
+            grad_bias = module.backward_bias(grad_output)
+    return grad_input, grad_weight, grad_bias
+
+
+def _shape_only(shape, dtype, name):
+    """A zero-byte array of ``shape``: lets the shape checks run where only a size is given."""
+    try:
+        shape = tuple(_as_int(n, name) for n in shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of ints, but got {shape!r}") from None
+    if any(n < 0 for n in shape):
+        raise ValueError(f"{name} must not be negative, but got {list(shape)}")
+    return np.broadcast_to(np.zeros((), dtype), shape)
+
+
+def _backward(fn, grad_output, x, weight, stride, padding, dilation, groups, bias, needs,
+              algorithm, backend, spatial):
+    needs = _check_needs(needs)
+    x, weight, _ = _check_arrays(fn, x, weight, None)
+    shown_input, shown_weight = list(x.shape), list(weight.shape)
+    x, weight, spec, unbatched = _prepare(fn, x, weight, None, stride, padding, dilation,
+                                          groups, spatial, with_bias=bias)
+    grad_output = _check_grad_output(fn, grad_output, x, spec, unbatched, spatial, shown_input,
+                                     shown_weight)
+    grad_input, grad_weight, grad_bias = _run_backward(grad_output, x, weight, spec, needs,
+                                                       algorithm, backend)
+    if grad_weight is not None and spatial == 1:
+        grad_weight = grad_weight[:, :, 0, :]
+    return _unbatch(grad_input, spatial, unbatched), grad_weight, grad_bias
 
 
 # --- public functions ---------------------------------------------------------------------
@@ -289,7 +395,14 @@ def separable_conv2d(x, depthwise_weight, pointwise_weight, bias=None, stride=1,
     -------
     ndarray, shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
     """
-    fn = "separable_conv2d"
+    hidden = _separable_hidden("separable_conv2d", x, depthwise_weight, pointwise_weight, bias,
+                               stride, padding, dilation, backend)
+    return conv2d(hidden, pointwise_weight, bias, backend=backend)
+
+
+def _separable_hidden(fn, x, depthwise_weight, pointwise_weight, bias, stride, padding,
+                      dilation, backend):
+    """Validate a separable call and return the depthwise output (the pointwise's input)."""
     x, depthwise_weight, bias = _check_arrays(fn, x, depthwise_weight, bias,
                                               "depthwise_weight")
     _, pointwise_weight, _ = _check_arrays(fn, x, pointwise_weight, None, "pointwise_weight")
@@ -307,6 +420,164 @@ def separable_conv2d(x, depthwise_weight, pointwise_weight, bias=None, stride=1,
             f"expected pointwise_weight of size [C_out, {dw_shape[0]}, 1, 1] after "
             f"depthwise_weight of size {dw_shape}, but got pointwise_weight of size {pw_shape}"
         )
-    hidden = conv2d(x, depthwise_weight, None, stride, padding, dilation, groups=c_in,
-                    backend=backend)
-    return conv2d(hidden, pointwise_weight, bias, backend=backend)
+    return conv2d(x, depthwise_weight, None, stride, padding, dilation, groups=c_in,
+                  backend=backend)
+
+
+# --- backward ---------------------------------------------------------------------------------
+
+
+def conv2d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    bias=True, needs=("input", "weight", "bias"), algorithm="auto",
+                    backend="auto"):
+    """Gradients of :func:`conv2d`: ``(grad_input, grad_weight, grad_bias)``.
+
+    Parameters
+    ----------
+    grad_output : ndarray
+        Gradient of the loss with respect to the convolution's output; the shape ``conv2d``
+        returns for ``x`` and ``weight`` (batched or not, like ``x``).
+    x : ndarray, shape (N, C_in, H, W) or (C_in, H, W)
+        The forward's input.
+    weight : ndarray, shape (C_out, C_in // groups, kH, kW)
+    stride, padding, dilation, groups
+        As in the forward call.
+    bias : bool, default True
+        Whether the forward had a bias; ``grad_bias`` is None when it did not.
+    needs : collection of {"input", "weight", "bias"}, default all three
+        The gradients to compute; the others are returned as None and cost nothing (a caller
+        that only needs ``grad_weight`` does not pay for ``grad_input``).
+    algorithm, backend : str
+        As in :func:`conv2d`; every algorithm has its own backward.
+
+    Returns
+    -------
+    grad_input : ndarray of ``x``'s shape, or None
+    grad_weight : ndarray of ``weight``'s shape, or None
+    grad_bias : ndarray of shape (C_out,), or None
+
+    Notes
+    -----
+    Input pixels that no output reads (past the last full window of a strided or dilated
+    convolution) get an exact zero, as in ``torch.nn.grad``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv as fc
+    >>> x = np.ones((1, 2, 5, 5)); w = np.ones((3, 2, 3, 3))
+    >>> y = fc.conv2d(x, w, padding=1)
+    >>> gx, gw, gb = fc.conv2d_backward(np.ones_like(y), x, w, padding=1)
+    >>> gx.shape, gw.shape, gb.tolist()
+    ((1, 2, 5, 5), (3, 2, 3, 3), [25.0, 25.0, 25.0])
+    """
+    return _backward("conv2d_backward", grad_output, x, weight, stride, padding, dilation,
+                     groups, bias, needs, algorithm, backend, spatial=2)
+
+
+def conv1d_backward(grad_output, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    bias=True, needs=("input", "weight", "bias"), algorithm="auto",
+                    backend="auto"):
+    """Gradients of :func:`conv1d`; arguments and results as in :func:`conv2d_backward`."""
+    return _backward("conv1d_backward", grad_output, x, weight, stride, padding, dilation,
+                     groups, bias, needs, algorithm, backend, spatial=1)
+
+
+def conv2d_input_grad(input_size, weight, grad_output, stride=1, padding=0, dilation=1,
+                      groups=1, *, algorithm="auto", backend="auto"):
+    """Gradient of a convolution with respect to its input, as ``torch.nn.grad.conv2d_input``.
+
+    Parameters
+    ----------
+    input_size : sequence of int
+        Shape of the input, ``(N, C_in, H, W)`` (or ``(C_in, H, W)``). With a stride above 1
+        several input sizes give the same output size; this says which one.
+    weight : ndarray, shape (C_out, C_in // groups, kH, kW)
+    grad_output : ndarray
+        Gradient with respect to the output.
+    stride, padding, dilation, groups, algorithm, backend
+        As in :func:`conv2d`.
+
+    Returns
+    -------
+    ndarray of shape ``input_size``
+    """
+    fn = "conv2d_input_grad"
+    weight = _check_array(fn, "weight", weight)
+    x = _shape_only(input_size, weight.dtype, "input_size")
+    return _backward(fn, grad_output, x, weight, stride, padding, dilation, groups, False,
+                     ("input",), algorithm, backend, spatial=2)[0]
+
+
+def conv2d_weight_grad(x, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                       *, algorithm="auto", backend="auto"):
+    """Gradient of a convolution with respect to its weight, as ``torch.nn.grad.conv2d_weight``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, H, W) or (C_in, H, W)
+    weight_size : sequence of int
+        ``(C_out, C_in // groups, kH, kW)``.
+    grad_output : ndarray
+        Gradient with respect to the output.
+    stride, padding, dilation, groups, algorithm, backend
+        As in :func:`conv2d`.
+
+    Returns
+    -------
+    ndarray of shape ``weight_size``
+    """
+    fn = "conv2d_weight_grad"
+    x = _check_array(fn, "x", x)
+    weight = _shape_only(weight_size, x.dtype, "weight_size")
+    return _backward(fn, grad_output, x, weight, stride, padding, dilation, groups, False,
+                     ("weight",), algorithm, backend, spatial=2)[1]
+
+
+_SEPARABLE_GRADIENTS = ("input", "depthwise_weight", "pointwise_weight", "bias")
+
+
+def separable_conv2d_backward(grad_output, x, depthwise_weight, pointwise_weight, stride=1,
+                              padding=0, dilation=1, *, bias=True, needs=_SEPARABLE_GRADIENTS,
+                              backend="auto"):
+    """Gradients of :func:`separable_conv2d`.
+
+    The depthwise output is recomputed (it is not stored by the forward), then the pointwise
+    and depthwise backward passes run in turn.
+
+    Parameters
+    ----------
+    grad_output, x, depthwise_weight, pointwise_weight, stride, padding, dilation
+        As in :func:`separable_conv2d`, with ``grad_output`` the gradient of its output.
+    bias : bool, default True
+    needs : collection of {"input", "depthwise_weight", "pointwise_weight", "bias"}
+    backend : str
+
+    Returns
+    -------
+    (grad_input, grad_depthwise_weight, grad_pointwise_weight, grad_bias)
+        Each None when not asked for (``grad_bias`` also when ``bias`` is False).
+    """
+    fn = "separable_conv2d_backward"
+    needs = _check_needs(needs, _SEPARABLE_GRADIENTS)
+    hidden = _separable_hidden(fn, x, depthwise_weight, pointwise_weight, None, stride,
+                               padding, dilation, backend)
+    pointwise_needs = set()
+    if needs & {"input", "depthwise_weight"}:  # both flow back through the depthwise output
+        pointwise_needs.add("input")
+    if "pointwise_weight" in needs:
+        pointwise_needs.add("weight")
+    if "bias" in needs:
+        pointwise_needs.add("bias")
+    grad_hidden, grad_pw, grad_bias = conv2d_backward(
+        grad_output, hidden, pointwise_weight, bias=bias, needs=pointwise_needs, backend=backend)
+    depthwise_needs = set()
+    if "input" in needs:
+        depthwise_needs.add("input")
+    if "depthwise_weight" in needs:
+        depthwise_needs.add("weight")
+    grad_x = grad_dw = None
+    if depthwise_needs:
+        grad_x, grad_dw, _ = conv2d_backward(grad_hidden, x, depthwise_weight, stride, padding,
+                                             dilation, groups=x.shape[-3], bias=False,
+                                             needs=depthwise_needs, backend=backend)
+    return grad_x, grad_dw, grad_pw, grad_bias

@@ -6,7 +6,8 @@ Environment variables (read once, at import):
     ``0`` disables Numba's on-disk cache of compiled kernels (default on).
 ``FASTCONV_FASTMATH``
     ``0`` compiles kernels with strict IEEE semantics. The default allows only floating-point
-    contraction (FMA), which keeps NaN and Inf propagation intact.
+    contraction (FMA) and reassociation (vectorised sums), which keep NaN and Inf propagation
+    intact.
 ``FASTCONV_PARALLEL``
     ``0`` compiles kernels without ``prange`` parallelism (useful when the caller already runs
     one convolution per thread).
@@ -43,8 +44,10 @@ def _env_flag(name: str, default: bool) -> bool:
 
 
 CACHE: bool = _env_flag("FASTCONV_CACHE", True)
-# "contract" lets LLVM fuse multiply-add; no "nnan"/"ninf", so NaN and Inf behave as in IEEE.
-FASTMATH: set[str] | bool = {"contract"} if _env_flag("FASTCONV_FASTMATH", True) else False
+# "contract" lets LLVM fuse multiply-add and "reassoc" lets it vectorise sums (the weight
+# gradients' dot products); no "nnan"/"ninf", so NaN and Inf behave as in IEEE.
+FASTMATH: set[str] | bool = ({"contract", "reassoc"} if _env_flag("FASTCONV_FASTMATH", True)
+                             else False)
 PARALLEL: bool = _env_flag("FASTCONV_PARALLEL", True)
 
 _MIB = 1 << 20

@@ -12,10 +12,10 @@ import numpy as np
 from .spec import ConvSpec
 
 
-
 def skips_padding(spec: ConvSpec) -> bool:
     """``np.pad`` writes real zeros."""
     return False
+
 
 def supports(spec: ConvSpec) -> str | None:
     """Every geometry is supported."""
@@ -58,3 +58,62 @@ def forward(x, weight, bias, spec: ConvSpec):
     if bias is not None:
         out += bias[:, None, None]
     return out
+
+
+def backward_input(grad_output, weight, spec: ConvSpec):
+    """Gradient of the input: every forward product ``w * x_padded[tap]`` sends ``w * dy``
+    back to the same padded pixel; the padding's share is dropped.
+
+    Parameters
+    ----------
+    grad_output : ndarray, shape (N, C_out, H_out, W_out)
+    weight : ndarray, shape (C_out, C_in // groups, kH, kW)
+    spec : ConvSpec
+
+    Returns
+    -------
+    ndarray, shape (N, C_in, H, W)
+    """
+    n = grad_output.shape[0]
+    groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
+    (top, _), (left, _) = spec.pads
+    height, width = spec.input_size
+    grad_padded = np.zeros((n, groups, cg, *spec.padded_input_size), dtype=grad_output.dtype)
+    dy = grad_output.reshape(n, groups, og, *spec.output_size)
+    w = weight.reshape(groups, og, cg, *spec.kernel_size)
+    for kh in range(spec.kernel_size[0]):
+        for kw in range(spec.kernel_size[1]):
+            _tap(grad_padded, spec, kh, kw)[...] += np.einsum("ngohw,goc->ngchw", dy,
+                                                              w[..., kh, kw])
+    grad_padded = grad_padded.reshape(n, spec.in_channels, *spec.padded_input_size)
+    return np.ascontiguousarray(grad_padded[:, :, top:top + height, left:left + width])
+
+
+def backward_weight(grad_output, x, spec: ConvSpec):
+    """Gradient of the weight: ``dw[o, c, i, j] = sum_{n,h,w} dy[n, o, h, w] * x_tap(i, j)``.
+
+    Parameters
+    ----------
+    grad_output : ndarray, shape (N, C_out, H_out, W_out)
+    x : ndarray, shape (N, C_in, H, W)
+    spec : ConvSpec
+
+    Returns
+    -------
+    ndarray, shape (C_out, C_in // groups, kH, kW)
+    """
+    n = x.shape[0]
+    groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
+    padded = np.pad(x, ((0, 0), (0, 0), *spec.pads))
+    padded = padded.reshape(n, groups, cg, *padded.shape[2:])
+    dy = grad_output.reshape(n, groups, og, *spec.output_size)
+    grad = np.zeros((groups, og, cg, *spec.kernel_size), dtype=x.dtype)
+    for kh in range(spec.kernel_size[0]):
+        for kw in range(spec.kernel_size[1]):
+            grad[..., kh, kw] = np.einsum("ngohw,ngchw->goc", dy, _tap(padded, spec, kh, kw))
+    return grad.reshape(spec.weight_shape)
+
+
+def backward_bias(grad_output):
+    """Gradient of the bias: ``dy`` summed over images and pixels."""
+    return grad_output.sum(axis=(0, 2, 3))

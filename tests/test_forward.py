@@ -12,55 +12,8 @@ from hypothesis import strategies as st
 import fastconv as fc
 from fastconv import dispatch
 
-from helpers import (DTYPES, F, assert_conv_close, needs_torch, random_array,
+from helpers import (CASES, DTYPES, F, assert_conv_close, needs_torch, random_array,
                      reference_conv, spec_for, torch)
-
-# (name, input shape, weight shape, keyword arguments): odd and non-square sizes, kernels 1-5
-# (non-square too), strides 1-3, dilations 1-3, padding ints/pairs/"same"/"valid", groups
-# 1/2/C, depthwise multipliers 1-3, bias on/off, batch 0/1/2/3.
-CASES = [
-    ("3x3", (1, 3, 7, 9), (4, 3, 3, 3), {}),
-    ("3x3 pad1 bias", (2, 4, 8, 5), (6, 4, 3, 3), dict(padding=1, bias=True)),
-    ("3x5 pad pair", (1, 2, 9, 7), (3, 2, 3, 5), dict(padding=(2, 1))),
-    ("stride2 bias", (3, 3, 11, 10), (5, 3, 3, 3), dict(stride=2, padding=1, bias=True)),
-    ("5x2 stride pair", (1, 2, 13, 8), (4, 2, 5, 2), dict(stride=(3, 2), padding=(2, 0))),
-    ("dilation2", (1, 3, 12, 11), (2, 3, 3, 3), dict(dilation=2, padding=2, bias=True)),
-    ("dilation pair", (2, 2, 14, 9), (3, 2, 2, 3), dict(dilation=(3, 1), padding=(1, 2))),
-    ("stride2 dilation2", (1, 4, 15, 13), (4, 4, 3, 3), dict(stride=2, dilation=2, padding=1)),
-    ("same", (1, 3, 7, 6), (4, 3, 3, 3), dict(padding="same", bias=True)),
-    ("same even kernel", (1, 3, 7, 6), (4, 3, 4, 2), dict(padding="same")),
-    ("same even dilated", (2, 2, 9, 8), (3, 2, 2, 4), dict(padding="same", dilation=(2, 3))),
-    ("valid 5x5", (1, 3, 6, 8), (2, 3, 5, 5), dict(padding="valid")),
-    ("1x1 bias", (2, 5, 6, 7), (3, 5, 1, 1), dict(bias=True)),
-    ("1x1 stride2 pad1", (1, 4, 7, 9), (6, 4, 1, 1), dict(stride=2, padding=1)),
-    ("1x1 dilated", (1, 3, 5, 6), (2, 3, 1, 1), dict(dilation=3, stride=(1, 3))),
-    ("1x1 groups2", (1, 6, 5, 4), (4, 3, 1, 1), dict(groups=2, bias=True)),
-    ("groups2", (2, 4, 7, 7), (6, 2, 3, 3), dict(groups=2, padding=1, bias=True)),
-    ("groups2 strided dilated", (1, 6, 11, 9), (4, 3, 3, 2),
-     dict(groups=2, stride=(2, 1), dilation=(1, 2))),
-    ("dw 3x3", (2, 4, 9, 8), (4, 1, 3, 3), dict(groups=4, padding=1, bias=True)),
-    ("dw 3x3 s2", (1, 5, 11, 10), (5, 1, 3, 3), dict(groups=5, stride=2, padding=1)),
-    ("dw 3x3 s2 even", (1, 3, 12, 14), (3, 1, 3, 3), dict(groups=3, stride=2, padding=1)),
-    ("dw multiplier2", (1, 3, 8, 7), (6, 1, 3, 3), dict(groups=3, padding=1, bias=True)),
-    ("dw multiplier3 s2 d2", (2, 2, 13, 12), (6, 1, 3, 3),
-     dict(groups=2, stride=2, dilation=2, padding=2)),
-    ("dw 5x5", (1, 4, 10, 9), (4, 1, 5, 5), dict(groups=4, padding=2)),
-    ("dw 3x3 no pad", (1, 3, 6, 7), (3, 1, 3, 3), dict(groups=3)),
-    ("dw same dilation3", (1, 3, 9, 9), (3, 1, 3, 3), dict(groups=3, padding="same", dilation=3)),
-    ("dw stride3", (1, 2, 10, 11), (2, 1, 3, 3), dict(groups=2, stride=3, padding=1)),
-    ("dw stride (2,1)", (1, 2, 9, 8), (2, 1, 3, 3), dict(groups=2, stride=(2, 1), padding=1)),
-    ("dw 2x3", (1, 2, 8, 9), (4, 1, 2, 3), dict(groups=2, padding=(1, 0), bias=True)),
-    ("dw 1x1", (1, 4, 5, 5), (8, 1, 1, 1), dict(groups=4)),
-    ("single channel", (2, 1, 7, 6), (3, 1, 3, 3), dict(padding=1)),
-    ("batch 0", (0, 3, 7, 7), (4, 3, 3, 3), dict(padding=1, bias=True)),
-    ("batch 0 dw", (0, 4, 7, 7), (4, 1, 3, 3), dict(groups=4, padding=1)),
-    ("batch 0 1x1", (0, 4, 7, 7), (5, 4, 1, 1), {}),
-    ("1x1 input", (1, 3, 1, 1), (2, 3, 3, 3), dict(padding=1, bias=True)),
-    ("dw 1x1 input", (1, 3, 1, 1), (3, 1, 3, 3), dict(padding=1, groups=3, bias=True)),
-    ("kernel = input", (1, 2, 4, 5), (3, 2, 4, 5), {}),
-    ("stride > kernel", (1, 2, 10, 10), (2, 2, 2, 2), dict(stride=3)),
-    ("more channels", (1, 16, 9, 9), (8, 16, 3, 3), dict(padding=1)),
-]
 
 ALGORITHMS = [("numba", a) for a in dispatch.algorithms("numba")] + [("numpy", "reference")]
 

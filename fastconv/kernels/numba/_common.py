@@ -97,3 +97,22 @@ def row_gather(out_row, lo, hi, x_row, offset, stride):
     else:
         for i in range(n):
             dst[i] = src[i * stride]
+
+
+@jit(parallel=True)
+def _sum_planes(grad_output, out):
+    n_images, channels, height, width = grad_output.shape
+    for c in prange(channels):
+        acc = 0.0
+        for n in range(n_images):
+            for h in range(uintp(height)):
+                for w in range(uintp(width)):
+                    acc += grad_output[n, c, h, w]
+        out[c] = acc
+
+
+def backward_bias(grad_output):
+    """Gradient of the bias: ``grad_output`` summed over images and pixels, per channel."""
+    out = np.empty(grad_output.shape[1], grad_output.dtype)
+    _sum_planes(grad_output, out)
+    return out

@@ -21,7 +21,7 @@ from ... import config
 from ...config import jit
 from ...spec import ConvSpec
 from . import direct
-from ._common import bias_or_zeros
+from ._common import backward_bias, bias_or_zeros  # noqa: F401
 
 
 def skips_padding(spec: ConvSpec) -> bool:
@@ -55,12 +55,11 @@ _VECTOR = 16  # float32 lanes of an AVX-512 register
 
 
 @jit()
-def _taps_3x3(padded, p, offsets, w, b):
-    """Bias plus the nine taps of the window whose top-left input pixel is ``padded[p]``."""
+def _taps_3x3(padded, p, offsets, w):
+    """The nine taps of the window whose top-left input pixel is ``padded[p]``."""
     o1, o2, o3, o4, o5, o6, o7, o8 = offsets
     return (
-        b
-        + w[0] * padded[p] + w[1] * padded[p + o1] + w[2] * padded[p + o2]
+        w[0] * padded[p] + w[1] * padded[p + o1] + w[2] * padded[p + o2]
         + w[3] * padded[p + o3] + w[4] * padded[p + o4] + w[5] * padded[p + o5]
         + w[6] * padded[p + o6] + w[7] * padded[p + o7] + w[8] * padded[p + o8]
     )
@@ -77,10 +76,10 @@ def _plane_by_rows(padded, wp, offsets, out, n, oc, sh, sw, w, b, line):
         base = oh * uintp(sh * wp)
         if sw == 1:
             for j in range(span):
-                out[n, oc, oh, j] = _taps_3x3(padded, base + j, offsets, w, b)
+                out[n, oc, oh, j] = b + _taps_3x3(padded, base + j, offsets, w)
         else:
             for j in range(span):
-                line[j] = _taps_3x3(padded, base + j, offsets, w, b)
+                line[j] = b + _taps_3x3(padded, base + j, offsets, w)
             for i in range(uintp(wo_size)):
                 out[n, oc, oh, i] = line[i * uintp(sw)]
 
@@ -95,7 +94,7 @@ def _plane_flat(padded, wp, offsets, out, n, oc, sh, sw, w, b, full):
     # round up to whole vectors: a remainder loop would run scalar (the buffers have slack)
     span = uintp((span + _VECTOR - 1) // _VECTOR * _VECTOR)
     for p in range(span):
-        full[p] = _taps_3x3(padded, p, offsets, w, b)
+        full[p] = b + _taps_3x3(padded, p, offsets, w)
     for oh in range(uintp(ho_size)):
         base = oh * uintp(sh * wp)
         for ow in range(uintp(wo_size)):
@@ -103,31 +102,33 @@ def _plane_flat(padded, wp, offsets, out, n, oc, sh, sw, w, b, full):
 
 
 @jit()
-def _pad_plane(padded, wp, top, left, x, n, c, rows, cols):
-    """Copy ``x[n, c, :rows, :cols]`` into the flat padded plane at (top, left); the border is
-    left as it is (zero). An explicit loop: Numba's 2-D slice assignment is several times
-    slower, and a view of ``x`` per plane costs reference counting."""
+def _place_plane(flat, pitch, top, left, src, n, c, rows, cols, sh, sw):
+    """``flat[(top + r*sh) * pitch + left + col*sw] = src[n, c, r, col]`` for ``r < rows``,
+    ``col < cols``; everything else in ``flat`` is left as it is (zero). Copies an input plane
+    into its padded scratch plane (stride 1), or spreads a gradient plane out at the stride.
+    An explicit loop: Numba's 2-D slice assignment is several times slower, and a view of
+    ``src`` per plane costs reference counting."""
     for r in range(uintp(rows)):
-        base = (r + uintp(top)) * uintp(wp) + uintp(left)
+        base = (uintp(top) + r * uintp(sh)) * uintp(pitch) + uintp(left)
         for col in range(uintp(cols)):
-            padded[base + col] = x[n, c, r, col]
+            flat[base + col * uintp(sw)] = src[n, c, r, col]
+
+
+def _offsets(pitch: int, dh: int, dw: int):
+    """Flat offsets of taps (0, 1) ... (2, 2) from tap (0, 0) in a plane of row pitch ``pitch``."""
+    return tuple(np.uint64(i * dh * pitch + j * dw) for i in range(3) for j in range(3))[1:]
 
 
 @jit(parallel=True)
-def _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, dh, dw, n_chunks):
+def _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, dh, dw, offsets, n_chunks):
     n_images, c_in, height, width = x.shape
     c_out, ho_size, wo_size = out.shape[1], out.shape[2], out.shape[3]
     multiplier = c_out // c_in
     # the part of the zero-padded input that the outputs read
     hp = (ho_size - 1) * sh + 2 * dh + 1
     wp = (wo_size - 1) * sw + 2 * dw + 1
-    rows = min(height, hp - ph)
-    cols = min(width, wp - pw)
-    # flat offset of tap (i, j) from tap (0, 0), as unsigned ints (mixed signed/unsigned
-    # arithmetic would make them signed again)
-    offsets = (uintp(dw), uintp(2 * dw),
-               uintp(dh * wp), uintp(dh * wp + dw), uintp(dh * wp + 2 * dw),
-               uintp(2 * dh * wp), uintp(2 * dh * wp + dw), uintp(2 * dh * wp + 2 * dw))
+    rows = max(0, min(height, hp - ph))
+    cols = max(0, min(width, wp - pw))
     flat = wo_size < _FLAT_BELOW
     tasks = n_images * c_out
 
@@ -141,7 +142,7 @@ def _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, dh, dw, n_chunks):
             oc = task - n * c_out
             ic = oc // multiplier
             if n * c_in + ic != copied:  # the channels of a multiplier group share an input
-                _pad_plane(padded, wp, ph, pw, x, n, ic, rows, cols)
+                _place_plane(padded, wp, ph, pw, x, n, ic, rows, cols, 1, 1)
                 copied = n * c_in + ic
             w = (
                 weight[oc, 0, 0, 0], weight[oc, 0, 0, 1], weight[oc, 0, 0, 2],
@@ -175,6 +176,163 @@ def forward(x, weight, bias, spec: ConvSpec):
     bias = bias_or_zeros(bias, spec.out_channels, x.dtype)
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     (ph, _), (pw, _) = spec.pads
-    n_chunks = min(x.shape[0] * spec.out_channels, 4 * config.get_num_threads())
-    _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, dh, dw, n_chunks)
+    wp = (spec.output_size[1] - 1) * sw + 2 * dw + 1
+    _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, dh, dw, _offsets(wp, dh, dw),
+                 _chunks(x.shape[0] * spec.out_channels))
     return out
+
+
+def _chunks(tasks: int) -> int:
+    """Parallel chunks: a few per thread, for balance; each allocates its scratch once."""
+    return max(1, min(tasks, 4 * config.get_num_threads()))
+
+
+# --- backward -----------------------------------------------------------------------------
+#
+# The input gradient is a forward-style 3x3 correlation too: spread dY out at the stride
+# (zeros between, a 2*dilation border of zeros), correlate it at stride 1 with the kernel
+# rotated by 180 degrees, and the result is the gradient of the forward's padded plane; crop
+# the padding off. A strided layer multiplies many of the spread zeros, but in vectors, and
+# dilation only changes the nine offsets: no slow path.
+
+
+@jit(parallel=True)
+def _backward_input_3x3(grad_output, weight, grad_input, sh, sw, ph, pw, dh, dw, offsets,
+                        n_chunks):
+    n_images, c_out, ho_size, wo_size = grad_output.shape
+    c_in, height, width = grad_input.shape[1], grad_input.shape[2], grad_input.shape[3]
+    multiplier = c_out // c_in
+    hp = (ho_size - 1) * sh + 2 * dh + 1  # the forward's padded plane
+    wp = (wo_size - 1) * sw + 2 * dw + 1
+    pitch = wp + 2 * dw  # the spread plane: dY at the stride inside a 2*d border
+    span = uintp(((hp - 1) * pitch + wp + _VECTOR - 1) // _VECTOR * _VECTOR)
+    rows = max(0, min(height, hp - ph))  # input rows/columns the forward reads; the rest get zero
+    cols = max(0, min(width, wp - pw))
+    tasks = n_images * c_in
+
+    for chunk in prange(n_chunks):
+        spread = np.zeros((hp + 2 * dh) * pitch + _VECTOR, grad_output.dtype)
+        acc = np.empty(span, grad_output.dtype)
+        for task in range(chunk * tasks // n_chunks, (chunk + 1) * tasks // n_chunks):
+            n = task // c_in
+            ic = task - n * c_in
+            for j in range(multiplier):  # every output channel fed by this input channel
+                oc = ic * multiplier + j
+                _place_plane(spread, pitch, 2 * dh, 2 * dw, grad_output, n, oc, ho_size,
+                             wo_size, sh, sw)
+                w = (
+                    weight[oc, 0, 2, 2], weight[oc, 0, 2, 1], weight[oc, 0, 2, 0],
+                    weight[oc, 0, 1, 2], weight[oc, 0, 1, 1], weight[oc, 0, 1, 0],
+                    weight[oc, 0, 0, 2], weight[oc, 0, 0, 1], weight[oc, 0, 0, 0],
+                )
+                if j == 0:
+                    for p in range(span):
+                        acc[p] = _taps_3x3(spread, p, offsets, w)
+                else:
+                    for p in range(span):
+                        acc[p] += _taps_3x3(spread, p, offsets, w)
+            for ih in range(uintp(height)):
+                base = (ih + uintp(ph)) * uintp(pitch) + uintp(pw)
+                if ih < rows:
+                    for iw in range(uintp(cols)):
+                        grad_input[n, ic, ih, iw] = acc[base + iw]
+                    for iw in range(uintp(cols), uintp(width)):
+                        grad_input[n, ic, ih, iw] = 0.0
+                else:
+                    for iw in range(uintp(width)):
+                        grad_input[n, ic, ih, iw] = 0.0
+
+
+@jit(parallel=True)
+def _backward_weight_3x3(grad_output, x, grad_weight, sh, sw, ph, pw, dh, dw, offsets,
+                         n_chunks):
+    """``dW[oc, i, j] = sum_p spread_dY[p] * padded_x[p + offset(i, j)]``: nine dot products
+    over the flat planes, one pass, accumulated in float64."""
+    n_images, c_in, height, width = x.shape
+    c_out, ho_size, wo_size = grad_output.shape[1], grad_output.shape[2], grad_output.shape[3]
+    multiplier = c_out // c_in
+    hp = (ho_size - 1) * sh + 2 * dh + 1
+    wp = (wo_size - 1) * sw + 2 * dw + 1
+    rows = max(0, min(height, hp - ph))
+    cols = max(0, min(width, wp - pw))
+    span = uintp(((ho_size - 1) * sh * wp + (wo_size - 1) * sw + _VECTOR) // _VECTOR * _VECTOR)
+    o1, o2, o3, o4, o5, o6, o7, o8 = offsets
+
+    for chunk in prange(n_chunks):
+        padded = np.zeros(hp * wp + _VECTOR, x.dtype)
+        spread = np.zeros(hp * wp + _VECTOR, x.dtype)
+        for oc in range(chunk * c_out // n_chunks, (chunk + 1) * c_out // n_chunks):
+            ic = oc // multiplier
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = 0.0
+            for n in range(n_images):
+                _place_plane(padded, wp, ph, pw, x, n, ic, rows, cols, 1, 1)
+                _place_plane(spread, wp, 0, 0, grad_output, n, oc, ho_size, wo_size, sh, sw)
+                for p in range(span):
+                    g = spread[p]
+                    a0 += g * padded[p]
+                    a1 += g * padded[p + o1]
+                    a2 += g * padded[p + o2]
+                    a3 += g * padded[p + o3]
+                    a4 += g * padded[p + o4]
+                    a5 += g * padded[p + o5]
+                    a6 += g * padded[p + o6]
+                    a7 += g * padded[p + o7]
+                    a8 += g * padded[p + o8]
+            grad_weight[oc, 0, 0, 0] = a0
+            grad_weight[oc, 0, 0, 1] = a1
+            grad_weight[oc, 0, 0, 2] = a2
+            grad_weight[oc, 0, 1, 0] = a3
+            grad_weight[oc, 0, 1, 1] = a4
+            grad_weight[oc, 0, 1, 2] = a5
+            grad_weight[oc, 0, 2, 0] = a6
+            grad_weight[oc, 0, 2, 1] = a7
+            grad_weight[oc, 0, 2, 2] = a8
+
+
+def backward_input(grad_output, weight, spec: ConvSpec):
+    """Depthwise gradient of the input.
+
+    Parameters
+    ----------
+    grad_output : ndarray, shape (N, C_out, H_out, W_out)
+    weight : ndarray, shape (C_out, 1, kH, kW)
+    spec : ConvSpec
+
+    Returns
+    -------
+    ndarray, shape (N, C_in, H, W)
+    """
+    if not _uses_3x3_path(spec):
+        return direct.backward_input(grad_output, weight, spec)
+    n_images = grad_output.shape[0]
+    grad_input = np.empty(spec.input_shape(n_images), dtype=grad_output.dtype)
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    (ph, _), (pw, _) = spec.pads
+    pitch = (spec.output_size[1] - 1) * sw + 4 * dw + 1
+    _backward_input_3x3(grad_output, weight, grad_input, sh, sw, ph, pw, dh, dw,
+                        _offsets(pitch, dh, dw), _chunks(n_images * spec.in_channels))
+    return grad_input
+
+
+def backward_weight(grad_output, x, spec: ConvSpec):
+    """Depthwise gradient of the weight.
+
+    Parameters
+    ----------
+    grad_output : ndarray, shape (N, C_out, H_out, W_out)
+    x : ndarray, shape (N, C_in, H, W)
+    spec : ConvSpec
+
+    Returns
+    -------
+    ndarray, shape (C_out, 1, kH, kW)
+    """
+    if not _uses_3x3_path(spec):
+        return direct.backward_weight(grad_output, x, spec)
+    grad_weight = np.empty(spec.weight_shape, dtype=x.dtype)
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    (ph, _), (pw, _) = spec.pads
+    wp = (spec.output_size[1] - 1) * sw + 2 * dw + 1
+    _backward_weight_3x3(grad_output, x, grad_weight, sh, sw, ph, pw, dh, dw,
+                         _offsets(wp, dh, dw), _chunks(spec.out_channels))
+    return grad_weight

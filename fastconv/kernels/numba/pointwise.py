@@ -1,9 +1,10 @@
-"""Pointwise (1x1) convolution: a GEMM per image through BLAS.
+"""Pointwise (1x1) convolution: GEMMs through BLAS, forward and backward.
 
 With stride 1 and no padding the input of image ``n`` already *is* the column matrix
 ``(C_in, H*W)``, so ``W (C_out x C_in) @ x[n]`` is the whole convolution and needs no
-workspace. A strided or padded 1x1 first gathers the pixels it reads; for a 1x1 kernel that
-gather is exactly im2col's column matrix, so it reuses im2col's tiled path.
+workspace; backward, ``dX[n] = W^T @ dY[n]`` and ``dW = sum_n dY[n] @ X[n]^T``. A strided or
+padded 1x1 first gathers the pixels it reads; for a 1x1 kernel that gather is exactly im2col's
+column matrix, so it reuses im2col's tiled path.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 
 from ...spec import ConvSpec
 from . import im2col
-from ._common import add_bias
+from ._common import add_bias, backward_bias  # noqa: F401
 
 
 
@@ -26,6 +27,10 @@ def supports(spec: ConvSpec) -> str | None:
     if not spec.is_pointwise:
         return f"pointwise needs a 1x1 kernel, but got kernel_size={list(spec.kernel_size)}"
     return None
+
+
+def _is_plain_gemm(spec: ConvSpec) -> bool:
+    return spec.stride == (1, 1) and spec.pads == ((0, 0), (0, 0))
 
 
 def forward(x, weight, bias, spec: ConvSpec):
@@ -43,7 +48,7 @@ def forward(x, weight, bias, spec: ConvSpec):
     -------
     ndarray, shape (N, C_out, H_out, W_out)
     """
-    if spec.stride != (1, 1) or spec.pads != ((0, 0), (0, 0)):
+    if not _is_plain_gemm(spec):
         return im2col.forward(x, weight, bias, spec)
     n_images = x.shape[0]
     groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
@@ -58,3 +63,58 @@ def forward(x, weight, bias, spec: ConvSpec):
     if bias is not None:
         add_bias(out.reshape(n_images, spec.out_channels, pixels), bias)
     return out
+
+
+def backward_input(grad_output, weight, spec: ConvSpec):
+    """``dX[n]_g = W_g^T @ dY[n]_g``.
+
+    Parameters
+    ----------
+    grad_output : ndarray, shape (N, C_out, H, W)
+    weight : ndarray, shape (C_out, C_in // groups, 1, 1)
+    spec : ConvSpec
+
+    Returns
+    -------
+    ndarray, shape (N, C_in, H, W)
+    """
+    if not _is_plain_gemm(spec):
+        return im2col.backward_input(grad_output, weight, spec)
+    n_images = grad_output.shape[0]
+    groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
+    pixels = grad_output.shape[2] * grad_output.shape[3]
+    grad_input = np.empty(spec.input_shape(n_images), dtype=grad_output.dtype)
+    gi_mat = grad_input.reshape(n_images, groups, cg, pixels)
+    dy = grad_output.reshape(n_images, groups, og, pixels)
+    w_t = weight.reshape(groups, og, cg).transpose(0, 2, 1)
+    for g in range(groups):
+        np.matmul(w_t[g], dy[:, g], out=gi_mat[:, g])
+    return grad_input
+
+
+def backward_weight(grad_output, x, spec: ConvSpec):
+    """``dW_g = sum_n dY[n]_g @ X[n]_g^T``.
+
+    Parameters
+    ----------
+    grad_output : ndarray, shape (N, C_out, H, W)
+    x : ndarray, shape (N, C_in, H, W)
+    spec : ConvSpec
+
+    Returns
+    -------
+    ndarray, shape (C_out, C_in // groups, 1, 1)
+    """
+    if not _is_plain_gemm(spec):
+        return im2col.backward_weight(grad_output, x, spec)
+    n_images = x.shape[0]
+    groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
+    pixels = x.shape[2] * x.shape[3]
+    dy = grad_output.reshape(n_images, groups, og, pixels)
+    x_t = x.reshape(n_images, groups, cg, pixels).transpose(0, 1, 3, 2)
+    grad = np.zeros((groups, og, cg), x.dtype)
+    partial = np.empty_like(grad)
+    for n in range(n_images):  # one weight-sized partial at a time, not one per image
+        np.matmul(dy[n], x_t[n], out=partial)
+        grad += partial
+    return grad.reshape(spec.weight_shape)
