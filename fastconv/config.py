@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 __all__ = [
     "CACHE",
@@ -115,15 +116,22 @@ def _start_threads_politely(numba):
     policy once, when it loads, so it is set only while Numba loads its pool and is restored
     afterwards; other OpenMP runtimes (PyTorch's) keep theirs. A policy the user set wins.
     """
-    if os.environ.get("OMP_WAIT_POLICY") or os.environ.get("GOMP_SPINCOUNT"):
-        return
     from numba.np.ufunc import parallel
 
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    polite = not (os.environ.get("OMP_WAIT_POLICY") or os.environ.get("GOMP_SPINCOUNT"))
+    if polite:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    flags = sys.getdlopenflags()
+    # PyTorch ships its own libgomp and loads it into the global symbol scope; without
+    # RTLD_DEEPBIND, Numba's pool would bind to that copy, already started with spinning
+    # threads, whenever torch is imported first.
+    sys.setdlopenflags(flags | getattr(os, "RTLD_DEEPBIND", 0))
     try:
         parallel._launch_threads()
     finally:
-        del os.environ["OMP_WAIT_POLICY"]
+        sys.setdlopenflags(flags)
+        if polite:
+            del os.environ["OMP_WAIT_POLICY"]
 
 
 def get_num_threads() -> int:

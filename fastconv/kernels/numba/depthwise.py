@@ -243,11 +243,31 @@ def _backward_input_3x3(grad_output, weight, grad_input, sh, sw, ph, pw, dh, dw,
                         grad_input[n, ic, ih, iw] = 0.0
 
 
+@jit()
+def _plane_dots(spread, padded, span, offsets, zero):
+    """The nine dot products ``sum_p spread[p] * padded[p + offset]`` in one pass, summed in
+    the arrays' dtype (vectorised: one plane is at most a few ten thousand terms)."""
+    o1, o2, o3, o4, o5, o6, o7, o8 = offsets
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = zero
+    for p in range(span):
+        g = spread[p]
+        a0 += g * padded[p]
+        a1 += g * padded[p + o1]
+        a2 += g * padded[p + o2]
+        a3 += g * padded[p + o3]
+        a4 += g * padded[p + o4]
+        a5 += g * padded[p + o5]
+        a6 += g * padded[p + o6]
+        a7 += g * padded[p + o7]
+        a8 += g * padded[p + o8]
+    return a0, a1, a2, a3, a4, a5, a6, a7, a8
+
+
 @jit(parallel=True)
 def _backward_weight_3x3(grad_output, x, grad_weight, sh, sw, ph, pw, dh, dw, offsets,
-                         n_chunks):
+                         n_chunks, zero):
     """``dW[oc, i, j] = sum_p spread_dY[p] * padded_x[p + offset(i, j)]``: nine dot products
-    over the flat planes, one pass, accumulated in float64."""
+    over the flat planes, one pass per plane; the planes' sums are added in float64."""
     n_images, c_in, height, width = x.shape
     c_out, ho_size, wo_size = grad_output.shape[1], grad_output.shape[2], grad_output.shape[3]
     multiplier = c_out // c_in
@@ -256,37 +276,22 @@ def _backward_weight_3x3(grad_output, x, grad_weight, sh, sw, ph, pw, dh, dw, of
     rows = max(0, min(height, hp - ph))
     cols = max(0, min(width, wp - pw))
     span = uintp(((ho_size - 1) * sh * wp + (wo_size - 1) * sw + _VECTOR) // _VECTOR * _VECTOR)
-    o1, o2, o3, o4, o5, o6, o7, o8 = offsets
 
     for chunk in prange(n_chunks):
         padded = np.zeros(hp * wp + _VECTOR, x.dtype)
         spread = np.zeros(hp * wp + _VECTOR, x.dtype)
+        sums = np.empty(9, np.float64)
         for oc in range(chunk * c_out // n_chunks, (chunk + 1) * c_out // n_chunks):
             ic = oc // multiplier
-            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = 0.0
+            sums[:] = 0.0
             for n in range(n_images):
                 _place_plane(padded, wp, ph, pw, x, n, ic, rows, cols, 1, 1)
                 _place_plane(spread, wp, 0, 0, grad_output, n, oc, ho_size, wo_size, sh, sw)
-                for p in range(span):
-                    g = spread[p]
-                    a0 += g * padded[p]
-                    a1 += g * padded[p + o1]
-                    a2 += g * padded[p + o2]
-                    a3 += g * padded[p + o3]
-                    a4 += g * padded[p + o4]
-                    a5 += g * padded[p + o5]
-                    a6 += g * padded[p + o6]
-                    a7 += g * padded[p + o7]
-                    a8 += g * padded[p + o8]
-            grad_weight[oc, 0, 0, 0] = a0
-            grad_weight[oc, 0, 0, 1] = a1
-            grad_weight[oc, 0, 0, 2] = a2
-            grad_weight[oc, 0, 1, 0] = a3
-            grad_weight[oc, 0, 1, 1] = a4
-            grad_weight[oc, 0, 1, 2] = a5
-            grad_weight[oc, 0, 2, 0] = a6
-            grad_weight[oc, 0, 2, 1] = a7
-            grad_weight[oc, 0, 2, 2] = a8
+                dots = _plane_dots(spread, padded, span, offsets, zero)
+                for k in range(9):
+                    sums[k] += dots[k]
+            for k in range(9):
+                grad_weight[oc, 0, k // 3, k % 3] = sums[k]
 
 
 def backward_input(grad_output, weight, spec: ConvSpec):
@@ -334,5 +339,5 @@ def backward_weight(grad_output, x, spec: ConvSpec):
     (ph, _), (pw, _) = spec.pads
     wp = (spec.output_size[1] - 1) * sw + 2 * dw + 1
     _backward_weight_3x3(grad_output, x, grad_weight, sh, sw, ph, pw, dh, dw,
-                         _offsets(wp, dh, dw), _chunks(spec.out_channels))
+                         _offsets(wp, dh, dw), _chunks(spec.out_channels), x.dtype.type(0))
     return grad_weight
