@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -86,7 +87,8 @@ def cmd_bench(args) -> int:
             candidates = profile.forward_candidates(
                 spec, x, w, algorithms=["auto", *algorithms], with_torch=not args.no_torch,
                 threads=threads)
-            timings = profile.measure(candidates, budget=args.budget)
+            timings = profile.measure(candidates, budget=args.budget,
+                                      settle=0.05 if "torch" in candidates else 0.0)
             records.append(dict(
                 layer=name, kind=spec.kind, input=list(spec.input_shape(args.batch)),
                 output=list(spec.output_shape(args.batch)), flops=spec.flops * args.batch,
@@ -220,6 +222,256 @@ def cmd_flops(args) -> int:
     return 0
 
 
+# --- profile ----------------------------------------------------------------------------------
+
+PEERS = ("torch", "onnxruntime")
+
+
+def _writable_file(path):
+    """Fail before the run, not after it, when an output file cannot be written."""
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _writable_dir(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create {path}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise CliError(f"cannot write into {path}: permission denied")
+
+
+def _profile_table(result, title):
+    from rich.table import Table
+
+    peers = list(result["peers"]["totals"])
+    table = Table(title=title, title_justify="left")
+    heads = ["layer", "kind", "input -> output", "MFLOP", "ms", "ms median", "GFLOP/s",
+             "% peak", "FLOP/B", "% roofline", "% FLOPs", "% time"]
+    heads += [f"{p} ms" for p in peers] + [f"{p}/fastconv" for p in peers]
+    for head in heads:
+        table.add_column(head, justify="left" if head in ("layer", "kind", "input -> output")
+                         else "right")
+    has_machine = result["machine"] is not None
+    for r in result["layers"]:
+        shape = ("x".join(map(str, r["input"][1:])) + " -> "
+                 + "x".join(map(str, r["output"][1:])))
+        row = [r["name"], r["kind"], shape, f"{r['flops'] / 1e6:.1f}",
+               f"{r['seconds'] * 1e3:.3f}", f"{r['seconds_median'] * 1e3:.3f}",
+               f"{r['gflops']:.1f}",
+               f"{r['percent_of_peak']:.0f}" if has_machine else "",
+               f"{r['intensity']:.1f}",
+               f"{r['percent_of_roofline']:.0f}" if has_machine else "",
+               f"{100 * r['flops_share']:.1f}", f"{100 * r['time_share']:.1f}"]
+        row += [f"{r['peers'][p]['seconds'] * 1e3:.3f}" if p in r["peers"] else ""
+                for p in peers]
+        row += [_ratio(r["peers"][p]["seconds"], r["seconds"]) if p in r["peers"] else ""
+                for p in peers]
+        table.add_row(*row)
+    t = result["total"]
+    table.add_section()
+    totals = result["peers"]["totals"]
+    table.add_row("total", "", "", f"{t['flops'] / 1e6:.1f}", f"{t['seconds'] * 1e3:.2f}",
+                  f"{t['seconds_median'] * 1e3:.2f}", f"{t['gflops']:.1f}",
+                  f"{t['percent_of_peak']:.0f}" if has_machine else "",
+                  f"{t['flops'] / t['bytes']:.1f}", "", "100.0", "100.0",
+                  *[f"{totals[p]['seconds'] * 1e3:.2f}" for p in peers],
+                  *[_ratio(totals[p]["seconds"], t["seconds"]) for p in peers])
+    return table
+
+
+def _write_csv(path, result):
+    import csv
+
+    peers = list(result["peers"]["totals"])
+    fields = ["name", "kind", "input", "output", "algorithm", "macs", "flops", "bytes",
+              "intensity", "seconds", "seconds_median", "first_call_seconds", "gflops",
+              "percent_of_peak", "roofline_gflops", "percent_of_roofline", "flops_share",
+              "time_share"] + [f"{p}_seconds" for p in peers]
+    try:
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fields, extrasaction="ignore")
+            writer.writeheader()
+            for r in result["layers"]:
+                row = dict(r, input="x".join(map(str, r["input"])),
+                           output="x".join(map(str, r["output"])))
+                for p in peers:
+                    row[f"{p}_seconds"] = r["peers"].get(p, {}).get("seconds", "")
+                writer.writerow(row)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def cmd_profile(args) -> int:
+    """Profile a network: per-layer wall time against FLOPs, the machine's peak and peers."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    compare = [] if not args.compare else [p for p in args.compare.split(",") if p]
+    for peer in compare:
+        if peer not in PEERS:
+            raise CliError(f"unknown peer {peer!r} for --compare; expected some of "
+                           f"{','.join(PEERS)}")
+    for path in (args.json, args.csv):
+        if path:
+            _writable_file(path)
+    if args.plot:
+        _writable_dir(args.plot)
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CliError("--plot needs matplotlib: pip install 'fastconv[plot]'") from None
+    if "torch" in compare or "onnxruntime" in compare:
+        # before fastconv starts its thread pool, so each library keeps its own OpenMP
+        # runtime and wait policy (see fastconv.config)
+        from . import peers as peer_module
+
+        if peer_module.torch_available():
+            import torch  # noqa: F401
+    net = _build_model(args)
+    from . import dispatch, machine, profile
+
+    try:
+        backend = dispatch.resolve_backend(args.backend)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.algorithm != "auto" and args.algorithm not in dispatch.algorithms(backend):
+        raise CliError(f"unknown algorithm {args.algorithm!r} for backend {backend!r}; "
+                       f"expected auto or one of {dispatch.algorithms(backend)}")
+    threads = _threads(args)
+    console = _console()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                        console=Console(stderr=True), transient=True)
+    with progress:
+        task = progress.add_task("measuring the machine's peak", total=1.0)
+        peaks = machine.measure_machine(threads, dtypes=(args.dtype,), seconds=0.5)
+        results = {}
+        models_to_run = [args.model]
+        if args.plot and args.model in ("mobilenet-v1", "mobilenet-v1-full"):
+            models_to_run.append("mobilenet-v1-full" if args.model == "mobilenet-v1"
+                                 else "mobilenet-v1")
+        for name in models_to_run:
+            layers = models.get_model(name, alpha=args.alpha, resolution=args.resolution)
+            progress.update(task, description=f"profiling {name}", completed=0.0)
+            try:
+                result = profile.profile_network(
+                    layers, batch=args.batch, dtype=args.dtype, algorithm=args.algorithm,
+                    backend=args.backend, mode=getattr(args, "pass"), budget=args.budget,
+                    compare=compare if name == args.model else (), machine=peaks,
+                    progress=lambda f: progress.update(task, completed=f))
+            except ValueError as exc:
+                raise CliError(str(exc)) from None
+            result.update(model=name, alpha=args.alpha, resolution=args.resolution)
+            results[name] = result
+    result = results[args.model]
+    t = result["total"]
+    mode = getattr(args, "pass")
+    console.print(_profile_table(
+        result, f"{args.model} {args.alpha:g}-{args.resolution}, {mode}, batch {args.batch}, "
+                f"{args.dtype}, {threads} threads: min of {t['passes']} interleaved passes"))
+    m = result["machine"]
+    console.print(
+        f"machine: {m['cpu']['model']}, {threads} threads, {'/'.join(m['cpu']['extensions'])}; "
+        f"measured GEMM {m['gemm_gflops'][args.dtype]:.0f} GFLOP/s ({args.dtype}), stream "
+        f"{m['bandwidth_gbs']:.0f} GB/s; theoretical FMA peak "
+        f"{m['peak_gflops'][args.dtype]:.0f} GFLOP/s ({'; '.join(m['assumptions'])})")
+    console.print(f"fastconv: {t['seconds'] * 1e3:.2f} ms per pass (median "
+                  f"{t['seconds_median'] * 1e3:.2f}), {t['gflops']:.1f} GFLOP/s = "
+                  f"{t['percent_of_peak']:.0f}% of the measured GEMM peak; first pass "
+                  f"{t['first_pass_seconds']:.2f} s (compilation or cache loading "
+                  f"{t['compile_seconds']:.2f} s, not in the timings)")
+    for peer, info in result["peers"]["totals"].items():
+        note = f"; {info['note']}" if "note" in info else ""
+        console.print(f"{peer}: {info['seconds'] * 1e3:.2f} ms ({info['measured']}{note}); "
+                      f"{peer}/fastconv = {info['seconds'] / t['seconds']:.2f}")
+    for peer, why in result["peers"]["missing"].items():
+        console.print(f"{peer}: not measured ({why})")
+    if len(results) == 2:
+        sep, full = results["mobilenet-v1"], results["mobilenet-v1-full"]
+        console.print(
+            f"separable vs full: {full['total']['macs'] / sep['total']['macs']:.2f}x fewer "
+            f"MACs, {full['total']['seconds'] / sep['total']['seconds']:.2f}x less time")
+    if args.json:
+        _write_json(args.json, result if len(results) == 1 else
+                    dict(result, twin=results[models_to_run[1]]))
+    if args.csv:
+        _write_csv(args.csv, result)
+    if args.plot:
+        from . import plots
+
+        twin = results[models_to_run[1]] if len(results) == 2 else None
+        for path in plots.write_all(result, args.plot, twin):
+            console.print(f"wrote {path}")
+    return 0
+
+
+# --- info -------------------------------------------------------------------------------------
+
+
+def _version(dist):
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def cmd_info(args) -> int:
+    """Versions, CPU, threads, threading layer, backends and BLAS."""
+    import numba
+    import numpy
+
+    from . import __version__, dispatch, machine
+
+    cpu = machine.read_cpu()
+    threads = config.get_num_threads()  # starts Numba's pool
+    lines = [f"fastconv {__version__}"]
+    lines.append("versions: " + ", ".join(
+        f"{d} {_version(d) or 'not installed'}"
+        for d in ("numpy", "numba", "llvmlite", "scipy", "rich", "torch", "onnxruntime",
+                  "onnx", "matplotlib", "numba-cuda")))
+    lines.append(f"cpu: {cpu.model} ({cpu.vendor}, family {cpu.family}), {cpu.cores} logical "
+                 f"cores, clock {cpu.clock_ghz or 'unknown'} GHz ({cpu.clock_source})")
+    lines.append(f"vector extensions: {' '.join(cpu.extensions) or 'none found'}; "
+                 f"vector width {cpu.vector_bits} bits")
+    peak, assumptions = machine.theoretical_peak(cpu, threads)
+    lines.append(f"theoretical fp32 FMA peak with {threads} threads: {peak['float32']:.0f} "
+                 f"GFLOP/s ({'; '.join(assumptions)})")
+    lines.append(f"threads: numba {threads} (NUMBA_NUM_THREADS {numba.config.NUMBA_NUM_THREADS})"
+                 f", threading layer {numba.threading_layer()}, OpenMP runtime "
+                 f"{_openmp_runtime() or 'none loaded'}")
+    blas = numpy.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {})
+    lines.append(f"BLAS (numpy): {blas.get('name', '?')} {blas.get('version', '')} "
+                 f"({blas.get('openblas configuration', '').strip()})")
+    for backend in dispatch.BACKENDS:
+        try:
+            dispatch.resolve_backend(backend)
+            state = "available: " + ", ".join(dispatch.algorithms(backend))
+        except ValueError as exc:
+            state = "not available (" + str(exc).split(": ", 1)[-1] + ")"
+        lines.append(f"backend {backend}: {state}")
+    lines.append(f"kernel cache: {'on' if config.CACHE else 'off'}; workspace budget "
+                 f"{config.get_workspace_budget() / (1 << 20):.0f} MiB")
+    for line in lines:
+        print(line)
+    return 0
+
+
+def _openmp_runtime():
+    """The libgomp files mapped into this process (Numba's, and torch's if loaded)."""
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {line.split()[-1] for line in fh if "libgomp" in line}
+    except OSError:
+        return None
+    return ", ".join(sorted(paths)) or None
+
+
 # --- entry point ------------------------------------------------------------------------------
 
 
@@ -248,6 +500,28 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("--batch", type=_positive_int, default=1)
     count.add_argument("--json", action="store_true", help="print JSON instead of tables")
     count.set_defaults(run=cmd_flops)
+
+    prof = sub.add_parser("profile", help="per-layer wall time against FLOPs, peak and peers")
+    _add_model_options(prof)
+    prof.add_argument("--batch", type=_positive_int, default=1)
+    prof.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    prof.add_argument("--threads", type=_positive_int, default=None)
+    prof.add_argument("--backend", default="auto", help="auto, numba, numpy, cython or cuda")
+    prof.add_argument("--algorithm", default="auto",
+                      help="an algorithm for every layer it can serve (default auto)")
+    prof.add_argument("--pass", choices=["forward", "backward", "both"], default="forward",
+                      help="time the forward, the backward, or both (default forward)")
+    prof.add_argument("--budget", type=_positive_float, default=5.0,
+                      help="seconds of interleaved timing passes (default 5)")
+    prof.add_argument("--compare", default="", metavar="PEERS",
+                      help="comma-separated peers: torch,onnxruntime")
+    prof.add_argument("--json", metavar="FILE", help="write the records as JSON")
+    prof.add_argument("--csv", metavar="FILE", help="write the per-layer records as CSV")
+    prof.add_argument("--plot", metavar="DIR", help="write PNG figures into DIR (matplotlib)")
+    prof.set_defaults(run=cmd_profile)
+
+    info = sub.add_parser("info", help="versions, CPU, threads, backends, BLAS")
+    info.set_defaults(run=cmd_info)
     return parser
 
 

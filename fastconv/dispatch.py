@@ -43,7 +43,8 @@ def algorithms(backend: str) -> list[str]:
     return list(_MODULES.get(backend, {}))
 
 
-def _check_backend(backend: str) -> str:
+def resolve_backend(backend: str) -> str:
+    """The backend ``backend`` names ("auto" is Numba); ValueError when unknown or unbuilt."""
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, but got {type(backend).__name__}")
     if backend == "auto":
@@ -92,7 +93,7 @@ def select(spec: ConvSpec, algorithm: str = "auto", backend: str = "auto"):
         Unknown or unbuilt backend, unknown algorithm, or an algorithm that cannot serve
         this spec; the message says why.
     """
-    backend = _check_backend(backend)
+    backend = resolve_backend(backend)
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a str, but got {type(algorithm).__name__}")
     if algorithm == "auto":

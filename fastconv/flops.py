@@ -151,3 +151,23 @@ def share_by_kind(net: Sequence[ConvSpec]) -> dict[str, dict[str, float]]:
     return {kind: {"macs": macs[[k == kind for k in kinds]].sum() / macs.sum(),
                    "params": params[[k == kind for k in kinds]].sum() / params.sum()}
             for kind in dict.fromkeys(kinds)}
+
+
+def pass_counts(spec: ConvSpec, batch: int, dtype, mode: str = "forward",
+                input_grad: bool = True) -> tuple[int, int]:
+    """FLOPs and bytes moved by one layer in a pass: ``mode`` is "forward", "backward" or
+    "both". Backward reads dY, X and W and writes dW (and dX unless ``input_grad`` is False);
+    its FLOPs are the weight gradient's and the input gradient's."""
+    itemsize = np.dtype(dtype).itemsize
+    x = int(np.prod(spec.input_shape(batch)))
+    y = int(np.prod(spec.output_shape(batch)))
+    w = spec.params
+    flops = nbytes = 0
+    if mode in ("forward", "both"):
+        flops += spec.flops * batch
+        nbytes += (x + w + y) * itemsize
+    if mode in ("backward", "both"):
+        grads = backward_macs(spec, batch)
+        flops += 2 * grads["grad_weight"] + (2 * grads["grad_input"] if input_grad else 0)
+        nbytes += (y + x + w + w + (x if input_grad else 0)) * itemsize
+    return flops, nbytes

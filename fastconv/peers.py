@@ -65,3 +65,155 @@ def numpy_gemm(spec: ConvSpec, batch: int, dtype) -> Callable[[], object] | None
         return np.matmul(a, b)  # allocates its output, as a convolution does
 
     return run
+
+
+# --- whole networks (see fastconv.profile.chain_pass) ---------------------------------------
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class TorchNet:
+    """PyTorch's calls for each layer: ``F.conv2d`` forward and the same
+    ``aten.convolution_backward`` autograd runs, asking only for the gradients needed."""
+
+    name = "torch"
+
+    def __init__(self, net, params, threads=None):
+        import torch
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.net = net
+        self.params = [(torch.from_numpy(np.ascontiguousarray(w)),
+                        None if b is None else torch.from_numpy(b)) for w, b in params]
+
+    def to_input(self, x):
+        return self.torch.from_numpy(np.ascontiguousarray(x))
+
+    def spatial(self, x):
+        return tuple(x.shape[2:])
+
+    def pool(self, x):
+        return x.mean(dim=(2, 3), keepdim=True)
+
+    def unpool(self, grad, shape):
+        return (grad / (shape[2] * shape[3])).expand(shape)
+
+    def output_grad(self, y):
+        return self.torch.ones_like(y)
+
+    def forward(self, i, x):
+        import torch.nn.functional as F
+
+        spec, (w, b) = self.net[i], self.params[i]
+        with self.torch.no_grad():
+            return F.conv2d(x, w, b, spec.stride, spec.padding, spec.dilation, spec.groups)
+
+    def backward(self, i, dy, x, input_grad):
+        spec, (w, b) = self.net[i], self.params[i]
+        (top, _), (left, _) = spec.pads
+        with self.torch.no_grad():
+            grads = self.torch.ops.aten.convolution_backward(
+                dy.contiguous(), x, w, None if b is None else [spec.out_channels],
+                list(spec.stride), [top, left], list(spec.dilation), False, [0, 0],
+                spec.groups, [input_grad, True, b is not None])
+        return grads[0]
+
+
+def _torch_layers(net, params):
+    """The network as ``torch.nn`` modules (global average pool before a 1x1-input layer)."""
+    import torch
+
+    modules, size = [], None
+    for spec, (w, b) in zip(net, params):
+        if size is not None and size != tuple(spec.input_size):
+            modules.append(torch.nn.AdaptiveAvgPool2d(1))
+        (top, _), (left, _) = spec.pads
+        conv = torch.nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel_size,
+                               spec.stride, spec.padding if isinstance(spec.padding, str)
+                               else (top, left), spec.dilation, spec.groups, bias=b is not None)
+        with torch.no_grad():
+            conv.weight.copy_(torch.from_numpy(w))
+            if b is not None:
+                conv.bias.copy_(torch.from_numpy(b))
+        modules.append(conv)
+        size = spec.output_size
+    return torch.nn.Sequential(*modules).eval()
+
+
+def _ort_session(model, example, threads, spinning=True):
+    """An ONNX Runtime session of a torch module, exported with ``torch.onnx``.
+
+    Each session has its own thread pool, whose threads spin after a run; ``spinning=False``
+    makes them sleep instead, so that many sessions (one per layer) do not keep the cores
+    busy between their runs."""
+    import io
+    import warnings
+
+    import onnxruntime as ort
+    import torch
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.from_numpy(example),), buffer, dynamo=False,
+                          input_names=["x"], output_names=["y"])
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxRuntimeNet:
+    """One ONNX Runtime session per layer (forward only: ONNX Runtime does not train).
+
+    Their thread pools do not spin (see :func:`_ort_session`): a layer's time includes waking
+    its threads, which the whole-network session (:func:`onnxruntime_whole`) does not pay."""
+
+    name = "onnxruntime"
+
+    def __init__(self, net, params, dtype, threads=None):
+        self.net = net
+        self.sessions = []
+        for spec, p in zip(net, params):
+            layer = _torch_layers([spec], [p])
+            example = np.zeros(spec.input_shape(1), dtype)
+            self.sessions.append(_ort_session(layer.to(_torch_dtype(dtype)), example, threads,
+                                              spinning=False))
+
+    def to_input(self, x):
+        return x
+
+    def spatial(self, x):
+        return tuple(x.shape[2:])
+
+    def pool(self, x):
+        return x.mean(axis=(2, 3), keepdims=True)
+
+    def forward(self, i, x):
+        return self.sessions[i].run(None, {"x": x})[0]
+
+
+def _torch_dtype(dtype):
+    import torch
+
+    return {np.dtype("float32"): torch.float32, np.dtype("float64"): torch.float64}[np.dtype(dtype)]
+
+
+def onnxruntime_whole(net, params, x0, threads=None):
+    """A zero-argument call running the whole network in one ONNX Runtime session."""
+    model = _torch_layers(net, params).to(_torch_dtype(x0.dtype))
+    session = _ort_session(model, x0, threads)
+    return lambda: session.run(None, {"x": x0})

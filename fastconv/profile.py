@@ -36,7 +36,8 @@ class Timing:
 
 
 def measure(candidates: dict[str, Callable[[], object]], *, min_repeats: int = 5,
-            max_repeats: int = 1000, budget: float = 0.3, burst: int = 3) -> dict[str, Timing]:
+            max_repeats: int = 1000, budget: float = 0.3, burst: int = 3,
+            settle: float = 0.0) -> dict[str, Timing]:
     """Time zero-argument callables round-robin until each has used ``budget`` seconds.
 
     Each round calls every candidate ``burst`` times in a row. Thread pools spin for a while
@@ -57,6 +58,9 @@ def measure(candidates: dict[str, Callable[[], object]], *, min_repeats: int = 5
         number of calls, interleaved.
     burst : int
         Consecutive calls of one candidate per round.
+    settle : float
+        Seconds of sleep before each candidate's burst, so that the previous library's
+        spinning threads are idle (see :func:`time_networks`).
 
     Returns
     -------
@@ -72,6 +76,8 @@ def measure(candidates: dict[str, Callable[[], object]], *, min_repeats: int = 5
         if round_ >= min_repeats and spent >= budget * len(candidates):
             break
         for name, fn in candidates.items():
+            if settle:
+                time.sleep(settle)
             for _ in range(burst):
                 start = time.perf_counter()
                 fn()
@@ -117,3 +123,318 @@ def forward_candidates(spec: ConvSpec, x, weight, *, algorithms: Iterable[str] |
         if gemm_call is not None:
             out["gemm"] = gemm_call
     return out
+
+
+# --- networks ---------------------------------------------------------------------------------
+
+MODES = ("forward", "backward", "both")
+
+
+def network_weights(net, dtype, seed: int = 0):
+    """He-scaled random weights (and zero biases) for each layer, so activations stay O(1)."""
+    rng = np.random.default_rng(seed)
+    params = []
+    for spec in net:
+        fan_in = np.prod(spec.weight_shape[1:])
+        w = (rng.standard_normal(spec.weight_shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+        b = np.zeros(spec.out_channels, dtype) if spec.bias else None
+        params.append((w, b))
+    return params
+
+
+def _layer_algorithm(spec: ConvSpec, algorithm: str, backend: str) -> str:
+    """The requested algorithm where it can serve the layer, otherwise "auto"."""
+    if algorithm == "auto":
+        return "auto"
+    resolved = "numba" if backend == "auto" else backend
+    module = dispatch.load(resolved, algorithm)
+    return algorithm if module.supports(spec) is None else "auto"
+
+
+class FastconvNet:
+    """fastconv's calls for each layer of a network (see :func:`chain_pass`)."""
+
+    name = "fastconv"
+
+    def __init__(self, net, params, algorithm="auto", backend="auto"):
+        self.net, self.params, self.backend = net, params, backend
+        self.algorithms = [_layer_algorithm(s, algorithm, backend) for s in net]
+
+    def to_input(self, x):
+        return x
+
+    def spatial(self, x):
+        return tuple(x.shape[2:])
+
+    def pool(self, x):
+        return x.mean(axis=(2, 3), keepdims=True)
+
+    def unpool(self, grad, shape):
+        return np.broadcast_to(grad / (shape[2] * shape[3]), shape)
+
+    def output_grad(self, y):
+        return np.ones_like(y)
+
+    def forward(self, i, x):
+        spec, (w, b) = self.net[i], self.params[i]
+        return api.conv2d(x, w, b, spec.stride, spec.padding, spec.dilation, spec.groups,
+                          algorithm=self.algorithms[i], backend=self.backend)
+
+    def backward(self, i, dy, x, input_grad):
+        spec, (w, b) = self.net[i], self.params[i]
+        needs = ("input", "weight", "bias") if input_grad else ("weight", "bias")
+        return api.conv2d_backward(dy, x, w, spec.stride, spec.padding, spec.dilation,
+                                   spec.groups, bias=b is not None, needs=needs,
+                                   algorithm=self.algorithms[i], backend=self.backend)[0]
+
+
+def chain_pass(runner, net, x0, backward: bool):
+    """One pass of a network through ``runner``, layer by layer on real activations.
+
+    Returns per-layer forward and backward wall times (seconds; backward None when not run).
+    A layer whose input is 1x1 after a larger output (the classifier) gets the global average
+    pool first; it is glue, not timed. The first layer's input gradient is not computed (no one
+    trains the image), as in autograd.
+    """
+    fwd = [0.0] * len(net)
+    bwd = [0.0] * len(net) if backward else None
+    inputs, pooled_from = [], []
+    x = runner.to_input(x0)
+    for i, spec in enumerate(net):
+        pooled_from.append(None)
+        if runner.spatial(x) != tuple(spec.input_size):
+            pooled_from[i] = tuple(x.shape)
+            x = runner.pool(x)
+        inputs.append(x)
+        start = time.perf_counter()
+        x = runner.forward(i, x)
+        fwd[i] = time.perf_counter() - start
+    if backward:
+        dy = runner.output_grad(x)
+        for i in reversed(range(len(net))):
+            start = time.perf_counter()
+            dx = runner.backward(i, dy, inputs[i], input_grad=i > 0)
+            bwd[i] = time.perf_counter() - start
+            dy = dx if pooled_from[i] is None or dx is None else runner.unpool(dx, pooled_from[i])
+    return fwd, bwd
+
+
+@dataclass
+class NetTimings:
+    """Per-layer and whole-pass wall times of one runner over repeated passes."""
+
+    first_forward: list[float]
+    first_backward: list[float] | None
+    forward: list[list[float]] = field(default_factory=list)  # [pass][layer]
+    backward: list[list[float]] | None = None
+
+    def layer_times(self, i: int, mode: str) -> list[float]:
+        times = []
+        for p in range(len(self.forward)):
+            t = 0.0
+            if mode in ("forward", "both"):
+                t += self.forward[p][i]
+            if mode in ("backward", "both"):
+                t += self.backward[p][i]
+            times.append(t)
+        return times
+
+    def pass_times(self, mode: str) -> list[float]:
+        return [sum(self.layer_times(i, mode)[p] for i in range(len(self.forward[0])))
+                for p in range(len(self.forward))]
+
+
+def time_networks(runners, net, x0, *, mode="forward", budget=2.0, min_passes=3,
+                  max_passes=200, progress=None, whole=None, settle=0.1):
+    """Time every runner's passes round-robin (interleaved) until ``budget`` seconds.
+
+    Between two libraries the harness sleeps ``settle`` seconds: PyTorch's OpenMP threads and
+    ONNX Runtime's pool spin after their work, and on two cores the next library would run
+    against them (measured here: every library 3-25x slower than alone). After the pause each
+    one runs as it does in a program of its own.
+
+    Parameters
+    ----------
+    runners : sequence
+        Objects with the interface of :class:`FastconvNet`.
+    whole : dict of name -> callable, optional
+        Extra whole-network calls timed in the same rounds (an ONNX Runtime session).
+    progress : callable, optional
+        Called with the fraction of the budget used, after each round.
+
+    Returns
+    -------
+    dict of name -> NetTimings, and dict of name -> Timing for ``whole``.
+    """
+    backward = mode in ("backward", "both")
+    whole = whole or {}
+    timings = {}
+    for runner in runners:  # warm-up: compiles, loads caches, records first calls
+        fwd, bwd = chain_pass(runner, net, x0, backward and runner.name != "onnxruntime")
+        timings[runner.name] = NetTimings(fwd, bwd)
+    whole_timings = {}
+    for name, fn in whole.items():
+        start = time.perf_counter()
+        fn()
+        whole_timings[name] = Timing(time.perf_counter() - start)
+    started = time.perf_counter()
+    for round_ in range(max_passes):
+        elapsed = time.perf_counter() - started
+        if round_ >= min_passes and elapsed >= budget:
+            break
+        for runner in runners:
+            with_backward = backward and runner.name != "onnxruntime"
+            time.sleep(settle)
+            fwd, bwd = chain_pass(runner, net, x0, with_backward)
+            t = timings[runner.name]
+            t.forward.append(fwd)
+            if with_backward:
+                t.backward = (t.backward or []) + [bwd]
+        for name, fn in whole.items():
+            time.sleep(settle)
+            start = time.perf_counter()
+            fn()
+            whole_timings[name].times.append(time.perf_counter() - start)
+        if progress is not None:
+            progress(min(1.0, (time.perf_counter() - started) / budget))
+    return timings, whole_timings
+
+
+def _peer_runners(names, net, params, x0, threads):
+    """Build the requested peers; a peer that is missing or fails is reported, not fatal."""
+    runners, whole, missing = [], {}, {}
+    for name in names:
+        try:
+            if name == "torch":
+                if not peers.torch_available():
+                    raise ImportError("torch is not installed")
+                runners.append(peers.TorchNet(net, params, threads))
+            elif name == "onnxruntime":
+                if not peers.onnxruntime_available():
+                    raise ImportError("onnxruntime or onnx is not installed")
+                if not peers.torch_available():
+                    raise ImportError("the ONNX models are exported with torch.onnx, and torch "
+                                      "is not installed")
+                runners.append(peers.OnnxRuntimeNet(net, params, x0.dtype, threads))
+                whole["onnxruntime"] = peers.onnxruntime_whole(net, params, x0, threads)
+                whole["onnxruntime"]()
+            else:
+                raise ValueError(f"unknown peer {name!r}; expected torch or onnxruntime")
+        except ValueError:
+            raise
+        except Exception as exc:  # a peer that cannot run is a finding, not a crash
+            missing[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return runners, whole, missing
+
+
+def profile_network(net, *, batch=1, dtype="float32", algorithm="auto", backend="auto",
+                    mode="forward", budget=2.0, compare=(), threads=None, machine=None,
+                    names=None, progress=None, seed=0, settle=0.1):
+    """Profile a network layer by layer: wall time against op counts, peaks and peers.
+
+    Parameters
+    ----------
+    net : list of ConvSpec
+    batch : int
+    dtype : str
+    algorithm, backend : str
+        fastconv's choice (an algorithm that cannot serve a layer falls back to "auto" there).
+    mode : {"forward", "backward", "both"}
+    budget : float
+        Seconds of interleaved timing passes (after one warm-up pass).
+    compare : sequence of {"torch", "onnxruntime"}
+    threads : int, optional
+    machine : fastconv.machine.Machine, optional
+        Peaks to compare against (measured by the caller; None leaves the % columns out).
+    names : list of str, optional
+        Layer names (default :func:`fastconv.models.layer_names`).
+    progress : callable, optional
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``layers`` (one record per layer), ``total``, ``peers``, ``machine``,
+        ``settings``.
+    """
+    from . import config
+    from .flops import pass_counts
+    from .models import layer_names
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, but got {mode!r}")
+    if threads is not None:
+        config.set_num_threads(threads)
+    threads = config.get_num_threads()
+    dtype = np.dtype(dtype)
+    names = layer_names(net) if names is None else names
+    params = network_weights(net, dtype, seed)
+    x0 = np.random.default_rng(seed + 1).standard_normal(net[0].input_shape(batch)).astype(dtype)
+    ours = FastconvNet(net, params, algorithm, backend)
+    runners, whole, missing = _peer_runners(compare, net, params, x0, threads)
+    timings, whole_timings = time_networks([ours, *runners], net, x0, mode=mode, budget=budget,
+                                           progress=progress, whole=whole, settle=settle)
+
+    mine = timings["fastconv"]
+    counts = [pass_counts(spec, batch, dtype, mode, input_grad=i > 0)
+              for i, spec in enumerate(net)]
+    total_flops = sum(f for f, _ in counts)
+    layer_mins = [min(mine.layer_times(i, mode)) for i in range(len(net))]
+    total_time = sum(layer_mins)
+    peak = machine.gemm_gflops.get(dtype.name) if machine else None
+    records = []
+    for i, (name, spec) in enumerate(zip(names, net)):
+        flops, nbytes = counts[i]
+        times = mine.layer_times(i, mode)
+        seconds = min(times)
+        first = mine.first_forward[i] + (mine.first_backward[i] if mine.first_backward and
+                                         mode != "forward" else 0.0)
+        if mode == "backward":
+            first = mine.first_backward[i]
+        rec = dict(name=name, kind=spec.kind, input=list(spec.input_shape(batch)),
+                   output=list(spec.output_shape(batch)), algorithm=ours.algorithms[i],
+                   macs=spec.macs * batch, flops=flops, bytes=nbytes,
+                   intensity=flops / nbytes, seconds=seconds,
+                   seconds_median=statistics.median(times),
+                   first_call_seconds=first, gflops=flops / seconds / 1e9,
+                   flops_share=flops / total_flops, time_share=seconds / total_time,
+                   peers={})
+        if machine is not None:
+            roof = min(peak, rec["intensity"] * machine.bandwidth_gbs)
+            rec.update(percent_of_peak=100 * rec["gflops"] / peak, roofline_gflops=roof,
+                       percent_of_roofline=100 * rec["gflops"] / roof)
+        for runner in runners:
+            ptimes = timings[runner.name].layer_times(
+                i, "forward" if runner.name == "onnxruntime" else mode)
+            rec["peers"][runner.name] = dict(seconds=min(ptimes),
+                                             seconds_median=statistics.median(ptimes))
+        records.append(rec)
+
+    passes = mine.pass_times(mode)
+    total = dict(macs=sum(s.macs for s in net) * batch, flops=total_flops,
+                 bytes=sum(b for _, b in counts), seconds=min(passes),
+                 seconds_median=statistics.median(passes), sum_of_layer_minima=total_time,
+                 first_pass_seconds=sum(r["first_call_seconds"] for r in records),
+                 passes=len(passes))
+    total["gflops"] = total_flops / total["seconds"] / 1e9
+    total["compile_seconds"] = max(0.0, total["first_pass_seconds"] - total["seconds"])
+    if machine is not None:
+        total["percent_of_peak"] = 100 * total["gflops"] / peak
+    peer_totals = {}
+    for runner in runners:
+        ptimes = timings[runner.name].pass_times(
+            "forward" if runner.name == "onnxruntime" else mode)
+        peer_totals[runner.name] = dict(seconds=min(ptimes),
+                                        seconds_median=statistics.median(ptimes),
+                                        measured="layer by layer")
+    for name, timing in whole_timings.items():  # one session for the whole net beats per layer
+        peer_totals[name] = dict(seconds=timing.min, seconds_median=timing.median,
+                                 measured="one session for the whole network")
+    if "onnxruntime" in peer_totals and mode != "forward":
+        peer_totals["onnxruntime"]["note"] = "forward only: ONNX Runtime does not train"
+    return dict(
+        settings=dict(batch=batch, dtype=dtype.name, algorithm=algorithm, backend=backend,
+                      mode=mode, threads=threads, budget=budget),
+        machine=None if machine is None else machine.to_dict(),
+        layers=records, total=total,
+        peers=dict(totals=peer_totals, missing=missing),
+    )

@@ -1,0 +1,171 @@
+"""What the machine can do: its CPU, a theoretical FMA peak, and measured GEMM and memory speed.
+
+The theoretical peak is ``cores x clock x FMA lanes per cycle x 2``; every input that cannot be
+read from the system is an assumption, and is listed as one. The measured figures (numpy's
+BLAS GEMM, a parallel streaming copy) are the ceilings a convolution can actually reach.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import config
+
+
+@dataclass
+class CPU:
+    model: str
+    vendor: str
+    family: int | None
+    cores: int
+    clock_ghz: float | None
+    clock_source: str
+    flags: list[str]
+
+    @property
+    def vector_bits(self) -> int:
+        if "avx512f" in self.flags:
+            return 512
+        if "avx2" in self.flags or "avx" in self.flags:
+            return 256
+        return 128
+
+    @property
+    def extensions(self) -> list[str]:
+        """The SIMD extensions that matter for these kernels, in the order they arrived."""
+        wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
+                  "avx512_vnni", "avx512_bf16", "amx_tile")
+        return [f for f in wanted if f in self.flags]
+
+
+def read_cpu() -> CPU:
+    """CPU model, vendor, cores, clock and flags, from /proc/cpuinfo where there is one."""
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if not line.strip():
+                    break  # the first processor is enough
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    clock, source = None, "unknown"
+    try:  # the maximum frequency, when the kernel exposes cpufreq (not in most VMs)
+        with open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq") as fh:
+            clock, source = int(fh.read()) / 1e6, "cpufreq cpuinfo_max_freq"
+    except (OSError, ValueError):
+        if "cpu MHz" in info:
+            clock, source = float(info["cpu MHz"]) / 1e3, "/proc/cpuinfo 'cpu MHz' (current)"
+    family = info.get("cpu family")
+    return CPU(
+        model=info.get("model name", platform.processor() or "unknown"),
+        vendor=info.get("vendor_id", "unknown"),
+        family=int(family) if family and family.isdigit() else None,
+        cores=os.cpu_count() or 1,
+        clock_ghz=clock,
+        clock_source=source,
+        flags=info.get("flags", "").split(),
+    )
+
+
+def fma_lanes_per_cycle(cpu: CPU) -> tuple[int, str]:
+    """fp32 FMA lanes one core retires per cycle, and the assumption behind the number.
+
+    Not readable from the system: it depends on how many FMA units the core has and how wide
+    they are, which differs within one instruction set (Zen 4 runs AVX-512 on 256-bit units).
+    """
+    lanes = cpu.vector_bits // 32
+    if cpu.vendor == "AuthenticAMD" and cpu.family is not None and cpu.family < 0x1A:
+        return 2 * 8, ("AMD before Zen 5 (family 0x%x): 2 FMA units of 256 bits, whatever the "
+                       "instruction width" % cpu.family)
+    return 2 * lanes, f"2 FMA units of {cpu.vector_bits} bits per core"
+
+
+@dataclass
+class Machine:
+    """Peaks of this machine, theoretical and measured (GFLOP/s, GB/s)."""
+
+    cpu: CPU
+    threads: int
+    peak_gflops: dict[str, float]
+    assumptions: list[str]
+    gemm_gflops: dict[str, float] = field(default_factory=dict)
+    bandwidth_gbs: float | None = None
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["cpu"].pop("flags")
+        out["cpu"]["extensions"] = self.cpu.extensions
+        return out
+
+
+def theoretical_peak(cpu: CPU, threads: int) -> tuple[dict[str, float], list[str]]:
+    """``threads x clock x FMA lanes x 2`` per dtype, with the assumptions it rests on."""
+    lanes, why = fma_lanes_per_cycle(cpu)
+    assumptions = [why]
+    clock = cpu.clock_ghz
+    if clock is None:
+        clock = 2.0
+        assumptions.append("clock unknown: 2.0 GHz assumed")
+    else:
+        assumptions.append(f"clock {clock:.2f} GHz from {cpu.clock_source}; turbo may exceed it")
+    flops32 = threads * clock * lanes * 2
+    return {"float32": flops32, "float64": flops32 / 2}, assumptions
+
+
+def _gemm_gflops(dtype, size: int, seconds: float) -> float:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(dtype)
+    b = rng.standard_normal((size, size)).astype(dtype)
+    a @ b
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def _stream_gbs(megabytes: int, seconds: float) -> float:
+    """Bytes read plus written per second by a parallel copy much larger than the caches."""
+    from .kernels.numba._common import parallel_copy as copy
+
+    src = np.ones(megabytes * (1 << 20) // 8)
+    dst = np.empty_like(src)
+    copy(src, dst)
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        copy(src, dst)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.nbytes / best / 1e9
+
+
+def measure_machine(threads: int | None = None, dtypes=("float32", "float64"),
+                    seconds: float = 0.5, quick: bool = False) -> Machine:
+    """The theoretical peak and the measured GEMM and streaming speed.
+
+    Parameters
+    ----------
+    threads : int, optional
+        Threads the kernels use (default: Numba's setting).
+    dtypes : sequence of str
+        GEMM dtypes to measure.
+    seconds : float
+        Time spent on each measurement.
+    quick : bool
+        Small matrices and a small copy (for tests).
+    """
+    threads = threads or config.get_num_threads()
+    cpu = read_cpu()
+    peak, assumptions = theoretical_peak(cpu, threads)
+    size = 256 if quick else 2048
+    gemm = {d: _gemm_gflops(np.dtype(d), size, seconds) for d in dtypes}
+    bandwidth = _stream_gbs(16 if quick else 512, seconds)
+    return Machine(cpu, threads, peak, assumptions, gemm, bandwidth)
