@@ -409,6 +409,25 @@ def cmd_profile(args) -> int:
     return 0
 
 
+# --- report -----------------------------------------------------------------------------------
+
+
+def cmd_report(args) -> int:
+    """Run the measurements behind BENCHMARKS.md and write it."""
+    if args.output:
+        _writable_file(args.output)
+    from . import report
+
+    text = report.run(budget=args.budget, threads=args.threads,
+                      progress=lambda msg: print(f"fastconv report: {msg}", file=sys.stderr))
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(text)
+    else:
+        print(text)
+    return 0
+
+
 # --- info -------------------------------------------------------------------------------------
 
 
@@ -519,6 +538,13 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--csv", metavar="FILE", help="write the per-layer records as CSV")
     prof.add_argument("--plot", metavar="DIR", help="write PNG figures into DIR (matplotlib)")
     prof.set_defaults(run=cmd_profile)
+
+    rep = sub.add_parser("report", help="run the measurements behind BENCHMARKS.md")
+    rep.add_argument("--output", metavar="FILE", help="write the Markdown here (default: print)")
+    rep.add_argument("--budget", type=_positive_float, default=8.0,
+                     help="seconds of timing passes per profile (default 8)")
+    rep.add_argument("--threads", type=_positive_int, default=None)
+    rep.set_defaults(run=cmd_report)
 
     info = sub.add_parser("info", help="versions, CPU, threads, backends, BLAS")
     info.set_defaults(run=cmd_info)

@@ -125,6 +125,8 @@ CASES = [
     ("kernel = input", (1, 2, 4, 5), (3, 2, 4, 5), {}),
     ("stride > kernel", (1, 2, 10, 10), (2, 2, 2, 2), dict(stride=3)),
     ("more channels", (1, 16, 9, 9), (8, 16, 3, 3), dict(padding=1)),
+    ("classifier batch", (3, 16, 1, 1), (12, 16, 1, 1), dict(bias=True)),
+    ("small images batch", (3, 8, 3, 3), (16, 8, 3, 3), dict(padding=1, bias=True)),
     ("padding past the stride", (1, 2, 1, 2), (2, 2, 3, 3), dict(padding=5, stride=(10, 7))),
     ("dw padding past the stride", (1, 2, 1, 2), (2, 1, 3, 3),
      dict(padding=5, stride=(9, 2), groups=2)),

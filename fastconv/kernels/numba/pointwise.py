@@ -4,7 +4,9 @@ With stride 1 and no padding the input of image ``n`` already *is* the column ma
 ``(C_in, H*W)``, so ``W (C_out x C_in) @ x[n]`` is the whole convolution and needs no
 workspace; backward, ``dX[n] = W^T @ dY[n]`` and ``dW = sum_n dY[n] @ X[n]^T``. A strided or
 padded 1x1 first gathers the pixels it reads; for a 1x1 kernel that gather is exactly im2col's
-column matrix, so it reuses im2col's tiled path.
+column matrix, so it reuses im2col's tiled path. So does the weight gradient of a batch of
+small images (a classifier on 1x1 inputs): im2col puts them side by side for one GEMM instead
+of an outer product each.
 """
 
 from __future__ import annotations
@@ -105,16 +107,16 @@ def backward_weight(grad_output, x, spec: ConvSpec):
     -------
     ndarray, shape (C_out, C_in // groups, 1, 1)
     """
-    if not _is_plain_gemm(spec):
+    if not _is_plain_gemm(spec) or im2col.batch_small_images(spec, x.shape[0]):
         return im2col.backward_weight(grad_output, x, spec)
     n_images = x.shape[0]
     groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
     pixels = x.shape[2] * x.shape[3]
     dy = grad_output.reshape(n_images, groups, og, pixels)
     x_t = x.reshape(n_images, groups, cg, pixels).transpose(0, 1, 3, 2)
-    grad = np.zeros((groups, og, cg), x.dtype)
+    grad = np.matmul(dy[0], x_t[0])
     partial = np.empty_like(grad)
-    for n in range(n_images):  # one weight-sized partial at a time, not one per image
+    for n in range(1, n_images):  # one weight-sized partial at a time, not one per image
         np.matmul(dy[n], x_t[n], out=partial)
         grad += partial
     return grad.reshape(spec.weight_shape)
