@@ -21,6 +21,7 @@ _MODULES: dict[str, dict[str, str]] = {
         "im2col": "fastconv.kernels.numba.im2col",
         "depthwise": "fastconv.kernels.numba.depthwise",
         "pointwise": "fastconv.kernels.numba.pointwise",
+        "winograd": "fastconv.kernels.numba.winograd",
     },
     "numpy": {"reference": "fastconv.reference"},
 }
