@@ -1,5 +1,96 @@
-"""Build script. Metadata lives in pyproject.toml; compiled extensions are declared here."""
+"""Build script: metadata lives in pyproject.toml; this compiles the Cython AOT kernels.
+
+The extensions are optional. Without OpenMP they are built serial (with a warning); without a
+working compiler (or Cython, NumPy, SciPy at build time) the package installs without them and
+runs on Numba, and ``backend="cython"`` says how to build them.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 
-setup()
+CYTHON_MODULES = ["direct", "im2col", "depthwise", "pointwise"]
+
+
+def _openmp_flags():
+    """``-fopenmp`` when the compiler accepts and links it, else nothing (serial kernels)."""
+    if os.environ.get("FASTCONV_NO_OPENMP"):
+        return []
+    cc = os.environ.get("CC", "cc")
+    src = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "probe.c")
+        with open(path, "w") as fh:
+            fh.write(src)
+        try:
+            subprocess.run([cc, "-fopenmp", path, "-o", os.path.join(tmp, "probe")],
+                           check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError):
+            warnings.warn("fastconv: the compiler does not support OpenMP; the Cython kernels "
+                          "are built serial")
+            return []
+    return ["-fopenmp"]
+
+
+def _extensions():
+    try:
+        import numpy
+        from Cython.Build import cythonize
+    except ImportError as exc:
+        warnings.warn(f"fastconv: no Cython AOT kernels ({exc}); the Numba backend still works")
+        return []
+    from setuptools import Extension
+
+    openmp = _openmp_flags()
+    extensions = [
+        Extension(
+            f"fastconv.kernels.cython.{name}",
+            [f"fastconv/kernels/cython/{name}.pyx"],
+            include_dirs=[numpy.get_include()],
+            extra_compile_args=["-O3", *openmp],
+            extra_link_args=openmp,
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        )
+        for name in CYTHON_MODULES
+    ]
+    return cythonize(extensions, language_level=3, quiet=True,
+                     compile_time_env={"OPENMP": bool(openmp)},
+                     compiler_directives={"boundscheck": False, "wraparound": False,
+                                          "cdivision": True, "initializedcheck": False})
+
+
+class OptionalBuildExt(build_ext):
+    """Build the extensions if we can; an install without them still works (on Numba)."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # no compiler, missing headers...
+            self._skip(exc)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            self._skip(exc)
+
+    def _skip(self, exc):
+        message = (f"fastconv: the Cython AOT kernels were not built ({exc}); fastconv runs "
+                   "on its Numba kernels")
+        warnings.warn(message)
+        print(message, file=sys.stderr)
+
+
+if shutil.which(os.environ.get("CC", "cc")) is None and not os.environ.get("CC"):
+    warnings.warn("fastconv: no C compiler found; the Cython AOT kernels are not built")
+    ext_modules = []
+else:
+    ext_modules = _extensions()
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": OptionalBuildExt})

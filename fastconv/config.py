@@ -107,31 +107,45 @@ def _configure_numba():
     return numba
 
 
-def _start_threads_politely(numba):
-    """Start Numba's thread pool with OpenMP's passive wait policy.
+@contextlib.contextmanager
+def _polite_openmp():
+    """Load an OpenMP runtime with the passive wait policy, bound to its own libgomp.
 
     GNU OpenMP threads spin after a parallel region; on a small machine they then take the
     cores from OpenBLAS's threads in the GEMM that follows (measured here: MobileNet v1, whose
     depthwise and pointwise layers alternate, took 112 ms instead of 19 ms). libgomp reads the
-    policy once, when it loads, so it is set only while Numba loads its pool and is restored
-    afterwards; other OpenMP runtimes (PyTorch's) keep theirs. A policy the user set wins.
+    policy once, when it loads, so it is set only while a library loads and is restored
+    afterwards; a policy the user set wins. PyTorch ships its own libgomp and loads it into
+    the global symbol scope: RTLD_DEEPBIND makes what loads here bind to its own instead of
+    that copy, whose threads are already started and spinning.
     """
-    from numba.np.ufunc import parallel
-
     polite = not (os.environ.get("OMP_WAIT_POLICY") or os.environ.get("GOMP_SPINCOUNT"))
     if polite:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     flags = sys.getdlopenflags()
-    # PyTorch ships its own libgomp and loads it into the global symbol scope; without
-    # RTLD_DEEPBIND, Numba's pool would bind to that copy, already started with spinning
-    # threads, whenever torch is imported first.
     sys.setdlopenflags(flags | getattr(os, "RTLD_DEEPBIND", 0))
     try:
-        parallel._launch_threads()
+        yield
     finally:
         sys.setdlopenflags(flags)
         if polite:
             del os.environ["OMP_WAIT_POLICY"]
+
+
+def _start_threads_politely(numba):
+    """Start Numba's thread pool inside :func:`_polite_openmp`."""
+    from numba.np.ufunc import parallel
+
+    with _polite_openmp():
+        parallel._launch_threads()
+
+
+def import_extension(name: str):
+    """Import a compiled (OpenMP) extension module inside :func:`_polite_openmp`."""
+    import importlib
+
+    with _polite_openmp():
+        return importlib.import_module(name)
 
 
 def get_num_threads() -> int:

@@ -24,19 +24,42 @@ _MODULES: dict[str, dict[str, str]] = {
         "winograd": "fastconv.kernels.numba.winograd",
     },
     "numpy": {"reference": "fastconv.reference"},
+    "cython": {
+        "direct": "fastconv.kernels.cython.direct",
+        "im2col": "fastconv.kernels.cython.im2col",
+        "depthwise": "fastconv.kernels.cython.depthwise",
+        "pointwise": "fastconv.kernels.cython.pointwise",
+    },
 }
 
 _NOT_BUILT = {
-    "cython": "the Cython AOT kernels are not part of this version of fastconv yet",
     "cuda": "the numba.cuda kernels are not part of this version of fastconv yet",
 }
+
+_CYTHON_MISSING = (
+    "the Cython AOT kernels are not built in this installation ({error}); they are compiled "
+    "by `pip install .` from a source checkout when a C compiler is present (gcc, with OpenMP "
+    "for parallel kernels)"
+)
 
 ALGORITHMS = tuple(dict.fromkeys(a for table in _MODULES.values() for a in table))
 
 
 def available_backends() -> list[str]:
     """Backends that can run in this installation."""
-    return [b for b in BACKENDS if b in _MODULES]
+    return [b for b in BACKENDS if b in _MODULES and _missing(b) is None]
+
+
+def _missing(backend: str) -> str | None:
+    """Why a backend cannot run here, or None."""
+    if backend in _NOT_BUILT:
+        return _NOT_BUILT[backend]
+    if backend == "cython":
+        try:
+            load("cython", "direct")
+        except ImportError as exc:
+            return _CYTHON_MISSING.format(error=exc)
+    return None
 
 
 def algorithms(backend: str) -> list[str]:
@@ -54,9 +77,10 @@ def resolve_backend(backend: str) -> str:
         raise ValueError(
             f"unknown backend {backend!r}; expected one of {['auto', *BACKENDS]}"
         )
-    if backend in _NOT_BUILT:
+    missing = _missing(backend)
+    if missing is not None:
         raise ValueError(
-            f"backend {backend!r} is not built: {_NOT_BUILT[backend]} "
+            f"backend {backend!r} is not built: {missing} "
             f"(available backends: {available_backends()})"
         )
     return backend
@@ -120,4 +144,9 @@ def select(spec: ConvSpec, algorithm: str = "auto", backend: str = "auto"):
 
 def load(backend: str, algorithm: str) -> ModuleType:
     """Import the module that implements ``algorithm`` on ``backend``."""
-    return importlib.import_module(_MODULES[backend][algorithm])
+    name = _MODULES[backend][algorithm]
+    if backend == "cython":  # OpenMP inside: loaded the way fastconv.config explains
+        from . import config
+
+        return config.import_extension(name)
+    return importlib.import_module(name)

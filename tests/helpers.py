@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastconv import reference
+from fastconv import dispatch, reference
 from fastconv.spec import ConvSpec
 
 # "float64 within 1e-10 relative, float32 within 1e-4 relative of the float64 reference",
@@ -26,6 +26,15 @@ except ImportError:  # pragma: no cover - CI installs torch
     F = None
 
 needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
+
+# every compiled backend this installation has, each with its algorithms: the grids run on all
+COMPILED_BACKENDS = [b for b in ("numba", "cython") if b in dispatch.available_backends()]
+KERNELS = [(b, a) for b in COMPILED_BACKENDS for a in dispatch.algorithms(b)]
+
+
+def kernel_id(pair) -> str:
+    backend, algorithm = pair
+    return algorithm if backend == "numba" else f"{backend}-{algorithm}"
 
 
 def random_array(rng, shape, dtype):

@@ -11,11 +11,10 @@ from hypothesis import HealthCheck, given, settings
 import fastconv as fc
 from fastconv import dispatch
 
-from helpers import (CASES, DTYPES, F, assert_conv_close, needs_torch, random_array,
-                     reference_grads, spec_for, torch)
+from helpers import (CASES, COMPILED_BACKENDS, DTYPES, KERNELS, F, assert_conv_close,
+                     kernel_id, needs_torch, random_array, reference_grads, spec_for, torch)
 from test_forward import LAYOUT_CASES, _arrays, _layouts, conv_problems
 
-NUMBA = dispatch.algorithms("numba")
 
 
 def _supported(algorithm, spec, backend="numba"):
@@ -47,13 +46,14 @@ def _fd_cases():
     for name, x_shape, w_shape, kwargs in FD_CASES:
         spec = spec_for(np.empty(x_shape), np.empty(w_shape), None,
                         **{k: v for k, v in kwargs.items() if k != "bias"})
-        for algorithm in NUMBA:
-            if _supported(algorithm, spec):
-                yield pytest.param(algorithm, x_shape, w_shape, kwargs, id=f"{algorithm}-{name}")
+        for backend, algorithm in KERNELS:
+            if _supported(algorithm, spec, backend):
+                yield pytest.param(backend, algorithm, x_shape, w_shape, kwargs,
+                                   id=f"{kernel_id((backend, algorithm))}-{name}")
 
 
-@pytest.mark.parametrize("algorithm, x_shape, w_shape, kwargs", list(_fd_cases()))
-def test_central_finite_differences(algorithm, x_shape, w_shape, kwargs):
+@pytest.mark.parametrize("backend, algorithm, x_shape, w_shape, kwargs", list(_fd_cases()))
+def test_central_finite_differences(backend, algorithm, x_shape, w_shape, kwargs):
     """d/dt sum(R * conv(x + t e)) by central differences, for every entry of x, w and b.
 
     The loss is linear in each argument, so the difference quotient is exact up to rounding."""
@@ -61,9 +61,10 @@ def test_central_finite_differences(algorithm, x_shape, w_shape, kwargs):
     x, w, b, kwargs, probe = _grad_problem(rng, x_shape, w_shape, kwargs, np.float64)
 
     def loss(x_, w_, b_):
-        return float(np.sum(probe * fc.conv2d(x_, w_, b_, **kwargs, algorithm=algorithm)))
+        return float(np.sum(probe * fc.conv2d(x_, w_, b_, **kwargs, algorithm=algorithm,
+                                              backend=backend)))
 
-    grads = fc.conv2d_backward(probe, x, w, **kwargs, algorithm=algorithm)
+    grads = fc.conv2d_backward(probe, x, w, **kwargs, algorithm=algorithm, backend=backend)
     h = 1e-3
     for which, (array, grad) in enumerate(zip((x, w, b), grads)):
         numeric = np.zeros_like(array)
@@ -87,10 +88,10 @@ def _grid():
     for name, x_shape, w_shape, kwargs in CASES:
         spec = spec_for(np.empty(x_shape), np.empty(w_shape), None,
                         **{k: v for k, v in kwargs.items() if k != "bias"})
-        for backend, algorithm in [("numba", a) for a in NUMBA] + [("numpy", "reference")]:
+        for backend, algorithm in KERNELS + [("numpy", "reference")]:
             if _supported(algorithm, spec, backend):
                 yield pytest.param(backend, algorithm, x_shape, w_shape, kwargs,
-                                   id=f"{algorithm}-{name}")
+                                   id=f"{kernel_id((backend, algorithm))}-{name}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -126,13 +127,13 @@ def test_reference_gradients_match_torch_autograd(name, x_shape, w_shape, kwargs
 
 @needs_torch
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("algorithm", NUMBA)
-def test_numba_gradients_match_torch_on_mobilenet_shapes(algorithm, dtype):
+@pytest.mark.parametrize("backend, algorithm", KERNELS, ids=list(map(kernel_id, KERNELS)))
+def test_gradients_match_torch_on_mobilenet_shapes(backend, algorithm, dtype):
     rng = np.random.default_rng(22)
     tol = {np.float32: 3e-4, np.float64: 1e-10}[dtype]
     checked = 0
     for spec in fc.models.mobilenet_v1(alpha=0.25, resolution=64, include_fc=False):
-        if not _supported(algorithm, spec):
+        if not _supported(algorithm, spec, backend):
             continue
         x = random_array(rng, spec.input_shape(2), dtype)
         w = random_array(rng, spec.weight_shape, dtype)
@@ -141,7 +142,8 @@ def test_numba_gradients_match_torch_on_mobilenet_shapes(algorithm, dtype):
         dy = random_array(rng, tuple(y.shape), dtype)
         y.backward(torch.from_numpy(dy))
         gi, gw, gb = fc.conv2d_backward(dy, x, w, spec.stride, spec.padding, spec.dilation,
-                                        spec.groups, bias=False, algorithm=algorithm)
+                                        spec.groups, bias=False, algorithm=algorithm,
+                                        backend=backend)
         assert gb is None
         for ours, theirs in ((gi, xt.grad.numpy()), (gw, wt.grad.numpy())):
             np.testing.assert_allclose(ours, theirs, rtol=tol, atol=tol * np.abs(theirs).max())
@@ -158,10 +160,10 @@ def test_property_gradients_agree_with_reference(problem):
                                         problem["kwargs"], dtype)
     expected = reference_grads(dy, x, w, b, **kwargs)
     spec = spec_for(x, w, b, **kwargs)
-    for algorithm in NUMBA:
-        if _supported(algorithm, spec):
+    for backend, algorithm in KERNELS:
+        if _supported(algorithm, spec, backend):
             grads = fc.conv2d_backward(dy, x, w, **kwargs, bias=b is not None,
-                                       algorithm=algorithm)
+                                       algorithm=algorithm, backend=backend)
             for got, (value, scale) in zip(grads, expected):
                 if got is not None:
                     assert_conv_close(got, value, scale, dtype)
@@ -169,13 +171,15 @@ def test_property_gradients_agree_with_reference(problem):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("algorithm", sorted(LAYOUT_CASES))
-def test_awkward_layouts(algorithm, dtype):
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
+def test_awkward_layouts(backend, algorithm, dtype):
     _, x_shape, w_shape, kwargs = LAYOUT_CASES[algorithm]
     rng = np.random.default_rng(23)
     x, w, b, kwargs, dy = _grad_problem(rng, x_shape, w_shape, kwargs, dtype)
-    expected = fc.conv2d_backward(dy, x, w, **kwargs, algorithm=algorithm)
+    kwargs = dict(kwargs, algorithm=algorithm, backend=backend)
+    expected = fc.conv2d_backward(dy, x, w, **kwargs)
     for (name, x2), (_, w2), (_, dy2) in zip(_layouts(x), _layouts(w), _layouts(dy)):
-        got = fc.conv2d_backward(dy2, x2, w2, **kwargs, algorithm=algorithm)
+        got = fc.conv2d_backward(dy2, x2, w2, **kwargs)
         for g, e in zip(got, expected):
             assert g.dtype == np.dtype(dtype), name
             np.testing.assert_array_equal(g, e, err_msg=name)
@@ -201,12 +205,12 @@ def test_needs_returns_exactly_what_was_asked(needs):
     assert fc.conv2d_backward(dy, x, w, padding=1, bias=False)[2] is None
 
 
-@pytest.mark.parametrize("algorithm", NUMBA + ["reference"])
-def test_pixels_no_output_reads_get_exactly_zero(algorithm):
+@pytest.mark.parametrize("backend, algorithm", KERNELS + [("numpy", "reference")],
+                         ids=list(map(kernel_id, KERNELS + [("numpy", "reference")])))
+def test_pixels_no_output_reads_get_exactly_zero(backend, algorithm):
     # stride 3 on 8 columns: a 2-wide kernel reads columns 0-1, 3-4, 6-7 and never 2 or 5
     x = np.ones((1, 1, 4, 8))
     w = np.ones((1, 1, 1, 2)) if algorithm != "pointwise" else np.ones((1, 1, 1, 1))
-    backend = "numpy" if algorithm == "reference" else "numba"
     if not _supported(algorithm, spec_for(x, w, stride=(1, 3)), backend):
         pytest.skip(f"{algorithm} does not serve a {w.shape[2:]} kernel at stride (1, 3)")
     y = fc.conv2d(x, w, stride=(1, 3), algorithm=algorithm, backend=backend)
@@ -298,7 +302,7 @@ def test_separable_and_conv1d_backward_match_torch():
 
 
 @needs_torch
-@pytest.mark.parametrize("algorithm", NUMBA)
+@pytest.mark.parametrize("algorithm", dispatch.algorithms("numba"))
 def test_torch_adapter_passes_gradcheck(algorithm):
     import fastconv.torch as fct
 

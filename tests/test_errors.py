@@ -89,7 +89,6 @@ VALUE_ERRORS = [
      "Invalid padding string: 'full', should be one of ['same', 'valid']"),
     ("unknown algorithm", _conv(algorithm="fft"), "unknown algorithm 'fft'; expected one of"),
     ("unknown backend", _conv(backend="gpu"), "unknown backend 'gpu'; expected one of"),
-    ("cython not built", _conv(backend="cython"), "backend 'cython' is not built"),
     ("cuda not built", _conv(backend="cuda"), "backend 'cuda' is not built"),
     ("depthwise on dense", _conv(algorithm="depthwise"),
      "algorithm 'depthwise' cannot serve a convolution with weight of size [8, 3, 3, 3] and "
@@ -180,3 +179,24 @@ def test_spec_without_input_size_says_how_to_fix():
     with pytest.raises(ValueError, match=r"no input_size.*with_input_size"):
         spec.output_size
     assert spec.with_input_size(8).output_size == (6, 6)
+
+
+def test_unbuilt_cython_backend_says_how_to_build_it(monkeypatch):
+    from fastconv import dispatch
+
+    monkeypatch.setitem(dispatch._MODULES["cython"], "direct", "fastconv.kernels.cython.nowhere")
+    with pytest.raises(ValueError, match=r"backend 'cython' is not built: the Cython AOT kernels "
+                                         r"are not built in this installation .*pip install \."):
+        fc.conv2d(X, W, backend="cython")
+    assert "cython" not in dispatch.available_backends()
+
+
+def test_ci_built_the_cython_backend():
+    """CI sets FASTCONV_REQUIRE_CYTHON=1: there the AOT backend must have been compiled."""
+    import os
+
+    from fastconv import dispatch
+
+    if not os.environ.get("FASTCONV_REQUIRE_CYTHON"):
+        pytest.skip("FASTCONV_REQUIRE_CYTHON is not set")
+    assert "cython" in dispatch.available_backends()

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 import fastconv as fc
 from fastconv import dispatch
 
-from helpers import (CASES, DTYPES, F, assert_conv_close, needs_torch, random_array,
-                     reference_conv, spec_for, torch)
+from helpers import (CASES, COMPILED_BACKENDS, DTYPES, KERNELS, F, assert_conv_close,
+                     kernel_id, needs_torch, random_array, reference_conv, spec_for, torch)
 
-ALGORITHMS = [("numba", a) for a in dispatch.algorithms("numba")] + [("numpy", "reference")]
+ALGORITHMS = KERNELS + [("numpy", "reference")]
 
 
 def _arrays(rng, x_shape, w_shape, kwargs, dtype):
@@ -34,7 +34,7 @@ def _grid():
         for backend, algorithm in ALGORITHMS:
             if dispatch.load(backend, algorithm).supports(spec) is None:
                 yield pytest.param(backend, algorithm, x_shape, w_shape, kwargs,
-                                   id=f"{algorithm}-{name}")
+                                   id=f"{kernel_id((backend, algorithm))}-{name}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -49,9 +49,12 @@ def test_grid_against_reference(backend, algorithm, x_shape, w_shape, kwargs, dt
 def test_grid_covers_every_algorithm_on_most_cases():
     counts = {}
     for param in _grid():
-        counts[param.values[1]] = counts.get(param.values[1], 0) + 1
-    assert counts["direct"] == counts["im2col"] == counts["reference"] == len(CASES)
-    assert counts["depthwise"] >= 14 and counts["pointwise"] >= 6
+        key = param.values[:2]
+        counts[key] = counts.get(key, 0) + 1
+    for backend in COMPILED_BACKENDS:
+        assert counts[(backend, "direct")] == counts[(backend, "im2col")] == len(CASES)
+        assert counts[(backend, "depthwise")] >= 14 and counts[(backend, "pointwise")] >= 6
+    assert counts[("numpy", "reference")] == len(CASES)
 
 
 @needs_torch
@@ -68,20 +71,20 @@ def test_reference_matches_torch(name, x_shape, w_shape, kwargs):
 
 @needs_torch
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("algorithm", dispatch.algorithms("numba"))
-def test_numba_matches_torch_on_mobilenet_shapes(algorithm, dtype):
+@pytest.mark.parametrize("backend, algorithm", KERNELS, ids=list(map(kernel_id, KERNELS)))
+def test_kernels_match_torch_on_mobilenet_shapes(backend, algorithm, dtype):
     """The kernels against torch itself on layer shapes of MobileNet at a small resolution."""
     rng = np.random.default_rng(2)
     net = fc.models.mobilenet_v1(alpha=0.25, resolution=64, include_fc=False)
     tol = {np.float32: 2e-4, np.float64: 1e-10}[dtype]
     checked = 0
     for spec in net:
-        if dispatch.load("numba", algorithm).supports(spec) is not None:
+        if dispatch.load(backend, algorithm).supports(spec) is not None:
             continue
         x = random_array(rng, spec.input_shape(2), dtype)
         w = random_array(rng, spec.weight_shape, dtype)
         y = fc.conv2d(x, w, stride=spec.stride, padding=spec.padding, groups=spec.groups,
-                      algorithm=algorithm)
+                      algorithm=algorithm, backend=backend)
         expected = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=spec.stride,
                             padding=spec.padding, groups=spec.groups).numpy()
         np.testing.assert_allclose(y, expected, rtol=tol, atol=tol * np.abs(expected).max())
@@ -137,9 +140,9 @@ def test_property_all_algorithms_agree_with_reference(problem):
                               dtype)
     expected, scale = reference_conv(x, w, b, **kwargs)
     spec = spec_for(x, w, b, **kwargs)
-    for algorithm in dispatch.algorithms("numba"):
-        if dispatch.load("numba", algorithm).supports(spec) is None:
-            y = fc.conv2d(x, w, b, **kwargs, algorithm=algorithm)
+    for backend, algorithm in KERNELS:
+        if dispatch.load(backend, algorithm).supports(spec) is None:
+            y = fc.conv2d(x, w, b, **kwargs, algorithm=algorithm, backend=backend)
             assert_conv_close(y, expected, scale, dtype)
 
 
@@ -152,10 +155,10 @@ def test_conv1d_full_convolution_worked_example():
     x = np.array([[[1.0, 2.0, 3.0, 4.0]]])
     w = np.array([[[1.0, 0.0, 2.0]]])
     spec = fc.ConvSpec(1, 1, (1, 3), padding=(0, 2), input_size=(1, 4))
-    for algorithm in dispatch.algorithms("numba"):
-        if dispatch.load("numba", algorithm).supports(spec) is not None:
+    for backend, algorithm in KERNELS:
+        if dispatch.load(backend, algorithm).supports(spec) is not None:
             continue
-        y = fc.conv1d(x, w[..., ::-1], padding=2, algorithm=algorithm)
+        y = fc.conv1d(x, w[..., ::-1], padding=2, algorithm=algorithm, backend=backend)
         np.testing.assert_allclose(y[0, 0], [1, 2, 5, 8, 6, 8], rtol=0, atol=1e-12)
     np.testing.assert_allclose(np.convolve([1, 2, 3, 4], [1, 0, 2]), [1, 2, 5, 8, 6, 8])
 
@@ -252,15 +255,16 @@ LAYOUT_CASES = {
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("algorithm", sorted(LAYOUT_CASES))
-def test_awkward_layouts_give_the_same_result(algorithm, dtype):
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
+def test_awkward_layouts_give_the_same_result(backend, algorithm, dtype):
     _, x_shape, w_shape, kwargs = LAYOUT_CASES[algorithm]
     rng = np.random.default_rng(7)
     x, w, b, kwargs = _arrays(rng, x_shape, w_shape, kwargs, dtype)
-    expected = fc.conv2d(x, w, b, **kwargs, algorithm=algorithm)
+    expected = fc.conv2d(x, w, b, **kwargs, algorithm=algorithm, backend=backend)
     assert_conv_close(expected, *reference_conv(x, w, b, **kwargs), dtype)
     for (name, x2), (_, w2), (_, b2) in zip(_layouts(x), _layouts(w), _layouts(b)):
         for args in ((x2, w, b), (x, w2, b), (x, w, b2), (x2, w2, b2)):
-            y = fc.conv2d(*args, **kwargs, algorithm=algorithm)
+            y = fc.conv2d(*args, **kwargs, algorithm=algorithm, backend=backend)
             assert y.dtype == np.dtype(dtype), name
             np.testing.assert_array_equal(y, expected, err_msg=name)
     assert x.flags.writeable  # inputs are never modified nor frozen
@@ -282,8 +286,8 @@ def test_inputs_are_not_modified():
 
 
 @needs_torch
-@pytest.mark.parametrize("algorithm", dispatch.algorithms("numba"))
-def test_nan_and_inf_propagate_as_in_torch(algorithm):
+@pytest.mark.parametrize("backend, algorithm", KERNELS, ids=list(map(kernel_id, KERNELS)))
+def test_nan_and_inf_propagate_as_in_torch(backend, algorithm):
     rng = np.random.default_rng(9)
     kernel = 1 if algorithm == "pointwise" else 3
     groups = 4 if algorithm == "depthwise" else 1
@@ -295,7 +299,8 @@ def test_nan_and_inf_propagate_as_in_torch(algorithm):
     w_inf[1, 0, 0, 0] = -np.inf  # Inf times the zero padding is NaN in torch
     for weight in (w, w_inf):
         for padding in (0, 1):
-            y = fc.conv2d(x, weight, padding=padding, groups=groups, algorithm=algorithm)
+            y = fc.conv2d(x, weight, padding=padding, groups=groups, algorithm=algorithm,
+                          backend=backend)
             expected = F.conv2d(torch.from_numpy(x), torch.from_numpy(weight), padding=padding,
                                 groups=groups).numpy()
             np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
@@ -311,16 +316,18 @@ def test_nan_and_inf_propagate_as_in_torch(algorithm):
 def test_concurrent_calls_from_python_threads():
     rng = np.random.default_rng(10)
     problems = []
-    for algorithm, (_, x_shape, w_shape, kwargs) in sorted(LAYOUT_CASES.items()):
-        x, w, b, kw = _arrays(rng, x_shape, w_shape, kwargs, np.float64)
-        problems.append((algorithm, x, w, b, kw, fc.conv2d(x, w, b, **kw, algorithm=algorithm)))
+    for backend in COMPILED_BACKENDS:
+        for algorithm, (_, x_shape, w_shape, kwargs) in sorted(LAYOUT_CASES.items()):
+            x, w, b, kw = _arrays(rng, x_shape, w_shape, kwargs, np.float64)
+            kw = dict(kw, algorithm=algorithm, backend=backend)
+            problems.append((x, w, b, kw, fc.conv2d(x, w, b, **kw)))
     failures = []
 
     def worker():
         try:
             for _ in range(20):
-                for algorithm, x, w, b, kw, expected in problems:
-                    y = fc.conv2d(x, w, b, **kw, algorithm=algorithm)
+                for x, w, b, kw, expected in problems:
+                    y = fc.conv2d(x, w, b, **kw)
                     np.testing.assert_array_equal(y, expected)
         except Exception as exc:  # pragma: no cover - reported below
             failures.append(exc)
@@ -337,15 +344,27 @@ def test_concurrent_calls_from_python_threads():
     ("im2col", (8, 6, 3, 3), dict(stride=2, padding=1, dilation=2, bias=True)),
     ("im2col", (6, 3, 3, 2), dict(groups=2, padding=(1, 2))),
     ("pointwise", (5, 6, 1, 1), dict(stride=2, padding=1)),
+    ("winograd", (5, 6, 3, 3), dict(padding=1, bias=True)),
 ])
-def test_workspace_budget_tiles_without_changing_the_result(algorithm, w_shape, kwargs):
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
+def test_workspace_budget_tiles_without_changing_the_result(backend, algorithm, w_shape,
+                                                            kwargs):
+    if algorithm not in dispatch.algorithms(backend):
+        pytest.skip(f"no {algorithm} on {backend}")
     rng = np.random.default_rng(11)
     x, w, b, kwargs = _arrays(rng, (2, 6, 13, 11), w_shape, kwargs, np.float64)
     expected, scale = reference_conv(x, w, b, **kwargs)
     for budget in (1, 200, 1000, 4096):  # 1 byte: one column per tile
         with fc.config.workspace_budget(budget):
-            y = fc.conv2d(x, w, b, **kwargs, algorithm=algorithm)
+            y = fc.conv2d(x, w, b, **kwargs, algorithm=algorithm, backend=backend)
+            # the backward tiles the same way
+            gi, gw, _ = fc.conv2d_backward(np.ones_like(y), x, w, **kwargs, algorithm=algorithm,
+                                           backend=backend)
+            gi_ref, gw_ref, _ = fc.conv2d_backward(np.ones_like(y), x, w, **kwargs,
+                                                   backend="numpy")
         assert_conv_close(y, expected, scale, np.float64)
+        np.testing.assert_allclose(gi, gi_ref, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(gw, gw_ref, rtol=1e-10, atol=1e-10)
 
 
 def test_workspace_stays_within_budget():

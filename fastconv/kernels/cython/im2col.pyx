@@ -1,0 +1,247 @@
+# cython: language_level=3
+"""im2col + GEMM, AOT-compiled: the twin of ``fastconv.kernels.numba.im2col``.
+
+Columns are built and folded back by OpenMP ``prange`` loops; the GEMMs are BLAS calls
+(``scipy.linalg.cython_blas``) made after each parallel region ends, so the thread pools never
+nest. BLAS's ``beta`` accumulates the weight gradient in place, tile after tile. Tiles span the
+batch's output pixels, under the workspace budget.
+"""
+
+include "_common.pxi"
+
+import numpy as np
+
+from ... import config, workspace
+from . import _checks
+from .direct import backward_bias  # noqa: F401  (the same sum for every algorithm)
+
+
+def supports(spec):
+    """Every geometry is supported."""
+    return None
+
+
+def skips_padding(spec):
+    """Padding is written into the columns as real zeros."""
+    return False
+
+
+cdef void _im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols, Py_ssize_t q0,
+                  Py_ssize_t q1, Py_ssize_t pixels, Py_ssize_t kh_size, Py_ssize_t kw_size,
+                  Py_ssize_t wo_size, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                  Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, int threads) noexcept nogil:
+    """cols[:, :q1-q0] = the patches of the batch's output pixels [q0, q1)."""
+    cdef Py_ssize_t height = x.shape[2], width = x.shape[3], taps = kh_size * kw_size
+    cdef Py_ssize_t r, c, kh, kw, offset, lo, hi, q, n, p, oh, ow0, ow1, dst, ih, a, b, i
+    for r in prange(cols.shape[0], schedule="static", num_threads=threads):
+        c = r // taps
+        kh = (r - c * taps) // kw_size
+        kw = r - c * taps - kh * kw_size
+        offset = kw * dw - pw
+        lo = range_lo(offset, sw, wo_size)
+        hi = range_hi(offset, sw, width, wo_size)
+        q = q0
+        while q < q1:
+            n = q // pixels
+            p = q - n * pixels
+            oh = p // wo_size
+            ow0 = p - oh * wo_size
+            ow1 = ow0 + q1 - q
+            if ow1 > wo_size:
+                ow1 = wo_size
+            dst = q - q0 - ow0  # cols column of pixel (n, oh, 0)
+            ih = oh * sh - ph + kh * dh
+            if 0 <= ih < height:
+                a = min(max(lo, ow0), ow1)
+                b = min(max(hi, a), ow1)
+                for i in range(ow0, a):
+                    cols[r, dst + i] = 0
+                for i in range(a, b):
+                    cols[r, dst + i] = x[n, c, ih, i * sw + offset]
+                for i in range(b, ow1):
+                    cols[r, dst + i] = 0
+            else:
+                for i in range(ow0, ow1):
+                    cols[r, dst + i] = 0
+            q = q + ow1 - ow0
+
+
+cdef void _col2im(const floating[:, ::1] dcols, floating[:, :, :, ::1] grad_input,
+                  Py_ssize_t q0, Py_ssize_t q1, Py_ssize_t pixels, Py_ssize_t kh_size,
+                  Py_ssize_t kw_size, Py_ssize_t wo_size, Py_ssize_t sh, Py_ssize_t sw,
+                  Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                  int threads) noexcept nogil:
+    """Add the column gradients of pixels [q0, q1) back onto the input gradient; parallel
+    over input channels, so no two threads add into the same pixel."""
+    cdef Py_ssize_t height = grad_input.shape[2], width = grad_input.shape[3]
+    cdef Py_ssize_t c, kh, kw, r, offset, lo, hi, q, n, p, oh, ow0, ow1, src, ih, a, b, i
+    for c in prange(grad_input.shape[1], schedule="static", num_threads=threads):
+        for kh in range(kh_size):
+            for kw in range(kw_size):
+                r = (c * kh_size + kh) * kw_size + kw
+                offset = kw * dw - pw
+                lo = range_lo(offset, sw, wo_size)
+                hi = range_hi(offset, sw, width, wo_size)
+                q = q0
+                while q < q1:
+                    n = q // pixels
+                    p = q - n * pixels
+                    oh = p // wo_size
+                    ow0 = p - oh * wo_size
+                    ow1 = ow0 + q1 - q
+                    if ow1 > wo_size:
+                        ow1 = wo_size
+                    src = q - q0 - ow0
+                    ih = oh * sh - ph + kh * dh
+                    if 0 <= ih < height:
+                        a = min(max(lo, ow0), ow1)
+                        b = min(max(hi, a), ow1)
+                        for i in range(a, b):
+                            grad_input[n, c, ih, i * sw + offset] += dcols[r, src + i]
+                    q = q + ow1 - ow0
+
+
+def _tiling(spec, itemsize, n_images, extra_rows=0):
+    kh, kw = spec.kernel_size
+    ho, wo = spec.output_size
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    (ph, _), (pw, _) = spec.pads
+    rows = spec.in_channels * kh * kw
+    pixels = ho * wo
+    per_pixel = (rows + extra_rows) * itemsize
+    tile = int(max(1, min(n_images * pixels, config.get_workspace_budget() // per_pixel)))
+    return rows, pixels, tile, (pixels, kh, kw, wo, sh, sw, ph, pw, dh, dw)
+
+
+def _tiles(pixels, tile, n_images):
+    """(q0, q1, segments) per tile; a segment (n, p0, p1, at): image n's pixels [p0, p1) at
+    column ``at`` of the tile."""
+    total = n_images * pixels
+    for q0 in range(0, total, tile):
+        q1 = min(total, q0 + tile)
+        segments, q = [], q0
+        while q < q1:
+            n, p0 = divmod(q, pixels)
+            p1 = min(pixels, p0 + q1 - q)
+            segments.append((n, p0, p1, q - q0))
+            q += p1 - p0
+        yield q0, q1, segments
+
+
+def _im2col_kernel(const floating[:, :, :, ::1] x, floating[:, ::1] cols, Py_ssize_t q0,
+                   Py_ssize_t q1, geometry, int threads):
+    cdef Py_ssize_t pixels, kh, kw, wo, sh, sw, ph, pw, dh, dw
+    pixels, kh, kw, wo, sh, sw, ph, pw, dh, dw = geometry
+    with nogil:
+        _im2col(x, cols, q0, q1, pixels, kh, kw, wo, sh, sw, ph, pw, dh, dw, threads)
+
+
+def _col2im_kernel(const floating[:, ::1] dcols, floating[:, :, :, ::1] grad_input,
+                   Py_ssize_t q0, Py_ssize_t q1, geometry, int threads):
+    cdef Py_ssize_t pixels, kh, kw, wo, sh, sw, ph, pw, dh, dw
+    pixels, kh, kw, wo, sh, sw, ph, pw, dh, dw = geometry
+    with nogil:
+        _col2im(dcols, grad_input, q0, q1, pixels, kh, kw, wo, sh, sw, ph, pw, dh, dw, threads)
+
+
+def _gemm(bint trans_a, bint trans_b, int m, int n, int k, const floating[::1] a,
+          Py_ssize_t a_at, int lda, const floating[::1] b, Py_ssize_t b_at, int ldb,
+          floating beta, floating[::1] c, Py_ssize_t c_at, int ldc):
+    """One BLAS GEMM on flat buffers; the offsets and leading dimensions were checked by the
+    caller against the buffers' sizes."""
+    with nogil:
+        gemm(trans_a, trans_b, m, n, k, &a[a_at], lda, &b[b_at], ldb, beta, &c[c_at], ldc)
+
+
+def _check_span(name, buffer, at, rows, cols, ld):
+    """The matrix at ``at`` (rows x cols, leading dimension ld) lies inside ``buffer``."""
+    if rows and cols and (at < 0 or at + (rows - 1) * ld + cols > buffer.size or cols > ld):
+        raise ValueError(f"{name}: a {rows}x{cols} matrix at {at} (ld {ld}) overruns a "
+                         f"buffer of {buffer.size}")
+
+
+def gemm_checked(trans_a, trans_b, m, n, k, a, a_at, lda, b, b_at, ldb, beta, c, c_at, ldc):
+    """Row-major ``C = op(A) @ op(B) + beta C`` on flat C-contiguous buffers, with every
+    matrix checked to lie inside its buffer before the GIL is dropped."""
+    _check_span("A", a, a_at, *((k, m) if trans_a else (m, k)), lda)
+    _check_span("B", b, b_at, *((n, k) if trans_b else (k, n)), ldb)
+    _check_span("C", c, c_at, m, n, ldc)
+    _gemm(trans_a, trans_b, m, n, k, a, a_at, lda, b, b_at, ldb, beta, c, c_at, ldc)
+
+
+def forward(x, weight, bias, spec):
+    """im2col + GEMM forward (see ``fastconv.kernels.numba.im2col.forward``)."""
+    _checks.forward_args(x, weight, bias, spec)
+    n_images, groups = x.shape[0], spec.groups
+    og = spec.out_channels_per_group
+    rows, pixels, tile, geometry = _tiling(spec, x.dtype.itemsize, n_images)
+    group_rows = rows // groups
+    out = np.empty(spec.output_shape(n_images), dtype=x.dtype)
+    cols = workspace.scratch((rows, tile), x.dtype)
+    w_flat, cols_flat, out_flat = weight.reshape(-1), cols.reshape(-1), out.reshape(-1)
+    threads = _checks.threads()
+    for q0, q1, segments in _tiles(pixels, tile, n_images):
+        _im2col_kernel(x, cols, q0, q1, geometry, threads)
+        for n, p0, p1, at in segments:
+            for g in range(groups):
+                gemm_checked(False, False, og, p1 - p0, group_rows, w_flat,
+                             g * og * group_rows, group_rows, cols_flat,
+                             g * group_rows * tile + at, tile, 0.0, out_flat,
+                             (n * spec.out_channels + g * og) * pixels + p0, pixels)
+    if bias is not None:
+        out += bias[:, None, None]
+    return out
+
+
+def backward_weight(grad_output, x, spec):
+    """``dW_g += dY_g @ cols_g^T`` tile after tile, accumulated by BLAS (beta = 1); a tile's
+    image segments are copied side by side first, so small images make one GEMM."""
+    n_images = _checks.backward_args(grad_output, spec, x=x)
+    groups, og = spec.groups, spec.out_channels_per_group
+    rows, pixels, tile, geometry = _tiling(spec, x.dtype.itemsize, n_images,
+                                           extra_rows=spec.out_channels)
+    group_rows = rows // groups
+    grad = np.zeros(spec.weight_shape, dtype=x.dtype)
+    cols = workspace.scratch((rows, tile), x.dtype)
+    dy_tile = workspace.scratch((spec.out_channels, tile), x.dtype, slot=1)
+    dy = grad_output.reshape(n_images, spec.out_channels, pixels)
+    grad_flat, cols_flat, dy_flat = grad.reshape(-1), cols.reshape(-1), dy_tile.reshape(-1)
+    threads = _checks.threads()
+    dy_full = grad_output.reshape(-1)
+    for q0, q1, segments in _tiles(pixels, tile, n_images):
+        _im2col_kernel(x, cols, q0, q1, geometry, threads)
+        if len(segments) == 1:  # inside one image: dY is used where it is
+            n, p0, _, _ = segments[0]
+            lhs, lhs_at, lhs_ld = dy_full, (n * spec.out_channels) * pixels + p0, pixels
+            group_step = og * pixels
+        else:
+            for n, p0, p1, at in segments:
+                dy_tile[:, at:at + p1 - p0] = dy[n, :, p0:p1]
+            lhs, lhs_at, lhs_ld, group_step = dy_flat, 0, tile, og * tile
+        for g in range(groups):
+            gemm_checked(False, True, og, group_rows, q1 - q0, lhs, lhs_at + g * group_step,
+                         lhs_ld, cols_flat, g * group_rows * tile, tile, 1.0, grad_flat,
+                         g * og * group_rows, group_rows)
+    return grad
+
+
+def backward_input(grad_output, weight, spec):
+    """``dcols_g = W_g^T @ dY_g``, folded back onto the input (col2im)."""
+    n_images = _checks.backward_args(grad_output, spec, weight=weight)
+    groups, og = spec.groups, spec.out_channels_per_group
+    dtype = grad_output.dtype
+    rows, pixels, tile, geometry = _tiling(spec, dtype.itemsize, n_images)
+    group_rows = rows // groups
+    grad_input = np.zeros(spec.input_shape(n_images), dtype)
+    dcols = workspace.scratch((rows, tile), dtype)
+    w_flat, dcols_flat = weight.reshape(-1), dcols.reshape(-1)
+    dy_flat = grad_output.reshape(-1)
+    threads = _checks.threads()
+    for q0, q1, segments in _tiles(pixels, tile, n_images):
+        for n, p0, p1, at in segments:
+            for g in range(groups):
+                gemm_checked(True, False, group_rows, p1 - p0, og, w_flat, g * og * group_rows,
+                             group_rows, dy_flat, (n * spec.out_channels + g * og) * pixels + p0,
+                             pixels, 0.0, dcols_flat, g * group_rows * tile + at, tile)
+        _col2im_kernel(dcols, grad_input, q0, q1, geometry, threads)
+    return grad_input
