@@ -38,6 +38,28 @@ def _openmp_flags():
     return ["-fopenmp"]
 
 
+def _flag_works(flag):
+    """Whether the C compiler accepts ``flag``."""
+    cc = os.environ.get("CC", "cc")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "probe.c")
+        with open(path, "w") as fh:
+            fh.write("int main(void) { return 0; }\n")
+        try:
+            subprocess.run([cc, flag, path, "-o", os.path.join(tmp, "probe")], check=True,
+                           capture_output=True)
+        except (OSError, subprocess.CalledProcessError):
+            return False
+    return True
+
+
+def _arch_flags():
+    """The kernels are compiled where they run, so for this CPU's vector units (AVX-512 here);
+    FASTCONV_MARCH overrides (e.g. ``x86-64-v3`` for a machine other than the builder)."""
+    flag = f"-march={os.environ.get('FASTCONV_MARCH', 'native')}"
+    return [flag] if _flag_works(flag) else []
+
+
 def _extensions():
     try:
         import numpy
@@ -53,7 +75,7 @@ def _extensions():
             f"fastconv.kernels.cython.{name}",
             [f"fastconv/kernels/cython/{name}.pyx"],
             include_dirs=[numpy.get_include()],
-            extra_compile_args=["-O3", *openmp],
+            extra_compile_args=["-O3", *_arch_flags(), *openmp],
             extra_link_args=openmp,
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )

@@ -1,5 +1,6 @@
-"""MobileNet v1's layers, forward and backward: every fastconv algorithm beside PyTorch and
-ONNX Runtime (when installed) and a bare GEMM of the same shape.
+"""MobileNet v1's layers, forward and backward: every fastconv algorithm on every built backend
+(Numba, Cython) beside PyTorch and ONNX Runtime (when installed) and a bare GEMM of the same
+shape.
 
 One benchmark group per layer and pass; every candidate is called once before the timed
 region (compilation, cache loading, session creation).
@@ -20,7 +21,7 @@ from fastconv.models import layer_names
 
 NET = fc.models.mobilenet_v1(include_fc=False)
 LAYERS = list(zip(layer_names(NET), NET))
-ALGORITHMS = dispatch.algorithms("numba")
+BACKENDS = [b for b in ("numba", "cython") if b in dispatch.available_backends()]
 
 
 def _slow(algorithm, spec):
@@ -31,14 +32,18 @@ def _slow(algorithm, spec):
 
 def _params(with_ort):
     for name, spec in LAYERS:
-        candidates = [a for a in ["auto", *ALGORITHMS]
-                      if a == "auto" or (dispatch.load("numba", a).supports(spec) is None
-                                         and not _slow(a, spec))]
-        candidates.append("torch")
+        candidates = []
+        for backend in BACKENDS:
+            for a in ["auto", *dispatch.algorithms(backend)]:
+                if a == "auto" or (dispatch.load(backend, a).supports(spec) is None
+                                   and not _slow(a, spec)):
+                    candidates.append((backend, a))
+        candidates.append(("torch", None))
         if with_ort:
-            candidates.append("onnxruntime")
-        for candidate in candidates:
-            yield pytest.param(name, spec, candidate, id=f"{name}-{candidate}")
+            candidates.append(("onnxruntime", None))
+        for backend, algorithm in candidates:
+            label = backend if algorithm is None else profile.candidate_name(backend, algorithm)
+            yield pytest.param(name, spec, backend, algorithm, id=f"{name}-{label}")
 
 
 def _group(benchmark, pass_, layer, spec, flops):
@@ -47,42 +52,33 @@ def _group(benchmark, pass_, layer, spec, flops):
     benchmark.extra_info["flops"] = flops
 
 
-@pytest.mark.parametrize("layer, spec, candidate", list(_params(with_ort=True)))
-def test_forward(benchmark, layer, spec, candidate):
+def _call(spec, backend, algorithm, mode):
     x, w = profile.layer_arrays(spec, 1, np.float32)
-    if candidate == "torch":
-        if not peers.torch_available():
-            pytest.skip("torch is not installed")
-        call = peers.torch_conv2d(spec, x, w)
-    elif candidate == "onnxruntime":
+    if backend == "torch" and not peers.torch_available():
+        pytest.skip("torch is not installed")
+    if backend == "onnxruntime":
         if not (peers.onnxruntime_available() and peers.torch_available()):
             pytest.skip("onnxruntime (and torch, to export the model) are not installed")
         runner = peers.OnnxRuntimeNet([spec], [(w, None)], np.float32)
-        call = lambda: runner.forward(0, x)  # noqa: E731
-    else:
-        call = profile.forward_candidates(spec, x, w, algorithms=[candidate], with_torch=False,
-                                          with_gemm=False)[candidate]
-    call()
+        return lambda: runner.forward(0, x)
+    calls = profile.layer_candidates(
+        spec, x, w, algorithms=[algorithm] if algorithm else [], backends=[backend]
+        if algorithm else [], mode=mode, with_torch=backend == "torch", with_gemm=False)
+    return calls["torch" if backend == "torch" else profile.candidate_name(backend, algorithm)]
+
+
+@pytest.mark.parametrize("layer, spec, backend, algorithm", list(_params(with_ort=True)))
+def test_forward(benchmark, layer, spec, backend, algorithm):
+    call = _call(spec, backend, algorithm, "forward")
+    call()  # compile, load the cache or build the session outside the timed region
     _group(benchmark, "forward", layer, spec, spec.flops)
     benchmark(call)
 
 
-@pytest.mark.parametrize("layer, spec, candidate", [
-    p for p in _params(with_ort=False) if p.values[2] != "onnxruntime"])
-def test_backward(benchmark, layer, spec, candidate):
+@pytest.mark.parametrize("layer, spec, backend, algorithm", list(_params(with_ort=False)))
+def test_backward(benchmark, layer, spec, backend, algorithm):
     """Input and weight gradients (what training a stack of these layers computes)."""
-    x, w = profile.layer_arrays(spec, 1, np.float32)
-    dy = np.ones(spec.output_shape(1), np.float32)
-    if candidate == "torch":
-        if not peers.torch_available():
-            pytest.skip("torch is not installed")
-        runner = peers.TorchNet([spec], [(w, None)])
-        xt, dyt = runner.to_input(x), runner.to_input(dy)
-        call = lambda: runner.backward(0, dyt, xt, input_grad=True)  # noqa: E731
-    else:
-        call = lambda: fc.conv2d_backward(  # noqa: E731
-            dy, x, w, spec.stride, spec.padding, spec.dilation, spec.groups, bias=False,
-            needs=("input", "weight"), algorithm=candidate)
+    call = _call(spec, backend, algorithm, "backward")
     call()
     _group(benchmark, "backward", layer, spec, 2 * spec.flops)
     benchmark(call)

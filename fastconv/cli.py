@@ -62,43 +62,63 @@ def _threads(args):
 
 
 def cmd_bench(args) -> int:
-    """Forward time of each layer with every algorithm, beside torch and a bare GEMM."""
+    """Time of each layer with every algorithm and backend, beside torch and a bare GEMM."""
     from rich.console import Console
     from rich.table import Table
 
     from . import dispatch, profile
     from .models import layer_names
 
+    backends = args.backends or ["numba"]
+    for backend in backends:
+        try:
+            dispatch.resolve_backend(backend)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    every = sorted({a for b in backends for a in dispatch.algorithms(b)})
+    # "auto" is always timed; `--algorithms auto` times only it
+    algorithms = every if args.algorithms is None else [a for a in args.algorithms
+                                                         if a != "auto"]
+    for algorithm in algorithms:
+        if algorithm not in every:
+            raise CliError(f"unknown algorithm {algorithm!r}; expected some of {every}")
+    if not args.no_torch:
+        from . import peers
+
+        if peers.torch_available():
+            import torch  # noqa: F401  (before fastconv's thread pool: see fastconv.config)
     net = _build_model(args, include_fc=False)
     threads = _threads(args)
-    algorithms = dispatch.algorithms("numba") if args.algorithms is None else args.algorithms
-    for algorithm in algorithms:
-        if algorithm not in dispatch.algorithms("numba"):
-            raise CliError(f"unknown algorithm {algorithm!r}; expected some of "
-                           f"{dispatch.algorithms('numba')}")
     dtype = np.dtype(args.dtype)
+    mode = getattr(args, "pass")
     console = Console(stderr=True)
     records = []
-    columns = ["auto", *algorithms, "torch", "gemm"]
+    columns = [profile.candidate_name(b, a) for b in backends for a in ["auto", *algorithms]
+               if a == "auto" or a in dispatch.algorithms(b)]
+    columns += ["torch"] + (["gemm"] if mode == "forward" else [])
     with console.status("") as status:
         for name, spec in zip(layer_names(net), net):
             status.update(f"timing {name} ({len(records) + 1}/{len(net)})")
             x, w = profile.layer_arrays(spec, args.batch, dtype)
-            candidates = profile.forward_candidates(
-                spec, x, w, algorithms=["auto", *algorithms], with_torch=not args.no_torch,
-                threads=threads)
+            candidates = profile.layer_candidates(
+                spec, x, w, algorithms=["auto", *algorithms], backends=backends, mode=mode,
+                with_torch=not args.no_torch, threads=threads)
             timings = profile.measure(candidates, budget=args.budget,
                                       settle=0.05 if "torch" in candidates else 0.0)
+            flops = spec.flops * args.batch * (2 if mode == "backward" else 1)
             records.append(dict(
                 layer=name, kind=spec.kind, input=list(spec.input_shape(args.batch)),
-                output=list(spec.output_shape(args.batch)), flops=spec.flops * args.batch,
+                output=list(spec.output_shape(args.batch)), flops=flops,
                 seconds={k: t.min for k, t in timings.items()},
                 median_seconds={k: t.median for k, t in timings.items()},
                 first_call_seconds={k: t.first_call for k, t in timings.items()}))
 
-    table = Table(title=f"{args.model} forward, batch {args.batch}, {dtype.name}, {threads} "
+    table = Table(title=f"{args.model} {mode}, batch {args.batch}, {dtype.name}, {threads} "
                         "threads: min ms of interleaved repeats (GFLOP/s)", title_justify="left")
-    for head in ("layer", "input -> output", "MFLOP", *columns, "torch/auto", "auto/gemm"):
+    ratios = [("torch", "auto")] + ([("auto", "gemm")] if mode == "forward" else [])
+    ratios += [(profile.candidate_name(b, "auto"), "auto") for b in backends if b != "numba"]
+    for head in ("layer", "input -> output", "MFLOP", *columns,
+                 *[f"{a}/{b}" for a, b in ratios]):
         table.add_column(head, justify="left" if head in ("layer", "input -> output") else "right")
     totals = dict.fromkeys(columns, 0.0)
     for rec in records:
@@ -113,18 +133,18 @@ def cmd_bench(args) -> int:
         secs = rec["seconds"]
         shape = "x".join(map(str, rec["input"][1:])) + " -> " + "x".join(map(str, rec["output"][1:]))
         table.add_row(rec["layer"], shape, f"{rec['flops'] / 1e6:.1f}", *cells,
-                      _ratio(secs.get("torch"), secs["auto"]), _ratio(secs["auto"], secs.get("gemm")))
+                      *[_ratio(secs.get(a), secs.get(b)) for a, b in ratios])
     total_flops = sum(r["flops"] for r in records)
     table.add_section()
     table.add_row("total", "", f"{total_flops / 1e6:.1f}",
                   *[f"{totals[c] * 1e3:.2f} ({total_flops / totals[c] / 1e9:.0f})"
                     if totals[c] and all(c in r["seconds"] for r in records) else ""
                     for c in columns],
-                  _ratio(totals["torch"] or None, totals["auto"]), "")
+                  *[_ratio(totals.get(a) or None, totals.get(b) or None) for a, b in ratios])
     _console().print(table)
     if args.json:
         _write_json(args.json, dict(model=args.model, batch=args.batch, dtype=dtype.name,
-                                    threads=threads, layers=records))
+                                    mode=mode, threads=threads, layers=records))
     return 0
 
 
@@ -505,7 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     bench.add_argument("--threads", type=_positive_int, default=None)
     bench.add_argument("--algorithms", type=lambda s: s.split(","), default=None,
-                       help="comma-separated subset of the Numba algorithms")
+                       help="comma-separated subset of the algorithms")
+    bench.add_argument("--backends", type=lambda s: s.split(","), default=None,
+                       help="comma-separated backends to compare (default numba)")
+    bench.add_argument("--pass", choices=["forward", "backward"], default="forward",
+                       help="time the forward, or the input and weight gradients")
     bench.add_argument("--budget", type=_positive_float, default=0.3,
                        help="seconds of timed calls per candidate and layer (default 0.3)")
     bench.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")

@@ -95,30 +95,60 @@ def layer_arrays(spec: ConvSpec, batch: int, dtype, seed: int = 0):
     return x, w.astype(dtype)
 
 
-def forward_candidates(spec: ConvSpec, x, weight, *, algorithms: Iterable[str] | None = None,
-                       backend: str = "numba", with_torch: bool = True,
-                       with_gemm: bool = True, threads: int | None = None):
-    """The calls a forward benchmark of one layer compares.
+def candidate_name(backend: str, algorithm: str) -> str:
+    """How a benchmark names a call: the algorithm, prefixed by its backend unless Numba."""
+    return algorithm if backend == "numba" else f"{backend}:{algorithm}"
 
-    Returns a dict ``name -> callable``: one entry per fastconv algorithm that can serve the
-    layer (``"auto"`` always), then ``"torch"`` and ``"gemm"`` (a bare numpy.matmul of the
-    layer's GEMM) when available.
+
+def layer_candidates(spec: ConvSpec, x, weight, *, algorithms: Iterable[str] | None = None,
+                     backends: Iterable[str] = ("numba",), mode: str = "forward",
+                     with_torch: bool = True, with_gemm: bool = True,
+                     threads: int | None = None):
+    """The calls a benchmark of one layer compares.
+
+    Parameters
+    ----------
+    spec : ConvSpec
+    x, weight : ndarray
+    algorithms : iterable of str, optional
+        Default: every algorithm of each backend (and "auto" when listed).
+    backends : iterable of str
+    mode : {"forward", "backward"}
+        Backward computes the input and weight gradients.
+    with_torch, with_gemm : bool
+        Add ``"torch"`` (and, forward, ``"gemm"``: a bare numpy.matmul of the layer's GEMM).
+
+    Returns
+    -------
+    dict of name -> zero-argument callable
+        Names from :func:`candidate_name`; an algorithm that cannot serve the layer is left
+        out.
     """
-    names = dispatch.algorithms(backend) if algorithms is None else list(algorithms)
     out = {}
+    dy = np.ones(spec.output_shape(x.shape[0]), x.dtype) if mode == "backward" else None
 
-    def call(algorithm):
+    def call(backend, algorithm):
+        if mode == "backward":
+            return lambda: api.conv2d_backward(
+                dy, x, weight, spec.stride, spec.padding, spec.dilation, spec.groups,
+                bias=False, needs=("input", "weight"), algorithm=algorithm, backend=backend)
         return lambda: api.conv2d(x, weight, None, spec.stride, spec.padding, spec.dilation,
                                   spec.groups, algorithm=algorithm, backend=backend)
 
-    for algorithm in names:
-        if algorithm == "auto" or dispatch.load(backend, algorithm).supports(spec) is None:
-            out[algorithm] = call(algorithm)
-    if with_torch:
-        torch_call = peers.torch_conv2d(spec, x, weight, threads=threads)
-        if torch_call is not None:
-            out["torch"] = torch_call
-    if with_gemm:
+    for backend in backends:
+        names = dispatch.algorithms(backend) if algorithms is None else list(algorithms)
+        for algorithm in names:
+            if algorithm == "auto" or (algorithm in dispatch.algorithms(backend) and
+                                       dispatch.load(backend, algorithm).supports(spec) is None):
+                out[candidate_name(backend, algorithm)] = call(backend, algorithm)
+    if with_torch and peers.torch_available():
+        if mode == "backward":
+            runner = peers.TorchNet([spec], [(weight, None)], threads)
+            xt, dyt = runner.to_input(x), runner.to_input(dy)
+            out["torch"] = lambda: runner.backward(0, dyt, xt, True)
+        else:
+            out["torch"] = peers.torch_conv2d(spec, x, weight, threads=threads)
+    if with_gemm and mode == "forward":
         gemm_call = peers.numpy_gemm(spec, x.shape[0], x.dtype)
         if gemm_call is not None:
             out["gemm"] = gemm_call

@@ -19,6 +19,7 @@ from .direct import backward_bias  # noqa: F401
 
 cdef enum:
     VECTOR = 16  # float32 lanes of an AVX-512 register: whole vectors, no scalar remainder
+    FLAT_BELOW = 32  # output rows narrower than this are computed as one flat loop
 
 
 def _uses_3x3_path(spec):
@@ -38,11 +39,50 @@ def skips_padding(spec):
     return not _uses_3x3_path(spec)
 
 
-cdef inline floating _taps(const floating* plane, Py_ssize_t p, const Py_ssize_t* o,
-                           const floating* w) noexcept nogil:
-    return (w[0] * plane[p] + w[1] * plane[p + o[1]] + w[2] * plane[p + o[2]]
-            + w[3] * plane[p + o[3]] + w[4] * plane[p + o[4]] + w[5] * plane[p + o[5]]
-            + w[6] * plane[p + o[6]] + w[7] * plane[p + o[7]] + w[8] * plane[p + o[8]])
+cdef inline void _correlate(const floating* plane, floating* dst, Py_ssize_t span,
+                            const Py_ssize_t* o, const floating* w, floating b,
+                            bint accumulate) noexcept nogil:
+    """``dst[p] (+)= b + sum_k w[k] * plane[p + o[k]]`` for ``p < span``. The offsets and
+    weights are copied to locals first, so the compiler keeps them in registers instead of
+    reloading them (it cannot prove ``dst`` does not alias them) and vectorises the loop."""
+    cdef Py_ssize_t p
+    cdef Py_ssize_t o1 = o[1], o2 = o[2], o3 = o[3], o4 = o[4], o5 = o[5], o6 = o[6]
+    cdef Py_ssize_t o7 = o[7], o8 = o[8]
+    cdef floating w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5]
+    cdef floating w6 = w[6], w7 = w[7], w8 = w[8]
+    cdef floating value
+    for p in range(span):
+        value = (b + w0 * plane[p] + w1 * plane[p + o1] + w2 * plane[p + o2]
+                 + w3 * plane[p + o3] + w4 * plane[p + o4] + w5 * plane[p + o5]
+                 + w6 * plane[p + o6] + w7 * plane[p + o7] + w8 * plane[p + o8])
+        if accumulate:
+            dst[p] += value
+        else:
+            dst[p] = value
+
+
+cdef inline void _dots(const floating* dy, const floating* plane, Py_ssize_t span,
+                       const Py_ssize_t* o, floating* out) noexcept nogil:
+    """``out[k] = sum_p dy[p] * plane[p + o[k]]``, the nine sums in one pass (locals, as in
+    :func:`_correlate`, so that the loop vectorises)."""
+    cdef Py_ssize_t p
+    cdef Py_ssize_t o1 = o[1], o2 = o[2], o3 = o[3], o4 = o[4], o5 = o[5], o6 = o[6]
+    cdef Py_ssize_t o7 = o[7], o8 = o[8]
+    cdef floating a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0, a8 = 0
+    cdef floating g
+    for p in range(span):
+        g = dy[p]
+        a0 += g * plane[p]
+        a1 += g * plane[p + o1]
+        a2 += g * plane[p + o2]
+        a3 += g * plane[p + o3]
+        a4 += g * plane[p + o4]
+        a5 += g * plane[p + o5]
+        a6 += g * plane[p + o6]
+        a7 += g * plane[p + o7]
+        a8 += g * plane[p + o8]
+    out[0], out[1], out[2], out[3], out[4] = a0, a1, a2, a3, a4
+    out[5], out[6], out[7], out[8] = a5, a6, a7, a8
 
 
 cdef inline void _offsets(Py_ssize_t* o, Py_ssize_t pitch, Py_ssize_t dh,
@@ -69,9 +109,20 @@ cdef void _forward_plane(const floating[:, :, :, ::1] x, const floating[:, :, :,
             plane[(r + ph) * wp + pw + c] = x[n, ic, r, c]
     for p in range(9):
         w[p] = weight[oc, 0, p // 3, p % 3]
-    # the stride-1 results over the flat plane (pad columns included), then the outputs
-    for p in range(span):
-        full[p] = b + _taps(plane, p, o, w)
+    if out.shape[3] >= FLAT_BELOW:  # wide rows: one vectorised loop per output row
+        for oh in range(out.shape[2]):
+            if sw == 1:
+                _correlate(&plane[oh * sh * wp], &out[n, oc, oh, 0], out.shape[3], o, w, b,
+                           False)
+            else:  # the stride-1 row, then every other value
+                _correlate(&plane[oh * sh * wp], full, sw * (out.shape[3] - 1) + 1, o, w, b,
+                           False)
+                for ow in range(out.shape[3]):
+                    out[n, oc, oh, ow] = full[ow * sw]
+        return
+    # narrow rows: the stride-1 results over the whole flat plane (pad columns included),
+    # then the outputs
+    _correlate(plane, full, span, o, w, b, False)
     for oh in range(out.shape[2]):
         for ow in range(out.shape[3]):
             out[n, oc, oh, ow] = full[oh * sh * wp + ow * sw]
@@ -111,8 +162,6 @@ cdef void _input_grad_plane(const floating[:, :, :, ::1] grad_output,
     """One input-gradient plane (its locals are this thread's own)."""
     cdef Py_ssize_t j, oc, oh, ow, p, ih, iw, k
     cdef floating w[9]
-    for p in range(span):
-        acc[p] = 0
     for j in range(multiplier):  # every output channel fed by this input channel
         oc = ic * multiplier + j
         for oh in range(grad_output.shape[2]):
@@ -120,8 +169,7 @@ cdef void _input_grad_plane(const floating[:, :, :, ::1] grad_output,
                 plane[(2 * dh + oh * sh) * pitch + 2 * dw + ow * sw] = grad_output[n, oc, oh, ow]
         for k in range(9):  # the kernel rotated by 180 degrees
             w[k] = weight[oc, 0, 2 - k // 3, 2 - k % 3]
-        for p in range(span):
-            acc[p] += _taps(plane, p, o, w)
+        _correlate(plane, acc, span, o, w, 0, j > 0)
     for ih in range(grad_input.shape[2]):
         for iw in range(grad_input.shape[3]):
             if ih < rows and iw < cols:
@@ -168,7 +216,6 @@ cdef void _weight_grad_filter(const floating[:, :, :, ::1] grad_output,
     cdef Py_ssize_t ic = oc // multiplier, n, r, c, oh, ow, p, k
     cdef double sums[9]
     cdef floating part[9]
-    cdef floating g
     for k in range(9):
         sums[k] = 0
     for n in range(x.shape[0]):
@@ -178,12 +225,7 @@ cdef void _weight_grad_filter(const floating[:, :, :, ::1] grad_output,
         for oh in range(grad_output.shape[2]):
             for ow in range(grad_output.shape[3]):
                 dy[oh * sh * wp + ow * sw] = grad_output[n, oc, oh, ow]
-        for k in range(9):
-            part[k] = 0
-        for p in range(span):
-            g = dy[p]
-            for k in range(9):
-                part[k] += g * plane[p + o[k]]
+        _dots(dy, plane, span, o, part)
         for k in range(9):
             sums[k] += part[k]
     for k in range(9):
