@@ -106,21 +106,55 @@ def dilation_rows(budget: float, threads: int):
     return rows
 
 
+def backend_rows(budget: float):
+    """Numba against Cython ("auto" on each), per MobileNet v1 layer, forward and backward."""
+    from . import dispatch
+    from .models import layer_names
+
+    if "cython" not in dispatch.available_backends():
+        return []
+    net = models.mobilenet_v1(include_fc=False)
+    rows, totals = [], np.zeros(4)
+    for name, spec in zip(layer_names(net), net):
+        x, w = profile.layer_arrays(spec, 1, np.float32)
+        times = []
+        for mode in ("forward", "backward"):
+            calls = profile.layer_candidates(spec, x, w, algorithms=["auto"],
+                                             backends=("numba", "cython"), mode=mode,
+                                             with_torch=False, with_gemm=False)
+            t = profile.measure(calls, budget=budget)
+            times += [t["auto"].min, t["cython:auto"].min]
+        totals += times
+        rows.append([name, *map(_ms, times[:2]), _ratio(times[1], times[0]),
+                     *map(_ms, times[2:]), _ratio(times[3], times[2])])
+    rows.append(["**total**", *map(_ms, totals[:2]), _ratio(totals[1], totals[0]),
+                 *map(_ms, totals[2:]), _ratio(totals[3], totals[2])])
+    return rows
+
+
 def cold_start_rows():
-    """Import + first conv2d call in fresh interpreters, with a warm and an empty cache."""
+    """Import + first conv2d call in fresh interpreters: Numba with a warm and an empty cache,
+    and the Cython AOT backend (nothing to compile)."""
+    from . import dispatch
+
     code = ("import time; t = time.perf_counter(); import numpy as np, fastconv as fc; "
             "x = np.ones((1, 8, 16, 16), np.float32); w = np.ones((8, 1, 3, 3), np.float32); "
-            "fc.conv2d(x, w, padding=1, groups=8); print(time.perf_counter() - t)")
+            "fc.conv2d(x, w, padding=1, groups=8, backend='{backend}'); "
+            "print(time.perf_counter() - t)")
+    cases = [("numba, warm cache (second run)", "numba", {}, 2),
+             ("numba, no cache (FASTCONV_CACHE=0: the kernels it calls are compiled)", "numba",
+              {"FASTCONV_CACHE": "0"}, 1)]
+    if "cython" in dispatch.available_backends():
+        cases.append(("cython (AOT, nothing compiled)", "cython", {}, 2))
     rows = []
-    for label, env in (("warm cache (second run)", {}),
-                       ("no cache (FASTCONV_CACHE=0: every kernel compiled)",
-                        {"FASTCONV_CACHE": "0"})):
-        runs = []
-        for _ in range(2 if not env else 1):
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                 env={**os.environ, **env}, check=True)
-            runs.append(float(out.stdout.strip()))
-        rows.append([label, f"{runs[-1]:.2f}"])
+    for label, backend, env, runs in cases:
+        seconds = []
+        for _ in range(runs):
+            out = subprocess.run([sys.executable, "-c", code.format(backend=backend)],
+                                 capture_output=True, text=True, env={**os.environ, **env},
+                                 check=True)
+            seconds.append(float(out.stdout.strip()))
+        rows.append([label, f"{seconds[-1]:.2f}"])
     return rows
 
 
@@ -240,6 +274,13 @@ def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
     sections.append("## Dilation 2 against dilation 1 (ms, batch 1)\n\n" + _table(
         ["layer", "call", "dilation 1", "dilation 2", "ratio"],
         dilation_rows(min(budget, 1.0), threads)))
+    progress("numba vs cython")
+    rows = backend_rows(min(budget, 0.5))
+    if rows:
+        sections.append(
+            "## Numba against Cython (AOT), MobileNet v1 layers, batch 1 (ms, `auto` on "
+            "each)\n\n" + _table(["layer", "numba forward", "cython forward", "cython / numba",
+                                  "numba backward", "cython backward", "cython / numba"], rows))
     progress("cold start")
     sections.append("## Cold start: import + first conv2d call, fresh interpreter (s)\n\n"
                     + _table(["cache", "seconds"], cold_start_rows()))
