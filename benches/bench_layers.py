@@ -22,6 +22,11 @@ from fastconv.models import layer_names
 NET = fc.models.mobilenet_v1(include_fc=False)
 LAYERS = list(zip(layer_names(NET), NET))
 BACKENDS = [b for b in ("numba", "cython") if b in dispatch.available_backends()]
+if "cuda" in dispatch.available_backends():  # a real device: the simulator would take hours
+    from fastconv.kernels.cuda._common import simulated
+
+    if not simulated():
+        BACKENDS.append("cuda")
 
 
 def _slow(algorithm, spec):

@@ -16,10 +16,29 @@ __all__ = ["conv2d", "conv1d", "separable_conv2d", "conv2d_backward", "conv1d_ba
 # --- validation ---------------------------------------------------------------------------
 
 
-def _check_array(fn: str, name: str, value) -> np.ndarray:
-    if isinstance(value, np.ma.MaskedArray) or not isinstance(value, np.ndarray):
+def _is_device(value) -> bool:
+    """A CUDA device array: numba's, or anything exporting ``__cuda_array_interface__``."""
+    return not isinstance(value, np.ndarray) and (
+        hasattr(value, "__cuda_array_interface__")
+        or type(value).__name__ in ("DeviceNDArray", "FakeCUDAArray"))
+
+
+def _device_array(fn: str, name: str, value):
+    try:
+        from .kernels.cuda import _common
+    except ImportError as exc:
+        raise TypeError(f"{fn}(): argument '{name}' is a CUDA array, but numba.cuda cannot be "
+                        f"imported ({exc}): pip install 'fastconv[cuda]'") from None
+    return _common.as_device(value)
+
+
+def _check_array(fn: str, name: str, value):
+    if _is_device(value):
+        value = _device_array(fn, name, value)
+    elif isinstance(value, np.ma.MaskedArray) or not isinstance(value, np.ndarray):
         raise TypeError(
-            f"{fn}(): argument '{name}' must be a numpy.ndarray, not {type(value).__name__}"
+            f"{fn}(): argument '{name}' must be a numpy.ndarray (or a CUDA device array), not "
+            f"{type(value).__name__}"
         )
     if value.dtype.kind != "f" or value.dtype.itemsize not in (4, 8):
         raise TypeError(
@@ -138,9 +157,34 @@ _cached_spec = functools.lru_cache(maxsize=1024)(_new_spec)
 # --- running ------------------------------------------------------------------------------
 
 
+def _placement(backend: str, *arrays) -> tuple[str, bool]:
+    """The backend to use and whether the arrays live on a CUDA device: device arrays run on
+    the CUDA backend (``"auto"`` goes there too); any other backend would need a copy."""
+    on_device = any(_is_device(a) for a in arrays if a is not None)
+    if not on_device:
+        return backend, False
+    if backend not in ("auto", "cuda"):
+        raise TypeError(f"the arrays are on a CUDA device: use backend='cuda' (or copy them to "
+                        f"the host), not backend={backend!r}")
+    return "cuda", True
+
+
+def _run_forward_cuda(module, x, weight, bias, spec: ConvSpec, on_device: bool):
+    from .kernels.cuda import _common
+
+    if x.shape[0] == 0:
+        out = np.empty(spec.output_shape(0), dtype=x.dtype)
+        return _common.to_device(out) if on_device else out
+    out = module.forward(x, weight, bias, spec)
+    return out if on_device else out.copy_to_host()
+
+
 def _run_forward(x, weight, bias, spec: ConvSpec, algorithm: str, backend: str):
     """Dispatch a validated, batched 2-D convolution."""
-    _, _, module = dispatch.select(spec, algorithm, backend)
+    backend, on_device = _placement(backend, x, weight, bias)
+    backend, _, module = dispatch.select(spec, algorithm, backend)
+    if backend == "cuda":
+        return _run_forward_cuda(module, x, weight, bias, spec, on_device)
     if x.shape[0] == 0:
         return np.empty(spec.output_shape(0), dtype=x.dtype.newbyteorder("="))
     x, weight = _kernel_ready(x), _kernel_ready(weight)
@@ -157,16 +201,27 @@ def _run_forward(x, weight, bias, spec: ConvSpec, algorithm: str, backend: str):
         return module.forward(x, weight, bias, spec)
 
 
+def _expand(a, axis: int):
+    """``a`` with a new axis of length 1 (a view; a device array must be contiguous)."""
+    if isinstance(a, np.ndarray):
+        return np.expand_dims(a, axis)
+    shape = tuple(a.shape[:axis]) + (1,) + tuple(a.shape[axis:])
+    if not a.is_c_contiguous():
+        raise ValueError(f"a non-contiguous CUDA array of size {list(a.shape)} cannot be viewed "
+                         f"as size {list(shape)}: pass a contiguous one, or the 4-D layout")
+    return a.reshape(*shape)
+
+
 def _prepare(fn, x, weight, bias, stride, padding, dilation, groups, spatial,
              with_bias=None):
     """Validate a call and return ``(x, weight, spec, unbatched)`` with 4-D (NCHW) views."""
     _check_ndim(fn, x, weight, spatial)
     unbatched = x.ndim == spatial + 1
     if unbatched:
-        x = x[None]
+        x = _expand(x, 0)
     groups = _check_channels(x, weight, bias, groups)
     if spatial == 1:  # a 1-D convolution is a 2-D one of height 1
-        x, weight = x[:, :, None, :], weight[:, :, None, :]
+        x, weight = _expand(x, 2), _expand(weight, 2)
         stride = (1, *normalize_tuple(stride, 1, "stride"))
         dilation = (1, *normalize_tuple(dilation, 1, "dilation"))
         if not isinstance(padding, str):
@@ -226,15 +281,42 @@ def _check_grad_output(fn, grad_output, x, spec: ConvSpec, unbatched, spatial, s
             f"weight of size {shown_weight}, but got grad_output of size "
             f"{list(grad_output.shape)}")
     if unbatched:
-        grad_output = grad_output[None]
+        grad_output = _expand(grad_output, 0)
     if spatial == 1:
-        grad_output = grad_output[:, :, None, :]
+        grad_output = _expand(grad_output, 2)
     return grad_output
+
+
+def _run_backward_cuda(module, grad_output, x, weight, spec: ConvSpec, needs,
+                       on_device: bool):
+    from .kernels.cuda import _common
+
+    def place(a):
+        return a if on_device else a.copy_to_host()
+
+    grads = [None, None, None]
+    if grad_output.shape[0] == 0:
+        zeros = [np.zeros(spec.input_shape(0), grad_output.dtype),
+                 np.zeros(spec.weight_shape, grad_output.dtype),
+                 np.zeros(spec.out_channels, grad_output.dtype)]
+        return tuple(None if (name not in needs or (name == "bias" and not spec.bias))
+                     else (_common.to_device(z) if on_device else z)
+                     for name, z in zip(("input", "weight", "bias"), zeros))
+    if "input" in needs:
+        grads[0] = place(module.backward_input(grad_output, weight, spec))
+    if "weight" in needs:
+        grads[1] = place(module.backward_weight(grad_output, x, spec))
+    if "bias" in needs and spec.bias:
+        grads[2] = place(module.backward_bias(grad_output))
+    return tuple(grads)
 
 
 def _run_backward(grad_output, x, weight, spec: ConvSpec, needs, algorithm, backend):
     """Dispatch a validated, batched backward; returns (grad_input, grad_weight, grad_bias)."""
-    _, _, module = dispatch.select(spec, algorithm, backend)
+    backend, on_device = _placement(backend, grad_output, x, weight)
+    backend, _, module = dispatch.select(spec, algorithm, backend)
+    if backend == "cuda":
+        return _run_backward_cuda(module, grad_output, x, weight, spec, needs, on_device)
     dtype = grad_output.dtype.newbyteorder("=")
     n_images = grad_output.shape[0]
     grad_input = grad_weight = grad_bias = None

@@ -30,11 +30,15 @@ _MODULES: dict[str, dict[str, str]] = {
         "depthwise": "fastconv.kernels.cython.depthwise",
         "pointwise": "fastconv.kernels.cython.pointwise",
     },
+    "cuda": {
+        "direct": "fastconv.kernels.cuda.direct",
+        "im2col": "fastconv.kernels.cuda.im2col",
+        "depthwise": "fastconv.kernels.cuda.depthwise",
+        "pointwise": "fastconv.kernels.cuda.pointwise",
+    },
 }
 
-_NOT_BUILT = {
-    "cuda": "the numba.cuda kernels are not part of this version of fastconv yet",
-}
+_NOT_BUILT: dict[str, str] = {}
 
 _CYTHON_MISSING = (
     "the Cython AOT kernels are not built in this installation ({error}); they are compiled "
@@ -59,6 +63,21 @@ def _missing(backend: str) -> str | None:
             load("cython", "direct")
         except ImportError as exc:
             return _CYTHON_MISSING.format(error=exc)
+    if backend == "cuda":
+        return _cuda_missing()
+    return None
+
+
+def _cuda_missing() -> str | None:
+    """Why the CUDA backend cannot run: numba-cuda missing, or no device (nor simulator)."""
+    try:
+        cuda = importlib.import_module("numba.cuda")
+    except ImportError as exc:
+        return (f"numba.cuda cannot be imported ({exc}): install the cuda extra, "
+                "pip install 'fastconv[cuda]'")
+    if not cuda.is_available():
+        return ("numba.cuda finds no CUDA device (no GPU or driver here); to run the kernels "
+                "on the CPU, set NUMBA_ENABLE_CUDASIM=1 before numba is imported")
     return None
 
 

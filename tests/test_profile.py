@@ -113,7 +113,7 @@ def test_cli_info(capsys):
     (["profile", "mobilenet-v1", "--budget", "-1"], "--budget: expected a positive number"),
     (["profile", "mobilenet-v1", "--pass", "sideways"], "invalid choice: 'sideways'"),
     (["profile", "mobilenet-v1", "--compare", "tensorflow"], "unknown peer 'tensorflow'"),
-    (["profile", "mobilenet-v1", "--backend", "cuda"], "backend 'cuda' is not built"),
+    (["profile", "mobilenet-v1", "--backend", "tpu"], "unknown backend 'tpu'"),
     (["profile", "mobilenet-v1", "--algorithm", "fft"], "unknown algorithm 'fft'"),
     (["profile", "mobilenet-v1", "--json", "/nonexistent/dir/p.json"],
      "cannot write /nonexistent/dir/p.json: No such file or directory"),

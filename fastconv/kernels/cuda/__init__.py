@@ -1,0 +1,8 @@
+"""numba.cuda kernels: twins of the Numba CPU modules, same interface, on device arrays.
+
+Imported only when ``backend="cuda"`` is asked for. Host (NumPy) inputs are copied to the
+device and the API copies the result back; device inputs (numba device arrays, or anything
+exporting ``__cuda_array_interface__`` such as CuPy arrays or torch CUDA tensors) stay there and
+the results are device arrays. Tested on the CPU with numba-cuda's simulator
+(``NUMBA_ENABLE_CUDASIM=1``).
+"""
