@@ -129,7 +129,23 @@ def backend_rows(budget: float):
                      *map(_ms, times[2:]), _ratio(times[3], times[2])])
     rows.append(["**total**", *map(_ms, totals[:2]), _ratio(totals[1], totals[0]),
                  *map(_ms, totals[2:]), _ratio(totals[3], totals[2])])
-    return rows
+    return [[str(c) for c in row] for row in rows]
+
+
+def _in_fresh_interpreter(function: str, *args):
+    """Run ``report.<function>(*args)`` in a new Python without torch and return its result.
+
+    The Cython kernels' OpenMP runtime is whichever libgomp the process loaded first; once
+    torch is imported (as the peers here are) that is torch's, whose threads spin after every
+    parallel region and take the cores from the BLAS that follows (measured in this report's
+    process: the first layer 36x slower). Each backend is compared as it runs on its own."""
+    import json
+
+    code = (f"import json; from fastconv import report; "
+            f"print(json.dumps(report.{function}(*{args!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def cold_start_rows():
@@ -275,7 +291,7 @@ def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
         ["layer", "call", "dilation 1", "dilation 2", "ratio"],
         dilation_rows(min(budget, 1.0), threads)))
     progress("numba vs cython")
-    rows = backend_rows(min(budget, 0.5))
+    rows = _in_fresh_interpreter("backend_rows", min(budget, 0.5))
     if rows:
         sections.append(
             "## Numba against Cython (AOT), MobileNet v1 layers, batch 1 (ms, `auto` on "

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from ... import config
 from ...spec import ConvSpec
+from ..tiling import column_tiling
 from ._common import THREADS, add_bias, backward_bias, blocks, gemm, to_device  # noqa: F401
 
 
@@ -25,15 +25,6 @@ def supports(spec: ConvSpec) -> str | None:
 def skips_padding(spec: ConvSpec) -> bool:
     """Padding is written into the columns as real zeros."""
     return False
-
-
-def _tiling(spec: ConvSpec, itemsize: int):
-    kh, kw = spec.kernel_size
-    ho, wo = spec.output_size
-    rows = spec.in_channels * kh * kw
-    pixels = ho * wo
-    tile = int(max(1, min(pixels, config.get_workspace_budget() // (rows * itemsize))))
-    return rows, pixels, tile
 
 
 def _geometry(spec: ConvSpec):
@@ -100,7 +91,7 @@ def forward(x, weight, bias, spec: ConvSpec):
     x, weight = to_device(x), to_device(weight)
     n_images, groups = x.shape[0], spec.groups
     og = spec.out_channels_per_group
-    rows, pixels, tile = _tiling(spec, x.dtype.itemsize)
+    rows, _, pixels, tile, _ = column_tiling(spec, x.dtype.itemsize, 1)  # tiles in an image
     kg = rows // groups
     out = cuda.device_array(spec.output_shape(n_images), x.dtype)
     out_mat = out.reshape(n_images, spec.out_channels, pixels)
@@ -124,7 +115,7 @@ def backward_weight(grad_output, x, spec: ConvSpec):
     dy, x = to_device(grad_output), to_device(x)
     n_images, groups = x.shape[0], spec.groups
     og = spec.out_channels_per_group
-    rows, pixels, tile = _tiling(spec, x.dtype.itemsize)
+    rows, _, pixels, tile, _ = column_tiling(spec, x.dtype.itemsize, 1)  # tiles in an image
     kg = rows // groups
     grad = cuda.to_device(np.zeros((spec.out_channels, kg), x.dtype))
     dy_mat = dy.reshape(n_images, spec.out_channels, pixels)
@@ -145,7 +136,7 @@ def backward_input(grad_output, weight, spec: ConvSpec):
     dy, weight = to_device(grad_output), to_device(weight)
     n_images, groups = dy.shape[0], spec.groups
     og = spec.out_channels_per_group
-    rows, pixels, tile = _tiling(spec, dy.dtype.itemsize)
+    rows, _, pixels, tile, _ = column_tiling(spec, dy.dtype.itemsize, 1)
     kg = rows // groups
     grad_input = cuda.to_device(np.zeros(spec.input_shape(n_images), dy.dtype))
     dy_mat = dy.reshape(n_images, spec.out_channels, pixels)

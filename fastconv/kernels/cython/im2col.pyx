@@ -11,7 +11,8 @@ include "_common.pxi"
 
 import numpy as np
 
-from ... import config, workspace
+from ... import workspace
+from ..tiling import column_tiling, tiles
 from . import _checks
 from .direct import backward_bias  # noqa: F401  (the same sum for every algorithm)
 
@@ -101,33 +102,6 @@ cdef void _col2im(const floating[:, ::1] dcols, floating[:, :, :, ::1] grad_inpu
                     q = q + ow1 - ow0
 
 
-def _tiling(spec, itemsize, n_images, extra_rows=0):
-    kh, kw = spec.kernel_size
-    ho, wo = spec.output_size
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    (ph, _), (pw, _) = spec.pads
-    rows = spec.in_channels * kh * kw
-    pixels = ho * wo
-    per_pixel = (rows + extra_rows) * itemsize
-    tile = int(max(1, min(n_images * pixels, config.get_workspace_budget() // per_pixel)))
-    return rows, pixels, tile, (pixels, kh, kw, wo, sh, sw, ph, pw, dh, dw)
-
-
-def _tiles(pixels, tile, n_images):
-    """(q0, q1, segments) per tile; a segment (n, p0, p1, at): image n's pixels [p0, p1) at
-    column ``at`` of the tile."""
-    total = n_images * pixels
-    for q0 in range(0, total, tile):
-        q1 = min(total, q0 + tile)
-        segments, q = [], q0
-        while q < q1:
-            n, p0 = divmod(q, pixels)
-            p1 = min(pixels, p0 + q1 - q)
-            segments.append((n, p0, p1, q - q0))
-            q += p1 - p0
-        yield q0, q1, segments
-
-
 def _im2col_kernel(const floating[:, :, :, ::1] x, floating[:, ::1] cols, Py_ssize_t q0,
                    Py_ssize_t q1, geometry, int threads):
     cdef Py_ssize_t pixels, kh, kw, wo, sh, sw, ph, pw, dh, dw
@@ -174,13 +148,13 @@ def forward(x, weight, bias, spec):
     _checks.forward_args(x, weight, bias, spec)
     n_images, groups = x.shape[0], spec.groups
     og = spec.out_channels_per_group
-    rows, pixels, tile, geometry = _tiling(spec, x.dtype.itemsize, n_images)
-    group_rows = rows // groups
+    tiling = column_tiling(spec, x.dtype.itemsize, n_images)
+    rows, group_rows, pixels, tile, geometry = tiling
     out = np.empty(spec.output_shape(n_images), dtype=x.dtype)
     cols = workspace.scratch((rows, tile), x.dtype)
     w_flat, cols_flat, out_flat = weight.reshape(-1), cols.reshape(-1), out.reshape(-1)
     threads = _checks.threads()
-    for q0, q1, segments in _tiles(pixels, tile, n_images):
+    for q0, q1, segments in tiles(tiling, n_images):
         _im2col_kernel(x, cols, q0, q1, geometry, threads)
         for n, p0, p1, at in segments:
             for g in range(groups):
@@ -198,9 +172,8 @@ def backward_weight(grad_output, x, spec):
     image segments are copied side by side first, so small images make one GEMM."""
     n_images = _checks.backward_args(grad_output, spec, x=x)
     groups, og = spec.groups, spec.out_channels_per_group
-    rows, pixels, tile, geometry = _tiling(spec, x.dtype.itemsize, n_images,
-                                           extra_rows=spec.out_channels)
-    group_rows = rows // groups
+    tiling = column_tiling(spec, x.dtype.itemsize, n_images, extra_rows=spec.out_channels)
+    rows, group_rows, pixels, tile, geometry = tiling
     grad = np.zeros(spec.weight_shape, dtype=x.dtype)
     cols = workspace.scratch((rows, tile), x.dtype)
     dy_tile = workspace.scratch((spec.out_channels, tile), x.dtype, slot=1)
@@ -208,7 +181,7 @@ def backward_weight(grad_output, x, spec):
     grad_flat, cols_flat, dy_flat = grad.reshape(-1), cols.reshape(-1), dy_tile.reshape(-1)
     threads = _checks.threads()
     dy_full = grad_output.reshape(-1)
-    for q0, q1, segments in _tiles(pixels, tile, n_images):
+    for q0, q1, segments in tiles(tiling, n_images):
         _im2col_kernel(x, cols, q0, q1, geometry, threads)
         if len(segments) == 1:  # inside one image: dY is used where it is
             n, p0, _, _ = segments[0]
@@ -230,14 +203,14 @@ def backward_input(grad_output, weight, spec):
     n_images = _checks.backward_args(grad_output, spec, weight=weight)
     groups, og = spec.groups, spec.out_channels_per_group
     dtype = grad_output.dtype
-    rows, pixels, tile, geometry = _tiling(spec, dtype.itemsize, n_images)
-    group_rows = rows // groups
+    tiling = column_tiling(spec, dtype.itemsize, n_images)
+    rows, group_rows, pixels, tile, geometry = tiling
     grad_input = np.zeros(spec.input_shape(n_images), dtype)
     dcols = workspace.scratch((rows, tile), dtype)
     w_flat, dcols_flat = weight.reshape(-1), dcols.reshape(-1)
     dy_flat = grad_output.reshape(-1)
     threads = _checks.threads()
-    for q0, q1, segments in _tiles(pixels, tile, n_images):
+    for q0, q1, segments in tiles(tiling, n_images):
         for n, p0, p1, at in segments:
             for g in range(groups):
                 gemm_checked(True, False, group_rows, p1 - p0, og, w_flat, g * og * group_rows,

@@ -6,7 +6,7 @@ everything else, and the weight gradient of a batch of small images, goes throug
 
 import numpy as np
 
-from .._policy import batch_small_images
+from ..tiling import batch_small_images
 from . import _checks, im2col
 from .direct import backward_bias  # noqa: F401
 from .im2col import gemm_checked

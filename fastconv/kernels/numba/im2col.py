@@ -14,15 +14,13 @@ The column matrices are tiled over output pixels so they never exceed the worksp
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 from numba import prange, uintp
 
-from ... import config, workspace
+from ... import workspace
 from ...config import jit
 from ...spec import ConvSpec
-from .._policy import batch_small_images  # noqa: F401  (pointwise asks through here)
+from ..tiling import ColumnTiling, batch_small_images, column_tiling, tiles  # noqa: F401
 from ._common import add_bias, backward_bias, valid_output_range  # noqa: F401
 
 
@@ -36,54 +34,10 @@ def supports(spec: ConvSpec) -> str | None:
     return None
 
 
-class _Tiling(NamedTuple):
-    """The column matrix of a spec and how it is cut into tiles.
-
-    A tile is a range of the batch's output pixels ``[q0, q1)``, numbered image after image,
-    so one tile may hold the ends of one image and the starts of the next: small images are
-    then batched into one GEMM instead of many thin ones."""
-
-    rows: int  # in_channels * kH * kW; group g owns rows [g * group_rows, (g+1) * group_rows)
-    group_rows: int
-    pixels: int  # output pixels per image
-    tile: int  # output pixels per tile
-    args: tuple  # the geometry the Numba kernels take
-
-
-def _tiling(spec: ConvSpec, itemsize: int, n_images: int, extra_rows: int = 0) -> _Tiling:
-    """Tiles whose column matrix (plus ``extra_rows`` rows of another buffer of the same
-    width) fits the workspace budget: the whole batch if it fits, at least one pixel."""
-    kh, kw = spec.kernel_size
-    ho, wo = spec.output_size
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    (ph, _), (pw, _) = spec.pads
-    rows = spec.in_channels * kh * kw
-    pixels = ho * wo
-    per_pixel = (rows + extra_rows) * itemsize
-    tile = int(max(1, min(n_images * pixels, config.get_workspace_budget() // per_pixel)))
-    return _Tiling(rows, rows // spec.groups, pixels, tile,
-                   (pixels, kh, kw, wo, sh, sw, ph, pw, dh, dw))
-
-
-def _columns(spec: ConvSpec, tiling: _Tiling, dtype, slot: int = 0):
+def _columns(spec: ConvSpec, tiling: ColumnTiling, dtype, slot: int = 0):
     """A (groups, group_rows, tile) workspace and its (rows, tile) view for the kernels."""
     cols = workspace.scratch((spec.groups, tiling.group_rows, tiling.tile), dtype, slot)
     return cols, cols.reshape(tiling.rows, tiling.tile)
-
-
-def _tiles(tiling: _Tiling, n_images: int):
-    """``(q0, q1, segments)`` per tile; a segment ``(n, p0, p1, at)`` is image ``n``'s output
-    pixels ``[p0, p1)``, held in the tile's columns from ``at`` on."""
-    total = n_images * tiling.pixels
-    for q0 in range(0, total, tiling.tile):
-        q1 = min(total, q0 + tiling.tile)
-        segments, q = [], q0
-        while q < q1:
-            n, p0 = divmod(q, tiling.pixels)
-            p1 = min(tiling.pixels, p0 + q1 - q)
-            segments.append((n, p0, p1, q - q0))
-            q += p1 - p0
-        yield q0, q1, segments
 
 
 def _gather(grad_output_mat, segments, buffer):
@@ -203,12 +157,12 @@ def forward(x, weight, bias, spec: ConvSpec):
     ndarray, shape (N, C_out, H_out, W_out)
     """
     n_images = x.shape[0]
-    tiling = _tiling(spec, x.dtype.itemsize, n_images)
+    tiling = column_tiling(spec, x.dtype.itemsize, n_images)
     out = np.empty(spec.output_shape(n_images), dtype=x.dtype)
     out_mat = out.reshape(n_images, spec.groups, spec.out_channels_per_group, tiling.pixels)
     w_mat = weight.reshape(spec.groups, spec.out_channels_per_group, tiling.group_rows)
     cols, cols_2d = _columns(spec, tiling, x.dtype)
-    for q0, q1, segments in _tiles(tiling, n_images):
+    for q0, q1, segments in tiles(tiling, n_images):
         _im2col(x, cols_2d, q0, q1, *tiling.args)
         # a GEMM per image, straight into the output (measured: one GEMM over several small
         # images plus copying their outputs apart is slower, even for a classifier)
@@ -236,12 +190,12 @@ def backward_weight(grad_output, x, spec: ConvSpec):
     """
     n_images = x.shape[0]
     og = spec.out_channels_per_group
-    tiling = _tiling(spec, x.dtype.itemsize, n_images, extra_rows=spec.out_channels)
+    tiling = column_tiling(spec, x.dtype.itemsize, n_images, extra_rows=spec.out_channels)
     dy = grad_output.reshape(n_images, spec.groups, og, tiling.pixels)
     cols, cols_2d = _columns(spec, tiling, x.dtype)
     dy_tile = workspace.scratch((spec.groups, og, tiling.tile), x.dtype, slot=1)
     grad = partial = None
-    for q0, q1, segments in _tiles(tiling, n_images):
+    for q0, q1, segments in tiles(tiling, n_images):
         _im2col(x, cols_2d, q0, q1, *tiling.args)
         lhs = _gather(dy, segments, dy_tile)
         rhs = cols[:, :, : q1 - q0].transpose(0, 2, 1)
@@ -269,13 +223,13 @@ def backward_input(grad_output, weight, spec: ConvSpec):
     n_images = grad_output.shape[0]
     dtype = grad_output.dtype
     og = spec.out_channels_per_group
-    tiling = _tiling(spec, dtype.itemsize, n_images, extra_rows=spec.out_channels)
+    tiling = column_tiling(spec, dtype.itemsize, n_images, extra_rows=spec.out_channels)
     grad_input = np.zeros(spec.input_shape(n_images), dtype)
     dy = grad_output.reshape(n_images, spec.groups, og, tiling.pixels)
     w_t = weight.reshape(spec.groups, og, tiling.group_rows).transpose(0, 2, 1)
     dcols, dcols_2d = _columns(spec, tiling, dtype)
     dy_tile = workspace.scratch((spec.groups, og, tiling.tile), dtype, slot=1)
-    for q0, q1, segments in _tiles(tiling, n_images):
+    for q0, q1, segments in tiles(tiling, n_images):
         np.matmul(w_t, _gather(dy, segments, dy_tile), out=dcols[:, :, : q1 - q0])
         _col2im(dcols_2d, grad_input, q0, q1, *tiling.args)
     return grad_input
