@@ -131,7 +131,8 @@ def cmd_bench(args) -> int:
             totals[col] += sec
             cells.append(f"{sec * 1e3:.3f} ({rec['flops'] / sec / 1e9:.0f})")
         secs = rec["seconds"]
-        shape = "x".join(map(str, rec["input"][1:])) + " -> " + "x".join(map(str, rec["output"][1:]))
+        shape = ("x".join(map(str, rec["input"][1:])) + " -> "
+                 + "x".join(map(str, rec["output"][1:])))
         table.add_row(rec["layer"], shape, f"{rec['flops'] / 1e6:.1f}", *cells,
                       *[_ratio(secs.get(a), secs.get(b)) for a, b in ratios])
     total_flops = sum(r["flops"] for r in records)
@@ -352,7 +353,7 @@ def cmd_profile(args) -> int:
 
         if peer_module.torch_available():
             import torch  # noqa: F401
-    net = _build_model(args)
+    _build_model(args)  # a bad model name or option fails here, before anything runs
     from . import dispatch, machine, profile
 
     try:

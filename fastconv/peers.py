@@ -31,7 +31,8 @@ def torch_conv2d(spec: ConvSpec, x: np.ndarray, weight: np.ndarray, bias=None,
 
     if threads is not None:
         torch.set_num_threads(threads)
-    xt, wt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(weight))
+    xt = torch.from_numpy(np.ascontiguousarray(x))
+    wt = torch.from_numpy(np.ascontiguousarray(weight))
     bt = None if bias is None else torch.from_numpy(np.ascontiguousarray(bias))
     (ph, _), (pw, _) = spec.pads
     padding = spec.padding if isinstance(spec.padding, str) else (ph, pw)

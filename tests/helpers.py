@@ -82,7 +82,8 @@ def reference_grads(grad_output, x, weight, bias=None, stride=1, padding=0, dila
     spec = spec_for(x, weight, bias, stride, padding, dilation, groups)
     dy, x64, w64 = (a.astype(np.float64) for a in (grad_output, x, weight))
     return [
-        (reference.backward_input(dy, w64, spec), reference.backward_input(abs(dy), abs(w64), spec)),
+        (reference.backward_input(dy, w64, spec),
+         reference.backward_input(abs(dy), abs(w64), spec)),
         (reference.backward_weight(dy, x64, spec),
          reference.backward_weight(abs(dy), abs(x64), spec)),
         (reference.backward_bias(dy), reference.backward_bias(abs(dy))),

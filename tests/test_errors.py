@@ -177,7 +177,7 @@ def test_convspec_errors(kwargs, fragment):
 def test_spec_without_input_size_says_how_to_fix():
     spec = fc.ConvSpec(3, 4, 3)
     with pytest.raises(ValueError, match=r"no input_size.*with_input_size"):
-        spec.output_size
+        _ = spec.output_size
     assert spec.with_input_size(8).output_size == (6, 6)
 
 

@@ -148,7 +148,8 @@ def test_mobilenet_structure_and_bad_arguments():
         models.mobilenet_v1(resolution=31)
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         models.get_model("resnet")
-    with pytest.raises(ValueError, match="layer 1 expects 4 input channels, but layer 0 produces 3"):
+    with pytest.raises(ValueError,
+                       match="layer 1 expects 4 input channels, but layer 0 produces 3"):
         chain([ConvSpec(3, 3, 3), ConvSpec(4, 4, 3)], 16)
 
 

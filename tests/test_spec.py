@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -79,7 +81,7 @@ def test_specs_are_values():
     b = ConvSpec(3, 4, (3, 3), padding=(1, 1), input_size=(8, 8))
     assert a == b and hash(a) == hash(b)
     assert a.with_input_size(16) == ConvSpec(3, 4, 3, padding=1, input_size=16)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         a.stride = (2, 2)
 
 

@@ -43,13 +43,6 @@ def add_bias(out, bias):
         for p in range(uintp(pixels)):
             out[n, c, p] += value
 
-def bias_or_zeros(bias, channels, dtype):
-    """The bias, or read-only zeros, so a kernel compiles one specialisation for both."""
-    if bias is None:
-        bias = np.zeros(channels, dtype=dtype)
-        bias.flags.writeable = False
-    return bias
-
 
 def bias_or_zeros(bias, channels, dtype):
     """The bias, or read-only zeros, so a kernel compiles one specialisation for both."""
@@ -57,46 +50,6 @@ def bias_or_zeros(bias, channels, dtype):
         bias = np.zeros(channels, dtype=dtype)
         bias.flags.writeable = False
     return bias
-
-
-# Inner loops index row *slices* from 0, so LLVM can prove the index non-negative: a signed
-# index that might be negative makes Numba emit wrap-around code, which turns every load into
-# a gather. Stride 1 gets its own loop so it is compiled with a literal unit stride.
-
-
-@jit()
-def row_axpy(out_row, lo, hi, x_row, offset, stride, weight):
-    """``out_row[o] += weight * x_row[o * stride + offset]`` for ``o`` in ``[lo, hi)``.
-
-    The caller guarantees every index is in range (see :func:`valid_output_range`).
-    """
-    n = hi - lo
-    if n <= 0:
-        return
-    dst = out_row[lo:hi]
-    src = x_row[lo * stride + offset:]
-    if stride == 1:
-        for i in range(n):
-            dst[i] += weight * src[i]
-    else:
-        for i in range(n):
-            dst[i] += weight * src[i * stride]
-
-
-@jit()
-def row_gather(out_row, lo, hi, x_row, offset, stride):
-    """``out_row[o] = x_row[o * stride + offset]`` for ``o`` in ``[lo, hi)``."""
-    n = hi - lo
-    if n <= 0:
-        return
-    dst = out_row[lo:hi]
-    src = x_row[lo * stride + offset:]
-    if stride == 1:
-        for i in range(n):
-            dst[i] = src[i]
-    else:
-        for i in range(n):
-            dst[i] = src[i * stride]
 
 
 @jit(parallel=True)

@@ -39,7 +39,7 @@ def _reach(k_size, dilation, pad, stride, in_size, out_size):
 
 @jit()
 def _accumulate_row(out, n, oc, oh, lo, hi, x, c, ih, start, sw, wv):
-    """``out[n, oc, oh, o] += wv * x[n, c, ih, start + (o - lo) * sw]`` for ``o`` in ``[lo, hi)``."""
+    """``out[n, oc, oh, o] += wv * x[n, c, ih, start + (o - lo) * sw]``, ``lo <= o < hi``."""
     if sw == 1:  # its own loop, so LLVM sees a literal unit stride and vectorises
         for i in range(uintp(hi - lo)):
             out[n, oc, oh, uintp(lo) + i] += wv * x[n, c, ih, uintp(start) + i]
