@@ -13,6 +13,9 @@ Environment variables (read once, at import):
     one convolution per thread).
 ``FASTCONV_WORKSPACE_MB``
     Cap on temporary workspaces (im2col columns), in MiB; default 256.
+``FASTCONV_SERIAL_BELOW``
+    Elements read and written below which a memory-bound kernel (depthwise) runs on the
+    calling thread; default 450000. ``0`` always uses every thread.
 ``NUMBA_THREADING_LAYER``
     Respected when set; otherwise fastconv asks Numba for a *thread-safe* layer (TBB or OpenMP)
     so that kernels may be called from several Python threads at once.
@@ -33,6 +36,7 @@ __all__ = [
     "workspace_budget",
     "get_num_threads",
     "set_num_threads",
+    "threads_for",
     "jit",
 ]
 
@@ -156,6 +160,31 @@ def get_num_threads() -> int:
 def set_num_threads(n: int) -> None:
     """Set the threads used by the Numba kernels (at most ``NUMBA_NUM_THREADS``)."""
     _configure_numba().set_num_threads(int(n))
+
+
+# Below this many elements read and written, a memory-bound kernel runs on the calling thread:
+# waking a sleeping worker (the pool waits passively, see _polite_openmp) costs tens of
+# microseconds here, more than a second thread saves on a 14x14 or 28x28 depthwise layer.
+SERIAL_BELOW: int = int(os.environ.get("FASTCONV_SERIAL_BELOW", "450000"))
+
+
+@contextlib.contextmanager
+def threads_for(elements: int):
+    """Run the enclosed Numba kernels on the calling thread alone if ``elements`` (array
+    elements the call reads and writes) is below :data:`SERIAL_BELOW`.
+
+    Numba's thread count is per calling thread, so this is safe with several Python threads.
+    """
+    if elements >= SERIAL_BELOW:
+        yield
+        return
+    numba = _configure_numba()
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 def jit(parallel: bool = False):

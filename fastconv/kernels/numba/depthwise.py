@@ -6,13 +6,18 @@ pixel exactly once, summing all nine taps in one expression vectorised along the
 The input plane is first copied into a small zero-padded scratch plane (it is in cache, and
 the copy is cheaper than border code: no pixel needs a bounds test). Wide planes are computed
 row by row; narrow ones (MobileNet's 14x14 and 7x7) as one flat loop over the padded plane, so
-that they vectorise too. Per-plane work avoids array views, whose reference counts are atomics
-shared by both threads. Other kernel sizes, and
+that they vectorise too. Stride 2 (undilated) splits the padded plane into its four phases
+(even/odd rows x even/odd columns, a space-to-depth): each tap then reads one phase at unit
+stride, and the stride-2 layer costs the multiplies of its output, not of its input. Per-plane
+work avoids array views, whose reference counts are atomics shared by both threads. Small
+layers run on the calling thread alone (see ``config.threads_for``). Other kernel sizes, and
 column strides above 2, use the direct kernel, whose per-row accumulation is already the right
 shape for one input channel per group.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from numba import prange, uintp
@@ -114,35 +119,91 @@ def _place_plane(flat, pitch, top, left, src, n, c, rows, cols, sh, sw):
             flat[base + col * uintp(sw)] = src[n, c, r, col]
 
 
+@jit()
+def _place_phases(flat, pitch, plane, top, left, src, n, c, rows, cols):
+    """Copy an input plane into its zero-padded scratch plane split into four phases: padded
+    pixel (R, C) goes to phase ``2 * (R % 2) + C % 2`` (each ``plane`` long, row pitch
+    ``pitch``) at ``(R // 2) * pitch + C // 2``. Positions not written stay zero. Columns go
+    in pairs, one to each column phase: a whole interleaved pair vectorises, a lone column
+    per loop would not."""
+    one, two = uintp(1), uintp(2)
+    first = uintp(left) & one  # the column phase of input column 0
+    for r in range(uintp(rows)):
+        row = uintp(top) + r
+        base = (row & one) * two * uintp(plane) + (row >> one) * uintp(pitch)
+        to_even = base + first * uintp(plane) + (uintp(left) >> one)  # columns 0, 2, 4...
+        to_odd = base + (one - first) * uintp(plane) + ((uintp(left) + one) >> one)
+        for k in range(uintp(cols) >> one):
+            flat[to_even + k] = src[n, c, r, two * k]
+            flat[to_odd + k] = src[n, c, r, two * k + one]
+        if uintp(cols) & one:
+            flat[to_even + (uintp(cols) >> one)] = src[n, c, r, uintp(cols) - one]
+
+
+def _uses_phases(spec: ConvSpec) -> bool:
+    return spec.stride == (2, 2) and spec.dilation == (1, 1)
+
+
+@functools.lru_cache(maxsize=256)
 def _offsets(pitch: int, dh: int, dw: int):
     """Flat offsets of taps (0, 1) ... (2, 2) from tap (0, 0) in a plane of row pitch ``pitch``."""
     return tuple(np.uint64(i * dh * pitch + j * dw) for i in range(3) for j in range(3))[1:]
 
 
+@functools.lru_cache(maxsize=256)
+def _phase_offsets(pitch: int, plane: int):
+    """The same offsets in a phase-split plane (see :func:`_place_phases`), stride 2."""
+    return tuple(np.uint64((2 * (i % 2) + j % 2) * plane + (i // 2) * pitch + j // 2)
+                 for i in range(3) for j in range(3))[1:]
+
+
+def _scratch_geometry(spec: ConvSpec):
+    """``(pitch, plane, rows, cols)`` of the forward's scratch plane: the zero-padded input the
+    outputs read (or, split into phases, one of its four phases), and how many of the input's
+    rows and columns lie in it (the rest are never read)."""
+    (ho, wo), (sh, sw), (dh, dw) = spec.output_size, spec.stride, spec.dilation
+    (ph, _), (pw, _) = spec.pads
+    hp, wp = (ho - 1) * sh + 2 * dh + 1, (wo - 1) * sw + 2 * dw + 1
+    rows = max(0, min(spec.input_size[0], hp - ph))
+    cols = max(0, min(spec.input_size[1], wp - pw))
+    if _uses_phases(spec):
+        return wo + 1, (ho + 1) * (wo + 1), rows, cols
+    return wp, hp * wp, rows, cols
+
+
+def _scratch_offsets(spec: ConvSpec):
+    pitch, plane, _, _ = _scratch_geometry(spec)
+    if _uses_phases(spec):
+        return _phase_offsets(pitch, plane)
+    return _offsets(pitch, *spec.dilation)
+
+
 @jit(parallel=True)
-def _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, dh, dw, offsets, n_chunks):
-    n_images, c_in, height, width = x.shape
-    c_out, ho_size, wo_size = out.shape[1], out.shape[2], out.shape[3]
+def _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, pitch, plane, rows, cols, phased,
+                 offsets, n_chunks):
+    n_images, c_in = x.shape[0], x.shape[1]
+    c_out, wo_size = out.shape[1], out.shape[3]
     multiplier = c_out // c_in
-    # the part of the zero-padded input that the outputs read
-    hp = (ho_size - 1) * sh + 2 * dh + 1
-    wp = (wo_size - 1) * sw + 2 * dw + 1
-    rows = max(0, min(height, hp - ph))
-    cols = max(0, min(width, wp - pw))
+    size = 4 * plane if phased else plane
+    if phased:  # the phases turn the stride-2 layer into a stride-1 one over the phases
+        sh = sw = 1
     flat = wo_size < _FLAT_BELOW
     tasks = n_images * c_out
 
     for chunk in prange(n_chunks):
         # per-chunk scratch: the padded plane (its border stays zero) and the stride-1 results
-        padded = np.zeros(hp * wp + _VECTOR, x.dtype)
-        scratch = np.empty(hp * wp + _VECTOR if flat else wp, x.dtype)
+        padded = np.zeros(size + _VECTOR, x.dtype)
+        scratch = np.empty(size + _VECTOR if flat else pitch, x.dtype)
         copied = -1
         for task in range(chunk * tasks // n_chunks, (chunk + 1) * tasks // n_chunks):
             n = task // c_out
             oc = task - n * c_out
             ic = oc // multiplier
             if n * c_in + ic != copied:  # the channels of a multiplier group share an input
-                _place_plane(padded, wp, ph, pw, x, n, ic, rows, cols, 1, 1)
+                if phased:
+                    _place_phases(padded, pitch, plane, ph, pw, x, n, ic, rows, cols)
+                else:
+                    _place_plane(padded, pitch, ph, pw, x, n, ic, rows, cols, 1, 1)
                 copied = n * c_in + ic
             w = (
                 weight[oc, 0, 0, 0], weight[oc, 0, 0, 1], weight[oc, 0, 0, 2],
@@ -150,9 +211,78 @@ def _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, dh, dw, offsets, n_chunks
                 weight[oc, 0, 2, 0], weight[oc, 0, 2, 1], weight[oc, 0, 2, 2],
             )
             if flat:
-                _plane_flat(padded, wp, offsets, out, n, oc, sh, sw, w, bias[oc], scratch)
+                _plane_flat(padded, pitch, offsets, out, n, oc, sh, sw, w, bias[oc], scratch)
             else:
-                _plane_by_rows(padded, wp, offsets, out, n, oc, sh, sw, w, bias[oc], scratch)
+                _plane_by_rows(padded, pitch, offsets, out, n, oc, sh, sw, w, bias[oc], scratch)
+
+
+# A stride-1 layer padded by its dilation ("same", MobileNet's every stride-1 depthwise layer)
+# has the input's shape, so its output plane can be computed as one flat loop over the input
+# plane, with no padded columns to skip: the taps reading left of a row's start wrap onto the
+# previous row's end, those right of its end onto the next row's start. Three copies of the
+# plane (each with dilation-many zero rows above and below) make the wrapped reads zero: the
+# left taps read a copy whose last ``dw`` columns are zeroed, the right taps one whose first
+# ``dw`` are. Three contiguous copies cost less than a padded copy and a compaction of the
+# result, and the outputs are written once, in order.
+
+
+def _uses_wrapped_path(spec: ConvSpec) -> bool:
+    """Narrow planes, stride 1, padded by their dilation. (Wide planes measured faster with
+    one padded copy; stride 2 faster with the phases than with the wrapped stride-1 plane.)"""
+    (dh, dw), ((top, bottom), (left, right)) = spec.dilation, spec.pads
+    return (spec.input_size[1] < _FLAT_BELOW and spec.stride == (1, 1)
+            and top == bottom == dh and left == right == dw)
+
+
+def _wrapped_geometry(spec: ConvSpec):
+    """``(copy, offsets)``: the length of one of the three copies and the nine taps' offsets
+    into them (see above)."""
+    (height, width), (dh, dw) = spec.input_size, spec.dilation
+    copy = (height + 2 * dh) * width + 2 * dw
+    return copy, tuple(np.uint64(j * copy + i * dh * width + j * dw)
+                       for i in range(3) for j in range(3))[1:]
+
+
+@jit()
+def _place_wrapped(copies, copy, x, n, c, width, dh, dw):
+    """The three copies of plane ``x[n, c]`` (flattened to (N, C, H*W)); see above."""
+    pixels = uintp(x.shape[2])
+    start = uintp(dh * width + dw)
+    for k in range(uintp(3)):
+        base = k * uintp(copy) + start
+        for p in range(pixels):
+            copies[base + p] = x[n, c, p]
+    for row in range(pixels // uintp(width)):
+        for k in range(uintp(dw)):
+            copies[start + row * uintp(width) + uintp(width) - uintp(1) - k] = 0.0
+            copies[uintp(2 * copy) + start + row * uintp(width) + k] = 0.0
+
+
+@jit(parallel=True)
+def _forward_wrapped_3x3(x, weight, bias, out, width, dh, dw, copy, offsets, n_chunks):
+    """On (N, C, H*W) views of the input and output; see above."""
+    n_images, c_in, pixels = x.shape
+    c_out = out.shape[1]
+    multiplier = c_out // c_in
+    tasks = n_images * c_out
+    for chunk in prange(n_chunks):
+        copies = np.zeros(3 * copy + _VECTOR, x.dtype)
+        copied = -1
+        for task in range(chunk * tasks // n_chunks, (chunk + 1) * tasks // n_chunks):
+            n = task // c_out
+            oc = task - n * c_out
+            ic = oc // multiplier
+            if n * c_in + ic != copied:
+                _place_wrapped(copies, copy, x, n, ic, width, dh, dw)
+                copied = n * c_in + ic
+            w = (
+                weight[oc, 0, 0, 0], weight[oc, 0, 0, 1], weight[oc, 0, 0, 2],
+                weight[oc, 0, 1, 0], weight[oc, 0, 1, 1], weight[oc, 0, 1, 2],
+                weight[oc, 0, 2, 0], weight[oc, 0, 2, 1], weight[oc, 0, 2, 2],
+            )
+            b = bias[oc]
+            for p in range(uintp(pixels)):
+                out[n, oc, p] = b + _taps_3x3(copies, p, offsets, w)
 
 
 def forward(x, weight, bias, spec: ConvSpec):
@@ -174,11 +304,17 @@ def forward(x, weight, bias, spec: ConvSpec):
         return direct.forward(x, weight, bias, spec)
     out = np.empty(spec.output_shape(x.shape[0]), dtype=x.dtype)
     bias = bias_or_zeros(bias, spec.out_channels, x.dtype)
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    (ph, _), (pw, _) = spec.pads
-    wp = (spec.output_size[1] - 1) * sw + 2 * dw + 1
-    _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, dh, dw, _offsets(wp, dh, dw),
-                 _chunks(x.shape[0] * spec.out_channels))
+    (sh, sw), ((ph, _), (pw, _)) = spec.stride, spec.pads
+    chunks = _chunks(x.shape[0] * spec.out_channels)
+    if _uses_wrapped_path(spec):
+        (dh, dw), width = spec.dilation, spec.input_size[1]
+        with config.threads_for(x.size + out.size):
+            _forward_wrapped_3x3(_planes(x), weight, bias, _planes(out), width, dh, dw,
+                                 *_wrapped_geometry(spec), chunks)
+        return out
+    with config.threads_for(x.size + out.size):
+        _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, *_scratch_geometry(spec),
+                     _uses_phases(spec), _scratch_offsets(spec), chunks)
     return out
 
 
@@ -264,34 +400,100 @@ def _plane_dots(spread, padded, span, offsets, zero):
 
 
 @jit(parallel=True)
-def _backward_weight_3x3(grad_output, x, grad_weight, sh, sw, ph, pw, dh, dw, offsets,
-                         n_chunks, zero):
+def _backward_weight_3x3(grad_output, x, grad_weight, sh, sw, ph, pw, pitch, plane, rows, cols,
+                         phased, offsets, n_chunks, zero):
     """``dW[oc, i, j] = sum_p spread_dY[p] * padded_x[p + offset(i, j)]``: nine dot products
     over the flat planes, one pass per plane; the planes' sums are added in float64."""
-    n_images, c_in, height, width = x.shape
+    n_images, c_in = x.shape[0], x.shape[1]
     c_out, ho_size, wo_size = grad_output.shape[1], grad_output.shape[2], grad_output.shape[3]
     multiplier = c_out // c_in
-    hp = (ho_size - 1) * sh + 2 * dh + 1
-    wp = (wo_size - 1) * sw + 2 * dw + 1
-    rows = max(0, min(height, hp - ph))
-    cols = max(0, min(width, wp - pw))
-    span = uintp(((ho_size - 1) * sh * wp + (wo_size - 1) * sw + _VECTOR) // _VECTOR * _VECTOR)
+    size = 4 * plane if phased else plane
+    if phased:  # dY sits at unit stride beside the input's phases
+        sh = sw = 1
+    span = uintp(((ho_size - 1) * sh * pitch + (wo_size - 1) * sw + _VECTOR)
+                 // _VECTOR * _VECTOR)
 
     for chunk in prange(n_chunks):
-        padded = np.zeros(hp * wp + _VECTOR, x.dtype)
-        spread = np.zeros(hp * wp + _VECTOR, x.dtype)
+        padded = np.zeros(size + _VECTOR, x.dtype)
+        spread = np.zeros(plane + _VECTOR, x.dtype)
         sums = np.empty(9, np.float64)
         for oc in range(chunk * c_out // n_chunks, (chunk + 1) * c_out // n_chunks):
             ic = oc // multiplier
             sums[:] = 0.0
             for n in range(n_images):
-                _place_plane(padded, wp, ph, pw, x, n, ic, rows, cols, 1, 1)
-                _place_plane(spread, wp, 0, 0, grad_output, n, oc, ho_size, wo_size, sh, sw)
+                if phased:
+                    _place_phases(padded, pitch, plane, ph, pw, x, n, ic, rows, cols)
+                else:
+                    _place_plane(padded, pitch, ph, pw, x, n, ic, rows, cols, 1, 1)
+                _place_plane(spread, pitch, 0, 0, grad_output, n, oc, ho_size, wo_size, sh, sw)
                 dots = _plane_dots(spread, padded, span, offsets, zero)
                 for k in range(9):
                     sums[k] += dots[k]
             for k in range(9):
                 grad_weight[oc, 0, k // 3, k % 3] = sums[k]
+
+
+# A stride-1 layer padded by its dilation is its own transpose: the input gradient is the same
+# wrapped correlation of dY with the kernel rotated by 180 degrees, and the weight gradient is
+# nine dot products of dY's plane with the input's wrapped copies.
+
+
+@jit(parallel=True)
+def _backward_input_wrapped_3x3(grad_output, weight, grad_input, width, dh, dw, copy, offsets,
+                                n_chunks):
+    """On (N, C, H*W) views of dY and dX."""
+    n_images, c_in, pixels = grad_input.shape
+    multiplier = grad_output.shape[1] // c_in
+    tasks = n_images * c_in
+    for chunk in prange(n_chunks):
+        copies = np.zeros(3 * copy + _VECTOR, grad_output.dtype)
+        for task in range(chunk * tasks // n_chunks, (chunk + 1) * tasks // n_chunks):
+            n = task // c_in
+            ic = task - n * c_in
+            for j in range(multiplier):  # every output channel fed by this input channel
+                oc = ic * multiplier + j
+                _place_wrapped(copies, copy, grad_output, n, oc, width, dh, dw)
+                w = (
+                    weight[oc, 0, 2, 2], weight[oc, 0, 2, 1], weight[oc, 0, 2, 0],
+                    weight[oc, 0, 1, 2], weight[oc, 0, 1, 1], weight[oc, 0, 1, 0],
+                    weight[oc, 0, 0, 2], weight[oc, 0, 0, 1], weight[oc, 0, 0, 0],
+                )
+                if j == 0:
+                    for p in range(uintp(pixels)):
+                        grad_input[n, ic, p] = _taps_3x3(copies, p, offsets, w)
+                else:
+                    for p in range(uintp(pixels)):
+                        grad_input[n, ic, p] += _taps_3x3(copies, p, offsets, w)
+
+
+@jit(parallel=True)
+def _backward_weight_wrapped_3x3(grad_output, x, grad_weight, width, dh, dw, copy, offsets,
+                                 n_chunks, zero):
+    """On (N, C, H*W) views of dY and x; the planes' sums are added in float64."""
+    n_images, c_in, pixels = x.shape
+    c_out = grad_output.shape[1]
+    multiplier = c_out // c_in
+    for chunk in prange(n_chunks):
+        copies = np.zeros(3 * copy + _VECTOR, x.dtype)
+        plane = np.empty(pixels, x.dtype)
+        sums = np.empty(9, np.float64)
+        for oc in range(chunk * c_out // n_chunks, (chunk + 1) * c_out // n_chunks):
+            ic = oc // multiplier
+            sums[:] = 0.0
+            for n in range(n_images):
+                _place_wrapped(copies, copy, x, n, ic, width, dh, dw)
+                for p in range(uintp(pixels)):
+                    plane[p] = grad_output[n, oc, p]
+                dots = _plane_dots(plane, copies, uintp(pixels), offsets, zero)
+                for k in range(9):
+                    sums[k] += dots[k]
+            for k in range(9):
+                grad_weight[oc, 0, k // 3, k % 3] = sums[k]
+
+
+def _planes(a):
+    """The (N, C, H*W) view of a C-contiguous (N, C, H, W) array."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
 
 
 def backward_input(grad_output, weight, spec: ConvSpec):
@@ -311,11 +513,19 @@ def backward_input(grad_output, weight, spec: ConvSpec):
         return direct.backward_input(grad_output, weight, spec)
     n_images = grad_output.shape[0]
     grad_input = np.empty(spec.input_shape(n_images), dtype=grad_output.dtype)
+    chunks = _chunks(n_images * spec.in_channels)
+    if _uses_wrapped_path(spec):
+        with config.threads_for(grad_output.size + grad_input.size):
+            _backward_input_wrapped_3x3(_planes(grad_output), weight, _planes(grad_input),
+                                        spec.input_size[1], *spec.dilation,
+                                        *_wrapped_geometry(spec), chunks)
+        return grad_input
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     (ph, _), (pw, _) = spec.pads
     pitch = (spec.output_size[1] - 1) * sw + 4 * dw + 1
-    _backward_input_3x3(grad_output, weight, grad_input, sh, sw, ph, pw, dh, dw,
-                        _offsets(pitch, dh, dw), _chunks(n_images * spec.in_channels))
+    with config.threads_for(grad_output.size + grad_input.size):
+        _backward_input_3x3(grad_output, weight, grad_input, sh, sw, ph, pw, dh, dw,
+                            _offsets(pitch, dh, dw), chunks)
     return grad_input
 
 
@@ -335,9 +545,15 @@ def backward_weight(grad_output, x, spec: ConvSpec):
     if not _uses_3x3_path(spec):
         return direct.backward_weight(grad_output, x, spec)
     grad_weight = np.empty(spec.weight_shape, dtype=x.dtype)
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    (ph, _), (pw, _) = spec.pads
-    wp = (spec.output_size[1] - 1) * sw + 2 * dw + 1
-    _backward_weight_3x3(grad_output, x, grad_weight, sh, sw, ph, pw, dh, dw,
-                         _offsets(wp, dh, dw), _chunks(spec.out_channels), x.dtype.type(0))
+    (sh, sw), ((ph, _), (pw, _)) = spec.stride, spec.pads
+    chunks, zero = _chunks(spec.out_channels), x.dtype.type(0)
+    with config.threads_for(grad_output.size + x.size):
+        if _uses_wrapped_path(spec):
+            _backward_weight_wrapped_3x3(_planes(grad_output), _planes(x), grad_weight,
+                                         spec.input_size[1], *spec.dilation,
+                                         *_wrapped_geometry(spec), chunks, zero)
+        else:
+            _backward_weight_3x3(grad_output, x, grad_weight, sh, sw, ph, pw,
+                                 *_scratch_geometry(spec), _uses_phases(spec),
+                                 _scratch_offsets(spec), chunks, zero)
     return grad_weight
