@@ -36,7 +36,7 @@ __all__ = [
     "workspace_budget",
     "get_num_threads",
     "set_num_threads",
-    "threads_for",
+    "run_sized",
     "jit",
 ]
 
@@ -168,21 +168,19 @@ def set_num_threads(n: int) -> None:
 SERIAL_BELOW: int = int(os.environ.get("FASTCONV_SERIAL_BELOW", "450000"))
 
 
-@contextlib.contextmanager
-def threads_for(elements: int):
-    """Run the enclosed Numba kernels on the calling thread alone if ``elements`` (array
-    elements the call reads and writes) is below :data:`SERIAL_BELOW`.
+def run_sized(elements: int, kernel, *args):
+    """``kernel(*args)``, on the calling thread alone if the call reads and writes fewer than
+    :data:`SERIAL_BELOW` array elements, else on every thread.
 
     Numba's thread count is per calling thread, so this is safe with several Python threads.
     """
     if elements >= SERIAL_BELOW:
-        yield
-        return
+        return kernel(*args)
     numba = _configure_numba()
     previous = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        yield
+        return kernel(*args)
     finally:
         numba.set_num_threads(previous)
 

@@ -8,6 +8,7 @@ imported on first use, so ``import fastconv`` does not pay for compiling anythin
 
 from __future__ import annotations
 
+import functools
 import importlib
 from types import ModuleType
 
@@ -161,8 +162,10 @@ def select(spec: ConvSpec, algorithm: str = "auto", backend: str = "auto"):
     return backend, algorithm, module
 
 
+@functools.lru_cache(maxsize=None)
 def load(backend: str, algorithm: str) -> ModuleType:
-    """Import the module that implements ``algorithm`` on ``backend``."""
+    """Import the module that implements ``algorithm`` on ``backend`` (once: a network calls
+    this per layer)."""
     name = _MODULES[backend][algorithm]
     if backend == "cython":  # OpenMP inside: loaded the way fastconv.config explains
         from . import config

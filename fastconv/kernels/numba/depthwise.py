@@ -10,7 +10,7 @@ that they vectorise too. Stride 2 (undilated) splits the padded plane into its f
 (even/odd rows x even/odd columns, a space-to-depth): each tap then reads one phase at unit
 stride, and the stride-2 layer costs the multiplies of its output, not of its input. Per-plane
 work avoids array views, whose reference counts are atomics shared by both threads. Small
-layers run on the calling thread alone (see ``config.threads_for``). Other kernel sizes, and
+layers run on the calling thread alone (see ``config.run_sized``). Other kernel sizes, and
 column strides above 2, use the direct kernel, whose per-row accumulation is already the right
 shape for one input channel per group.
 """
@@ -237,7 +237,11 @@ def _uses_wrapped_path(spec: ConvSpec) -> bool:
 def _wrapped_geometry(spec: ConvSpec):
     """``(copy, offsets)``: the length of one of the three copies and the nine taps' offsets
     into them (see above)."""
-    (height, width), (dh, dw) = spec.input_size, spec.dilation
+    return _wrapped_offsets(*spec.input_size, *spec.dilation)
+
+
+@functools.lru_cache(maxsize=256)
+def _wrapped_offsets(height: int, width: int, dh: int, dw: int):
     copy = (height + 2 * dh) * width + 2 * dw
     return copy, tuple(np.uint64(j * copy + i * dh * width + j * dw)
                        for i in range(3) for j in range(3))[1:]
@@ -305,16 +309,15 @@ def forward(x, weight, bias, spec: ConvSpec):
     out = np.empty(spec.output_shape(x.shape[0]), dtype=x.dtype)
     bias = bias_or_zeros(bias, spec.out_channels, x.dtype)
     (sh, sw), ((ph, _), (pw, _)) = spec.stride, spec.pads
-    chunks = _chunks(x.shape[0] * spec.out_channels)
+    size, chunks = x.size + out.size, _chunks(x.shape[0] * spec.out_channels)
     if _uses_wrapped_path(spec):
         (dh, dw), width = spec.dilation, spec.input_size[1]
-        with config.threads_for(x.size + out.size):
-            _forward_wrapped_3x3(_planes(x), weight, bias, _planes(out), width, dh, dw,
-                                 *_wrapped_geometry(spec), chunks)
-        return out
-    with config.threads_for(x.size + out.size):
-        _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, *_scratch_geometry(spec),
-                     _uses_phases(spec), _scratch_offsets(spec), chunks)
+        config.run_sized(size, _forward_wrapped_3x3, _planes(x), weight, bias, _planes(out),
+                         width, dh, dw, *_wrapped_geometry(spec), chunks)
+    else:
+        config.run_sized(size, _forward_3x3, x, weight, bias, out, sh, sw, ph, pw,
+                         *_scratch_geometry(spec), _uses_phases(spec), _scratch_offsets(spec),
+                         chunks)
     return out
 
 
@@ -513,19 +516,17 @@ def backward_input(grad_output, weight, spec: ConvSpec):
         return direct.backward_input(grad_output, weight, spec)
     n_images = grad_output.shape[0]
     grad_input = np.empty(spec.input_shape(n_images), dtype=grad_output.dtype)
-    chunks = _chunks(n_images * spec.in_channels)
+    size, chunks = grad_output.size + grad_input.size, _chunks(n_images * spec.in_channels)
     if _uses_wrapped_path(spec):
-        with config.threads_for(grad_output.size + grad_input.size):
-            _backward_input_wrapped_3x3(_planes(grad_output), weight, _planes(grad_input),
-                                        spec.input_size[1], *spec.dilation,
-                                        *_wrapped_geometry(spec), chunks)
+        config.run_sized(size, _backward_input_wrapped_3x3, _planes(grad_output), weight,
+                         _planes(grad_input), spec.input_size[1], *spec.dilation,
+                         *_wrapped_geometry(spec), chunks)
         return grad_input
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     (ph, _), (pw, _) = spec.pads
     pitch = (spec.output_size[1] - 1) * sw + 4 * dw + 1
-    with config.threads_for(grad_output.size + grad_input.size):
-        _backward_input_3x3(grad_output, weight, grad_input, sh, sw, ph, pw, dh, dw,
-                            _offsets(pitch, dh, dw), chunks)
+    config.run_sized(size, _backward_input_3x3, grad_output, weight, grad_input, sh, sw, ph, pw,
+                     dh, dw, _offsets(pitch, dh, dw), chunks)
     return grad_input
 
 
@@ -546,14 +547,13 @@ def backward_weight(grad_output, x, spec: ConvSpec):
         return direct.backward_weight(grad_output, x, spec)
     grad_weight = np.empty(spec.weight_shape, dtype=x.dtype)
     (sh, sw), ((ph, _), (pw, _)) = spec.stride, spec.pads
-    chunks, zero = _chunks(spec.out_channels), x.dtype.type(0)
-    with config.threads_for(grad_output.size + x.size):
-        if _uses_wrapped_path(spec):
-            _backward_weight_wrapped_3x3(_planes(grad_output), _planes(x), grad_weight,
-                                         spec.input_size[1], *spec.dilation,
-                                         *_wrapped_geometry(spec), chunks, zero)
-        else:
-            _backward_weight_3x3(grad_output, x, grad_weight, sh, sw, ph, pw,
-                                 *_scratch_geometry(spec), _uses_phases(spec),
-                                 _scratch_offsets(spec), chunks, zero)
+    size, chunks, zero = grad_output.size + x.size, _chunks(spec.out_channels), x.dtype.type(0)
+    if _uses_wrapped_path(spec):
+        config.run_sized(size, _backward_weight_wrapped_3x3, _planes(grad_output), _planes(x),
+                         grad_weight, spec.input_size[1], *spec.dilation,
+                         *_wrapped_geometry(spec), chunks, zero)
+    else:
+        config.run_sized(size, _backward_weight_3x3, grad_output, x, grad_weight, sh, sw, ph,
+                         pw, *_scratch_geometry(spec), _uses_phases(spec),
+                         _scratch_offsets(spec), chunks, zero)
     return grad_weight
