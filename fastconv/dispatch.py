@@ -162,11 +162,14 @@ def select(spec: ConvSpec, algorithm: str = "auto", backend: str = "auto"):
     return backend, algorithm, module
 
 
-@functools.lru_cache(maxsize=None)
 def load(backend: str, algorithm: str) -> ModuleType:
-    """Import the module that implements ``algorithm`` on ``backend`` (once: a network calls
-    this per layer)."""
-    name = _MODULES[backend][algorithm]
+    """Import the module that implements ``algorithm`` on ``backend``."""
+    return _import(backend, _MODULES[backend][algorithm])
+
+
+@functools.lru_cache(maxsize=None)
+def _import(backend: str, name: str) -> ModuleType:
+    """Once per module: a network calls :func:`load` for every layer."""
     if backend == "cython":  # OpenMP inside: loaded the way fastconv.config explains
         from . import config
 
