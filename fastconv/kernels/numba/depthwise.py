@@ -494,6 +494,84 @@ def _backward_weight_wrapped_3x3(grad_output, x, grad_weight, width, dh, dw, cop
                 grad_weight[oc, 0, k // 3, k % 3] = sums[k]
 
 
+# Stride 2 (undilated): the transpose of the phase-split forward. Each phase of the padded
+# plane's gradient collects only its own taps (4, 2, 2 and 1 of the nine), read from dY laid
+# out at unit stride with the phases' pitch, a zero row above and a zero column before each
+# row; then the phases are interleaved back into the input's rows. No multiply by a spread
+# zero, so the stride-2 gradient costs what the forward does.
+
+
+@jit()
+def _phase_gradients(acc, d, plane, pitch, w, accumulate):
+    """``acc`` (four phases of ``plane``) (+)= the padded plane's gradient from ``d``, dY at
+    ``d[(1 + oh) * pitch + 1 + ow]``; ``w`` is the kernel in forward order."""
+    w0, w1, w2, w3, w4, w5, w6, w7, w8 = w
+    one, row = uintp(pitch + 1), uintp(pitch)  # d offset of dY[q], and one row up
+    size = uintp(plane)
+    for q in range(size):  # even rows, even columns: taps (0,0) (0,2) (2,0) (2,2)
+        v = (w0 * d[q + one] + w2 * d[q + one - uintp(1)] + w6 * d[q + one - row]
+             + w8 * d[q + one - row - uintp(1)])
+        acc[q] = acc[q] + v if accumulate else v
+    for q in range(size):  # even rows, odd columns: taps (0,1) (2,1)
+        v = w1 * d[q + one] + w7 * d[q + one - row]
+        acc[size + q] = acc[size + q] + v if accumulate else v
+    for q in range(size):  # odd rows, even columns: taps (1,0) (1,2)
+        v = w3 * d[q + one] + w5 * d[q + one - uintp(1)]
+        acc[uintp(2) * size + q] = acc[uintp(2) * size + q] + v if accumulate else v
+    for q in range(size):  # odd rows, odd columns: tap (1,1)
+        v = w4 * d[q + one]
+        acc[uintp(3) * size + q] = acc[uintp(3) * size + q] + v if accumulate else v
+
+
+@jit()
+def _take_phases(dst, n, c, flat, pitch, plane, top, left, rows, cols):
+    """The inverse of :func:`_place_phases`: ``dst[n, c]`` from the phases of its padded
+    plane, zero where the forward read no input."""
+    one, two = uintp(1), uintp(2)
+    first = uintp(left) & one
+    for r in range(uintp(dst.shape[2])):
+        if r >= uintp(rows):
+            for col in range(uintp(dst.shape[3])):
+                dst[n, c, r, col] = 0.0
+            continue
+        row = uintp(top) + r
+        base = (row & one) * two * uintp(plane) + (row >> one) * uintp(pitch)
+        from_even = base + first * uintp(plane) + (uintp(left) >> one)
+        from_odd = base + (one - first) * uintp(plane) + ((uintp(left) + one) >> one)
+        for k in range(uintp(cols) >> one):
+            dst[n, c, r, two * k] = flat[from_even + k]
+            dst[n, c, r, two * k + one] = flat[from_odd + k]
+        if uintp(cols) & one:
+            dst[n, c, r, uintp(cols) - one] = flat[from_even + (uintp(cols) >> one)]
+        for col in range(uintp(cols), uintp(dst.shape[3])):
+            dst[n, c, r, col] = 0.0
+
+
+@jit(parallel=True)
+def _backward_input_phases_3x3(grad_output, weight, grad_input, ph, pw, pitch, plane, rows,
+                               cols, n_chunks):
+    n_images, c_out, ho_size, wo_size = grad_output.shape
+    c_in = grad_input.shape[1]
+    multiplier = c_out // c_in
+    tasks = n_images * c_in
+    for chunk in prange(n_chunks):
+        d = np.zeros((ho_size + 3) * pitch + _VECTOR, grad_output.dtype)
+        acc = np.empty(4 * plane, grad_output.dtype)
+        for task in range(chunk * tasks // n_chunks, (chunk + 1) * tasks // n_chunks):
+            n = task // c_in
+            ic = task - n * c_in
+            for j in range(multiplier):  # every output channel fed by this input channel
+                oc = ic * multiplier + j
+                _place_plane(d, pitch, 1, 1, grad_output, n, oc, ho_size, wo_size, 1, 1)
+                w = (
+                    weight[oc, 0, 0, 0], weight[oc, 0, 0, 1], weight[oc, 0, 0, 2],
+                    weight[oc, 0, 1, 0], weight[oc, 0, 1, 1], weight[oc, 0, 1, 2],
+                    weight[oc, 0, 2, 0], weight[oc, 0, 2, 1], weight[oc, 0, 2, 2],
+                )
+                _phase_gradients(acc, d, plane, pitch, w, j > 0)
+            _take_phases(grad_input, n, ic, acc, pitch, plane, ph, pw, rows, cols)
+
+
 def _planes(a):
     """The (N, C, H*W) view of a C-contiguous (N, C, H, W) array."""
     return a.reshape(a.shape[0], a.shape[1], -1)
@@ -524,6 +602,10 @@ def backward_input(grad_output, weight, spec: ConvSpec):
         return grad_input
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     (ph, _), (pw, _) = spec.pads
+    if _uses_phases(spec):
+        config.run_sized(size, _backward_input_phases_3x3, grad_output, weight, grad_input, ph,
+                         pw, *_scratch_geometry(spec), chunks)
+        return grad_input
     pitch = (spec.output_size[1] - 1) * sw + 4 * dw + 1
     config.run_sized(size, _backward_input_3x3, grad_output, weight, grad_input, sh, sw, ph, pw,
                      dh, dw, _offsets(pitch, dh, dw), chunks)
