@@ -1,4 +1,4 @@
-"""The Numba depthwise 3x3 kernel's internal paths, each forced by its geometry.
+"""The depthwise 3x3 kernels' internal paths, each forced by its geometry, on every backend.
 
 The grids in test_forward/test_backward reach every path too, but not on purpose; here each
 geometry is checked to take the path it is meant for, so a change to the selection rules
@@ -12,9 +12,10 @@ import pytest
 
 import fastconv as fc
 from fastconv import config
-from fastconv.kernels.numba import depthwise
+from fastconv.kernels.depthwise_plan import path
 
-from helpers import DTYPES, assert_conv_close, random_array, reference_conv, reference_grads
+from helpers import (COMPILED_BACKENDS, DTYPES, assert_conv_close, random_array, reference_conv,
+                     reference_grads)
 
 # (path, input (N, C, H, W), multiplier, stride, padding, dilation)
 GEOMETRIES = [
@@ -36,12 +37,6 @@ GEOMETRIES = [
 ]
 
 
-def _path(spec):
-    if depthwise._uses_wrapped_path(spec):
-        return "wrapped"
-    return "phases" if depthwise._uses_phases(spec) else "padded"
-
-
 def _problem(geometry, dtype, seed):
     _, x_shape, multiplier, stride, padding, dilation = geometry
     rng = np.random.default_rng(seed)
@@ -56,15 +51,16 @@ def _problem(geometry, dtype, seed):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: f"{g[0]}-{g[1]}-s{g[3]}")
-def test_each_path_forward_and_backward(geometry, dtype):
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
+def test_each_path_forward_and_backward(backend, geometry, dtype):
     x, w, b, kwargs, spec = _problem(geometry, dtype, seed=len(str(geometry)))
-    assert _path(spec) == geometry[0]
+    assert path(spec) == geometry[0]
 
-    y = fc.conv2d(x, w, b, **kwargs, algorithm="depthwise", backend="numba")
+    y = fc.conv2d(x, w, b, **kwargs, algorithm="depthwise", backend=backend)
     assert_conv_close(y, *reference_conv(x, w, b, **kwargs), dtype)
 
     dy = random_array(np.random.default_rng(1), y.shape, dtype)
-    grads = fc.conv2d_backward(dy, x, w, **kwargs, algorithm="depthwise", backend="numba")
+    grads = fc.conv2d_backward(dy, x, w, **kwargs, algorithm="depthwise", backend=backend)
     for got, (value, scale) in zip(grads, reference_grads(dy, x, w, b, **kwargs)):
         assert_conv_close(got, value, scale, dtype)
 

@@ -3,14 +3,13 @@
 Depthwise layers do 9 multiply-adds per output pixel and are bound by memory traffic, not
 arithmetic. The 3x3 kernel (any stride, padding and dilation) therefore writes every output
 pixel exactly once, summing all nine taps in one expression vectorised along the output row.
-The input plane is first copied into a small zero-padded scratch plane (it is in cache, and
-the copy is cheaper than border code: no pixel needs a bounds test). Wide planes are computed
-row by row; narrow ones (MobileNet's 14x14 and 7x7) as one flat loop over the padded plane, so
-that they vectorise too. Stride 2 (undilated) splits the padded plane into its four phases
-(even/odd rows x even/odd columns, a space-to-depth): each tap then reads one phase at unit
-stride, and the stride-2 layer costs the multiplies of its output, not of its input. Per-plane
-work avoids array views, whose reference counts are atomics shared by both threads. Small
-layers run on the calling thread alone (see ``config.run_sized``). Other kernel sizes, and
+The input plane is first copied into a small scratch buffer (it is in cache, and the copy is
+cheaper than border code: no pixel needs a bounds test), laid out by one of the three paths of
+:mod:`fastconv.kernels.depthwise_plan`: a zero-padded plane (wide planes computed row by row,
+narrow ones as one flat loop so that they vectorise too), its four phases (stride 2), or three
+wrapped copies (narrow "same" planes). Per-plane work avoids array views, whose reference
+counts are atomics shared by both threads. Small layers run on the calling thread alone (see
+``config.run_sized``). Other kernel sizes, and
 column strides above 2, use the direct kernel, whose per-row accumulation is already the right
 shape for one input channel per group.
 """
@@ -25,17 +24,15 @@ from numba import prange, uintp
 from ... import config
 from ...config import jit
 from ...spec import ConvSpec
+from ..depthwise_plan import (FLAT_BELOW, path, scratch_geometry, scratch_offsets,
+                              spread_offsets, uses_3x3_path, wrapped_geometry)
 from . import direct
 from ._common import backward_bias, bias_or_zeros  # noqa: F401
 
 
 def skips_padding(spec: ConvSpec) -> bool:
     """The 3x3 path multiplies real zeros; other sizes run the direct kernel, which skips them."""
-    return not _uses_3x3_path(spec)
-
-
-def _uses_3x3_path(spec: ConvSpec) -> bool:
-    return spec.kernel_size == (3, 3) and spec.stride[1] <= 2
+    return not uses_3x3_path(spec)
 
 
 def supports(spec: ConvSpec) -> str | None:
@@ -48,8 +45,6 @@ def supports(spec: ConvSpec) -> str | None:
     return None
 
 
-# a row shorter than this is too short for 16-wide vectors: compute the plane flat
-_FLAT_BELOW = 32
 _VECTOR = 16  # float32 lanes of an AVX-512 register
 
 
@@ -57,6 +52,18 @@ _VECTOR = 16  # float32 lanes of an AVX-512 register
 # tap (i, j) of the window at flat position p is then padded[p + i*dh*wp + j*dw], so the nine
 # taps are nine constant offsets and no pixel needs a bounds test. Indices are unsigned (see
 # _common). The sum is written once per output pixel.
+
+
+@functools.lru_cache(maxsize=256)
+def _u64(offsets):
+    """Taps (0, 1) ... (2, 2) as unsigned constants for the kernels (tap (0, 0) is 0)."""
+    return tuple(np.uint64(o) for o in offsets[1:])
+
+
+def _unsigned(geometry):
+    """``(size, offsets)`` with the offsets as :func:`_u64`."""
+    size, offsets = geometry
+    return size, _u64(offsets)
 
 
 @jit()
@@ -140,44 +147,6 @@ def _place_phases(flat, pitch, plane, top, left, src, n, c, rows, cols):
             flat[to_even + (uintp(cols) >> one)] = src[n, c, r, uintp(cols) - one]
 
 
-def _uses_phases(spec: ConvSpec) -> bool:
-    return spec.stride == (2, 2) and spec.dilation == (1, 1)
-
-
-@functools.lru_cache(maxsize=256)
-def _offsets(pitch: int, dh: int, dw: int):
-    """Flat offsets of taps (0, 1) ... (2, 2) from tap (0, 0) in a plane of row pitch ``pitch``."""
-    return tuple(np.uint64(i * dh * pitch + j * dw) for i in range(3) for j in range(3))[1:]
-
-
-@functools.lru_cache(maxsize=256)
-def _phase_offsets(pitch: int, plane: int):
-    """The same offsets in a phase-split plane (see :func:`_place_phases`), stride 2."""
-    return tuple(np.uint64((2 * (i % 2) + j % 2) * plane + (i // 2) * pitch + j // 2)
-                 for i in range(3) for j in range(3))[1:]
-
-
-def _scratch_geometry(spec: ConvSpec):
-    """``(pitch, plane, rows, cols)`` of the forward's scratch plane: the zero-padded input the
-    outputs read (or, split into phases, one of its four phases), and how many of the input's
-    rows and columns lie in it (the rest are never read)."""
-    (ho, wo), (sh, sw), (dh, dw) = spec.output_size, spec.stride, spec.dilation
-    (ph, _), (pw, _) = spec.pads
-    hp, wp = (ho - 1) * sh + 2 * dh + 1, (wo - 1) * sw + 2 * dw + 1
-    rows = max(0, min(spec.input_size[0], hp - ph))
-    cols = max(0, min(spec.input_size[1], wp - pw))
-    if _uses_phases(spec):
-        return wo + 1, (ho + 1) * (wo + 1), rows, cols
-    return wp, hp * wp, rows, cols
-
-
-def _scratch_offsets(spec: ConvSpec):
-    pitch, plane, _, _ = _scratch_geometry(spec)
-    if _uses_phases(spec):
-        return _phase_offsets(pitch, plane)
-    return _offsets(pitch, *spec.dilation)
-
-
 @jit(parallel=True)
 def _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, pitch, plane, rows, cols, phased,
                  offsets, n_chunks):
@@ -187,7 +156,7 @@ def _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, pitch, plane, rows, cols,
     size = 4 * plane if phased else plane
     if phased:  # the phases turn the stride-2 layer into a stride-1 one over the phases
         sh = sw = 1
-    flat = wo_size < _FLAT_BELOW
+    flat = wo_size < FLAT_BELOW
     tasks = n_images * c_out
 
     for chunk in prange(n_chunks):
@@ -216,35 +185,8 @@ def _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, pitch, plane, rows, cols,
                 _plane_by_rows(padded, pitch, offsets, out, n, oc, sh, sw, w, bias[oc], scratch)
 
 
-# A stride-1 layer padded by its dilation ("same", MobileNet's every stride-1 depthwise layer)
-# has the input's shape, so its output plane can be computed as one flat loop over the input
-# plane, with no padded columns to skip: the taps reading left of a row's start wrap onto the
-# previous row's end, those right of its end onto the next row's start. Three copies of the
-# plane (each with dilation-many zero rows above and below) make the wrapped reads zero: the
-# left taps read a copy whose last ``dw`` columns are zeroed, the right taps one whose first
-# ``dw`` are. Three contiguous copies cost less than a padded copy and a compaction of the
-# result, and the outputs are written once, in order.
-
-
-def _uses_wrapped_path(spec: ConvSpec) -> bool:
-    """Narrow planes, stride 1, padded by their dilation. (Wide planes measured faster with
-    one padded copy; stride 2 faster with the phases than with the wrapped stride-1 plane.)"""
-    (dh, dw), ((top, bottom), (left, right)) = spec.dilation, spec.pads
-    return (spec.input_size[1] < _FLAT_BELOW and spec.stride == (1, 1)
-            and top == bottom == dh and left == right == dw)
-
-
-def _wrapped_geometry(spec: ConvSpec):
-    """``(copy, offsets)``: the length of one of the three copies and the nine taps' offsets
-    into them (see above)."""
-    return _wrapped_offsets(*spec.input_size, *spec.dilation)
-
-
-@functools.lru_cache(maxsize=256)
-def _wrapped_offsets(height: int, width: int, dh: int, dw: int):
-    copy = (height + 2 * dh) * width + 2 * dw
-    return copy, tuple(np.uint64(j * copy + i * dh * width + j * dw)
-                       for i in range(3) for j in range(3))[1:]
+# The "wrapped" path (see depthwise_plan): three contiguous copies cost less than a padded copy
+# and a compaction of the result, and the outputs are written once, in order.
 
 
 @jit()
@@ -304,20 +246,21 @@ def forward(x, weight, bias, spec: ConvSpec):
     -------
     ndarray, shape (N, C_out, H_out, W_out)
     """
-    if not _uses_3x3_path(spec):
+    if not uses_3x3_path(spec):
         return direct.forward(x, weight, bias, spec)
     out = np.empty(spec.output_shape(x.shape[0]), dtype=x.dtype)
     bias = bias_or_zeros(bias, spec.out_channels, x.dtype)
     (sh, sw), ((ph, _), (pw, _)) = spec.stride, spec.pads
     size, chunks = x.size + out.size, _chunks(x.shape[0] * spec.out_channels)
-    if _uses_wrapped_path(spec):
+    kind = path(spec)
+    if kind == "wrapped":
         (dh, dw), width = spec.dilation, spec.input_size[1]
         config.run_sized(size, _forward_wrapped_3x3, _planes(x), weight, bias, _planes(out),
-                         width, dh, dw, *_wrapped_geometry(spec), chunks)
+                         width, dh, dw, *_unsigned(wrapped_geometry(spec)), chunks)
     else:
         config.run_sized(size, _forward_3x3, x, weight, bias, out, sh, sw, ph, pw,
-                         *_scratch_geometry(spec), _uses_phases(spec), _scratch_offsets(spec),
-                         chunks)
+                         *scratch_geometry(spec), kind == "phases",
+                         _u64(scratch_offsets(spec)), chunks)
     return out
 
 
@@ -590,25 +533,24 @@ def backward_input(grad_output, weight, spec: ConvSpec):
     -------
     ndarray, shape (N, C_in, H, W)
     """
-    if not _uses_3x3_path(spec):
+    if not uses_3x3_path(spec):
         return direct.backward_input(grad_output, weight, spec)
     n_images = grad_output.shape[0]
     grad_input = np.empty(spec.input_shape(n_images), dtype=grad_output.dtype)
     size, chunks = grad_output.size + grad_input.size, _chunks(n_images * spec.in_channels)
-    if _uses_wrapped_path(spec):
+    if path(spec) == "wrapped":
         config.run_sized(size, _backward_input_wrapped_3x3, _planes(grad_output), weight,
                          _planes(grad_input), spec.input_size[1], *spec.dilation,
-                         *_wrapped_geometry(spec), chunks)
+                         *_unsigned(wrapped_geometry(spec)), chunks)
         return grad_input
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     (ph, _), (pw, _) = spec.pads
-    if _uses_phases(spec):
+    if path(spec) == "phases":
         config.run_sized(size, _backward_input_phases_3x3, grad_output, weight, grad_input, ph,
-                         pw, *_scratch_geometry(spec), chunks)
+                         pw, *scratch_geometry(spec), chunks)
         return grad_input
-    pitch = (spec.output_size[1] - 1) * sw + 4 * dw + 1
     config.run_sized(size, _backward_input_3x3, grad_output, weight, grad_input, sh, sw, ph, pw,
-                     dh, dw, _offsets(pitch, dh, dw), chunks)
+                     dh, dw, _u64(spread_offsets(spec)[1]), chunks)
     return grad_input
 
 
@@ -625,17 +567,17 @@ def backward_weight(grad_output, x, spec: ConvSpec):
     -------
     ndarray, shape (C_out, 1, kH, kW)
     """
-    if not _uses_3x3_path(spec):
+    if not uses_3x3_path(spec):
         return direct.backward_weight(grad_output, x, spec)
     grad_weight = np.empty(spec.weight_shape, dtype=x.dtype)
     (sh, sw), ((ph, _), (pw, _)) = spec.stride, spec.pads
     size, chunks, zero = grad_output.size + x.size, _chunks(spec.out_channels), x.dtype.type(0)
-    if _uses_wrapped_path(spec):
+    if path(spec) == "wrapped":
         config.run_sized(size, _backward_weight_wrapped_3x3, _planes(grad_output), _planes(x),
                          grad_weight, spec.input_size[1], *spec.dilation,
-                         *_wrapped_geometry(spec), chunks, zero)
+                         *_unsigned(wrapped_geometry(spec)), chunks, zero)
     else:
         config.run_sized(size, _backward_weight_3x3, grad_output, x, grad_weight, sh, sw, ph,
-                         pw, *_scratch_geometry(spec), _uses_phases(spec),
-                         _scratch_offsets(spec), chunks, zero)
+                         pw, *scratch_geometry(spec), path(spec) == "phases",
+                         _u64(scratch_offsets(spec)), chunks, zero)
     return grad_weight

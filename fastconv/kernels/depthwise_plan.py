@@ -1,0 +1,97 @@
+"""The depthwise 3x3 kernels' paths and scratch geometry, shared by every CPU backend.
+
+Pure Python, from the ConvSpec. Three paths, each writing every output pixel once with the
+nine taps as nine constant offsets into a flat scratch buffer:
+
+``"wrapped"``
+    Narrow planes, stride 1, padded by their dilation ("same"). The output plane is one flat
+    loop over the input plane, no padded columns to skip: taps left of a row's start wrap onto
+    the previous row's end, those right of its end onto the next row's start, so the scratch
+    holds three copies of the plane (each with dilation-many zero rows above and below): the
+    left taps read one whose last ``dw`` columns are zeroed, the right taps one whose first
+    ``dw`` are.
+``"phases"``
+    Stride 2, undilated. The zero-padded plane is split into its four phases (even/odd rows x
+    even/odd columns, a space-to-depth); each tap reads one phase at unit stride, so the layer
+    costs the multiplies of its output, not of its input.
+``"padded"``
+    Everything else: one zero-padded copy of the plane, row pitch ``wp``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from ..spec import ConvSpec
+
+# output rows narrower than this are too short for 16-wide vectors: compute planes flat
+FLAT_BELOW = 32
+
+
+def uses_3x3_path(spec: ConvSpec) -> bool:
+    """The 3x3 kernels serve column strides 1-2; other shapes run the direct kernel."""
+    return spec.kernel_size == (3, 3) and spec.stride[1] <= 2
+
+
+def path(spec: ConvSpec) -> str:
+    """``"wrapped"``, ``"phases"`` or ``"padded"`` (see the module docstring)."""
+    (dh, dw), ((top, bottom), (left, right)) = spec.dilation, spec.pads
+    if (spec.input_size[1] < FLAT_BELOW and spec.stride == (1, 1)
+            and top == bottom == dh and left == right == dw):
+        return "wrapped"
+    if spec.stride == (2, 2) and spec.dilation == (1, 1):
+        return "phases"
+    return "padded"
+
+
+@functools.lru_cache(maxsize=256)
+def _tap_offsets(pitch: int, dh: int, dw: int) -> tuple[int, ...]:
+    return tuple(i * dh * pitch + j * dw for i in range(3) for j in range(3))
+
+
+@functools.lru_cache(maxsize=256)
+def _phase_offsets(pitch: int, plane: int) -> tuple[int, ...]:
+    return tuple((2 * (i % 2) + j % 2) * plane + (i // 2) * pitch + j // 2
+                 for i in range(3) for j in range(3))
+
+
+def scratch_geometry(spec: ConvSpec) -> tuple[int, int, int, int]:
+    """``(pitch, plane, rows, cols)`` of the "padded" and "phases" scratch: the zero-padded
+    input the outputs read (or one of its four phases), and how many of the input's rows and
+    columns lie in it (the rest are never read)."""
+    (ho, wo), (sh, sw), (dh, dw) = spec.output_size, spec.stride, spec.dilation
+    (ph, _), (pw, _) = spec.pads
+    hp, wp = (ho - 1) * sh + 2 * dh + 1, (wo - 1) * sw + 2 * dw + 1
+    rows = max(0, min(spec.input_size[0], hp - ph))
+    cols = max(0, min(spec.input_size[1], wp - pw))
+    if path(spec) == "phases":
+        return wo + 1, (ho + 1) * (wo + 1), rows, cols
+    return wp, hp * wp, rows, cols
+
+
+def scratch_offsets(spec: ConvSpec) -> tuple[int, ...]:
+    """The nine taps' offsets in the "padded" or "phases" scratch, tap (0, 0) first."""
+    pitch, plane, _, _ = scratch_geometry(spec)
+    if path(spec) == "phases":
+        return _phase_offsets(pitch, plane)
+    return _tap_offsets(pitch, *spec.dilation)
+
+
+def spread_offsets(spec: ConvSpec) -> tuple[int, tuple[int, ...]]:
+    """``(pitch, offsets)`` of the "padded" input gradient's plane: dY spread out at the
+    stride inside a border of twice the dilation."""
+    (sw, (dh, dw)) = spec.stride[1], spec.dilation
+    pitch = (spec.output_size[1] - 1) * sw + 4 * dw + 1
+    return pitch, _tap_offsets(pitch, dh, dw)
+
+
+@functools.lru_cache(maxsize=256)
+def _wrapped(height: int, width: int, dh: int, dw: int) -> tuple[int, tuple[int, ...]]:
+    copy = (height + 2 * dh) * width + 2 * dw
+    return copy, tuple(j * copy + i * dh * width + j * dw for i in range(3) for j in range(3))
+
+
+def wrapped_geometry(spec: ConvSpec) -> tuple[int, tuple[int, ...]]:
+    """``(copy, offsets)`` of the "wrapped" scratch: the length of one of its three copies
+    (each starts with ``dh`` zero rows and ``dw`` zeros) and the nine taps' offsets."""
+    return _wrapped(*spec.input_size, *spec.dilation)
