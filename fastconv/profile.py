@@ -35,6 +35,20 @@ class Timing:
         return statistics.median(self.times)
 
 
+def pause(seconds: float) -> None:
+    """Busy-wait ``seconds`` on the calling thread, for the other libraries' pools to go idle.
+
+    Not a sleep: a core left idle for tens of milliseconds is slow for the next few
+    milliseconds (its clock and the hypervisor's scheduling ramp up again), and every call in
+    the next burst would be timed on a cold machine instead of in the steady state of a busy
+    program (measured here: a depthwise layer's forward at batch 8 took 0.83 ms after a sleep,
+    0.51 ms after a busy pause; PyTorch's 0.81 and 0.73 ms: its threads spin between calls,
+    so a cold core hurts it less than fastconv's sleeping pool)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 def measure(candidates: dict[str, Callable[[], object]], *, min_repeats: int = 5,
             max_repeats: int = 1000, budget: float = 0.3, burst: int = 3,
             settle: float = 0.0) -> dict[str, Timing]:
@@ -59,8 +73,8 @@ def measure(candidates: dict[str, Callable[[], object]], *, min_repeats: int = 5
     burst : int
         Consecutive calls of one candidate per round.
     settle : float
-        Seconds of sleep before each candidate's burst, so that the previous library's
-        spinning threads are idle (see :func:`time_networks`).
+        Seconds of :func:`pause` before each candidate's burst, so that the previous
+        library's spinning threads are idle (see :func:`time_networks`).
 
     Returns
     -------
@@ -77,7 +91,7 @@ def measure(candidates: dict[str, Callable[[], object]], *, min_repeats: int = 5
             break
         for name, fn in candidates.items():
             if settle:
-                time.sleep(settle)
+                pause(settle)
             for _ in range(burst):
                 start = time.perf_counter()
                 fn()
@@ -338,10 +352,10 @@ def time_networks(runners, net, x0, *, mode="forward", budget=2.0, min_passes=3,
                   max_passes=200, progress=None, whole=None, settle=0.1):
     """Time every runner's passes round-robin (interleaved) until ``budget`` seconds.
 
-    Between two libraries the harness sleeps ``settle`` seconds: PyTorch's OpenMP threads and
-    ONNX Runtime's pool spin after their work, and on two cores the next library would run
-    against them (measured here: every library 3-25x slower than alone). After the pause each
-    one runs as it does in a program of its own.
+    Between two libraries the harness pauses ``settle`` seconds (see :func:`pause`): PyTorch's
+    OpenMP threads and ONNX Runtime's pool spin after their work, and on two cores the next
+    library would run against them (measured here: every library 3-25x slower than alone).
+    After the pause each one runs as it does in a program of its own.
 
     Parameters
     ----------
@@ -376,14 +390,14 @@ def time_networks(runners, net, x0, *, mode="forward", budget=2.0, min_passes=3,
             break
         for runner in runners:
             with_backward = backward and runner.name != "onnxruntime"
-            time.sleep(settle)
+            pause(settle)
             fwd, bwd = chain_pass(runner, net, x0, with_backward)
             t = timings[runner.name]
             t.forward.append(fwd)
             if with_backward:
                 t.backward = (t.backward or []) + [bwd]
         for name, fn in whole.items():
-            time.sleep(settle)
+            pause(settle)
             start = time.perf_counter()
             fn()
             whole_timings[name].times.append(time.perf_counter() - start)
