@@ -29,6 +29,11 @@ GEOMETRIES = [
     ("phases", (1, 2, 8, 13), 2, 2, 0, 1),
     ("phases", (1, 2, 11, 40), 1, 2, (2, 1), 1),
     ("phases", (2, 2, 4, 3), 1, 2, (0, 2), 1),
+    # stride 2, padding 1, even sizes, narrow: the even/odd column split
+    ("split", (2, 3, 8, 6), 1, 2, 1, 1),
+    ("split", (1, 2, 14, 28), 2, 2, 1, 1),
+    ("split", (2, 2, 2, 2), 1, 2, 1, 1),
+    ("split", (1, 1, 4, 62), 1, 2, 1, 1),
     # one padded copy: wide rows, unequal padding, dilated strides
     ("padded", (1, 2, 6, 37), 1, 1, 1, 1),
     ("padded", (2, 3, 7, 7), 1, 1, 0, 1),

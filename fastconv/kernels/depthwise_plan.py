@@ -14,6 +14,13 @@ nine taps as nine constant offsets into a flat scratch buffer:
     Stride 2, undilated. The zero-padded plane is split into its four phases (even/odd rows x
     even/odd columns, a space-to-depth); each tap reads one phase at unit stride, so the layer
     costs the multiplies of its output, not of its input.
+``"split"``
+    Stride 2 with padding 1 (undilated, even height and width), narrow planes: the plane is
+    split into its even and odd columns by one flat pass over the whole plane (rows stay
+    whole, each ``W / 2`` long, with a zero row above). The taps of output row ``oh`` then sit
+    at constant offsets from position ``2 * oh * W / 2 + ow``; the left taps read a copy of
+    the odd columns whose last column is zeroed (the wrapped trick again). The loop runs over
+    every row, odd ones wasted, in full vectors, and the even rows are kept.
 ``"padded"``
     Everything else: one zero-padded copy of the plane, row pitch ``wp``.
 """
@@ -39,9 +46,19 @@ def path(spec: ConvSpec) -> str:
     if (spec.input_size[1] < FLAT_BELOW and spec.stride == (1, 1)
             and top == bottom == dh and left == right == dw):
         return "wrapped"
-    if spec.stride == (2, 2) and spec.dilation == (1, 1):
+    if uses_phases(spec):
+        height, width = spec.input_size
+        if (spec.pads == ((1, 1), (1, 1)) and height % 2 == 0 and width % 2 == 0
+                and width < 2 * FLAT_BELOW):
+            return "split"
         return "phases"
     return "padded"
+
+
+def uses_phases(spec: ConvSpec) -> bool:
+    """Stride 2, undilated: the backward kernels work on the four phases (the "split" path
+    changes only the forward)."""
+    return spec.stride == (2, 2) and spec.dilation == (1, 1)
 
 
 @functools.lru_cache(maxsize=256)
@@ -56,7 +73,8 @@ def _phase_offsets(pitch: int, plane: int) -> tuple[int, ...]:
 
 
 def scratch_geometry(spec: ConvSpec) -> tuple[int, int, int, int]:
-    """``(pitch, plane, rows, cols)`` of the "padded" and "phases" scratch: the zero-padded
+    """``(pitch, plane, rows, cols)`` of the "padded" and "phases" scratch (the latter also
+    for "split" specs, whose gradients use the phases): the zero-padded
     input the outputs read (or one of its four phases), and how many of the input's rows and
     columns lie in it (the rest are never read)."""
     (ho, wo), (sh, sw), (dh, dw) = spec.output_size, spec.stride, spec.dilation
@@ -64,7 +82,7 @@ def scratch_geometry(spec: ConvSpec) -> tuple[int, int, int, int]:
     hp, wp = (ho - 1) * sh + 2 * dh + 1, (wo - 1) * sw + 2 * dw + 1
     rows = max(0, min(spec.input_size[0], hp - ph))
     cols = max(0, min(spec.input_size[1], wp - pw))
-    if path(spec) == "phases":
+    if uses_phases(spec):
         return wo + 1, (ho + 1) * (wo + 1), rows, cols
     return wp, hp * wp, rows, cols
 
@@ -72,7 +90,7 @@ def scratch_geometry(spec: ConvSpec) -> tuple[int, int, int, int]:
 def scratch_offsets(spec: ConvSpec) -> tuple[int, ...]:
     """The nine taps' offsets in the "padded" or "phases" scratch, tap (0, 0) first."""
     pitch, plane, _, _ = scratch_geometry(spec)
-    if path(spec) == "phases":
+    if uses_phases(spec):
         return _phase_offsets(pitch, plane)
     return _tap_offsets(pitch, *spec.dilation)
 
@@ -95,3 +113,19 @@ def wrapped_geometry(spec: ConvSpec) -> tuple[int, tuple[int, ...]]:
     """``(copy, offsets)`` of the "wrapped" scratch: the length of one of its three copies
     (each starts with ``dh`` zero rows and ``dw`` zeros) and the nine taps' offsets."""
     return _wrapped(*spec.input_size, *spec.dilation)
+
+
+@functools.lru_cache(maxsize=256)
+def _split(height: int, width: int) -> tuple[int, tuple[int, ...]]:
+    half = width // 2
+    part = 1 + (height + 1) * half  # a lead element, a zero row, the rows
+    base = (0, part, 2 * part)  # left taps: odd columns, last zeroed; centre: even; right: odd
+    return part, tuple(base[j] + i * half + (j > 0) for i in range(3) for j in range(3))
+
+
+def split_geometry(spec: ConvSpec) -> tuple[int, tuple[int, ...]]:
+    """``(part, offsets)`` of the "split" scratch: the length of each of its three parts (odd
+    columns with the last zeroed, even columns, odd columns; each a lead element, a zero row
+    and the input's rows of ``W / 2``) and the nine taps' offsets from position
+    ``2 * oh * (W / 2) + ow``."""
+    return _split(*spec.input_size)

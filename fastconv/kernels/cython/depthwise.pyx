@@ -226,6 +226,46 @@ cdef void _forward_wrapped(const floating[:, :, :, ::1] x, const floating[:, :, 
                                task % c_out, multiplier, &offsets[0], dh, dw)
 
 
+cdef void _forward_split_plane(const floating[:, :, :, ::1] x,
+                               const floating[:, :, :, ::1] weight, const floating[::1] bias,
+                               floating[:, :, :, ::1] out, floating* buf, floating* full,
+                               Py_ssize_t part, Py_ssize_t span, Py_ssize_t n, Py_ssize_t oc,
+                               Py_ssize_t multiplier, const Py_ssize_t* o) noexcept nogil:
+    """One output plane, "split": the plane's even and odd columns in one flat pass, every
+    row's positions in vectors, the even rows kept (its locals are its own)."""
+    cdef const floating* src = &x[n, oc // multiplier, 0, 0]
+    cdef Py_ssize_t half = out.shape[3], pairs = x.shape[2] * x.shape[3] // 2
+    cdef Py_ssize_t start = 1 + half, k, row, oh, ow
+    cdef floating odd
+    cdef floating w[9]
+    for k in range(pairs):
+        odd = src[2 * k + 1]
+        buf[start + k] = odd
+        buf[part + start + k] = src[2 * k]
+        buf[2 * part + start + k] = odd
+    for row in range(x.shape[2]):
+        buf[start + row * half + half - 1] = 0
+    _load_weights(weight, oc, w, False)
+    _correlate(buf, full, span, o, w, bias[oc], False)
+    for oh in range(out.shape[2]):
+        for ow in range(half):
+            out[n, oc, oh, ow] = full[2 * oh * half + ow]
+
+
+cdef void _forward_split(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                         const floating[::1] bias, floating[:, :, :, ::1] out,
+                         floating[:, ::1] bufs, floating[:, ::1] fulls,
+                         const Py_ssize_t[::1] offsets, Py_ssize_t part,
+                         int threads) noexcept nogil:
+    cdef Py_ssize_t c_out = out.shape[1], multiplier = out.shape[1] // x.shape[1]
+    cdef Py_ssize_t span = ((2 * out.shape[2] - 1) * out.shape[3] + VECTOR - 1) // VECTOR * VECTOR
+    cdef Py_ssize_t task, t
+    for task in prange(x.shape[0] * c_out, schedule="static", num_threads=threads):
+        t = threadid()
+        _forward_split_plane(x, weight, bias, out, &bufs[t, 0], &fulls[t, 0], part, span,
+                             task // c_out, task % c_out, multiplier, &offsets[0])
+
+
 # --- backward: input gradient -------------------------------------------------------------
 
 
@@ -463,6 +503,13 @@ def _forward_kernel(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
         with nogil:
             _forward_wrapped(x, weight, bias, out, padded, offsets, copy, dh, dw, threads)
         return
+    if kind == "split":
+        copy, taps = plan.split_geometry(spec)
+        offsets, padded = _offsets(taps), _planes(threads, 3 * copy, _dtype(x))
+        scratch = _planes(threads, 2 * out.shape[2] * out.shape[3], _dtype(x))
+        with nogil:
+            _forward_split(x, weight, bias, out, padded, scratch, offsets, copy, threads)
+        return
     (sh, sw), ((ph, _), (pw, _)) = spec.stride, spec.pads
     pitch, plane_size, rows, cols = plan.scratch_geometry(spec)
     phased = kind == "phases"
@@ -493,7 +540,7 @@ def _backward_input_kernel(const floating[:, :, :, ::1] grad_output,
                                     dw, threads)
         return
     _, _, rows, cols = plan.scratch_geometry(spec)
-    if kind == "phases":
+    if plan.uses_phases(spec):
         pitch, plane_size, rows, cols = plan.scratch_geometry(spec)
         spread = _planes(threads, (grad_output.shape[2] + 3) * pitch, dtype)
         scratch = _planes(threads, 4 * plane_size, dtype)
@@ -521,7 +568,7 @@ def _backward_weight_kernel(const floating[:, :, :, ::1] grad_output,
     dtype = _dtype(x)
     kind = plan.path(spec)
     (sh, sw), ((ph, _), (pw, _)), (dh, dw) = spec.stride, spec.pads, spec.dilation
-    wrapped, phased = kind == "wrapped", kind == "phases"
+    wrapped, phased = kind == "wrapped", plan.uses_phases(spec)
     if wrapped:
         copy, taps = plan.wrapped_geometry(spec)
         pitch = rows = cols = 0

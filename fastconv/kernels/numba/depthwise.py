@@ -25,7 +25,8 @@ from ... import config
 from ...config import jit
 from ...spec import ConvSpec
 from ..depthwise_plan import (FLAT_BELOW, path, scratch_geometry, scratch_offsets,
-                              spread_offsets, uses_3x3_path, wrapped_geometry)
+                              split_geometry, spread_offsets, uses_3x3_path, uses_phases,
+                              wrapped_geometry)
 from . import direct
 from ._common import backward_bias, bias_or_zeros  # noqa: F401
 
@@ -231,6 +232,57 @@ def _forward_wrapped_3x3(x, weight, bias, out, width, dh, dw, copy, offsets, n_c
                 out[n, oc, p] = b + _taps_3x3(copies, p, offsets, w)
 
 
+# The "split" path (see depthwise_plan): one flat, vectorised pass splits the whole plane into
+# its even and odd columns, instead of deinterleaving rows too short for a vector.
+
+
+@jit()
+def _place_split(buf, part, x, n, c, half):
+    """The three parts of the "split" scratch for plane ``x[n, c]`` (flattened to
+    (N, C, H*W)): odd columns (last zeroed), even columns, odd columns."""
+    start = uintp(1 + half)  # after the lead element and the zero row
+    for k in range(uintp(x.shape[2]) >> uintp(1)):
+        odd = x[n, c, uintp(2) * k + uintp(1)]
+        buf[start + k] = odd
+        buf[uintp(part) + start + k] = x[n, c, uintp(2) * k]
+        buf[uintp(2 * part) + start + k] = odd
+    for row in range((uintp(x.shape[2]) >> uintp(1)) // uintp(half)):
+        buf[start + row * uintp(half) + uintp(half - 1)] = 0.0
+
+
+@jit(parallel=True)
+def _forward_split_3x3(x, weight, bias, out, half, part, offsets, n_chunks):
+    """On (N, C, H*W) and (N, C, H/2 * W/2) views; see above."""
+    n_images, c_in = x.shape[0], x.shape[1]
+    c_out, rows_out = out.shape[1], out.shape[2] // half
+    multiplier = c_out // c_in
+    tasks = n_images * c_out
+    # every row's positions (the odd rows are wasted), in whole vectors
+    span = uintp(((2 * rows_out - 1) * half + _VECTOR - 1) // _VECTOR * _VECTOR)
+    for chunk in prange(n_chunks):
+        buf = np.zeros(3 * part + _VECTOR, x.dtype)
+        full = np.empty(span, x.dtype)
+        copied = -1
+        for task in range(chunk * tasks // n_chunks, (chunk + 1) * tasks // n_chunks):
+            n = task // c_out
+            oc = task - n * c_out
+            ic = oc // multiplier
+            if n * c_in + ic != copied:
+                _place_split(buf, part, x, n, ic, half)
+                copied = n * c_in + ic
+            w = (
+                weight[oc, 0, 0, 0], weight[oc, 0, 0, 1], weight[oc, 0, 0, 2],
+                weight[oc, 0, 1, 0], weight[oc, 0, 1, 1], weight[oc, 0, 1, 2],
+                weight[oc, 0, 2, 0], weight[oc, 0, 2, 1], weight[oc, 0, 2, 2],
+            )
+            b = bias[oc]
+            for q in range(span):
+                full[q] = b + _taps_3x3(buf, q, offsets, w)
+            for oh in range(uintp(rows_out)):
+                for ow in range(uintp(half)):
+                    out[n, oc, oh * uintp(half) + ow] = full[uintp(2) * oh * uintp(half) + ow]
+
+
 def forward(x, weight, bias, spec: ConvSpec):
     """Depthwise convolution forward.
 
@@ -257,9 +309,12 @@ def forward(x, weight, bias, spec: ConvSpec):
         (dh, dw), width = spec.dilation, spec.input_size[1]
         config.run_sized(size, _forward_wrapped_3x3, _planes(x), weight, bias, _planes(out),
                          width, dh, dw, *_unsigned(wrapped_geometry(spec)), chunks)
+    elif kind == "split":
+        config.run_sized(size, _forward_split_3x3, _planes(x), weight, bias, _planes(out),
+                         spec.output_size[1], *_unsigned(split_geometry(spec)), chunks)
     else:
         config.run_sized(size, _forward_3x3, x, weight, bias, out, sh, sw, ph, pw,
-                         *scratch_geometry(spec), kind == "phases",
+                         *scratch_geometry(spec), uses_phases(spec),
                          _u64(scratch_offsets(spec)), chunks)
     return out
 
@@ -545,7 +600,7 @@ def backward_input(grad_output, weight, spec: ConvSpec):
         return grad_input
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     (ph, _), (pw, _) = spec.pads
-    if path(spec) == "phases":
+    if uses_phases(spec):
         config.run_sized(size, _backward_input_phases_3x3, grad_output, weight, grad_input, ph,
                          pw, *scratch_geometry(spec), chunks)
         return grad_input
@@ -578,6 +633,6 @@ def backward_weight(grad_output, x, spec: ConvSpec):
                          *_unsigned(wrapped_geometry(spec)), chunks, zero)
     else:
         config.run_sized(size, _backward_weight_3x3, grad_output, x, grad_weight, sh, sw, ph,
-                         pw, *scratch_geometry(spec), path(spec) == "phases",
+                         pw, *scratch_geometry(spec), uses_phases(spec),
                          _u64(scratch_offsets(spec)), chunks, zero)
     return grad_weight
