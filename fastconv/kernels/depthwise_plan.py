@@ -1,6 +1,6 @@
 """The depthwise 3x3 kernels' paths and scratch geometry, shared by every CPU backend.
 
-Pure Python, from the ConvSpec. Three paths, each writing every output pixel once with the
+Pure Python, from the ConvSpec. Four paths, each writing every output pixel once with the
 nine taps as nine constant offsets into a flat scratch buffer:
 
 ``"wrapped"``
@@ -41,7 +41,7 @@ def uses_3x3_path(spec: ConvSpec) -> bool:
 
 
 def path(spec: ConvSpec) -> str:
-    """``"wrapped"``, ``"phases"`` or ``"padded"`` (see the module docstring)."""
+    """``"wrapped"``, ``"split"``, ``"phases"`` or ``"padded"`` (see the module docstring)."""
     (dh, dw), ((top, bottom), (left, right)) = spec.dilation, spec.pads
     if (spec.input_size[1] < FLAT_BELOW and spec.stride == (1, 1)
             and top == bottom == dh and left == right == dw):

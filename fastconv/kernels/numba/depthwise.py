@@ -4,10 +4,11 @@ Depthwise layers do 9 multiply-adds per output pixel and are bound by memory tra
 arithmetic. The 3x3 kernel (any stride, padding and dilation) therefore writes every output
 pixel exactly once, summing all nine taps in one expression vectorised along the output row.
 The input plane is first copied into a small scratch buffer (it is in cache, and the copy is
-cheaper than border code: no pixel needs a bounds test), laid out by one of the three paths of
+cheaper than border code: no pixel needs a bounds test), laid out by one of the paths of
 :mod:`fastconv.kernels.depthwise_plan`: a zero-padded plane (wide planes computed row by row,
-narrow ones as one flat loop so that they vectorise too), its four phases (stride 2), or three
-wrapped copies (narrow "same" planes). Per-plane work avoids array views, whose reference
+narrow ones as one flat loop so that they vectorise too), its four phases (stride 2), its even
+and odd columns (narrow stride-2 planes padded by 1), or three wrapped copies (narrow "same"
+planes). Per-plane work avoids array views, whose reference
 counts are atomics shared by both threads. Small layers run on the calling thread alone (see
 ``config.run_sized``). Other kernel sizes, and
 column strides above 2, use the direct kernel, whose per-row accumulation is already the right
