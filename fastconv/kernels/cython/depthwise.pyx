@@ -3,11 +3,11 @@
 
 3x3 kernels (any padding, dilation, column stride 1-2): each input plane is copied into a
 flat scratch buffer laid out by one of the paths of ``fastconv.kernels.depthwise_plan`` (a
-zero-padded plane, its four phases for stride 2, its even and odd columns for narrow
-stride-2 planes padded by 1, or three wrapped copies for narrow "same" planes), so the nine taps are nine constant offsets and every output is written once. The
-input gradient is the same correlation with the rotated kernel (of dY spread out at the stride,
-or per phase); the weight gradient is nine dot products over the flat planes. Other kernels
-use the direct kernels.
+zero-padded plane, its four phases for stride 2, its even and odd columns for narrow stride-2
+planes padded by 1, or three wrapped copies for narrow "same" planes), so the nine taps are
+nine constant offsets and every output is written once. The input gradient is the same
+correlation with the rotated kernel (of dY spread out at the stride, or per phase); the weight
+gradient is nine dot products over the flat planes. Other kernels use the direct kernels.
 """
 
 include "_common.pxi"
