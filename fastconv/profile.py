@@ -41,9 +41,8 @@ def pause(seconds: float) -> None:
     Not a sleep: a core left idle for tens of milliseconds is slow for the next few
     milliseconds (its clock and the hypervisor's scheduling ramp up again), and every call in
     the next burst would be timed on a cold machine instead of in the steady state of a busy
-    program (measured here: a depthwise layer's forward at batch 8 took 0.83 ms after a sleep,
-    0.51 ms after a busy pause; PyTorch's 0.81 and 0.73 ms: its threads spin between calls,
-    so a cold core hurts it less than fastconv's sleeping pool)."""
+    program. A cold core costs fastconv's sleeping pool more than PyTorch's threads, which
+    spin between calls."""
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         pass

@@ -95,12 +95,13 @@ def scratch_offsets(spec: ConvSpec) -> tuple[int, ...]:
     return _tap_offsets(pitch, *spec.dilation)
 
 
-def spread_offsets(spec: ConvSpec) -> tuple[int, tuple[int, ...]]:
-    """``(pitch, offsets)`` of the "padded" input gradient's plane: dY spread out at the
-    stride inside a border of twice the dilation."""
-    (sw, (dh, dw)) = spec.stride[1], spec.dilation
-    pitch = (spec.output_size[1] - 1) * sw + 4 * dw + 1
-    return pitch, _tap_offsets(pitch, dh, dw)
+def spread_geometry(spec: ConvSpec) -> tuple[int, int, tuple[int, ...]]:
+    """``(pitch, height, offsets)`` of the "padded" input gradient: dY spread out at the
+    stride inside a border of twice the dilation, row pitch ``pitch``; ``height`` rows of the
+    forward's padded plane get a gradient (the spread plane has ``2 * dh`` more)."""
+    (ho, wo), (sh, sw), (dh, dw) = spec.output_size, spec.stride, spec.dilation
+    pitch = (wo - 1) * sw + 4 * dw + 1
+    return pitch, (ho - 1) * sh + 2 * dh + 1, _tap_offsets(pitch, dh, dw)
 
 
 @functools.lru_cache(maxsize=256)

@@ -301,11 +301,11 @@ cdef void _backward_input_3x3(const floating[:, :, :, ::1] grad_output,
                               floating[:, :, :, ::1] grad_input, floating[:, ::1] spread,
                               floating[:, ::1] scratch, const Py_ssize_t[::1] offsets,
                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
-                              Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pitch, Py_ssize_t rows,
-                              Py_ssize_t cols, int threads) noexcept nogil:
+                              Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pitch, Py_ssize_t hp,
+                              Py_ssize_t rows, Py_ssize_t cols, int threads) noexcept nogil:
     cdef Py_ssize_t c_in = grad_input.shape[1]
     cdef Py_ssize_t multiplier = grad_output.shape[1] // c_in
-    cdef Py_ssize_t hp = (grad_output.shape[2] - 1) * sh + 2 * dh + 1, wp = pitch - 2 * dw
+    cdef Py_ssize_t wp = pitch - 2 * dw  # the forward's padded plane, inside the border
     cdef Py_ssize_t span = ((hp - 1) * pitch + wp + VECTOR - 1) // VECTOR * VECTOR
     cdef Py_ssize_t task, t
     for task in prange(grad_output.shape[0] * c_in, schedule="static", num_threads=threads):
@@ -526,7 +526,7 @@ def _forward_kernel(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
 def _backward_input_kernel(const floating[:, :, :, ::1] grad_output,
                            const floating[:, :, :, ::1] weight,
                            floating[:, :, :, ::1] grad_input, spec, int threads):
-    cdef Py_ssize_t sh, sw, ph, pw, dh, dw, pitch, plane_size, rows, cols, copy
+    cdef Py_ssize_t sh, sw, ph, pw, dh, dw, pitch, plane_size, rows, cols, copy, hp
     cdef const Py_ssize_t[::1] offsets
     cdef floating[:, ::1] spread, scratch
     dtype = _dtype(grad_output)
@@ -539,23 +539,21 @@ def _backward_input_kernel(const floating[:, :, :, ::1] grad_output,
             _backward_input_wrapped(grad_output, weight, grad_input, spread, offsets, copy, dh,
                                     dw, threads)
         return
-    _, _, rows, cols = plan.scratch_geometry(spec)
+    pitch, plane_size, rows, cols = plan.scratch_geometry(spec)
     if plan.uses_phases(spec):
-        pitch, plane_size, rows, cols = plan.scratch_geometry(spec)
         spread = _planes(threads, (grad_output.shape[2] + 3) * pitch, dtype)
         scratch = _planes(threads, 4 * plane_size, dtype)
         with nogil:
             _backward_input_phases(grad_output, weight, grad_input, spread, scratch, ph, pw,
                                    pitch, plane_size, rows, cols, threads)
         return
-    pitch, taps = plan.spread_offsets(spec)
-    hp = (grad_output.shape[2] - 1) * sh + 2 * dh + 1
+    pitch, hp, taps = plan.spread_geometry(spec)
     offsets = _offsets(taps)
     spread = _planes(threads, (hp + 2 * dh) * pitch, dtype)
     scratch = _planes(threads, hp * pitch, dtype)
     with nogil:
         _backward_input_3x3(grad_output, weight, grad_input, spread, scratch, offsets, sh, sw,
-                            ph, pw, dh, dw, pitch, rows, cols, threads)
+                            ph, pw, dh, dw, pitch, hp, rows, cols, threads)
 
 
 def _backward_weight_kernel(const floating[:, :, :, ::1] grad_output,

@@ -26,7 +26,7 @@ from ... import config
 from ...config import jit
 from ...spec import ConvSpec
 from ..depthwise_plan import (FLAT_BELOW, path, scratch_geometry, scratch_offsets,
-                              split_geometry, spread_offsets, uses_3x3_path, uses_phases,
+                              split_geometry, spread_geometry, uses_3x3_path, uses_phases,
                               wrapped_geometry)
 from . import direct
 from ._common import backward_bias, bias_or_zeros  # noqa: F401
@@ -66,6 +66,19 @@ def _unsigned(geometry):
     """``(size, offsets)`` with the offsets as :func:`_u64`."""
     size, offsets = geometry
     return size, _u64(offsets)
+
+
+@jit()
+def _kernel(weight, oc, rotated):
+    """Filter ``oc``'s nine weights as a tuple (row by row), or rotated by 180 degrees for the
+    transposed correlation of the input gradient."""
+    if rotated:
+        return (weight[oc, 0, 2, 2], weight[oc, 0, 2, 1], weight[oc, 0, 2, 0],
+                weight[oc, 0, 1, 2], weight[oc, 0, 1, 1], weight[oc, 0, 1, 0],
+                weight[oc, 0, 0, 2], weight[oc, 0, 0, 1], weight[oc, 0, 0, 0])
+    return (weight[oc, 0, 0, 0], weight[oc, 0, 0, 1], weight[oc, 0, 0, 2],
+            weight[oc, 0, 1, 0], weight[oc, 0, 1, 1], weight[oc, 0, 1, 2],
+            weight[oc, 0, 2, 0], weight[oc, 0, 2, 1], weight[oc, 0, 2, 2])
 
 
 @jit()
@@ -176,11 +189,7 @@ def _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, pitch, plane, rows, cols,
                 else:
                     _place_plane(padded, pitch, ph, pw, x, n, ic, rows, cols, 1, 1)
                 copied = n * c_in + ic
-            w = (
-                weight[oc, 0, 0, 0], weight[oc, 0, 0, 1], weight[oc, 0, 0, 2],
-                weight[oc, 0, 1, 0], weight[oc, 0, 1, 1], weight[oc, 0, 1, 2],
-                weight[oc, 0, 2, 0], weight[oc, 0, 2, 1], weight[oc, 0, 2, 2],
-            )
+            w = _kernel(weight, oc, False)
             if flat:
                 _plane_flat(padded, pitch, offsets, out, n, oc, sh, sw, w, bias[oc], scratch)
             else:
@@ -223,11 +232,7 @@ def _forward_wrapped_3x3(x, weight, bias, out, width, dh, dw, copy, offsets, n_c
             if n * c_in + ic != copied:
                 _place_wrapped(copies, copy, x, n, ic, width, dh, dw)
                 copied = n * c_in + ic
-            w = (
-                weight[oc, 0, 0, 0], weight[oc, 0, 0, 1], weight[oc, 0, 0, 2],
-                weight[oc, 0, 1, 0], weight[oc, 0, 1, 1], weight[oc, 0, 1, 2],
-                weight[oc, 0, 2, 0], weight[oc, 0, 2, 1], weight[oc, 0, 2, 2],
-            )
+            w = _kernel(weight, oc, False)
             b = bias[oc]
             for p in range(uintp(pixels)):
                 out[n, oc, p] = b + _taps_3x3(copies, p, offsets, w)
@@ -271,11 +276,7 @@ def _forward_split_3x3(x, weight, bias, out, half, part, offsets, n_chunks):
             if n * c_in + ic != copied:
                 _place_split(buf, part, x, n, ic, half)
                 copied = n * c_in + ic
-            w = (
-                weight[oc, 0, 0, 0], weight[oc, 0, 0, 1], weight[oc, 0, 0, 2],
-                weight[oc, 0, 1, 0], weight[oc, 0, 1, 1], weight[oc, 0, 1, 2],
-                weight[oc, 0, 2, 0], weight[oc, 0, 2, 1], weight[oc, 0, 2, 2],
-            )
+            w = _kernel(weight, oc, False)
             b = bias[oc]
             for q in range(span):
                 full[q] = b + _taps_3x3(buf, q, offsets, w)
@@ -335,17 +336,13 @@ def _chunks(tasks: int) -> int:
 
 
 @jit(parallel=True)
-def _backward_input_3x3(grad_output, weight, grad_input, sh, sw, ph, pw, dh, dw, offsets,
-                        n_chunks):
+def _backward_input_3x3(grad_output, weight, grad_input, sh, sw, ph, pw, dh, dw, pitch, hp,
+                        rows, cols, offsets, n_chunks):
     n_images, c_out, ho_size, wo_size = grad_output.shape
     c_in, height, width = grad_input.shape[1], grad_input.shape[2], grad_input.shape[3]
     multiplier = c_out // c_in
-    hp = (ho_size - 1) * sh + 2 * dh + 1  # the forward's padded plane
-    wp = (wo_size - 1) * sw + 2 * dw + 1
-    pitch = wp + 2 * dw  # the spread plane: dY at the stride inside a 2*d border
+    wp = pitch - 2 * dw  # the forward's padded plane, inside the spread plane's border
     span = uintp(((hp - 1) * pitch + wp + _VECTOR - 1) // _VECTOR * _VECTOR)
-    rows = max(0, min(height, hp - ph))  # input rows/columns the forward reads; the rest get zero
-    cols = max(0, min(width, wp - pw))
     tasks = n_images * c_in
 
     for chunk in prange(n_chunks):
@@ -358,11 +355,7 @@ def _backward_input_3x3(grad_output, weight, grad_input, sh, sw, ph, pw, dh, dw,
                 oc = ic * multiplier + j
                 _place_plane(spread, pitch, 2 * dh, 2 * dw, grad_output, n, oc, ho_size,
                              wo_size, sh, sw)
-                w = (
-                    weight[oc, 0, 2, 2], weight[oc, 0, 2, 1], weight[oc, 0, 2, 0],
-                    weight[oc, 0, 1, 2], weight[oc, 0, 1, 1], weight[oc, 0, 1, 0],
-                    weight[oc, 0, 0, 2], weight[oc, 0, 0, 1], weight[oc, 0, 0, 0],
-                )
+                w = _kernel(weight, oc, True)
                 if j == 0:
                     for p in range(span):
                         acc[p] = _taps_3x3(spread, p, offsets, w)
@@ -455,11 +448,7 @@ def _backward_input_wrapped_3x3(grad_output, weight, grad_input, width, dh, dw, 
             for j in range(multiplier):  # every output channel fed by this input channel
                 oc = ic * multiplier + j
                 _place_wrapped(copies, copy, grad_output, n, oc, width, dh, dw)
-                w = (
-                    weight[oc, 0, 2, 2], weight[oc, 0, 2, 1], weight[oc, 0, 2, 0],
-                    weight[oc, 0, 1, 2], weight[oc, 0, 1, 1], weight[oc, 0, 1, 0],
-                    weight[oc, 0, 0, 2], weight[oc, 0, 0, 1], weight[oc, 0, 0, 0],
-                )
+                w = _kernel(weight, oc, True)
                 if j == 0:
                     for p in range(uintp(pixels)):
                         grad_input[n, ic, p] = _taps_3x3(copies, p, offsets, w)
@@ -562,11 +551,7 @@ def _backward_input_phases_3x3(grad_output, weight, grad_input, ph, pw, pitch, p
             for j in range(multiplier):  # every output channel fed by this input channel
                 oc = ic * multiplier + j
                 _place_plane(d, pitch, 1, 1, grad_output, n, oc, ho_size, wo_size, 1, 1)
-                w = (
-                    weight[oc, 0, 0, 0], weight[oc, 0, 0, 1], weight[oc, 0, 0, 2],
-                    weight[oc, 0, 1, 0], weight[oc, 0, 1, 1], weight[oc, 0, 1, 2],
-                    weight[oc, 0, 2, 0], weight[oc, 0, 2, 1], weight[oc, 0, 2, 2],
-                )
+                w = _kernel(weight, oc, False)
                 _phase_gradients(acc, d, plane, pitch, w, j > 0)
             _take_phases(grad_input, n, ic, acc, pitch, plane, ph, pw, rows, cols)
 
@@ -605,8 +590,10 @@ def backward_input(grad_output, weight, spec: ConvSpec):
         config.run_sized(size, _backward_input_phases_3x3, grad_output, weight, grad_input, ph,
                          pw, *scratch_geometry(spec), chunks)
         return grad_input
+    pitch, hp, taps = spread_geometry(spec)
+    _, _, rows, cols = scratch_geometry(spec)
     config.run_sized(size, _backward_input_3x3, grad_output, weight, grad_input, sh, sw, ph, pw,
-                     dh, dw, _u64(spread_offsets(spec)[1]), chunks)
+                     dh, dw, pitch, hp, rows, cols, _u64(taps), chunks)
     return grad_input
 
 
