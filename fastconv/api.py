@@ -127,6 +127,8 @@ def _kernel_ready(a):
     Fortran-ordered, negatively strided and other non-contiguous inputs are copied once;
     contiguous ones are used in place (a read-only *view* never copies).
     """
+    if a.flags.c_contiguous and not a.flags.writeable and a.dtype.isnative:
+        return a  # already what the kernels take (a caller's read-only array, or our own view)
     a = np.ascontiguousarray(a)
     if not a.dtype.isnative:
         a = a.astype(a.dtype.newbyteorder("="))
@@ -137,13 +139,20 @@ def _kernel_ready(a):
 
 def _spec(*args) -> ConvSpec:
     """``ConvSpec(c_in, c_out, kernel, stride, padding, dilation, groups, bias, size)``,
-    cached: a network calls the same few geometries over and over, so each is validated once."""
+    cached: a network calls the same few geometries over and over, so each is validated once.
+
+    Only plain ints and strings take the cache: its keys compare ``1.0`` and ``True`` equal to
+    ``1``, so a float stride would otherwise pass once an int one had been seen."""
+    stride, padding, dilation = args[3:6]
+    if _plain(stride) and _plain(padding) and _plain(dilation):
+        return _cached_spec(*args)
     args = tuple(tuple(a) if isinstance(a, list) else a for a in args)
-    try:
-        hash(args)
-    except TypeError:  # an odd argument type: let ConvSpec explain what is wrong with it
-        return _new_spec(*args)
-    return _cached_spec(*args)
+    return _new_spec(*args)
+
+
+def _plain(value) -> bool:
+    kind = type(value)
+    return kind is int or kind is str or (kind is tuple and all(type(v) is int for v in value))
 
 
 def _new_spec(c_in, c_out, kernel, stride, padding, dilation, groups, bias, size) -> ConvSpec:

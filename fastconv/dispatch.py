@@ -141,6 +141,13 @@ def select(spec: ConvSpec, algorithm: str = "auto", backend: str = "auto"):
     backend = resolve_backend(backend)
     if not isinstance(algorithm, str):
         raise TypeError(f"algorithm must be a str, but got {type(algorithm).__name__}")
+    return _select_algorithm(spec, str(algorithm), backend)
+
+
+@functools.lru_cache(maxsize=1024)
+def _select_algorithm(spec: ConvSpec, algorithm: str, backend: str):
+    """Once per layer: a network resolves the same few specs every pass (a refusal raises,
+    and is not cached)."""
     if algorithm == "auto":
         algorithm = auto_algorithm(spec, backend)
     if algorithm not in ALGORITHMS:

@@ -50,7 +50,7 @@ def pause(seconds: float) -> None:
 
 def measure(candidates: dict[str, Callable[[], object]], *, min_repeats: int = 5,
             max_repeats: int = 1000, budget: float = 0.3, burst: int = 3,
-            settle: float = 0.0) -> dict[str, Timing]:
+            settle: float = 0.0, wall_factor: float = 4.0) -> dict[str, Timing]:
     """Time zero-argument callables round-robin until each has used ``budget`` seconds.
 
     Each round calls every candidate ``burst`` times in a row. Thread pools spin for a while
@@ -74,6 +74,10 @@ def measure(candidates: dict[str, Callable[[], object]], *, min_repeats: int = 5
     settle : float
         Seconds of :func:`pause` before each candidate's burst, so that the previous
         library's spinning threads are idle (see :func:`time_networks`).
+    wall_factor : float
+        Rounds also stop (once ``min_repeats`` is reached) after ``wall_factor * budget``
+        seconds of wall time per candidate, pauses included: a layer of 0.1 ms would
+        otherwise pause for ``max_repeats`` rounds before its calls add up to ``budget``.
 
     Returns
     -------
@@ -84,9 +88,11 @@ def measure(candidates: dict[str, Callable[[], object]], *, min_repeats: int = 5
         start = time.perf_counter()
         fn()
         timings[name] = Timing(time.perf_counter() - start)
-    spent = 0.0
+    spent, started = 0.0, time.perf_counter()
+    wall_limit = wall_factor * budget * len(candidates)
     for round_ in range(max_repeats):
-        if round_ >= min_repeats and spent >= budget * len(candidates):
+        if round_ >= min_repeats and (spent >= budget * len(candidates)
+                                      or time.perf_counter() - started >= wall_limit):
             break
         for name, fn in candidates.items():
             if settle:

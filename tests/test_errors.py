@@ -174,6 +174,22 @@ def test_convspec_errors(kwargs, fragment):
         fc.ConvSpec(**kwargs)
 
 
+@pytest.mark.parametrize("stride", [1.0, (1.0, 1.0), True, (1, True)])
+def test_a_cached_geometry_does_not_admit_an_equal_float_or_bool(stride):
+    """The geometry cache's keys compare 1.0 and True equal to 1: the same call with an int
+    stride, made first, must not let a float or bool one through."""
+    fc.conv2d(X, W, stride=1)
+    fc.conv2d(X, W, stride=(1, 1))
+    with pytest.raises(TypeError, match="stride must be an int or a tuple of ints"):
+        fc.conv2d(X, W, stride=stride)
+
+
+def test_numpy_int_geometry_is_accepted_as_an_int():
+    ref = fc.conv2d(X, W, stride=2, padding=1)
+    np.testing.assert_array_equal(
+        fc.conv2d(X, W, stride=np.int64(2), padding=(np.int32(1), 1)), ref)
+
+
 def test_spec_without_input_size_says_how_to_fix():
     spec = fc.ConvSpec(3, 4, 3)
     with pytest.raises(ValueError, match=r"no input_size.*with_input_size"):
