@@ -69,6 +69,14 @@ def _unsigned(geometry):
 
 
 @jit()
+def _output_plane(task, c_out, multiplier):
+    """Task ``task`` of a forward kernel: its image, output channel and input channel."""
+    n = task // c_out
+    oc = task - n * c_out
+    return n, oc, oc // multiplier
+
+
+@jit()
 def _kernel(weight, oc, rotated):
     """Filter ``oc``'s nine weights as a tuple (row by row), or rotated by 180 degrees for the
     transposed correlation of the input gradient."""
@@ -180,9 +188,7 @@ def _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, pitch, plane, rows, cols,
         scratch = np.empty(size + _VECTOR if flat else pitch, x.dtype)
         copied = -1
         for task in range(chunk * tasks // n_chunks, (chunk + 1) * tasks // n_chunks):
-            n = task // c_out
-            oc = task - n * c_out
-            ic = oc // multiplier
+            n, oc, ic = _output_plane(task, c_out, multiplier)
             if n * c_in + ic != copied:  # the channels of a multiplier group share an input
                 if phased:
                     _place_phases(padded, pitch, plane, ph, pw, x, n, ic, rows, cols)
@@ -226,9 +232,7 @@ def _forward_wrapped_3x3(x, weight, bias, out, width, dh, dw, copy, offsets, n_c
         copies = np.zeros(3 * copy + _VECTOR, x.dtype)
         copied = -1
         for task in range(chunk * tasks // n_chunks, (chunk + 1) * tasks // n_chunks):
-            n = task // c_out
-            oc = task - n * c_out
-            ic = oc // multiplier
+            n, oc, ic = _output_plane(task, c_out, multiplier)
             if n * c_in + ic != copied:
                 _place_wrapped(copies, copy, x, n, ic, width, dh, dw)
                 copied = n * c_in + ic
@@ -270,9 +274,7 @@ def _forward_split_3x3(x, weight, bias, out, half, part, offsets, n_chunks):
         full = np.empty(span, x.dtype)
         copied = -1
         for task in range(chunk * tasks // n_chunks, (chunk + 1) * tasks // n_chunks):
-            n = task // c_out
-            oc = task - n * c_out
-            ic = oc // multiplier
+            n, oc, ic = _output_plane(task, c_out, multiplier)
             if n * c_in + ic != copied:
                 _place_split(buf, part, x, n, ic, half)
                 copied = n * c_in + ic
