@@ -31,9 +31,15 @@ cdef void _im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols, Py_ssiz
                   Py_ssize_t q1, Py_ssize_t pixels, Py_ssize_t kh_size, Py_ssize_t kw_size,
                   Py_ssize_t wo_size, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
                   Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, int threads) noexcept nogil:
-    """cols[:, :q1-q0] = the patches of the batch's output pixels [q0, q1)."""
+    """cols[:, :q1-q0] = the patches of the batch's output pixels [q0, q1), walked one output
+    row at a time by counting, not dividing (as in the Numba kernel)."""
     cdef Py_ssize_t height = x.shape[2], width = x.shape[3], taps = kh_size * kw_size
-    cdef Py_ssize_t r, c, kh, kw, offset, lo, hi, q, n, p, oh, ow0, ow1, dst, ih, a, b, i
+    cdef Py_ssize_t ho_size = pixels // wo_size, n0 = q0 // pixels
+    cdef Py_ssize_t oh0 = (q0 - n0 * pixels) // wo_size
+    cdef Py_ssize_t ow00 = q0 - n0 * pixels - oh0 * wo_size
+    cdef Py_ssize_t r, c, kh, kw, offset, lo, hi, n, oh, ow0, ow1, dst, ih, a, b, i
+    cdef const floating* row
+    cdef floating* to
     for r in prange(cols.shape[0], schedule="static", num_threads=threads):
         c = r // taps
         kh = (r - c * taps) // kw_size
@@ -41,30 +47,36 @@ cdef void _im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols, Py_ssiz
         offset = kw * dw - pw
         lo = range_lo(offset, sw, wo_size)
         hi = range_hi(offset, sw, width, wo_size)
-        q = q0
-        while q < q1:
-            n = q // pixels
-            p = q - n * pixels
-            oh = p // wo_size
-            ow0 = p - oh * wo_size
-            ow1 = ow0 + q1 - q
+        n, oh, ow0, dst = n0, oh0, ow00, 0  # dst: the cols column of pixel (n, oh, ow0)
+        while dst < q1 - q0:
+            ow1 = ow0 + q1 - q0 - dst
             if ow1 > wo_size:
                 ow1 = wo_size
-            dst = q - q0 - ow0  # cols column of pixel (n, oh, 0)
             ih = oh * sh - ph + kh * dh
+            to = &cols[r, dst]  # output column ow0 onwards
             if 0 <= ih < height:
                 a = min(max(lo, ow0), ow1)
                 b = min(max(hi, a), ow1)
+                row = &x[n, c, ih, 0]
                 for i in range(ow0, a):
-                    cols[r, dst + i] = 0
-                for i in range(a, b):
-                    cols[r, dst + i] = x[n, c, ih, i * sw + offset]
+                    to[i - ow0] = 0
+                if sw == 1:
+                    for i in range(a, b):
+                        to[i - ow0] = row[i + offset]
+                else:
+                    for i in range(a, b):
+                        to[i - ow0] = row[i * sw + offset]
                 for i in range(b, ow1):
-                    cols[r, dst + i] = 0
+                    to[i - ow0] = 0
             else:
                 for i in range(ow0, ow1):
-                    cols[r, dst + i] = 0
-            q = q + ow1 - ow0
+                    to[i - ow0] = 0
+            dst = dst + ow1 - ow0
+            ow0 = 0
+            oh = oh + 1
+            if oh == ho_size:
+                n = n + 1
+                oh = 0
 
 
 cdef void _col2im(const floating[:, ::1] dcols, floating[:, :, :, ::1] grad_input,
@@ -75,7 +87,12 @@ cdef void _col2im(const floating[:, ::1] dcols, floating[:, :, :, ::1] grad_inpu
     """Add the column gradients of pixels [q0, q1) back onto the input gradient; parallel
     over input channels, so no two threads add into the same pixel."""
     cdef Py_ssize_t height = grad_input.shape[2], width = grad_input.shape[3]
-    cdef Py_ssize_t c, kh, kw, r, offset, lo, hi, q, n, p, oh, ow0, ow1, src, ih, a, b, i
+    cdef Py_ssize_t ho_size = pixels // wo_size, n0 = q0 // pixels
+    cdef Py_ssize_t oh0 = (q0 - n0 * pixels) // wo_size
+    cdef Py_ssize_t ow00 = q0 - n0 * pixels - oh0 * wo_size
+    cdef Py_ssize_t c, kh, kw, r, offset, lo, hi, n, oh, ow0, ow1, src, ih, a, b, i
+    cdef const floating* row
+    cdef floating* to
     for c in prange(grad_input.shape[1], schedule="static", num_threads=threads):
         for kh in range(kh_size):
             for kw in range(kw_size):
@@ -83,23 +100,29 @@ cdef void _col2im(const floating[:, ::1] dcols, floating[:, :, :, ::1] grad_inpu
                 offset = kw * dw - pw
                 lo = range_lo(offset, sw, wo_size)
                 hi = range_hi(offset, sw, width, wo_size)
-                q = q0
-                while q < q1:
-                    n = q // pixels
-                    p = q - n * pixels
-                    oh = p // wo_size
-                    ow0 = p - oh * wo_size
-                    ow1 = ow0 + q1 - q
+                n, oh, ow0, src = n0, oh0, ow00, 0  # walked as in _im2col
+                while src < q1 - q0:
+                    ow1 = ow0 + q1 - q0 - src
                     if ow1 > wo_size:
                         ow1 = wo_size
-                    src = q - q0 - ow0
                     ih = oh * sh - ph + kh * dh
                     if 0 <= ih < height:
                         a = min(max(lo, ow0), ow1)
                         b = min(max(hi, a), ow1)
-                        for i in range(a, b):
-                            grad_input[n, c, ih, i * sw + offset] += dcols[r, src + i]
-                    q = q + ow1 - ow0
+                        row = &dcols[r, src]  # output column ow0 onwards
+                        to = &grad_input[n, c, ih, 0]
+                        if sw == 1:
+                            for i in range(a, b):
+                                to[i + offset] += row[i - ow0]
+                        else:
+                            for i in range(a, b):
+                                to[i * sw + offset] += row[i - ow0]
+                    src = src + ow1 - ow0
+                    ow0 = 0
+                    oh = oh + 1
+                    if oh == ho_size:
+                        n = n + 1
+                        oh = 0
 
 
 def _im2col_kernel(const floating[:, :, :, ::1] x, floating[:, ::1] cols, Py_ssize_t q0,

@@ -37,7 +37,7 @@ def _reach(k_size, dilation, pad, stride, in_size, out_size):
     return lo, hi
 
 
-@jit()
+@jit(inline=True)
 def _accumulate_row(out, n, oc, oh, lo, hi, x, c, ih, start, sw, wv):
     """``out[n, oc, oh, o] += wv * x[n, c, ih, start + (o - lo) * sw]``, ``lo <= o < hi``."""
     if sw == 1:  # its own loop, so LLVM sees a literal unit stride and vectorises
@@ -101,7 +101,7 @@ def forward(x, weight, bias, spec: ConvSpec):
 # --- backward -----------------------------------------------------------------------------
 
 
-@jit()
+@jit(inline=True)
 def _scatter_row(grad_input, n, c, ih, start, sw, grad_output, oc, oh, lo, count, wv):
     """``grad_input[n, c, ih, start + i*sw] += wv * grad_output[n, oc, oh, lo + i]``."""
     if sw == 1:
@@ -113,7 +113,7 @@ def _scatter_row(grad_input, n, c, ih, start, sw, grad_output, oc, oh, lo, count
                 wv * grad_output[n, oc, oh, uintp(lo) + i])
 
 
-@jit()
+@jit(inline=True)
 def _dot_row(grad_output, n, oc, oh, lo, count, x, c, ih, start, sw):
     """``sum_i grad_output[n, oc, oh, lo + i] * x[n, c, ih, start + i*sw]``."""
     acc = 0.0
