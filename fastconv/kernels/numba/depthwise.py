@@ -68,7 +68,7 @@ def _unsigned(geometry):
     return size, _u64(offsets)
 
 
-@jit()
+@jit(inline=True)
 def _output_plane(task, c_out, multiplier):
     """Task ``task`` of a forward kernel: its image, output channel and input channel."""
     n = task // c_out
@@ -76,7 +76,7 @@ def _output_plane(task, c_out, multiplier):
     return n, oc, oc // multiplier
 
 
-@jit()
+@jit(inline=True)
 def _kernel(weight, oc, rotated):
     """Filter ``oc``'s nine weights as a tuple (row by row), or rotated by 180 degrees for the
     transposed correlation of the input gradient."""
@@ -89,7 +89,7 @@ def _kernel(weight, oc, rotated):
             weight[oc, 0, 2, 0], weight[oc, 0, 2, 1], weight[oc, 0, 2, 2])
 
 
-@jit()
+@jit(inline=True)
 def _taps_3x3(padded, p, offsets, w):
     """The nine taps of the window whose top-left input pixel is ``padded[p]``."""
     o1, o2, o3, o4, o5, o6, o7, o8 = offsets
@@ -100,7 +100,7 @@ def _taps_3x3(padded, p, offsets, w):
     )
 
 
-@jit()
+@jit(inline=True)
 def _plane_by_rows(padded, wp, offsets, out, n, oc, sh, sw, w, b, line):
     """For wide planes: one vectorised loop per output row. Stride 2 computes the stride-1
     row into ``line`` (twice the multiplies, but unit-stride loads) and keeps every other
@@ -119,7 +119,7 @@ def _plane_by_rows(padded, wp, offsets, out, n, oc, sh, sw, w, b, line):
                 out[n, oc, oh, i] = line[i * uintp(sw)]
 
 
-@jit()
+@jit(inline=True)
 def _plane_flat(padded, wp, offsets, out, n, oc, sh, sw, w, b, full):
     """For narrow planes (rows shorter than a few vectors): one vectorised loop over the whole
     flattened plane at stride 1, pad columns included, then pick the outputs. At 7x7 this does
@@ -136,7 +136,7 @@ def _plane_flat(padded, wp, offsets, out, n, oc, sh, sw, w, b, full):
             out[n, oc, oh, ow] = full[base + ow * uintp(sw)]
 
 
-@jit()
+@jit(inline=True)
 def _place_plane(flat, pitch, top, left, src, n, c, rows, cols, sh, sw):
     """``flat[(top + r*sh) * pitch + left + col*sw] = src[n, c, r, col]`` for ``r < rows``,
     ``col < cols``; everything else in ``flat`` is left as it is (zero). Copies an input plane
@@ -149,7 +149,7 @@ def _place_plane(flat, pitch, top, left, src, n, c, rows, cols, sh, sw):
             flat[base + col * uintp(sw)] = src[n, c, r, col]
 
 
-@jit()
+@jit(inline=True)
 def _place_phases(flat, pitch, plane, top, left, src, n, c, rows, cols):
     """Copy an input plane into its zero-padded scratch plane split into four phases: padded
     pixel (R, C) goes to phase ``2 * (R % 2) + C % 2`` (each ``plane`` long, row pitch
@@ -206,7 +206,7 @@ def _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, pitch, plane, rows, cols,
 # and a compaction of the result, and the outputs are written once, in order.
 
 
-@jit()
+@jit(inline=True)
 def _place_wrapped(copies, copy, x, n, c, width, dh, dw):
     """The three copies of plane ``x[n, c]`` (flattened to (N, C, H*W)); see above."""
     pixels = uintp(x.shape[2])
@@ -246,7 +246,7 @@ def _forward_wrapped_3x3(x, weight, bias, out, width, dh, dw, copy, offsets, n_c
 # its even and odd columns, instead of deinterleaving rows too short for a vector.
 
 
-@jit()
+@jit(inline=True)
 def _place_split(buf, part, x, n, c, half):
     """The three parts of the "split" scratch for plane ``x[n, c]`` (flattened to
     (N, C, H*W)): odd columns (last zeroed), even columns, odd columns."""
@@ -376,7 +376,7 @@ def _backward_input_3x3(grad_output, weight, grad_input, sh, sw, ph, pw, dh, dw,
                         grad_input[n, ic, ih, iw] = 0.0
 
 
-@jit()
+@jit(inline=True)
 def _plane_dots(spread, padded, span, offsets, zero):
     """The nine dot products ``sum_p spread[p] * padded[p + offset]`` in one pass, summed in
     the arrays' dtype (vectorised: one plane is at most a few ten thousand terms)."""
@@ -491,7 +491,7 @@ def _backward_weight_wrapped_3x3(grad_output, x, grad_weight, width, dh, dw, cop
 # zero, so the stride-2 gradient costs what the forward does.
 
 
-@jit()
+@jit(inline=True)
 def _phase_gradients(acc, d, plane, pitch, w, accumulate):
     """``acc`` (four phases of ``plane``) (+)= the padded plane's gradient from ``d``, dY at
     ``d[(1 + oh) * pitch + 1 + ow]``; ``w`` is the kernel in forward order."""
@@ -513,7 +513,7 @@ def _phase_gradients(acc, d, plane, pitch, w, accumulate):
         acc[uintp(3) * size + q] = acc[uintp(3) * size + q] + v if accumulate else v
 
 
-@jit()
+@jit(inline=True)
 def _take_phases(dst, n, c, flat, pitch, plane, top, left, rows, cols):
     """The inverse of :func:`_place_phases`: ``dst[n, c]`` from the phases of its padded
     plane, zero where the forward read no input."""
