@@ -136,6 +136,9 @@ CASES = [
     ("stride > kernel", (1, 2, 10, 10), (2, 2, 2, 2), dict(stride=3)),
     ("more channels", (1, 16, 9, 9), (8, 16, 3, 3), dict(padding=1)),
     ("classifier batch", (3, 16, 1, 1), (12, 16, 1, 1), dict(bias=True)),
+    ("classifier", (1, 16, 1, 1), (12, 16, 1, 1), dict(bias=True)),
+    ("classifier groups2", (1, 8, 1, 1), (6, 4, 1, 1), dict(groups=2)),
+    ("classifier one output", (2, 5, 1, 1), (1, 5, 1, 1), {}),  # per-image weight gradients
     ("small images batch", (3, 8, 3, 3), (16, 8, 3, 3), dict(padding=1, bias=True)),
     ("padding past the stride", (1, 2, 1, 2), (2, 2, 3, 3), dict(padding=5, stride=(10, 7))),
     ("dw padding past the stride", (1, 2, 1, 2), (2, 1, 3, 3),
