@@ -191,7 +191,7 @@ def _run_forward_cuda(module, x, weight, bias, spec: ConvSpec, on_device: bool):
 def _run_forward(x, weight, bias, spec: ConvSpec, algorithm: str, backend: str):
     """Dispatch a validated, batched 2-D convolution."""
     backend, on_device = _placement(backend, x, weight, bias)
-    backend, _, module = dispatch.select(spec, algorithm, backend)
+    backend, _, module = dispatch.select(spec, algorithm, backend, x.shape[0])
     if backend == "cuda":
         return _run_forward_cuda(module, x, weight, bias, spec, on_device)
     if x.shape[0] == 0:
@@ -323,7 +323,7 @@ def _run_backward_cuda(module, grad_output, x, weight, spec: ConvSpec, needs,
 def _run_backward(grad_output, x, weight, spec: ConvSpec, needs, algorithm, backend):
     """Dispatch a validated, batched backward; returns (grad_input, grad_weight, grad_bias)."""
     backend, on_device = _placement(backend, grad_output, x, weight)
-    backend, _, module = dispatch.select(spec, algorithm, backend)
+    backend, _, module = dispatch.select(spec, algorithm, backend, grad_output.shape[0])
     if backend == "cuda":
         return _run_backward_cuda(module, grad_output, x, weight, spec, needs, on_device)
     dtype = grad_output.dtype.newbyteorder("=")

@@ -98,6 +98,17 @@ def test_auto_picks_by_shape():
     assert select(fc.ConvSpec(8, 16, 1, input_size=8))[1] == "pointwise"
     assert select(fc.ConvSpec(8, 16, 3, input_size=8))[1] in ("im2col", "direct")
     assert select(fc.ConvSpec(8, 16, 3, input_size=8), backend="numpy")[1] == "reference"
+    # Winograd for a wide 3x3 layer with enough tiles (2x2 outputs each) per input channel
+    wide = fc.ConvSpec(128, 128, 3, padding=1, input_size=56)  # 784 tiles
+    assert select(wide)[1] == "winograd"
+    if "cython" in dispatch.available_backends():
+        assert select(wide, backend="cython")[1] == "im2col"  # no Winograd there
+    deep = fc.ConvSpec(512, 512, 3, padding=1, input_size=14)  # 49 tiles per image
+    assert select(deep)[1] == "im2col"
+    assert select(deep, n_images=8)[1] == "winograd"
+    assert select(fc.ConvSpec(64, 64, 3, padding=1, input_size=56))[1] == "im2col"
+    assert select(fc.ConvSpec(128, 128, 3, stride=2, padding=1, input_size=56))[1] == "im2col"
+    assert select(fc.ConvSpec(128, 128, 3, padding=1, groups=2, input_size=56))[1] == "im2col"
 
 
 # --- property test --------------------------------------------------------------------------
@@ -367,7 +378,8 @@ def test_workspace_budget_tiles_without_changing_the_result(backend, algorithm, 
         np.testing.assert_allclose(gw, gw_ref, rtol=1e-10, atol=1e-10)
 
 
-def test_workspace_stays_within_budget():
+@pytest.mark.parametrize("algorithm", ["im2col", "winograd"])
+def test_workspace_stays_within_budget(algorithm):
     import tracemalloc
 
     from fastconv import workspace
@@ -375,13 +387,13 @@ def test_workspace_stays_within_budget():
     rng = np.random.default_rng(12)
     x = rng.standard_normal((1, 32, 64, 64)).astype(np.float32)
     w = rng.standard_normal((16, 32, 3, 3)).astype(np.float32)
-    full_columns = 32 * 9 * 64 * 64 * 4  # 4.7 MB
+    full_columns = 32 * 9 * 64 * 64 * 4  # 4.7 MB (Winograd's V and M: 3.1 MB)
     budget = full_columns // 10
-    fc.conv2d(x, w, padding=1, algorithm="im2col")  # compile outside the measurement
+    fc.conv2d(x, w, padding=1, algorithm=algorithm)  # compile outside the measurement
     with fc.config.workspace_budget(budget):
         workspace.release()
         tracemalloc.start()
-        y = fc.conv2d(x, w, padding=1, algorithm="im2col")
+        y = fc.conv2d(x, w, padding=1, algorithm=algorithm)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     assert peak <= budget + y.nbytes + 64 * 1024, (peak, budget, y.nbytes)

@@ -15,7 +15,7 @@ transforms would spread a non-finite value over its whole tile.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import prange, uintp
 
 from ... import config, workspace
 from ...config import jit
@@ -40,73 +40,143 @@ def supports(spec: ConvSpec) -> str | None:
     return None
 
 
-@jit(parallel=True)
-def _input_transform(x, v, t0, t1, tiles_h, tiles_w, ph, pw):
-    """``v[k, c, t - t0]`` = element k of ``B^T d B`` for the 4x4 input tile of output tile t
-    (tiles numbered image after image, row after row); pixels outside the input are zero."""
-    n_images, channels, height, width = x.shape
-    per_image = tiles_h * tiles_w
-    for c in prange(channels):
-        d = np.empty((4, 4), x.dtype)
-        for t in range(t0, t1):
-            n = t // per_image
-            r = t - n * per_image
-            top = (r // tiles_w) * 2 - ph
-            left = (r - (r // tiles_w) * tiles_w) * 2 - pw
-            for i in range(4):
-                for j in range(4):
-                    h, w = top + i, left + j
-                    d[i, j] = x[n, c, h, w] if 0 <= h < height and 0 <= w < width else 0.0
-            # rows: B^T d
-            for j in range(4):
-                a0 = d[0, j] - d[2, j]
-                a1 = d[1, j] + d[2, j]
-                a2 = d[2, j] - d[1, j]
-                a3 = d[1, j] - d[3, j]
-                d[0, j], d[1, j], d[2, j], d[3, j] = a0, a1, a2, a3
-            # columns: (B^T d) B
-            k = t - t0
-            for i in range(4):
-                v[4 * i + 0, c, k] = d[i, 0] - d[i, 2]
-                v[4 * i + 1, c, k] = d[i, 1] + d[i, 2]
-                v[4 * i + 2, c, k] = d[i, 2] - d[i, 1]
-                v[4 * i + 3, c, k] = d[i, 1] - d[i, 3]
+# Both transforms run over (channel, row of tiles) tasks, a whole row of tiles at a time, as
+# short loops of one or two streams each: a loop that reads and writes sixteen rows of V or M
+# at once does not vectorise (LLVM gives up on that many runtime alias checks). Tiles are
+# numbered image after image, row after row; a chunk [t0, t1) may start and end inside a row.
+
+
+@jit(inline=True)
+def _tile_rows(t0, t1, tiles_w):
+    """The first row of tiles that chunk ``[t0, t1)`` touches, and how many."""
+    first = t0 // tiles_w
+    return first, (t1 - 1) // tiles_w - first + 1
+
+
+@jit(inline=True)
+def _tile_span(t0, t1, tile_row, tiles_w):
+    """The tiles ``[j0, j1)`` of row ``tile_row`` inside the chunk, and the V/M column of the
+    row's tile 0 (``t - t0`` for ``t = tile_row * tiles_w``; negative when the chunk starts
+    inside the row, whose earlier tiles are then skipped)."""
+    base = tile_row * tiles_w - t0
+    return max(0, -base), min(tiles_w, t1 - t0 - base), base
+
+
+@jit(inline=True)
+def _split_row(x, n, c, h, pw, even, odd):
+    """The zero-padded input row ``h`` (pixel ``w`` at padded column ``w + pw``) split into its
+    even and odd padded columns: ``even[q]`` is padded column ``2q``, ``odd[q]`` is ``2q + 1``.
+    Tile j reads padded columns 2j..2j+3: ``even[j], odd[j], even[j + 1], odd[j + 1]``."""
+    height, width, size = x.shape[2], x.shape[3], even.shape[0]
+    for q in range(uintp(size)):
+        even[q] = 0.0
+        odd[q] = 0.0
+    if 0 <= h < height:
+        n, c, h = uintp(n), uintp(c), uintp(h)
+        for w in range(uintp(min(width, 2 * size - pw))):
+            column = w + uintp(pw)
+            if column & uintp(1):
+                odd[column >> uintp(1)] = x[n, c, h, w]
+            else:
+                even[column >> uintp(1)] = x[n, c, h, w]
+
+
+@jit(inline=True)
+def _columns_b(even, odd, i, v, c, first, count):
+    """``v[4i + 0..3, c, first + j]``, ``j < count``: row ``i`` of ``(B^T d) B`` for a row of
+    tiles, from row ``i`` of ``B^T d`` split into even and odd columns (see _split_row). All
+    indices unsigned (and never a signed plus an unsigned one, which Numba makes a float)."""
+    k, c, first, one = uintp(4 * i), uintp(c), uintp(first), uintp(1)
+    for j in range(uintp(count)):
+        v[k, c, first + j] = even[j] - even[j + one]
+    for j in range(uintp(count)):
+        v[k + one, c, first + j] = odd[j] + even[j + one]
+    for j in range(uintp(count)):
+        v[k + uintp(2), c, first + j] = even[j + one] - odd[j]
+    for j in range(uintp(count)):
+        v[k + uintp(3), c, first + j] = odd[j] - odd[j + one]
+
+
+# B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]: row i of B^T d is
+# d[p] + sign * d[r]
+_B_ROWS = ((0, 2, -1), (1, 2, 1), (2, 1, -1), (1, 3, -1))
 
 
 @jit(parallel=True)
-def _output_transform(m, out, t0, t1, tiles_h, tiles_w):
+def _input_transform(x, v, t0, t1, tiles_h, tiles_w, ph, pw, n_chunks):
+    """``v[k, c, t - t0]`` = element k of ``B^T d B`` for the 4x4 input tile of output tile t;
+    pixels outside the input are zero."""
+    channels, size = x.shape[1], tiles_w + 1  # even (or odd) padded columns a row of tiles reads
+    first_row, n_rows = _tile_rows(t0, t1, tiles_w)
+    tasks = channels * n_rows
+    for chunk in prange(n_chunks):
+        even, odd = np.empty((4, size), x.dtype), np.empty((4, size), x.dtype)
+        a_even, a_odd = np.empty(size, x.dtype), np.empty(size, x.dtype)
+        for task in range(chunk * tasks // n_chunks, (chunk + 1) * tasks // n_chunks):
+            c = task // n_rows
+            tile_row = first_row + task - c * n_rows
+            n = tile_row // tiles_h
+            top = (tile_row - n * tiles_h) * 2 - ph
+            for i in range(4):
+                _split_row(x, n, c, top + i, pw, even[i], odd[i])
+            j0, j1, base = _tile_span(t0, t1, tile_row, tiles_w)
+            for i in range(4):  # row i of B^T d, from tile j0 on, then its columns
+                p, r, sign = _B_ROWS[i]
+                for q in range(uintp(size - j0)):
+                    a_even[q] = even[p, q + uintp(j0)] + sign * even[r, q + uintp(j0)]
+                    a_odd[q] = odd[p, q + uintp(j0)] + sign * odd[r, q + uintp(j0)]
+                _columns_b(a_even, a_odd, i, v, c, base + j0, j1 - j0)
+
+
+@jit(inline=True)
+def _rows_a(m, c, first, count, s):
+    """``s[4r + col, j]`` = element (r, col) of ``A^T m`` (2 x 4), ``A^T = [[1, 1, 1, 0],
+    [0, 1, -1, -1]]``, for the tiles in M's columns ``first + j``, ``j < count``; unsigned
+    indices as in :func:`_columns_b`."""
+    c, first = uintp(c), uintp(first)
+    for col in range(uintp(4)):
+        top, middle, bottom = col + uintp(4), col + uintp(8), col + uintp(12)
+        for j in range(uintp(count)):
+            k = first + j
+            s[col, j] = m[col, c, k] + m[top, c, k] + m[middle, c, k]
+        for j in range(uintp(count)):
+            k = first + j
+            s[top, j] = m[top, c, k] - m[middle, c, k] - m[bottom, c, k]
+
+
+@jit(parallel=True)
+def _output_transform(m, out, t0, t1, tiles_h, tiles_w, n_chunks):
     """``out`` 2x2 block of tile t = ``A^T M_t A``, cropped to the output. Returns the sum of
     the outputs: not finite if any input or weight was not (or the sums overflowed)."""
-    n_images, channels, ho_size, wo_size = out.shape
-    per_image = tiles_h * tiles_w
+    channels, ho_size, wo_size = out.shape[1], out.shape[2], out.shape[3]
+    first_row, n_rows = _tile_rows(t0, t1, tiles_w)
+    tasks = channels * n_rows
     checksum = 0.0
-    for c in prange(channels):
-        for t in range(t0, t1):
-            k = t - t0
-            n = t // per_image
-            r = t - n * per_image
-            oh = (r // tiles_w) * 2
-            ow = (r - (r // tiles_w) * tiles_w) * 2
-            # rows: A^T m (2x4), A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
-            s00 = m[0, c, k] + m[4, c, k] + m[8, c, k]
-            s01 = m[1, c, k] + m[5, c, k] + m[9, c, k]
-            s02 = m[2, c, k] + m[6, c, k] + m[10, c, k]
-            s03 = m[3, c, k] + m[7, c, k] + m[11, c, k]
-            s10 = m[4, c, k] - m[8, c, k] - m[12, c, k]
-            s11 = m[5, c, k] - m[9, c, k] - m[13, c, k]
-            s12 = m[6, c, k] - m[10, c, k] - m[14, c, k]
-            s13 = m[7, c, k] - m[11, c, k] - m[15, c, k]
-            # columns: (A^T m) A
-            y00, y01 = s00 + s01 + s02, s01 - s02 - s03
-            y10, y11 = s10 + s11 + s12, s11 - s12 - s13
-            checksum += y00 + y01 + y10 + y11
-            out[n, c, oh, ow] = y00
-            if ow + 1 < wo_size:
-                out[n, c, oh, ow + 1] = y01
-            if oh + 1 < ho_size:
-                out[n, c, oh + 1, ow] = y10
-                if ow + 1 < wo_size:
-                    out[n, c, oh + 1, ow + 1] = y11
+    for chunk in prange(n_chunks):
+        s = np.empty((8, tiles_w), m.dtype)  # A^T m: row r, column col at s[4r + col]
+        lines = np.empty((2, 2 * tiles_w), out.dtype)  # the row of tiles' two output rows
+        total = 0.0
+        for task in range(chunk * tasks // n_chunks, (chunk + 1) * tasks // n_chunks):
+            c = task // n_rows
+            tile_row = first_row + task - c * n_rows
+            n = tile_row // tiles_h
+            oh = (tile_row - n * tiles_h) * 2
+            j0, j1, base = _tile_span(t0, t1, tile_row, tiles_w)
+            # A^T m A: rows, then columns
+            _rows_a(m, c, base + j0, j1 - j0, s)
+            two = uintp(2)
+            for r in range(2):  # lines[r, 2(j - j0) + 0..1]: output row oh + r from column 2 j0
+                for j in range(uintp(j1 - j0)):
+                    lines[r, two * j] = s[4 * r, j] + s[4 * r + 1, j] + s[4 * r + 2, j]
+                    lines[r, two * j + uintp(1)] = (s[4 * r + 1, j] - s[4 * r + 2, j]
+                                                    - s[4 * r + 3, j])
+                for q in range(uintp(2 * (j1 - j0))):
+                    total += lines[r, q]
+            first = uintp(2 * j0)
+            for r in range(min(2, ho_size - oh)):  # crop: an odd size's last tile overhangs
+                for ow in range(uintp(min(2 * j1, wo_size) - 2 * j0)):
+                    out[uintp(n), uintp(c), uintp(oh + r), first + ow] = lines[r, ow]
+        checksum += total
     return checksum
 
 
@@ -144,21 +214,24 @@ def forward(x, weight, bias, spec: ConvSpec):
     (ph, _), (pw, _) = spec.pads
     tiles_h, tiles_w = -(-ho // 2), -(-wo // 2)
     total = n_images * tiles_h * tiles_w
-    # V and M side by side, 16 values per tile and channel each
+    # V and M side by side, 16 values per tile and channel each, beside the transformed
+    # filters U (16 values per filter) under the workspace budget
     per_tile = 16 * (spec.in_channels + spec.out_channels) * x.dtype.itemsize
-    chunk = int(max(1, min(total, config.get_workspace_budget() // per_tile)))
     u = _filter_transform(weight, spec)
+    room = config.get_workspace_budget() - u.nbytes
+    chunk = int(max(1, min(total, room // per_tile)))
     v = workspace.scratch((16, spec.in_channels, chunk), x.dtype, slot=0)
     m = workspace.scratch((16, spec.out_channels, chunk), x.dtype, slot=1)
     out = np.empty(spec.output_shape(n_images), dtype=x.dtype)
+    chunks = 4 * config.get_num_threads()  # a few per thread, for balance
     for t0 in range(0, total, chunk):
         t1 = min(total, t0 + chunk)
         width = t1 - t0
-        _input_transform(x, v, t0, t1, tiles_h, tiles_w, ph, pw)
+        _input_transform(x, v, t0, t1, tiles_h, tiles_w, ph, pw, chunks)
         # 16 x groups GEMMs in one batched call
         np.matmul(u, v[:, :, :width].reshape(16, groups, cg, width),
                   out=m[:, :, :width].reshape(16, groups, og, width))
-        if not np.isfinite(_output_transform(m, out, t0, t1, tiles_h, tiles_w)):
+        if not np.isfinite(_output_transform(m, out, t0, t1, tiles_h, tiles_w, chunks)):
             # the transforms add and subtract neighbours: an Inf would become NaN across its
             # tile, where a direct convolution (and PyTorch) keeps it to the outputs it reaches
             return im2col.forward(x, weight, bias, spec)
