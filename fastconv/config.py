@@ -195,8 +195,8 @@ def jit(parallel: bool = False, inline: bool = False):
         A parallel kernel must never call BLAS: that would nest two thread pools.
     inline : bool
         Inline the function into its callers (Numba IR inlining). For helpers with a loop
-        that run once per row: LLVM does not inline a separately compiled Numba function,
-        and a call per 14-pixel row cost more than its copy (measured: im2col 2-3x faster).
+        that run once per row or plane: LLVM does not inline a separately compiled Numba
+        function, and on 14x14 layers a call per row cost im2col more than its copies.
     """
     numba = _configure_numba()
     return numba.njit(
