@@ -13,7 +13,8 @@ import fastconv as fc
 from fastconv import dispatch
 
 from helpers import (CASES, COMPILED_BACKENDS, DTYPES, KERNELS, F, assert_conv_close,
-                     kernel_id, needs_torch, random_array, reference_conv, spec_for, torch)
+                     kernel_id, needs_torch, random_array, reference_conv, reference_grads,
+                     spec_for, torch)
 
 ALGORITHMS = KERNELS + [("numpy", "reference")]
 
@@ -109,6 +110,24 @@ def test_auto_picks_by_shape():
     assert select(fc.ConvSpec(64, 64, 3, padding=1, input_size=56))[1] == "im2col"
     assert select(fc.ConvSpec(128, 128, 3, stride=2, padding=1, input_size=56))[1] == "im2col"
     assert select(fc.ConvSpec(128, 128, 3, padding=1, groups=2, input_size=56))[1] == "im2col"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_auto_on_a_wide_layer_matches_the_reference(dtype):
+    """A layer wide enough for "auto" to run Winograd (forward and input gradient) gives the
+    reference's values, odd size and batch 2 included."""
+    rng = np.random.default_rng(13)
+    x = random_array(rng, (2, 96, 13, 15), dtype)
+    w = random_array(rng, (8, 96, 3, 3), dtype)
+    b = random_array(rng, (8,), dtype)
+    spec = spec_for(x, w, b, padding=1)
+    assert dispatch.select(spec, n_images=2)[1] == "winograd"
+    y = fc.conv2d(x, w, b, padding=1)
+    assert_conv_close(y, *reference_conv(x, w, b, padding=1), dtype)
+    dy = random_array(rng, y.shape, dtype)
+    grads = fc.conv2d_backward(dy, x, w, padding=1)
+    for got, expected in zip(grads, reference_grads(dy, x, w, b, padding=1)):
+        assert_conv_close(got, *expected, dtype)
 
 
 # --- property test --------------------------------------------------------------------------
