@@ -27,6 +27,15 @@ def skips_padding(spec):
     return False
 
 
+cdef inline void _tile_start(Py_ssize_t q0, Py_ssize_t pixels, Py_ssize_t wo_size,
+                             Py_ssize_t* n, Py_ssize_t* oh, Py_ssize_t* ow) noexcept nogil:
+    """Image, output row and output column of the batch's output pixel ``q0`` (called before
+    the parallel loop, whose walk then advances them by counting)."""
+    n[0] = q0 // pixels
+    oh[0] = (q0 - n[0] * pixels) // wo_size
+    ow[0] = q0 - n[0] * pixels - oh[0] * wo_size
+
+
 cdef void _im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols, Py_ssize_t q0,
                   Py_ssize_t q1, Py_ssize_t pixels, Py_ssize_t kh_size, Py_ssize_t kw_size,
                   Py_ssize_t wo_size, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
@@ -34,12 +43,11 @@ cdef void _im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols, Py_ssiz
     """cols[:, :q1-q0] = the patches of the batch's output pixels [q0, q1), walked one output
     row at a time by counting, not dividing (as in the Numba kernel)."""
     cdef Py_ssize_t height = x.shape[2], width = x.shape[3], taps = kh_size * kw_size
-    cdef Py_ssize_t ho_size = pixels // wo_size, n0 = q0 // pixels
-    cdef Py_ssize_t oh0 = (q0 - n0 * pixels) // wo_size
-    cdef Py_ssize_t ow00 = q0 - n0 * pixels - oh0 * wo_size
+    cdef Py_ssize_t ho_size = pixels // wo_size, n0, oh0, ow00
     cdef Py_ssize_t r, c, kh, kw, offset, lo, hi, n, oh, ow0, ow1, dst, ih, a, b, i
     cdef const floating* row
     cdef floating* to
+    _tile_start(q0, pixels, wo_size, &n0, &oh0, &ow00)
     for r in prange(cols.shape[0], schedule="static", num_threads=threads):
         c = r // taps
         kh = (r - c * taps) // kw_size
@@ -87,12 +95,11 @@ cdef void _col2im(const floating[:, ::1] dcols, floating[:, :, :, ::1] grad_inpu
     """Add the column gradients of pixels [q0, q1) back onto the input gradient; parallel
     over input channels, so no two threads add into the same pixel."""
     cdef Py_ssize_t height = grad_input.shape[2], width = grad_input.shape[3]
-    cdef Py_ssize_t ho_size = pixels // wo_size, n0 = q0 // pixels
-    cdef Py_ssize_t oh0 = (q0 - n0 * pixels) // wo_size
-    cdef Py_ssize_t ow00 = q0 - n0 * pixels - oh0 * wo_size
+    cdef Py_ssize_t ho_size = pixels // wo_size, n0, oh0, ow00
     cdef Py_ssize_t c, kh, kw, r, offset, lo, hi, n, oh, ow0, ow1, src, ih, a, b, i
     cdef const floating* row
     cdef floating* to
+    _tile_start(q0, pixels, wo_size, &n0, &oh0, &ow00)
     for c in prange(grad_input.shape[1], schedule="static", num_threads=threads):
         for kh in range(kh_size):
             for kw in range(kw_size):
