@@ -492,25 +492,39 @@ def _backward_weight_wrapped_3x3(grad_output, x, grad_weight, width, dh, dw, cop
 
 
 @jit(inline=True)
+def _phase_taps(d, p, row, w):
+    """The four phases' gradients at one position, from dY at ``d[p]`` and its neighbours to
+    the left, above and above-left (``row`` back): the even-even phase collects taps (0,0)
+    (0,2) (2,0) (2,2), even-odd (0,1) (2,1), odd-even (1,0) (1,2), odd-odd (1,1); ``w`` is the
+    kernel in forward order."""
+    w0, w1, w2, w3, w4, w5, w6, w7, w8 = w
+    here, left = d[p], d[p - uintp(1)]
+    up, up_left = d[p - row], d[p - row - uintp(1)]
+    return (w0 * here + w2 * left + w6 * up + w8 * up_left, w1 * here + w7 * up,
+            w3 * here + w5 * left, w4 * here)
+
+
+@jit(inline=True)
 def _phase_gradients(acc, d, plane, pitch, w, accumulate):
     """``acc`` (four phases of ``plane``) (+)= the padded plane's gradient from ``d``, dY at
-    ``d[(1 + oh) * pitch + 1 + ow]``; ``w`` is the kernel in forward order."""
-    w0, w1, w2, w3, w4, w5, w6, w7, w8 = w
-    one, row = uintp(pitch + 1), uintp(pitch)  # d offset of dY[q], and one row up
-    size = uintp(plane)
-    for q in range(size):  # even rows, even columns: taps (0,0) (0,2) (2,0) (2,2)
-        v = (w0 * d[q + one] + w2 * d[q + one - uintp(1)] + w6 * d[q + one - row]
-             + w8 * d[q + one - row - uintp(1)])
-        acc[q] = acc[q] + v if accumulate else v
-    for q in range(size):  # even rows, odd columns: taps (0,1) (2,1)
-        v = w1 * d[q + one] + w7 * d[q + one - row]
-        acc[size + q] = acc[size + q] + v if accumulate else v
-    for q in range(size):  # odd rows, even columns: taps (1,0) (1,2)
-        v = w3 * d[q + one] + w5 * d[q + one - uintp(1)]
-        acc[uintp(2) * size + q] = acc[uintp(2) * size + q] + v if accumulate else v
-    for q in range(size):  # odd rows, odd columns: tap (1,1)
-        v = w4 * d[q + one]
-        acc[uintp(3) * size + q] = acc[uintp(3) * size + q] + v if accumulate else v
+    ``d[(1 + oh) * pitch + 1 + ow]``. One pass writes all four phases, and ``accumulate``
+    picks one of two loops: a select inside the loop kept it from vectorising well."""
+    one, row, size = uintp(pitch + 1), uintp(pitch), uintp(plane)
+    second, third, fourth = size, uintp(2) * size, uintp(3) * size  # where each phase starts
+    if accumulate:
+        for q in range(size):
+            g0, g1, g2, g3 = _phase_taps(d, q + one, row, w)
+            acc[q] += g0
+            acc[second + q] += g1
+            acc[third + q] += g2
+            acc[fourth + q] += g3
+    else:
+        for q in range(size):
+            g0, g1, g2, g3 = _phase_taps(d, q + one, row, w)
+            acc[q] = g0
+            acc[second + q] = g1
+            acc[third + q] = g2
+            acc[fourth + q] = g3
 
 
 @jit(inline=True)
