@@ -97,6 +97,7 @@ class Machine:
     assumptions: list[str]
     gemm_gflops: dict[str, float] = field(default_factory=dict)
     bandwidth_gbs: float | None = None
+    wake_us: float | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -147,9 +148,42 @@ def _stream_gbs(megabytes: int, seconds: float) -> float:
     return 2 * src.nbytes / best / 1e9
 
 
+def _wake_us(seconds: float) -> float:
+    """Microseconds a parallel kernel call pays to start the thread pool: the median call of a
+    parallel region with almost no work, less the median such call on the calling thread
+    alone. Between calls the pool sleeps (see ``config._polite_openmp``), so every parallel
+    call pays this before its other threads start; a kernel shorter than a few times this
+    gains little from them. The median, not the fastest call: the wake-up's cost varies
+    widely from call to call (on a virtual machine, with how the host schedules the idle
+    core), and now and then one is almost free."""
+    from .kernels.numba._common import parallel_copy as copy
+
+    src = np.ones(64)
+    dst = np.empty_like(src)
+    copy(src, dst)  # compiled or loaded before the timing
+
+    def median():
+        times, deadline = [], time.perf_counter() + seconds / 2
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            copy(src, dst)
+            times.append(time.perf_counter() - start)
+        return float(np.median(times))
+
+    threads = config.get_num_threads()
+    parallel = median()
+    config.set_num_threads(1)
+    try:
+        serial = median()
+    finally:
+        config.set_num_threads(threads)
+    return max(0.0, parallel - serial) * 1e6
+
+
 def measure_machine(threads: int | None = None, dtypes=("float32", "float64"),
                     seconds: float = 0.5, quick: bool = False) -> Machine:
-    """The theoretical peak and the measured GEMM and streaming speed.
+    """The theoretical peak, the measured GEMM and streaming speed, and the cost of waking
+    the thread pool.
 
     Parameters
     ----------
@@ -168,4 +202,5 @@ def measure_machine(threads: int | None = None, dtypes=("float32", "float64"),
     size = 256 if quick else 2048
     gemm = {d: _gemm_gflops(np.dtype(d), size, seconds) for d in dtypes}
     bandwidth = _stream_gbs(16 if quick else 512, seconds)
-    return Machine(cpu, threads, peak, assumptions, gemm, bandwidth)
+    wake = _wake_us(seconds) if threads > 1 else 0.0
+    return Machine(cpu, threads, peak, assumptions, gemm, bandwidth, wake)

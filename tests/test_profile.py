@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from fastconv import cli, machine, models, profile
+from fastconv import cli, config, machine, models, profile
 from fastconv.flops import backward_macs
 
 from helpers import needs_torch
@@ -26,7 +26,14 @@ def test_machine_peaks(peaks):
     assert peaks.gemm_gflops["float32"] > 0 and peaks.bandwidth_gbs > 0
     assert peaks.peak_gflops["float64"] * 2 == pytest.approx(peaks.peak_gflops["float32"])
     assert peaks.assumptions and "FMA" in peaks.assumptions[0]
-    assert set(peaks.to_dict()) >= {"cpu", "peak_gflops", "gemm_gflops", "bandwidth_gbs"}
+    assert set(peaks.to_dict()) >= {"cpu", "peak_gflops", "gemm_gflops", "bandwidth_gbs",
+                                    "wake_us"}
+
+
+def test_waking_the_pool_is_measured_and_the_thread_count_restored(peaks):
+    # measured on the calling thread alone too, then the thread count is set back
+    assert peaks.wake_us is not None and peaks.wake_us >= 0
+    assert config.get_num_threads() == peaks.threads
 
 
 @pytest.mark.parametrize("mode", ["forward", "backward", "both"])
