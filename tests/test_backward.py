@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 
 import fastconv as fc
 from fastconv import dispatch
+from fastconv.kernels import tiling
 
 from helpers import (CASES, COMPILED_BACKENDS, DTYPES, KERNELS, F, assert_conv_close,
                      kernel_id, needs_torch, random_array, reference_grads, spec_for, torch)
@@ -111,6 +112,30 @@ def test_grid_against_reference(backend, algorithm, x_shape, w_shape, kwargs, dt
 
 
 @needs_torch
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("budget", [None, 20000], ids=["one tile", "tiles"])
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
+def test_im2col_weight_gradient_in_chunks_of_pixels(monkeypatch, backend, budget, dtype):
+    # A small gradient over many pixels is summed chunk by chunk (tiling.gradient_chunk). A low
+    # threshold sends this small layer there: chunks of 36 pixels, a ragged last one, and
+    # with the budget a last tile too short to split.
+    monkeypatch.setattr(tiling, "SMALL_GEMM", 2000)
+    rng = np.random.default_rng(7)
+    x, w, b, kwargs, dy = _grad_problem(rng, (3, 4, 13, 11), (6, 2, 3, 3),
+                                        dict(groups=2, stride=2, padding=1), dtype)
+    assert tiling.gradient_chunk(3, 18, 126) == 36
+    with fc.config.workspace_budget(budget or fc.config.get_workspace_budget()):
+        _, grad_weight, _ = fc.conv2d_backward(dy, x, w, **kwargs, algorithm="im2col",
+                                               backend=backend, needs=("weight",))
+    assert_conv_close(grad_weight, *reference_grads(dy, x, w, None, **kwargs)[1], dtype)
+
+
+def test_gradient_chunks_only_split_small_gradients_over_long_products():
+    assert tiling.gradient_chunk(32, 27, 12544) == 1156  # MobileNet's first layer
+    assert tiling.gradient_chunk(32, 27, 2000) == 2000  # too short to split
+    assert tiling.gradient_chunk(64, 32, 12544) == 12544  # a gradient of 2048 values
+
+
 @pytest.mark.parametrize("name, x_shape, w_shape, kwargs", CASES, ids=[c[0] for c in CASES])
 def test_reference_gradients_match_torch_autograd(name, x_shape, w_shape, kwargs):
     rng = np.random.default_rng(21)

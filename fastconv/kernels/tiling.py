@@ -64,3 +64,27 @@ def batch_small_images(spec: ConvSpec, n_images: int) -> bool:
     group_rows = spec.in_channels_per_group * kh * kw
     og = spec.out_channels_per_group
     return n_images > 1 and og * group_rows > (group_rows + og) * ho * wo
+
+
+# A GEMM with fewer multiply-adds than this runs on one thread with OpenBLAS's small-matrix
+# kernels, without packing its operands.
+SMALL_GEMM = 1_000_000
+# weight gradients of at most this many values are summed in chunks (see gradient_chunk)
+SMALL_GRADIENT = 1024
+
+
+def gradient_chunk(filters: int, taps: int, width: int) -> int:
+    """How many output pixels one weight-gradient GEMM ``(filters x width) @ (width x taps)``
+    should cover; ``width`` (no chunking) unless the gradient is small and the product long.
+
+    A layer with few filters of few taps (MobileNet's first: 32 filters of 27 taps) has a
+    gradient of under a thousand values, each summed over every pixel. OpenBLAS runs that
+    product on its threads over the whole inner dimension (12544 pixels at batch 1), far below
+    its speed on square matrices. In chunks of just under :data:`SMALL_GEMM` multiply-adds
+    each (one batched matmul, summed after) it runs on the calling thread and took about half
+    the time at batch 1 here; it also leaves the other thread pools alone."""
+    result = filters * taps
+    if result > SMALL_GRADIENT:
+        return width
+    chunk = SMALL_GEMM // result - 1
+    return chunk if 2 * chunk <= width else width

@@ -12,7 +12,7 @@ include "_common.pxi"
 import numpy as np
 
 from ... import workspace
-from ..tiling import column_tiling, tiles
+from ..tiling import column_tiling, gradient_chunk, tiles
 from . import _checks
 from .direct import backward_bias  # noqa: F401  (the same sum for every algorithm)
 
@@ -221,10 +221,14 @@ def backward_weight(grad_output, x, spec):
             for n, p0, p1, at in segments:
                 dy_tile[:, at:at + p1 - p0] = dy[n, :, p0:p1]
             lhs, lhs_at, lhs_ld, group_step = dy_flat, 0, tile, og * tile
+        # small gradients over long tiles: a GEMM per chunk of pixels (see gradient_chunk)
+        chunk = gradient_chunk(og, group_rows, q1 - q0)
         for g in range(groups):
-            gemm_checked(False, True, og, group_rows, q1 - q0, lhs, lhs_at + g * group_step,
-                         lhs_ld, cols_flat, g * group_rows * tile, tile, 1.0, grad_flat,
-                         g * og * group_rows, group_rows)
+            for k0 in range(0, q1 - q0, chunk):
+                gemm_checked(False, True, og, group_rows, min(chunk, q1 - q0 - k0), lhs,
+                             lhs_at + g * group_step + k0, lhs_ld, cols_flat,
+                             g * group_rows * tile + k0, tile, 1.0, grad_flat,
+                             g * og * group_rows, group_rows)
     return grad
 
 

@@ -20,7 +20,8 @@ from numba import prange, uintp
 from ... import workspace
 from ...config import jit
 from ...spec import ConvSpec
-from ..tiling import ColumnTiling, batch_small_images, column_tiling, tiles  # noqa: F401
+from ..tiling import (ColumnTiling, batch_small_images, column_tiling,  # noqa: F401
+                      gradient_chunk, tiles)
 from ._common import add_bias, backward_bias, valid_output_range  # noqa: F401
 
 
@@ -210,12 +211,37 @@ def backward_weight(grad_output, x, spec: ConvSpec):
         _im2col(x, cols_2d, q0, q1, *tiling.args)
         lhs = _gather(dy, segments, dy_tile)
         rhs = cols[:, :, : q1 - q0].transpose(0, 2, 1)
-        if grad is None:  # the first tile writes the gradient, later ones add to it
-            grad = np.matmul(lhs, rhs)
+        chunk = gradient_chunk(og, tiling.group_rows, q1 - q0)
+        if chunk < q1 - q0:
+            product = _chunked_product(lhs, rhs, chunk)
+        elif grad is None:
+            product = np.matmul(lhs, rhs)
         else:
-            partial = np.matmul(lhs, rhs, out=partial)
-            grad += partial
+            product = partial = np.matmul(lhs, rhs, out=partial)
+        if grad is None:  # the first tile writes the gradient, later ones add to it
+            grad = product
+        else:
+            grad += product
     return grad.reshape(spec.weight_shape)
+
+
+def _chunked_product(lhs, rhs, chunk):
+    """``lhs @ rhs`` for (G, M, K) and (G, K, N) operands, as one batched matmul over chunks
+    of the inner dimension (strided views, no copies) summed after; see
+    :func:`fastconv.kernels.tiling.gradient_chunk`."""
+    from numpy.lib.stride_tricks import as_strided
+
+    (groups, m, k), n = lhs.shape, rhs.shape[2]
+    whole = k // chunk
+    (g_l, m_l, k_l), (g_r, k_r, n_r) = lhs.strides, rhs.strides
+    lhs_chunks = as_strided(lhs, (groups, whole, m, chunk), (g_l, chunk * k_l, m_l, k_l),
+                            writeable=False)
+    rhs_chunks = as_strided(rhs, (groups, whole, chunk, n), (g_r, chunk * k_r, k_r, n_r),
+                            writeable=False)
+    product = np.matmul(lhs_chunks, rhs_chunks).sum(axis=1)
+    if whole * chunk < k:
+        product += np.matmul(lhs[:, :, whole * chunk:], rhs[:, whole * chunk:])
+    return product
 
 
 def backward_input(grad_output, weight, spec: ConvSpec):
