@@ -86,5 +86,5 @@ def gradient_chunk(filters: int, taps: int, width: int) -> int:
     result = filters * taps
     if result > SMALL_GRADIENT:
         return width
-    chunk = SMALL_GEMM // result - 1
+    chunk = max(1, SMALL_GEMM // result - 1)
     return chunk if 2 * chunk <= width else width

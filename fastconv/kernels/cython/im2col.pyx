@@ -199,7 +199,8 @@ def forward(x, weight, bias, spec):
 
 def backward_weight(grad_output, x, spec):
     """``dW_g += dY_g @ cols_g^T`` tile after tile, accumulated by BLAS (beta = 1); a tile's
-    image segments are copied side by side first, so small images make one GEMM."""
+    image segments are copied side by side first, so small images make one GEMM, unless the
+    gradient is summed in chunks of pixels anyway."""
     n_images = _checks.backward_args(grad_output, spec, x=x)
     groups, og = spec.groups, spec.out_channels_per_group
     tiling = column_tiling(spec, x.dtype.itemsize, n_images, extra_rows=spec.out_channels)
@@ -213,22 +214,22 @@ def backward_weight(grad_output, x, spec):
     dy_full = grad_output.reshape(-1)
     for q0, q1, segments in tiles(tiling, n_images):
         _im2col_kernel(x, cols, q0, q1, geometry, threads)
-        if len(segments) == 1:  # inside one image: dY is used where it is
-            n, p0, _, _ = segments[0]
-            lhs, lhs_at, lhs_ld = dy_full, (n * spec.out_channels) * pixels + p0, pixels
-            group_step = og * pixels
-        else:
+        # a small gradient over a long tile: a GEMM per chunk of pixels (see gradient_chunk)
+        chunk = gradient_chunk(og, group_rows, q1 - q0)
+        if len(segments) == 1 or chunk < q1 - q0:  # dY where it is, image by image
+            parts = [(dy_full, n * spec.out_channels * pixels + p0, pixels, og * pixels, at,
+                      p1 - p0) for n, p0, p1, at in segments]
+        else:  # small images side by side: one GEMM
             for n, p0, p1, at in segments:
                 dy_tile[:, at:at + p1 - p0] = dy[n, :, p0:p1]
-            lhs, lhs_at, lhs_ld, group_step = dy_flat, 0, tile, og * tile
-        # small gradients over long tiles: a GEMM per chunk of pixels (see gradient_chunk)
-        chunk = gradient_chunk(og, group_rows, q1 - q0)
-        for g in range(groups):
-            for k0 in range(0, q1 - q0, chunk):
-                gemm_checked(False, True, og, group_rows, min(chunk, q1 - q0 - k0), lhs,
-                             lhs_at + g * group_step + k0, lhs_ld, cols_flat,
-                             g * group_rows * tile + k0, tile, 1.0, grad_flat,
-                             g * og * group_rows, group_rows)
+            parts = [(dy_flat, 0, tile, og * tile, 0, q1 - q0)]
+        for lhs, lhs_at, lhs_ld, group_step, at, width in parts:
+            for g in range(groups):
+                for k0 in range(0, width, chunk):
+                    gemm_checked(False, True, og, group_rows, min(chunk, width - k0), lhs,
+                                 lhs_at + g * group_step + k0, lhs_ld, cols_flat,
+                                 g * group_rows * tile + at + k0, tile, 1.0, grad_flat,
+                                 g * og * group_rows, group_rows)
     return grad
 
 

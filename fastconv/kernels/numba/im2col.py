@@ -209,19 +209,24 @@ def backward_weight(grad_output, x, spec: ConvSpec):
     grad = partial = None
     for q0, q1, segments in tiles(tiling, n_images):
         _im2col(x, cols_2d, q0, q1, *tiling.args)
+        chunk = gradient_chunk(og, tiling.group_rows, q1 - q0)
+        if chunk < q1 - q0:  # image by image, dY where it is (not copied side by side)
+            for n, p0, p1, at in segments:
+                product = _chunked_product(dy[n, :, :, p0:p1],
+                                           cols[:, :, at:at + p1 - p0].transpose(0, 2, 1),
+                                           min(chunk, p1 - p0))
+                if grad is None:
+                    grad = product
+                else:
+                    grad += product
+            continue
         lhs = _gather(dy, segments, dy_tile)
         rhs = cols[:, :, : q1 - q0].transpose(0, 2, 1)
-        chunk = gradient_chunk(og, tiling.group_rows, q1 - q0)
-        if chunk < q1 - q0:
-            product = _chunked_product(lhs, rhs, chunk)
-        elif grad is None:
-            product = np.matmul(lhs, rhs)
-        else:
-            product = partial = np.matmul(lhs, rhs, out=partial)
         if grad is None:  # the first tile writes the gradient, later ones add to it
-            grad = product
+            grad = np.matmul(lhs, rhs)
         else:
-            grad += product
+            partial = np.matmul(lhs, rhs, out=partial)
+            grad += partial
     return grad.reshape(spec.weight_shape)
 
 
