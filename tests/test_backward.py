@@ -111,7 +111,6 @@ def test_grid_against_reference(backend, algorithm, x_shape, w_shape, kwargs, dt
         assert_conv_close(grads[2], *expected[2], dtype)
 
 
-@needs_torch
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("budget", [None, 20000], ids=["one tile", "tiles"])
 @pytest.mark.parametrize("backend", COMPILED_BACKENDS)
@@ -136,6 +135,7 @@ def test_gradient_chunks_only_split_small_gradients_over_long_products():
     assert tiling.gradient_chunk(64, 32, 12544) == 12544  # a gradient of 2048 values
 
 
+@needs_torch
 @pytest.mark.parametrize("name, x_shape, w_shape, kwargs", CASES, ids=[c[0] for c in CASES])
 def test_reference_gradients_match_torch_autograd(name, x_shape, w_shape, kwargs):
     rng = np.random.default_rng(21)

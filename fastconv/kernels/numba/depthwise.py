@@ -508,7 +508,7 @@ def _phase_taps(d, p, row, w):
 def _phase_gradients(acc, d, plane, pitch, w, accumulate):
     """``acc`` (four phases of ``plane``) (+)= the padded plane's gradient from ``d``, dY at
     ``d[(1 + oh) * pitch + 1 + ow]``. One pass writes all four phases, and ``accumulate``
-    picks one of two loops: a select inside the loop kept it from vectorising well."""
+    picks one of two loops (a select inside one loop was slower)."""
     one, row, size = uintp(pitch + 1), uintp(pitch), uintp(plane)
     second, third, fourth = size, uintp(2) * size, uintp(3) * size  # where each phase starts
     if accumulate:
