@@ -12,6 +12,7 @@ import functools
 import importlib
 from types import ModuleType
 
+from .kernels.tiling import winograd_tiles
 from .spec import ConvSpec
 
 BACKENDS = ("numba", "numpy", "cython", "cuda")
@@ -132,9 +133,8 @@ def winograd_pays(spec: ConvSpec, n_images: int) -> bool:
     if (spec.groups != 1 or spec.kernel_size != (3, 3) or spec.stride != (1, 1)
             or spec.dilation != (1, 1)):
         return False
-    ho, wo = spec.output_size
-    tiles = n_images * ((ho + 1) // 2) * ((wo + 1) // 2)
-    return spec.in_channels >= 96 and 2 * tiles >= spec.in_channels
+    tiles_h, tiles_w = winograd_tiles(spec)
+    return spec.in_channels >= 96 and 2 * n_images * tiles_h * tiles_w >= spec.in_channels
 
 
 def select(spec: ConvSpec, algorithm: str = "auto", backend: str = "auto", n_images: int = 1):

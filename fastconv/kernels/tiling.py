@@ -53,6 +53,13 @@ def tiles(tiling: ColumnTiling, n_images: int):
         yield q0, q1, segments
 
 
+def winograd_tiles(spec: ConvSpec) -> tuple[int, int]:
+    """Rows and columns of Winograd F(2x2, 3x3)'s 2x2 output tiles in one image (an odd
+    output size leaves the last row or column of tiles half outside it)."""
+    ho, wo = spec.output_size
+    return -(-ho // 2), -(-wo // 2)
+
+
 def batch_small_images(spec: ConvSpec, n_images: int) -> bool:
     """Whether the weight gradient should be one GEMM over several images rather than one per
     image: when the weight is larger than an image's columns and outputs, each per-image GEMM

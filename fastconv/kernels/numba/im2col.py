@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import prange, uintp
+from numpy.lib.stride_tricks import as_strided
 
 from ... import workspace
 from ...config import jit
@@ -234,8 +235,6 @@ def _chunked_product(lhs, rhs, chunk):
     """``lhs @ rhs`` for (G, M, K) and (G, K, N) operands, as one batched matmul over chunks
     of the inner dimension (strided views, no copies) summed after; see
     :func:`fastconv.kernels.tiling.gradient_chunk`."""
-    from numpy.lib.stride_tricks import as_strided
-
     (groups, m, k), n = lhs.shape, rhs.shape[2]
     whole = k // chunk
     (g_l, m_l, k_l), (g_r, k_r, n_r) = lhs.strides, rhs.strides

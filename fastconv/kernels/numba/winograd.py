@@ -20,6 +20,7 @@ from numba import prange, uintp
 from ... import config, workspace
 from ...config import jit
 from ...spec import ConvSpec
+from ..tiling import winograd_tiles
 from . import im2col
 from ._common import add_bias, backward_bias  # noqa: F401
 
@@ -212,7 +213,7 @@ def forward(x, weight, bias, spec: ConvSpec):
     groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
     ho, wo = spec.output_size
     (ph, _), (pw, _) = spec.pads
-    tiles_h, tiles_w = -(-ho // 2), -(-wo // 2)
+    tiles_h, tiles_w = winograd_tiles(spec)
     total = n_images * tiles_h * tiles_w
     # V and M side by side, 16 values per tile and channel each, beside the transformed
     # filters U (16 values per filter) under the workspace budget
