@@ -15,10 +15,12 @@ Environment variables (read once, at import):
     Cap on temporary workspaces (im2col columns), in MiB; default 256.
 ``FASTCONV_SERIAL_BELOW``
     Elements read and written below which a memory-bound kernel (depthwise) runs on the
-    calling thread; default 450000. ``0`` always uses every thread.
+    calling thread; by default 50000 for Numba's kernels on TBB and 450000 for OpenMP ones
+    (see :data:`SERIAL_BELOW`). ``0`` always uses every thread.
 ``NUMBA_THREADING_LAYER``
-    Respected when set; otherwise fastconv asks Numba for a *thread-safe* layer (TBB or OpenMP)
-    so that kernels may be called from several Python threads at once.
+    Respected when set; otherwise fastconv asks Numba for a *thread-safe* layer, TBB (the
+    ``tbb`` package, a dependency on Linux x86-64) or else OpenMP, so that kernels may be
+    called from several Python threads at once.
 """
 
 from __future__ import annotations
@@ -103,12 +105,47 @@ def _configure_numba():
     if _numba_configured:
         return numba
     _numba_configured = True
-    if not os.environ.get("NUMBA_THREADING_LAYER"):
+    requested = os.environ.get("NUMBA_THREADING_LAYER")
+    if not requested:
         # the default may pick "workqueue", which aborts when two Python threads enter a
         # parallel region together; "threadsafe" means TBB, else OpenMP.
         numba.config.THREADING_LAYER = "threadsafe"
+    if requested in (None, "", "tbb", "threadsafe", "forksafe", "default"):
+        _load_pip_tbb()
     _start_threads_politely(numba)
     return numba
+
+
+def _load_pip_tbb() -> None:
+    """Load the TBB library of the ``tbb`` wheel, if installed, so that Numba finds it.
+
+    Numba prefers TBB: a parallel call starts on the calling thread at once and the workers
+    join as they wake, where OpenMP's passive pool makes every call wait for its sleeping
+    worker (``Machine.wake_us``). But pip puts ``libtbb.so.12`` in ``<prefix>/lib``, which the
+    dynamic loader does not search (numba/numba#6108); loaded here by its path, Numba's later
+    load by name finds it in the process."""
+    import ctypes
+    import site
+
+    for prefix in (sys.prefix, site.getuserbase()):
+        library = os.path.join(prefix, "lib", "libtbb.so.12")
+        if os.path.exists(library):
+            try:
+                ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
+                return
+            except OSError:  # a broken or foreign build: Numba falls back to OpenMP
+                continue
+
+
+def numba_threading_layer() -> str:
+    """The threading layer Numba's parallel kernels run on (``"tbb"`` or ``"omp"``)."""
+    global _numba_layer
+    if _numba_layer is None:
+        _numba_layer = _configure_numba().threading_layer()
+    return _numba_layer
+
+
+_numba_layer: str | None = None
 
 
 @contextlib.contextmanager
@@ -161,20 +198,26 @@ def set_num_threads(n: int) -> None:
     """Set the threads used by the Numba kernels (at most ``NUMBA_NUM_THREADS``)."""
     _configure_numba().set_num_threads(int(n))
 
-
-# Below this many elements read and written, a memory-bound kernel runs on the calling thread:
-# waking a sleeping worker (the pool waits passively, see _polite_openmp) costs tens of
-# microseconds here, more than a second thread saves on a 14x14 or 28x28 depthwise layer.
-SERIAL_BELOW: int = int(os.environ.get("FASTCONV_SERIAL_BELOW", "450000"))
+# Below this many elements read and written, a memory-bound kernel runs on the calling thread,
+# by thread pool. OpenMP's pool sleeps between calls (see _polite_openmp) and a parallel call
+# waits tens of microseconds for it here, more than a second thread saves on a 14x14 or 28x28
+# depthwise layer. TBB's calling thread starts at once; its workers join as they wake, and a
+# second thread paid off from about 50000 elements in a sweep of depthwise layers here.
+_serial_env = os.environ.get("FASTCONV_SERIAL_BELOW")
+SERIAL_BELOW: dict[str, int] = {
+    "omp": int(_serial_env or 450_000),  # the Cython kernels, and Numba's without TBB
+    "tbb": int(_serial_env or 50_000),
+}
 
 
 def run_sized(elements: int, kernel, *args):
     """``kernel(*args)``, on the calling thread alone if the call reads and writes fewer than
-    :data:`SERIAL_BELOW` array elements, else on every thread.
+    :data:`SERIAL_BELOW` array elements (for Numba's threading layer), else on every thread.
 
     Numba's thread count is per calling thread, so this is safe with several Python threads.
     """
-    if elements >= SERIAL_BELOW:
+    layer = numba_threading_layer()
+    if elements >= SERIAL_BELOW.get(layer, SERIAL_BELOW["omp"]):
         return kernel(*args)
     numba = _configure_numba()
     previous = numba.get_num_threads()

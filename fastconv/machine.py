@@ -151,9 +151,10 @@ def _stream_gbs(megabytes: int, seconds: float) -> float:
 def _wake_us(seconds: float) -> float:
     """Microseconds a parallel kernel call pays to start the thread pool: the median call of a
     parallel region with almost no work, less the median such call on the calling thread
-    alone. Between calls the pool sleeps (see ``config._polite_openmp``), so every parallel
-    call pays this before its other threads start; a kernel shorter than a few times this
-    gains little from them. The median, not the fastest call: the wake-up's cost varies
+    alone. Between calls OpenMP's pool sleeps (see ``config._polite_openmp``), so every
+    parallel call pays this before its other threads start; a kernel shorter than a few times
+    this gains little from them. On TBB the calling thread does not wait for its workers and
+    this is near zero. The median, not the fastest call: the wake-up's cost varies
     widely from call to call (on a virtual machine, with how the host schedules the idle
     core), and now and then one is almost free."""
     from .kernels.numba._common import parallel_copy as copy

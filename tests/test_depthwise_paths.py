@@ -72,7 +72,7 @@ def test_each_path_forward_and_backward(backend, geometry, dtype):
 
 @pytest.mark.parametrize("serial_below", [0, 10**12], ids=["threads", "calling-thread"])
 def test_small_layers_on_the_calling_thread_give_the_same_result(monkeypatch, serial_below):
-    monkeypatch.setattr(config, "SERIAL_BELOW", serial_below)
+    monkeypatch.setattr(config, "SERIAL_BELOW", {"omp": serial_below, "tbb": serial_below})
     threads = config.get_num_threads()
     x, w, b, kwargs, _ = _problem(GEOMETRIES[4], np.float64, seed=3)
     y = fc.conv2d(x, w, b, **kwargs, algorithm="depthwise", backend="numba")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 
 import numpy as np
@@ -10,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv as fc
-from fastconv import dispatch
+from fastconv import config, dispatch
 
 from helpers import (CASES, COMPILED_BACKENDS, DTYPES, KERNELS, F, assert_conv_close,
                      kernel_id, needs_torch, random_array, reference_conv, reference_grads,
@@ -368,6 +370,17 @@ def test_concurrent_calls_from_python_threads():
     for t in threads:
         t.join()
     assert not failures, failures[0]
+
+
+def test_numba_runs_on_the_tbb_wheel_when_it_is_installed():
+    # pip puts libtbb in <prefix>/lib, where the loader does not look; fastconv loads it
+    import site
+
+    installed = any(os.path.exists(os.path.join(prefix, "lib", "libtbb.so.12"))
+                    for prefix in (sys.prefix, site.getuserbase()))
+    if not installed or os.environ.get("NUMBA_THREADING_LAYER", "") not in ("", "tbb"):
+        pytest.skip("no tbb wheel in this environment, or another threading layer was asked for")
+    assert config.numba_threading_layer() == "tbb"
 
 
 @pytest.mark.parametrize("algorithm, w_shape, kwargs", [

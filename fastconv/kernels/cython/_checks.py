@@ -51,9 +51,9 @@ def backward_args(grad_output, spec: ConvSpec, x=None, weight=None):
 
 def threads(elements: int | None = None) -> int:
     """OpenMP threads for a call; one (the calling thread) for a memory-bound call that reads
-    and writes fewer than ``config.SERIAL_BELOW`` elements, as the Numba kernels do."""
+    and writes fewer than OpenMP's ``config.SERIAL_BELOW`` elements, as the Numba kernels do."""
     from ... import config
 
-    if elements is not None and elements < config.SERIAL_BELOW:
+    if elements is not None and elements < config.SERIAL_BELOW["omp"]:
         return 1
     return config.get_num_threads()
