@@ -398,8 +398,9 @@ def cmd_profile(args) -> int:
     console.print(
         f"machine: {m['cpu']['model']}, {threads} threads, {'/'.join(m['cpu']['extensions'])}; "
         f"measured GEMM {m['gemm_gflops'][args.dtype]:.0f} GFLOP/s ({args.dtype}), stream "
-        f"{m['bandwidth_gbs']:.0f} GB/s, waking the thread pool {m['wake_us']:.0f} µs per "
-        f"parallel kernel call (median); theoretical FMA peak "
+        f"{m['bandwidth_gbs']:.0f} GB/s, starting Numba's thread pool "
+        f"({config.numba_threading_layer()}) {m['wake_us']:.0f} µs per parallel kernel call "
+        f"(median); theoretical FMA peak "
         f"{m['peak_gflops'][args.dtype]:.0f} GFLOP/s ({'; '.join(m['assumptions'])})")
     console.print(f"fastconv: {t['seconds'] * 1e3:.2f} ms per pass (median "
                   f"{t['seconds_median'] * 1e3:.2f}), {t['gflops']:.1f} GFLOP/s = "

@@ -183,7 +183,7 @@ def _wake_us(seconds: float) -> float:
 
 def measure_machine(threads: int | None = None, dtypes=("float32", "float64"),
                     seconds: float = 0.5, quick: bool = False) -> Machine:
-    """The theoretical peak, the measured GEMM and streaming speed, and the cost of waking
+    """The theoretical peak, the measured GEMM and streaming speed, and the cost of starting
     the thread pool.
 
     Parameters
