@@ -383,6 +383,30 @@ def test_numba_runs_on_the_tbb_wheel_when_it_is_installed():
     assert config.numba_threading_layer() == "tbb"
 
 
+def _convolve_in_child(queue, x, w, expected):
+    y = fc.conv2d(x, w, padding=1, groups=x.shape[1], algorithm="depthwise", backend="numba")
+    queue.put(float(np.abs(y - expected).max()))
+
+
+def test_a_forked_process_can_convolve_after_the_parent_did():
+    # GNU OpenMP's pool does not survive fork (Numba kills the child); TBB's does
+    import multiprocessing
+
+    if config.numba_threading_layer() != "tbb":
+        pytest.skip("Numba's OpenMP layer is not fork-safe")
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((1, 64, 112, 112)).astype(np.float32)  # big enough for threads
+    w = rng.standard_normal((64, 1, 3, 3)).astype(np.float32)
+    expected = fc.conv2d(x, w, padding=1, groups=64, algorithm="depthwise", backend="numba")
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_convolve_in_child, args=(queue, x, w, expected))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == 0.0
+
+
 @pytest.mark.parametrize("algorithm, w_shape, kwargs", [
     ("im2col", (8, 6, 3, 3), dict(stride=2, padding=1, dilation=2, bias=True)),
     ("im2col", (6, 3, 3, 2), dict(groups=2, padding=(1, 2))),
