@@ -107,29 +107,42 @@ def dilation_rows(budget: float, threads: int):
 
 
 def backend_rows(budget: float):
-    """Numba against Cython ("auto" on each), per MobileNet v1 layer, forward and backward."""
+    """Numba against Cython ("auto" on each), per MobileNet v1 layer, forward and backward,
+    on every thread and then on one: the second pair of ratios compares the compiled kernels
+    alone, without their thread pools (Numba's TBB or OpenMP, Cython's OpenMP)."""
     from . import dispatch
     from .models import layer_names
 
     if "cython" not in dispatch.available_backends():
         return []
     net = models.mobilenet_v1(include_fc=False)
-    rows, totals = [], np.zeros(4)
+    threads = config.get_num_threads()
+    rows, totals = [], np.zeros(8)
     for name, spec in zip(layer_names(net), net):
         x, w = profile.layer_arrays(spec, 1, np.float32)
         times = []
-        for mode in ("forward", "backward"):
-            calls = profile.layer_candidates(spec, x, w, algorithms=["auto"],
-                                             backends=("numba", "cython"), mode=mode,
-                                             with_torch=False, with_gemm=False)
-            t = profile.measure(calls, budget=budget)
-            times += [t["auto"].min, t["cython:auto"].min]
+        for count in (threads, 1):
+            config.set_num_threads(count)
+            try:
+                for mode in ("forward", "backward"):
+                    calls = profile.layer_candidates(spec, x, w, algorithms=["auto"],
+                                                     backends=("numba", "cython"), mode=mode,
+                                                     with_torch=False, with_gemm=False)
+                    t = profile.measure(calls, budget=budget)
+                    times += [t["auto"].min, t["cython:auto"].min]
+            finally:
+                config.set_num_threads(threads)
         totals += times
-        rows.append([name, *map(_ms, times[:2]), _ratio(times[1], times[0]),
-                     *map(_ms, times[2:]), _ratio(times[3], times[2])])
-    rows.append(["**total**", *map(_ms, totals[:2]), _ratio(totals[1], totals[0]),
-                 *map(_ms, totals[2:]), _ratio(totals[3], totals[2])])
+        rows.append(_backend_row(name, times))
+    rows.append(_backend_row("**total**", totals))
     return [[str(c) for c in row] for row in rows]
+
+
+def _backend_row(name, times):
+    """Numba, Cython and their ratio forward and backward, then the two ratios on one thread."""
+    fwd, fwd_cy, bwd, bwd_cy, fwd1, fwd1_cy, bwd1, bwd1_cy = times
+    return [name, _ms(fwd), _ms(fwd_cy), _ratio(fwd_cy, fwd), _ms(bwd), _ms(bwd_cy),
+            _ratio(bwd_cy, bwd), _ratio(fwd1_cy, fwd1), _ratio(bwd1_cy, bwd1)]
 
 
 def _in_fresh_interpreter(function: str, *args):
@@ -297,8 +310,12 @@ def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
     if rows:
         sections.append(
             "## Numba against Cython (AOT), MobileNet v1 layers, batch 1 (ms, `auto` on "
-            "each)\n\n" + _table(["layer", "numba forward", "cython forward", "cython / numba",
-                                  "numba backward", "cython backward", "cython / numba"], rows))
+            "each; the last two columns on one thread, the kernels without their thread "
+            f"pools: Numba's {config.numba_threading_layer()}, Cython's OpenMP)\n\n"
+            + _table(["layer", "numba forward", "cython forward", "cython / numba",
+                      "numba backward", "cython backward", "cython / numba",
+                      "cython / numba forward, 1 thread",
+                      "cython / numba backward, 1 thread"], rows))
     progress("cold start")
     sections.append("## Cold start: import + first conv2d call, fresh interpreter (s)\n\n"
                     + _table(["cache", "seconds"], cold_start_rows()))
