@@ -110,7 +110,7 @@ def _configure_numba():
         # the default may pick "workqueue", which aborts when two Python threads enter a
         # parallel region together; "threadsafe" means TBB, else OpenMP.
         numba.config.THREADING_LAYER = "threadsafe"
-    if requested in (None, "", "tbb", "threadsafe", "forksafe", "default"):
+    if requested in (None, "", "tbb", "default", "safe", "threadsafe", "forksafe"):
         _load_pip_tbb()
     _start_threads_politely(numba)
     return numba
@@ -138,7 +138,8 @@ def _load_pip_tbb() -> None:
 
 
 def numba_threading_layer() -> str:
-    """The threading layer Numba's parallel kernels run on (``"tbb"`` or ``"omp"``)."""
+    """The threading layer Numba's parallel kernels run on: ``"tbb"``, ``"omp"``, or the one
+    ``NUMBA_THREADING_LAYER`` forced."""
     global _numba_layer
     if _numba_layer is None:
         _numba_layer = _configure_numba().threading_layer()
@@ -197,6 +198,7 @@ def get_num_threads() -> int:
 def set_num_threads(n: int) -> None:
     """Set the threads used by the Numba kernels (at most ``NUMBA_NUM_THREADS``)."""
     _configure_numba().set_num_threads(int(n))
+
 
 # Below this many elements read and written, a memory-bound kernel runs on the calling thread,
 # by thread pool. OpenMP's pool sleeps between calls (see _polite_openmp) and a parallel call
