@@ -403,6 +403,9 @@ def test_a_forked_process_can_convolve_after_the_parent_did():
     child = context.Process(target=_convolve_in_child, args=(queue, x, w, expected))
     child.start()
     child.join(60)
+    if child.is_alive():  # hung: do not leave it behind
+        child.kill()
+        child.join()
     assert child.exitcode == 0
     assert queue.get(timeout=5) == 0.0
 
