@@ -125,16 +125,23 @@ def _load_pip_tbb() -> None:
     dynamic loader does not search (numba/numba#6108); loaded here by its path, Numba's later
     load by name finds it in the process."""
     import ctypes
+
+    for library in pip_tbb_libraries():
+        try:
+            ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
+            return
+        except OSError:  # a broken or foreign build: Numba falls back to OpenMP
+            continue
+
+
+def pip_tbb_libraries() -> list[str]:
+    """The ``tbb`` wheel's ``libtbb.so.12`` in this environment and in the user's site, where
+    they exist."""
     import site
 
-    for prefix in (sys.prefix, site.getuserbase()):
-        library = os.path.join(prefix, "lib", "libtbb.so.12")
-        if os.path.exists(library):
-            try:
-                ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
-                return
-            except OSError:  # a broken or foreign build: Numba falls back to OpenMP
-                continue
+    paths = (os.path.join(prefix, "lib", "libtbb.so.12")
+             for prefix in (sys.prefix, site.getuserbase()))
+    return [path for path in paths if os.path.exists(path)]
 
 
 def numba_threading_layer() -> str:

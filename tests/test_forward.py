@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import threading
 
 import numpy as np
@@ -374,10 +373,7 @@ def test_concurrent_calls_from_python_threads():
 
 def test_numba_runs_on_the_tbb_wheel_when_it_is_installed():
     # pip puts libtbb in <prefix>/lib, where the loader does not look; fastconv loads it
-    import site
-
-    installed = any(os.path.exists(os.path.join(prefix, "lib", "libtbb.so.12"))
-                    for prefix in (sys.prefix, site.getuserbase()))
+    installed = bool(config.pip_tbb_libraries())
     if not installed or os.environ.get("NUMBA_THREADING_LAYER", "") not in ("", "tbb"):
         pytest.skip("no tbb wheel in this environment, or another threading layer was asked for")
     assert config.numba_threading_layer() == "tbb"

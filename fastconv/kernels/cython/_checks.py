@@ -51,7 +51,8 @@ def backward_args(grad_output, spec: ConvSpec, x=None, weight=None):
 
 def threads(elements: int | None = None) -> int:
     """OpenMP threads for a call; one (the calling thread) for a memory-bound call that reads
-    and writes fewer than OpenMP's ``config.SERIAL_BELOW`` elements, as the Numba kernels do."""
+    and writes fewer than OpenMP's ``config.SERIAL_BELOW`` elements, as the Numba kernels do
+    on OpenMP."""
     from ... import config
 
     if elements is not None and elements < config.SERIAL_BELOW["omp"]:
