@@ -400,7 +400,7 @@ def cmd_profile(args) -> int:
         f"measured GEMM {m['gemm_gflops'][args.dtype]:.0f} GFLOP/s ({args.dtype}), stream "
         f"{m['bandwidth_gbs']:.0f} GB/s, starting Numba's thread pool "
         f"({config.numba_threading_layer()}) {m['wake_us']:.0f} µs per parallel kernel call "
-        f"(median); theoretical FMA peak "
+        f"(median), {peaks.blas_spin_text()}; theoretical FMA peak "
         f"{m['peak_gflops'][args.dtype]:.0f} GFLOP/s ({'; '.join(m['assumptions'])})")
     console.print(f"fastconv: {t['seconds'] * 1e3:.2f} ms per pass (median "
                   f"{t['seconds_median'] * 1e3:.2f}), {t['gflops']:.1f} GFLOP/s = "
@@ -489,7 +489,9 @@ def cmd_info(args) -> int:
                  f"{_openmp_runtime() or 'none loaded'}")
     blas = numpy.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {})
     lines.append(f"BLAS (numpy): {blas.get('name', '?')} {blas.get('version', '')} "
-                 f"({blas.get('openblas configuration', '').strip()})")
+                 f"({blas.get('openblas configuration', '').strip()}); "
+                 + machine.Machine(cpu, threads, peak, assumptions,
+                                   blas_spin_ms=machine.measure_blas_spin_ms()).blas_spin_text())
     for backend in dispatch.BACKENDS:
         try:
             dispatch.resolve_backend(backend)

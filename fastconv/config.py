@@ -17,6 +17,9 @@ Environment variables (read once, at import):
     Elements read and written below which a memory-bound kernel (depthwise) runs on the
     calling thread; by default 50000 for Numba's kernels on TBB and 450000 for OpenMP ones
     (see :data:`SERIAL_BELOW`). ``0`` always uses every thread.
+``OPENBLAS_THREAD_TIMEOUT``
+    Respected when set; otherwise, if fastconv is imported before numpy, numpy's OpenBLAS is
+    loaded with ``16`` (see :data:`OPENBLAS_SPIN`).
 ``NUMBA_THREADING_LAYER``
     Respected when set; otherwise fastconv asks Numba for a *thread-safe* layer, TBB (the
     ``tbb`` package, a dependency on Linux x86-64) or else OpenMP, so that kernels may be
@@ -94,6 +97,48 @@ def workspace_budget(nbytes: int):
     finally:
         set_workspace_budget(previous)
 
+
+# OpenBLAS's idle workers spin, busy and without yielding, for 2**OPENBLAS_THREAD_TIMEOUT
+# cycles after each BLAS call: 2**28 by default, about 0.1 s. Numba's worker then shares a core
+# with a spinner in every parallel kernel that follows a GEMM, so on two cores MobileNet's
+# depthwise layers ran 1.2-1.5x slower inside the network than alone (measured here). 2**16
+# cycles, tens of microseconds, still keeps the workers awake between a layer's GEMMs.
+OPENBLAS_SPIN = 16
+
+
+@contextlib.contextmanager
+def _brief_openblas_spin():
+    """Let an OpenBLAS that loads inside this block spin ``2**OPENBLAS_SPIN`` cycles when idle.
+
+    OpenBLAS reads ``OPENBLAS_THREAD_TIMEOUT`` once, when it loads; the variable is set only
+    for that and restored afterwards, and a value the user set wins. Returns (as the ``with``
+    target) whether fastconv set it."""
+    ours = not os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+    if ours:
+        os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(OPENBLAS_SPIN)
+    try:
+        yield ours
+    finally:
+        if ours:
+            del os.environ["OPENBLAS_THREAD_TIMEOUT"]
+
+
+def _load_numpy() -> str:
+    """Import numpy (and its OpenBLAS) inside :func:`_brief_openblas_spin` unless it is
+    already loaded; returns who chose the spin of numpy's OpenBLAS workers (see
+    :data:`OPENBLAS_IDLE_SPIN`)."""
+    if "numpy" in sys.modules:
+        return "environment" if os.environ.get("OPENBLAS_THREAD_TIMEOUT") else "numpy first"
+    with _brief_openblas_spin() as ours:
+        import numpy  # noqa: F401
+
+    return "fastconv" if ours else "environment"
+
+
+#: Who set how long numpy's OpenBLAS workers spin when idle: ``"fastconv"`` (2**OPENBLAS_SPIN
+#: cycles), ``"environment"`` (the user's ``OPENBLAS_THREAD_TIMEOUT``), or ``"numpy first"``
+#: (numpy was imported before fastconv, with OpenBLAS's default of about 0.1 s).
+OPENBLAS_IDLE_SPIN: str = _load_numpy()
 
 _numba_configured = False
 
@@ -190,10 +235,11 @@ def _start_threads_politely(numba):
 
 
 def import_extension(name: str):
-    """Import a compiled (OpenMP) extension module inside :func:`_polite_openmp`."""
+    """Import a compiled (OpenMP) extension module inside :func:`_polite_openmp`, and inside
+    :func:`_brief_openblas_spin` for the BLAS it links (scipy's OpenBLAS, if not yet loaded)."""
     import importlib
 
-    with _polite_openmp():
+    with _polite_openmp(), _brief_openblas_spin():
         return importlib.import_module(name)
 
 

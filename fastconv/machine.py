@@ -98,6 +98,16 @@ class Machine:
     gemm_gflops: dict[str, float] = field(default_factory=dict)
     bandwidth_gbs: float | None = None
     wake_us: float | None = None
+    blas_spin_ms: float | None = None
+
+    def blas_spin_text(self) -> str:
+        """The idle BLAS threads' spin, measured, and who chose it."""
+        who = {"fastconv": f"OPENBLAS_THREAD_TIMEOUT={config.OPENBLAS_SPIN}, set by fastconv",
+               "environment": "OPENBLAS_THREAD_TIMEOUT from the environment",
+               "numpy first": "OpenBLAS's default: numpy was imported before fastconv"}
+        return (f"idle BLAS threads busy {self.blas_spin_ms:.0f} ms of CPU in the "
+                f"{BLAS_SPIN_WINDOW * 1e3:.0f} ms after a GEMM "
+                f"({who.get(config.OPENBLAS_IDLE_SPIN, config.OPENBLAS_IDLE_SPIN)})")
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -181,10 +191,25 @@ def _wake_us(seconds: float) -> float:
     return max(0.0, parallel - serial) * 1e6
 
 
+BLAS_SPIN_WINDOW = 0.05  # seconds
+
+
+def measure_blas_spin_ms(window: float = BLAS_SPIN_WINDOW) -> float:
+    """Milliseconds of CPU this process burns in the ``window`` seconds after a GEMM on
+    numpy's BLAS threads, while the calling thread sleeps: OpenBLAS's idle workers spinning
+    (see ``config.OPENBLAS_SPIN``), time a parallel kernel right after a GEMM would share its
+    cores with."""
+    a = np.ones((512, 512), np.float32)
+    a @ a  # large enough for every BLAS thread
+    start = time.process_time()
+    time.sleep(window)
+    return (time.process_time() - start) * 1e3
+
+
 def measure_machine(threads: int | None = None, dtypes=("float32", "float64"),
                     seconds: float = 0.5, quick: bool = False) -> Machine:
-    """The theoretical peak, the measured GEMM and streaming speed, and the cost of starting
-    the thread pool.
+    """The theoretical peak, the measured GEMM and streaming speed, the cost of starting
+    the thread pool, and how long BLAS's idle threads spin.
 
     Parameters
     ----------
@@ -204,4 +229,4 @@ def measure_machine(threads: int | None = None, dtypes=("float32", "float64"),
     gemm = {d: _gemm_gflops(np.dtype(d), size, seconds) for d in dtypes}
     bandwidth = _stream_gbs(16 if quick else 512, seconds)
     wake = _wake_us(seconds) if threads > 1 else 0.0
-    return Machine(cpu, threads, peak, assumptions, gemm, bandwidth, wake)
+    return Machine(cpu, threads, peak, assumptions, gemm, bandwidth, wake, measure_blas_spin_ms())

@@ -379,6 +379,40 @@ def test_numba_runs_on_the_tbb_wheel_when_it_is_installed():
     assert config.numba_threading_layer() == "tbb"
 
 
+_SPIN_PROBE = """
+import os, {first}
+import fastconv
+from fastconv import config, machine
+print(config.OPENBLAS_IDLE_SPIN, machine.measure_blas_spin_ms(0.2),
+      os.environ.get("OPENBLAS_THREAD_TIMEOUT"), sep="|")
+"""
+
+
+@pytest.mark.parametrize("first, timeout, chosen_by, spins", [
+    ("fastconv", None, "fastconv", False),
+    ("numpy", None, "numpy first", True),  # too late: OpenBLAS's default of about 0.1 s
+    ("fastconv", "28", "environment", True),  # the user's value wins
+])
+def test_numpys_blas_threads_spin_briefly_when_fastconv_loads_numpy(first, timeout, chosen_by,
+                                                                   spins):
+    import subprocess
+    import sys
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: OpenBLAS starts no worker threads")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    if timeout:
+        env["OPENBLAS_THREAD_TIMEOUT"] = timeout
+    out = subprocess.run([sys.executable, "-c", _SPIN_PROBE.format(first=first)], env=env,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    source, busy_ms, left_in_environment = out.strip().split("|")
+    assert source == chosen_by
+    # CPU burnt by the idle workers in the 200 ms after a GEMM
+    assert (float(busy_ms) > 30) if spins else (float(busy_ms) < 20), busy_ms
+    assert left_in_environment == (timeout or "None")  # set only while numpy loaded
+
+
 def _convolve_in_child(queue, x, w, expected):
     y = fc.conv2d(x, w, padding=1, groups=x.shape[1], algorithm="depthwise", backend="numba")
     queue.put(float(np.abs(y - expected).max()))

@@ -27,7 +27,8 @@ def test_machine_peaks(peaks):
     assert peaks.peak_gflops["float64"] * 2 == pytest.approx(peaks.peak_gflops["float32"])
     assert peaks.assumptions and "FMA" in peaks.assumptions[0]
     assert set(peaks.to_dict()) >= {"cpu", "peak_gflops", "gemm_gflops", "bandwidth_gbs",
-                                    "wake_us"}
+                                    "wake_us", "blas_spin_ms"}
+    assert peaks.blas_spin_ms >= 0 and "after a GEMM" in peaks.blas_spin_text()
 
 
 def test_waking_the_pool_is_measured_and_the_thread_count_restored(peaks):
