@@ -490,8 +490,7 @@ def cmd_info(args) -> int:
     blas = numpy.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {})
     lines.append(f"BLAS (numpy): {blas.get('name', '?')} {blas.get('version', '')} "
                  f"({blas.get('openblas configuration', '').strip()}); "
-                 + machine.Machine(cpu, threads, peak, assumptions,
-                                   blas_spin_ms=machine.measure_blas_spin_ms()).blas_spin_text())
+                 + machine.describe_blas_spin(machine.measure_blas_spin_ms()))
     for backend in dispatch.BACKENDS:
         try:
             dispatch.resolve_backend(backend)

@@ -102,12 +102,7 @@ class Machine:
 
     def blas_spin_text(self) -> str:
         """The idle BLAS threads' spin, measured, and who chose it."""
-        who = {"fastconv": f"OPENBLAS_THREAD_TIMEOUT={config.OPENBLAS_SPIN}, set by fastconv",
-               "environment": "OPENBLAS_THREAD_TIMEOUT from the environment",
-               "numpy first": "OpenBLAS's default: numpy was imported before fastconv"}
-        return (f"idle BLAS threads busy {self.blas_spin_ms:.0f} ms of CPU in the "
-                f"{BLAS_SPIN_WINDOW * 1e3:.0f} ms after a GEMM "
-                f"({who.get(config.OPENBLAS_IDLE_SPIN, config.OPENBLAS_IDLE_SPIN)})")
+        return describe_blas_spin(self.blas_spin_ms)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -204,6 +199,17 @@ def measure_blas_spin_ms(window: float = BLAS_SPIN_WINDOW) -> float:
     start = time.process_time()
     time.sleep(window)
     return (time.process_time() - start) * 1e3
+
+
+def describe_blas_spin(busy_ms: float) -> str:
+    """:func:`measure_blas_spin_ms`'s figure, and who chose the spin
+    (``config.OPENBLAS_IDLE_SPIN``)."""
+    who = {"fastconv": f"OPENBLAS_THREAD_TIMEOUT={config.OPENBLAS_SPIN}, set by fastconv",
+           "environment": "OPENBLAS_THREAD_TIMEOUT from the environment",
+           "numpy first": "OpenBLAS's default: numpy was imported before fastconv"}
+    return (f"idle BLAS threads busy {busy_ms:.0f} ms of CPU in the "
+            f"{BLAS_SPIN_WINDOW * 1e3:.0f} ms after a GEMM "
+            f"({who.get(config.OPENBLAS_IDLE_SPIN, config.OPENBLAS_IDLE_SPIN)})")
 
 
 def measure_machine(threads: int | None = None, dtypes=("float32", "float64"),
