@@ -406,3 +406,20 @@ BAD = [
 def test_bad_input(call, kind, fragment):
     with pytest.raises(kind, match=re.escape(fragment)):
         call()
+
+
+@pytest.mark.parametrize("call", [
+    lambda: fc.conv2d_backward(np.ma.masked_array(DY), X, W, needs=("input", "weight")),
+    lambda: fc.conv2d_backward(DY, X, W, stride=True, needs=("input", "weight")),
+    lambda: fc.conv2d_backward(DY, X, W, groups=1.0, needs=("input", "weight")),
+    lambda: fc.conv2d_backward(DY, X, W.astype(np.float32), needs=("input", "weight")),
+], ids=["masked grad_output", "bool stride", "float groups", "mixed dtypes"])
+def test_a_validated_backward_does_not_admit_an_equal_bad_one(call):
+    """Valid backward calls are remembered by their arrays' types, shapes and dtypes and their
+    arguments; a bad call equal to a remembered one under ``==`` must still be refused."""
+    first = fc.conv2d_backward(DY, X, W, needs=("input", "weight"))
+    again = fc.conv2d_backward(DY, X, W, needs=("input", "weight"))
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError):
+        call()

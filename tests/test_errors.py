@@ -184,6 +184,20 @@ def test_a_cached_geometry_does_not_admit_an_equal_float_or_bool(stride):
         fc.conv2d(X, W, stride=stride)
 
 
+@pytest.mark.parametrize("name, call", [
+    (name, call) for name, call, _ in TYPE_ERRORS
+    if name in ("masked input", "bool stride", "str groups", "mixed bias dtype")
+] + [("bool groups", _conv(groups=True)), ("float groups", _conv(groups=1.0)),
+     ("float padding", _conv(padding=0.0))])
+def test_a_validated_call_does_not_admit_an_equal_bad_one(name, call):
+    """Valid calls are remembered by their arrays' types, shapes and dtypes and their
+    arguments; a bad call equal to a remembered one under ``==`` must still be refused."""
+    fc.conv2d(X, W)
+    fc.conv2d(X, W, bias=np.zeros(8, np.float32))
+    with pytest.raises(TypeError):
+        call()
+
+
 def test_numpy_int_geometry_is_accepted_as_an_int():
     ref = fc.conv2d(X, W, stride=2, padding=1)
     np.testing.assert_array_equal(

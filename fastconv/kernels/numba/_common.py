@@ -8,6 +8,8 @@ costs an atomic reference-count update that the two threads fight over.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import prange, uintp
 
@@ -46,10 +48,15 @@ def add_bias(out, bias):
 
 def bias_or_zeros(bias, channels, dtype):
     """The bias, or read-only zeros, so a kernel compiles one specialisation for both."""
-    if bias is None:
-        bias = np.zeros(channels, dtype=dtype)
-        bias.flags.writeable = False
-    return bias
+    return _zeros(channels, np.dtype(dtype)) if bias is None else bias
+
+
+@functools.lru_cache(maxsize=256)
+def _zeros(channels, dtype):
+    """Read-only, so one array per size serves every call (and every thread)."""
+    zeros = np.zeros(channels, dtype=dtype)
+    zeros.flags.writeable = False
+    return zeros
 
 
 @jit(parallel=True)

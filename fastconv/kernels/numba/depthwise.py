@@ -324,8 +324,9 @@ def forward(x, weight, bias, spec: ConvSpec):
 
 
 def _chunks(tasks: int) -> int:
-    """Parallel chunks: a few per thread, for balance; each allocates its scratch once."""
-    return max(1, min(tasks, 4 * config.get_num_threads()))
+    """Parallel chunks: a few per thread of the pool, for balance; each allocates its scratch
+    once."""
+    return max(1, min(tasks, 4 * config.pool_size()))
 
 
 # --- backward -----------------------------------------------------------------------------
