@@ -101,7 +101,7 @@ def workspace_budget(nbytes: int):
 # OpenBLAS's idle workers spin, busy and without yielding, for 2**OPENBLAS_THREAD_TIMEOUT
 # cycles after each BLAS call: 2**28 by default, about 0.1 s. Numba's worker then shares a core
 # with a spinner in every parallel kernel that follows a GEMM, so on two cores MobileNet's
-# depthwise layers ran 1.2-1.5x slower inside the network than alone (measured here). 2**16
+# depthwise layers ran 1.15-1.54x slower than with the workers asleep (measured here). 2**16
 # cycles, tens of microseconds, still keeps the workers awake between a layer's GEMMs.
 OPENBLAS_SPIN = 16
 
