@@ -111,8 +111,8 @@ def _brief_openblas_spin():
     """Let an OpenBLAS that loads inside this block spin ``2**OPENBLAS_SPIN`` cycles when idle.
 
     OpenBLAS reads ``OPENBLAS_THREAD_TIMEOUT`` once, when it loads; the variable is set only
-    for that and restored afterwards, and a value the user set wins. Returns (as the ``with``
-    target) whether fastconv set it."""
+    for that and restored afterwards, and a value the user set wins. Yields whether fastconv
+    set it."""
     ours = not os.environ.get("OPENBLAS_THREAD_TIMEOUT")
     if ours:
         os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(OPENBLAS_SPIN)
@@ -250,7 +250,7 @@ def get_num_threads() -> int:
 
 def pool_size() -> int:
     """Threads in Numba's pool (``NUMBA_NUM_THREADS``), the most a kernel can use; cheaper to
-    read than :func:`get_num_threads` (a microsecond, a fifth of a small layer's Python)."""
+    read than :func:`get_num_threads`, which asks Numba's compiled runtime."""
     return _configure_numba().config.NUMBA_NUM_THREADS
 
 
