@@ -188,12 +188,14 @@ def _run_forward_cuda(module, x, weight, bias, spec: ConvSpec, on_device: bool):
     return out if on_device else out.copy_to_host()
 
 
-def _run_forward(x, weight, bias, spec: ConvSpec, algorithm: str, backend: str):
-    """Dispatch a validated, batched 2-D convolution."""
+def _run_forward(x, weight, bias, spec: ConvSpec, algorithm: str, backend: str, key=None):
+    """Dispatch a validated, batched 2-D convolution; a host call is remembered under ``key``
+    (see :func:`_call_key`)."""
     backend, on_device = _placement(backend, x, weight, bias)
     backend, _, module = dispatch.select(spec, algorithm, backend, x.shape[0])
     if backend == "cuda":
         return _run_forward_cuda(module, x, weight, bias, spec, on_device)
+    _remember(key, spec, module)
     return _run_on_host(module, x, weight, bias, spec)
 
 
@@ -257,7 +259,7 @@ def _unbatch(out, spatial, unbatched):
 
 # Host calls already validated, by everything validation and dispatch read: the arrays' types,
 # shapes and dtypes, and the arguments. A network makes the same few calls every pass, and on
-# a 14x14 depthwise layer the ~20 Python calls of validation cost a fifth of the time.
+# a small depthwise layer the ~20 Python calls of validation are a visible share of its time.
 _VALIDATED: dict[tuple, tuple] = {}
 _VALIDATED_MAX = 1024
 
@@ -287,15 +289,14 @@ def _call_key(first, second, third, stride, padding, dilation, groups, algorithm
             stride, padding, dilation, groups, algorithm, backend, *flags)
 
 
-def _remember(key, spec: ConvSpec, algorithm, backend, n_images, *extra):
-    """Store a validated host call under ``key``; a call the CUDA backend would serve (only
-    when asked for by name: host arrays are copied there) is not stored."""
-    resolved, _, module = dispatch.select(spec, algorithm, backend, n_images)
-    if resolved == "cuda":
+def _remember(key, *validated):
+    """Store what a validated host call resolved to (its spec, kernel module, and for a
+    backward the gradients it needs) under ``key``, unless it has none."""
+    if key is None:
         return
     if len(_VALIDATED) >= _VALIDATED_MAX:
         _VALIDATED.clear()
-    _VALIDATED[key] = (spec, module, *extra)
+    _VALIDATED[key] = validated
 
 
 def _convolve(fn, x, weight, bias, stride, padding, dilation, groups, algorithm, backend,
@@ -310,9 +311,7 @@ def _convolve(fn, x, weight, bias, stride, padding, dilation, groups, algorithm,
     x, weight, bias = _check_arrays(fn, x, weight, bias)
     x, weight, spec, unbatched = _prepare(fn, x, weight, bias, stride, padding, dilation,
                                           groups, spatial)
-    if key is not None:
-        _remember(key, spec, algorithm, backend, x.shape[0])
-    out = _run_forward(x, weight, bias, spec, algorithm, backend)
+    out = _run_forward(x, weight, bias, spec, algorithm, backend, key)
     return _unbatch(out, spatial, unbatched)
 
 
@@ -377,12 +376,15 @@ def _run_backward_cuda(module, grad_output, x, weight, spec: ConvSpec, needs,
     return tuple(grads)
 
 
-def _run_backward(grad_output, x, weight, spec: ConvSpec, needs, algorithm, backend):
-    """Dispatch a validated, batched backward; returns (grad_input, grad_weight, grad_bias)."""
+def _run_backward(grad_output, x, weight, spec: ConvSpec, needs, algorithm, backend,
+                  key=None):
+    """Dispatch a validated, batched backward; returns (grad_input, grad_weight, grad_bias).
+    A host call is remembered under ``key`` (see :func:`_call_key`)."""
     backend, on_device = _placement(backend, grad_output, x, weight)
     backend, _, module = dispatch.select(spec, algorithm, backend, grad_output.shape[0])
     if backend == "cuda":
         return _run_backward_cuda(module, grad_output, x, weight, spec, needs, on_device)
+    _remember(key, spec, module, needs)
     return _run_backward_on_host(module, grad_output, x, weight, spec, needs)
 
 
@@ -438,10 +440,8 @@ def _backward(fn, grad_output, x, weight, stride, padding, dilation, groups, bia
                                           groups, spatial, with_bias=bias)
     grad_output = _check_grad_output(fn, grad_output, x, spec, unbatched, spatial, shown_input,
                                      shown_weight)
-    if key is not None:
-        _remember(key, spec, algorithm, backend, grad_output.shape[0], needs)
     grad_input, grad_weight, grad_bias = _run_backward(grad_output, x, weight, spec, needs,
-                                                       algorithm, backend)
+                                                       algorithm, backend, key)
     if grad_weight is not None and spatial == 1:
         grad_weight = grad_weight[:, :, 0, :]
     return _unbatch(grad_input, spatial, unbatched), grad_weight, grad_bias
