@@ -64,8 +64,7 @@ def _call(spec, backend, algorithm, mode):
     if backend == "onnxruntime":
         if not (peers.onnxruntime_available() and peers.torch_available()):
             pytest.skip("onnxruntime (and torch, to export the model) are not installed")
-        runner = peers.OnnxRuntimeNet([spec], [(w, None)], np.float32)
-        return lambda: runner.forward(0, x)
+        return peers.OnnxRuntimeNet([spec], [(w, None)], x).run
     calls = profile.layer_candidates(
         spec, x, w, algorithms=[algorithm] if algorithm else [], backends=[backend]
         if algorithm else [], mode=mode, with_torch=backend == "torch", with_gemm=False)

@@ -1,4 +1,4 @@
-"""The libraries we measure against, each optional: PyTorch, and a bare BLAS GEMM.
+"""The libraries we measure against, each optional: PyTorch, ONNX Runtime and a bare BLAS GEMM.
 
 Every factory takes the layer and its arrays and returns a zero-argument callable (or None when
 the peer is not installed), so the timing harness can interleave it with fastconv's calls.
@@ -6,6 +6,8 @@ the peer is not installed), so the timing harness can interleave it with fastcon
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Callable
 
 import numpy as np
@@ -150,13 +152,13 @@ def _torch_layers(net, params):
     return torch.nn.Sequential(*modules).eval()
 
 
-def _ort_session(model, example, threads, spinning=True):
+def _ort_session(model, example, threads, profiled=False):
     """An ONNX Runtime session of a torch module, exported with ``torch.onnx``.
 
-    Each session has its own thread pool, whose threads spin after a run; ``spinning=False``
-    makes them sleep instead, so that many sessions (one per layer) do not keep the cores
-    busy between their runs."""
+    Its thread pool spins after a run, as ONNX Runtime's does by default. ``profiled`` turns
+    on ONNX Runtime's profiler, which records every node's kernel time."""
     import io
+    import tempfile
     import warnings
 
     import onnxruntime as ort
@@ -172,49 +174,83 @@ def _ort_session(model, example, threads, spinning=True):
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profiled:
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(tempfile.gettempdir(), "fastconv_ort")
     return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
 
 class OnnxRuntimeNet:
-    """One ONNX Runtime session per layer (forward only: ONNX Runtime does not train).
+    """The network in one ONNX Runtime session, as its users run it (forward only: ONNX
+    Runtime does not train).
 
-    Their thread pools do not spin (see :func:`_ort_session`): a layer's time includes waking
-    its threads, which the whole-network session (:func:`onnxruntime_whole`) does not pay."""
+    :meth:`run` is one pass of the session whose time is the whole network's figure.
+    :meth:`run_profiled` is one pass of an identical session with ONNX Runtime's profiler on,
+    and :meth:`layer_times` reads each layer's time from it: the kernel time the profiler
+    recorded for the layer's Conv node, inside the running session. A session per layer would
+    add a session run and waking its threads to every layer, and so misplace where ONNX Runtime
+    gains its time. The profiler slows the session a little, hence the second session.
+    """
 
     name = "onnxruntime"
 
-    def __init__(self, net, params, dtype, threads=None):
-        self.net = net
-        self.sessions = []
-        for spec, p in zip(net, params):
-            layer = _torch_layers([spec], [p])
-            example = np.zeros(spec.input_shape(1), dtype)
-            self.sessions.append(_ort_session(layer.to(_torch_dtype(dtype)), example, threads,
-                                              spinning=False))
+    def __init__(self, net, params, x0, threads=None):
+        model = _torch_layers(net, params).to(_torch_dtype(x0.dtype))
+        self.layers, self.x0 = len(net), x0
+        self._session = _ort_session(model, x0, threads)
+        self._profiled = _ort_session(model, x0, threads, profiled=True)
+        self._layer_times = None
 
-    def to_input(self, x):
-        return x
+    def run(self):
+        """One forward pass of the whole network."""
+        return self._session.run(None, {"x": self.x0})[0]
 
-    def spatial(self, x):
-        return tuple(x.shape[2:])
+    def run_profiled(self):
+        """One forward pass of the profiled session."""
+        return self._profiled.run(None, {"x": self.x0})[0]
 
-    def pool(self, x):
-        return x.mean(axis=(2, 3), keepdims=True)
+    def layer_times(self) -> list[list[float]]:
+        """Seconds per layer of every :meth:`run_profiled` pass, in order (this ends the
+        profiling: later passes are not recorded)."""
+        if self._layer_times is None:
+            path = self._profiled.end_profiling()
+            try:
+                with open(path) as file:
+                    events = json.load(file)
+            finally:
+                os.remove(path)
+            self._layer_times = layer_times_from_profile(events, self.layers)
+        return self._layer_times
 
-    def forward(self, i, x):
-        return self.sessions[i].run(None, {"x": x})[0]
+
+_CONV_OPS = ("Conv", "FusedConv")
+
+
+def layer_times_from_profile(events, layers: int) -> list[list[float]]:
+    """Per-pass, per-layer seconds from ONNX Runtime's profile ``events`` (its JSON) of a
+    chain of ``layers`` convolutions: the kernel times of the Conv nodes, in the order they
+    ran, ``layers`` to a pass. The glue between them (the pool before the classifier, layout
+    reorders) is left out, as it is from fastconv's layer times.
+
+    Raises
+    ------
+    RuntimeError
+        If the Conv nodes do not pair up with the layers, pass after pass.
+    """
+    convs = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
+             and e.get("args", {}).get("op_name") in _CONV_OPS]
+    if not convs or len(convs) % layers:
+        raise RuntimeError(f"ONNX Runtime's profile has {len(convs)} Conv nodes, which is not a "
+                           f"whole number of passes of {layers} layers")
+    passes = [convs[start:start + layers] for start in range(0, len(convs), layers)]
+    names = [e["name"] for e in passes[0]]
+    if len(set(names)) != layers or any([e["name"] for e in p] != names for p in passes):
+        raise RuntimeError("ONNX Runtime's Conv nodes do not run in the same order in every "
+                           "pass, so they cannot be matched to the layers")
+    return [[e["dur"] / 1e6 for e in p] for p in passes]  # microseconds
 
 
 def _torch_dtype(dtype):
     import torch
 
     return {np.dtype("float32"): torch.float32, np.dtype("float64"): torch.float64}[np.dtype(dtype)]
-
-
-def onnxruntime_whole(net, params, x0, threads=None):
-    """A zero-argument call running the whole network in one ONNX Runtime session."""
-    model = _torch_layers(net, params).to(_torch_dtype(x0.dtype))
-    session = _ort_session(model, x0, threads)
-    return lambda: session.run(None, {"x": x0})

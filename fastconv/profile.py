@@ -366,14 +366,16 @@ def time_networks(runners, net, x0, *, mode="forward", budget=2.0, min_passes=3,
     ----------
     runners : sequence
         Objects with the interface of :class:`FastconvNet`.
-    whole : dict of name -> callable, optional
-        Extra whole-network calls timed in the same rounds (an ONNX Runtime session).
+    whole : dict of name -> session, optional
+        Whole-network sessions timed in the same rounds, objects with the interface of
+        :class:`fastconv.peers.OnnxRuntimeNet`: ``run()`` is timed, and ``run_profiled()``
+        runs after it (its session's profiler times the layers).
     progress : callable, optional
         Called with the fraction of the budget used, after each round.
 
     Returns
     -------
-    dict of name -> NetTimings, and dict of name -> Timing for ``whole``.
+    dict of name -> NetTimings, and dict of name -> Timing of ``whole``'s ``run()``.
     """
     backward = mode in ("backward", "both")
     whole = whole or {}
@@ -384,10 +386,11 @@ def time_networks(runners, net, x0, *, mode="forward", budget=2.0, min_passes=3,
         fwd, bwd = chain_pass(runner, net, x0, backward and runner.name != "onnxruntime")
         timings[runner.name] = NetTimings(fwd, bwd)
     whole_timings = {}
-    for name, fn in whole.items():
+    for name, session in whole.items():
         start = time.perf_counter()
-        fn()
+        session.run()
         whole_timings[name] = Timing(time.perf_counter() - start)
+        session.run_profiled()
     started = time.perf_counter()
     for round_ in range(max_passes):
         elapsed = time.perf_counter() - started
@@ -401,11 +404,13 @@ def time_networks(runners, net, x0, *, mode="forward", budget=2.0, min_passes=3,
             t.forward.append(fwd)
             if with_backward:
                 t.backward = (t.backward or []) + [bwd]
-        for name, fn in whole.items():
+        for name, session in whole.items():
             pause(settle)
             start = time.perf_counter()
-            fn()
+            session.run()
             whole_timings[name].times.append(time.perf_counter() - start)
+            pause(settle)  # the two sessions have a thread pool each
+            session.run_profiled()
         if progress is not None:
             progress(min(1.0, (time.perf_counter() - started) / budget))
     return timings, whole_timings
@@ -426,9 +431,7 @@ def _peer_runners(names, net, params, x0, threads):
                 if not peers.torch_available():
                     raise ImportError("the ONNX models are exported with torch.onnx, and torch "
                                       "is not installed")
-                runners.append(peers.OnnxRuntimeNet(net, params, x0.dtype, threads))
-                whole["onnxruntime"] = peers.onnxruntime_whole(net, params, x0, threads)
-                whole["onnxruntime"]()
+                whole["onnxruntime"] = peers.OnnxRuntimeNet(net, params, x0, threads)
             else:
                 raise ValueError(f"unknown peer {name!r}; expected torch or onnxruntime")
         except ValueError:
@@ -486,6 +489,10 @@ def profile_network(net, *, batch=1, dtype="float32", algorithm="auto", backend=
                                            progress=progress, whole=whole, settle=settle)
 
     mine = timings["fastconv"]
+    peer_layers = {runner.name: timings[runner.name] for runner in runners}
+    for name, session in whole.items():  # its profiled passes, the first being the warm-up
+        passes = session.layer_times()
+        peer_layers[name] = NetTimings(passes[0], None, forward=passes[1:])
     counts = [pass_counts(spec, batch, dtype, mode, input_grad=i > 0)
               for i, spec in enumerate(net)]
     total_flops = sum(f for f, _ in counts)
@@ -513,11 +520,10 @@ def profile_network(net, *, batch=1, dtype="float32", algorithm="auto", backend=
             roof = min(peak, rec["intensity"] * machine.bandwidth_gbs)
             rec.update(percent_of_peak=100 * rec["gflops"] / peak, roofline_gflops=roof,
                        percent_of_roofline=100 * rec["gflops"] / roof)
-        for runner in runners:
-            ptimes = timings[runner.name].layer_times(
-                i, "forward" if runner.name == "onnxruntime" else mode)
-            rec["peers"][runner.name] = dict(seconds=min(ptimes),
-                                             seconds_median=statistics.median(ptimes))
+        for peer, peer_timings in peer_layers.items():
+            ptimes = peer_timings.layer_times(i, "forward" if peer == "onnxruntime" else mode)
+            rec["peers"][peer] = dict(seconds=min(ptimes),
+                                      seconds_median=statistics.median(ptimes))
         records.append(rec)
 
     passes = mine.pass_times(mode)
@@ -537,9 +543,10 @@ def profile_network(net, *, batch=1, dtype="float32", algorithm="auto", backend=
         peer_totals[runner.name] = dict(seconds=min(ptimes),
                                         seconds_median=statistics.median(ptimes),
                                         measured="layer by layer")
-    for name, timing in whole_timings.items():  # one session for the whole net beats per layer
+    for name, timing in whole_timings.items():
         peer_totals[name] = dict(seconds=timing.min, seconds_median=timing.median,
-                                 measured="one session for the whole network")
+                                 measured="one session for the whole network; its layers "
+                                          "by ONNX Runtime's profiler")
     if "onnxruntime" in peer_totals and mode != "forward":
         peer_totals["onnxruntime"]["note"] = "forward only: ONNX Runtime does not train"
     return dict(

@@ -6,9 +6,10 @@ import csv
 import json
 import os
 
+import numpy as np
 import pytest
 
-from fastconv import cli, config, machine, models, profile
+from fastconv import cli, config, machine, models, peers, profile
 from fastconv.flops import backward_macs
 
 from helpers import needs_torch
@@ -74,6 +75,44 @@ def test_profile_with_peers():
     assert all(set(r["peers"]) == {"torch", "onnxruntime"} for r in result["layers"])
     with pytest.raises(ValueError, match="unknown peer 'tensorflow'"):
         profile.profile_network(net, budget=0.01, compare=("tensorflow",))
+
+
+def _node(name, op, microseconds):
+    return dict(cat="Node", name=f"{name}_kernel_time", dur=microseconds,
+                args=dict(op_name=op))
+
+
+def test_onnxruntime_layers_are_its_conv_nodes_pass_by_pass():
+    """Kernel times of the Conv nodes, in the order they ran, a pass per len(net); glue and
+    session events are left out."""
+    one_pass = [_node("/0/Conv", "Conv", 30), _node("reorder", "ReorderOutput", 7),
+                _node("pool", "GlobalAveragePool", 5), _node("y", "Conv", 12)]
+    events = [dict(cat="Session", name="model_run", dur=99), *one_pass,
+              dict(cat="Node", name="/0/Conv_fence_before", dur=1, args=dict(op_name="Conv")),
+              *one_pass[:3], _node("y", "Conv", 11)]
+    assert peers.layer_times_from_profile(events, 2) == [[30e-6, 12e-6], [30e-6, 11e-6]]
+    with pytest.raises(RuntimeError, match="3 Conv nodes, which is not a whole number of "
+                                           "passes of 2 layers"):
+        peers.layer_times_from_profile(events[:-1], 2)
+    swapped = [*one_pass, _node("y", "Conv", 12), _node("/0/Conv", "Conv", 30)]
+    with pytest.raises(RuntimeError, match="do not run in the same order"):
+        peers.layer_times_from_profile(swapped, 2)
+
+
+@pytest.mark.skipif(not (peers.onnxruntime_available() and peers.torch_available()),
+                    reason="onnxruntime, onnx and torch (to export the model) are needed")
+def test_onnxruntime_session_times_every_layer_of_every_profiled_pass():
+    net = models.mobilenet_v1(**TINY)
+    params = profile.network_weights(net, "float32")
+    x0 = np.random.default_rng(1).standard_normal(net[0].input_shape(2)).astype(np.float32)
+    session = peers.OnnxRuntimeNet(net, params, x0)
+    expected = session.run()
+    for _ in range(3):
+        np.testing.assert_array_equal(session.run_profiled(), expected)
+    times = session.layer_times()
+    assert len(times) == 3 and all(len(p) == len(net) for p in times)
+    assert all(t > 0 for p in times for t in p)
+    assert session.layer_times() is times  # read once: the profile ends with it
 
 
 def test_chain_pass_pools_before_the_classifier():
