@@ -111,7 +111,8 @@ def test_onnxruntime_session_times_every_layer_of_every_profiled_pass():
         np.testing.assert_array_equal(session.run_profiled(), expected)
     times = session.layer_times()
     assert len(times) == 3 and all(len(p) == len(net) for p in times)
-    assert all(t > 0 for p in times for t in p)
+    # whole microseconds: a tiny layer may read 0, a pass may not
+    assert all(t >= 0 for p in times for t in p) and all(sum(p) > 0 for p in times)
     assert session.layer_times() is times  # read once: the profile ends with it
 
 
