@@ -21,6 +21,10 @@ from . import __version__, api, config, machine, models, profile, workspace
 from .spec import ConvSpec
 
 
+# tracemalloc also counts the small objects of a call (shapes, views): up to this many bytes
+_MEMORY_SLACK = 65536
+
+
 def _ms(seconds):
     return f"{seconds * 1e3:.2f}"
 
@@ -70,14 +74,20 @@ def totals_line(result) -> str:
     return "; ".join(parts)
 
 
-def dilation_rows(budget: float, threads: int):
-    """Dilation 2 against 1, forward and backward, on a depthwise and a dense 3x3 layer."""
+def dilation_times(budget: float, threads: int):
+    """Dilation 2 against 1, forward and backward, on a depthwise and a dense 3x3 layer.
+
+    Returns
+    -------
+    list of (layer, call, seconds at dilation 1, seconds at dilation 2)
+        ``call`` is "fastconv forward", "fastconv backward" and, with torch, the same for it.
+    """
     from . import peers
 
     cases = [("depthwise 3x3, 128x56x56", ConvSpec(128, 128, 3, padding=1, groups=128,
                                                   input_size=56)),
              ("dense 3x3, 64x56x56", ConvSpec(64, 64, 3, padding=1, input_size=56))]
-    rows = []
+    records = []
     for name, spec in cases:
         times = {}
         for dilation in (1, 2):
@@ -101,9 +111,39 @@ def dilation_rows(budget: float, threads: int):
             for key, t in timings.items():
                 times[(key, dilation)] = t.min
         for key in sorted({k for k, _ in times}):
-            rows.append([name, key, _ms(times[(key, 1)]), _ms(times[(key, 2)]),
-                         _ratio(times[(key, 2)], times[(key, 1)])])
-    return rows
+            records.append((name, key, times[(key, 1)], times[(key, 2)]))
+    return records
+
+
+def layers_alone(budget: float, threads: int):
+    """Issue 6's target 4, measured as ``fastconv bench mobilenet-v1`` does: each depthwise
+    layer of MobileNet v1 (batch 1, float32) against PyTorch, each pointwise layer against a
+    bare numpy GEMM of its shape, forward, interleaved.
+
+    Returns
+    -------
+    list of dict
+        ``layer``, ``kind``, ``fastconv`` and ``peer`` (the minimum seconds) and ``peer_name``
+        ("torch" or "GEMM"); depthwise layers are left out when torch is missing.
+    """
+    from . import peers
+    from .models import layer_names
+
+    records = []
+    net = models.mobilenet_v1(include_fc=False)
+    for name, spec in zip(layer_names(net), net):
+        if spec.kind not in ("dw", "pw") or (spec.kind == "dw" and not peers.torch_available()):
+            continue
+        x, w = profile.layer_arrays(spec, 1, np.float32)
+        with_torch = spec.kind == "dw"
+        calls = profile.layer_candidates(spec, x, w, algorithms=["auto"], mode="forward",
+                                         with_torch=with_torch, with_gemm=not with_torch,
+                                         threads=threads)
+        timings = profile.measure(calls, budget=budget, settle=0.05 if with_torch else 0.0)
+        peer = "torch" if with_torch else "gemm"
+        records.append(dict(layer=name, kind=spec.kind, fastconv=timings["auto"].min,
+                            peer=timings[peer].min, peer_name=peer.replace("gemm", "GEMM")))
+    return records
 
 
 def backend_rows(budget: float):
@@ -161,9 +201,15 @@ def _in_fresh_interpreter(function: str, *args):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cold_start_rows():
+def cold_starts():
     """Import + first conv2d call in fresh interpreters: Numba with a warm and an empty cache,
-    and the Cython AOT backend (nothing to compile)."""
+    and the Cython AOT backend (nothing to compile).
+
+    Returns
+    -------
+    list of (label, seconds)
+        The first label is Numba's warm cache.
+    """
     from . import dispatch
 
     code = ("import time; t = time.perf_counter(); import numpy as np, fastconv as fc; "
@@ -183,12 +229,17 @@ def cold_start_rows():
                                  capture_output=True, text=True, env={**os.environ, **env},
                                  check=True)
             seconds.append(float(out.stdout.strip()))
-        rows.append([label, f"{seconds[-1]:.2f}"])
+        rows.append((label, seconds[-1]))
     return rows
 
 
-def memory_rows():
-    """A forward call's peak extra memory (tracemalloc) against the budget plus its output."""
+def memory_peaks():
+    """A forward call's peak extra memory (tracemalloc) against the budget plus its output.
+
+    Returns
+    -------
+    list of (call, peak bytes, budget + output bytes)
+    """
     rows = []
     spec = ConvSpec(64, 64, 3, padding=1, input_size=112)
     x, w = profile.layer_arrays(spec, 1, np.float32)
@@ -202,9 +253,93 @@ def memory_rows():
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
         limit = min(budget, full) + y.nbytes
-        rows.append([f"im2col 3x3 64→64 at 112x112, budget {budget / 2**20:.1f} MiB",
-                     f"{peak / 2**20:.2f}", f"{limit / 2**20:.2f}",
-                     "yes" if peak <= limit + 65536 else "NO"])
+        rows.append((f"im2col 3x3 64→64 at 112x112, budget {budget / 2**20:.1f} MiB", peak,
+                     limit))
+    return rows
+
+
+def _within(peak, limit):
+    return peak <= limit + _MEMORY_SLACK
+
+
+def target_rows(results, layers, dilation, memory, cold):
+    """Issue 6's performance targets, each with this run's figure and whether it is met.
+
+    Parameters
+    ----------
+    results : dict
+        Profile results keyed by ``(model, pass, batch)``, as :func:`run` measures them.
+    layers : list of dict
+        From :func:`layers_alone`.
+    dilation, memory, cold : list
+        From :func:`dilation_times`, :func:`memory_peaks` and :func:`cold_starts`.
+
+    Returns
+    -------
+    list of [target, measured, met]
+        ``met`` is "yes", "no" or "n/a" (a peer that is not installed).
+    """
+    def against(key, peer):
+        """``(fastconv seconds, peer seconds)`` of a whole-network run, or None."""
+        result = results.get(key)
+        if result is None or peer not in result["peers"]["totals"]:
+            return None
+        return result["total"]["seconds"], result["peers"]["totals"][peer]["seconds"]
+
+    def yes(ok):
+        return "yes" if ok else "no"
+
+    rows = []
+    for key, target in ((("mobilenet-v1", "forward", 1), "1. MobileNet v1 1.0-224 forward, "
+                         "batch 1: ≤ 1.0x ONNX Runtime's time"),
+                        (("mobilenet-v1-full", "forward", 1), "2. The full-convolution twin "
+                         "forward, batch 1: ≤ 1.0x ONNX Runtime's time")):
+        pair = against(key, "onnxruntime")
+        if pair is None:
+            rows.append([target, "ONNX Runtime not measured", "n/a"])
+        else:
+            rows.append([target, f"{_ms(pair[0])} ms against {_ms(pair[1])}: "
+                         f"{_ratio(*pair)}x", yes(pair[0] <= pair[1])])
+
+    target = "3. MobileNet v1 forward + backward, batch 1 and 8: ≤ 0.7x PyTorch's time"
+    pairs = {batch: against(("mobilenet-v1", "both", batch), "torch") for batch in (1, 8)}
+    if None in pairs.values():
+        rows.append([target, "PyTorch not measured", "n/a"])
+    else:
+        rows.append([target, "; ".join(f"batch {b}: {_ms(f)} ms against {_ms(t)}: "
+                                       f"{_ratio(f, t)}x" for b, (f, t) in pairs.items()),
+                     yes(all(f <= 0.7 * t for f, t in pairs.values()))])
+
+    for kind, target, floor in (
+            ("dw", "4. Every depthwise layer's forward ≥ 2x PyTorch's speed", 2.0),
+            ("pw", "4. Every pointwise layer's forward ≥ 0.95x the speed of a bare BLAS "
+             "GEMM of its shape", 0.95)):
+        speeds = [(r["peer"] / r["fastconv"], r["layer"], r["peer_name"])
+                  for r in layers if r["kind"] == kind]
+        if not speeds:
+            rows.append([target, "the peer was not measured", "n/a"])
+            continue
+        (low, low_layer, peer), (high, high_layer, _) = min(speeds), max(speeds)
+        reaching = sum(speed >= floor for speed, _, _ in speeds)
+        rows.append([target, f"{peer} / fastconv from {low:.2f} ({low_layer}) to {high:.2f} "
+                     f"({high_layer}); {reaching} of {len(speeds)} layers ≥ {floor:g}",
+                     yes(reaching == len(speeds))])
+
+    ours = [(layer.split(",")[0], call.split()[1], t2 / t1)
+            for layer, call, t1, t2 in dilation if call.startswith("fastconv")]
+    rows.append(["5. Dilation 2 costs ≤ 1.25x the undilated layer, forward and backward, "
+                 "dense and depthwise",
+                 "; ".join(f"{layer} {call} {ratio:.2f}x" for layer, call, ratio in ours),
+                 yes(bool(ours) and all(ratio <= 1.25 for _, _, ratio in ours))])
+    rows.append(["6. A forward call's peak extra memory ≤ workspace budget + output",
+                 "; ".join(f"{peak / 2**20:.2f} MiB against {limit / 2**20:.2f}"
+                           for _, peak, limit in memory),
+                 yes(all(_within(peak, limit) for _, peak, limit in memory))])
+    (warm_label, warm), *others = cold
+    rows.append(["7. Cold start: import + first conv2d call on a warm cache < 1 s; a cold "
+                 "compile's cost reported",
+                 "; ".join(f"{label} {seconds:.2f} s" for label, seconds in cold),
+                 yes(warm < 1.0)])
     return rows
 
 
@@ -301,10 +436,21 @@ def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
         "FLOPs and "
         f"{100 * sum(r['time_share'] for r in sep['layers'] if r['kind'] == 'dw'):.1f}% of the "
         "time: they move a byte per two FLOPs, far left on the roofline.")
+    progress("layers alone")
+    layers = layers_alone(min(budget, 1.0), threads)
+    sections.append(
+        "## MobileNet v1 layers alone, forward, batch 1 (ms; as `fastconv bench mobilenet-v1` "
+        "times them)\n\nEach depthwise layer against PyTorch, each pointwise layer against a "
+        "bare numpy GEMM of its shape (`numpy.matmul`, allocating its output as a convolution "
+        "does): issue 6's target 4.\n\n" + _table(
+            ["layer", "kind", "fastconv", "peer", "peer ms", "peer / fastconv"],
+            [[r["layer"], r["kind"], _ms(r["fastconv"]), r["peer_name"], _ms(r["peer"]),
+              _ratio(r["peer"], r["fastconv"])] for r in layers]))
     progress("dilation")
+    dilation = dilation_times(min(budget, 1.0), threads)
     sections.append("## Dilation 2 against dilation 1 (ms, batch 1)\n\n" + _table(
         ["layer", "call", "dilation 1", "dilation 2", "ratio"],
-        dilation_rows(min(budget, 1.0), threads)))
+        [[layer, call, _ms(t1), _ms(t2), _ratio(t2, t1)] for layer, call, t1, t2 in dilation]))
     progress("numba vs cython")
     rows = _in_fresh_interpreter("backend_rows", min(budget, 0.5))
     if rows:
@@ -317,11 +463,21 @@ def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
                       "cython / numba forward, 1 thread",
                       "cython / numba backward, 1 thread"], rows))
     progress("cold start")
+    cold = cold_starts()
     sections.append("## Cold start: import + first conv2d call, fresh interpreter (s)\n\n"
-                    + _table(["cache", "seconds"], cold_start_rows()))
+                    + _table(["cache", "seconds"], [[label, f"{seconds:.2f}"]
+                                                    for label, seconds in cold]))
     progress("memory")
+    memory = memory_peaks()
     sections.append("## Peak extra memory of a forward call (MiB, tracemalloc)\n\n" + _table(
-        ["call", "peak", "workspace + output", "within"], memory_rows()))
+        ["call", "peak", "workspace + output", "within"],
+        [[call, f"{peak / 2**20:.2f}", f"{limit / 2**20:.2f}",
+          "yes" if _within(peak, limit) else "NO"] for call, peak, limit in memory]))
+    # after the whole networks, before their layer tables: the figures of every target
+    sections.insert(2, "## Issue 6's performance targets\n\nEach target with this run's "
+                    "figure, from the tables below.\n\n" + _table(
+                        ["target", "measured", "met"],
+                        target_rows(results, layers, dilation, memory, cold)))
     sections[0] = sections[0].replace("{elapsed}", f"{time.time() - started:.0f} s")
     return "\n\n".join(sections) + "\n"
 

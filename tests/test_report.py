@@ -1,0 +1,89 @@
+"""The report's targets table: each of issue 6's targets judged from the run's own figures."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastconv import models, report
+
+from helpers import needs_torch
+
+
+def _network(fastconv, **peers):
+    return dict(total=dict(seconds=fastconv),
+                peers=dict(totals={p: dict(seconds=s) for p, s in peers.items()}))
+
+
+def _inputs(**changes):
+    """Figures where every target is met; ``changes`` replaces some of them."""
+    figures = dict(
+        results={("mobilenet-v1", "forward", 1): _network(5e-3, onnxruntime=6e-3, torch=9e-3),
+                 ("mobilenet-v1-full", "forward", 1): _network(40e-3, onnxruntime=46e-3),
+                 ("mobilenet-v1", "both", 1): _network(20e-3, torch=30e-3),
+                 ("mobilenet-v1", "both", 8): _network(150e-3, torch=240e-3)},
+        layers=[dict(layer="dw2", kind="dw", fastconv=1e-4, peer=2.5e-4, peer_name="torch"),
+                dict(layer="dw4", kind="dw", fastconv=1e-4, peer=2e-4, peer_name="torch"),
+                dict(layer="pw3", kind="pw", fastconv=1e-4, peer=0.96e-4, peer_name="GEMM"),
+                dict(layer="pw5", kind="pw", fastconv=1e-4, peer=1e-4, peer_name="GEMM")],
+        dilation=[("depthwise 3x3, 128x56x56", "fastconv forward", 1e-4, 1.2e-4),
+                  ("depthwise 3x3, 128x56x56", "torch forward", 1e-4, 3e-4),
+                  ("dense 3x3, 64x56x56", "fastconv backward", 1e-3, 1.1e-3)],
+        memory=[("im2col", 6 << 20, 7 << 20)],
+        cold=[("numba, warm cache", 0.5), ("numba, no cache", 2.4)])
+    figures.update(changes)
+    return figures
+
+
+def _met(**changes):
+    return [row[2] for row in report.target_rows(**_inputs(**changes))]
+
+
+def test_every_target_met():
+    rows = report.target_rows(**_inputs())
+    assert [row[2] for row in rows] == ["yes"] * 8
+    assert rows[0][1] == "5.00 ms against 6.00: 0.83x"
+    assert rows[2][1] == ("batch 1: 20.00 ms against 30.00: 0.67x; "
+                          "batch 8: 150.00 ms against 240.00: 0.62x")
+    assert rows[3][1] == "torch / fastconv from 2.00 (dw4) to 2.50 (dw2); 2 of 2 layers ≥ 2"
+    assert rows[4][1] == "GEMM / fastconv from 0.96 (pw3) to 1.00 (pw5); 2 of 2 layers ≥ 0.95"
+    # torch's own dilation ratio (3x) is no target of ours
+    assert rows[5][1] == "depthwise 3x3 forward 1.20x; dense 3x3 backward 1.10x"
+
+
+@pytest.mark.parametrize("change, failed", [
+    (dict(results={**_inputs()["results"],
+                   ("mobilenet-v1", "forward", 1): _network(6.1e-3, onnxruntime=6e-3)}), 0),
+    (dict(results={**_inputs()["results"],
+                   ("mobilenet-v1", "both", 8): _network(170e-3, torch=240e-3)}), 2),
+    (dict(layers=[dict(layer="dw2", kind="dw", fastconv=1e-4, peer=1.9e-4, peer_name="torch"),
+                  dict(layer="pw3", kind="pw", fastconv=1e-4, peer=0.96e-4,
+                       peer_name="GEMM")]), 3),
+    (dict(layers=[dict(layer="dw2", kind="dw", fastconv=1e-4, peer=2e-4, peer_name="torch"),
+                  dict(layer="pw3", kind="pw", fastconv=1e-4, peer=0.94e-4,
+                       peer_name="GEMM")]), 4),
+    (dict(dilation=[("dense 3x3, 64x56x56", "fastconv forward", 1e-3, 1.3e-3)]), 5),
+    (dict(memory=[("im2col", 8 << 20, 7 << 20)]), 6),
+    (dict(cold=[("numba, warm cache", 1.2)]), 7),
+])
+def test_a_missed_target_is_marked(change, failed):
+    met = _met(**change)
+    assert met[failed] == "no"
+    assert met.count("no") == 1
+
+
+def test_a_peer_not_measured_is_not_judged():
+    results = {key: _network(r["total"]["seconds"])
+               for key, r in _inputs()["results"].items()}
+    assert _met(results=results, layers=[])[:5] == ["n/a"] * 5
+
+
+@needs_torch
+def test_layers_alone_times_depthwise_against_torch_and_pointwise_against_gemm(monkeypatch):
+    # conv1, dw2, pw3, dw4, pw5 (torch is timed after a pause: a few layers keep this quick)
+    tiny = models.mobilenet_v1(alpha=0.25, resolution=32, include_fc=False)[:5]
+    monkeypatch.setattr(report.models, "mobilenet_v1", lambda include_fc: tiny)
+    records = report.layers_alone(budget=0.01, threads=1)
+    assert [r["kind"] for r in records] == [s.kind for s in tiny if s.kind in ("dw", "pw")]
+    assert {r["peer_name"] for r in records if r["kind"] == "dw"} == {"torch"}
+    assert {r["peer_name"] for r in records if r["kind"] == "pw"} == {"GEMM"}
+    assert all(r["fastconv"] > 0 and r["peer"] > 0 for r in records)
