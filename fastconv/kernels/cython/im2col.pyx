@@ -71,6 +71,9 @@ cdef void _im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols, Py_ssiz
                 if sw == 1:
                     for i in range(a, b):
                         to[i - ow0] = row[i + offset]
+                elif sw == 2:  # a constant stride: gcc vectorises it, a variable one not
+                    for i in range(a, b):
+                        to[i - ow0] = row[i * 2 + offset]
                 else:
                     for i in range(a, b):
                         to[i - ow0] = row[i * sw + offset]

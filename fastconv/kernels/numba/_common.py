@@ -13,6 +13,7 @@ import functools
 import numpy as np
 from numba import prange, uintp
 
+from ... import config
 from ...config import jit
 
 
@@ -32,6 +33,12 @@ def valid_output_range(offset, stride, in_size, out_size):
     if hi < lo:
         hi = lo
     return lo, hi
+
+
+def parallel_chunks(tasks: int) -> int:
+    """Chunks for a kernel that splits ``tasks`` over its thread pool: a few per thread, for
+    balance; each chunk allocates its scratch once."""
+    return max(1, min(tasks, 4 * config.pool_size()))
 
 
 @jit(parallel=True)

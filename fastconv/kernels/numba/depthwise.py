@@ -29,7 +29,7 @@ from ..depthwise_plan import (FLAT_BELOW, path, scratch_geometry, scratch_offset
                               split_geometry, spread_geometry, uses_3x3_path, uses_phases,
                               wrapped_geometry)
 from . import direct
-from ._common import backward_bias, bias_or_zeros  # noqa: F401
+from ._common import backward_bias, bias_or_zeros, parallel_chunks  # noqa: F401
 
 
 def skips_padding(spec: ConvSpec) -> bool:
@@ -307,7 +307,7 @@ def forward(x, weight, bias, spec: ConvSpec):
     out = np.empty(spec.output_shape(x.shape[0]), dtype=x.dtype)
     bias = bias_or_zeros(bias, spec.out_channels, x.dtype)
     (sh, sw), ((ph, _), (pw, _)) = spec.stride, spec.pads
-    size, chunks = x.size + out.size, _chunks(x.shape[0] * spec.out_channels)
+    size, chunks = x.size + out.size, parallel_chunks(x.shape[0] * spec.out_channels)
     kind = path(spec)
     if kind == "wrapped":
         (dh, dw), width = spec.dilation, spec.input_size[1]
@@ -321,12 +321,6 @@ def forward(x, weight, bias, spec: ConvSpec):
                          *scratch_geometry(spec), uses_phases(spec),
                          _u64(scratch_offsets(spec)), chunks)
     return out
-
-
-def _chunks(tasks: int) -> int:
-    """Parallel chunks: a few per thread of the pool, for balance; each allocates its scratch
-    once."""
-    return max(1, min(tasks, 4 * config.pool_size()))
 
 
 # --- backward -----------------------------------------------------------------------------
@@ -595,7 +589,7 @@ def backward_input(grad_output, weight, spec: ConvSpec):
         return direct.backward_input(grad_output, weight, spec)
     n_images = grad_output.shape[0]
     grad_input = np.empty(spec.input_shape(n_images), dtype=grad_output.dtype)
-    size, chunks = grad_output.size + grad_input.size, _chunks(n_images * spec.in_channels)
+    size, chunks = grad_output.size + grad_input.size, parallel_chunks(n_images * spec.in_channels)
     if path(spec) == "wrapped":
         config.run_sized(size, _backward_input_wrapped_3x3, _planes(grad_output), weight,
                          _planes(grad_input), spec.input_size[1], *spec.dilation,
@@ -631,7 +625,8 @@ def backward_weight(grad_output, x, spec: ConvSpec):
         return direct.backward_weight(grad_output, x, spec)
     grad_weight = np.empty(spec.weight_shape, dtype=x.dtype)
     (sh, sw), ((ph, _), (pw, _)) = spec.stride, spec.pads
-    size, chunks, zero = grad_output.size + x.size, _chunks(spec.out_channels), x.dtype.type(0)
+    size, zero = grad_output.size + x.size, x.dtype.type(0)
+    chunks = parallel_chunks(spec.out_channels)
     if path(spec) == "wrapped":
         config.run_sized(size, _backward_weight_wrapped_3x3, _planes(grad_output), _planes(x),
                          grad_weight, spec.input_size[1], *spec.dilation,

@@ -23,7 +23,8 @@ from ...config import jit
 from ...spec import ConvSpec
 from ..tiling import (ColumnTiling, batch_small_images, column_tiling,  # noqa: F401
                       gradient_chunk, tiles)
-from ._common import add_bias, backward_bias, valid_output_range  # noqa: F401
+from ._common import (add_bias, backward_bias, parallel_chunks,  # noqa: F401
+                      valid_output_range)
 
 
 def skips_padding(spec: ConvSpec) -> bool:
@@ -55,11 +56,23 @@ def _gather(grad_output_mat, segments, buffer):
 
 
 @jit(inline=True)
-def _gather_row(cols, r, dst, count, x, n, c, ih, start, sw):
-    """``cols[r, dst + i] = x[n, c, ih, start + i * sw]`` for ``i`` in ``[0, count)``."""
+def _gather_row(cols, r, dst, count, x, n, c, ih, start, sw, spare):
+    """``cols[r, dst + i] = x[n, c, ih, start + i * sw]`` for ``i`` in ``[0, count)``.
+
+    At stride 2 each pair's other element goes to ``spare`` (never read): loads of whole
+    pairs vectorise, a lone stride-2 load runs scalar (3x slower, measured). The last pair
+    is only read if it lies inside the row."""
     if sw == 1:
         for i in range(uintp(count)):
             cols[r, uintp(dst) + i] = x[n, c, ih, uintp(start) + i]
+    elif sw == 2:
+        pairs = count if start + 2 * count <= x.shape[3] else count - 1
+        two = uintp(2)
+        for i in range(uintp(pairs)):
+            cols[r, uintp(dst) + i] = x[n, c, ih, uintp(start) + two * i]
+            spare[i] = x[n, c, ih, uintp(start) + two * i + uintp(1)]
+        if pairs < count:
+            cols[r, uintp(dst + pairs)] = x[n, c, ih, uintp(start + 2 * pairs)]
     else:
         for i in range(uintp(count)):
             cols[r, uintp(dst) + i] = x[n, c, ih, uintp(start) + i * uintp(sw)]
@@ -80,38 +93,42 @@ def _tile_start(q0, pixels, wo_size):
 
 
 @jit(parallel=True)
-def _im2col(x, cols, q0, q1, pixels, kh_size, kw_size, wo_size, sh, sw, ph, pw, dh, dw):
+def _im2col(x, cols, q0, q1, pixels, kh_size, kw_size, wo_size, sh, sw, ph, pw, dh, dw,
+            n_chunks):
     """Fill ``cols[:, :q1-q0]`` with the patches of the batch's output pixels ``[q0, q1)``
-    (numbered image after image); one row per (input channel, kernel row, kernel column).
-    The tile is walked one output row (or the part of it inside the tile) at a time, its
-    position advanced by counting, not by dividing (two divisions per 14-pixel row cost as
-    much as the copy)."""
+    (numbered image after image); one row per (input channel, kernel row, kernel column),
+    the rows in ``n_chunks`` parallel chunks. The tile is walked one output row (or the part
+    of it inside the tile) at a time, its position advanced by counting, not by dividing (two
+    divisions per 14-pixel row cost as much as the copy)."""
     height, width = x.shape[2], x.shape[3]
-    taps, ho_size = kh_size * kw_size, pixels // wo_size
+    taps, ho_size, rows = kh_size * kw_size, pixels // wo_size, cols.shape[0]
     n0, oh0, ow00 = _tile_start(q0, pixels, wo_size)
-    for r in prange(cols.shape[0]):
-        c = r // taps
-        kh = (r - c * taps) // kw_size
-        kw = r - c * taps - kh * kw_size
-        offset = kw * dw - pw
-        lo, hi = valid_output_range(offset, sw, width, wo_size)
-        n, oh, ow0, dst = n0, oh0, ow00, 0
-        while dst < q1 - q0:
-            ow1 = min(wo_size, ow0 + q1 - q0 - dst)
-            ih = oh * sh - ph + kh * dh
-            if 0 <= ih < height:
-                # zeros left of the reachable span [a, b), the span, zeros right of it
-                a = min(max(lo, ow0), ow1)
-                b = min(max(hi, a), ow1)
-                _zero_row(cols, r, dst, a - ow0)
-                _gather_row(cols, r, dst + a - ow0, b - a, x, n, c, ih, a * sw + offset, sw)
-                _zero_row(cols, r, dst + b - ow0, ow1 - b)
-            else:
-                _zero_row(cols, r, dst, ow1 - ow0)
-            dst += ow1 - ow0
-            ow0, oh = 0, oh + 1
-            if oh == ho_size:
-                n, oh = n + 1, 0
+    for chunk in prange(n_chunks):
+        spare = np.empty(wo_size, x.dtype)  # see _gather_row
+        for r in range(chunk * rows // n_chunks, (chunk + 1) * rows // n_chunks):
+            c = r // taps
+            kh = (r - c * taps) // kw_size
+            kw = r - c * taps - kh * kw_size
+            offset = kw * dw - pw
+            lo, hi = valid_output_range(offset, sw, width, wo_size)
+            n, oh, ow0, dst = n0, oh0, ow00, 0
+            while dst < q1 - q0:
+                ow1 = min(wo_size, ow0 + q1 - q0 - dst)
+                ih = oh * sh - ph + kh * dh
+                if 0 <= ih < height:
+                    # zeros left of the reachable span [a, b), the span, zeros right of it
+                    a = min(max(lo, ow0), ow1)
+                    b = min(max(hi, a), ow1)
+                    _zero_row(cols, r, dst, a - ow0)
+                    _gather_row(cols, r, dst + a - ow0, b - a, x, n, c, ih, a * sw + offset,
+                                sw, spare)
+                    _zero_row(cols, r, dst + b - ow0, ow1 - b)
+                else:
+                    _zero_row(cols, r, dst, ow1 - ow0)
+                dst += ow1 - ow0
+                ow0, oh = 0, oh + 1
+                if oh == ho_size:
+                    n, oh = n + 1, 0
 
 
 @jit(inline=True)
@@ -176,7 +193,7 @@ def forward(x, weight, bias, spec: ConvSpec):
     w_mat = weight.reshape(spec.groups, spec.out_channels_per_group, tiling.group_rows)
     cols, cols_2d = _columns(spec, tiling, x.dtype)
     for q0, q1, segments in tiles(tiling, n_images):
-        _im2col(x, cols_2d, q0, q1, *tiling.args)
+        _im2col(x, cols_2d, q0, q1, *tiling.args, parallel_chunks(tiling.rows))
         # a GEMM per image, straight into the output (measured: one GEMM over several small
         # images plus copying their outputs apart is slower, even for a classifier)
         for n, p0, p1, at in segments:
@@ -209,7 +226,7 @@ def backward_weight(grad_output, x, spec: ConvSpec):
     dy_tile = workspace.scratch((spec.groups, og, tiling.tile), x.dtype, slot=1)
     grad = partial = None
     for q0, q1, segments in tiles(tiling, n_images):
-        _im2col(x, cols_2d, q0, q1, *tiling.args)
+        _im2col(x, cols_2d, q0, q1, *tiling.args, parallel_chunks(tiling.rows))
         chunk = gradient_chunk(og, tiling.group_rows, q1 - q0)
         if chunk < q1 - q0:  # image by image, dY where it is (not copied side by side)
             for n, p0, p1, at in segments:
