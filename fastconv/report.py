@@ -444,8 +444,8 @@ def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
         "bare numpy GEMM of its shape (`numpy.matmul`, allocating its output as a convolution "
         "does): issue 6's target 4.\n\n" + _table(
             ["layer", "kind", "fastconv", "peer", "peer ms", "peer / fastconv"],
-            [[r["layer"], r["kind"], _ms(r["fastconv"]), r["peer_name"], _ms(r["peer"]),
-              _ratio(r["peer"], r["fastconv"])] for r in layers]))
+            [[r["layer"], r["kind"], f"{r['fastconv'] * 1e3:.3f}", r["peer_name"],
+              f"{r['peer'] * 1e3:.3f}", _ratio(r["peer"], r["fastconv"])] for r in layers]))
     progress("dilation")
     dilation = dilation_times(min(budget, 1.0), threads)
     sections.append("## Dilation 2 against dilation 1 (ms, batch 1)\n\n" + _table(
@@ -474,7 +474,7 @@ def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
         [[call, f"{peak / 2**20:.2f}", f"{limit / 2**20:.2f}",
           "yes" if _within(peak, limit) else "NO"] for call, peak, limit in memory]))
     # after the whole networks, before their layer tables: the figures of every target
-    sections.insert(2, "## Issue 6's performance targets\n\nEach target with this run's "
+    sections.insert(2, "## Performance targets (issue 6)\n\nEach target with this run's "
                     "figure, from the tables below.\n\n" + _table(
                         ["target", "measured", "met"],
                         target_rows(results, layers, dilation, memory, cold)))
