@@ -400,7 +400,7 @@ def cmd_profile(args) -> int:
         f"measured GEMM {m['gemm_gflops'][args.dtype]:.0f} GFLOP/s ({args.dtype}), stream "
         f"{m['bandwidth_gbs']:.0f} GB/s, starting Numba's thread pool "
         f"({config.numba_threading_layer()}) {m['wake_us']:.0f} µs per parallel kernel call "
-        f"(median), {peaks.blas_spin_text()}; theoretical FMA peak "
+        f"(median), {peaks.blas_spin_text()}; {peaks.after_idle_text()}; theoretical FMA peak "
         f"{m['peak_gflops'][args.dtype]:.0f} GFLOP/s ({'; '.join(m['assumptions'])})")
     console.print(f"fastconv: {t['seconds'] * 1e3:.2f} ms per pass (median "
                   f"{t['seconds_median'] * 1e3:.2f}), {t['gflops']:.1f} GFLOP/s = "

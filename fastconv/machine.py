@@ -99,10 +99,22 @@ class Machine:
     bandwidth_gbs: float | None = None
     wake_us: float | None = None
     blas_spin_ms: float | None = None
+    after_idle_us: tuple[float, float] | None = None
 
     def blas_spin_text(self) -> str:
         """The idle BLAS threads' spin, measured, and who chose it."""
         return describe_blas_spin(self.blas_spin_ms)
+
+    def after_idle_text(self) -> str:
+        """:func:`measure_after_idle_us`'s two figures, in words."""
+        from .profile import SETTLE
+
+        if self.after_idle_us is None:
+            return "the cost of waking from idle not measured"
+        warm, woken = self.after_idle_us
+        return (f"a one-thread copy of {AFTER_IDLE_BYTES / 1e6:.1f} MB took {warm:.0f} µs back "
+                f"to back and {woken:.0f} µs right after {SETTLE:g} s idle (the pause before "
+                "each library's timed pass: its first layer pays the difference)")
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -212,10 +224,42 @@ def describe_blas_spin(busy_ms: float) -> str:
             f"({who.get(config.OPENBLAS_IDLE_SPIN, config.OPENBLAS_IDLE_SPIN)})")
 
 
+AFTER_IDLE_BYTES = 32 * 112 * 112 * 4  # what MobileNet's first layer writes (float32)
+
+
+def measure_after_idle_us(repeats: int = 7) -> tuple[float, float]:
+    """Microseconds of a one-thread copy of :data:`AFTER_IDLE_BYTES`, back to back and right
+    after the profiler's pause (``profile.SETTLE`` seconds) asleep (medians of ``repeats``).
+
+    The profiler pauses before each library's pass. Idle that long, a core may drop into a
+    deep sleep state or (on a virtual machine) be lent to another guest: its caches come back
+    cold and its clock low, and the first layer of the next pass runs on it. The copy is
+    memory traffic of the first layer's size, on one thread, so no thread pool's wake-up is in
+    the figure.
+    """
+    from .profile import SETTLE
+
+    src = np.ones(AFTER_IDLE_BYTES // 4, np.float32)
+    dst = np.empty_like(src)
+
+    def copy():
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        return time.perf_counter() - start
+
+    warm, woken = [], []
+    for _ in range(repeats):
+        copy()
+        warm.append(copy())
+        time.sleep(SETTLE)
+        woken.append(copy())
+    return float(np.median(warm)) * 1e6, float(np.median(woken)) * 1e6
+
+
 def measure_machine(threads: int | None = None, dtypes=("float32", "float64"),
                     seconds: float = 0.5, quick: bool = False) -> Machine:
     """The theoretical peak, the measured GEMM and streaming speed, the cost of starting
-    the thread pool, and how long BLAS's idle threads spin.
+    the thread pool, how long BLAS's idle threads spin, and what waking from idle costs.
 
     Parameters
     ----------
@@ -235,4 +279,5 @@ def measure_machine(threads: int | None = None, dtypes=("float32", "float64"),
     gemm = {d: _gemm_gflops(np.dtype(d), size, seconds) for d in dtypes}
     bandwidth = _stream_gbs(16 if quick else 512, seconds)
     wake = _wake_us(seconds) if threads > 1 else 0.0
-    return Machine(cpu, threads, peak, assumptions, gemm, bandwidth, wake, measure_blas_spin_ms())
+    return Machine(cpu, threads, peak, assumptions, gemm, bandwidth, wake, measure_blas_spin_ms(),
+                   measure_after_idle_us(repeats=2 if quick else 7))

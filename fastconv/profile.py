@@ -353,8 +353,12 @@ class NetTimings:
                 for p in range(len(self.forward))]
 
 
+# seconds the harness pauses between two libraries' passes (see time_networks)
+SETTLE = 0.1
+
+
 def time_networks(runners, net, x0, *, mode="forward", budget=2.0, min_passes=3,
-                  max_passes=200, progress=None, whole=None, settle=0.1):
+                  max_passes=200, progress=None, whole=None, settle=SETTLE):
     """Time every runner's passes round-robin (interleaved) until ``budget`` seconds.
 
     Between two libraries the harness pauses ``settle`` seconds (see :func:`pause`): PyTorch's
@@ -443,7 +447,7 @@ def _peer_runners(names, net, params, x0, threads):
 
 def profile_network(net, *, batch=1, dtype="float32", algorithm="auto", backend="auto",
                     mode="forward", budget=2.0, compare=(), threads=None, machine=None,
-                    names=None, progress=None, seed=0, settle=0.1):
+                    names=None, progress=None, seed=0, settle=SETTLE):
     """Profile a network layer by layer: wall time against op counts, peaks and peers.
 
     Parameters

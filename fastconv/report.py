@@ -391,7 +391,7 @@ def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
         f"{m.gemm_gflops['float32']:.0f} GFLOP/s, dgemm {m.gemm_gflops['float64']:.0f} "
         f"GFLOP/s, parallel stream copy {m.bandwidth_gbs:.0f} GB/s, starting Numba's thread "
         f"pool ({config.numba_threading_layer()}) {m.wake_us:.0f} µs per parallel kernel call "
-        f"(median), {m.blas_spin_text()}. Theoretical fp32 FMA peak "
+        f"(median), {m.blas_spin_text()}; {m.after_idle_text()}. Theoretical fp32 FMA peak "
         f"{m.peak_gflops['float32']:.0f} GFLOP/s ({'; '.join(m.assumptions)}). '% peak' is of "
         "the measured GEMM; '% roofline' of min(GEMM peak, intensity x stream bandwidth).",
     ]

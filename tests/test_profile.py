@@ -28,8 +28,11 @@ def test_machine_peaks(peaks):
     assert peaks.peak_gflops["float64"] * 2 == pytest.approx(peaks.peak_gflops["float32"])
     assert peaks.assumptions and "FMA" in peaks.assumptions[0]
     assert set(peaks.to_dict()) >= {"cpu", "peak_gflops", "gemm_gflops", "bandwidth_gbs",
-                                    "wake_us", "blas_spin_ms"}
+                                    "wake_us", "blas_spin_ms", "after_idle_us"}
     assert peaks.blas_spin_ms >= 0 and "after a GEMM" in peaks.blas_spin_text()
+    warm, woken = peaks.after_idle_us
+    assert warm > 0 and woken > 0
+    assert f"{warm:.0f} µs back to back" in peaks.after_idle_text()
 
 
 def test_waking_the_pool_is_measured_and_the_thread_count_restored(peaks):
