@@ -66,7 +66,9 @@ def _gather_row(cols, r, dst, count, x, n, c, ih, start, sw, spare):
         for i in range(uintp(count)):
             cols[r, uintp(dst) + i] = x[n, c, ih, uintp(start) + i]
     elif sw == 2:
-        pairs = count if start + 2 * count <= x.shape[3] else count - 1
+        pairs = count
+        if count > 0 and start + 2 * count > x.shape[3]:
+            pairs = count - 1  # the last pair's second element lies past the row's end
         two = uintp(2)
         for i in range(uintp(pairs)):
             cols[r, uintp(dst) + i] = x[n, c, ih, uintp(start) + two * i]
