@@ -114,7 +114,7 @@ class Machine:
         warm, woken = self.after_idle_us
         return (f"a one-thread copy of {AFTER_IDLE_BYTES / 1e6:.1f} MB took {warm:.0f} µs back "
                 f"to back and {woken:.0f} µs right after {SETTLE:g} s idle (the pause before "
-                "each library's timed pass: its first layer pays the difference)")
+                "each library's timed pass, whose first layer starts in that state)")
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -232,8 +232,8 @@ def measure_after_idle_us(repeats: int = 7) -> tuple[float, float]:
     after the profiler's pause (``profile.SETTLE`` seconds) asleep (medians of ``repeats``).
 
     The profiler pauses before each library's pass. Idle that long, a core may drop into a
-    deep sleep state or (on a virtual machine) be lent to another guest: its caches come back
-    cold and its clock low, and the first layer of the next pass runs on it. The copy is
+    deep sleep state or (on a virtual machine) be lent to another guest, and come back with
+    cold caches or a low clock; the first layer of the next pass runs on it. The copy is
     memory traffic of the first layer's size, on one thread, so no thread pool's wake-up is in
     the figure.
     """
