@@ -140,9 +140,9 @@ def layers_alone(budget: float, threads: int):
                                          with_torch=with_torch, with_gemm=not with_torch,
                                          threads=threads)
         timings = profile.measure(calls, budget=budget, settle=0.05 if with_torch else 0.0)
-        peer = "torch" if with_torch else "gemm"
+        peer, peer_name = ("torch", "torch") if with_torch else ("gemm", "GEMM")
         records.append(dict(layer=name, kind=spec.kind, fastconv=timings["auto"].min,
-                            peer=timings[peer].min, peer_name=peer.replace("gemm", "GEMM")))
+                            peer=timings[peer].min, peer_name=peer_name))
     return records
 
 
