@@ -5,6 +5,8 @@ time goes.
 >>> y = fc.conv2d(x, weight, bias, stride=1, padding="same")      # doctest: +SKIP
 """
 
+# runtime first: it loads numpy's OpenBLAS (see fastconv.runtime)
+from . import runtime  # noqa: F401
 from . import config, models
 from .api import (conv1d, conv1d_backward, conv2d, conv2d_backward, conv2d_input_grad,
                   conv2d_weight_grad, separable_conv2d, separable_conv2d_backward)

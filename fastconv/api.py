@@ -178,13 +178,13 @@ def _placement(backend: str, *arrays) -> tuple[str, bool]:
     return "cuda", True
 
 
-def _run_forward_cuda(module, x, weight, bias, spec: ConvSpec, on_device: bool):
+def _run_forward_cuda(kernel, x, weight, bias, spec: ConvSpec, on_device: bool):
     from .kernels.cuda import _common
 
     if x.shape[0] == 0:
         out = np.empty(spec.output_shape(0), dtype=x.dtype)
         return _common.to_device(out) if on_device else out
-    out = module.forward(x, weight, bias, spec)
+    out = kernel.module.forward(x, weight, bias, spec)
     return out if on_device else out.copy_to_host()
 
 
@@ -192,29 +192,29 @@ def _run_forward(x, weight, bias, spec: ConvSpec, algorithm: str, backend: str, 
     """Dispatch a validated, batched 2-D convolution; a host call is remembered under ``key``
     (see :func:`_call_key`)."""
     backend, on_device = _placement(backend, x, weight, bias)
-    backend, _, module = dispatch.select(spec, algorithm, backend, x.shape[0])
-    if backend == "cuda":
-        return _run_forward_cuda(module, x, weight, bias, spec, on_device)
-    _remember(key, spec, module)
-    return _run_on_host(module, x, weight, bias, spec)
+    kernel = dispatch.select(spec, algorithm, backend, x.shape[0])
+    if kernel.backend == "cuda":
+        return _run_forward_cuda(kernel, x, weight, bias, spec, on_device)
+    _remember(key, spec, kernel)
+    return _run_on_host(kernel, x, weight, bias, spec)
 
 
-def _run_on_host(module, x, weight, bias, spec: ConvSpec):
-    """Run a CPU kernel module on validated, batched host arrays."""
+def _run_on_host(kernel, x, weight, bias, spec: ConvSpec):
+    """Run a CPU kernel on validated, batched host arrays."""
     if x.shape[0] == 0:
         return np.empty(spec.output_shape(0), dtype=x.dtype.newbyteorder("="))
     x, weight = _kernel_ready(x), _kernel_ready(weight)
     bias = None if bias is None else _kernel_ready(bias)
     if (
         spec.pads != ((0, 0), (0, 0))
-        and module.skips_padding(spec)
+        and kernel.skips_padding
         and not np.isfinite(weight).all()
     ):
         # Inf * 0 is NaN: padding a kernel skips must become real zeros (PyTorch's result)
         x = _kernel_ready(np.pad(x, ((0, 0), (0, 0), *spec.pads)))
         spec = spec.without_padding()
     with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf pass silently, as in torch
-        return module.forward(x, weight, bias, spec)
+        return kernel.module.forward(x, weight, bias, spec)
 
 
 def _expand(a, axis: int):
@@ -290,7 +290,7 @@ def _call_key(first, second, third, stride, padding, dilation, groups, algorithm
 
 
 def _remember(key, *validated):
-    """Store what a validated host call resolved to (its spec, kernel module, and for a
+    """Store what a validated host call resolved to (its spec, kernel, and for a
     backward the gradients it needs) under ``key``, unless it has none."""
     if key is None:
         return
@@ -306,8 +306,8 @@ def _convolve(fn, x, weight, bias, stride, padding, dilation, groups, algorithm,
         key = _call_key(x, weight, bias, stride, padding, dilation, groups, algorithm, backend)
         known = _VALIDATED.get(key) if key is not None else None
         if known is not None:
-            spec, module = known
-            return _run_on_host(module, x, weight, bias, spec)
+            spec, kernel = known
+            return _run_on_host(kernel, x, weight, bias, spec)
     x, weight, bias = _check_arrays(fn, x, weight, bias)
     x, weight, spec, unbatched = _prepare(fn, x, weight, bias, stride, padding, dilation,
                                           groups, spatial)
@@ -352,7 +352,7 @@ def _check_grad_output(fn, grad_output, x, spec: ConvSpec, unbatched, spatial, s
     return grad_output
 
 
-def _run_backward_cuda(module, grad_output, x, weight, spec: ConvSpec, needs,
+def _run_backward_cuda(kernel, grad_output, x, weight, spec: ConvSpec, needs,
                        on_device: bool):
     from .kernels.cuda import _common
 
@@ -368,11 +368,11 @@ def _run_backward_cuda(module, grad_output, x, weight, spec: ConvSpec, needs,
                      else (_common.to_device(z) if on_device else z)
                      for name, z in zip(("input", "weight", "bias"), zeros))
     if "input" in needs:
-        grads[0] = place(module.backward_input(grad_output, weight, spec))
+        grads[0] = place(kernel.module.backward_input(grad_output, weight, spec))
     if "weight" in needs:
-        grads[1] = place(module.backward_weight(grad_output, x, spec))
+        grads[1] = place(kernel.module.backward_weight(grad_output, x, spec))
     if "bias" in needs and spec.bias:
-        grads[2] = place(module.backward_bias(grad_output))
+        grads[2] = place(kernel.backward_bias(grad_output))
     return tuple(grads)
 
 
@@ -381,15 +381,15 @@ def _run_backward(grad_output, x, weight, spec: ConvSpec, needs, algorithm, back
     """Dispatch a validated, batched backward; returns (grad_input, grad_weight, grad_bias).
     A host call is remembered under ``key`` (see :func:`_call_key`)."""
     backend, on_device = _placement(backend, grad_output, x, weight)
-    backend, _, module = dispatch.select(spec, algorithm, backend, grad_output.shape[0])
-    if backend == "cuda":
-        return _run_backward_cuda(module, grad_output, x, weight, spec, needs, on_device)
-    _remember(key, spec, module, needs)
-    return _run_backward_on_host(module, grad_output, x, weight, spec, needs)
+    kernel = dispatch.select(spec, algorithm, backend, grad_output.shape[0])
+    if kernel.backend == "cuda":
+        return _run_backward_cuda(kernel, grad_output, x, weight, spec, needs, on_device)
+    _remember(key, spec, kernel, needs)
+    return _run_backward_on_host(kernel, grad_output, x, weight, spec, needs)
 
 
-def _run_backward_on_host(module, grad_output, x, weight, spec: ConvSpec, needs):
-    """Run a CPU kernel module's backward on validated, batched host arrays."""
+def _run_backward_on_host(kernel, grad_output, x, weight, spec: ConvSpec, needs):
+    """Run a CPU kernel's backward on validated, batched host arrays."""
     dtype = grad_output.dtype.newbyteorder("=")
     n_images = grad_output.shape[0]
     grad_input = grad_weight = grad_bias = None
@@ -404,11 +404,11 @@ def _run_backward_on_host(module, grad_output, x, weight, spec: ConvSpec, needs)
     grad_output = _kernel_ready(grad_output)
     with np.errstate(invalid="ignore", over="ignore"):
         if "input" in needs:
-            grad_input = module.backward_input(grad_output, _kernel_ready(weight), spec)
+            grad_input = kernel.module.backward_input(grad_output, _kernel_ready(weight), spec)
         if "weight" in needs:
-            grad_weight = module.backward_weight(grad_output, _kernel_ready(x), spec)
+            grad_weight = kernel.module.backward_weight(grad_output, _kernel_ready(x), spec)
         if "bias" in needs and spec.bias:
-            grad_bias = module.backward_bias(grad_output)
+            grad_bias = kernel.backward_bias(grad_output)
     return grad_input, grad_weight, grad_bias
 
 
@@ -431,8 +431,8 @@ def _backward(fn, grad_output, x, weight, stride, padding, dilation, groups, bia
                         backend, bias, needs)
         known = _VALIDATED.get(key) if key is not None else None
         if known is not None:
-            spec, module, needs = known
-            return _run_backward_on_host(module, grad_output, x, weight, spec, needs)
+            spec, kernel, needs = known
+            return _run_backward_on_host(kernel, grad_output, x, weight, spec, needs)
     needs = _check_needs(needs)
     x, weight, _ = _check_arrays(fn, x, weight, None)
     shown_input, shown_weight = list(x.shape), list(weight.shape)

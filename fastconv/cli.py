@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from . import config, models
+from . import config, models, runtime
 
 
 class CliError(Exception):
@@ -64,9 +64,9 @@ def _threads(args):
 def cmd_bench(args) -> int:
     """Time of each layer with every algorithm and backend, beside torch and a bare GEMM."""
     from rich.console import Console
-    from rich.table import Table
 
-    from . import dispatch, profile
+    from . import dispatch
+    from .bench import harness, profile, rows
     from .models import layer_names
 
     backends = args.backends or ["numba"]
@@ -83,7 +83,7 @@ def cmd_bench(args) -> int:
         if algorithm not in every:
             raise CliError(f"unknown algorithm {algorithm!r}; expected some of {every}")
     if not args.no_torch:
-        from . import peers
+        from .bench import peers
 
         if peers.torch_available():
             import torch  # noqa: F401  (before fastconv's thread pool: see fastconv.config)
@@ -103,7 +103,7 @@ def cmd_bench(args) -> int:
             candidates = profile.layer_candidates(
                 spec, x, w, algorithms=["auto", *algorithms], backends=backends, mode=mode,
                 with_torch=not args.no_torch, threads=threads)
-            timings = profile.measure(candidates, budget=args.budget,
+            timings = harness.measure(candidates, budget=args.budget,
                                       settle=0.05 if "torch" in candidates else 0.0)
             flops = spec.flops * args.batch * (2 if mode == "backward" else 1)
             records.append(dict(
@@ -113,35 +113,12 @@ def cmd_bench(args) -> int:
                 median_seconds={k: t.median for k, t in timings.items()},
                 first_call_seconds={k: t.first_call for k, t in timings.items()}))
 
-    table = Table(title=f"{args.model} {mode}, batch {args.batch}, {dtype.name}, {threads} "
-                        "threads: min ms of interleaved repeats (GFLOP/s)", title_justify="left")
     ratios = [("torch", "auto")] + ([("auto", "gemm")] if mode == "forward" else [])
     ratios += [(profile.candidate_name(b, "auto"), "auto") for b in backends if b != "numba"]
-    for head in ("layer", "input -> output", "MFLOP", *columns,
-                 *[f"{a}/{b}" for a, b in ratios]):
-        table.add_column(head, justify="left" if head in ("layer", "input -> output") else "right")
-    totals = dict.fromkeys(columns, 0.0)
-    for rec in records:
-        cells = []
-        for col in columns:
-            sec = rec["seconds"].get(col)
-            if sec is None:
-                cells.append("")
-                continue
-            totals[col] += sec
-            cells.append(f"{sec * 1e3:.3f} ({rec['flops'] / sec / 1e9:.0f})")
-        secs = rec["seconds"]
-        shape = ("x".join(map(str, rec["input"][1:])) + " -> "
-                 + "x".join(map(str, rec["output"][1:])))
-        table.add_row(rec["layer"], shape, f"{rec['flops'] / 1e6:.1f}", *cells,
-                      *[_ratio(secs.get(a), secs.get(b)) for a, b in ratios])
-    total_flops = sum(r["flops"] for r in records)
-    table.add_section()
-    table.add_row("total", "", f"{total_flops / 1e6:.1f}",
-                  *[f"{totals[c] * 1e3:.2f} ({total_flops / totals[c] / 1e9:.0f})"
-                    if totals[c] and all(c in r["seconds"] for r in records) else ""
-                    for c in columns],
-                  *[_ratio(totals.get(a) or None, totals.get(b) or None) for a, b in ratios])
+    header, body, total = rows.bench_rows(records, columns, ratios)
+    table = rows.rich(f"{args.model} {mode}, batch {args.batch}, {dtype.name}, {threads} "
+                      "threads: min ms of interleaved repeats (GFLOP/s)", header, body,
+                      left=("layer", "input -> output"), total=total)
     _console().print(table)
     if args.json:
         _write_json(args.json, dict(model=args.model, batch=args.batch, dtype=dtype.name,
@@ -156,10 +133,6 @@ def _console():
     return Console() if sys.stdout.isatty() else Console(width=240)
 
 
-def _ratio(a, b) -> str:
-    return "" if a is None or b is None else f"{a / b:.2f}"
-
-
 def _write_json(path, payload):
     try:
         with open(path, "w") as fh:
@@ -171,18 +144,10 @@ def _write_json(path, payload):
 # --- flops ------------------------------------------------------------------------------------
 
 
-def _human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n:g}"
-
-
 def cmd_flops(args) -> int:
     """Per-layer MACs, FLOPs, params, bytes and intensity, and separable vs full counts."""
-    from rich.table import Table
-
     from . import flops
+    from .bench import rows
 
     if args.model not in ("mobilenet-v1", "mobilenet-v1-full"):
         raise CliError(f"unknown model {args.model!r}; expected mobilenet-v1 or mobilenet-v1-full")
@@ -193,49 +158,31 @@ def cmd_flops(args) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     net = full if full_conv else separable
-    rows = flops.layer_counts(net, batch=args.batch)
-    total = flops.totals(rows)
+    records = flops.layer_counts(net, batch=args.batch)
+    total = flops.totals(records)
     comparison = flops.separable_vs_full(separable, full)
     if args.json:
         print(json.dumps(dict(model="mobilenet-v1-full" if full_conv else "mobilenet-v1",
                               alpha=args.alpha, resolution=args.resolution, batch=args.batch,
-                              layers=rows, total=total, separable_vs_full=comparison),
+                              layers=records, total=total, separable_vs_full=comparison),
                          indent=1))
         return 0
 
     title = (f"{'Conv MobileNet (full 3x3 convolutions)' if full_conv else 'MobileNet v1'} "
              f"{args.alpha:g}-{args.resolution}, batch {args.batch}. MACs = multiply-adds; "
              "FLOPs = 2 x MACs; bytes = input + weights + output, moved once")
-    table = Table(title=title, title_justify="left")
-    for head in ("layer", "kind", "input", "output", "MACs", "FLOPs", "params", "bytes f32",
-                 "FLOP/B f32", "FLOP/B f64"):
-        table.add_column(head, justify="left" if head in ("layer", "kind", "input", "output")
-                         else "right")
-    for r in rows:
-        table.add_row(r["name"], r["kind"], "x".join(map(str, r["input"][1:])),
-                      "x".join(map(str, r["output"][1:])), _human(r["macs"]), _human(r["flops"]),
-                      _human(r["params"]), _human(r["bytes_float32"]),
-                      f"{r['intensity_float32']:.1f}", f"{r['intensity_float64']:.1f}")
-    table.add_section()
-    table.add_row("total", "", "", "", _human(total["macs"]), _human(total["flops"]),
-                  _human(total["params"]), _human(total["bytes"]), f"{total['intensity']:.1f}",
-                  f"{total['flops'] / sum(r['bytes_float64'] for r in rows):.1f}")
+    header, body, last = rows.flops_rows(records, total)
     console = _console()
-    console.print(table)
-
-    pairs = Table(title="Separable vs full convolution: each depthwise + pointwise pair against "
-                        "the 3x3 convolution it replaces", title_justify="left")
-    for head in ("pair", "MACs separable", "MACs full", "ratio (counted)",
-                 "1/N + 1/D_K^2 (predicted)"):
-        pairs.add_column(head, justify="left" if head == "pair" else "right")
-    for p in comparison["pairs"]:
-        pairs.add_row(p["layers"], _human(p["macs_separable"]), _human(p["macs_full"]),
-                      f"{p['ratio']:.4f}", f"{p['prediction']:.4f}")
-    console.print(pairs)
+    console.print(rows.rich(title, header, body, left=("layer", "kind", "input", "output"),
+                            total=last))
+    header, body = rows.pair_rows(comparison)
+    console.print(rows.rich("Separable vs full convolution: each depthwise + pointwise pair "
+                            "against the 3x3 convolution it replaces", header, body,
+                            left=("pair",)))
     sep_macs = sum(s.macs for s in separable) * args.batch
     full_macs = sum(s.macs for s in full) * args.batch
     console.print(
-        f"whole net: {_human(sep_macs)} vs {_human(full_macs)} MACs, ratio "
+        f"whole net: {rows.human(sep_macs)} vs {rows.human(full_macs)} MACs, ratio "
         f"{comparison['macs_ratio']:.4f} ({1 / comparison['macs_ratio']:.2f}x fewer); params "
         f"ratio {comparison['params_ratio']:.4f} ({1 / comparison['params_ratio']:.2f}x fewer); "
         f"the pairs alone: {comparison['pairs_macs_ratio']:.4f} "
@@ -267,46 +214,16 @@ def _writable_dir(path):
 
 
 def _profile_table(result, title):
-    from rich.table import Table
+    from .bench import rows
 
-    peers = list(result["peers"]["totals"])
-    table = Table(title=title, title_justify="left")
-    heads = ["layer", "kind", "input -> output", "MFLOP", "ms", "ms median", "GFLOP/s",
-             "% peak", "FLOP/B", "% roofline", "% FLOPs", "% time"]
-    heads += [f"{p} ms" for p in peers] + [f"{p}/fastconv" for p in peers]
-    for head in heads:
-        table.add_column(head, justify="left" if head in ("layer", "kind", "input -> output")
-                         else "right")
-    has_machine = result["machine"] is not None
-    for r in result["layers"]:
-        shape = ("x".join(map(str, r["input"][1:])) + " -> "
-                 + "x".join(map(str, r["output"][1:])))
-        row = [r["name"], r["kind"], shape, f"{r['flops'] / 1e6:.1f}",
-               f"{r['seconds'] * 1e3:.3f}", f"{r['seconds_median'] * 1e3:.3f}",
-               f"{r['gflops']:.1f}",
-               f"{r['percent_of_peak']:.0f}" if has_machine else "",
-               f"{r['intensity']:.1f}",
-               f"{r['percent_of_roofline']:.0f}" if has_machine else "",
-               f"{100 * r['flops_share']:.1f}", f"{100 * r['time_share']:.1f}"]
-        row += [f"{r['peers'][p]['seconds'] * 1e3:.3f}" if p in r["peers"] else ""
-                for p in peers]
-        row += [_ratio(r["peers"][p]["seconds"], r["seconds"]) if p in r["peers"] else ""
-                for p in peers]
-        table.add_row(*row)
-    t = result["total"]
-    table.add_section()
-    totals = result["peers"]["totals"]
-    table.add_row("total", "", "", f"{t['flops'] / 1e6:.1f}", f"{t['seconds'] * 1e3:.2f}",
-                  f"{t['seconds_median'] * 1e3:.2f}", f"{t['gflops']:.1f}",
-                  f"{t['percent_of_peak']:.0f}" if has_machine else "",
-                  f"{t['flops'] / t['bytes']:.1f}", "", "100.0", "100.0",
-                  *[f"{totals[p]['seconds'] * 1e3:.2f}" for p in peers],
-                  *[_ratio(totals[p]["seconds"], t["seconds"]) for p in peers])
-    return table
+    header, body, total = rows.profile_rows(result)
+    return rows.rich(title, header, body, left=rows.PROFILE_LEFT, total=total)
 
 
 def _write_csv(path, result):
     import csv
+
+    from .bench import rows
 
     peers = list(result["peers"]["totals"])
     fields = ["name", "kind", "input", "output", "algorithm", "macs", "flops", "bytes",
@@ -318,13 +235,45 @@ def _write_csv(path, result):
             writer = csv.DictWriter(fh, fields, extrasaction="ignore")
             writer.writeheader()
             for r in result["layers"]:
-                row = dict(r, input="x".join(map(str, r["input"])),
-                           output="x".join(map(str, r["output"])))
+                row = dict(r, input=rows.shape(r["input"]), output=rows.shape(r["output"]))
                 for p in peers:
                     row[f"{p}_seconds"] = r["peers"].get(p, {}).get("seconds", "")
                 writer.writerow(row)
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _print_profile(console, args, results, peaks, threads):
+    """The profile's table and what it measured, for the terminal."""
+    result = results[args.model]
+    t, m = result["total"], result["machine"]
+    console.print(_profile_table(
+        result, f"{args.model} {args.alpha:g}-{args.resolution}, {getattr(args, 'pass')}, batch "
+                f"{args.batch}, {args.dtype}, {threads} threads: min of {t['passes']} "
+                "interleaved passes"))
+    console.print(
+        f"machine: {m['cpu']['model']}, {threads} threads, {'/'.join(m['cpu']['extensions'])}; "
+        f"measured GEMM {m['gemm_gflops'][args.dtype]:.0f} GFLOP/s ({args.dtype}), stream "
+        f"{m['bandwidth_gbs']:.0f} GB/s, starting Numba's thread pool "
+        f"({runtime.numba_threading_layer()}) {m['wake_us']:.0f} µs per parallel kernel call "
+        f"(median), {peaks.blas_spin_text()}; {peaks.after_idle_text()}; theoretical FMA peak "
+        f"{m['peak_gflops'][args.dtype]:.0f} GFLOP/s ({'; '.join(m['assumptions'])})")
+    console.print(f"fastconv: {t['seconds'] * 1e3:.2f} ms per pass (median "
+                  f"{t['seconds_median'] * 1e3:.2f}), {t['gflops']:.1f} GFLOP/s = "
+                  f"{t['percent_of_peak']:.0f}% of the measured GEMM peak; first pass "
+                  f"{t['first_pass_seconds']:.2f} s (compilation or cache loading "
+                  f"{t['compile_seconds']:.2f} s, not in the timings)")
+    for peer, info in result["peers"]["totals"].items():
+        note = f"; {info['note']}" if "note" in info else ""
+        console.print(f"{peer}: {info['seconds'] * 1e3:.2f} ms ({info['measured']}{note}); "
+                      f"{peer}/fastconv = {info['seconds'] / t['seconds']:.2f}")
+    for peer, why in result["peers"]["missing"].items():
+        console.print(f"{peer}: not measured ({why})")
+    if len(results) == 2:
+        sep, full = results["mobilenet-v1"], results["mobilenet-v1-full"]
+        console.print(
+            f"separable vs full: {full['total']['macs'] / sep['total']['macs']:.2f}x fewer "
+            f"MACs, {full['total']['seconds'] / sep['total']['seconds']:.2f}x less time")
 
 
 def cmd_profile(args) -> int:
@@ -349,12 +298,13 @@ def cmd_profile(args) -> int:
     if "torch" in compare or "onnxruntime" in compare:
         # before fastconv starts its thread pool, so each library keeps its own OpenMP
         # runtime and wait policy (see fastconv.config)
-        from . import peers as peer_module
+        from .bench import peers as peer_module
 
         if peer_module.torch_available():
             import torch  # noqa: F401
     _build_model(args)  # a bad model name or option fails here, before anything runs
-    from . import dispatch, machine, profile
+    from . import dispatch
+    from .bench import machine, profile
 
     try:
         backend = dispatch.resolve_backend(args.backend)
@@ -389,42 +339,14 @@ def cmd_profile(args) -> int:
             result.update(model=name, alpha=args.alpha, resolution=args.resolution)
             results[name] = result
     result = results[args.model]
-    t = result["total"]
-    mode = getattr(args, "pass")
-    console.print(_profile_table(
-        result, f"{args.model} {args.alpha:g}-{args.resolution}, {mode}, batch {args.batch}, "
-                f"{args.dtype}, {threads} threads: min of {t['passes']} interleaved passes"))
-    m = result["machine"]
-    console.print(
-        f"machine: {m['cpu']['model']}, {threads} threads, {'/'.join(m['cpu']['extensions'])}; "
-        f"measured GEMM {m['gemm_gflops'][args.dtype]:.0f} GFLOP/s ({args.dtype}), stream "
-        f"{m['bandwidth_gbs']:.0f} GB/s, starting Numba's thread pool "
-        f"({config.numba_threading_layer()}) {m['wake_us']:.0f} µs per parallel kernel call "
-        f"(median), {peaks.blas_spin_text()}; {peaks.after_idle_text()}; theoretical FMA peak "
-        f"{m['peak_gflops'][args.dtype]:.0f} GFLOP/s ({'; '.join(m['assumptions'])})")
-    console.print(f"fastconv: {t['seconds'] * 1e3:.2f} ms per pass (median "
-                  f"{t['seconds_median'] * 1e3:.2f}), {t['gflops']:.1f} GFLOP/s = "
-                  f"{t['percent_of_peak']:.0f}% of the measured GEMM peak; first pass "
-                  f"{t['first_pass_seconds']:.2f} s (compilation or cache loading "
-                  f"{t['compile_seconds']:.2f} s, not in the timings)")
-    for peer, info in result["peers"]["totals"].items():
-        note = f"; {info['note']}" if "note" in info else ""
-        console.print(f"{peer}: {info['seconds'] * 1e3:.2f} ms ({info['measured']}{note}); "
-                      f"{peer}/fastconv = {info['seconds'] / t['seconds']:.2f}")
-    for peer, why in result["peers"]["missing"].items():
-        console.print(f"{peer}: not measured ({why})")
-    if len(results) == 2:
-        sep, full = results["mobilenet-v1"], results["mobilenet-v1-full"]
-        console.print(
-            f"separable vs full: {full['total']['macs'] / sep['total']['macs']:.2f}x fewer "
-            f"MACs, {full['total']['seconds'] / sep['total']['seconds']:.2f}x less time")
+    _print_profile(console, args, results, peaks, threads)
     if args.json:
         _write_json(args.json, result if len(results) == 1 else
                     dict(result, twin=results[models_to_run[1]]))
     if args.csv:
         _write_csv(args.csv, result)
     if args.plot:
-        from . import plots
+        from .bench import plots
 
         twin = results[models_to_run[1]] if len(results) == 2 else None
         for path in plots.write_all(result, args.plot, twin):
@@ -439,7 +361,7 @@ def cmd_report(args) -> int:
     """Run the measurements behind BENCHMARKS.md and write it."""
     if args.output:
         _writable_file(args.output)
-    from . import report
+    from .bench import report
 
     text = report.run(budget=args.budget, threads=args.threads,
                       progress=lambda msg: print(f"fastconv report: {msg}", file=sys.stderr))
@@ -468,7 +390,8 @@ def cmd_info(args) -> int:
     import numba
     import numpy
 
-    from . import __version__, dispatch, machine
+    from . import __version__, dispatch
+    from .bench import machine
 
     cpu = machine.read_cpu()
     threads = config.get_num_threads()  # starts Numba's pool

@@ -1,9 +1,8 @@
-"""Registry of (backend, algorithm) -> kernel module, and the ``"auto"`` choice.
+"""Which kernel runs a call: the backends' tables, and the ``"auto"`` choice.
 
-A kernel module exposes ``supports(spec) -> reason or None``,
-``forward(x, weight, bias, spec)`` and ``skips_padding(spec)`` (True when zero padding is never
-multiplied, so the caller must materialise it for a non-finite weight: Inf * 0 is NaN). Modules are
-imported on first use, so ``import fastconv`` does not pay for compiling anything.
+Each backend's table (:class:`fastconv.kernels.algorithms.Backend`) says which algorithms it
+offers; :func:`select` resolves a call to a :class:`Kernel`. Kernel modules are imported on
+first use, so ``import fastconv`` does not pay for compiling anything.
 """
 
 from __future__ import annotations
@@ -11,34 +10,31 @@ from __future__ import annotations
 import functools
 import importlib
 from types import ModuleType
+from typing import Callable, NamedTuple
 
+from .kernels import tuning
 from .kernels.tiling import winograd_tiles
 from .spec import ConvSpec
 
 BACKENDS = ("numba", "numpy", "cython", "cuda")
 
-_MODULES: dict[str, dict[str, str]] = {
-    "numba": {
-        "direct": "fastconv.kernels.numba.direct",
-        "im2col": "fastconv.kernels.numba.im2col",
-        "depthwise": "fastconv.kernels.numba.depthwise",
-        "pointwise": "fastconv.kernels.numba.pointwise",
-        "winograd": "fastconv.kernels.numba.winograd",
-    },
-    "numpy": {"reference": "fastconv.reference"},
-    "cython": {
-        "direct": "fastconv.kernels.cython.direct",
-        "im2col": "fastconv.kernels.cython.im2col",
-        "depthwise": "fastconv.kernels.cython.depthwise",
-        "pointwise": "fastconv.kernels.cython.pointwise",
-    },
-    "cuda": {
-        "direct": "fastconv.kernels.cuda.direct",
-        "im2col": "fastconv.kernels.cuda.im2col",
-        "depthwise": "fastconv.kernels.cuda.depthwise",
-        "pointwise": "fastconv.kernels.cuda.pointwise",
-    },
-}
+#: Every algorithm some backend offers (kernels.algorithms.ALGORITHMS, written out so that
+#: importing fastconv reads no backend's table).
+ALGORITHMS = ("direct", "im2col", "depthwise", "pointwise", "winograd", "reference")
+
+# the backends' tables (kernels.algorithms.Backend), read on first use
+_TABLES: dict = {}
+
+
+def _table(backend: str):
+    if not _TABLES:
+        from .kernels.cuda import BACKEND as cuda
+        from .kernels.cython import BACKEND as cython
+        from .kernels.numba import BACKEND as numba
+        from .kernels.reference import BACKEND as numpy
+
+        _TABLES.update((b.name, b) for b in (numba, numpy, cython, cuda))
+    return _TABLES[backend]
 
 _NOT_BUILT: dict[str, str] = {}
 
@@ -48,12 +44,20 @@ _CYTHON_MISSING = (
     "for parallel kernels)"
 )
 
-ALGORITHMS = tuple(dict.fromkeys(a for table in _MODULES.values() for a in table))
+class Kernel(NamedTuple):
+    """What :func:`select` resolves a call to: the backend and algorithm, the kernel module,
+    whether it skips zero padding for this spec, and the backend's bias gradient."""
+
+    backend: str
+    algorithm: str
+    module: ModuleType
+    skips_padding: bool
+    backward_bias: Callable
 
 
 def available_backends() -> list[str]:
     """Backends that can run in this installation."""
-    return [b for b in BACKENDS if b in _MODULES and _missing(b) is None]
+    return [b for b in BACKENDS if _missing(b) is None]
 
 
 def _missing(backend: str) -> str | None:
@@ -85,7 +89,7 @@ def _cuda_missing() -> str | None:
 
 def algorithms(backend: str) -> list[str]:
     """Algorithms a backend provides."""
-    return list(_MODULES.get(backend, {}))
+    return list(_table(backend).modules) if backend in BACKENDS else []
 
 
 def resolve_backend(backend: str) -> str:
@@ -115,7 +119,7 @@ def auto_algorithm(spec: ConvSpec, backend: str, n_images: int = 1) -> str:
         return "depthwise"
     if spec.is_pointwise:
         return "pointwise"
-    if "winograd" in _MODULES[backend] and winograd_pays(spec, n_images):
+    if "winograd" in _table(backend).modules and winograd_pays(spec, n_images):
         return "winograd"
     return "im2col"
 
@@ -125,19 +129,19 @@ def winograd_pays(spec: ConvSpec, n_images: int) -> bool:
 
     Its 16 GEMMs are (C_out x C_in) @ (C_in x tiles), one tile per 2x2 outputs of the batch:
     they need enough input channels to run near BLAS speed, and enough tiles to pay back the
-    filter transform (16 values per filter, every call). Measured on MobileNet's
-    full-convolution layers at batch 1 and 8: Winograd won with at least 96 input channels
-    and half as many tiles as input channels; with fewer channels, or at 14x14 and 7x7 with
-    one image, im2col won.
+    filter transform (16 values per filter, every call); the thresholds are
+    ``tuning.WINOGRAD_MIN_CHANNELS`` and ``tuning.WINOGRAD_TILES_PER_CHANNEL``.
     """
     if (spec.groups != 1 or spec.kernel_size != (3, 3) or spec.stride != (1, 1)
             or spec.dilation != (1, 1)):
         return False
     tiles_h, tiles_w = winograd_tiles(spec)
-    return spec.in_channels >= 96 and 2 * n_images * tiles_h * tiles_w >= spec.in_channels
+    return (spec.in_channels >= tuning.WINOGRAD_MIN_CHANNELS and n_images * tiles_h * tiles_w
+            >= tuning.WINOGRAD_TILES_PER_CHANNEL * spec.in_channels)
 
 
-def select(spec: ConvSpec, algorithm: str = "auto", backend: str = "auto", n_images: int = 1):
+def select(spec: ConvSpec, algorithm: str = "auto", backend: str = "auto",
+           n_images: int = 1) -> Kernel:
     """Resolve ``algorithm`` and ``backend`` for a spec.
 
     Parameters
@@ -152,7 +156,7 @@ def select(spec: ConvSpec, algorithm: str = "auto", backend: str = "auto", n_ima
 
     Returns
     -------
-    (backend, algorithm, module)
+    Kernel
 
     Raises
     ------
@@ -167,7 +171,7 @@ def select(spec: ConvSpec, algorithm: str = "auto", backend: str = "auto", n_ima
 
 
 @functools.lru_cache(maxsize=1024)
-def _select_algorithm(spec: ConvSpec, algorithm: str, backend: str, n_images: int):
+def _select_algorithm(spec: ConvSpec, algorithm: str, backend: str, n_images: int) -> Kernel:
     """Once per layer: a network resolves the same few specs every pass (a refusal raises,
     and is not cached)."""
     if algorithm == "auto":
@@ -176,31 +180,35 @@ def _select_algorithm(spec: ConvSpec, algorithm: str, backend: str, n_images: in
         raise ValueError(
             f"unknown algorithm {algorithm!r}; expected one of {['auto', *ALGORITHMS]}"
         )
-    if algorithm not in _MODULES[backend]:
+    table = _table(backend)
+    if algorithm not in table.modules:
         raise ValueError(
             f"algorithm {algorithm!r} is not available on backend {backend!r} "
             f"(it has {algorithms(backend)})"
         )
-    module = load(backend, algorithm)
-    reason = module.supports(spec)
+    from .kernels.algorithms import supports
+
+    reason = supports(algorithm, spec)
     if reason is not None:
         raise ValueError(
             f"algorithm {algorithm!r} cannot serve a convolution with weight of size "
             f"{list(spec.weight_shape)} and groups={spec.groups}: {reason}"
         )
-    return backend, algorithm, module
+    bias_module = _import(backend, f"{table.package}.{table.bias_gradient}")
+    return Kernel(backend, algorithm, load(backend, algorithm), table.skips(algorithm, spec),
+                  bias_module.backward_bias)
 
 
 def load(backend: str, algorithm: str) -> ModuleType:
     """Import the module that implements ``algorithm`` on ``backend``."""
-    return _import(backend, _MODULES[backend][algorithm])
+    return _import(backend, _table(backend).module_name(algorithm))
 
 
 @functools.lru_cache(maxsize=None)
 def _import(backend: str, name: str) -> ModuleType:
     """Once per module: a network calls :func:`load` for every layer."""
-    if backend == "cython":  # OpenMP inside: loaded the way fastconv.config explains
-        from . import config
+    if backend == "cython":  # OpenMP inside: loaded the way fastconv.runtime explains
+        from . import runtime
 
-        return config.import_extension(name)
+        return runtime.import_extension(name)
     return importlib.import_module(name)

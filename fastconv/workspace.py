@@ -1,8 +1,8 @@
 """Scratch memory for the kernels: one cached buffer per thread and slot.
 
 Allocating a fresh multi-megabyte workspace on every call is not free: the pages are returned
-to the OS and faulted back in next time (measured here: 700 page faults, about 1 ms, per call
-of MobileNet's first layer, three times its arithmetic). Each thread therefore keeps its
+to the OS and faulted back in next time, a page fault per 4 KiB, which on a small layer costs
+more than its arithmetic. Each thread therefore keeps its
 workspace buffers and hands out views of them. The kernels size their requests to the
 workspace budget (:func:`fastconv.config.get_workspace_budget`) by tiling; buffers above
 :data:`CACHE_LIMIT` bytes are not kept.

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastconv import dispatch, reference
+from fastconv import dispatch
+from fastconv.kernels import reference
 from fastconv.spec import ConvSpec
 
 # "float64 within 1e-10 relative, float32 within 1e-4 relative of the float64 reference",

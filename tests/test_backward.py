@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 
 import fastconv as fc
 from fastconv import dispatch
-from fastconv.kernels import tiling
+from fastconv.kernels import tiling, tuning
+from fastconv.kernels.algorithms import supports
 
 from helpers import (CASES, COMPILED_BACKENDS, DTYPES, KERNELS, F, assert_conv_close,
                      kernel_id, needs_torch, random_array, reference_grads, spec_for, torch)
@@ -19,7 +20,7 @@ from test_forward import LAYOUT_CASES, _arrays, _layouts, conv_problems
 
 
 def _supported(algorithm, spec, backend="numba"):
-    return dispatch.load(backend, algorithm).supports(spec) is None
+    return supports(algorithm, spec) is None
 
 
 def _grad_problem(rng, x_shape, w_shape, kwargs, dtype):
@@ -118,7 +119,7 @@ def test_im2col_weight_gradient_in_chunks_of_pixels(monkeypatch, backend, budget
     # A small gradient over many pixels is summed chunk by chunk (tiling.gradient_chunk). A low
     # threshold sends this small layer there: chunks of 36 pixels, a ragged last one, and
     # with the budget a last tile too short to split.
-    monkeypatch.setattr(tiling, "SMALL_GEMM", 2000)
+    monkeypatch.setattr(tuning, "SMALL_GEMM", 2000)
     rng = np.random.default_rng(7)
     x, w, b, kwargs, dy = _grad_problem(rng, (3, 4, 13, 11), (6, 2, 3, 3),
                                         dict(groups=2, stride=2, padding=1), dtype)

@@ -14,7 +14,9 @@ import pytest
 pytest.importorskip("numba.cuda", reason="numba-cuda (the cuda extra) is not installed")
 
 import fastconv as fc  # noqa: E402
-from fastconv import dispatch, models, profile  # noqa: E402
+from fastconv import dispatch, models  # noqa: E402
+from fastconv.kernels.algorithms import supports  # noqa: E402
+from fastconv.bench import profile  # noqa: E402
 
 from helpers import (CASES, DTYPES, assert_conv_close, reference_conv,  # noqa: E402
                      reference_grads, spec_for)
@@ -42,7 +44,7 @@ def _grid():
         spec = spec_for(np.empty(x_shape), np.empty(w_shape), None,
                         **{k: v for k, v in kwargs.items() if k != "bias"})
         for algorithm in dispatch.algorithms("cuda"):
-            if dispatch.load("cuda", algorithm).supports(spec) is None:
+            if supports(algorithm, spec) is None:
                 # im2col's GEMM is the simulator's slowest kernel: float32 GEMMs are covered
                 # by the pointwise cases, im2col itself runs in float64 only
                 for dtype in DTYPES if algorithm != "im2col" else [np.float64]:

@@ -214,7 +214,9 @@ def test_spec_without_input_size_says_how_to_fix():
 def test_unbuilt_cython_backend_says_how_to_build_it(monkeypatch):
     from fastconv import api, dispatch
 
-    monkeypatch.setitem(dispatch._MODULES["cython"], "direct", "fastconv.kernels.cython.nowhere")
+    table = dispatch._table("cython")
+    monkeypatch.setitem(dispatch._TABLES, "cython",
+                        table.replace(package="fastconv.kernels.nowhere"))
     # a backend that goes missing at run time is a test's fiction: a call remembered by an
     # earlier test would not look the backend up again
     monkeypatch.setattr(api, "_VALIDATED", {})

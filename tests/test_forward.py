@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import fastconv as fc
-from fastconv import config, dispatch
+from fastconv import dispatch, runtime
+from fastconv.kernels.algorithms import supports
 
 from helpers import (CASES, COMPILED_BACKENDS, DTYPES, KERNELS, F, assert_conv_close,
                      kernel_id, needs_torch, random_array, reference_conv, reference_grads,
@@ -34,7 +35,7 @@ def _grid():
         w = np.empty(w_shape)
         spec = spec_for(x, w, None, **{k: v for k, v in kwargs.items() if k != "bias"})
         for backend, algorithm in ALGORITHMS:
-            if dispatch.load(backend, algorithm).supports(spec) is None:
+            if supports(algorithm, spec) is None:
                 yield pytest.param(backend, algorithm, x_shape, w_shape, kwargs,
                                    id=f"{kernel_id((backend, algorithm))}-{name}")
 
@@ -81,7 +82,7 @@ def test_kernels_match_torch_on_mobilenet_shapes(backend, algorithm, dtype):
     tol = {np.float32: 2e-4, np.float64: 1e-10}[dtype]
     checked = 0
     for spec in net:
-        if dispatch.load(backend, algorithm).supports(spec) is not None:
+        if supports(algorithm, spec) is not None:
             continue
         x = random_array(rng, spec.input_shape(2), dtype)
         w = random_array(rng, spec.weight_shape, dtype)
@@ -177,7 +178,7 @@ def test_property_all_algorithms_agree_with_reference(problem):
     expected, scale = reference_conv(x, w, b, **kwargs)
     spec = spec_for(x, w, b, **kwargs)
     for backend, algorithm in KERNELS:
-        if dispatch.load(backend, algorithm).supports(spec) is None:
+        if supports(algorithm, spec) is None:
             y = fc.conv2d(x, w, b, **kwargs, algorithm=algorithm, backend=backend)
             assert_conv_close(y, expected, scale, dtype)
 
@@ -192,7 +193,7 @@ def test_conv1d_full_convolution_worked_example():
     w = np.array([[[1.0, 0.0, 2.0]]])
     spec = fc.ConvSpec(1, 1, (1, 3), padding=(0, 2), input_size=(1, 4))
     for backend, algorithm in KERNELS:
-        if dispatch.load(backend, algorithm).supports(spec) is not None:
+        if supports(algorithm, spec) is not None:
             continue
         y = fc.conv1d(x, w[..., ::-1], padding=2, algorithm=algorithm, backend=backend)
         np.testing.assert_allclose(y[0, 0], [1, 2, 5, 8, 6, 8], rtol=0, atol=1e-12)
@@ -378,17 +379,18 @@ def test_concurrent_calls_from_python_threads():
 
 def test_numba_runs_on_the_tbb_wheel_when_it_is_installed():
     # pip puts libtbb in <prefix>/lib, where the loader does not look; fastconv loads it
-    installed = bool(config.pip_tbb_libraries())
+    installed = bool(runtime.pip_tbb_libraries())
     if not installed or os.environ.get("NUMBA_THREADING_LAYER", "") not in ("", "tbb"):
         pytest.skip("no tbb wheel in this environment, or another threading layer was asked for")
-    assert config.numba_threading_layer() == "tbb"
+    assert runtime.numba_threading_layer() == "tbb"
 
 
 _SPIN_PROBE = """
 import os, {first}
 import fastconv
-from fastconv import config, machine
-print(config.OPENBLAS_IDLE_SPIN, machine.measure_blas_spin_ms(0.2),
+from fastconv import runtime
+from fastconv.bench import machine
+print(runtime.OPENBLAS_IDLE_SPIN, machine.measure_blas_spin_ms(0.2),
       os.environ.get("OPENBLAS_THREAD_TIMEOUT"), sep="|")
 """
 
@@ -427,7 +429,7 @@ def test_a_forked_process_can_convolve_after_the_parent_did():
     # GNU OpenMP's pool does not survive fork (Numba kills the child); TBB's does
     import multiprocessing
 
-    if config.numba_threading_layer() != "tbb":
+    if runtime.numba_threading_layer() != "tbb":
         pytest.skip("Numba's OpenMP layer is not fork-safe")
     rng = np.random.default_rng(12)
     x = rng.standard_normal((1, 64, 112, 112)).astype(np.float32)  # big enough for threads

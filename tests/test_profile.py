@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from fastconv import cli, config, machine, models, peers, profile
+from fastconv import cli, config, models
+from fastconv.bench import machine, peers, profile
 from fastconv.flops import backward_macs
 
 from helpers import needs_torch

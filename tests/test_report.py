@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fastconv import models, report
+from fastconv import models
+from fastconv.bench import report
 
 from helpers import needs_torch
 

@@ -30,9 +30,7 @@ from __future__ import annotations
 import functools
 
 from ..spec import ConvSpec
-
-# output rows narrower than this are too short for 16-wide vectors: compute planes flat
-FLAT_BELOW = 32
+from . import tuning
 
 
 def uses_3x3_path(spec: ConvSpec) -> bool:
@@ -43,16 +41,22 @@ def uses_3x3_path(spec: ConvSpec) -> bool:
 def path(spec: ConvSpec) -> str:
     """``"wrapped"``, ``"split"``, ``"phases"`` or ``"padded"`` (see the module docstring)."""
     (dh, dw), ((top, bottom), (left, right)) = spec.dilation, spec.pads
-    if (spec.input_size[1] < FLAT_BELOW and spec.stride == (1, 1)
+    if (spec.input_size[1] < tuning.FLAT_BELOW and spec.stride == (1, 1)
             and top == bottom == dh and left == right == dw):
         return "wrapped"
     if uses_phases(spec):
         height, width = spec.input_size
         if (spec.pads == ((1, 1), (1, 1)) and height % 2 == 0 and width % 2 == 0
-                and width < 2 * FLAT_BELOW):
+                and width < 2 * tuning.FLAT_BELOW):
             return "split"
         return "phases"
     return "padded"
+
+
+def flat_rows(spec: ConvSpec) -> bool:
+    """Whether the "padded" and "phases" paths compute the plane as one flat loop (output rows
+    too short for whole vectors) rather than row by row."""
+    return spec.output_size[1] < tuning.FLAT_BELOW
 
 
 def uses_phases(spec: ConvSpec) -> bool:

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 from .. import config
 from ..spec import ConvSpec
+from . import tuning
 
 
 class ColumnTiling(NamedTuple):
@@ -64,20 +65,13 @@ def batch_small_images(spec: ConvSpec, n_images: int) -> bool:
     """Whether the weight gradient should be one GEMM over several images rather than one per
     image: when the weight is larger than an image's columns and outputs, each per-image GEMM
     writes a weight-sized partial sum for little work (a classifier's are outer products), and
-    copying the images side by side is cheaper (measured: 16x for MobileNet's classifier at
-    batch 8, 1.3x for its 14x14 and 7x7 1x1 layers)."""
+    copying the images side by side is cheaper (``pytest benches/bench_tuning.py -k
+    small_images`` compares the two)."""
     kh, kw = spec.kernel_size
     ho, wo = spec.output_size
     group_rows = spec.in_channels_per_group * kh * kw
     og = spec.out_channels_per_group
     return n_images > 1 and og * group_rows > (group_rows + og) * ho * wo
-
-
-# A GEMM with fewer multiply-adds than this runs on one thread with OpenBLAS's small-matrix
-# kernels, without packing its operands.
-SMALL_GEMM = 1_000_000
-# weight gradients of at most this many values are summed in chunks (see gradient_chunk)
-SMALL_GRADIENT = 1024
 
 
 def gradient_chunk(filters: int, taps: int, width: int) -> int:
@@ -87,11 +81,11 @@ def gradient_chunk(filters: int, taps: int, width: int) -> int:
     A layer with few filters of few taps (MobileNet's first: 32 filters of 27 taps) has a
     gradient of under a thousand values, each summed over every pixel. OpenBLAS runs that
     product on its threads over the whole inner dimension (12544 pixels at batch 1), far below
-    its speed on square matrices. In chunks of just under :data:`SMALL_GEMM` multiply-adds
-    each (one batched matmul, summed after) it runs on the calling thread, and was faster here
-    at batch 1 and 8; it also leaves the other thread pools alone."""
+    its speed on square matrices. In chunks of just under ``tuning.SMALL_GEMM`` multiply-adds
+    each (one batched matmul, summed after) it runs on the calling thread, and leaves the
+    other thread pools alone."""
     result = filters * taps
-    if result > SMALL_GRADIENT:
+    if result > tuning.SMALL_GRADIENT:
         return width
-    chunk = max(1, SMALL_GEMM // result - 1)
+    chunk = max(1, tuning.SMALL_GEMM // result - 1)
     return chunk if 2 * chunk <= width else width

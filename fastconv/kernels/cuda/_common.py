@@ -11,15 +11,15 @@ import math
 import numpy as np
 from numba import cuda
 
+from ..tuning import CUDA_GEMM_TILE as TILE
+from ..tuning import CUDA_THREADS as THREADS
+
+
 def simulated() -> bool:
     """True under ``NUMBA_ENABLE_CUDASIM=1`` (numba-cuda's simulator, on the CPU)."""
     from numba.cuda import config as cuda_config
 
     return bool(getattr(cuda_config, "ENABLE_CUDASIM", False))
-
-
-THREADS = 128  # threads per block of the one-dimensional kernels
-TILE = 16  # the GEMM's square tile (and block shape)
 
 
 def is_device_array(obj) -> bool:

@@ -9,20 +9,7 @@ from numba import cuda
 
 from ...spec import ConvSpec
 from . import direct
-from ._common import THREADS, add_bias, backward_bias, blocks, to_device  # noqa: F401
-
-
-def supports(spec: ConvSpec) -> str | None:
-    """Depthwise needs one input channel per group."""
-    if not spec.is_depthwise:
-        return (f"depthwise needs groups == in_channels, but got groups={spec.groups} and "
-                f"in_channels={spec.in_channels}")
-    return None
-
-
-def skips_padding(spec: ConvSpec) -> bool:
-    """Out-of-range taps multiply a real zero."""
-    return False
+from ._common import THREADS, add_bias, blocks, to_device
 
 
 @cuda.jit

@@ -14,20 +14,9 @@ import math
 from numba import cuda
 
 from ...spec import ConvSpec
-from ._common import THREADS, add_bias, backward_bias, blocks, to_device  # noqa: F401
-
-OUT_TILE = 8
-PATCH = 32  # the shared input patch (per channel), enough for 3x3 up to stride 3, dilation 4
-
-
-def supports(spec: ConvSpec) -> str | None:
-    """Every geometry is supported."""
-    return None
-
-
-def skips_padding(spec: ConvSpec) -> bool:
-    """Padding is staged as real zeros: Inf * 0 is NaN, as in PyTorch."""
-    return False
+from ..tuning import CUDA_DIRECT_PATCH as PATCH
+from ..tuning import CUDA_DIRECT_TILE as OUT_TILE
+from ._common import THREADS, add_bias, blocks, to_device
 
 
 def _geometry(spec: ConvSpec):

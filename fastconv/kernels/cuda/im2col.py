@@ -14,17 +14,7 @@ from numba import cuda
 
 from ...spec import ConvSpec
 from ..tiling import column_tiling
-from ._common import THREADS, add_bias, backward_bias, blocks, gemm, to_device  # noqa: F401
-
-
-def supports(spec: ConvSpec) -> str | None:
-    """Every geometry is supported."""
-    return None
-
-
-def skips_padding(spec: ConvSpec) -> bool:
-    """Padding is written into the columns as real zeros."""
-    return False
+from ._common import THREADS, add_bias, blocks, gemm, to_device
 
 
 def _geometry(spec: ConvSpec):

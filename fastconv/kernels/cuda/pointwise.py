@@ -7,26 +7,14 @@ import numpy as np
 from numba import cuda
 
 from ...spec import ConvSpec
+from ..algorithms import is_plain_gemm
 from . import im2col
-from ._common import add_bias, backward_bias, gemm, to_device  # noqa: F401
-
-
-def supports(spec: ConvSpec) -> str | None:
-    """Pointwise needs a 1x1 kernel."""
-    if not spec.is_pointwise:
-        return f"pointwise needs a 1x1 kernel, but got kernel_size={list(spec.kernel_size)}"
-    return None
-
-
-def skips_padding(spec: ConvSpec) -> bool:
-    """A padded 1x1 runs through im2col, which writes real zeros."""
-    return False
+from ._common import add_bias, gemm, to_device
 
 
 def _plain(spec: ConvSpec, *arrays) -> bool:
     """Stride 1, no padding, and inputs that can be viewed as matrices (contiguous)."""
-    return (spec.stride == (1, 1) and spec.pads == ((0, 0), (0, 0))
-            and all(a.is_c_contiguous() for a in arrays))
+    return is_plain_gemm(spec) and all(a.is_c_contiguous() for a in arrays)
 
 
 def forward(x, weight, bias, spec: ConvSpec):

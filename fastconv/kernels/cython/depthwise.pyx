@@ -17,24 +17,11 @@ import numpy as np
 
 from .. import depthwise_plan as plan
 from . import _checks, direct
-from .direct import backward_bias  # noqa: F401
 
-cdef enum:
-    VECTOR = 16  # float32 lanes of an AVX-512 register: whole vectors, no scalar remainder
-    FLAT_BELOW = 32  # output rows narrower than this are computed as one flat loop
+from .. import tuning
 
-
-def supports(spec):
-    """Depthwise needs one input channel per group."""
-    if not spec.is_depthwise:
-        return (f"depthwise needs groups == in_channels, but got groups={spec.groups} and "
-                f"in_channels={spec.in_channels}")
-    return None
-
-
-def skips_padding(spec):
-    """The 3x3 path multiplies real zeros; other sizes run the direct kernel."""
-    return not plan.uses_3x3_path(spec)
+# scratch buffers end in whole vectors of this many lanes, so no loop has a scalar remainder
+cdef Py_ssize_t VECTOR = tuning.VECTOR
 
 
 cdef inline void _correlate(const floating* plane, floating* dst, Py_ssize_t span,
@@ -147,7 +134,8 @@ cdef void _forward_plane(const floating[:, :, :, ::1] x, const floating[:, :, :,
                          const floating[::1] bias, floating[:, :, :, ::1] out,
                          floating* plane, floating* full, Py_ssize_t n, Py_ssize_t oc,
                          Py_ssize_t multiplier, Py_ssize_t pitch, Py_ssize_t plane_size,
-                         Py_ssize_t rows, Py_ssize_t cols, bint phased, Py_ssize_t span,
+                         Py_ssize_t rows, Py_ssize_t cols, bint phased, bint flat,
+                         Py_ssize_t span,
                          const Py_ssize_t* o, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
                          Py_ssize_t pw) noexcept nogil:
     """One output plane, "padded" or "phases" (then ``sh == sw == 1`` over the phases). Its
@@ -161,7 +149,7 @@ cdef void _forward_plane(const floating[:, :, :, ::1] x, const floating[:, :, :,
     else:
         _place_padded(&x[n, ic, 0, 0], x.shape[3], plane, pitch, ph, pw, rows, cols)
     _load_weights(weight, oc, w, False)
-    if out.shape[3] >= FLAT_BELOW:  # wide rows: one vectorised loop per output row
+    if not flat:  # wide rows: one vectorised loop per output row
         for oh in range(out.shape[2]):
             if sw == 1:
                 _correlate(&plane[oh * sh * pitch], &out[n, oc, oh, 0], out.shape[3], o, w, b,
@@ -185,7 +173,7 @@ cdef void _forward_3x3(const floating[:, :, :, ::1] x, const floating[:, :, :, :
                        floating[:, ::1] padded, floating[:, ::1] scratch,
                        const Py_ssize_t[::1] offsets, Py_ssize_t sh, Py_ssize_t sw,
                        Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t pitch, Py_ssize_t plane_size,
-                       Py_ssize_t rows, Py_ssize_t cols, bint phased,
+                       Py_ssize_t rows, Py_ssize_t cols, bint phased, bint flat,
                        int threads) noexcept nogil:
     cdef Py_ssize_t c_out = out.shape[1], ho = out.shape[2], wo = out.shape[3]
     cdef Py_ssize_t multiplier = c_out // x.shape[1]
@@ -196,8 +184,8 @@ cdef void _forward_3x3(const floating[:, :, :, ::1] x, const floating[:, :, :, :
         n = task // c_out
         oc = task - n * c_out
         _forward_plane(x, weight, bias, out, &padded[t, 0], &scratch[t, 0], n, oc, multiplier,
-                       pitch, plane_size, rows, cols, phased, span, &offsets[0], sh, sw, ph,
-                       pw)
+                       pitch, plane_size, rows, cols, phased, flat, span, &offsets[0], sh, sw,
+                       ph, pw)
 
 
 cdef void _forward_wrapped_plane(const floating[:, :, :, ::1] x,
@@ -492,7 +480,7 @@ def _dtype(const floating[:, :, :, ::1] a):
 def _forward_kernel(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                     const floating[::1] bias, floating[:, :, :, ::1] out, spec, int threads):
     cdef Py_ssize_t sh, sw, ph, pw, pitch, plane_size, rows, cols, copy, dh, dw
-    cdef bint phased
+    cdef bint phased, flat
     cdef const Py_ssize_t[::1] offsets
     cdef floating[:, ::1] padded, scratch
     kind = plan.path(spec)
@@ -518,9 +506,10 @@ def _forward_kernel(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     size = 4 * plane_size if phased else plane_size
     offsets = _offsets(plan.scratch_offsets(spec))
     padded, scratch = _planes(threads, size, _dtype(x)), _planes(threads, size, _dtype(x))
+    flat = plan.flat_rows(spec)
     with nogil:
         _forward_3x3(x, weight, bias, out, padded, scratch, offsets, sh, sw, ph, pw, pitch,
-                     plane_size, rows, cols, phased, threads)
+                     plane_size, rows, cols, phased, flat, threads)
 
 
 def _backward_input_kernel(const floating[:, :, :, ::1] grad_output,

@@ -10,16 +10,6 @@ import numpy as np
 from . import _checks
 
 
-def supports(spec):
-    """Every geometry is supported."""
-    return None
-
-
-def skips_padding(spec):
-    """Zero padding is skipped, never multiplied."""
-    return True
-
-
 def _geometry(spec):
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     (ph, _), (pw, _) = spec.pads

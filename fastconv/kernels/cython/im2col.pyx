@@ -14,17 +14,6 @@ import numpy as np
 from ... import workspace
 from ..tiling import column_tiling, gradient_chunk, tiles
 from . import _checks
-from .direct import backward_bias  # noqa: F401  (the same sum for every algorithm)
-
-
-def supports(spec):
-    """Every geometry is supported."""
-    return None
-
-
-def skips_padding(spec):
-    """Padding is written into the columns as real zeros."""
-    return False
 
 
 cdef inline void _tile_start(Py_ssize_t q0, Py_ssize_t pixels, Py_ssize_t wo_size,

@@ -6,31 +6,15 @@ everything else, and the weight gradient of a batch of small images, goes throug
 
 import numpy as np
 
+from ..algorithms import is_plain_gemm
 from ..tiling import batch_small_images
 from . import _checks, im2col
-from .direct import backward_bias  # noqa: F401
 from .im2col import gemm_checked
-
-
-def supports(spec):
-    """Pointwise needs a 1x1 kernel."""
-    if spec.kernel_size != (1, 1):
-        return f"pointwise needs a 1x1 kernel, but got kernel_size={list(spec.kernel_size)}"
-    return None
-
-
-def skips_padding(spec):
-    """A padded 1x1 runs through im2col, which writes real zeros."""
-    return False
-
-
-def _is_plain_gemm(spec):
-    return spec.stride == (1, 1) and spec.pads == ((0, 0), (0, 0))
 
 
 def forward(x, weight, bias, spec):
     """``Y[n]_g = W_g @ X[n]_g``."""
-    if not _is_plain_gemm(spec):
+    if not is_plain_gemm(spec):
         return im2col.forward(x, weight, bias, spec)
     _checks.forward_args(x, weight, bias, spec)
     n_images, groups = x.shape[0], spec.groups
@@ -50,7 +34,7 @@ def forward(x, weight, bias, spec):
 
 def backward_input(grad_output, weight, spec):
     """``dX[n]_g = W_g^T @ dY[n]_g``."""
-    if not _is_plain_gemm(spec):
+    if not is_plain_gemm(spec):
         return im2col.backward_input(grad_output, weight, spec)
     n_images = _checks.backward_args(grad_output, spec, weight=weight)
     groups = spec.groups
@@ -68,7 +52,7 @@ def backward_input(grad_output, weight, spec):
 
 def backward_weight(grad_output, x, spec):
     """``dW_g = sum_n dY[n]_g @ X[n]_g^T``, summed by BLAS in place."""
-    if not _is_plain_gemm(spec) or batch_small_images(spec, x.shape[0]):
+    if not is_plain_gemm(spec) or batch_small_images(spec, x.shape[0]):
         return im2col.backward_weight(grad_output, x, spec)
     n_images = _checks.backward_args(grad_output, spec, x=x)
     groups = spec.groups

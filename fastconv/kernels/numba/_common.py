@@ -13,8 +13,8 @@ import functools
 import numpy as np
 from numba import prange, uintp
 
-from ... import config
-from ...config import jit
+from ... import runtime
+from ...runtime import jit
 
 
 @jit()
@@ -38,7 +38,7 @@ def valid_output_range(offset, stride, in_size, out_size):
 def parallel_chunks(tasks: int) -> int:
     """Chunks for a kernel that splits ``tasks`` over its thread pool: a few per thread, for
     balance; each chunk allocates its scratch once."""
-    return max(1, min(tasks, 4 * config.pool_size()))
+    return max(1, min(tasks, 4 * runtime.pool_size()))
 
 
 @jit(parallel=True)

@@ -10,7 +10,7 @@ narrow ones as one flat loop so that they vectorise too), its four phases (strid
 and odd columns (narrow stride-2 planes padded by 1), or three wrapped copies (narrow "same"
 planes). Per-plane work avoids array views, whose reference
 counts are atomics shared by both threads. Small layers run on the calling thread alone (see
-``config.run_sized``). Other kernel sizes, and
+``runtime.run_sized``). Other kernel sizes, and
 column strides above 2, use the direct kernel, whose per-row accumulation is already the right
 shape for one input channel per group.
 """
@@ -22,32 +22,17 @@ import functools
 import numpy as np
 from numba import prange, uintp
 
-from ... import config
-from ...config import jit
+from ... import runtime
+from ...runtime import jit
 from ...spec import ConvSpec
-from ..depthwise_plan import (FLAT_BELOW, path, scratch_geometry, scratch_offsets,
+from ..tuning import VECTOR
+from ..depthwise_plan import (flat_rows, path, scratch_geometry, scratch_offsets,
                               split_geometry, spread_geometry, uses_3x3_path, uses_phases,
                               wrapped_geometry)
 from . import direct
-from ._common import backward_bias, bias_or_zeros, parallel_chunks  # noqa: F401
+from ._common import bias_or_zeros, parallel_chunks
 
 
-def skips_padding(spec: ConvSpec) -> bool:
-    """The 3x3 path multiplies real zeros; other sizes run the direct kernel, which skips them."""
-    return not uses_3x3_path(spec)
-
-
-def supports(spec: ConvSpec) -> str | None:
-    """Depthwise needs one input channel per group."""
-    if not spec.is_depthwise:
-        return (
-            f"depthwise needs groups == in_channels, but got groups={spec.groups} and "
-            f"in_channels={spec.in_channels}"
-        )
-    return None
-
-
-_VECTOR = 16  # float32 lanes of an AVX-512 register
 
 
 # The input plane is copied into a zero-padded scratch plane stored flat, row pitch ``wp``:
@@ -103,8 +88,8 @@ def _taps_3x3(padded, p, offsets, w):
 @jit(inline=True)
 def _plane_by_rows(padded, wp, offsets, out, n, oc, sh, sw, w, b, line):
     """For wide planes: one vectorised loop per output row. Stride 2 computes the stride-1
-    row into ``line`` (twice the multiplies, but unit-stride loads) and keeps every other
-    value, which measured 3x faster than nine strided gathers per output."""
+    row into ``line`` (twice the multiplies, but unit-stride loads that vectorise) and keeps
+    every other value, instead of nine strided gathers per output, which run scalar."""
     ho_size, wo_size = out.shape[2], out.shape[3]
     span = uintp(sw * (wo_size - 1) + 1)  # stride-1 positions one output row spans
     for oh in range(uintp(ho_size)):
@@ -127,7 +112,7 @@ def _plane_flat(padded, wp, offsets, out, n, oc, sh, sw, w, b, full):
     ho_size, wo_size = out.shape[2], out.shape[3]
     span = (ho_size - 1) * sh * wp + (wo_size - 1) * sw + 1
     # round up to whole vectors: a remainder loop would run scalar (the buffers have slack)
-    span = uintp((span + _VECTOR - 1) // _VECTOR * _VECTOR)
+    span = uintp((span + VECTOR - 1) // VECTOR * VECTOR)
     for p in range(span):
         full[p] = b + _taps_3x3(padded, p, offsets, w)
     for oh in range(uintp(ho_size)):
@@ -171,21 +156,20 @@ def _place_phases(flat, pitch, plane, top, left, src, n, c, rows, cols):
 
 
 @jit(parallel=True)
-def _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, pitch, plane, rows, cols, phased,
+def _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, pitch, plane, rows, cols, phased, flat,
                  offsets, n_chunks):
     n_images, c_in = x.shape[0], x.shape[1]
-    c_out, wo_size = out.shape[1], out.shape[3]
+    c_out = out.shape[1]
     multiplier = c_out // c_in
     size = 4 * plane if phased else plane
     if phased:  # the phases turn the stride-2 layer into a stride-1 one over the phases
         sh = sw = 1
-    flat = wo_size < FLAT_BELOW
     tasks = n_images * c_out
 
     for chunk in prange(n_chunks):
         # per-chunk scratch: the padded plane (its border stays zero) and the stride-1 results
-        padded = np.zeros(size + _VECTOR, x.dtype)
-        scratch = np.empty(size + _VECTOR if flat else pitch, x.dtype)
+        padded = np.zeros(size + VECTOR, x.dtype)
+        scratch = np.empty(size + VECTOR if flat else pitch, x.dtype)
         copied = -1
         for task in range(chunk * tasks // n_chunks, (chunk + 1) * tasks // n_chunks):
             n, oc, ic = _output_plane(task, c_out, multiplier)
@@ -229,7 +213,7 @@ def _forward_wrapped_3x3(x, weight, bias, out, width, dh, dw, copy, offsets, n_c
     multiplier = c_out // c_in
     tasks = n_images * c_out
     for chunk in prange(n_chunks):
-        copies = np.zeros(3 * copy + _VECTOR, x.dtype)
+        copies = np.zeros(3 * copy + VECTOR, x.dtype)
         copied = -1
         for task in range(chunk * tasks // n_chunks, (chunk + 1) * tasks // n_chunks):
             n, oc, ic = _output_plane(task, c_out, multiplier)
@@ -268,9 +252,9 @@ def _forward_split_3x3(x, weight, bias, out, half, part, offsets, n_chunks):
     multiplier = c_out // c_in
     tasks = n_images * c_out
     # every row's positions (the odd rows are wasted), in whole vectors
-    span = uintp(((2 * rows_out - 1) * half + _VECTOR - 1) // _VECTOR * _VECTOR)
+    span = uintp(((2 * rows_out - 1) * half + VECTOR - 1) // VECTOR * VECTOR)
     for chunk in prange(n_chunks):
-        buf = np.zeros(3 * part + _VECTOR, x.dtype)
+        buf = np.zeros(3 * part + VECTOR, x.dtype)
         full = np.empty(span, x.dtype)
         copied = -1
         for task in range(chunk * tasks // n_chunks, (chunk + 1) * tasks // n_chunks):
@@ -290,17 +274,7 @@ def _forward_split_3x3(x, weight, bias, out, half, part, offsets, n_chunks):
 def forward(x, weight, bias, spec: ConvSpec):
     """Depthwise convolution forward.
 
-    Parameters
-    ----------
-    x : ndarray, shape (N, C_in, H, W)
-    weight : ndarray, shape (C_in * multiplier, 1, kH, kW)
-    bias : ndarray of shape (C_out,) or None
-    spec : ConvSpec
-        A depthwise spec (``groups == in_channels``).
-
-    Returns
-    -------
-    ndarray, shape (N, C_out, H_out, W_out)
+    Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
     if not uses_3x3_path(spec):
         return direct.forward(x, weight, bias, spec)
@@ -311,15 +285,15 @@ def forward(x, weight, bias, spec: ConvSpec):
     kind = path(spec)
     if kind == "wrapped":
         (dh, dw), width = spec.dilation, spec.input_size[1]
-        config.run_sized(size, _forward_wrapped_3x3, _planes(x), weight, bias, _planes(out),
-                         width, dh, dw, *_unsigned(wrapped_geometry(spec)), chunks)
+        runtime.run_sized(size, _forward_wrapped_3x3, _planes(x), weight, bias, _planes(out),
+                          width, dh, dw, *_unsigned(wrapped_geometry(spec)), chunks)
     elif kind == "split":
-        config.run_sized(size, _forward_split_3x3, _planes(x), weight, bias, _planes(out),
-                         spec.output_size[1], *_unsigned(split_geometry(spec)), chunks)
+        runtime.run_sized(size, _forward_split_3x3, _planes(x), weight, bias, _planes(out),
+                          spec.output_size[1], *_unsigned(split_geometry(spec)), chunks)
     else:
-        config.run_sized(size, _forward_3x3, x, weight, bias, out, sh, sw, ph, pw,
-                         *scratch_geometry(spec), uses_phases(spec),
-                         _u64(scratch_offsets(spec)), chunks)
+        runtime.run_sized(size, _forward_3x3, x, weight, bias, out, sh, sw, ph, pw,
+                          *scratch_geometry(spec), uses_phases(spec), flat_rows(spec),
+                          _u64(scratch_offsets(spec)), chunks)
     return out
 
 
@@ -339,11 +313,11 @@ def _backward_input_3x3(grad_output, weight, grad_input, sh, sw, ph, pw, dh, dw,
     c_in, height, width = grad_input.shape[1], grad_input.shape[2], grad_input.shape[3]
     multiplier = c_out // c_in
     wp = pitch - 2 * dw  # the forward's padded plane, inside the spread plane's border
-    span = uintp(((hp - 1) * pitch + wp + _VECTOR - 1) // _VECTOR * _VECTOR)
+    span = uintp(((hp - 1) * pitch + wp + VECTOR - 1) // VECTOR * VECTOR)
     tasks = n_images * c_in
 
     for chunk in prange(n_chunks):
-        spread = np.zeros((hp + 2 * dh) * pitch + _VECTOR, grad_output.dtype)
+        spread = np.zeros((hp + 2 * dh) * pitch + VECTOR, grad_output.dtype)
         acc = np.empty(span, grad_output.dtype)
         for task in range(chunk * tasks // n_chunks, (chunk + 1) * tasks // n_chunks):
             n = task // c_in
@@ -402,12 +376,12 @@ def _backward_weight_3x3(grad_output, x, grad_weight, sh, sw, ph, pw, pitch, pla
     size = 4 * plane if phased else plane
     if phased:  # dY sits at unit stride beside the input's phases
         sh = sw = 1
-    span = uintp(((ho_size - 1) * sh * pitch + (wo_size - 1) * sw + _VECTOR)
-                 // _VECTOR * _VECTOR)
+    span = uintp(((ho_size - 1) * sh * pitch + (wo_size - 1) * sw + VECTOR)
+                 // VECTOR * VECTOR)
 
     for chunk in prange(n_chunks):
-        padded = np.zeros(size + _VECTOR, x.dtype)
-        spread = np.zeros(plane + _VECTOR, x.dtype)
+        padded = np.zeros(size + VECTOR, x.dtype)
+        spread = np.zeros(plane + VECTOR, x.dtype)
         sums = np.empty(9, np.float64)
         for oc in range(chunk * c_out // n_chunks, (chunk + 1) * c_out // n_chunks):
             ic = oc // multiplier
@@ -438,7 +412,7 @@ def _backward_input_wrapped_3x3(grad_output, weight, grad_input, width, dh, dw, 
     multiplier = grad_output.shape[1] // c_in
     tasks = n_images * c_in
     for chunk in prange(n_chunks):
-        copies = np.zeros(3 * copy + _VECTOR, grad_output.dtype)
+        copies = np.zeros(3 * copy + VECTOR, grad_output.dtype)
         for task in range(chunk * tasks // n_chunks, (chunk + 1) * tasks // n_chunks):
             n = task // c_in
             ic = task - n * c_in
@@ -462,7 +436,7 @@ def _backward_weight_wrapped_3x3(grad_output, x, grad_weight, width, dh, dw, cop
     c_out = grad_output.shape[1]
     multiplier = c_out // c_in
     for chunk in prange(n_chunks):
-        copies = np.zeros(3 * copy + _VECTOR, x.dtype)
+        copies = np.zeros(3 * copy + VECTOR, x.dtype)
         plane = np.empty(pixels, x.dtype)
         sums = np.empty(9, np.float64)
         for oc in range(chunk * c_out // n_chunks, (chunk + 1) * c_out // n_chunks):
@@ -554,7 +528,7 @@ def _backward_input_phases_3x3(grad_output, weight, grad_input, ph, pw, pitch, p
     multiplier = c_out // c_in
     tasks = n_images * c_in
     for chunk in prange(n_chunks):
-        d = np.zeros((ho_size + 3) * pitch + _VECTOR, grad_output.dtype)
+        d = np.zeros((ho_size + 3) * pitch + VECTOR, grad_output.dtype)
         acc = np.empty(4 * plane, grad_output.dtype)
         for task in range(chunk * tasks // n_chunks, (chunk + 1) * tasks // n_chunks):
             n = task // c_in
@@ -575,15 +549,7 @@ def _planes(a):
 def backward_input(grad_output, weight, spec: ConvSpec):
     """Depthwise gradient of the input.
 
-    Parameters
-    ----------
-    grad_output : ndarray, shape (N, C_out, H_out, W_out)
-    weight : ndarray, shape (C_out, 1, kH, kW)
-    spec : ConvSpec
-
-    Returns
-    -------
-    ndarray, shape (N, C_in, H, W)
+    Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
     if not uses_3x3_path(spec):
         return direct.backward_input(grad_output, weight, spec)
@@ -591,35 +557,27 @@ def backward_input(grad_output, weight, spec: ConvSpec):
     grad_input = np.empty(spec.input_shape(n_images), dtype=grad_output.dtype)
     size, chunks = grad_output.size + grad_input.size, parallel_chunks(n_images * spec.in_channels)
     if path(spec) == "wrapped":
-        config.run_sized(size, _backward_input_wrapped_3x3, _planes(grad_output), weight,
-                         _planes(grad_input), spec.input_size[1], *spec.dilation,
-                         *_unsigned(wrapped_geometry(spec)), chunks)
+        runtime.run_sized(size, _backward_input_wrapped_3x3, _planes(grad_output), weight,
+                          _planes(grad_input), spec.input_size[1], *spec.dilation,
+                          *_unsigned(wrapped_geometry(spec)), chunks)
         return grad_input
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     (ph, _), (pw, _) = spec.pads
     if uses_phases(spec):
-        config.run_sized(size, _backward_input_phases_3x3, grad_output, weight, grad_input, ph,
-                         pw, *scratch_geometry(spec), chunks)
+        runtime.run_sized(size, _backward_input_phases_3x3, grad_output, weight, grad_input, ph,
+                          pw, *scratch_geometry(spec), chunks)
         return grad_input
     pitch, hp, taps = spread_geometry(spec)
     _, _, rows, cols = scratch_geometry(spec)
-    config.run_sized(size, _backward_input_3x3, grad_output, weight, grad_input, sh, sw, ph, pw,
-                     dh, dw, pitch, hp, rows, cols, _u64(taps), chunks)
+    runtime.run_sized(size, _backward_input_3x3, grad_output, weight, grad_input, sh, sw, ph, pw,
+                      dh, dw, pitch, hp, rows, cols, _u64(taps), chunks)
     return grad_input
 
 
 def backward_weight(grad_output, x, spec: ConvSpec):
     """Depthwise gradient of the weight.
 
-    Parameters
-    ----------
-    grad_output : ndarray, shape (N, C_out, H_out, W_out)
-    x : ndarray, shape (N, C_in, H, W)
-    spec : ConvSpec
-
-    Returns
-    -------
-    ndarray, shape (C_out, 1, kH, kW)
+    Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
     if not uses_3x3_path(spec):
         return direct.backward_weight(grad_output, x, spec)
@@ -628,11 +586,11 @@ def backward_weight(grad_output, x, spec: ConvSpec):
     size, zero = grad_output.size + x.size, x.dtype.type(0)
     chunks = parallel_chunks(spec.out_channels)
     if path(spec) == "wrapped":
-        config.run_sized(size, _backward_weight_wrapped_3x3, _planes(grad_output), _planes(x),
-                         grad_weight, spec.input_size[1], *spec.dilation,
-                         *_unsigned(wrapped_geometry(spec)), chunks, zero)
+        runtime.run_sized(size, _backward_weight_wrapped_3x3, _planes(grad_output), _planes(x),
+                          grad_weight, spec.input_size[1], *spec.dilation,
+                          *_unsigned(wrapped_geometry(spec)), chunks, zero)
     else:
-        config.run_sized(size, _backward_weight_3x3, grad_output, x, grad_weight, sh, sw, ph,
-                         pw, *scratch_geometry(spec), uses_phases(spec),
-                         _u64(scratch_offsets(spec)), chunks, zero)
+        runtime.run_sized(size, _backward_weight_3x3, grad_output, x, grad_weight, sh, sw, ph,
+                          pw, *scratch_geometry(spec), uses_phases(spec),
+                          _u64(scratch_offsets(spec)), chunks, zero)
     return grad_weight

@@ -12,19 +12,9 @@ from __future__ import annotations
 import numpy as np
 from numba import prange, uintp
 
-from ...config import jit
+from ...runtime import jit
 from ...spec import ConvSpec
-from ._common import backward_bias, bias_or_zeros, valid_output_range  # noqa: F401
-
-
-def skips_padding(spec: ConvSpec) -> bool:
-    """Zero padding is skipped, never multiplied (so Inf * 0 never happens here)."""
-    return True
-
-
-def supports(spec: ConvSpec) -> str | None:
-    """Every geometry is supported."""
-    return None
+from ._common import bias_or_zeros, valid_output_range
 
 
 @jit()
@@ -79,16 +69,7 @@ def _forward(x, weight, bias, out, sh, sw, ph, pw, dh, dw, groups):
 def forward(x, weight, bias, spec: ConvSpec):
     """Direct convolution forward.
 
-    Parameters
-    ----------
-    x : ndarray, shape (N, C_in, H, W)
-    weight : ndarray, shape (C_out, C_in // groups, kH, kW)
-    bias : ndarray of shape (C_out,) or None
-    spec : ConvSpec
-
-    Returns
-    -------
-    ndarray, shape (N, C_out, H_out, W_out)
+    Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
     out = np.empty(spec.output_shape(x.shape[0]), dtype=x.dtype)
     bias = bias_or_zeros(bias, spec.out_channels, x.dtype)
@@ -181,15 +162,7 @@ def _backward_weight(grad_output, x, grad_weight, sh, sw, ph, pw, dh, dw, groups
 def backward_input(grad_output, weight, spec: ConvSpec):
     """Gradient of the input, scattered row by row from each output plane.
 
-    Parameters
-    ----------
-    grad_output : ndarray, shape (N, C_out, H_out, W_out)
-    weight : ndarray, shape (C_out, C_in // groups, kH, kW)
-    spec : ConvSpec
-
-    Returns
-    -------
-    ndarray, shape (N, C_in, H, W)
+    Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
     grad_input = np.empty(spec.input_shape(grad_output.shape[0]), dtype=grad_output.dtype)
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
@@ -201,15 +174,7 @@ def backward_input(grad_output, weight, spec: ConvSpec):
 def backward_weight(grad_output, x, spec: ConvSpec):
     """Gradient of the weight, as row dot products.
 
-    Parameters
-    ----------
-    grad_output : ndarray, shape (N, C_out, H_out, W_out)
-    x : ndarray, shape (N, C_in, H, W)
-    spec : ConvSpec
-
-    Returns
-    -------
-    ndarray, shape (C_out, C_in // groups, kH, kW)
+    Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
     grad_weight = np.empty(spec.weight_shape, dtype=x.dtype)
     (sh, sw), (dh, dw) = spec.stride, spec.dilation

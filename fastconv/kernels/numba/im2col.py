@@ -19,22 +19,10 @@ from numba import prange, uintp
 from numpy.lib.stride_tricks import as_strided
 
 from ... import workspace
-from ...config import jit
+from ...runtime import jit
 from ...spec import ConvSpec
-from ..tiling import (ColumnTiling, batch_small_images, column_tiling,  # noqa: F401
-                      gradient_chunk, tiles)
-from ._common import (add_bias, backward_bias, parallel_chunks,  # noqa: F401
-                      valid_output_range)
-
-
-def skips_padding(spec: ConvSpec) -> bool:
-    """Padding is written into the columns as real zeros."""
-    return False
-
-
-def supports(spec: ConvSpec) -> str | None:
-    """Every geometry is supported."""
-    return None
+from ..tiling import ColumnTiling, column_tiling, gradient_chunk, tiles
+from ._common import add_bias, parallel_chunks, valid_output_range
 
 
 def _columns(spec: ConvSpec, tiling: ColumnTiling, dtype, slot: int = 0):
@@ -60,7 +48,7 @@ def _gather_row(cols, r, dst, count, x, n, c, ih, start, sw, spare):
     """``cols[r, dst + i] = x[n, c, ih, start + i * sw]`` for ``i`` in ``[0, count)``.
 
     At stride 2 each pair's other element goes to ``spare`` (never read): loads of whole
-    pairs vectorise, a lone stride-2 load runs scalar (3x slower, measured). The last pair
+    pairs vectorise, a lone stride-2 load runs scalar. The last pair
     is only read if it lies inside the row."""
     if sw == 1:
         for i in range(uintp(count)):
@@ -177,16 +165,7 @@ def _col2im(dcols, grad_input, q0, q1, pixels, kh_size, kw_size, wo_size, sh, sw
 def forward(x, weight, bias, spec: ConvSpec):
     """im2col + GEMM forward.
 
-    Parameters
-    ----------
-    x : ndarray, shape (N, C_in, H, W)
-    weight : ndarray, shape (C_out, C_in // groups, kH, kW)
-    bias : ndarray of shape (C_out,) or None
-    spec : ConvSpec
-
-    Returns
-    -------
-    ndarray, shape (N, C_out, H_out, W_out)
+    Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
     n_images = x.shape[0]
     tiling = column_tiling(spec, x.dtype.itemsize, n_images)
@@ -196,8 +175,8 @@ def forward(x, weight, bias, spec: ConvSpec):
     cols, cols_2d = _columns(spec, tiling, x.dtype)
     for q0, q1, segments in tiles(tiling, n_images):
         _im2col(x, cols_2d, q0, q1, *tiling.args, parallel_chunks(tiling.rows))
-        # a GEMM per image, straight into the output (measured: one GEMM over several small
-        # images plus copying their outputs apart is slower, even for a classifier)
+        # a GEMM per image, straight into the output: one GEMM over several small images
+        # would then have to copy their outputs apart, which costs more than it saves
         for n, p0, p1, at in segments:
             # every group's GEMM in one call: numpy loops the groups in C
             np.matmul(w_mat, cols[:, :, at:at + p1 - p0], out=out_mat[n, :, :, p0:p1])
@@ -210,15 +189,7 @@ def backward_weight(grad_output, x, spec: ConvSpec):
     """``dW_g = sum over tiles of dY_g @ cols_g^T``; a tile may span several images, so a
     batch of small images makes a few large GEMMs.
 
-    Parameters
-    ----------
-    grad_output : ndarray, shape (N, C_out, H_out, W_out)
-    x : ndarray, shape (N, C_in, H, W)
-    spec : ConvSpec
-
-    Returns
-    -------
-    ndarray, shape (C_out, C_in // groups, kH, kW)
+    Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
     n_images = x.shape[0]
     og = spec.out_channels_per_group
@@ -270,15 +241,7 @@ def _chunked_product(lhs, rhs, chunk):
 def backward_input(grad_output, weight, spec: ConvSpec):
     """``dcols_g = W_g^T @ dY_g``, folded back onto the input (col2im).
 
-    Parameters
-    ----------
-    grad_output : ndarray, shape (N, C_out, H_out, W_out)
-    weight : ndarray, shape (C_out, C_in // groups, kH, kW)
-    spec : ConvSpec
-
-    Returns
-    -------
-    ndarray, shape (N, C_in, H, W)
+    Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
     n_images = grad_output.shape[0]
     dtype = grad_output.dtype

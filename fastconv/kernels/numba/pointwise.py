@@ -14,43 +14,18 @@ from __future__ import annotations
 import numpy as np
 
 from ...spec import ConvSpec
+from ..algorithms import is_plain_gemm
+from ..tiling import batch_small_images
 from . import im2col
-from ._common import add_bias, backward_bias  # noqa: F401
-
-
-
-def skips_padding(spec: ConvSpec) -> bool:
-    """A padded 1x1 runs through im2col, which writes real zeros."""
-    return False
-
-
-def supports(spec: ConvSpec) -> str | None:
-    """Pointwise needs a 1x1 kernel."""
-    if not spec.is_pointwise:
-        return f"pointwise needs a 1x1 kernel, but got kernel_size={list(spec.kernel_size)}"
-    return None
-
-
-def _is_plain_gemm(spec: ConvSpec) -> bool:
-    return spec.stride == (1, 1) and spec.pads == ((0, 0), (0, 0))
+from ._common import add_bias
 
 
 def forward(x, weight, bias, spec: ConvSpec):
     """Pointwise convolution forward.
 
-    Parameters
-    ----------
-    x : ndarray, shape (N, C_in, H, W)
-    weight : ndarray, shape (C_out, C_in // groups, 1, 1)
-    bias : ndarray of shape (C_out,) or None
-    spec : ConvSpec
-        A 1x1 spec.
-
-    Returns
-    -------
-    ndarray, shape (N, C_out, H_out, W_out)
+    Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
-    if not _is_plain_gemm(spec):
+    if not is_plain_gemm(spec):
         return im2col.forward(x, weight, bias, spec)
     n_images = x.shape[0]
     groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
@@ -70,17 +45,9 @@ def forward(x, weight, bias, spec: ConvSpec):
 def backward_input(grad_output, weight, spec: ConvSpec):
     """``dX[n]_g = W_g^T @ dY[n]_g``.
 
-    Parameters
-    ----------
-    grad_output : ndarray, shape (N, C_out, H, W)
-    weight : ndarray, shape (C_out, C_in // groups, 1, 1)
-    spec : ConvSpec
-
-    Returns
-    -------
-    ndarray, shape (N, C_in, H, W)
+    Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
-    if not _is_plain_gemm(spec):
+    if not is_plain_gemm(spec):
         return im2col.backward_input(grad_output, weight, spec)
     n_images = grad_output.shape[0]
     groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
@@ -97,17 +64,9 @@ def backward_input(grad_output, weight, spec: ConvSpec):
 def backward_weight(grad_output, x, spec: ConvSpec):
     """``dW_g = sum_n dY[n]_g @ X[n]_g^T``.
 
-    Parameters
-    ----------
-    grad_output : ndarray, shape (N, C_out, H, W)
-    x : ndarray, shape (N, C_in, H, W)
-    spec : ConvSpec
-
-    Returns
-    -------
-    ndarray, shape (C_out, C_in // groups, 1, 1)
+    Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
-    if not _is_plain_gemm(spec) or im2col.batch_small_images(spec, x.shape[0]):
+    if not is_plain_gemm(spec) or batch_small_images(spec, x.shape[0]):
         return im2col.backward_weight(grad_output, x, spec)
     n_images = x.shape[0]
     groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group

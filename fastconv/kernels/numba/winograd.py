@@ -18,27 +18,13 @@ import numpy as np
 from numba import prange, uintp
 
 from ... import config, workspace
-from ...config import jit
+from ...runtime import jit
 from ...spec import ConvSpec
 from ..tiling import winograd_tiles
 from . import im2col
-from ._common import add_bias, backward_bias  # noqa: F401
+from ._common import add_bias
 
 # B^T and A^T are unrolled in the kernels below.
-
-
-def skips_padding(spec: ConvSpec) -> bool:
-    """Tiles are read with bounds tests: padding is skipped, never multiplied."""
-    return True
-
-
-def supports(spec: ConvSpec) -> str | None:
-    """3x3 kernels at stride 1 and dilation 1."""
-    if spec.kernel_size != (3, 3) or spec.stride != (1, 1) or spec.dilation != (1, 1):
-        return (f"winograd F(2x2, 3x3) needs a 3x3 kernel, stride 1 and dilation 1, but got "
-                f"kernel_size={list(spec.kernel_size)}, stride={list(spec.stride)} and "
-                f"dilation={list(spec.dilation)}")
-    return None
 
 
 # Both transforms run over (channel, row of tiles) tasks, a whole row of tiles at a time, as
@@ -197,17 +183,7 @@ def _filter_transform(weight, spec: ConvSpec):
 def forward(x, weight, bias, spec: ConvSpec):
     """Winograd F(2x2, 3x3) forward.
 
-    Parameters
-    ----------
-    x : ndarray, shape (N, C_in, H, W)
-    weight : ndarray, shape (C_out, C_in // groups, 3, 3)
-    bias : ndarray of shape (C_out,) or None
-    spec : ConvSpec
-        3x3, stride 1, dilation 1.
-
-    Returns
-    -------
-    ndarray, shape (N, C_out, H_out, W_out)
+    Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
     n_images = x.shape[0]
     groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
@@ -246,15 +222,7 @@ def backward_input(grad_output, weight, spec: ConvSpec):
     degrees and transposed per group, after padding ``dY`` by ``2 - p`` on each side (or
     cropping it where the padding ``p`` exceeds 2: those rows only reach padding).
 
-    Parameters
-    ----------
-    grad_output : ndarray, shape (N, C_out, H_out, W_out)
-    weight : ndarray, shape (C_out, C_in // groups, 3, 3)
-    spec : ConvSpec
-
-    Returns
-    -------
-    ndarray, shape (N, C_in, H, W)
+    Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
     groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
     rotated = weight[:, :, ::-1, ::-1].reshape(groups, og, cg, 3, 3)

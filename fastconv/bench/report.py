@@ -17,51 +17,25 @@ import tracemalloc
 
 import numpy as np
 
-from . import __version__, api, config, machine, models, profile, workspace
-from .spec import ConvSpec
+from .. import __version__, api, config, models, runtime, workspace
+from ..spec import ConvSpec
+from . import harness, machine, profile
+from .rows import markdown, profile_rows
+from .rows import ms as _ms
+from .rows import ratio as _ratio
 
 
 # tracemalloc also counts the small objects of a call (shapes, views): up to this many bytes
 _MEMORY_SLACK = 65536
 
 
-def _ms(seconds):
-    return f"{seconds * 1e3:.2f}"
-
-
-def _ratio(a, b):
-    return f"{a / b:.2f}"
-
-
-def _table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def layer_table(result) -> str:
     """Per-layer Markdown table of a profile result, with its peers."""
-    peers = list(result["peers"]["totals"])
-    header = ["layer", "kind", "input → output", "MFLOP", "ms", "GFLOP/s", "% peak",
-              "% roofline", "% FLOPs", "% time", *[f"{p} ms" for p in peers],
-              *[f"{p} / fastconv" for p in peers]]
-    rows = []
-    for r in result["layers"]:
-        shape = "x".join(map(str, r["input"][1:])) + " → " + "x".join(map(str, r["output"][1:]))
-        rows.append([r["name"], r["kind"], shape, f"{r['flops'] / 1e6:.1f}", _ms(r["seconds"]),
-                     f"{r['gflops']:.1f}", f"{r.get('percent_of_peak', 0):.0f}",
-                     f"{r.get('percent_of_roofline', 0):.0f}",
-                     f"{100 * r['flops_share']:.1f}", f"{100 * r['time_share']:.1f}",
-                     *[_ms(r["peers"][p]["seconds"]) if p in r["peers"] else "" for p in peers],
-                     *[_ratio(r["peers"][p]["seconds"], r["seconds"]) if p in r["peers"] else ""
-                       for p in peers]])
-    t = result["total"]
-    totals = result["peers"]["totals"]
-    rows.append(["**total**", "", "", f"{t['flops'] / 1e6:.1f}", f"**{_ms(t['seconds'])}**",
-                 f"{t['gflops']:.1f}", f"{t.get('percent_of_peak', 0):.0f}", "", "100", "100",
-                 *[f"**{_ms(totals[p]['seconds'])}**" for p in peers],
-                 *[f"**{_ratio(totals[p]['seconds'], t['seconds'])}**" for p in peers]])
-    return _table(header, rows)
+    header, rows, total = profile_rows(result, arrow="→")
+    bold = [head == "layer" or head == "ms" or head.endswith((" ms", " / fastconv"))
+            for head in header]
+    total = [f"**{cell}**" if strong and cell else cell for strong, cell in zip(bold, total)]
+    return markdown(header, [*rows, total])
 
 
 def totals_line(result) -> str:
@@ -107,7 +81,7 @@ def dilation_times(budget: float, threads: int):
                 calls["torch forward"] = lambda r=runner, xt=xt: r.forward(0, xt)
                 calls["torch backward"] = lambda r=runner, xt=xt, dyt=dyt: r.backward(
                     0, dyt, xt, True)
-            timings = profile.measure(calls, budget=budget, settle=0.05)
+            timings = harness.measure(calls, budget=budget, settle=0.05)
             for key, t in timings.items():
                 times[(key, dilation)] = t.min
         for key in sorted({k for k, _ in times}):
@@ -116,7 +90,7 @@ def dilation_times(budget: float, threads: int):
 
 
 def layers_alone(budget: float, threads: int):
-    """Issue 6's target 4, measured as ``fastconv bench mobilenet-v1`` does: each depthwise
+    """The per-layer floors, timed as ``fastconv bench mobilenet-v1`` does: each depthwise
     layer of MobileNet v1 (batch 1, float32) against PyTorch, each pointwise layer against a
     bare numpy GEMM of its shape, forward, interleaved.
 
@@ -127,7 +101,7 @@ def layers_alone(budget: float, threads: int):
         ("torch" or "GEMM"); depthwise layers are left out when torch is missing.
     """
     from . import peers
-    from .models import layer_names
+    from ..models import layer_names
 
     records = []
     net = models.mobilenet_v1(include_fc=False)
@@ -139,7 +113,7 @@ def layers_alone(budget: float, threads: int):
         calls = profile.layer_candidates(spec, x, w, algorithms=["auto"], mode="forward",
                                          with_torch=with_torch, with_gemm=not with_torch,
                                          threads=threads)
-        timings = profile.measure(calls, budget=budget, settle=0.05 if with_torch else 0.0)
+        timings = harness.measure(calls, budget=budget, settle=0.05 if with_torch else 0.0)
         peer, peer_name = ("torch", "torch") if with_torch else ("gemm", "GEMM")
         records.append(dict(layer=name, kind=spec.kind, fastconv=timings["auto"].min,
                             peer=timings[peer].min, peer_name=peer_name))
@@ -150,8 +124,8 @@ def backend_rows(budget: float):
     """Numba against Cython ("auto" on each), per MobileNet v1 layer, forward and backward,
     on every thread and then on one: the second pair of ratios compares the compiled kernels
     alone, without their thread pools (Numba's TBB or OpenMP, Cython's OpenMP)."""
-    from . import dispatch
-    from .models import layer_names
+    from .. import dispatch
+    from ..models import layer_names
 
     if "cython" not in dispatch.available_backends():
         return []
@@ -168,7 +142,7 @@ def backend_rows(budget: float):
                     calls = profile.layer_candidates(spec, x, w, algorithms=["auto"],
                                                      backends=("numba", "cython"), mode=mode,
                                                      with_torch=False, with_gemm=False)
-                    t = profile.measure(calls, budget=budget)
+                    t = harness.measure(calls, budget=budget)
                     times += [t["auto"].min, t["cython:auto"].min]
             finally:
                 config.set_num_threads(threads)
@@ -190,11 +164,11 @@ def _in_fresh_interpreter(function: str, *args):
 
     The Cython kernels' OpenMP runtime is whichever libgomp the process loaded first; once
     torch is imported (as the peers here are) that is torch's, whose threads spin after every
-    parallel region and take the cores from the BLAS that follows (measured in this report's
-    process: the first layer 36x slower). Each backend is compared as it runs on its own."""
+    parallel region and take the cores from the BLAS that follows. Each backend is compared
+    as it runs on its own."""
     import json
 
-    code = (f"import json; from fastconv import report; "
+    code = (f"import json; from fastconv.bench import report; "
             f"print(json.dumps(report.{function}(*{args!r})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
@@ -210,7 +184,7 @@ def cold_starts():
     list of (label, seconds)
         The first label is Numba's warm cache.
     """
-    from . import dispatch
+    from .. import dispatch
 
     code = ("import time; t = time.perf_counter(); import numpy as np, fastconv as fc; "
             "x = np.ones((1, 8, 16, 16), np.float32); w = np.ones((8, 1, 3, 3), np.float32); "
@@ -263,7 +237,8 @@ def _within(peak, limit):
 
 
 def target_rows(results, layers, dilation, memory, cold):
-    """Issue 6's performance targets, each with this run's figure and whether it is met.
+    """The per-call API's performance targets, each with this run's figure and whether it is
+    met.
 
     Parameters
     ----------
@@ -343,12 +318,22 @@ def target_rows(results, layers, dilation, memory, cold):
     return rows
 
 
+NETWORK_RUNS = (("mobilenet-v1", "forward", 1), ("mobilenet-v1-full", "forward", 1),
+                ("mobilenet-v1", "both", 1), ("mobilenet-v1", "both", 8),
+                ("mobilenet-v1-full", "both", 1))
+LAYER_TABLES = ((("mobilenet-v1", "forward", 1), "MobileNet v1 1.0-224, forward, batch 1"),
+                (("mobilenet-v1-full", "forward", 1),
+                 "Conv MobileNet (the full-convolution twin), forward, batch 1"),
+                (("mobilenet-v1", "both", 1), "MobileNet v1, forward + backward, batch 1"),
+                (("mobilenet-v1", "both", 8), "MobileNet v1, forward + backward, batch 8"))
+
+
 def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
     """Run every measurement and return BENCHMARKS.md's text."""
     from . import peers
 
     if peers.torch_available():
-        import torch  # noqa: F401  (before our thread pool starts: see fastconv.config)
+        import torch  # noqa: F401  (before our thread pool starts: see fastconv.runtime)
     if threads is not None:
         config.set_num_threads(threads)
     threads = config.get_num_threads()
@@ -357,25 +342,53 @@ def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
     peaks = machine.measure_machine(threads, seconds=1.0)
     compare = [p for p, ok in (("torch", peers.torch_available()),
                                ("onnxruntime", peers.onnxruntime_available())) if ok]
-    sections = []
-
-    def profile_run(model, mode, batch, with_peers):
+    results = {}
+    for model, mode, batch in NETWORK_RUNS:
         progress(f"profiling {model}, {mode}, batch {batch}")
         result = profile.profile_network(
             models.get_model(model), batch=batch, mode=mode, budget=budget,
-            compare=[p for p in compare if mode == "forward" or p == "torch"] if with_peers
-            else (), machine=peaks)
+            compare=[p for p in compare if mode == "forward" or p == "torch"], machine=peaks)
         result["model"] = model
-        return result
+        results[(model, mode, batch)] = result
+    sections = [_head(peaks, threads), _networks_section(results)]
+    sections += [f"## {title}\n\n{totals_line(results[key])}\n\n{layer_table(results[key])}"
+                 for key, title in LAYER_TABLES]
+    sections.append(_separable_section(results))
+    progress("layers alone")
+    layers = layers_alone(min(budget, 1.0), threads)
+    sections.append(_layers_alone_section(layers))
+    progress("dilation")
+    dilation = dilation_times(min(budget, 1.0), threads)
+    sections.append("## Dilation 2 against dilation 1 (ms, batch 1)\n\n" + markdown(
+        ["layer", "call", "dilation 1", "dilation 2", "ratio"],
+        [[layer, call, _ms(t1), _ms(t2), _ratio(t2, t1)] for layer, call, t1, t2 in dilation]))
+    progress("numba vs cython")
+    rows = _in_fresh_interpreter("backend_rows", min(budget, 0.5))
+    if rows:
+        sections.append(_backends_section(rows))
+    progress("cold start")
+    cold = cold_starts()
+    sections.append("## Cold start: import + first conv2d call, fresh interpreter (s)\n\n"
+                    + markdown(["cache", "seconds"], [[label, f"{seconds:.2f}"]
+                                                      for label, seconds in cold]))
+    progress("memory")
+    memory = memory_peaks()
+    sections.append("## Peak extra memory of a forward call (MiB, tracemalloc)\n\n" + markdown(
+        ["call", "peak", "workspace + output", "within"],
+        [[call, f"{peak / 2**20:.2f}", f"{limit / 2**20:.2f}",
+          "yes" if _within(peak, limit) else "NO"] for call, peak, limit in memory]))
+    # after the whole networks, before their layer tables: the figures of every target
+    sections.insert(2, "## Performance targets of the per-call API\n\nEach target with this "
+                    "run's figure, from the tables below.\n\n" + markdown(
+                        ["target", "measured", "met"],
+                        target_rows(results, layers, dilation, memory, cold)))
+    sections[0] = sections[0].replace("{elapsed}", f"{time.time() - started:.0f} s")
+    return "\n\n".join(sections) + "\n"
 
-    results = {}
-    for key in (("mobilenet-v1", "forward", 1), ("mobilenet-v1-full", "forward", 1),
-                ("mobilenet-v1", "both", 1), ("mobilenet-v1", "both", 8),
-                ("mobilenet-v1-full", "both", 1)):
-        results[key] = profile_run(*key, with_peers=True)
 
-    m = peaks
-    head = [
+def _head(m, threads) -> str:
+    """The title, how the figures were taken, and the machine."""
+    return "\n".join([
         "# fastconv benchmarks",
         "",
         "Generated by `fastconv report --output BENCHMARKS.md` "
@@ -390,96 +403,62 @@ def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
         f"{platform.python_version()}, {_versions()}. Measured: numpy (OpenBLAS) sgemm "
         f"{m.gemm_gflops['float32']:.0f} GFLOP/s, dgemm {m.gemm_gflops['float64']:.0f} "
         f"GFLOP/s, parallel stream copy {m.bandwidth_gbs:.0f} GB/s, starting Numba's thread "
-        f"pool ({config.numba_threading_layer()}) {m.wake_us:.0f} µs per parallel kernel call "
+        f"pool ({runtime.numba_threading_layer()}) {m.wake_us:.0f} µs per parallel kernel call "
         f"(median), {m.blas_spin_text()}; {m.after_idle_text()}. Theoretical fp32 FMA peak "
         f"{m.peak_gflops['float32']:.0f} GFLOP/s ({'; '.join(m.assumptions)}). '% peak' is of "
         "the measured GEMM; '% roofline' of min(GEMM peak, intensity x stream bandwidth).",
-    ]
-    sections.append("\n".join(head))
+    ])
 
-    def summary_rows():
-        rows = []
-        for (model, mode, batch), result in results.items():
-            t = result["total"]
-            tot = result["peers"]["totals"]
-            rows.append([model, mode, batch, _ms(t["seconds"]),
-                         _ms(tot["torch"]["seconds"]) if "torch" in tot else "n/a",
-                         _ms(tot["onnxruntime"]["seconds"]) if "onnxruntime" in tot else "n/a",
-                         _ratio(t["seconds"], tot["torch"]["seconds"]) if "torch" in tot
-                         else "", _ratio(t["seconds"], tot["onnxruntime"]["seconds"])
-                         if "onnxruntime" in tot else ""])
-        return rows
 
-    sections.append("## Whole networks (float32, ms per pass)\n\n" + _table(
+def _networks_section(results) -> str:
+    """Every whole-network run, fastconv against its peers."""
+    rows = []
+    for (model, mode, batch), result in results.items():
+        t, tot = result["total"], result["peers"]["totals"]
+        mine = t["seconds"]
+        peer = {p: tot[p]["seconds"] if p in tot else None for p in ("torch", "onnxruntime")}
+        rows.append([model, mode, batch, _ms(mine),
+                     *[_ms(v) if v else "n/a" for v in peer.values()],
+                     *[_ratio(mine, v) if v else "" for v in peer.values()]])
+    return ("## Whole networks (float32, ms per pass)\n\n" + markdown(
         ["model", "pass", "batch", "fastconv", "torch", "onnxruntime", "fastconv / torch",
-         "fastconv / onnxruntime"], summary_rows()) + "\n\n`both` = forward, then the input "
-        "and weight gradients of every layer (not the image's); ONNX Runtime does not train.")
-    for key, title in (((("mobilenet-v1", "forward", 1)), "MobileNet v1 1.0-224, forward, "
-                        "batch 1"),
-                       ((("mobilenet-v1-full", "forward", 1)), "Conv MobileNet (the full-"
-                        "convolution twin), forward, batch 1"),
-                       ((("mobilenet-v1", "both", 1)), "MobileNet v1, forward + backward, "
-                        "batch 1"),
-                       ((("mobilenet-v1", "both", 8)), "MobileNet v1, forward + backward, "
-                        "batch 8")):
-        r = results[key]
-        sections.append(f"## {title}\n\n{totals_line(r)}\n\n{layer_table(r)}")
+         "fastconv / onnxruntime"], rows) + "\n\n`both` = forward, then the input and weight "
+        "gradients of every layer (not the image's); ONNX Runtime does not train.")
+
+
+def _separable_section(results) -> str:
     sep, full = results[("mobilenet-v1", "forward", 1)], results[("mobilenet-v1-full",
                                                                     "forward", 1)]
-    sections.append(
-        "## Separable vs full convolution\n\n"
-        f"MobileNet has {full['total']['macs'] / sep['total']['macs']:.2f}x fewer MACs than "
-        f"its full-convolution twin; fastconv runs it "
-        f"{full['total']['seconds'] / sep['total']['seconds']:.2f}x faster (forward, batch 1). "
-        "The depthwise layers hold "
-        f"{100 * sum(r['flops_share'] for r in sep['layers'] if r['kind'] == 'dw'):.1f}% of the "
-        "FLOPs and "
-        f"{100 * sum(r['time_share'] for r in sep['layers'] if r['kind'] == 'dw'):.1f}% of the "
-        "time: they move a byte per two FLOPs, far left on the roofline.")
-    progress("layers alone")
-    layers = layers_alone(min(budget, 1.0), threads)
-    sections.append(
-        "## MobileNet v1 layers alone, forward, batch 1 (ms; as `fastconv bench mobilenet-v1` "
-        "times them)\n\nEach depthwise layer against PyTorch, each pointwise layer against a "
-        "bare numpy GEMM of its shape (`numpy.matmul`, allocating its output as a convolution "
-        "does): issue 6's target 4.\n\n" + _table(
-            ["layer", "kind", "fastconv", "peer", "peer ms", "peer / fastconv"],
-            [[r["layer"], r["kind"], f"{r['fastconv'] * 1e3:.3f}", r["peer_name"],
-              f"{r['peer'] * 1e3:.3f}", _ratio(r["peer"], r["fastconv"])] for r in layers]))
-    progress("dilation")
-    dilation = dilation_times(min(budget, 1.0), threads)
-    sections.append("## Dilation 2 against dilation 1 (ms, batch 1)\n\n" + _table(
-        ["layer", "call", "dilation 1", "dilation 2", "ratio"],
-        [[layer, call, _ms(t1), _ms(t2), _ratio(t2, t1)] for layer, call, t1, t2 in dilation]))
-    progress("numba vs cython")
-    rows = _in_fresh_interpreter("backend_rows", min(budget, 0.5))
-    if rows:
-        sections.append(
-            "## Numba against Cython (AOT), MobileNet v1 layers, batch 1 (ms, `auto` on "
-            "each; the last two columns on one thread, the kernels without their thread "
-            f"pools: Numba's {config.numba_threading_layer()}, Cython's OpenMP)\n\n"
-            + _table(["layer", "numba forward", "cython forward", "cython / numba",
-                      "numba backward", "cython backward", "cython / numba",
-                      "cython / numba forward, 1 thread",
-                      "cython / numba backward, 1 thread"], rows))
-    progress("cold start")
-    cold = cold_starts()
-    sections.append("## Cold start: import + first conv2d call, fresh interpreter (s)\n\n"
-                    + _table(["cache", "seconds"], [[label, f"{seconds:.2f}"]
-                                                    for label, seconds in cold]))
-    progress("memory")
-    memory = memory_peaks()
-    sections.append("## Peak extra memory of a forward call (MiB, tracemalloc)\n\n" + _table(
-        ["call", "peak", "workspace + output", "within"],
-        [[call, f"{peak / 2**20:.2f}", f"{limit / 2**20:.2f}",
-          "yes" if _within(peak, limit) else "NO"] for call, peak, limit in memory]))
-    # after the whole networks, before their layer tables: the figures of every target
-    sections.insert(2, "## Performance targets (issue 6)\n\nEach target with this run's "
-                    "figure, from the tables below.\n\n" + _table(
-                        ["target", "measured", "met"],
-                        target_rows(results, layers, dilation, memory, cold)))
-    sections[0] = sections[0].replace("{elapsed}", f"{time.time() - started:.0f} s")
-    return "\n\n".join(sections) + "\n"
+    dw_flops = sum(r["flops_share"] for r in sep["layers"] if r["kind"] == "dw")
+    dw_time = sum(r["time_share"] for r in sep["layers"] if r["kind"] == "dw")
+    return ("## Separable vs full convolution\n\n"
+            f"MobileNet has {full['total']['macs'] / sep['total']['macs']:.2f}x fewer MACs than "
+            f"its full-convolution twin; fastconv runs it "
+            f"{full['total']['seconds'] / sep['total']['seconds']:.2f}x faster (forward, batch "
+            f"1). The depthwise layers hold {100 * dw_flops:.1f}% of the FLOPs and "
+            f"{100 * dw_time:.1f}% of the time: they move a byte per two FLOPs, far left on the "
+            "roofline.")
+
+
+def _layers_alone_section(layers) -> str:
+    return ("## MobileNet v1 layers alone, forward, batch 1 (ms; as `fastconv bench "
+            "mobilenet-v1` times them)\n\nEach depthwise layer against PyTorch, each pointwise "
+            "layer against a bare numpy GEMM of its shape (`numpy.matmul`, allocating its "
+            "output as a convolution does): the per-layer floors of the targets above.\n\n"
+            + markdown(["layer", "kind", "fastconv", "peer", "peer ms", "peer / fastconv"],
+                       [[r["layer"], r["kind"], f"{r['fastconv'] * 1e3:.3f}", r["peer_name"],
+                         f"{r['peer'] * 1e3:.3f}", _ratio(r["peer"], r["fastconv"])]
+                        for r in layers]))
+
+
+def _backends_section(rows) -> str:
+    return ("## Numba against Cython (AOT), MobileNet v1 layers, batch 1 (ms, `auto` on each; "
+            "the last two columns on one thread, the kernels without their thread pools: "
+            f"Numba's {runtime.numba_threading_layer()}, Cython's OpenMP)\n\n"
+            + markdown(["layer", "numba forward", "cython forward", "cython / numba",
+                        "numba backward", "cython backward", "cython / numba",
+                        "cython / numba forward, 1 thread",
+                        "cython / numba backward, 1 thread"], rows))
 
 
 def _versions() -> str:

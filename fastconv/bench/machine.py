@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import config
+from .. import config, runtime
+from ..kernels import tuning
 
 
 @dataclass
@@ -107,7 +108,7 @@ class Machine:
 
     def after_idle_text(self) -> str:
         """:func:`measure_after_idle_us`'s two figures, in words."""
-        from .profile import SETTLE
+        from .harness import SETTLE
 
         if self.after_idle_us is None:
             return "the cost of waking from idle not measured"
@@ -152,7 +153,7 @@ def _gemm_gflops(dtype, size: int, seconds: float) -> float:
 
 def _stream_gbs(megabytes: int, seconds: float) -> float:
     """Bytes read plus written per second by a parallel copy much larger than the caches."""
-    from .kernels.numba._common import parallel_copy as copy
+    from ..kernels.numba._common import parallel_copy as copy
 
     src = np.ones(megabytes * (1 << 20) // 8)
     dst = np.empty_like(src)
@@ -168,13 +169,13 @@ def _stream_gbs(megabytes: int, seconds: float) -> float:
 def _wake_us(seconds: float) -> float:
     """Microseconds a parallel kernel call pays to start the thread pool: the median call of a
     parallel region with almost no work, less the median such call on the calling thread
-    alone. Between calls OpenMP's pool sleeps (see ``config._polite_openmp``), so every
+    alone. Between calls OpenMP's pool sleeps (see ``runtime.polite_openmp``), so every
     parallel call pays this before its other threads start; a kernel shorter than a few times
     this gains little from them. On TBB the calling thread does not wait for its workers and
     this is near zero. The median, not the fastest call: the wake-up's cost varies
     widely from call to call (on a virtual machine, with how the host schedules the idle
     core), and now and then one is almost free."""
-    from .kernels.numba._common import parallel_copy as copy
+    from ..kernels.numba._common import parallel_copy as copy
 
     src = np.ones(64)
     dst = np.empty_like(src)
@@ -204,7 +205,7 @@ BLAS_SPIN_WINDOW = 0.05  # seconds
 def measure_blas_spin_ms(window: float = BLAS_SPIN_WINDOW) -> float:
     """Milliseconds of CPU this process burns in the ``window`` seconds after a GEMM on
     numpy's BLAS threads, while the calling thread sleeps: OpenBLAS's idle workers spinning
-    (see ``config.OPENBLAS_SPIN``), time a parallel kernel right after a GEMM would share its
+    (see ``tuning.OPENBLAS_SPIN``), time a parallel kernel right after a GEMM would share its
     cores with."""
     a = np.ones((512, 512), np.float32)
     a @ a  # large enough for every BLAS thread
@@ -215,13 +216,13 @@ def measure_blas_spin_ms(window: float = BLAS_SPIN_WINDOW) -> float:
 
 def describe_blas_spin(busy_ms: float) -> str:
     """:func:`measure_blas_spin_ms`'s figure, and who chose the spin
-    (``config.OPENBLAS_IDLE_SPIN``)."""
-    who = {"fastconv": f"OPENBLAS_THREAD_TIMEOUT={config.OPENBLAS_SPIN}, set by fastconv",
+    (``runtime.OPENBLAS_IDLE_SPIN``)."""
+    who = {"fastconv": f"OPENBLAS_THREAD_TIMEOUT={tuning.OPENBLAS_SPIN}, set by fastconv",
            "environment": "OPENBLAS_THREAD_TIMEOUT from the environment",
            "numpy first": "OpenBLAS's default: numpy was imported before fastconv"}
     return (f"idle BLAS threads busy {busy_ms:.0f} ms of CPU in the "
             f"{BLAS_SPIN_WINDOW * 1e3:.0f} ms after a GEMM "
-            f"({who.get(config.OPENBLAS_IDLE_SPIN, config.OPENBLAS_IDLE_SPIN)})")
+            f"({who.get(runtime.OPENBLAS_IDLE_SPIN, runtime.OPENBLAS_IDLE_SPIN)})")
 
 
 AFTER_IDLE_BYTES = 32 * 112 * 112 * 4  # what MobileNet's first layer writes (float32)
@@ -229,7 +230,7 @@ AFTER_IDLE_BYTES = 32 * 112 * 112 * 4  # what MobileNet's first layer writes (fl
 
 def measure_after_idle_us(repeats: int = 7) -> tuple[float, float]:
     """Microseconds of a one-thread copy of :data:`AFTER_IDLE_BYTES`, back to back and right
-    after the profiler's pause (``profile.SETTLE`` seconds) asleep (medians of ``repeats``).
+    after the profiler's pause (``harness.SETTLE`` seconds) asleep (medians of ``repeats``).
 
     The profiler pauses before each library's pass. Idle that long, a core may drop into a
     deep sleep state or (on a virtual machine) be lent to another guest, and come back with
@@ -237,7 +238,7 @@ def measure_after_idle_us(repeats: int = 7) -> tuple[float, float]:
     memory traffic of the first layer's size, on one thread, so no thread pool's wake-up is in
     the figure.
     """
-    from .profile import SETTLE
+    from .harness import SETTLE
 
     src = np.ones(AFTER_IDLE_BYTES // 4, np.float32)
     dst = np.empty_like(src)

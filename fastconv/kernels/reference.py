@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spec import ConvSpec
+from ..spec import ConvSpec
+from .algorithms import Backend
 
-
-def skips_padding(spec: ConvSpec) -> bool:
-    """``np.pad`` writes real zeros."""
-    return False
-
-
-def supports(spec: ConvSpec) -> str | None:
-    """Every geometry is supported."""
-    return None
+#: The NumPy backend is this one module ("reference"); ``np.pad`` writes real zeros.
+BACKEND = Backend(name="numpy", package="fastconv.kernels", modules=("reference",),
+                  bias_gradient="reference")
 
 
 def _tap(padded, spec: ConvSpec, kh: int, kw: int):
@@ -33,17 +28,7 @@ def _tap(padded, spec: ConvSpec, kh: int, kw: int):
 def forward(x, weight, bias, spec: ConvSpec):
     """``y[n, o] = bias[o] + sum_{c, i, j} w[o, c, i, j] * x_padded[n, g*Cg + c, s*h + d*i, ...]``.
 
-    Parameters
-    ----------
-    x : ndarray, shape (N, C_in, H, W)
-    weight : ndarray, shape (C_out, C_in // groups, kH, kW)
-    bias : ndarray of shape (C_out,) or None
-    spec : ConvSpec
-        Geometry matching the arrays.
-
-    Returns
-    -------
-    ndarray, shape (N, C_out, H_out, W_out), dtype of ``x``
+    Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
     n = x.shape[0]
     groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
@@ -64,15 +49,7 @@ def backward_input(grad_output, weight, spec: ConvSpec):
     """Gradient of the input: every forward product ``w * x_padded[tap]`` sends ``w * dy``
     back to the same padded pixel; the padding's share is dropped.
 
-    Parameters
-    ----------
-    grad_output : ndarray, shape (N, C_out, H_out, W_out)
-    weight : ndarray, shape (C_out, C_in // groups, kH, kW)
-    spec : ConvSpec
-
-    Returns
-    -------
-    ndarray, shape (N, C_in, H, W)
+    Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
     n = grad_output.shape[0]
     groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
@@ -92,15 +69,7 @@ def backward_input(grad_output, weight, spec: ConvSpec):
 def backward_weight(grad_output, x, spec: ConvSpec):
     """Gradient of the weight: ``dw[o, c, i, j] = sum_{n,h,w} dy[n, o, h, w] * x_tap(i, j)``.
 
-    Parameters
-    ----------
-    grad_output : ndarray, shape (N, C_out, H_out, W_out)
-    x : ndarray, shape (N, C_in, H, W)
-    spec : ConvSpec
-
-    Returns
-    -------
-    ndarray, shape (C_out, C_in // groups, kH, kW)
+    Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
     n = x.shape[0]
     groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from .spec import ConvSpec
+from ..spec import ConvSpec
 
 
 def torch_available() -> bool:
@@ -70,7 +70,7 @@ def numpy_gemm(spec: ConvSpec, batch: int, dtype) -> Callable[[], object] | None
     return run
 
 
-# --- whole networks (see fastconv.profile.chain_pass) ---------------------------------------
+# --- whole networks (see fastconv.bench.profile.chain_pass) ---------------------------------------
 
 
 def onnxruntime_available() -> bool:

@@ -1,109 +1,20 @@
-"""Timing harness: interleaved, compile excluded, min and median of repeats.
-
-The machine is shared and noisy, so peers are timed in the same process, round-robin (one call
-of each per round), and compared by the minimum (and median) of their repeats. The first call
-of each candidate is timed on its own: for a Numba kernel it includes compilation (or loading
-it from the cache) and is reported separately, never mixed into the repeats.
-"""
+"""Per-layer and whole-network profiles: fastconv's calls and its peers', layer by layer on
+real activations, timed by :mod:`fastconv.bench.harness`."""
 
 from __future__ import annotations
 
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
-from . import api, dispatch, peers
-from .spec import ConvSpec
-
-
-@dataclass
-class Timing:
-    """Wall times of one candidate, in seconds."""
-
-    first_call: float
-    times: list[float] = field(default_factory=list)
-
-    @property
-    def min(self) -> float:
-        return min(self.times)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times)
-
-
-def pause(seconds: float) -> None:
-    """Busy-wait ``seconds`` on the calling thread, for the other libraries' pools to go idle.
-
-    Not a sleep: a core left idle for tens of milliseconds is slow for the next few
-    milliseconds (its clock and the hypervisor's scheduling ramp up again), and every call in
-    the next burst would be timed on a cold machine instead of in the steady state of a busy
-    program. A cold core costs fastconv's sleeping pool more than PyTorch's threads, which
-    spin between calls."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
-
-
-def measure(candidates: dict[str, Callable[[], object]], *, min_repeats: int = 5,
-            max_repeats: int = 1000, budget: float = 0.3, burst: int = 3,
-            settle: float = 0.0, wall_factor: float = 4.0) -> dict[str, Timing]:
-    """Time zero-argument callables round-robin until each has used ``budget`` seconds.
-
-    Each round calls every candidate ``burst`` times in a row. Thread pools spin for a while
-    after a parallel region (PyTorch's OpenMP threads, OpenBLAS's): the first call after
-    another library's steals cores from those spinners, the next ones run as that library
-    runs in a program of its own. The minimum therefore measures each library undisturbed,
-    while interleaving still exposes all of them to the same machine state.
-
-    Parameters
-    ----------
-    candidates : dict of name -> callable
-        Each is called once untimed-for-statistics first (its time is ``first_call``).
-    min_repeats, max_repeats : int
-        Bounds on the number of rounds.
-    budget : float
-        Rounds stop (once ``min_repeats`` is reached) when the timed calls of all candidates
-        together have taken ``budget`` seconds per candidate. Every candidate gets the same
-        number of calls, interleaved.
-    burst : int
-        Consecutive calls of one candidate per round.
-    settle : float
-        Seconds of :func:`pause` before each candidate's burst, so that the previous
-        library's spinning threads are idle (see :func:`time_networks`).
-    wall_factor : float
-        Rounds also stop (once ``min_repeats`` is reached) after ``wall_factor * budget``
-        seconds of wall time per candidate, pauses included: a layer of 0.1 ms would
-        otherwise pause for ``max_repeats`` rounds before its calls add up to ``budget``.
-
-    Returns
-    -------
-    dict of name -> Timing
-    """
-    timings = {}
-    for name, fn in candidates.items():
-        start = time.perf_counter()
-        fn()
-        timings[name] = Timing(time.perf_counter() - start)
-    spent, started = 0.0, time.perf_counter()
-    wall_limit = wall_factor * budget * len(candidates)
-    for round_ in range(max_repeats):
-        if round_ >= min_repeats and (spent >= budget * len(candidates)
-                                      or time.perf_counter() - started >= wall_limit):
-            break
-        for name, fn in candidates.items():
-            if settle:
-                pause(settle)
-            for _ in range(burst):
-                start = time.perf_counter()
-                fn()
-                elapsed = time.perf_counter() - start
-                timings[name].times.append(elapsed)
-                spent += elapsed
-    return timings
+from .. import api, dispatch
+from ..kernels.algorithms import serves
+from ..spec import ConvSpec
+from . import peers
+from .harness import SETTLE, Timing, pause
 
 
 def layer_arrays(spec: ConvSpec, batch: int, dtype, seed: int = 0):
@@ -158,7 +69,7 @@ def layer_candidates(spec: ConvSpec, x, weight, *, algorithms: Iterable[str] | N
         names = dispatch.algorithms(backend) if algorithms is None else list(algorithms)
         for algorithm in names:
             if algorithm == "auto" or (algorithm in dispatch.algorithms(backend) and
-                                       dispatch.load(backend, algorithm).supports(spec) is None):
+                                       serves(algorithm, spec)):
                 out[candidate_name(backend, algorithm)] = call(backend, algorithm)
     if with_torch and peers.torch_available():
         if mode == "backward":
@@ -196,8 +107,9 @@ def _layer_algorithm(spec: ConvSpec, algorithm: str, backend: str) -> str:
     if algorithm == "auto":
         return "auto"
     resolved = "numba" if backend == "auto" else backend
-    module = dispatch.load(resolved, algorithm)
-    return algorithm if module.supports(spec) is None else "auto"
+    if algorithm not in dispatch.algorithms(resolved):
+        raise ValueError(f"unknown algorithm {algorithm!r} for backend {resolved!r}")
+    return algorithm if serves(algorithm, spec) else "auto"
 
 
 class _WallClock:
@@ -244,7 +156,7 @@ class FastconvNet:
         self.algorithms = [_layer_algorithm(s, algorithm, backend) for s in net]
         self.cuda = backend == "cuda"
         if self.cuda:
-            from .kernels.cuda._common import to_device
+            from ..kernels.cuda._common import to_device
 
             params = [(to_device(w), to_device(b)) for w, b in params]
             self.clock = _CudaClock()
@@ -252,7 +164,7 @@ class FastconvNet:
 
     def to_input(self, x):
         if self.cuda:
-            from .kernels.cuda._common import to_device
+            from ..kernels.cuda._common import to_device
 
             return to_device(x)
         return x
@@ -262,14 +174,14 @@ class FastconvNet:
 
     def pool(self, x):
         if self.cuda:  # glue, not timed: through the host
-            from .kernels.cuda._common import to_device
+            from ..kernels.cuda._common import to_device
 
             return to_device(x.copy_to_host().mean(axis=(2, 3), keepdims=True))
         return x.mean(axis=(2, 3), keepdims=True)
 
     def unpool(self, grad, shape):
         if self.cuda:
-            from .kernels.cuda._common import to_device
+            from ..kernels.cuda._common import to_device
 
             host = grad.copy_to_host()
             return to_device(np.ascontiguousarray(np.broadcast_to(host / (shape[2] * shape[3]),
@@ -278,7 +190,7 @@ class FastconvNet:
 
     def output_grad(self, y):
         if self.cuda:
-            from .kernels.cuda._common import to_device
+            from ..kernels.cuda._common import to_device
 
             return to_device(np.ones(y.shape, y.dtype))
         return np.ones_like(y)
@@ -353,18 +265,14 @@ class NetTimings:
                 for p in range(len(self.forward))]
 
 
-# seconds the harness pauses between two libraries' passes (see time_networks)
-SETTLE = 0.1
-
-
 def time_networks(runners, net, x0, *, mode="forward", budget=2.0, min_passes=3,
                   max_passes=200, progress=None, whole=None, settle=SETTLE):
     """Time every runner's passes round-robin (interleaved) until ``budget`` seconds.
 
     Between two libraries the harness pauses ``settle`` seconds (see :func:`pause`): PyTorch's
     OpenMP threads and ONNX Runtime's pool spin after their work, and on two cores the next
-    library would run against them (measured here: every library 3-25x slower than alone).
-    After the pause each one runs as it does in a program of its own.
+    library would run against them. After the pause each one runs as it does in a program
+    of its own.
 
     Parameters
     ----------
@@ -445,6 +353,22 @@ def _peer_runners(names, net, params, x0, threads):
     return runners, whole, missing
 
 
+def timed_counts(flops, nbytes, times, total_flops, total_time, machine, dtype) -> dict:
+    """The figures of a profile record: FLOPs, bytes, the minimum and median of ``times``,
+    GFLOP/s, the shares of the whole's FLOPs and time, and (with a ``machine``) the
+    percentages of its measured GEMM peak and of the roofline at this arithmetic intensity."""
+    seconds = min(times)
+    rec = dict(flops=flops, bytes=nbytes, intensity=flops / nbytes, seconds=seconds,
+               seconds_median=statistics.median(times), gflops=flops / seconds / 1e9,
+               flops_share=flops / total_flops, time_share=seconds / total_time)
+    if machine is not None:
+        peak = machine.gemm_gflops[np.dtype(dtype).name]
+        roof = min(peak, rec["intensity"] * machine.bandwidth_gbs)
+        rec.update(percent_of_peak=100 * rec["gflops"] / peak, roofline_gflops=roof,
+                   percent_of_roofline=100 * rec["gflops"] / roof)
+    return rec
+
+
 def profile_network(net, *, batch=1, dtype="float32", algorithm="auto", backend="auto",
                     mode="forward", budget=2.0, compare=(), threads=None, machine=None,
                     names=None, progress=None, seed=0, settle=SETTLE):
@@ -474,9 +398,9 @@ def profile_network(net, *, batch=1, dtype="float32", algorithm="auto", backend=
         JSON-ready: ``layers`` (one record per layer), ``total``, ``peers``, ``machine``,
         ``settings``.
     """
-    from . import config
-    from .flops import pass_counts
-    from .models import layer_names
+    from .. import config
+    from ..flops import pass_counts
+    from ..models import layer_names
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, but got {mode!r}")
@@ -500,30 +424,19 @@ def profile_network(net, *, batch=1, dtype="float32", algorithm="auto", backend=
     counts = [pass_counts(spec, batch, dtype, mode, input_grad=i > 0)
               for i, spec in enumerate(net)]
     total_flops = sum(f for f, _ in counts)
-    layer_mins = [min(mine.layer_times(i, mode)) for i in range(len(net))]
-    total_time = sum(layer_mins)
-    peak = machine.gemm_gflops.get(dtype.name) if machine else None
+    total_time = sum(min(mine.layer_times(i, mode)) for i in range(len(net)))
     records = []
     for i, (name, spec) in enumerate(zip(names, net)):
         flops, nbytes = counts[i]
         times = mine.layer_times(i, mode)
-        seconds = min(times)
-        first = mine.first_forward[i] + (mine.first_backward[i] if mine.first_backward and
-                                         mode != "forward" else 0.0)
-        if mode == "backward":
-            first = mine.first_backward[i]
+        first = mine.first_forward[i] if mode != "backward" else 0.0
+        if mine.first_backward and mode != "forward":
+            first += mine.first_backward[i]
         rec = dict(name=name, kind=spec.kind, input=list(spec.input_shape(batch)),
                    output=list(spec.output_shape(batch)), algorithm=ours.algorithms[i],
-                   macs=spec.macs * batch, flops=flops, bytes=nbytes,
-                   intensity=flops / nbytes, seconds=seconds,
-                   seconds_median=statistics.median(times),
-                   first_call_seconds=first, gflops=flops / seconds / 1e9,
-                   flops_share=flops / total_flops, time_share=seconds / total_time,
+                   macs=spec.macs * batch, first_call_seconds=first,
+                   **timed_counts(flops, nbytes, times, total_flops, total_time, machine, dtype),
                    peers={})
-        if machine is not None:
-            roof = min(peak, rec["intensity"] * machine.bandwidth_gbs)
-            rec.update(percent_of_peak=100 * rec["gflops"] / peak, roofline_gflops=roof,
-                       percent_of_roofline=100 * rec["gflops"] / roof)
         for peer, peer_timings in peer_layers.items():
             ptimes = peer_timings.layer_times(i, "forward" if peer == "onnxruntime" else mode)
             rec["peers"][peer] = dict(seconds=min(ptimes),
@@ -531,15 +444,12 @@ def profile_network(net, *, batch=1, dtype="float32", algorithm="auto", backend=
         records.append(rec)
 
     passes = mine.pass_times(mode)
-    total = dict(macs=sum(s.macs for s in net) * batch, flops=total_flops,
-                 bytes=sum(b for _, b in counts), seconds=min(passes),
-                 seconds_median=statistics.median(passes), sum_of_layer_minima=total_time,
+    total = dict(macs=sum(s.macs for s in net) * batch, sum_of_layer_minima=total_time,
                  first_pass_seconds=sum(r["first_call_seconds"] for r in records),
-                 passes=len(passes))
-    total["gflops"] = total_flops / total["seconds"] / 1e9
+                 passes=len(passes),
+                 **timed_counts(total_flops, sum(b for _, b in counts), passes, total_flops,
+                                min(passes), machine, dtype))
     total["compile_seconds"] = max(0.0, total["first_pass_seconds"] - total["seconds"])
-    if machine is not None:
-        total["percent_of_peak"] = 100 * total["gflops"] / peak
     peer_totals = {}
     for runner in runners:
         ptimes = timings[runner.name].pass_times(

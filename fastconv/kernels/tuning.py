@@ -1,0 +1,68 @@
+"""Every tuned threshold of the kernels, in one place, each with the command that re-measures it.
+
+The values were chosen by those benchmarks on the machines this project has run on; a machine
+with other caches, vector units or thread pools may want others. The kernels read them from
+here (at call time where a benchmark changes them to compare). Plain Python with no imports:
+``setup.py`` reads it too.
+"""
+
+# --- depthwise ------------------------------------------------------------------------------
+
+# Output rows narrower than this are computed as one flat loop over the plane ("wrapped" and
+# "split" paths, see depthwise_plan), wider ones row by row.
+# Re-measure: pytest benches/bench_tuning.py -k flat_below --benchmark-only
+FLAT_BELOW = 32
+
+# Scratch buffers are rounded up to whole vectors of this many float32 lanes, so the flat loops
+# end without a scalar remainder. Not measured: the widest vector the kernels are built for
+# (AVX-512); narrower machines only waste a few elements.
+VECTOR = 16
+
+# Below this many elements read and written, a memory-bound call (depthwise) runs on the
+# calling thread, by thread pool: a sleeping OpenMP pool costs a wake-up per parallel call,
+# TBB's calling thread starts at once and its workers join as they wake.
+# FASTCONV_SERIAL_BELOW overrides both (see fastconv.config).
+# Re-measure: pytest benches/bench_tuning.py -k serial_below --benchmark-only
+SERIAL_BELOW = {"omp": 450_000, "tbb": 50_000}
+
+# --- im2col and pointwise GEMMs ----------------------------------------------------------
+
+# A GEMM with fewer multiply-adds than this runs on one thread with OpenBLAS's small-matrix
+# kernels, without packing its operands.
+# Re-measure: pytest benches/bench_tuning.py -k gradient_chunk --benchmark-only
+SMALL_GEMM = 1_000_000
+
+# Weight gradients of at most this many values are summed over pixels in chunks of
+# SMALL_GEMM multiply-adds (see tiling.gradient_chunk).
+# Re-measure: pytest benches/bench_tuning.py -k gradient_chunk --benchmark-only
+SMALL_GRADIENT = 1024
+
+# --- winograd F(2x2, 3x3) ----------------------------------------------------------------
+
+# "auto" takes Winograd for a dense 3x3 stride-1 layer with at least this many input channels
+# (its 16 GEMMs are skinny with fewer) ...
+# Re-measure: fastconv bench mobilenet-v1-full --algorithms im2col,winograd (batch 1 and 8),
+# or pytest benches/bench_tuning.py -k winograd --benchmark-only
+WINOGRAD_MIN_CHANNELS = 96
+# ... and at least this many 2x2 output tiles (over the batch) per input channel, enough to
+# pay back the filter transform that every call redoes.
+WINOGRAD_TILES_PER_CHANNEL = 0.5
+
+# --- OpenBLAS -------------------------------------------------------------------------------
+
+# log2 of the cycles numpy's OpenBLAS workers spin when idle, when fastconv loads numpy
+# (OpenBLAS's default is 28, about 0.1 s): long enough to stay awake between one layer's
+# GEMMs, short enough not to take the cores from the parallel kernel after them.
+# Re-measure: fastconv profile mobilenet-v1, run with OPENBLAS_THREAD_TIMEOUT=16 and =28
+OPENBLAS_SPIN = 16
+
+# --- CUDA --------------------------------------------------------------------------------
+
+# Threads per block of the one-dimensional kernels, the GEMM's square tile, the direct
+# kernel's output tile and its shared input patch (enough for 3x3 up to stride 3, dilation 4).
+# Not measured: no GPU was available to this project (the simulator does not time); these
+# are the usual starting points.
+CUDA_THREADS = 128
+CUDA_GEMM_TILE = 16
+CUDA_DIRECT_TILE = 8
+CUDA_DIRECT_PATCH = 32
