@@ -15,10 +15,21 @@ from .spec import ConvSpec, ReceptiveField, receptive_field
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # the network plan loads on first use: importing fastconv stays as quick as it was
+    if name == "Network":
+        from .network import Network
+
+        return Network
+    raise AttributeError(f"module 'fastconv' has no attribute {name!r}")
+
+
 __all__ = [
     "ALGORITHMS",
     "BACKENDS",
     "ConvSpec",
+    "Network",
     "ReceptiveField",
     "available_backends",
     "config",

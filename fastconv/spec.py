@@ -14,7 +14,7 @@ from typing import Iterable, NamedTuple
 
 import numpy as np
 
-__all__ = ["ConvSpec", "ReceptiveField", "receptive_field", "normalize_tuple"]
+__all__ = ["ConvSpec", "PoolSpec", "ReceptiveField", "receptive_field", "normalize_tuple"]
 
 PADDING_STRINGS = ("same", "valid")
 
@@ -317,6 +317,122 @@ class ConvSpec:
             + int(np.prod(self.output_shape(batch)))
         )
         return elements * itemsize
+
+
+def _pads(value, name: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Padding as ``((top, bottom), (left, right))``: from an int, a pair (each on both sides)
+    or a pair of pairs."""
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, (tuple, list)) for v in value):
+        pads = tuple(normalize_tuple(v, 2, name) for v in value)
+    else:
+        pads = tuple((p, p) for p in normalize_tuple(value, 2, name))
+    if min(min(p) for p in pads) < 0:
+        raise ValueError(f"negative padding is not supported, but got {[list(p) for p in pads]}")
+    return pads
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """Geometry of one 2-D max or average pooling, as ``torch.nn.MaxPool2d`` and
+    ``AvgPool2d`` (and ONNX's MaxPool, AveragePool) define it.
+
+    Parameters
+    ----------
+    kind : {"max", "avg"}
+    channels : int
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Default: the kernel size.
+    padding : int, (int, int) or ((top, bottom), (left, right)), default 0
+        Max pooling pads with -inf, average pooling with zeros.
+    dilation : int or (int, int), default 1
+    ceil_mode : bool, default False
+        Round the output size up; a window that would start in the right or bottom padding
+        is dropped, as in PyTorch.
+    count_include_pad : bool, default True
+        Average pooling: divide by the window's size inside the padded input (True) or by its
+        pixels inside the input (False).
+    divisor_override : int, optional
+        Average pooling: divide every window by this instead.
+    input_size : (int, int), optional
+    """
+
+    kind: str
+    channels: int
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int] | None = None
+    padding: object = 0
+    dilation: tuple[int, int] = 1
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+    divisor_override: int | None = None
+    input_size: tuple[int, int] | None = None
+    pads: tuple[tuple[int, int], tuple[int, int]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        if self.kind not in ("max", "avg"):
+            raise ValueError(f"kind must be 'max' or 'avg', but got {self.kind!r}")
+        channels = _as_int(self.channels, "channels")
+        if channels <= 0:
+            raise ValueError(f"channels must be positive, but got channels={channels}")
+        set_(self, "channels", channels)
+        kernel = normalize_tuple(self.kernel_size, 2, "kernel_size")
+        if min(kernel) <= 0:
+            raise ValueError(f"kernel_size must be positive, but got kernel_size={list(kernel)}")
+        stride = kernel if self.stride is None else normalize_tuple(self.stride, 2, "stride")
+        if min(stride) <= 0:
+            raise ValueError(f"stride must be positive, but got stride={list(stride)}")
+        dilation = normalize_tuple(self.dilation, 2, "dilation")
+        if min(dilation) <= 0:
+            raise ValueError(f"dilation must be positive, but got dilation={list(dilation)}")
+        pads = _pads(self.padding, "padding")
+        for (lo, hi), k, d in zip(pads, kernel, dilation):
+            if max(lo, hi) > (d * (k - 1) + 1) // 2:
+                raise ValueError(f"pad should be at most half of effective kernel size, but got "
+                                 f"pad={max(lo, hi)}, kernel_size={k} and dilation={d}")
+        if self.divisor_override is not None and _as_int(self.divisor_override,
+                                                          "divisor_override") <= 0:
+            raise ValueError("divisor must be not zero")
+        for name, value in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation),
+                            ("pads", pads), ("ceil_mode", bool(self.ceil_mode)),
+                            ("count_include_pad", bool(self.count_include_pad))):
+            set_(self, name, value)
+        set_(self, "padding", pads)
+        if self.input_size is not None:
+            size = normalize_tuple(self.input_size, 2, "input_size")
+            if min(size) <= 0:
+                raise ValueError(f"input_size must be positive, but got {list(size)}")
+            set_(self, "input_size", size)
+            if min(self.output_size) <= 0:
+                raise ValueError(
+                    f"Given input size: ({channels}x{size[0]}x{size[1]}). Calculated output "
+                    f"size: ({channels}x{self.output_size[0]}x{self.output_size[1]}). "
+                    "Output size is too small")
+
+    @cached_property
+    def output_size(self) -> tuple[int, int]:
+        """Output height and width, rounded down or (``ceil_mode``) up, as in PyTorch."""
+        if self.input_size is None:
+            raise ValueError("this PoolSpec has no input_size; build it with input_size=(H, W)")
+        out = []
+        for n, (lo, hi), k, s, d in zip(self.input_size, self.pads, self.kernel_size,
+                                        self.stride, self.dilation):
+            span = n + lo + hi - d * (k - 1) - 1
+            size = (span + (s - 1 if self.ceil_mode else 0)) // s + 1
+            if self.ceil_mode and (size - 1) * s >= n + lo:
+                size -= 1  # the last window would start in the padding
+            out.append(size)
+        return tuple(out)
+
+    def with_input_size(self, height: int, width: int | None = None) -> "PoolSpec":
+        """A copy of this spec for another input size."""
+        return replace(self, padding=self.pads,
+                       input_size=(height, height if width is None else width))
+
+    def output_shape(self, batch: int = 1) -> tuple[int, int, int, int]:
+        return (batch, self.channels, *self.output_size)
 
 
 class ReceptiveField(NamedTuple):

@@ -37,6 +37,41 @@ SMALL_GEMM = 1_000_000
 # Re-measure: pytest benches/bench_tuning.py -k gradient_chunk --benchmark-only
 SMALL_GRADIENT = 1024
 
+# --- the network plan's GEMM tile -----------------------------------------------------
+
+# (MR, NR) of the plan's register tiles (kernels/numba/microkernel.py) by vector width in bits:
+# MR output pixels by NR output channels, MR * NR / lanes accumulators in registers (AVX-512
+# has 32 vector registers, AVX2 16; a few hold the weights and the broadcast input). The wide
+# tile serves every layer with more output channels (per group) than the narrow tile's NR:
+# it loads fewer values per multiply-add and reads the input fewer times.
+# Re-measure: pytest benches/bench_microkernel.py --benchmark-only
+GEMM_TILE = {
+    512: {"float32": (12, 32), "float64": (12, 16)},
+    256: {"float32": (6, 16), "float64": (6, 8)},
+    128: {"float32": (6, 8), "float64": (6, 4)},
+}
+GEMM_TILE_WIDE = {
+    512: {"float32": (6, 64), "float64": (6, 32)},
+    256: {"float32": (4, 24), "float64": (4, 12)},
+    128: {"float32": (4, 12), "float64": (4, 6)},
+}
+# A core's L2 cache where the system does not say (the tiles' blocking fills half of it).
+L2_BYTES = 1 << 20
+# How many weights ahead (elements) the tile prefetches, 0 for none: a layer's weights come
+# from memory on every call of a network, since the other layers' evicted them.
+# Re-measure: pytest benches/bench_microkernel.py -k prefetch --benchmark-only
+GEMM_PREFETCH = 512
+
+# Vectors of channels per call of the plan's 3x3 depthwise row, by vector width: its nine
+# weight vectors, bias and accumulator per vector stay in registers.
+# Re-measure: pytest benches/bench_microkernel.py -k depthwise --benchmark-only
+DEPTHWISE_VECTORS = {512: 2, 256: 1, 128: 1}
+
+# Parallel chunks per thread in each kernel of the plan: more than one, so that a thread that
+# wakes late (after the program idled) still gets a share, few enough that each chunk has
+# work. Re-measure: python -m fastconv.bench.plan_tuning tasks
+PLAN_TASKS_PER_THREAD = 1
+
 # --- winograd F(2x2, 3x3) ----------------------------------------------------------------
 
 # "auto" takes Winograd for a dense 3x3 stride-1 layer with at least this many input channels

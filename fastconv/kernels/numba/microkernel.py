@@ -1,0 +1,435 @@
+"""A register-blocked GEMM tile for the network plan, written in LLVM IR through Numba.
+
+The plan's convolutions are GEMMs on NHWC activations: output pixel ``m`` and output channel
+``n`` get ``sum_t sum_c x[row_m + tap_t + c] * w[t, c, n]``, the taps being the kernel's
+offsets in the input (one tap for a 1x1 convolution or a linear layer). One call of a tile
+function computes ``MR`` pixels by ``NR`` channels: its ``MR x NR`` accumulators live in vector
+registers for the whole reduction (``NR / lanes`` vectors per pixel), each step loads ``NR``
+packed weights and broadcasts one input value per pixel, and the epilogue (bias, activation,
+a residual added before or after it) is applied to the registers before the one store. Input
+pixels are addressed by a table of row offsets, so a tile may span image rows, read a
+zero-bordered buffer without bounds tests, and write into another.
+
+Numba has no vector types, and LLVM's vectorisers do not keep a loop-carried tile of
+accumulators in registers; this module therefore builds the loop in IR with
+``numba.extending.intrinsic``. ``benches/bench_microkernel.py`` measures it against OpenBLAS
+(numpy's matmul) on the plan's GEMM shapes.
+
+A tile function's arguments (all arrays one-dimensional; offsets in elements)::
+
+    tile(x, rows, m0, m_valid, x_shift, taps, n_taps, c_in,
+         w, w_at, out, out_rows, n_shift, n_valid,
+         bias, has_bias, kind, lo, hi, alpha, beta, res, res_rows, res_mode)
+
+``rows[m0 + m]`` is pixel ``m``'s offset in ``x`` (plus ``x_shift``) and ``out_rows[m0 + m]``
+its offset in ``out`` (plus ``n_shift``, the first output channel); pixels past ``m_valid``
+repeat the last one (the same value is stored twice). ``w[w_at:]`` is the panel, ``n_taps *
+c_in`` rows of ``NR`` weights. ``n_valid`` (at most ``NR``) channels are stored, masked.
+``kind`` selects the activation (``fastconv.kernels.epilogue.ACTIVATIONS``); ``res_mode`` 0 adds no residual, 1 adds
+``res[res_rows[m0 + m] + n_shift + n]`` before the activation, 2 after it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .. import tuning
+
+def vector_bits() -> int:
+    """The width of this CPU's vector registers, as LLVM sees it (512, 256 or 128)."""
+    from llvmlite import binding
+
+    features = binding.get_host_cpu_features()
+    if features.get("avx512f"):
+        return 512
+    if features.get("avx2") or features.get("avx"):
+        return 256
+    return 128
+
+
+def tile_shape(dtype, wide: bool = False) -> tuple[int, int]:
+    """``(MR, NR)``, the pixels and channels of one tile on this CPU (``tuning.GEMM_TILE``,
+    or ``tuning.GEMM_TILE_WIDE``)."""
+    table = tuning.GEMM_TILE_WIDE if wide else tuning.GEMM_TILE
+    return table[vector_bits()][np.dtype(dtype).name]
+
+
+def lanes(dtype) -> int:
+    return vector_bits() // (8 * np.dtype(dtype).itemsize)
+
+
+def _splat(builder, value, vt):
+    undef = ir.Constant(vt, ir.Undefined)
+    one = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.count), [0] * vt.count)
+    return builder.shuffle_vector(one, undef, mask)
+
+
+def _select_lt(builder, a, b):
+    """``b if a < b else a`` lane by lane: max that keeps a NaN in ``a``."""
+    return builder.select(builder.fcmp_ordered("<", a, b), b, a)
+
+
+def _select_gt(builder, a, b):
+    """``b if a > b else a``: min that keeps a NaN in ``a``."""
+    return builder.select(builder.fcmp_ordered(">", a, b), b, a)
+
+
+class _Vectors:
+    """What the IR builders share: the dtype's vector type, masks, masked loads and stores,
+    branches over values, the epilogue's activations."""
+
+    def __init__(self, dtype, vectors: int):
+        self.double = np.dtype(dtype) == np.float64
+        self.lanes = lanes(dtype)
+        self.vectors = vectors
+
+    def _types(self, builder):
+        self.b = builder
+        self.i64 = ir.IntType(64)
+        self.ft = ir.DoubleType() if self.double else ir.FloatType()
+        self.vt = ir.VectorType(self.ft, self.lanes)
+        self.name = f"v{self.lanes}f{64 if self.double else 32}"
+        return cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(self.vt, [self.vt] * 3), f"llvm.fma.{self.name}")
+
+    def _store(self, value, array, offset, mask):
+        ptr = self.b.bitcast(self.b.gep(array, [offset]), self.vt.as_pointer())
+        self.b.call(self._masked("store"), [value, ptr, ir.Constant(ir.IntType(32), 4), mask])
+
+    def _masks(self, n_valid):
+        """One lane mask per vector: lanes below ``n_valid``."""
+        b, lanes_ = self.b, self.lanes
+        it = ir.VectorType(self.i64, lanes_)
+        count = _splat(b, n_valid, it)
+        return [b.icmp_signed("<", ir.Constant(it, [v * lanes_ + i for i in range(lanes_)]),
+                              count) for v in range(self.vectors)]
+
+    def _masked(self, what):
+        vt, i32 = self.vt, ir.IntType(32)
+        mask_t = ir.VectorType(ir.IntType(1), self.lanes)
+        if what == "store":
+            fnty = ir.FunctionType(ir.VoidType(), [vt, vt.as_pointer(), i32, mask_t])
+        else:
+            fnty = ir.FunctionType(vt, [vt.as_pointer(), i32, mask_t, vt])
+        return cgutils.get_or_insert_function(self.b.module, fnty,
+                                              f"llvm.masked.{what}.{self.name}.p0")
+
+    def _load(self, array, offset, mask):
+        load = self._masked("load")
+        ptr = self.b.bitcast(self.b.gep(array, [offset]), self.vt.as_pointer())
+        return self.b.call(load, [ptr, ir.Constant(ir.IntType(32), 4), mask,
+                                  ir.Constant(self.vt, [0.0] * self.lanes)])
+
+    def _when(self, flag, values, compute):
+        """``compute(values)`` if ``flag`` (an i1) else ``values``, as a branch."""
+        b = self.b
+        before = b.block
+        then = b.append_basic_block("then")
+        after = b.append_basic_block("after")
+        b.cbranch(flag, then, after)
+        b.position_at_end(then)
+        computed = compute(values)
+        then_end = b.block
+        b.branch(after)
+        b.position_at_end(after)
+        out = []
+        for row_old, row_new in zip(values, computed):
+            merged = []
+            for old, new in zip(row_old, row_new):
+                phi = b.phi(self.vt)
+                phi.add_incoming(old, before)
+                phi.add_incoming(new, then_end)
+                merged.append(phi)
+            out.append(merged)
+        return out
+
+    def _activate(self, acc, kind, lo, hi, alpha, beta):
+        b, vt = self.b, self.vt
+        const = functools.partial(ir.Constant, vt)
+        lo_v, hi_v = _splat(b, lo, vt), _splat(b, hi, vt)
+        alpha_v, beta_v = _splat(b, alpha, vt), _splat(b, beta, vt)
+        zero, one = const([0.0] * self.lanes), const([1.0] * self.lanes)
+
+        def each(fn):
+            return lambda values: [[fn(a) for a in r] for r in values]
+
+        def clamp(a, low, high):
+            return _select_gt(b, _select_lt(b, a, low), high)
+
+        exp = cgutils.get_or_insert_function(b.module, ir.FunctionType(vt, [vt]),
+                                             f"llvm.exp.{self.name}")
+        kinds = {
+            1: lambda a: clamp(a, lo_v, hi_v),
+            2: lambda a: b.select(b.fcmp_ordered("<", a, zero), b.fmul(a, alpha_v), a),
+            3: lambda a: clamp(b.fadd(b.fmul(a, alpha_v), beta_v), zero, one),
+            4: lambda a: b.fmul(a, clamp(b.fadd(b.fmul(a, const([1 / 6] * self.lanes)),
+                                                 const([0.5] * self.lanes)), zero, one)),
+            5: lambda a: b.fdiv(one, b.fadd(one, b.call(exp, [b.fsub(zero, a)]))),
+        }
+        for code, fn in kinds.items():
+            flag = b.icmp_signed("==", kind, ir.Constant(kind.type, code))
+            acc = self._when(flag, acc, each(fn))
+        return acc
+
+
+class _Tile(_Vectors):
+    """Builds the IR of one (MR, NR, dtype) tile function."""
+
+    def __init__(self, mr: int, nr: int, dtype):
+        if nr % lanes(dtype):
+            raise ValueError(f"NR={nr} is not a whole number of {lanes(dtype)}-lane vectors")
+        super().__init__(dtype, nr // lanes(dtype))
+        self.mr, self.nr = mr, nr
+
+    def codegen(self, context, builder, signature, args):
+        (x, rows, m0, m_valid, x_shift, taps, n_taps, c_in, w, w_at, out, out_rows, n_shift,
+         n_valid, bias, has_bias, kind, lo, hi, alpha, beta, res, res_rows, res_mode) = args
+        ty = signature.args
+
+        def data(i, value):
+            return context.make_array(ty[i])(context, builder, value).data
+
+        X, ROWS, TAPS, W = data(0, x), data(1, rows), data(5, taps), data(8, w)
+        OUT, OUT_ROWS, BIAS = data(10, out), data(11, out_rows), data(14, bias)
+        RES, RES_ROWS = data(21, res), data(22, res_rows)
+        fma = self._types(builder)
+        i64, vt = self.i64, self.vt
+        zero = ir.Constant(vt, [0.0] * self.lanes)
+        last = builder.sub(m_valid, ir.Constant(i64, 1))
+
+        def row(table, m):  # the offset of pixel min(m, m_valid - 1)
+            m = builder.select(builder.icmp_signed("<", ir.Constant(i64, m), m_valid),
+                               ir.Constant(i64, m), last)
+            return builder.load(builder.gep(table, [builder.add(m0, m)]))
+
+        x_rows = [builder.add(row(ROWS, m), x_shift) for m in range(self.mr)]
+
+        entry = builder.block
+        tap_head = builder.append_basic_block("tap_head")
+        tap_body = builder.append_basic_block("tap_body")
+        k_head = builder.append_basic_block("k_head")
+        k_body = builder.append_basic_block("k_body")
+        tap_next = builder.append_basic_block("tap_next")
+        done = builder.append_basic_block("done")
+        builder.branch(tap_head)
+
+        # taps: t, the weights' position, the accumulators
+        builder.position_at_end(tap_head)
+        t = builder.phi(i64)
+        t.add_incoming(ir.Constant(i64, 0), entry)
+        w_pos = builder.phi(i64)
+        w_pos.add_incoming(w_at, entry)
+        acc_t = [[builder.phi(vt) for _ in range(self.vectors)] for _ in range(self.mr)]
+        for r in acc_t:
+            for a in r:
+                a.add_incoming(zero, entry)
+        builder.cbranch(builder.icmp_signed("<", t, n_taps), tap_body, done)
+
+        builder.position_at_end(tap_body)
+        tap = builder.load(builder.gep(TAPS, [t]))
+        bases = [builder.add(xr, tap) for xr in x_rows]
+        builder.branch(k_head)
+
+        # the reduction over one tap's input channels
+        builder.position_at_end(k_head)
+        k = builder.phi(i64)
+        k.add_incoming(ir.Constant(i64, 0), tap_body)
+        wk = builder.phi(i64)
+        wk.add_incoming(w_pos, tap_body)
+        acc_k = [[builder.phi(vt) for _ in range(self.vectors)] for _ in range(self.mr)]
+        for rk, rt in zip(acc_k, acc_t):
+            for a, b in zip(rk, rt):
+                a.add_incoming(b, tap_body)
+        builder.cbranch(builder.icmp_signed("<", k, c_in), k_body, tap_next)
+
+        builder.position_at_end(k_body)
+        if tuning.GEMM_PREFETCH:  # the weights a few steps ahead: they may come from memory
+            prefetch = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+                ir.VoidType(), [ir.IntType(8).as_pointer(), ir.IntType(32), ir.IntType(32),
+                                ir.IntType(32)]), "llvm.prefetch.p0")
+            ahead = builder.gep(W, [builder.add(wk, ir.Constant(i64, tuning.GEMM_PREFETCH))])
+            for line in range(0, self.nr * (8 if self.double else 4), 64):
+                ptr = builder.gep(builder.bitcast(ahead, ir.IntType(8).as_pointer()),
+                                  [ir.Constant(i64, line)])
+                builder.call(prefetch, [ptr, ir.Constant(ir.IntType(32), 0),
+                                        ir.Constant(ir.IntType(32), 3),
+                                        ir.Constant(ir.IntType(32), 1)])
+        weights = [builder.load(builder.bitcast(
+            builder.gep(W, [builder.add(wk, ir.Constant(i64, v * self.lanes))]),
+            vt.as_pointer()), align=8 if self.double else 4) for v in range(self.vectors)]
+        new = []
+        for m in range(self.mr):
+            value = builder.load(builder.gep(X, [builder.add(bases[m], k)]))
+            broadcast = _splat(builder, value, vt)
+            new.append([builder.call(fma, [broadcast, weights[v], acc_k[m][v]])
+                        for v in range(self.vectors)])
+        body_end = builder.block
+        k.add_incoming(builder.add(k, ir.Constant(i64, 1)), body_end)
+        wk.add_incoming(builder.add(wk, ir.Constant(i64, self.nr)), body_end)
+        for rk, rn in zip(acc_k, new):
+            for a, b in zip(rk, rn):
+                a.add_incoming(b, body_end)
+        builder.branch(k_head)
+
+        builder.position_at_end(tap_next)
+        t.add_incoming(builder.add(t, ir.Constant(i64, 1)), tap_next)
+        w_pos.add_incoming(wk, tap_next)
+        for rt, rk in zip(acc_t, acc_k):
+            for a, b in zip(rt, rk):
+                a.add_incoming(b, tap_next)
+        builder.branch(tap_head)
+
+        builder.position_at_end(done)
+        mask = self._masks(n_valid)
+        acc = [[a for a in r] for r in acc_t]
+        acc = self._add_bias(acc, BIAS, n_shift, has_bias, mask)
+        res_rows_m = [builder.add(row(RES_ROWS, m), n_shift) for m in range(self.mr)]
+        acc = self._add_residual(acc, RES, res_rows_m, res_mode, 1, mask)
+        acc = self._activate(acc, kind, lo, hi, alpha, beta)
+        acc = self._add_residual(acc, RES, res_rows_m, res_mode, 2, mask)
+        for m in range(self.mr):
+            base = builder.add(row(OUT_ROWS, m), n_shift)
+            for v in range(self.vectors):
+                self._store(acc[m][v], OUT, builder.add(base, ir.Constant(
+                    i64, v * self.lanes)), mask[v])
+        return context.get_dummy_value()
+
+    def _add_bias(self, acc, bias, n_shift, has_bias, mask):
+        def add(values):
+            vectors = [self._load(bias, self.b.add(n_shift, ir.Constant(
+                self.i64, v * self.lanes)), mask[v]) for v in range(self.vectors)]
+            return [[self.b.fadd(a, vectors[v]) for v, a in enumerate(r)] for r in values]
+        return self._when(has_bias, acc, add)
+
+    def _add_residual(self, acc, res, rows, res_mode, when, mask):
+        def add(values):
+            return [[self.b.fadd(a, self._load(res, self.b.add(rows[m], ir.Constant(
+                self.i64, v * self.lanes)), mask[v])) for v, a in enumerate(r)]
+                    for m, r in enumerate(values)]
+        flag = self.b.icmp_signed("==", res_mode, ir.Constant(res_mode.type, when))
+        return self._when(flag, acc, add)
+
+
+class _DepthwiseRow(_Vectors):
+    """Builds the IR of one row of a 3x3 depthwise convolution over one block of channels.
+
+    The block's nine weight vectors (per vector of the block) and its bias stay in registers
+    while the loop runs along the output row; each output is nine loads and multiply-adds
+    per vector, its activation, and one (masked) store. Arguments::
+
+        row(x, x_at, row_step, col_step, dil_step, w, c0, channels, bias,
+            out, out_at, out_step, count, kind, lo, hi, alpha, beta)
+
+    Output ``i`` of the row reads ``x[x_at + i * col_step + r * row_step + s * dil_step + c]``
+    for tap (r, s), weights ``w[(3 * r + s) * channels + c]``, and is stored at ``out[out_at +
+    i * out_step + c]``, for the channels ``c0 <= c < min(c0 + block, channels)``.
+    """
+
+    def codegen(self, context, builder, signature, args):
+        (x, x_at, row_step, col_step, dil_step, w, c0, channels, bias, out, out_at, out_step,
+         count, kind, lo, hi, alpha, beta) = args
+        ty = signature.args
+
+        def data(i, value):
+            return context.make_array(ty[i])(context, builder, value).data
+
+        X, W, BIAS, OUT = data(0, x), data(5, w), data(8, bias), data(9, out)
+        fma = self._types(builder)
+        i64 = self.i64
+        mask = self._masks(builder.sub(channels, c0))
+        lane = [ir.Constant(i64, v * self.lanes) for v in range(self.vectors)]
+        weights = [[self._load(W, builder.add(builder.add(builder.mul(ir.Constant(i64, t),
+                                                                      channels), c0), lane[v]),
+                               mask[v]) for v in range(self.vectors)] for t in range(9)]
+        biases = [self._load(BIAS, builder.add(c0, lane[v]), mask[v])
+                  for v in range(self.vectors)]
+        taps = [builder.add(builder.mul(ir.Constant(i64, t // 3), row_step),
+                            builder.mul(ir.Constant(i64, t % 3), dil_step)) for t in range(9)]
+        x_base = builder.add(x_at, c0)
+        out_base = builder.add(out_at, c0)
+
+        entry = builder.block
+        head = builder.append_basic_block("head")
+        body = builder.append_basic_block("body")
+        done = builder.append_basic_block("done")
+        builder.branch(head)
+        builder.position_at_end(head)
+        i = builder.phi(i64)
+        i.add_incoming(ir.Constant(i64, 0), entry)
+        builder.cbranch(builder.icmp_signed("<", i, count), body, done)
+        builder.position_at_end(body)
+        at = builder.add(x_base, builder.mul(i, col_step))
+        acc = [[b for b in biases]]
+        for t in range(9):
+            here = builder.add(at, taps[t])
+            acc[0] = [builder.call(fma, [weights[t][v], self._load(
+                X, builder.add(here, lane[v]), mask[v]), acc[0][v]])
+                for v in range(self.vectors)]
+        acc = self._activate(acc, kind, lo, hi, alpha, beta)
+        where = builder.add(out_base, builder.mul(i, out_step))
+        for v in range(self.vectors):
+            self._store(acc[0][v], OUT, builder.add(where, lane[v]), mask[v])
+        i.add_incoming(builder.add(i, ir.Constant(i64, 1)), builder.block)
+        builder.branch(head)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+
+def depthwise_block(dtype) -> int:
+    """Channels per call of the depthwise row (``tuning.DEPTHWISE_VECTORS`` vectors)."""
+    return tuning.DEPTHWISE_VECTORS[vector_bits()] * lanes(dtype)
+
+
+@intrinsic
+def depthwise_row(typingctx, x, x_at, row_step, col_step, dil_step, w, c0, channels, bias,
+                  out, out_at, out_step, count, kind, lo, hi, alpha, beta):
+    """One row of a 3x3 depthwise convolution over :func:`depthwise_block` channels (see
+    :class:`_DepthwiseRow`)."""
+    dtype = np.dtype(x.dtype.name)
+    i = types.int64
+    scalar = x.dtype
+    sig = types.void(x, i, i, i, i, w, i, i, bias, out, i, i, i, i, scalar, scalar, scalar,
+                     scalar)
+    builder = _DepthwiseRow(dtype, tuning.DEPTHWISE_VECTORS[vector_bits()])
+    return sig, builder.codegen
+
+
+@functools.lru_cache(maxsize=None)
+def _builder(mr: int, nr: int, dtype_name: str) -> _Tile:
+    return _Tile(mr, nr, dtype_name)
+
+
+def tile_function(rows: int | None = None, wide: bool = False):
+    """A Numba intrinsic computing one tile (see the module docstring for its arguments) of
+    ``rows`` pixels, or of the dtype's full ``MR`` when None, by the dtype's ``NR`` channels;
+    the dtype is ``x``'s, and :func:`tile_shape` (``wide`` or not) gives ``MR`` and ``NR``."""
+
+    @intrinsic
+    def tile(typingctx, x, rows_, m0, m_valid, x_shift, taps, n_taps, c_in, w, w_at, out,
+             out_rows, n_shift, n_valid, bias, has_bias, kind, lo, hi, alpha, beta, res,
+             res_rows, res_mode):
+        dtype = np.dtype(x.dtype.name)
+        full, nr = tile_shape(dtype, wide)
+        mr = full if rows is None else min(rows, full)
+        scalar = x.dtype
+        i = types.int64
+        sig = types.void(x, rows_, i, i, i, taps, i, i, w, i, out, out_rows, i, i, bias,
+                         types.boolean, i, scalar, scalar, scalar, scalar, res, res_rows, i)
+        return sig, _builder(mr, nr, dtype.name).codegen
+
+    tile.__name__ = f"tile_{rows or 'full'}{'_wide' if wide else ''}"
+    return tile
+
+
+#: The tile functions the kernels call: the full tile, and narrower ones for the last pixels
+#: of a layer (and a linear layer's batch of one), which would otherwise repeat a pixel; and
+#: the same for the wide tile (fewer pixels, more channels), for layers of few channels.
+tile_full, tile_4, tile_2, tile_1 = (tile_function(r) for r in (None, 4, 2, 1))
+wide_full, wide_4, wide_2, wide_1 = (tile_function(r, True) for r in (None, 4, 2, 1))

@@ -1,0 +1,66 @@
+"""Depthwise convolution on NHWC: vectorised across channels.
+
+Each output pixel's channels are one contiguous vector, and so are its input pixels', so a
+tap is one vector multiply-add with no gather, whatever the stride or dilation; the zero
+border of the input holds the padding. The 3x3 kernel writes each output once from its nine
+taps; other kernel sizes, and channel multipliers (several filters per input channel, which
+read input channel ``c // multiplier``), accumulate tap by tap into the output row.
+
+Both take ``x`` (N, Hb, Wb, C) bordered, with the padded input's pixel (0, 0) at ``(top,
+left)``; ``w`` (taps, C_out), the taps row by row; and write the (ho, wo) outputs into ``out``
+(N, Hb', Wb', C_out) from ``(out_top, out_left)``, over ``tasks`` parallel chunks of rows.
+"""
+
+from __future__ import annotations
+
+from numba import prange
+
+from ....runtime import jit
+from ..microkernel import depthwise_row
+from .epilogue import activate_row
+
+
+@jit(parallel=True)
+def depthwise_3x3(x, top, left, w, bias, out, out_top, out_left, ho, wo, sh, sw, dh, dw,
+                  kind, lo, hi, alpha, beta, block, tasks):
+    """Here ``x`` and ``out`` are their buffers' 4-D views; the rows run in register blocks
+    of ``block`` channels (``microkernel.depthwise_row``)."""
+    n_images, rows_in, cols_in, channels = x.shape
+    rows_out, cols_out = out.shape[1], out.shape[2]
+    xf, of, wf = x.reshape(-1), out.reshape(-1), w.reshape(-1)
+    rows = n_images * ho
+    for task in prange(tasks):
+        for r in range(task * rows // tasks, (task + 1) * rows // tasks):
+            n = r // ho
+            oh = r - n * ho
+            x_at = ((n * rows_in + top + oh * sh) * cols_in + left) * channels
+            out_at = ((n * rows_out + out_top + oh) * cols_out + out_left) * channels
+            for c0 in range(0, channels, block):
+                depthwise_row(xf, x_at, dh * cols_in * channels, sw * channels, dw * channels,
+                              wf, c0, channels, bias, of, out_at, channels, wo, kind, lo, hi,
+                              alpha, beta)
+
+
+@jit(parallel=True)
+def depthwise(x, top, left, w, kh, kw, multiplier, bias, out, out_top, out_left, ho, wo, sh,
+              sw, dh, dw, kind, lo, hi, alpha, beta, tasks):
+    n_images, channels = x.shape[0], w.shape[1]
+    rows = n_images * ho
+    for task in prange(tasks):
+        for r in range(task * rows // tasks, (task + 1) * rows // tasks):
+            n = r // ho
+            oh = r - n * ho
+            row = out_top + oh
+            for ow in range(wo):
+                for c in range(channels):
+                    out[n, row, out_left + ow, c] = bias[c]
+            for i in range(kh):
+                ih = top + oh * sh + i * dh
+                for j in range(kw):
+                    tap = i * kw + j
+                    for ow in range(wo):
+                        iw = left + ow * sw + j * dw
+                        for c in range(channels):
+                            out[n, row, out_left + ow, c] += (w[tap, c]
+                                                              * x[n, ih, iw, c // multiplier])
+            activate_row(out, n, row, out_left, wo, kind, lo, hi, alpha, beta)

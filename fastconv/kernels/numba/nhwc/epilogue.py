@@ -1,0 +1,44 @@
+"""The activations of the plan's epilogues, for the kernels written in Numba (the GEMM tiles
+apply the same ones in IR; ``fastconv.kernels.epilogue.ACTIVATIONS`` numbers them).
+
+:func:`activate_row` runs over one output row while it is in cache, the activation chosen
+once outside the loop, so that the loop vectorises.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ....runtime import jit
+
+
+@jit(inline=True)
+def activate_row(out, n, row, col0, cols, kind, lo, hi, alpha, beta):
+    """``out[n, row, col0:col0 + cols, :]`` through activation ``kind``; NaN stays NaN."""
+    channels = out.shape[3]
+    if kind == 0:
+        return
+    for col in range(col0, col0 + cols):
+        if kind == 1:
+            for c in range(channels):
+                v = out[n, row, col, c]
+                v = lo if v < lo else v
+                out[n, row, col, c] = hi if v > hi else v
+        elif kind == 2:
+            for c in range(channels):
+                v = out[n, row, col, c]
+                out[n, row, col, c] = v * alpha if v < 0 else v
+        elif kind == 3:
+            for c in range(channels):
+                v = out[n, row, col, c] * alpha + beta
+                v = 0 if v < 0 else v
+                out[n, row, col, c] = 1 if v > 1 else v
+        elif kind == 4:
+            for c in range(channels):
+                v = out[n, row, col, c]
+                g = v / 6 + 0.5
+                g = 0 if g < 0 else g
+                out[n, row, col, c] = v * (1 if g > 1 else g)
+        else:
+            for c in range(channels):
+                out[n, row, col, c] = 1 / (1 + math.exp(-out[n, row, col, c]))

@@ -1,0 +1,233 @@
+"""The network as the importers leave it: nodes in topological order, each reading named
+values and writing one.
+
+Every value is an activation of shape (N, C, H, W) or, after a flatten or a linear layer,
+(N, F). The graph holds no input size: :func:`infer_shapes` derives every value's shape from
+the input's, with the geometry from :class:`~fastconv.spec.ConvSpec` and
+:class:`~fastconv.spec.PoolSpec`, and its errors name the node and the shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..spec import ConvSpec, PoolSpec
+
+INPUT = "input"
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An element-wise activation: a kind of ``microkernel.ACTIVATIONS`` and its constants."""
+
+    kind: str = "none"
+    lo: float = -math.inf
+    hi: float = math.inf
+    alpha: float = 0.0
+    beta: float = 0.0
+
+    @property
+    def is_clamp(self) -> bool:
+        return self.kind == "clamp"
+
+    def then(self, other: "Activation") -> "Activation | None":
+        """This activation followed by ``other`` as one, or None if they do not compose."""
+        if self.kind == "none":
+            return other
+        if other.kind == "none":
+            return self
+        if self.is_clamp and other.is_clamp:
+            lo, hi = max(self.lo, other.lo), min(self.hi, other.hi)
+            return Activation("clamp", lo, max(lo, hi))
+        return None
+
+    def __str__(self) -> str:
+        if self.kind == "clamp":
+            if self.lo == 0 and self.hi == math.inf:
+                return "relu"
+            if self.lo == 0 and self.hi == 6:
+                return "relu6"
+            return f"clamp({self.lo:g}, {self.hi:g})"
+        if self.kind in ("leaky", "hardsigmoid"):
+            return f"{self.kind}({self.alpha:g}" + (f", {self.beta:g})" if self.kind ==
+                                                     "hardsigmoid" else ")")
+        return self.kind
+
+
+NONE = Activation()
+RELU = Activation("clamp", 0.0, math.inf)
+RELU6 = Activation("clamp", 0.0, 6.0)
+
+
+@dataclass
+class Node:
+    """One operation.
+
+    ``op`` is one of ``conv`` (attrs: ``spec`` without input size, ``weight`` OIHW, ``bias``),
+    ``linear`` (``weight`` (out, in), ``bias``), ``batchnorm`` (``scale``, ``shift``: the
+    inference-time affine), ``act``, ``add``, ``maxpool`` / ``avgpool`` (``pool``: a PoolSpec
+    without input size), ``gap`` (global average pool, to (N, C, 1, 1)), ``flatten`` (to (N,
+    F)) and ``identity``. Nodes that compute may carry a fused ``act`` (an
+    :class:`Activation`, applied last) and, for ``conv``, a ``residual``: a value added before
+    the activation (``residual_after`` False) or after it.
+    """
+
+    op: str
+    inputs: tuple[str, ...]
+    output: str
+    name: str
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def act(self) -> Activation:
+        return self.attrs.get("act", NONE)
+
+
+@dataclass
+class Graph:
+    """Nodes in topological order; ``output`` names the network's result."""
+
+    nodes: list[Node]
+    output: str
+    dtype: np.dtype
+    source: str = ""
+
+    def producer(self, value: str) -> Node | None:
+        for node in self.nodes:
+            if node.output == value:
+                return node
+        return None
+
+    def consumers(self, value: str) -> list[Node]:
+        found = [n for n in self.nodes if value in n.inputs]
+        found += [n for n in self.nodes if n.attrs.get("residual") == value and n not in found]
+        return found
+
+    def replace_value(self, old: str, new: str) -> None:
+        """Every read of ``old`` now reads ``new``."""
+        for node in self.nodes:
+            node.inputs = tuple(new if v == old else v for v in node.inputs)
+            if node.attrs.get("residual") == old:
+                node.attrs["residual"] = new
+        if self.output == old:
+            self.output = new
+
+    def copy(self) -> "Graph":
+        return Graph([replace(n, attrs=dict(n.attrs)) for n in self.nodes], self.output,
+                     self.dtype, self.source)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A value's shape without the batch: (C, H, W), or (F,) when ``flat``."""
+
+    channels: int
+    height: int = 1
+    width: int = 1
+    flat: bool = False
+
+    def batched(self, n: int) -> tuple[int, ...]:
+        if self.flat:
+            return (n, self.channels)
+        return (n, self.channels, self.height, self.width)
+
+    def __str__(self) -> str:
+        return (str(list(self.batched(1))[1:]) if self.flat
+                else f"[{self.channels}, {self.height}, {self.width}]")
+
+
+def _shown(shape: Shape, batch: int) -> str:
+    return str(list(shape.batched(batch)))
+
+
+def conv_spec(node: Node, shape: Shape) -> ConvSpec:
+    """The node's ConvSpec for an input of ``shape``."""
+    return node.attrs["spec"].with_input_size(shape.height, shape.width)
+
+
+def pool_spec(node: Node, shape: Shape) -> PoolSpec:
+    """The node's PoolSpec for an input of ``shape``."""
+    pool = node.attrs["pool"]
+    return replace(pool, channels=shape.channels, padding=pool.pads,
+                   input_size=(shape.height, shape.width))
+
+
+def infer_shapes(graph: Graph, input_shape: tuple[int, ...]) -> dict[str, Shape]:
+    """Every value's shape for an input of ``input_shape`` (N, C, H, W).
+
+    Raises
+    ------
+    ValueError
+        A node that cannot take the shape its input has, naming the node and the shapes.
+    """
+    batch = input_shape[0]
+    shapes = {INPUT: Shape(*input_shape[1:])}
+    for node in graph.nodes:
+        shape = shapes[node.inputs[0]]
+        shapes[node.output] = _node_shape(node, shape, shapes, batch)
+    return shapes
+
+
+def _node_shape(node: Node, shape: Shape, shapes: dict, batch: int) -> Shape:
+    op, a = node.op, node.attrs
+    if op == "conv":
+        spec = a["spec"]
+        if shape.flat:
+            raise ValueError(f"{node.name} expects a 4-D input (N, C, H, W), but got input of "
+                             f"size {_shown(shape, batch)}")
+        if shape.channels != spec.in_channels:
+            raise ValueError(
+                f"{node.name}: given groups={spec.groups}, weight of size "
+                f"{list(spec.weight_shape)}, expected input{_shown(shape, batch)} to have "
+                f"{spec.in_channels} channels, but got {shape.channels} channels instead")
+        try:
+            out = conv_spec(node, shape).output_size
+        except ValueError as exc:
+            raise ValueError(f"{node.name} on input of size {_shown(shape, batch)}: {exc}") \
+                from None
+        return Shape(spec.out_channels, *out)
+    if op == "linear":
+        features = a["weight"].shape[1]
+        if not shape.flat and (shape.height, shape.width) != (1, 1):
+            raise ValueError(f"{node.name} expects (N, {features}) input, but got input of "
+                             f"size {_shown(shape, batch)}: flatten it first")
+        if shape.channels != features:
+            raise ValueError(f"{node.name}: mat1 and mat2 shapes cannot be multiplied "
+                             f"({batch}x{shape.channels} and {features}x{a['weight'].shape[0]})")
+        return Shape(a["weight"].shape[0], flat=True)
+    if op in ("maxpool", "avgpool"):
+        if shape.flat:
+            raise ValueError(f"{node.name} expects a 4-D input, but got input of size "
+                             f"{_shown(shape, batch)}")
+        try:
+            spec = pool_spec(node, shape)
+        except ValueError as exc:
+            raise ValueError(f"{node.name} on input of size {_shown(shape, batch)}: {exc}") \
+                from None
+        return Shape(shape.channels, *spec.output_size)
+    if op == "batchnorm":
+        channels = a["scale"].shape[0]
+        if shape.flat or shape.channels != channels:
+            raise ValueError(f"{node.name} expects {channels} channels of a 4-D input, but got "
+                             f"input of size {_shown(shape, batch)}")
+        return shape
+    if op == "gap":
+        if shape.flat:
+            raise ValueError(f"{node.name} expects a 4-D input, but got input of size "
+                             f"{_shown(shape, batch)}")
+        return Shape(shape.channels, 1, 1)
+    if op == "flatten":
+        return shape if shape.flat else Shape(shape.channels * shape.height * shape.width,
+                                              flat=True)
+    if op == "add":
+        other = shapes[node.inputs[1]]
+        if other != shape:
+            raise ValueError(f"{node.name}: the size of tensor a ({_shown(shape, batch)}) must "
+                             f"match the size of tensor b ({_shown(other, batch)})")
+        return shape
+    if op in ("act", "identity"):
+        return shape
+    raise ValueError(f"{node.name}: unknown operation {op!r}")

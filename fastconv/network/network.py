@@ -1,0 +1,399 @@
+"""``fastconv.Network``: a network planned once and run many times."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import runtime
+from ..spec import ConvSpec
+from .graph import INPUT, NONE, RELU, RELU6, Activation, Graph, Node, infer_shapes
+from .planner import ShapePlan, optimize, plan_shape
+
+BACKENDS = ("numba",)
+
+_ACTIVATIONS = {None: NONE, "none": NONE, "relu": RELU, "relu6": RELU6}
+
+
+class Network:
+    """A network planned once: batch norms folded, activations fused into the kernels that
+    produce their inputs, weights packed into the kernels' layouts, activations in NHWC with
+    zero borders for the padding, and one arena of buffers per input shape.
+
+    Build one with :meth:`from_torch` or :meth:`from_specs`; call it on NCHW arrays.
+
+    Parameters
+    ----------
+    graph : fastconv.network.graph.Graph
+    backend : {"auto", "numba"}
+    threads : int, optional
+        Threads of every parallel loop in a call (default: Numba's thread count when the
+        plan is made).
+
+    Notes
+    -----
+    The weights are copied when the plan is made: changing the module or the arrays
+    afterwards does not change the plan. Several Python threads may call one plan at once:
+    each call takes an arena of its own (made on first need, then reused), and the result is
+    a new array, never a view of the plan's buffers.
+    """
+
+    def __init__(self, graph: Graph, backend: str = "auto", threads: int | None = None):
+        if not isinstance(backend, str):
+            raise TypeError(f"backend must be a str, but got {type(backend).__name__}")
+        if backend not in ("auto", *BACKENDS):
+            raise ValueError(f"Network supports backend 'auto' or one of {list(BACKENDS)}, "
+                             f"but got {backend!r}")
+        from . import numba_executor  # Numba loads here, not when fastconv is imported
+
+        self.backend = "numba"
+        self._executor = numba_executor
+        if threads is None:
+            threads = runtime.get_num_threads()
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not (
+                1 <= threads <= runtime.pool_size()):
+            raise ValueError(f"threads must be an int from 1 to {runtime.pool_size()} (Numba's "
+                             f"pool), but got {threads!r}")
+        self.threads = int(threads)
+        self.source = graph
+        self.graph = optimize(graph)
+        self.dtype = graph.dtype
+        self._packed: dict = {}
+        self._plans: dict[tuple, _Planned] = {}
+        self._lock = threading.Lock()
+
+    # --- building ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_torch(cls, module, backend: str = "auto", threads: int | None = None) -> "Network":
+        """Plan an eval-mode ``torch.nn.Sequential`` (nested ones too).
+
+        Its layers may be ``Conv2d`` (padding_mode "zeros"), ``BatchNorm2d``, ``ReLU``,
+        ``ReLU6``, ``Hardtanh``, ``Identity``, ``Dropout``, ``MaxPool2d``, ``AvgPool2d``,
+        ``AdaptiveAvgPool2d(1)``, ``Flatten`` and ``Linear``; the result equals the module's
+        in eval mode, in its dtype (float32 or float64).
+
+        Raises
+        ------
+        TypeError
+            A layer not in that list (naming it), or parameters of mixed dtypes.
+        ValueError
+            A module in training mode ("call .eval() first"), or a layer's setting the plan
+            does not serve.
+        """
+        from .torch_import import from_torch
+
+        return cls(from_torch(module), backend, threads)
+
+    @classmethod
+    def from_specs(cls, specs, weights, biases=None, activation=None, backend: str = "auto",
+                   threads: int | None = None) -> "Network":
+        """Plan a chain of convolutions given as specs (``fastconv.models`` builds them).
+
+        Parameters
+        ----------
+        specs : sequence of ConvSpec
+            In order. A layer whose ``input_size`` is 1x1 after a larger output (MobileNet's
+            classifier) follows a global average pool, as ``fastconv profile`` runs it; a
+            ``models.FullyConnected`` is a linear layer, whose output is (N, F).
+        weights : sequence of ndarray
+            Each of its spec's ``weight_shape``, all float32 or all float64.
+        biases : sequence of ndarray or None, optional
+            Per layer (None for a layer without).
+        activation : {None, "relu", "relu6"} or Activation
+            Applied after every layer but a FullyConnected.
+        """
+        return cls(_specs_graph(specs, weights, biases, activation), backend, threads)
+
+    # --- running ----------------------------------------------------------------------------
+
+    def output_shape(self, input_shape) -> tuple[int, ...]:
+        """The shape of the result for an input of ``input_shape`` (N, C, H, W), without
+        running anything."""
+        shape = self._check_shape(tuple(input_shape))
+        shapes = infer_shapes(self.graph, shape)
+        return shapes[self.graph.output].batched(shape[0])
+
+    def __call__(self, x) -> np.ndarray:
+        """Run the network on ``x`` (N, C, H, W), in the plan's dtype and any memory layout;
+        returns a new array, (N, C', H', W') or (N, F)."""
+        x = self._check_input(x)
+        if x.shape[0] == 0:
+            return np.empty(self.output_shape(x.shape), self.dtype)
+        planned = self._planned(x.shape)
+        arena = planned.acquire()
+        previous = runtime.get_num_threads()
+        runtime.set_num_threads(self.threads)
+        try:
+            return arena.output(arena.run(x))
+        finally:
+            runtime.set_num_threads(previous)
+            planned.release(arena)
+
+    def profile(self, x, budget: float = 1.0, min_repeats: int = 5) -> "NetworkProfile":
+        """Time every node on input ``x``: repeated calls until ``budget`` seconds, each
+        node's minimum (and median) kept, and the whole call's, timed without the per-node
+        clock. The node times come from the plan's own steps, so their sum is the call's
+        time less the Python between steps."""
+        x = self._check_input(x)
+        if x.shape[0] == 0:
+            raise ValueError("profile needs at least one image, but got a batch of 0")
+        planned = self._planned(x.shape)
+        self(x)  # compile, or load the cache
+        whole, clock = [], _Clock()
+        arena = planned.acquire()
+        previous = runtime.get_num_threads()
+        runtime.set_num_threads(self.threads)
+        try:
+            end = time.perf_counter() + budget
+            while len(whole) < min_repeats or time.perf_counter() < end:
+                start = time.perf_counter()
+                arena.output(arena.run(x))
+                whole.append(time.perf_counter() - start)
+                clock.begin()
+                arena.output(arena.run(x, clock), clock)
+        finally:
+            runtime.set_num_threads(previous)
+            planned.release(arena)
+        return NetworkProfile(planned.plan, clock.times, whole, self.threads, self.backend)
+
+    # --- inside -----------------------------------------------------------------------------
+
+    def _check_shape(self, shape: tuple) -> tuple[int, ...]:
+        if len(shape) != 4:
+            raise ValueError(f"Network expects a batched 4-D input (N, C, H, W), but got input "
+                             f"of size {list(shape)}")
+        return tuple(int(n) for n in shape)
+
+    def _check_input(self, x) -> np.ndarray:
+        if isinstance(x, np.ma.MaskedArray) or not isinstance(x, np.ndarray):
+            raise TypeError(f"Network expects a numpy.ndarray input, but got "
+                            f"{type(x).__name__}")
+        if x.dtype.type is not self.dtype.type:
+            raise TypeError(f"Input type ({x.dtype}) and the network's weight type "
+                            f"({self.dtype}) should be the same")
+        self._check_shape(x.shape)
+        if not x.dtype.isnative:
+            x = x.astype(x.dtype.newbyteorder("="))
+        return x
+
+    def _planned(self, shape) -> "_Planned":
+        planned = self._plans.get(shape)
+        if planned is None:
+            with self._lock:
+                planned = self._plans.get(shape)
+                if planned is None:
+                    plan = plan_shape(self.graph, self._packed, shape, self.threads,
+                                      self._executor)
+                    planned = self._plans[shape] = _Planned(plan, self._executor)
+        return planned
+
+    def __repr__(self) -> str:
+        return (f"Network({len(self.graph.nodes)} nodes from {self.source.source or 'a graph'},"
+                f" backend={self.backend!r}, threads={self.threads}, dtype={self.dtype.name})")
+
+    def __str__(self) -> str:
+        return describe(self)
+
+
+class _Planned:
+    """A shape plan and its pool of arenas (one per concurrent call)."""
+
+    def __init__(self, plan: ShapePlan, executor):
+        self.plan, self._executor = plan, executor
+        self._free: list = []
+        self._lock = threading.Lock()
+        self.arenas = 0
+
+    def acquire(self):
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+            self.arenas += 1
+        return self._executor.Arena(self.plan)
+
+    def release(self, arena) -> None:
+        with self._lock:
+            self._free.append(arena)
+
+
+class _Clock:
+    """Seconds per node, a list per call."""
+
+    def __init__(self):
+        self.times: dict[str, list[float]] = {}
+        self.now = time.perf_counter
+
+    def begin(self):
+        for times in self.times.values():
+            times.append(0.0)
+
+    def add(self, node: str, seconds: float):
+        times = self.times.setdefault(node, [0.0])
+        times[-1] += seconds
+
+
+@dataclass
+class NetworkProfile:
+    """:meth:`Network.profile`'s result: one row per node, and the whole call."""
+
+    plan: ShapePlan
+    node_times: dict[str, list[float]]
+    whole: list[float]
+    threads: int
+    backend: str
+    rows: list[dict] = field(init=False)
+
+    def __post_init__(self):
+        self.rows = []
+        names = ["input", *[n.name for n in self.plan.nodes], "output"]
+        plans = {n.name: n for n in self.plan.nodes}
+        for name in names:
+            times = self.node_times.get(name)
+            if not times:
+                continue
+            node = plans.get(name)
+            seconds = min(times)
+            flops = 2 * node.macs if node else 0
+            self.rows.append(dict(
+                name=name, op=node.op if node else "layout", kernel=node.kernel if node else
+                ("NCHW -> NHWC" if name == "input" else "NHWC -> NCHW"),
+                input=node.input if node else "", output=node.output if node else "",
+                fused=node.fused if node else [], flops=flops, seconds=seconds,
+                seconds_median=float(np.median(times)),
+                gflops=flops / seconds / 1e9 if seconds > 0 and flops else 0.0))
+
+    @property
+    def seconds(self) -> float:
+        """The whole call's minimum, timed without the per-node clock."""
+        return min(self.whole)
+
+    @property
+    def sum_of_nodes(self) -> float:
+        return sum(r["seconds"] for r in self.rows)
+
+    def to_dict(self) -> dict:
+        return dict(input_shape=list(self.plan.input_shape), threads=self.threads,
+                    backend=self.backend, seconds=self.seconds,
+                    seconds_median=float(np.median(self.whole)),
+                    sum_of_nodes=self.sum_of_nodes, nodes=self.rows,
+                    arena_bytes=self.plan.arena_bytes)
+
+    def table(self):
+        """The rows as a ``rich`` table."""
+        from rich.table import Table
+
+        flops = sum(r["flops"] for r in self.rows)
+        table = Table(title=f"Network {list(self.plan.input_shape)}, {self.plan.dtype.name}, "
+                            f"{self.threads} threads ({self.backend}): min of "
+                            f"{len(self.whole)} calls", title_justify="left")
+        for head in ("node", "kernel", "input -> output", "fused", "MFLOP", "ms", "ms median",
+                     "GFLOP/s", "% time"):
+            table.add_column(head, justify="left" if head in ("node", "kernel",
+                                                               "input -> output", "fused")
+                             else "right")
+        total = self.sum_of_nodes
+        for r in self.rows:
+            table.add_row(r["name"], r["kernel"], f"{r['input']} -> {r['output']}"
+                          if r["input"] else "", ", ".join(r["fused"]), f"{r['flops'] / 1e6:.1f}",
+                          f"{r['seconds'] * 1e3:.3f}", f"{r['seconds_median'] * 1e3:.3f}",
+                          f"{r['gflops']:.1f}", f"{100 * r['seconds'] / total:.1f}")
+        table.add_section()
+        table.add_row("sum of nodes", "", "", "", f"{flops / 1e6:.1f}", f"{total * 1e3:.3f}", "",
+                      f"{flops / total / 1e9:.1f}", "100.0")
+        table.add_row("whole call", "", "", "", "", f"{self.seconds * 1e3:.3f}",
+                      f"{np.median(self.whole) * 1e3:.3f}", f"{flops / self.seconds / 1e9:.1f}",
+                      f"{100 * self.seconds / total:.1f}")
+        return table
+
+    def __rich__(self):
+        return self.table()
+
+    def __str__(self) -> str:
+        from rich.console import Console
+
+        console = Console(width=200, record=True)
+        with console.capture() as capture:
+            console.print(self.table())
+        return capture.get()
+
+
+def describe(net: Network) -> str:
+    """``print(plan)``: the nodes, what is fused into them, their kernels and the arenas."""
+    lines = [repr(net)]
+    for node in net.graph.nodes:
+        extra = []
+        if node.attrs.get("fused"):
+            extra.append("fused: " + ", ".join(node.attrs["fused"]))
+        if node.act.kind != "none":
+            extra.append(f"epilogue {node.act}")
+        lines.append(f"  {node.name}: {node.op}" + (f" ({'; '.join(extra)})" if extra else ""))
+    for shape, planned in net._plans.items():
+        plan = planned.plan
+        lines.append(f"planned for input {list(shape)}: NHWC activations in one arena of "
+                     f"{plan.arena_bytes / 2**20:.2f} MiB ({len(plan.buffers)} buffers), "
+                     f"output {list(plan.output_shape)}")
+        for node in plan.nodes:
+            lines.append(f"  {node.name}: {node.kernel}, {node.input} -> {node.output}")
+    if not net._plans:
+        lines.append("not yet planned for an input shape (the first call plans it)")
+    return "\n".join(lines)
+
+
+def _specs_graph(specs, weights, biases, activation) -> Graph:
+    from ..models import FullyConnected
+
+    specs = list(specs)
+    weights = list(weights)
+    if not specs:
+        raise ValueError("Network.from_specs needs at least one layer, but got no specs")
+    if len(weights) != len(specs):
+        raise ValueError(f"Network.from_specs got {len(specs)} specs but {len(weights)} weights")
+    biases = [None] * len(specs) if biases is None else list(biases)
+    if len(biases) != len(specs):
+        raise ValueError(f"Network.from_specs got {len(specs)} specs but {len(biases)} biases")
+    if isinstance(activation, Activation):
+        act = activation
+    elif activation in _ACTIVATIONS:
+        act = _ACTIVATIONS[activation]
+    else:
+        raise ValueError(f"activation must be None, 'relu', 'relu6' or an Activation, but got "
+                         f"{activation!r}")
+    dtypes = {np.asarray(w).dtype for w in weights}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
+        raise TypeError(f"Network.from_specs needs weights all float32 or all float64, but got "
+                        f"{sorted(str(d) for d in dtypes)}")
+    dtype = next(iter(dtypes))
+    nodes, value, size = [], INPUT, None
+    for i, (spec, w, b) in enumerate(zip(specs, weights, biases)):
+        label = f"layer {i} ({spec.kind})"
+        if not isinstance(spec, ConvSpec):
+            raise TypeError(f"{label}: expected a ConvSpec, but got {type(spec).__name__}")
+        w = np.array(w, dtype=dtype, copy=True)
+        if w.shape != spec.weight_shape:
+            raise ValueError(f"{label}: expected weight of size {list(spec.weight_shape)}, but "
+                             f"got weight of size {list(w.shape)}")
+        if b is not None:
+            b = np.array(b, dtype=dtype, copy=True)
+            if b.shape != (spec.out_channels,):
+                raise ValueError(f"{label}: expected bias of size [{spec.out_channels}], but "
+                                 f"got bias of size {list(b.shape)}")
+        if (spec.input_size == (1, 1) and size is not None and size != (1, 1)):
+            nodes.append(Node("gap", (value,), f"g{i}", f"pool before layer {i}"))
+            value = f"g{i}"
+        if isinstance(spec, FullyConnected):
+            node = Node("linear", (value,), f"v{i}", label, dict(weight=w.reshape(w.shape[:2]),
+                                                                 bias=b))
+        else:
+            plain = ConvSpec(spec.in_channels, spec.out_channels, spec.kernel_size,
+                             spec.stride, spec.padding, spec.dilation, spec.groups, b is not None)
+            node = Node("conv", (value,), f"v{i}", label, dict(spec=plain, weight=w, bias=b))
+            if act.kind != "none":
+                node.attrs["act"] = act
+        nodes.append(node)
+        value = node.output
+        size = spec.output_size if spec.input_size is not None else None
+    return Graph(nodes, value, np.dtype(dtype), source="specs")

@@ -1,0 +1,80 @@
+"""The plan's executor on Numba: its kernels, and an arena that runs a shape plan's steps.
+
+Every kernel here is ``fastconv.kernels.numba.nhwc``'s; every parallel loop is a ``prange``
+of the plan's own thread count, and no step calls BLAS (the GEMMs are the plan's register
+tiles), so one thread pool runs the whole network and nothing nests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels.numba.microkernel import depthwise_block, tile_shape
+from ..kernels.numba.nhwc.conv import conv, pack, schedule, wide
+from ..kernels.numba.nhwc.depthwise import depthwise, depthwise_3x3
+from ..kernels.numba.nhwc.layout import add, affine, flatten, from_nchw, to_nchw, zero_border
+from ..kernels.numba.nhwc.pool import avg_pool, global_average, max_pool
+from .planner import Ref, ShapePlan
+
+# what the planner calls, by name
+__all__ = ["Arena", "add", "affine", "avg_pool", "conv", "depthwise", "depthwise_3x3",
+           "depthwise_block", "flatten", "from_nchw", "global_average", "max_pool", "pack",
+           "schedule", "tile_shape", "to_nchw", "wide", "zero_border"]
+
+
+class Arena:
+    """One shape plan's buffers, allocated once, and its steps bound to them. An arena serves
+    one call at a time; concurrent calls take one each."""
+
+    def __init__(self, plan: ShapePlan):
+        self.plan = plan
+        batch = plan.input_shape[0]
+        # zeroed: the borders no other buffer overlaps stay zero from here on
+        memory = np.zeros(plan.arena_elements + 16, plan.dtype)
+        shift = (-memory.ctypes.data % 64) // plan.dtype.itemsize
+        memory = memory[shift:shift + plan.arena_elements]
+        self.views = []
+        for b in plan.buffers:
+            flat = memory[b.offset:b.offset + b.size(batch)]
+            self.views.append((flat.reshape(b.dims(batch)), flat))
+        static = set(plan.static_borders)
+        self.steps = []
+        for step in plan.steps:
+            if step.kernel is zero_border and step.args[0].buffer in static:
+                continue
+            self.steps.append((step.node, step.kernel, [self._bind(a) for a in step.args]))
+
+    def _bind(self, arg):
+        if isinstance(arg, Ref):
+            four_d, flat = self.views[arg.buffer]
+            return flat if arg.flat else four_d
+        return arg
+
+    def run(self, x, clock=None):
+        """Run every step on input ``x``; returns the output buffer's 4-D view. With a
+        ``clock``, each step's seconds are added to ``clock[node]``."""
+        for node, kernel, args in self.steps:
+            if kernel is from_nchw:
+                args = [x, *args[1:]]
+            if clock is None:
+                kernel(*args)
+            else:
+                start = clock.now()
+                kernel(*args)
+                clock.add(node, clock.now() - start)
+        return self.views[self.plan.output_buffer][0]
+
+    def output(self, result, clock=None):
+        """The output, in a new array owned by the caller: NCHW, or (N, F)."""
+        plan = self.plan
+        buf = plan.buffers[plan.output_buffer]
+        top, _, left, _ = buf.border
+        out = np.empty(plan.output_shape, plan.dtype)
+        start = clock.now() if clock is not None else 0.0
+        if plan.output_flat:
+            out[...] = result[:, top, left, :]
+        else:
+            to_nchw(result, top, left, out, plan.threads)
+        if clock is not None:
+            clock.add("output", clock.now() - start)
+        return out

@@ -1,0 +1,481 @@
+"""The planner: what runs, in which layout, in which memory.
+
+Two phases. :func:`optimize` rewrites the imported graph once: identities dropped, each batch
+norm folded into the convolution before it (or kept as a per-channel affine), each activation
+fused into the epilogue of the node that produces its input. :func:`plan_shape` then plans one
+input shape: every value's shape, the kernel of every node, the zero border each activation
+needs for the padding of the convolutions that read it, and one arena of buffers placed by
+liveness, so that a call allocates only its output.
+
+Activations are NHWC in the arena (``fastconv.kernels.numba.nhwc``): a convolution reads its
+input's vector of channels per pixel, its padding from the border, and writes its output's
+interior; the network's input and output are converted at the edges.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..kernels import tuning
+from ..kernels.epilogue import ACTIVATIONS
+from .graph import INPUT, Graph, Node, Shape, conv_spec, infer_shapes, pool_spec
+
+_ALIGN = 64  # bytes: each buffer starts on a cache line
+
+
+# --- phase 1: the graph, once -------------------------------------------------------------------
+
+
+def optimize(graph: Graph) -> Graph:
+    """Identities removed, batch norms folded, activations fused (a new graph)."""
+    graph = graph.copy()
+    for node in [n for n in graph.nodes if n.op == "identity"]:
+        graph.nodes.remove(node)
+        graph.replace_value(node.output, node.inputs[0])
+    for node in [n for n in graph.nodes if n.op == "batchnorm"]:
+        producer = _sole_producer(graph, node)
+        if producer is not None and producer.op == "conv" and _fresh(producer):
+            _fold(producer, node, graph.dtype)
+            _absorb(graph, producer, node)
+    for node in [n for n in graph.nodes if n.op == "act"]:
+        producer = _sole_producer(graph, node)
+        if producer is not None and producer.op in ("conv", "linear", "batchnorm", "add",
+                                                    "act"):
+            act = producer.act.then(node.act)
+            if act is not None:
+                producer.attrs["act"] = act
+                _absorb(graph, producer, node)
+    return graph
+
+
+def _sole_producer(graph: Graph, node: Node) -> Node | None:
+    """The node producing ``node``'s input, if ``node`` is its only reader and the input is
+    not the network's output."""
+    value = node.inputs[0]
+    producer = graph.producer(value)
+    if producer is None or graph.output == value or len(graph.consumers(value)) != 1:
+        return None
+    return producer
+
+
+def _fresh(node: Node) -> bool:
+    """Nothing fused into it yet: a batch norm may still fold into it."""
+    return node.act.kind == "none" and node.attrs.get("residual") is None
+
+
+def _absorb(graph: Graph, producer: Node, node: Node) -> None:
+    """``node`` is now part of ``producer``: its readers read ``producer``'s output."""
+    graph.nodes.remove(node)
+    graph.replace_value(node.output, producer.output)
+    fused = producer.attrs.setdefault("fused", [])
+    fused.append(node.name)
+
+
+def _fold(conv: Node, bn: Node, dtype) -> None:
+    """``bn(conv(x))`` as one convolution: weights scaled per output channel, bias shifted."""
+    scale, shift = bn.attrs["scale"], bn.attrs["shift"]
+    weight = conv.attrs["weight"].astype(np.float64) * scale[:, None, None, None]
+    bias = conv.attrs["bias"]
+    bias = shift if bias is None else bias.astype(np.float64) * scale + shift
+    conv.attrs["weight"] = weight.astype(dtype)
+    conv.attrs["bias"] = bias.astype(dtype)
+    conv.attrs["folded"] = bn.name
+
+
+# --- phase 2: one input shape -----------------------------------------------------------------
+
+
+@dataclass
+class Buffer:
+    """An NHWC buffer of the arena: (N, H + top + bottom, W + left + right, C)."""
+
+    height: int
+    width: int
+    channels: int
+    border: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # top, bottom, left, right
+    offset: int = 0
+    first: int = 0  # the step that writes it
+    last: int = 0  # the last step that reads it
+
+    def dims(self, batch: int) -> tuple[int, int, int, int]:
+        top, bottom, left, right = self.border
+        return (batch, self.height + top + bottom, self.width + left + right, self.channels)
+
+    def size(self, batch: int) -> int:
+        return int(np.prod(self.dims(batch)))
+
+    def pixel(self, n, h, w):
+        """Element offsets of pixels (n, h, w) (arrays allowed), channel 0."""
+        _, rows, cols, channels = self.dims(1)
+        top, _, left, _ = self.border
+        return ((n * rows + top + h) * cols + left + w) * channels
+
+
+@dataclass
+class Step:
+    """One kernel call: ``kernel(*args)`` once the ``Ref`` arguments are arena views."""
+
+    node: str
+    kernel: object
+    args: list
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An argument that is a buffer of the arena, as 4-D or flat."""
+
+    buffer: int
+    flat: bool = False
+
+
+@dataclass
+class NodePlan:
+    """How one node runs, for ``print(plan)`` and the profile."""
+
+    name: str
+    op: str
+    kernel: str
+    input: str
+    output: str
+    macs: int
+    fused: list[str]
+
+
+@dataclass
+class ShapePlan:
+    """Everything one input shape needs: the buffers, the steps, the edges."""
+
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    dtype: np.dtype
+    buffers: list[Buffer]
+    steps: list[Step]
+    input_buffer: int
+    output_buffer: int
+    output_flat: bool
+    arena_elements: int
+    nodes: list[NodePlan]
+    static_borders: list[int]  # buffers whose border is zeroed once, when the arena is made
+    threads: int
+
+    @property
+    def arena_bytes(self) -> int:
+        return self.arena_elements * self.dtype.itemsize
+
+
+def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads: int,
+               kernels) -> ShapePlan:
+    """Plan ``graph`` for inputs of ``input_shape``.
+
+    Parameters
+    ----------
+    graph : Graph
+        Optimised (:func:`optimize`).
+    packed : dict
+        Node name -> weights in their kernel's layout, filled on first use (shared by every
+        shape plan).
+    input_shape : (N, C, H, W)
+    threads : int
+    kernels : module
+        The executor's kernels (``fastconv.network.numba_executor``).
+    """
+    batch = input_shape[0]
+    shapes = infer_shapes(graph, input_shape)
+    buffer_of: dict[str, int] = {}
+    buffers: list[Buffer] = []
+
+    def new_buffer(value: str) -> int:
+        s = shapes[value]
+        buffers.append(Buffer(s.height, s.width, s.channels))
+        buffer_of[value] = len(buffers) - 1
+        return buffer_of[value]
+
+    new_buffer(INPUT)
+    for node in graph.nodes:
+        if _aliases(node, shapes):
+            buffer_of[node.output] = buffer_of[node.inputs[0]]
+        else:
+            new_buffer(node.output)
+    for node in graph.nodes:  # the padding each reader needs, on its input's border
+        if node.op == "conv":
+            (top, bottom), (left, right) = conv_spec(node, shapes[node.inputs[0]]).pads
+            border = buffers[buffer_of[node.inputs[0]]].border
+            for i, pad in enumerate((top, bottom, left, right)):
+                border[i] = max(border[i], pad)
+
+    steps: list[Step] = []
+    nodes: list[NodePlan] = []
+    ctx = _Context(shapes, buffers, buffer_of, packed, batch, threads, graph.dtype, kernels)
+    border_step = _border_step(ctx, INPUT)
+    if border_step is not None:
+        steps.append(border_step)
+    steps.append(Step("input", kernels.from_nchw, [None, Ref(0), *buffers[0].border[::2],
+                                                   ctx.tasks]))
+    for step in steps:
+        step.node = "input"
+    for node in graph.nodes:
+        if _aliases(node, shapes):
+            continue
+        first = len(steps)
+        kernel = _steps(ctx, node, steps)
+        for step in steps[first:]:
+            step.node = node.name + (" border" if step.kernel is kernels.zero_border else "")
+        s_in, s_out = shapes[node.inputs[0]], shapes[node.output]
+        nodes.append(NodePlan(node.name, node.op, kernel, str(s_in), str(s_out),
+                              _macs(node, s_in, s_out) * batch,
+                              [*node.attrs.get("fused", [])]))
+    _liveness(graph, steps, buffers, buffer_of)
+    arena, static = _place(buffers, batch, graph.dtype, buffer_of[graph.output])
+    out = shapes[graph.output]
+    return ShapePlan(tuple(input_shape), out.batched(batch), graph.dtype, buffers, steps, 0,
+                     buffer_of[graph.output], out.flat, arena, nodes, static, threads)
+
+
+def _aliases(node: Node, shapes) -> bool:
+    """A flatten of 1x1 pixels changes only the shape: the same buffer."""
+    return node.op == "flatten" and shapes[node.inputs[0]].height * shapes[
+        node.inputs[0]].width == 1
+
+
+def _macs(node: Node, s_in: Shape, s_out: Shape) -> int:
+    if node.op == "conv":
+        return conv_spec(node, s_in).macs
+    if node.op == "linear":
+        return node.attrs["weight"].size
+    return 0
+
+
+@dataclass
+class _Context:
+    shapes: dict
+    buffers: list
+    buffer_of: dict
+    packed: dict
+    batch: int
+    threads: int
+    dtype: np.dtype
+    kernels: object
+
+    @property
+    def tasks(self) -> int:
+        """Parallel chunks per kernel: a few per thread, so that a thread that wakes late
+        still finds work left (``tuning.PLAN_TASKS_PER_THREAD``)."""
+        return self.threads * tuning.PLAN_TASKS_PER_THREAD
+
+    def buffer(self, value) -> Buffer:
+        return self.buffers[self.buffer_of[value]]
+
+    def ref(self, value, flat=False) -> Ref:
+        return Ref(self.buffer_of[value], flat)
+
+    def origin(self, value, pads=(0, 0)) -> tuple[int, int]:
+        """Where the padded input's pixel (0, 0) sits in ``value``'s buffer."""
+        top, _, left, _ = self.buffer(value).border
+        return top - pads[0], left - pads[1]
+
+    def epilogue(self, node: Node) -> list:
+        act = node.act
+        return [ACTIVATIONS[act.kind], *(self.dtype.type(v) for v in
+                                         (act.lo, act.hi, act.alpha, act.beta))]
+
+
+def _steps(ctx: _Context, node: Node, steps: list) -> str:
+    """Append the node's steps; returns its kernel's name."""
+    k, op = ctx.kernels, node.op
+    out_value = node.output
+    border_step = _border_step(ctx, out_value)
+    if border_step is not None:
+        steps.append(border_step)
+    if op == "conv":
+        return _conv_steps(ctx, node, steps)
+    if op == "linear":
+        return _linear_steps(ctx, node, steps)
+    src = node.inputs[0]
+    s = ctx.shapes[out_value]
+    top, left = ctx.origin(src)
+    o_top, o_left = ctx.origin(out_value)
+    if op in ("batchnorm", "act"):
+        scale = node.attrs.get("scale", np.ones(1))
+        shift = node.attrs.get("shift", np.zeros(1))
+        steps.append(Step("", k.affine, [ctx.ref(src), top, left, scale.astype(ctx.dtype),
+                                         shift.astype(ctx.dtype), op == "batchnorm",
+                                         ctx.ref(out_value), o_top, o_left, s.height, s.width,
+                                         *ctx.epilogue(node), ctx.tasks]))
+        return "affine" if op == "batchnorm" else str(node.act)
+    if op == "add":
+        other = node.inputs[1]
+        b_top, b_left = ctx.origin(other)
+        steps.append(Step("", k.add, [ctx.ref(src), top, left, ctx.ref(other), b_top, b_left,
+                                      ctx.ref(out_value), o_top, o_left, s.height, s.width,
+                                      *ctx.epilogue(node), ctx.tasks]))
+        return "add"
+    if op in ("maxpool", "avgpool"):
+        spec = pool_spec(node, ctx.shapes[src])
+        (ph, pb), (pw, pr) = spec.pads
+        geometry = [ctx.ref(src), top, left, *spec.input_size, ctx.ref(out_value), o_top,
+                    o_left, *spec.output_size, *spec.kernel_size, *spec.stride, ph, pw]
+        if op == "maxpool":
+            steps.append(Step("", k.max_pool, [*geometry, *spec.dilation, ctx.tasks]))
+        else:
+            steps.append(Step("", k.avg_pool, [*geometry, pb, pr, spec.count_include_pad,
+                                               spec.divisor_override or 0, ctx.tasks]))
+        kh, kw = spec.kernel_size
+        return f"{spec.kind} pool {kh}x{kw}/{spec.stride[0]}"
+    if op == "gap":
+        s_in = ctx.shapes[src]
+        steps.append(Step("", k.global_average, [ctx.ref(src), top, left, s_in.height,
+                                                 s_in.width, ctx.ref(out_value), o_top, o_left,
+                                                 ctx.tasks]))
+        return "global average"
+    if op == "flatten":  # pixels first, channels inside: to the NCHW order torch flattens in
+        s_in = ctx.shapes[src]
+        steps.append(Step("", k.flatten, [ctx.ref(src), top, left, ctx.ref(out_value, True),
+                                          s_in.channels, s_in.height, s_in.width,
+                                          ctx.tasks]))
+        return "flatten (NCHW order)"
+    raise ValueError(f"{node.name}: no kernel for {op!r}")
+
+
+def _border_step(ctx: _Context, value: str) -> Step | None:
+    border = ctx.buffer(value).border
+    if not any(border):
+        return None
+    return Step("", ctx.kernels.zero_border, [ctx.ref(value), *border, ctx.tasks])
+
+
+def _conv_steps(ctx: _Context, node: Node, steps: list) -> str:
+    k = ctx.kernels
+    src, dst = node.inputs[0], node.output
+    spec = conv_spec(node, ctx.shapes[src])
+    (ph, _), (pw, _) = spec.pads
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    kh, kw = spec.kernel_size
+    ho, wo = spec.output_size
+    bias = node.attrs["bias"]
+    label = f"{kh}x{kw}/{sh}" + (f" dilation {dh}" if max(dh, dw) > 1 else "")
+    if spec.kind == "dw":
+        weights = ctx.packed.get(node.name)
+        if weights is None:
+            weights = np.ascontiguousarray(
+                node.attrs["weight"].reshape(spec.out_channels, kh * kw).T)
+            ctx.packed[node.name] = weights
+        bias = np.zeros(spec.out_channels, ctx.dtype) if bias is None else bias
+        top, left = ctx.origin(src, (ph, pw))
+        o_top, o_left = ctx.origin(dst)
+        if spec.kernel_size == (3, 3) and spec.out_channels == spec.in_channels:
+            steps.append(Step("", k.depthwise_3x3, [ctx.ref(src), top, left, weights, bias,
+                                                    ctx.ref(dst), o_top, o_left, ho, wo, sh,
+                                                    sw, dh, dw, *ctx.epilogue(node),
+                                                    k.depthwise_block(ctx.dtype), ctx.tasks]))
+        else:
+            steps.append(Step("", k.depthwise, [ctx.ref(src), top, left, weights, kh, kw,
+                                                spec.out_channels // spec.in_channels, bias,
+                                                ctx.ref(dst), o_top, o_left, ho, wo, sh, sw, dh,
+                                                dw, *ctx.epilogue(node), ctx.tasks]))
+        return f"depthwise {label} (NHWC, channels in vectors)"
+    packed = ctx.packed.get(node.name)
+    if packed is None:
+        packed = ctx.packed[node.name] = k.pack(node.attrs["weight"], spec.groups, ctx.dtype)
+    n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
+    x_buf, out_buf = ctx.buffer(src), ctx.buffer(dst)
+    rows = x_buf.pixel(n, oh * sh - ph, ow * sw - pw).reshape(-1).astype(np.int64)
+    cols = x_buf.dims(1)[2]
+    taps = np.array([(i * dh * cols + j * dw) * spec.in_channels for i in range(kh)
+                     for j in range(kw)], np.int64)
+    out_rows = out_buf.pixel(n, oh, ow).reshape(-1).astype(np.int64)
+    steps.append(Step("", k.conv, [ctx.ref(src, True), rows, taps, spec.in_channels_per_group,
+                                   spec.groups, *packed, ctx.ref(dst, True), out_rows,
+                                   spec.out_channels_per_group, *_bias(bias, ctx.dtype),
+                                   *ctx.epilogue(node), *_no_residual(ctx, dst, out_rows),
+                                   *_tile(spec.out_channels_per_group, ctx),
+                                   *k.schedule(len(rows), kh * kw * spec.in_channels_per_group,
+                                               spec.out_channels_per_group, spec.groups,
+                                               ctx.dtype, ctx.tasks)]))
+    kind = "pointwise" if spec.kernel_size == (1, 1) else "conv"
+    groups = f", {spec.groups} groups" if spec.groups > 1 else ""
+    return f"{kind} {label}{groups} (register tiles)"
+
+
+def _tile(out_per_group: int, ctx) -> tuple:
+    """``(wide, MR, NR)`` of the tile a layer of ``out_per_group`` channels per group takes."""
+    wide = ctx.kernels.wide(out_per_group, ctx.dtype)
+    return (wide, *ctx.kernels.tile_shape(ctx.dtype, wide))
+
+
+def _bias(bias, dtype):
+    return (np.zeros(1, dtype), False) if bias is None else (bias, True)
+
+
+def _no_residual(ctx, dst, out_rows):
+    return ctx.ref(dst, True), out_rows, 0
+
+
+def _linear_steps(ctx: _Context, node: Node, steps: list) -> str:
+    src, dst = node.inputs[0], node.output
+    weight = node.attrs["weight"]
+    packed = ctx.packed.get(node.name)
+    if packed is None:
+        packed = ctx.packed[node.name] = ctx.kernels.pack(weight[:, :, None, None], 1,
+                                                          ctx.dtype)
+    images = np.arange(ctx.batch)
+    rows = ctx.buffer(src).pixel(images, 0, 0).astype(np.int64)
+    out_rows = ctx.buffer(dst).pixel(images, 0, 0).astype(np.int64)
+    steps.append(Step("", ctx.kernels.conv, [ctx.ref(src, True), rows, np.zeros(1, np.int64),
+                                             weight.shape[1], 1, *packed, ctx.ref(dst, True),
+                                             out_rows, weight.shape[0],
+                                             *_bias(node.attrs["bias"], ctx.dtype),
+                                             *ctx.epilogue(node),
+                                             *_no_residual(ctx, dst, out_rows),
+                                             *_tile(weight.shape[0], ctx),
+                                             *ctx.kernels.schedule(ctx.batch, weight.shape[1],
+                                                                   weight.shape[0], 1,
+                                                                   ctx.dtype, ctx.tasks)]))
+    return f"linear {weight.shape[1]}->{weight.shape[0]} (register tiles)"
+
+
+def _liveness(graph: Graph, steps: list, buffers: list, buffer_of: dict) -> None:
+    """Each buffer's first (writing) and last (reading) step."""
+    node_steps: dict[str, list[int]] = {}
+    for i, step in enumerate(steps):
+        node_steps.setdefault(step.node, []).append(i)
+    for b in buffers:
+        b.first, b.last = math.inf, -1
+    for i, step in enumerate(steps):
+        for arg in step.args:
+            if isinstance(arg, Ref):
+                b = buffers[arg.buffer]
+                b.first, b.last = min(b.first, i), max(b.last, i)
+    buffers[buffer_of[graph.output]].last = len(steps)  # read by the output conversion
+    for b in buffers:
+        if b.last < 0:  # written by nothing and read by nothing: a value no step uses
+            b.first = b.last = 0
+
+
+def _place(buffers: list, batch: int, dtype, output: int) -> tuple[int, list[int]]:
+    """Offsets in one arena: buffers that are live at the same step never overlap (largest
+    first, each at the lowest offset that fits). Returns the arena's length and the buffers
+    whose border no other buffer's memory touches (zeroed once, not every call)."""
+    align = max(1, _ALIGN // np.dtype(dtype).itemsize)
+    placed: list[Buffer] = []
+    for b in sorted(buffers, key=lambda b: -b.size(batch)):
+        size = b.size(batch)
+        clashes = sorted((p.offset, p.offset + p.size(batch)) for p in placed
+                         if p.first <= b.last and b.first <= p.last)
+        offset = 0
+        for lo, hi in clashes:
+            if offset + size <= lo:
+                break
+            offset = max(offset, -(-hi // align) * align)
+        b.offset = offset
+        placed.append(b)
+    end = max((b.offset + b.size(batch) for b in buffers), default=0)
+    static = []
+    for i, b in enumerate(buffers):
+        lo, hi = b.offset, b.offset + b.size(batch)
+        if any(b.border) and not any(o is not b and o.offset < hi and lo < o.offset + o.size(
+                batch) for o in buffers):
+            static.append(i)
+    return end, static

@@ -1,0 +1,142 @@
+"""``Network.from_torch``: an eval-mode ``torch.nn.Sequential`` (nested ones too) as a graph.
+
+The layers' parameters are copied: changing the module afterwards does not change the plan.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..spec import ConvSpec, PoolSpec
+from .graph import INPUT, RELU, RELU6, Activation, Graph, Node
+
+SUPPORTED = ("Conv2d", "BatchNorm2d", "ReLU", "ReLU6", "Hardtanh", "Identity", "Dropout",
+             "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "Linear")
+
+
+def _layers(module, prefix=""):
+    """``(name, layer)`` of a Sequential, nested Sequentials opened in place."""
+    import torch
+
+    for key, layer in module.named_children():
+        name = f"{prefix}{key}"
+        if type(layer) is torch.nn.Sequential:
+            yield from _layers(layer, f"{name}.")
+        else:
+            yield name, layer
+
+
+def _numpy(tensor, dtype):
+    return np.array(tensor.detach().cpu().numpy(), dtype=dtype, copy=True)
+
+
+def _dtype(module) -> np.dtype:
+    import torch
+
+    dtypes = {p.dtype for p in module.parameters()} | {b.dtype for b in module.buffers()
+                                                        if b.is_floating_point()}
+    if not dtypes:
+        return np.dtype(np.float32)
+    if len(dtypes) > 1 or dtypes - {torch.float32, torch.float64}:
+        raise TypeError(f"Network.from_torch needs a module whose parameters are all float32 "
+                        f"or all float64, but got {sorted(str(d) for d in dtypes)}")
+    return np.dtype(np.float64 if dtypes == {torch.float64} else np.float32)
+
+
+def from_torch(module) -> Graph:
+    """The graph of an eval-mode Sequential.
+
+    Raises
+    ------
+    TypeError
+        Not a Sequential, a layer not supported, or parameters of mixed dtypes.
+    ValueError
+        A module in training mode, or a layer's setting the plan does not serve.
+    """
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"Network.from_torch expects a torch.nn.Module, but got "
+                        f"{type(module).__name__}")
+    if type(module) is not torch.nn.Sequential:
+        raise TypeError(f"Network.from_torch expects a torch.nn.Sequential (nested ones too), "
+                        f"but got {type(module).__name__}")
+    layers = list(_layers(module))
+    for name, layer in [("", module), *layers]:
+        if layer.training:
+            where = f"layer {name} ({type(layer).__name__}) is" if name else "the module is"
+            raise ValueError(f"Network.from_torch needs a module in eval mode, but {where} "
+                             "in training mode: call .eval() first")
+    dtype = _dtype(module)
+    nodes, value = [], INPUT
+    for i, (name, layer) in enumerate(layers):
+        label = f"layer {name} ({type(layer).__name__})"
+        kind = type(layer).__name__
+        if kind not in SUPPORTED or type(layer).__module__.split(".")[0] != "torch":
+            raise TypeError(f"{label} is not supported by Network.from_torch; supported: "
+                            f"{', '.join(SUPPORTED)}")
+        node = _node(layer, kind, label, dtype, value, f"v{i}")
+        nodes.append(node)
+        value = node.output
+    return Graph(nodes, value, dtype, source="torch")
+
+
+def _node(layer, kind, label, dtype, value, output) -> Node:
+    def node(op, **attrs):
+        return Node(op, (value,), output, label, attrs)
+
+    if kind == "Conv2d":
+        if layer.padding_mode != "zeros":
+            raise ValueError(f"{label}: padding_mode={layer.padding_mode!r} is not supported "
+                             "by Network.from_torch, only 'zeros'")
+        spec = ConvSpec(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                        layer.padding, layer.dilation, layer.groups, layer.bias is not None)
+        bias = None if layer.bias is None else _numpy(layer.bias, dtype)
+        return node("conv", spec=spec, weight=_numpy(layer.weight, dtype), bias=bias)
+    if kind == "BatchNorm2d":
+        if layer.running_mean is None or layer.running_var is None:
+            raise ValueError(f"{label} keeps no running statistics (track_running_stats=False): "
+                             "it normalises each batch by its own, which a plan cannot fold")
+        mean = _numpy(layer.running_mean, np.float64)
+        var = _numpy(layer.running_var, np.float64)
+        scale = 1 / np.sqrt(var + layer.eps)
+        if layer.weight is not None:
+            scale = scale * _numpy(layer.weight, np.float64)
+        shift = -mean * scale
+        if layer.bias is not None:
+            shift = shift + _numpy(layer.bias, np.float64)
+        return node("batchnorm", scale=scale, shift=shift)
+    if kind == "ReLU":
+        return node("act", act=RELU)
+    if kind == "ReLU6":
+        return node("act", act=RELU6)
+    if kind == "Hardtanh":
+        return node("act", act=Activation("clamp", float(layer.min_val), float(layer.max_val)))
+    if kind in ("Identity", "Dropout"):
+        return node("identity")
+    if kind == "MaxPool2d":
+        if layer.return_indices:
+            raise ValueError(f"{label}: return_indices=True is not supported by "
+                             "Network.from_torch")
+        return node("maxpool", pool=PoolSpec("max", 1, layer.kernel_size, layer.stride,
+                                             layer.padding, layer.dilation, layer.ceil_mode))
+    if kind == "AvgPool2d":
+        return node("avgpool", pool=PoolSpec("avg", 1, layer.kernel_size, layer.stride,
+                                             layer.padding, 1, layer.ceil_mode,
+                                             layer.count_include_pad, layer.divisor_override))
+    if kind == "AdaptiveAvgPool2d":
+        size = layer.output_size
+        if size not in (1, (1, 1), [1, 1]):
+            raise ValueError(f"{label}: output_size={size} is not supported by "
+                             "Network.from_torch, only 1 (global average pooling)")
+        return node("gap")
+    if kind == "Flatten":
+        if layer.start_dim != 1 or layer.end_dim != -1:
+            raise ValueError(f"{label}: only Flatten(start_dim=1, end_dim=-1) is supported by "
+                             f"Network.from_torch, but got start_dim={layer.start_dim} and "
+                             f"end_dim={layer.end_dim}")
+        return node("flatten")
+    # Linear
+    bias = None if layer.bias is None else _numpy(layer.bias, dtype)
+    return node("linear", weight=_numpy(layer.weight, dtype), bias=bias)
+

@@ -1,0 +1,152 @@
+"""The network plan's kernels on their own, against NumPy: the GEMM tiles (every epilogue,
+both tile shapes, ragged pixels and channels, groups, taps) and the 3x3 depthwise row."""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+import pytest
+
+from fastconv.kernels.epilogue import ACTIVATIONS
+from fastconv.kernels.numba.microkernel import depthwise_block, tile_shape
+from fastconv.kernels.numba.nhwc.conv import conv, pack, schedule, wide
+from fastconv.kernels.numba.nhwc.depthwise import depthwise, depthwise_3x3
+
+from helpers import DTYPES
+
+ACT = {  # name -> (lo, hi, alpha, beta), NumPy's version
+    "none": ((0, 0, 0, 0), lambda y: y),
+    "clamp": ((-0.5, 0.7, 0, 0), lambda y: np.clip(y, -0.5, 0.7)),
+    "leaky": ((0, 0, 0.1, 0), lambda y: np.where(y < 0, 0.1 * y, y)),
+    "hardsigmoid": ((0, 0, 0.2, 0.5), lambda y: np.clip(0.2 * y + 0.5, 0, 1)),
+    "hardswish": ((0, 0, 0, 0), lambda y: y * np.clip(y / 6 + 0.5, 0, 1)),
+    "sigmoid": ((0, 0, 0, 0), lambda y: 1 / (1 + np.exp(-y))),
+}
+
+
+def _conv_problem(rng, dtype, n, c, h, w, o, k, stride, pad, dilation, groups):
+    """A bordered NHWC input, its tables, and the expected NHWC output (before epilogue)."""
+    x = rng.standard_normal((n, h + 2 * pad, w + 2 * pad, c)).astype(dtype)
+    x[:, :pad] = x[:, h + pad:] = 0
+    x[:, :, :pad] = x[:, :, w + pad:] = 0
+    weight = rng.standard_normal((o, c // groups, k, k)).astype(dtype)
+    ho = (h + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+    wo = (w + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+    nn, oh, ow = np.meshgrid(np.arange(n), np.arange(ho), np.arange(wo), indexing="ij")
+    rows = (((nn * (h + 2 * pad) + oh * stride) * (w + 2 * pad) + ow * stride) * c).ravel()
+    taps = np.array([(i * dilation * (w + 2 * pad) + j * dilation) * c for i in range(k)
+                     for j in range(k)], np.int64)
+    expected = np.zeros((n, ho, wo, o))
+    cg, og = c // groups, o // groups
+    for i in range(k):
+        for j in range(k):
+            patch = x[:, i * dilation:i * dilation + stride * (ho - 1) + 1:stride,
+                      j * dilation:j * dilation + stride * (wo - 1) + 1:stride]
+            for g in range(groups):
+                expected[..., g * og:(g + 1) * og] += (
+                    patch[..., g * cg:(g + 1) * cg].astype(np.float64)
+                    @ weight[g * og:(g + 1) * og, :, i, j].T.astype(np.float64))
+    out_rows = (((nn * ho + oh) * wo + ow) * o).ravel()
+    return x, weight, rows.astype(np.int64), taps, out_rows.astype(np.int64), expected
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("act", list(ACT))
+@pytest.mark.parametrize("res_mode", [0, 1, 2])
+@pytest.mark.parametrize("shape", [
+    (2, 3, 11, 9, 10, 3, 2, 1, 1, 1),    # few channels, a narrow ragged panel
+    (1, 16, 7, 7, 40, 1, 1, 0, 1, 1),    # pointwise: the wide tile, ragged
+    (3, 8, 9, 13, 12, 3, 1, 2, 2, 2),    # groups and dilation
+    (1, 5, 6, 6, 100, 2, 1, 0, 1, 1),    # an even kernel, two wide panels
+    (1, 32, 4, 5, 33, 1, 1, 0, 1, 1),    # 20 pixels: a full tile, then 4, 4 (or 2), ...
+])
+def test_conv_tiles_match_numpy(shape, res_mode, act, dtype):
+    rng = np.random.default_rng(zlib.crc32(repr((shape, res_mode, act)).encode()))
+    n, c, h, w, o, k, stride, pad, dilation, groups = shape
+    x, weight, rows, taps, out_rows, expected = _conv_problem(rng, dtype, *shape)
+    bias = rng.standard_normal(o).astype(dtype)
+    residual = rng.standard_normal(expected.size).astype(dtype)
+    packed, panel = pack(weight, groups, dtype)
+    (lo, hi, alpha, beta), numpy_act = ACT[act]
+    out = np.full(expected.size, np.nan, dtype)
+    grid = schedule(len(rows), k * k * (c // groups), o // groups, groups, dtype, 2)
+    is_wide = wide(o // groups, dtype)
+    conv(x.ravel(), rows, taps, c // groups, groups, packed, panel, out, out_rows, o // groups,
+         bias, True, ACTIVATIONS[act], *(np.dtype(dtype).type(v) for v in (lo, hi, alpha, beta)),
+         residual, out_rows, res_mode, is_wide, *tile_shape(dtype, is_wide), *grid)
+    y = expected.ravel() + np.tile(bias, len(rows))
+    if res_mode == 1:
+        y = y + residual
+    y = numpy_act(y)
+    if res_mode == 2:
+        y = y + residual
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(out, y, rtol=tol, atol=tol)
+
+
+def test_clamp_keeps_nan():
+    rng = np.random.default_rng(0)
+    x, weight, rows, taps, out_rows, expected = _conv_problem(rng, np.float32, 1, 4, 3, 3, 8, 1,
+                                                              1, 0, 1, 1)
+    x[0, 1, 1, 2] = np.nan
+    packed, panel = pack(weight, 1, np.float32)
+    out = np.zeros(expected.size, np.float32)
+    f = np.float32
+    conv(x.ravel(), rows, taps, 4, 1, packed, panel, out, out_rows, 8, np.zeros(1, f), False,
+         ACTIVATIONS["clamp"], f(0), f(math.inf), f(0), f(0), out, out_rows, 0, False,
+         *tile_shape(f), *schedule(9, 4, 8, 1, f, 2))
+    assert np.isnan(out.reshape(9, 8)[4]).all() and not np.isnan(out.reshape(9, 8)[3]).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("channels", [5, 16, 37, 64])
+@pytest.mark.parametrize("stride, dilation", [(1, 1), (2, 1), (1, 2)])
+def test_depthwise_row_matches_numpy(channels, stride, dilation, dtype):
+    rng = np.random.default_rng(channels + 10 * stride + 100 * dilation)
+    n, h, w, pad = 2, 9, 10, dilation
+    x = np.zeros((n, h + 2 * pad + 2, w + 2 * pad + 2, channels), dtype)  # a wider border
+    x[:, 1 + pad:1 + pad + h, 1 + pad:1 + pad + w] = rng.standard_normal((n, h, w, channels))
+    weight = rng.standard_normal((9, channels)).astype(dtype)
+    bias = rng.standard_normal(channels).astype(dtype)
+    ho = (h + 2 * pad - 2 * dilation - 1) // stride + 1
+    wo = (w + 2 * pad - 2 * dilation - 1) // stride + 1
+    out = np.full((n, ho + 1, wo + 3, channels), np.nan, dtype)
+    f = np.dtype(dtype).type
+    depthwise_3x3(x, 1, 1, weight, bias, out, 1, 2, ho, wo, stride, stride, dilation, dilation,
+                  ACTIVATIONS["clamp"], f(0), f(6), f(0), f(0), depthwise_block(dtype), 2)
+    expected = np.broadcast_to(bias, (n, ho, wo, channels)).astype(np.float64)
+    for t in range(9):
+        i, j = divmod(t, 3)
+        expected = expected + weight[t] * x[:, 1 + i * dilation:1 + i * dilation + stride *
+                                            (ho - 1) + 1:stride, 1 + j * dilation:1 + j *
+                                            dilation + stride * (wo - 1) + 1:stride]
+    np.testing.assert_allclose(out[:, 1:, 2:2 + wo], np.clip(expected, 0, 6),
+                               rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+    assert np.isnan(out[:, 0]).all() and np.isnan(out[:, :, -1]).all()  # outside: untouched
+
+
+def test_generic_depthwise_with_a_multiplier():
+    rng = np.random.default_rng(3)
+    x = np.zeros((1, 9, 9, 3))
+    x[:, 2:7, 2:7] = rng.standard_normal((1, 5, 5, 3))
+    weight = rng.standard_normal((25, 6))
+    bias = np.zeros(6)
+    out = np.zeros((1, 3, 3, 6))
+    depthwise(x, 0, 0, weight, 5, 5, 2, bias, out, 0, 0, 3, 3, 2, 2, 1, 1, 0, 0.0, 0.0, 0.0,
+              0.0, 2)
+    expected = np.zeros((1, 3, 3, 6))
+    for c in range(6):
+        for i in range(5):
+            for j in range(5):
+                expected[0, :, :, c] += weight[i * 5 + j, c] * x[0, i:i + 5:2, j:j + 5:2, c // 2]
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_schedule_splits_pixels_on_a_tie_and_blocks_by_traffic():
+    # many pixels: split the pixels; few pixels, many channels: split the panels
+    assert schedule(12544, 288, 64, 1, np.float32, 2)[:2] == (2, 1)
+    assert schedule(49, 1024, 1024, 1, np.float32, 2)[:2] == (1, 2)
+    tile_groups, unit_groups, block = schedule(196, 4608, 512, 1, np.float32, 2)
+    assert block >= -(-196 // tile_shape(np.float32, True)[0]) // tile_groups  # one block
