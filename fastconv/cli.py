@@ -192,7 +192,8 @@ def cmd_flops(args) -> int:
 
 # --- profile ----------------------------------------------------------------------------------
 
-PEERS = ("torch", "onnxruntime")
+PEERS = ("torch", "onnxruntime", "openvino")
+PLAN_ENGINES = ("per-call", "torch", "onnxruntime", "openvino", "litert")
 
 
 def _writable_file(path):
@@ -276,8 +277,55 @@ def _print_profile(console, args, results, peaks, threads):
             f"MACs, {full['total']['seconds'] / sep['total']['seconds']:.2f}x less time")
 
 
+def cmd_profile_plan(args) -> int:
+    """``fastconv profile MODEL --plan``: fastconv.Network beside the engines."""
+    from rich.console import Console
+
+    engines = [e for e in (args.compare or "per-call,torch,onnxruntime").split(",") if e]
+    for engine in engines:
+        if engine not in PLAN_ENGINES:
+            raise CliError(f"unknown engine {engine!r} for --compare with --plan; expected some "
+                           f"of {','.join(PLAN_ENGINES)}")
+    if getattr(args, "pass") != "forward":
+        raise CliError("--plan profiles inference: --pass must be forward")
+    if args.json:
+        _writable_file(args.json)
+    import torch  # noqa: F401  (before fastconv's thread pool: see fastconv.runtime)
+
+    from .bench import profile, rows
+
+    _build_model(args)  # a bad model name or option fails here
+    threads = _threads(args)
+    with Console(stderr=True).status("timing the plan and the engines"):
+        result = profile.profile_plan(args.model, batch=args.batch, bn_relu=not args.convs_only,
+                                      alpha=args.alpha, resolution=args.resolution,
+                                      dtype=args.dtype, engines=engines, budget=args.budget,
+                                      threads=threads)
+    console = _console()
+    what = "convolutions only" if args.convs_only else "batch norm and ReLU after every convolution"
+    title = (f"{args.model} {args.alpha:g}-{args.resolution} ({what}), batch {args.batch}, "
+             f"{args.dtype}, {threads} threads: fastconv.Network node by node")
+    header, body, total = rows.plan_rows(result)
+    console.print(rows.rich(title, header, body, left=("node", "kernel", "input -> output"),
+                            total=total))
+    header, body = rows.engine_rows(result)
+    console.print(rows.rich("Whole network, interleaved with a pause of "
+                            f"{result['settings']['settle']:g} s before each engine's calls",
+                            header, body, left=("engine",)))
+    plan = result["plan"]
+    if plan is not None:
+        console.print(f"plan: sum of nodes {plan['sum_of_nodes'] * 1e3:.2f} ms, whole call "
+                      f"{plan['seconds'] * 1e3:.2f} ms back to back, arena "
+                      f"{plan['arena_bytes'] / 2**20:.1f} MiB")
+    if args.json:
+        _write_json(args.json, result)
+    return 0
+
+
 def cmd_profile(args) -> int:
     """Profile a network: per-layer wall time against FLOPs, the machine's peak and peers."""
+    if args.plan:
+        return cmd_profile_plan(args)
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -295,7 +343,7 @@ def cmd_profile(args) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise CliError("--plot needs matplotlib: pip install 'fastconv[plot]'") from None
-    if "torch" in compare or "onnxruntime" in compare:
+    if set(compare) & {"torch", "onnxruntime", "openvino"}:
         # before fastconv starts its thread pool, so each library keeps its own OpenMP
         # runtime and wait policy (see fastconv.config)
         from .bench import peers as peer_module
@@ -484,7 +532,13 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--budget", type=_positive_float, default=5.0,
                       help="seconds of interleaved timing passes (default 5)")
     prof.add_argument("--compare", default="", metavar="PEERS",
-                      help="comma-separated peers: torch,onnxruntime")
+                      help="comma-separated peers: torch,onnxruntime,openvino (with --plan: "
+                           "per-call,torch,onnxruntime,openvino,litert; default the first three)")
+    prof.add_argument("--plan", action="store_true",
+                      help="profile fastconv.Network (the network planned once) beside the "
+                           "engines, node by node")
+    prof.add_argument("--convs-only", action="store_true",
+                      help="with --plan: the convolutions alone, no batch norm or ReLU")
     prof.add_argument("--json", metavar="FILE", help="write the records as JSON")
     prof.add_argument("--csv", metavar="FILE", help="write the per-layer records as CSV")
     prof.add_argument("--plot", metavar="DIR", help="write PNG figures into DIR (matplotlib)")

@@ -188,3 +188,36 @@ def test_cli_plot_into_a_file_fails_cleanly(tmp_path, capsys):
     blocker.write_text("")
     assert cli.main(["profile", "mobilenet-v1", "--plot", str(blocker)]) == 2
     assert f"cannot create {blocker}" in capsys.readouterr().err
+
+
+@needs_torch
+def test_profile_plan_times_the_plan_beside_the_engines():
+    result = profile.profile_plan(alpha=0.25, resolution=64, engines=("per-call", "torch",
+                                                                       "onnxruntime"),
+                                  budget=0.05, settle=0.0)
+    engines = result["engines"]
+    assert {"plan", "per-call", "torch"} <= set(engines)
+    assert all(e["seconds"] > 0 and e["seconds_median"] >= e["seconds"]
+               for e in engines.values())
+    names = [n["name"] for n in result["nodes"]]
+    assert names[0] == "input" and names[-1] == "output"
+    convs = [n for n in result["nodes"] if n["op"] in ("conv", "linear")]
+    assert len(convs) == 28 and all(n["flops"] > 0 for n in convs)
+    if peers.onnxruntime_available():  # ONNX Runtime's kernels, one per layer, in order
+        assert all(n["onnxruntime"]["seconds"] >= 0 for n in convs)
+        assert convs[-1]["onnxruntime"]["op"] in ("Gemm", "FusedGemm", "MatMul")
+    assert result["plan"]["arena_bytes"] > 0
+
+
+@needs_torch
+def test_cli_profile_plan(tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    status = cli.main(["profile", "mobilenet-v1", "--plan", "--alpha", "0.25", "--resolution",
+                       "64", "--budget", "0.05", "--compare", "per-call,torch", "--json",
+                       str(out)])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "fastconv.Network node by node" in printed and "plan / engine" in printed
+    assert set(json.loads(out.read_text())["engines"]) == {"plan", "per-call", "torch"}
+    assert cli.main(["profile", "mobilenet-v1", "--plan", "--compare", "tensorflow"]) == 2
+    assert "unknown engine 'tensorflow'" in capsys.readouterr().err

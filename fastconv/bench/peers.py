@@ -223,6 +223,68 @@ class OnnxRuntimeNet:
         return self._layer_times
 
 
+class OpenVinoNet:
+    """The network compiled by OpenVINO for the CPU, float32 and the latency hint, as
+    :class:`OnnxRuntimeNet` runs it: :meth:`run` is the whole network's figure, and a second
+    compiled model with OpenVINO's per-node counters on times the layers."""
+
+    name = "openvino"
+
+    def __init__(self, net, params, x0, threads=None):
+        import openvino as ov
+
+        from . import engines
+
+        model = _torch_layers(net, params).to(_torch_dtype(x0.dtype))
+        onnx = engines.onnx_bytes(model, x0)
+        self.layers, self.x0 = len(net), x0
+        self._request = _openvino_request(ov, onnx, threads, profiled=False)
+        self._profiled = _openvino_request(ov, onnx, threads, profiled=True)
+        self._passes: list[list[float]] = []
+
+    def run(self):
+        return self._request.infer({0: self.x0})
+
+    def run_profiled(self):
+        out = self._profiled.infer({0: self.x0})
+        convs = [p.real_time.total_seconds() for p in self._profiled.get_profiling_info()
+                 if p.node_type in ("Convolution", "GroupConvolution")
+                 and str(p.status).endswith("EXECUTED")]
+        if len(convs) != self.layers:
+            raise RuntimeError(f"OpenVINO's profile has {len(convs)} convolutions for a network "
+                               f"of {self.layers} layers")
+        self._passes.append(convs)
+        return out
+
+    def layer_times(self) -> list[list[float]]:
+        """Seconds per layer of every :meth:`run_profiled` pass, in order."""
+        return self._passes
+
+
+def _openvino_request(ov, onnx: bytes, threads, profiled: bool):
+    import tempfile
+
+    core = ov.Core()
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+              "PERF_COUNT": profiled}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        with open(path, "wb") as fh:
+            fh.write(onnx)
+        return core.compile_model(core.read_model(path), "CPU", config).create_infer_request()
+
+
+def openvino_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 _CONV_OPS = ("Conv", "FusedConv")
 
 

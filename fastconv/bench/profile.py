@@ -14,6 +14,7 @@ from .. import api, dispatch
 from ..kernels.algorithms import serves
 from ..spec import ConvSpec
 from . import peers
+from . import harness
 from .harness import SETTLE, Timing, pause
 
 
@@ -88,6 +89,8 @@ def layer_candidates(spec: ConvSpec, x, weight, *, algorithms: Iterable[str] | N
 # --- networks ---------------------------------------------------------------------------------
 
 MODES = ("forward", "backward", "both")
+# the peers that run the whole network in one session (forward only), and their names
+WHOLE = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
 def network_weights(net, dtype, seed: int = 0):
@@ -344,8 +347,14 @@ def _peer_runners(names, net, params, x0, threads):
                     raise ImportError("the ONNX models are exported with torch.onnx, and torch "
                                       "is not installed")
                 whole["onnxruntime"] = peers.OnnxRuntimeNet(net, params, x0, threads)
+            elif name == "openvino":
+                if not (peers.openvino_available() and peers.torch_available()):
+                    raise ImportError("openvino, onnx and torch (to export the model) are "
+                                      "needed")
+                whole["openvino"] = peers.OpenVinoNet(net, params, x0, threads)
             else:
-                raise ValueError(f"unknown peer {name!r}; expected torch or onnxruntime")
+                raise ValueError(f"unknown peer {name!r}; expected torch, onnxruntime or "
+                                 "openvino")
         except ValueError:
             raise
         except Exception as exc:  # a peer that cannot run is a finding, not a crash
@@ -384,7 +393,7 @@ def profile_network(net, *, batch=1, dtype="float32", algorithm="auto", backend=
     mode : {"forward", "backward", "both"}
     budget : float
         Seconds of interleaved timing passes (after one warm-up pass).
-    compare : sequence of {"torch", "onnxruntime"}
+    compare : sequence of {"torch", "onnxruntime", "openvino"}
     threads : int, optional
     machine : fastconv.machine.Machine, optional
         Peaks to compare against (measured by the caller; None leaves the % columns out).
@@ -438,7 +447,7 @@ def profile_network(net, *, batch=1, dtype="float32", algorithm="auto", backend=
                    **timed_counts(flops, nbytes, times, total_flops, total_time, machine, dtype),
                    peers={})
         for peer, peer_timings in peer_layers.items():
-            ptimes = peer_timings.layer_times(i, "forward" if peer == "onnxruntime" else mode)
+            ptimes = peer_timings.layer_times(i, "forward" if peer in WHOLE else mode)
             rec["peers"][peer] = dict(seconds=min(ptimes),
                                       seconds_median=statistics.median(ptimes))
         records.append(rec)
@@ -460,9 +469,9 @@ def profile_network(net, *, batch=1, dtype="float32", algorithm="auto", backend=
     for name, timing in whole_timings.items():
         peer_totals[name] = dict(seconds=timing.min, seconds_median=timing.median,
                                  measured="one session for the whole network; its layers "
-                                          "by ONNX Runtime's profiler")
-    if "onnxruntime" in peer_totals and mode != "forward":
-        peer_totals["onnxruntime"]["note"] = "forward only: ONNX Runtime does not train"
+                                          f"by {WHOLE[name]}'s profiler")
+        if mode != "forward":
+            peer_totals[name]["note"] = f"forward only: {WHOLE[name]} does not train"
     return dict(
         settings=dict(batch=batch, dtype=dtype.name, algorithm=algorithm, backend=backend,
                       mode=mode, threads=threads, budget=budget),
@@ -470,3 +479,84 @@ def profile_network(net, *, batch=1, dtype="float32", algorithm="auto", backend=
         layers=records, total=total,
         peers=dict(totals=peer_totals, missing=missing),
     )
+
+
+# --- the network plan -------------------------------------------------------------------------
+
+PLAN_SETTLE = 0.25
+
+
+def profile_plan(model="mobilenet-v1", *, batch=1, bn_relu=True, alpha=1.0, resolution=224,
+                 dtype="float32", engines=("per-call", "torch", "onnxruntime"), budget=2.0,
+                 threads=None, settle=PLAN_SETTLE, seed=0, progress=None):
+    """``fastconv.Network`` on a model beside the engines: the whole network in each, and
+    the plan's node table beside ONNX Runtime's kernels.
+
+    Each engine runs the same torch module (:func:`fastconv.bench.engines.torch_model`), in
+    interleaved rounds with a pause of ``settle`` seconds before each engine's burst of calls;
+    a figure is the minimum (and median) over the calls.
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``settings``, ``engines`` (name -> seconds, median; or the reason it did
+        not run), ``nodes`` (the plan's profile rows, each with ONNX Runtime's time for the
+        same layer where it ran one) and ``plan`` (its whole-call profile figures).
+    """
+    from .. import config
+    from . import engines as engine_module
+
+    if threads is not None:
+        config.set_num_threads(threads)
+    threads = config.get_num_threads()
+    module = engine_module.torch_model(model, bn_relu, True, alpha, resolution, dtype, seed)
+    x = np.random.default_rng(seed + 1).standard_normal((batch, 3, resolution, resolution))
+    x = x.astype(dtype)
+    onnx = None
+    calls, missing = {}, {}
+    # the plan last: OpenVINO forks a helper when it compiles, which Numba's started thread
+    # pool warns about
+    for name in (*[e for e in engines if e != "plan"], "plan"):
+        why = engine_module.available(name)
+        if why is not None:
+            missing[name] = why
+            continue
+        try:
+            if name in ("onnxruntime", "openvino") and onnx is None:
+                onnx = engine_module.onnx_bytes(module, x)
+            calls[name] = engine_module.engine(name, module, x, threads, onnx)
+        except Exception as exc:  # an engine that cannot run is a finding, not a crash
+            missing[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    timings = harness.measure(calls, budget=budget, settle=settle if len(calls) > 1 else 0.0,
+                              burst=3, min_repeats=5)
+    plan = calls["plan"].__closure__[0].cell_contents if "plan" in calls else None
+    profile = plan.profile(x, budget=min(budget, 2.0)) if plan is not None else None
+    rows = profile.rows if profile is not None else []
+    if onnx is not None and "onnxruntime" in calls:
+        _beside_ort(rows, engine_module.ort_node_times(onnx, x, threads))
+    flops = 2 * sum(n.macs for n in profile.plan.nodes) if profile is not None else 0
+    return dict(
+        settings=dict(model=model, batch=batch, bn_relu=bn_relu, alpha=alpha,
+                      resolution=resolution, dtype=np.dtype(dtype).name, threads=threads,
+                      budget=budget, settle=settle),
+        engines={name: dict(seconds=t.min, seconds_median=t.median,
+                            first_call_seconds=t.first_call, gflops=flops / t.min / 1e9)
+                 for name, t in timings.items()},
+        missing=missing, nodes=rows,
+        plan=None if profile is None else dict(
+            seconds=profile.seconds, sum_of_nodes=profile.sum_of_nodes,
+            arena_bytes=profile.plan.arena_bytes, flops=flops))
+
+
+_ORT_COMPUTE = ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul")
+
+
+def _beside_ort(rows, ort_nodes):
+    """Give each of the plan's convolution and linear rows the time of ONNX Runtime's
+    matching kernel: both run the network's convolutions and its classifier in order."""
+    ours = [r for r in rows if r["op"] in ("conv", "linear")]
+    theirs = [t for t in ort_nodes if t[1] in _ORT_COMPUTE]
+    if len(ours) != len(theirs):
+        return
+    for row, (name, op, seconds) in zip(ours, theirs):
+        row["onnxruntime"] = dict(node=name, op=op, seconds=seconds)

@@ -20,7 +20,7 @@ import numpy as np
 from .. import __version__, api, config, models, runtime, workspace
 from ..spec import ConvSpec
 from . import harness, machine, profile
-from .rows import markdown, profile_rows
+from .rows import markdown, plan_rows, profile_rows
 from .rows import ms as _ms
 from .rows import ratio as _ratio
 
@@ -350,7 +350,13 @@ def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
             compare=[p for p in compare if mode == "forward" or p == "torch"], machine=peaks)
         result["model"] = model
         results[(model, mode, batch)] = result
-    sections = [_head(peaks, threads), _networks_section(results)]
+    plans = {}
+    for case in PLAN_RUNS:
+        model, bn_relu, batch = case
+        progress(f"the plan: {model}{'' if bn_relu else ' (convolutions only)'}, batch {batch}")
+        plans[case] = profile.profile_plan(model, batch=batch, bn_relu=bn_relu,
+                                           engines=PLAN_ENGINES, budget=budget, threads=threads)
+    sections = [_head(peaks, threads), _plan_section(plans), _networks_section(results)]
     sections += [f"## {title}\n\n{totals_line(results[key])}\n\n{layer_table(results[key])}"
                  for key, title in LAYER_TABLES]
     sections.append(_separable_section(results))
@@ -384,6 +390,99 @@ def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
                         target_rows(results, layers, dilation, memory, cold)))
     sections[0] = sections[0].replace("{elapsed}", f"{time.time() - started:.0f} s")
     return "\n\n".join(sections) + "\n"
+
+
+PLAN_RUNS = (("mobilenet-v1", True, 1), ("mobilenet-v1", False, 1), ("mobilenet-v1", True, 8),
+             ("mobilenet-v1-full", True, 1))
+PLAN_ENGINES = ("per-call", "torch", "onnxruntime", "openvino", "litert")
+_PEERS = ("onnxruntime", "openvino", "litert")
+
+
+def _plan_label(case) -> str:
+    model, bn_relu, batch = case
+    return f"{model} {'+ BN + ReLU' if bn_relu else 'convolutions only'}, batch {batch}"
+
+
+def _plan_section(plans) -> str:
+    """fastconv.Network against every engine, its targets, and its nodes beside ONNX
+    Runtime's."""
+    rows = []
+    for case, result in plans.items():
+        e = result["engines"]
+        cells = [_ms(e[name]["seconds"]) if name in e else "n/a"
+                 for name in ("plan", *PLAN_ENGINES)]
+        peers = {n: e[n]["seconds"] for n in _PEERS if n in e}
+        fastest = min(peers, key=peers.get) if peers else None
+        rows.append([_plan_label(case), *cells, fastest or "",
+                     _ratio(e["plan"]["seconds"], peers[fastest]) if fastest else ""])
+    missing = sorted({f"{n} ({why})" for r in plans.values() for n, why in r["missing"].items()})
+    first = plans[PLAN_RUNS[0]]
+    header, body, total = plan_rows(first)
+    return (
+        "## The network plan (fastconv.Network), whole networks (float32, ms)\n\n"
+        "Every engine runs the same torch module (`fastconv.bench.engines.torch_model`: batch "
+        "norms with random statistics, ReLU, the classifier): the plan from `from_torch`, "
+        "fastconv's per-call API layer by layer (`per-call`), PyTorch, ONNX Runtime and "
+        "OpenVINO (float32) on its ONNX export, LiteRT (XNNPACK) on a Keras model with the same "
+        "weights. Interleaved rounds, a pause of "
+        f"{first['settings']['settle']:g} s before each engine's burst of three calls; the "
+        "minimum of the calls.\n\n"
+        + markdown(["network", *("plan", *PLAN_ENGINES), "fastest engine",
+                    "plan / fastest engine"], rows)
+        + ("\n\nNot measured: " + "; ".join(missing) + "." if missing else "")
+        + "\n\n### Targets of the plan\n\n"
+        + markdown(["target", "measured", "met"], plan_target_rows(plans))
+        + f"\n\n### {_plan_label(PLAN_RUNS[0])}: the plan node by node, beside ONNX Runtime's "
+          "kernels (its profiler, in the same session)\n\n"
+        + markdown(header, [*body, total]))
+
+
+def plan_target_rows(plans) -> list[list[str]]:
+    """The network plan's performance targets, each with this run's figures and whether it
+    is met ("n/a" where a peer did not run).
+
+    Parameters
+    ----------
+    plans : dict
+        :func:`fastconv.bench.profile.profile_plan` results keyed by ``(model, bn_relu,
+        batch)``, as :func:`run` measures them.
+    """
+    def seconds(case, engine):
+        result = plans.get(case)
+        if result is None or engine not in result["engines"]:
+            return None
+        return result["engines"][engine]["seconds"]
+
+    def judged(target, case, peers, limit):
+        ours = seconds(case, "plan")
+        theirs = {p: seconds(case, p) for p in peers if seconds(case, p) is not None}
+        if ours is None or not theirs:
+            return [target, "the peers were not measured", "n/a"]
+        best = min(theirs, key=theirs.get)
+        ratio = ours / theirs[best]
+        return [target, f"{_ms(ours)} ms against {best} {_ms(theirs[best])}: {ratio:.2f}x",
+                "yes" if ratio <= limit else "no"]
+
+    rows = [
+        judged("1. MobileNet v1 + BN + ReLU, batch 1: ≤ 0.9x the fastest of ONNX Runtime, "
+               "OpenVINO and LiteRT", ("mobilenet-v1", True, 1), _PEERS, 0.9),
+        judged("2. MobileNet v1 convolutions only, batch 1: ≤ 0.9x ONNX Runtime",
+               ("mobilenet-v1", False, 1), ("onnxruntime",), 0.9),
+        judged("3. The full-convolution twin + BN + ReLU, batch 1: ≤ 1.0x ONNX Runtime",
+               ("mobilenet-v1-full", True, 1), ("onnxruntime",), 1.0),
+        judged("4. MobileNet v1 + BN + ReLU, batch 8: ≤ 0.9x ONNX Runtime",
+               ("mobilenet-v1", True, 8), ("onnxruntime",), 0.9),
+    ]
+    pairs = [(case, seconds(case, "plan"), seconds(case, "per-call")) for case in plans]
+    pairs = [(c, p, q) for c, p, q in pairs if p is not None and q is not None]
+    target = "5. The plan is never slower than the same network as per-call fc.conv2d"
+    if not pairs:
+        rows.append([target, "the per-call API was not measured", "n/a"])
+    else:
+        worst = max(p / q for _, p, q in pairs)
+        rows.append([target, "; ".join(f"{_plan_label(c)}: {p / q:.2f}x" for c, p, q in pairs),
+                     "yes" if worst <= 1.0 else "no"])
+    return rows
 
 
 def _head(m, threads) -> str:

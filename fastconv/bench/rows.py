@@ -142,3 +142,44 @@ def pair_rows(comparison: dict):
     rows = [[p["layers"], human(p["macs_separable"]), human(p["macs_full"]), f"{p['ratio']:.4f}",
              f"{p['prediction']:.4f}"] for p in comparison["pairs"]]
     return header, rows
+
+
+def plan_rows(result: dict, digits: int = 3):
+    """The node table of :func:`fastconv.bench.profile.profile_plan`: ``(header, rows,
+    total)``, each node beside ONNX Runtime's kernel for the same layer where it ran one."""
+    with_ort = any("onnxruntime" in r for r in result["nodes"])
+    header = ["node", "kernel", "input -> output", "MFLOP", "ms", "GFLOP/s"]
+    if with_ort:
+        header += ["onnxruntime ms", "onnxruntime / plan"]
+    rows = []
+    for r in result["nodes"]:
+        shapes = f"{r['input']} -> {r['output']}" if r["input"] else ""
+        row = [r["name"], r["kernel"], shapes, f"{r['flops'] / 1e6:.1f}",
+               ms(r["seconds"], digits), f"{r['gflops']:.1f}"]
+        if with_ort:
+            ort = r.get("onnxruntime")
+            row += ["", ""] if ort is None else [ms(ort["seconds"], digits),
+                                                 ratio(ort["seconds"], r["seconds"])]
+        rows.append(row)
+    nodes = result["nodes"]
+    flops = sum(r["flops"] for r in nodes)
+    total_s = sum(r["seconds"] for r in nodes)
+    total = ["sum of nodes", "", "", f"{flops / 1e6:.1f}", ms(total_s), f"{flops / total_s / 1e9:.1f}"
+             if total_s else ""]
+    if with_ort:
+        ort_s = sum(r["onnxruntime"]["seconds"] for r in nodes if "onnxruntime" in r)
+        matched = sum(r["seconds"] for r in nodes if "onnxruntime" in r)
+        total += [ms(ort_s), ratio(ort_s, matched)]
+    return header, rows, total
+
+
+def engine_rows(result: dict):
+    """Each engine's whole-network time beside the plan's: ``(header, rows)``."""
+    engines = result["engines"]
+    plan = engines.get("plan", {}).get("seconds")
+    header = ["engine", "ms (min)", "ms (median)", "GFLOP/s", "plan / engine"]
+    rows = [[name, ms(e["seconds"]), ms(e["seconds_median"]), f"{e['gflops']:.0f}",
+             ratio(plan, e["seconds"])] for name, e in engines.items()]
+    rows += [[name, f"not measured: {why}", "", "", ""]
+             for name, why in result["missing"].items()]
+    return header, rows

@@ -56,6 +56,7 @@ GEMM_TILE_WIDE = {
     128: {"float32": (4, 12), "float64": (4, 6)},
 }
 # A core's L2 cache where the system does not say (the tiles' blocking fills half of it).
+# Not measured: the blocking reads the real size from sysfs.
 L2_BYTES = 1 << 20
 # How many weights ahead (elements) the tile prefetches, 0 for none: a layer's weights come
 # from memory on every call of a network, since the other layers' evicted them.
@@ -69,7 +70,7 @@ DEPTHWISE_VECTORS = {512: 2, 256: 1, 128: 1}
 
 # Parallel chunks per thread in each kernel of the plan: more than one, so that a thread that
 # wakes late (after the program idled) still gets a share, few enough that each chunk has
-# work. Re-measure: python -m fastconv.bench.plan_tuning tasks
+# work. Re-measure: pytest benches/bench_plan.py -k tasks --benchmark-only
 PLAN_TASKS_PER_THREAD = 1
 
 # --- winograd F(2x2, 3x3) ----------------------------------------------------------------

@@ -1,0 +1,124 @@
+"""The network plan's own kernels against the libraries', on MobileNet v1's shapes.
+
+The plan computes its GEMMs with register tiles of its own (``kernels/numba/microkernel.py``)
+instead of BLAS; these benchmarks are what justifies that (and re-measure the tile settings of
+``kernels/tuning.py``):
+
+    pytest benches/bench_microkernel.py --benchmark-only
+    pytest benches/bench_microkernel.py -k gemm --benchmark-only       # tile against OpenBLAS
+    pytest benches/bench_microkernel.py -k tile_shape --benchmark-only # narrow against wide
+    pytest benches/bench_microkernel.py -k prefetch --benchmark-only   # GEMM_PREFETCH
+    pytest benches/bench_microkernel.py -k depthwise --benchmark-only  # the 3x3 row
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv.kernels import tuning
+from fastconv.kernels.numba.microkernel import depthwise_block, tile_shape
+from fastconv.kernels.numba.nhwc import conv as conv_module
+from fastconv.kernels.numba.nhwc.conv import conv, schedule, wide
+from fastconv.kernels.numba.nhwc.depthwise import depthwise_3x3
+from fastconv.models import layer_names
+
+NET = fc.models.mobilenet_v1(include_fc=False)
+POINTWISE = [(n, s) for n, s in zip(layer_names(NET), NET) if s.kind == "pw"]
+DEPTHWISE = [(n, s) for n, s in zip(layer_names(NET), NET) if s.kind == "dw"]
+F = np.float32
+
+
+def _gemm(spec, variant=None, kernel=conv, batch=1):
+    """The pointwise layer's GEMM as the plan runs it: NHWC input, ReLU epilogue."""
+    pixels = batch * spec.input_size[0] * spec.input_size[1]
+    k, n = spec.in_channels, spec.out_channels
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(pixels * k).astype(F)
+    weight = rng.standard_normal((n, k, 1, 1)).astype(F)
+    is_wide = wide(n, F) if variant is None else variant == "wide"
+    mr, nr = tile_shape(F, is_wide)
+    w = np.zeros((-(-n // nr) * nr, k), F)
+    w[:n] = weight[:, :, 0, 0]
+    packed = np.ascontiguousarray(w.reshape(-1, nr, k).transpose(0, 2, 1)).reshape(-1)
+    rows = np.arange(pixels, dtype=np.int64) * k
+    out_rows = np.arange(pixels, dtype=np.int64) * n
+    out = np.empty(pixels * n, F)
+    grid = schedule(pixels, k, n, 1, F, fc.config.get_num_threads())
+    bias = np.zeros(n, F)
+    taps = np.zeros(1, np.int64)
+    return lambda: kernel(x, rows, taps, k, 1, packed, k * nr, out, out_rows, n, bias, True, 1,
+                          F(0), F(np.inf), F(0), F(0), out, out_rows, 0, is_wide, mr, nr, *grid)
+
+
+def _group(benchmark, name, layer, spec):
+    benchmark.group = f"{name} {layer} {spec.in_channels}->{spec.out_channels} at " \
+                      f"{spec.input_size[0]}x{spec.input_size[1]}"
+
+
+@pytest.mark.parametrize("impl", ["tile", "numpy"])
+@pytest.mark.parametrize("layer, spec", POINTWISE, ids=[n for n, _ in POINTWISE])
+def test_gemm(benchmark, layer, spec, impl):
+    """The plan's tile (bias and ReLU included) against numpy's matmul (OpenBLAS, neither)."""
+    if impl == "tile":
+        call = _gemm(spec)
+    else:
+        pixels = spec.input_size[0] * spec.input_size[1]
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((pixels, spec.in_channels)).astype(F)
+        b = rng.standard_normal((spec.in_channels, spec.out_channels)).astype(F)
+        out = np.empty((pixels, spec.out_channels), F)
+        call = lambda: np.matmul(a, b, out=out)  # noqa: E731
+    call()
+    _group(benchmark, "gemm", layer, spec)
+    benchmark(call)
+
+
+@pytest.mark.parametrize("variant", ["narrow", "wide"])
+@pytest.mark.parametrize("layer, spec", POINTWISE, ids=[n for n, _ in POINTWISE])
+def test_tile_shape(benchmark, layer, spec, variant):
+    """GEMM_TILE against GEMM_TILE_WIDE on every pointwise layer."""
+    call = _gemm(spec, variant)
+    call()
+    _group(benchmark, "tile shape", layer, spec)
+    benchmark(call)
+
+
+@pytest.mark.parametrize("distance", [0, 256, 512, 1024, 2048])
+@pytest.mark.parametrize("layer, spec", POINTWISE[::4], ids=[n for n, _ in POINTWISE[::4]])
+def test_prefetch(benchmark, monkeypatch, layer, spec, distance):
+    """GEMM_PREFETCH: the tile is compiled afresh for each distance (the cache holds one)."""
+    monkeypatch.setattr(tuning, "GEMM_PREFETCH", distance)
+    fresh = numba.njit(parallel=True, cache=False, nogil=True, boundscheck=False,
+                       error_model="numpy")(conv_module.conv.py_func)
+    call = _gemm(spec, kernel=fresh)
+    call()
+    _group(benchmark, "prefetch", layer, spec)
+    benchmark(call)
+
+
+@pytest.mark.parametrize("impl", ["plan", "per-call"])
+@pytest.mark.parametrize("layer, spec", DEPTHWISE, ids=[n for n, _ in DEPTHWISE])
+def test_depthwise(benchmark, layer, spec, impl):
+    """The plan's 3x3 row (NHWC, bordered, ReLU) against the per-call depthwise (NCHW)."""
+    (h, w), c = spec.input_size, spec.in_channels
+    ho, wo = spec.output_size
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((c, 1, 3, 3)).astype(F)
+    if impl == "plan":
+        x = rng.standard_normal((1, h + 2, w + 2, c)).astype(F)
+        out = np.empty((1, ho, wo, c), F)
+        w9 = np.ascontiguousarray(weight.reshape(c, 9).T)
+        s = spec.stride[0]
+        block = depthwise_block(F)
+        threads = fc.config.get_num_threads()
+        call = lambda: depthwise_3x3(x, 0, 0, w9, np.zeros(c, F), out, 0, 0, ho, wo,  # noqa
+                                     s, s, 1, 1, 1, F(0), F(np.inf), F(0), F(0), block, threads)
+    else:
+        x = rng.standard_normal((1, c, h, w)).astype(F)
+        call = lambda: fc.conv2d(x, weight, None, spec.stride, 1, 1, c)  # noqa: E731
+    call()
+    benchmark.group = f"depthwise {layer} {c}x{h}x{w} stride {spec.stride[0]}"
+    benchmark(call)

@@ -1,0 +1,66 @@
+"""fastconv.Network against the engines on whole networks: MobileNet v1 (batch norm and ReLU
+after every convolution, and the classifier) at batch 1 and 8, its convolutions alone, and the
+full-convolution twin; every engine runs the same torch module
+(``fastconv.bench.engines``).
+
+    pytest benches/bench_plan.py --benchmark-only
+    pytest benches/bench_plan.py --benchmark-only -k "batch1 and not full"
+    pytest benches/bench_plan.py --benchmark-only -k tasks     # PLAN_TASKS_PER_THREAD
+
+pytest-benchmark runs one benchmark after another, not interleaved; ``fastconv profile
+mobilenet-v1 --plan`` and ``fastconv report`` interleave the engines with a pause between
+them, which is how BENCHMARKS.md compares them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv.bench import engines
+from fastconv.kernels import tuning
+
+CASES = [("mobilenet-v1", True, 1), ("mobilenet-v1", True, 8), ("mobilenet-v1", False, 1),
+         ("mobilenet-v1-full", True, 1)]
+ENGINES = ("plan", "per-call", "torch", "onnxruntime", "openvino", "litert")
+
+
+def _label(case):
+    model, bn_relu, batch = case
+    return f"{model}-{'bn-relu' if bn_relu else 'convs'}-batch{batch}"
+
+
+@pytest.fixture(scope="module", params=CASES, ids=_label)
+def case(request):
+    model, bn_relu, batch = request.param
+    if engines.available("torch"):
+        pytest.skip("the models are torch modules")
+    module = engines.torch_model(model, bn_relu)
+    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    return request.param, module, x
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_network(benchmark, case, name):
+    params, module, x = case
+    why = engines.available(name)
+    if why:
+        pytest.skip(why)
+    call = engines.engine(name, module, x, fc.config.get_num_threads())
+    call()
+    benchmark.group = _label(params)
+    benchmark(call)
+
+
+@pytest.mark.parametrize("tasks", [1, 2, 4])
+def test_tasks(benchmark, monkeypatch, tasks):
+    """PLAN_TASKS_PER_THREAD on MobileNet v1 at batch 1."""
+    monkeypatch.setattr(tuning, "PLAN_TASKS_PER_THREAD", tasks)
+    if engines.available("torch"):
+        pytest.skip("the models are torch modules")
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    call = engines.engine("plan", engines.torch_model(), x, fc.config.get_num_threads())
+    call()
+    benchmark.group = "PLAN_TASKS_PER_THREAD, mobilenet-v1 batch 1"
+    benchmark(call)
