@@ -38,7 +38,8 @@ def _gemm(spec, variant=None, kernel=conv, batch=1):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(pixels * k).astype(F)
     weight = rng.standard_normal((n, k, 1, 1)).astype(F)
-    is_wide = wide(n, F) if variant is None else variant == "wide"
+    threads = fc.config.get_num_threads()
+    is_wide = wide(pixels, k, n, 1, F, threads) if variant is None else variant == "wide"
     mr, nr = tile_shape(F, is_wide)
     w = np.zeros((-(-n // nr) * nr, k), F)
     w[:n] = weight[:, :, 0, 0]
@@ -46,7 +47,7 @@ def _gemm(spec, variant=None, kernel=conv, batch=1):
     rows = np.arange(pixels, dtype=np.int64) * k
     out_rows = np.arange(pixels, dtype=np.int64) * n
     out = np.empty(pixels * n, F)
-    grid = schedule(pixels, k, n, 1, F, fc.config.get_num_threads())
+    grid = schedule(pixels, k, n, 1, F, threads, is_wide)
     bias = np.zeros(n, F)
     taps = np.zeros(1, np.int64)
     return lambda: kernel(x, rows, taps, k, 1, packed, k * nr, out, out_rows, n, bias, True, 1,

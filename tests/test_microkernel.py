@@ -53,6 +53,7 @@ def _conv_problem(rng, dtype, n, c, h, w, o, k, stride, pad, dilation, groups):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("is_wide", [False, True], ids=["narrow", "wide"])
 @pytest.mark.parametrize("act", list(ACT))
 @pytest.mark.parametrize("res_mode", [0, 1, 2])
 @pytest.mark.parametrize("shape", [
@@ -62,17 +63,16 @@ def _conv_problem(rng, dtype, n, c, h, w, o, k, stride, pad, dilation, groups):
     (1, 5, 6, 6, 100, 2, 1, 0, 1, 1),    # an even kernel, two wide panels
     (1, 32, 4, 5, 33, 1, 1, 0, 1, 1),    # 20 pixels: a full tile, then 4, 4 (or 2), ...
 ])
-def test_conv_tiles_match_numpy(shape, res_mode, act, dtype):
+def test_conv_tiles_match_numpy(shape, res_mode, act, is_wide, dtype):
     rng = np.random.default_rng(zlib.crc32(repr((shape, res_mode, act)).encode()))
     n, c, h, w, o, k, stride, pad, dilation, groups = shape
     x, weight, rows, taps, out_rows, expected = _conv_problem(rng, dtype, *shape)
     bias = rng.standard_normal(o).astype(dtype)
     residual = rng.standard_normal(expected.size).astype(dtype)
-    packed, panel = pack(weight, groups, dtype)
+    packed, panel = pack(weight, groups, dtype, is_wide)
     (lo, hi, alpha, beta), numpy_act = ACT[act]
     out = np.full(expected.size, np.nan, dtype)
-    grid = schedule(len(rows), k * k * (c // groups), o // groups, groups, dtype, 2)
-    is_wide = wide(o // groups, dtype)
+    grid = schedule(len(rows), k * k * (c // groups), o // groups, groups, dtype, 2, is_wide)
     conv(x.ravel(), rows, taps, c // groups, groups, packed, panel, out, out_rows, o // groups,
          bias, True, ACTIVATIONS[act], *(np.dtype(dtype).type(v) for v in (lo, hi, alpha, beta)),
          residual, out_rows, res_mode, is_wide, *tile_shape(dtype, is_wide), *grid)
@@ -91,12 +91,12 @@ def test_clamp_keeps_nan():
     x, weight, rows, taps, out_rows, expected = _conv_problem(rng, np.float32, 1, 4, 3, 3, 8, 1,
                                                               1, 0, 1, 1)
     x[0, 1, 1, 2] = np.nan
-    packed, panel = pack(weight, 1, np.float32)
+    packed, panel = pack(weight, 1, np.float32, False)
     out = np.zeros(expected.size, np.float32)
     f = np.float32
     conv(x.ravel(), rows, taps, 4, 1, packed, panel, out, out_rows, 8, np.zeros(1, f), False,
          ACTIVATIONS["clamp"], f(0), f(math.inf), f(0), f(0), out, out_rows, 0, False,
-         *tile_shape(f), *schedule(9, 4, 8, 1, f, 2))
+         *tile_shape(f), *schedule(9, 4, 8, 1, f, 2, False))
     assert np.isnan(out.reshape(9, 8)[4]).all() and not np.isnan(out.reshape(9, 8)[3]).any()
 
 
@@ -146,7 +146,53 @@ def test_generic_depthwise_with_a_multiplier():
 
 def test_schedule_splits_pixels_on_a_tie_and_blocks_by_traffic():
     # many pixels: split the pixels; few pixels, many channels: split the panels
-    assert schedule(12544, 288, 64, 1, np.float32, 2)[:2] == (2, 1)
-    assert schedule(49, 1024, 1024, 1, np.float32, 2)[:2] == (1, 2)
-    tile_groups, unit_groups, block = schedule(196, 4608, 512, 1, np.float32, 2)
-    assert block >= -(-196 // tile_shape(np.float32, True)[0]) // tile_groups  # one block
+    assert schedule(12544, 288, 64, 1, np.float32, 2, True)[:2] == (2, 1)
+    assert schedule(49, 1024, 1024, 1, np.float32, 2, False)[:2] == (1, 2)
+    # a small input fits the cache whole: one block per task
+    tile_groups, unit_groups, block, _ = schedule(196, 512, 512, 1, np.float32, 2, True)
+    assert block >= -(-196 // tile_shape(np.float32, True)[0]) // tile_groups
+    *_, chunk = schedule(196, 4608, 512, 1, np.float32, 2, True, 512)
+    assert chunk < 512 and 512 % chunk == 0  # a 3x3 panel of 512 channels: in equal chunks
+    assert schedule(196, 512, 512, 1, np.float32, 2, True, 512)[3] == 512  # 1x1: whole
+
+
+def test_the_wide_tile_serves_short_reductions_few_channels_and_large_inputs():
+    f = np.float32
+    assert not wide(12544, 27, 32, 1, f, 2)  # one narrow panel holds the channels
+    assert wide(12544, 32, 64, 1, f, 2) and wide(3136, 64, 128, 1, f, 2)
+    assert not wide(3136, 128, 128, 1, f, 2) and not wide(196, 512, 512, 1, f, 2)
+    assert wide(25088, 128, 128, 1, f, 2)  # batch 8: a thread's input outgrows its cache
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("is_wide", [False, True], ids=["narrow", "wide"])
+@pytest.mark.parametrize("shape", [(2, 5, 9, 7, 6), (1, 16, 8, 8, 40), (2, 33, 11, 13, 70)])
+def test_winograd_matches_numpy(shape, is_wide, dtype):
+    """F(2x2, 3x3), padding 1, odd sizes (a last tile half outside), a block smaller than
+    the tiles, ReLU after the bias."""
+    from fastconv.kernels.numba.nhwc.winograd import pack_filters, winograd
+
+    n, c, h, w, o = shape
+    rng = np.random.default_rng(sum(shape))
+    x = np.zeros((n, h + 3, w + 3, c), dtype)  # border: 1 before, 2 after (odd outputs)
+    x[:, 1:1 + h, 1:1 + w] = rng.standard_normal((n, h, w, c))
+    weight = rng.standard_normal((o, c, 3, 3)).astype(dtype)
+    bias = rng.standard_normal(o).astype(dtype)
+    expected = np.broadcast_to(bias, (n, h, w, o)).astype(np.float64)
+    for i in range(3):
+        for j in range(3):
+            expected = expected + x[:, i:i + h, j:j + w].astype(np.float64) @ weight[:, :, i,
+                                                                                       j].T
+    packed, panel, panels = pack_filters(weight, dtype, is_wide)
+    block, tasks = 5, 2
+    v = np.zeros((tasks, 16 * block * c), dtype)
+    m = np.zeros((tasks, 16 * block * o), dtype)
+    out = np.full((n, h + 1, w + 1, o), np.nan, dtype)
+    f = np.dtype(dtype).type
+    tiles = np.arange(block, dtype=np.int64)
+    winograd(x, 0, 0, packed, panel, panels, c, bias, out, 1, 0, h, w, ACTIVATIONS["clamp"],
+             f(0), f(np.inf), f(0), f(0), v, m, tiles * c, tiles * o, np.zeros(1, np.int64),
+             block, is_wide, *tile_shape(dtype, is_wide), tasks)
+    np.testing.assert_allclose(out[:, 1:, :w], np.maximum(expected, 0),
+                               rtol=1e-4 if dtype == np.float32 else 1e-11, atol=1e-4)
+    assert np.isnan(out[:, 0]).all() and np.isnan(out[:, :, w]).all()

@@ -220,12 +220,14 @@ def _litert(module, x: np.ndarray, threads: int):
     interpreter = Interpreter(model_content=converter.convert(), num_threads=threads)
     interpreter.allocate_tensors()
     index = interpreter.get_input_details()[0]["index"]
+    output = interpreter.get_output_details()[0]["index"]
     nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     del torch
 
     def run():
         interpreter.set_tensor(index, nhwc)
         interpreter.invoke()
+        return interpreter.get_tensor(output)
     return run
 
 

@@ -55,6 +55,21 @@ GEMM_TILE_WIDE = {
     256: {"float32": (4, 24), "float64": (4, 12)},
     128: {"float32": (4, 12), "float64": (4, 6)},
 }
+# The wide tile serves the layers whose reduction (taps times input channels) or output
+# channels are at most this many, and those whose input does not stay in cache.
+# Re-measure: pytest benches/bench_microkernel.py -k tile_shape --benchmark-only
+WIDE_BELOW = 64
+# A panel of weights larger than GEMM_CHUNK_ABOVE bytes (a 3x3 layer of many channels) is
+# used in chunks of input channels, GEMM_CHUNK_BYTES of weights each: a chunk's weights stay
+# in L1 while the block's tiles pass, the partial sums waiting in the output. Smaller panels
+# stay in L2 and are used whole. Re-measure: pytest benches/bench_plan.py --benchmark-only
+# (the full-convolution twin and MobileNet at batch 1 and 8)
+GEMM_CHUNK_ABOVE = 1 << 19
+GEMM_CHUNK_BYTES = 32768
+# How much more work the largest task may get when the pixels are split among the threads
+# rather than the channels: splitting the channels makes every thread read the whole input.
+# Re-measure: pytest benches/bench_microkernel.py -k gemm --benchmark-only
+GRID_SLACK = 0.1
 # A core's L2 cache where the system does not say (the tiles' blocking fills half of it).
 # Not measured: the blocking reads the real size from sysfs.
 L2_BYTES = 1 << 20
@@ -72,6 +87,15 @@ DEPTHWISE_VECTORS = {512: 2, 256: 1, 128: 1}
 # wakes late (after the program idled) still gets a share, few enough that each chunk has
 # work. Re-measure: pytest benches/bench_plan.py -k tasks --benchmark-only
 PLAN_TASKS_PER_THREAD = 1
+
+# The plan runs a dense 3x3 stride-1 convolution of at least this many input channels as
+# Winograd F(2x2, 3x3), in blocks of at most PLAN_WINOGRAD_BLOCK_MAX tiles (fewer where a
+# block's transformed inputs and products would not fit the L2 cache).
+# Re-measure: pytest benches/bench_plan.py -k full --benchmark-only, and
+# fastconv profile mobilenet-v1-full --plan (the node table)
+PLAN_WINOGRAD_CHANNELS = 64
+PLAN_WINOGRAD_TILES_PER_CHANNEL = 0.05
+PLAN_WINOGRAD_BLOCK_MAX = 64
 
 # --- winograd F(2x2, 3x3) ----------------------------------------------------------------
 

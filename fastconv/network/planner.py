@@ -99,10 +99,12 @@ class Buffer:
     offset: int = 0
     first: int = 0  # the step that writes it
     last: int = 0  # the last step that reads it
+    count: int | None = None  # a step's scratch: this many rows (one per task), not the batch
 
     def dims(self, batch: int) -> tuple[int, int, int, int]:
         top, bottom, left, right = self.border
-        return (batch, self.height + top + bottom, self.width + left + right, self.channels)
+        rows = batch if self.count is None else self.count
+        return (rows, self.height + top + bottom, self.width + left + right, self.channels)
 
     def size(self, batch: int) -> int:
         return int(np.prod(self.dims(batch)))
@@ -125,10 +127,12 @@ class Step:
 
 @dataclass(frozen=True)
 class Ref:
-    """An argument that is a buffer of the arena, as 4-D or flat."""
+    """An argument that is a buffer of the arena, as 4-D, flat, or (``rows``) one row per
+    task of a scratch buffer."""
 
     buffer: int
     flat: bool = False
+    rows: bool = False
 
 
 @dataclass
@@ -201,14 +205,19 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
             new_buffer(node.output)
     for node in graph.nodes:  # the padding each reader needs, on its input's border
         if node.op == "conv":
-            (top, bottom), (left, right) = conv_spec(node, shapes[node.inputs[0]]).pads
+            spec = conv_spec(node, shapes[node.inputs[0]])
+            (top, bottom), (left, right) = spec.pads
+            if _winograd(spec, batch):  # a last tile half outside the output reads a row more
+                bottom += spec.output_size[0] % 2
+                right += spec.output_size[1] % 2
             border = buffers[buffer_of[node.inputs[0]]].border
             for i, pad in enumerate((top, bottom, left, right)):
                 border[i] = max(border[i], pad)
 
     steps: list[Step] = []
     nodes: list[NodePlan] = []
-    ctx = _Context(shapes, buffers, buffer_of, packed, batch, threads, graph.dtype, kernels)
+    ctx = _Context(shapes, buffers, buffer_of, packed, batch, threads, graph.dtype, kernels,
+                   scratch=[])
     border_step = _border_step(ctx, INPUT)
     if border_step is not None:
         steps.append(border_step)
@@ -258,6 +267,12 @@ class _Context:
     threads: int
     dtype: np.dtype
     kernels: object
+    scratch: list  # the scratch buffers of the steps, appended to ``buffers``
+
+    def new_scratch(self, elements: int) -> Ref:
+        """A scratch buffer of ``elements`` per task, for the step being planned."""
+        self.buffers.append(Buffer(1, 1, elements, count=self.tasks))
+        return Ref(len(self.buffers) - 1, rows=True)
 
     @property
     def tasks(self) -> int:
@@ -376,9 +391,16 @@ def _conv_steps(ctx: _Context, node: Node, steps: list) -> str:
                                                 ctx.ref(dst), o_top, o_left, ho, wo, sh, sw, dh,
                                                 dw, *ctx.epilogue(node), ctx.tasks]))
         return f"depthwise {label} (NHWC, channels in vectors)"
-    packed = ctx.packed.get(node.name)
+    if _winograd(spec, ctx.batch):
+        return _winograd_steps(ctx, node, spec, steps)
+    k_size = kh * kw * spec.in_channels_per_group
+    pixels = ctx.batch * ho * wo
+    is_wide = k.wide(pixels, k_size, spec.out_channels_per_group, spec.groups, ctx.dtype,
+                     ctx.tasks)
+    packed = ctx.packed.get((node.name, is_wide))
     if packed is None:
-        packed = ctx.packed[node.name] = k.pack(node.attrs["weight"], spec.groups, ctx.dtype)
+        packed = ctx.packed[node.name, is_wide] = k.pack(node.attrs["weight"], spec.groups,
+                                                         ctx.dtype, is_wide)
     n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
     x_buf, out_buf = ctx.buffer(src), ctx.buffer(dst)
     rows = x_buf.pixel(n, oh * sh - ph, ow * sw - pw).reshape(-1).astype(np.int64)
@@ -390,19 +412,54 @@ def _conv_steps(ctx: _Context, node: Node, steps: list) -> str:
                                    spec.groups, *packed, ctx.ref(dst, True), out_rows,
                                    spec.out_channels_per_group, *_bias(bias, ctx.dtype),
                                    *ctx.epilogue(node), *_no_residual(ctx, dst, out_rows),
-                                   *_tile(spec.out_channels_per_group, ctx),
-                                   *k.schedule(len(rows), kh * kw * spec.in_channels_per_group,
-                                               spec.out_channels_per_group, spec.groups,
-                                               ctx.dtype, ctx.tasks)]))
+                                   is_wide, *k.tile_shape(ctx.dtype, is_wide),
+                                   *k.schedule(pixels, k_size, spec.out_channels_per_group,
+                                               spec.groups, ctx.dtype, ctx.tasks, is_wide,
+                                               spec.in_channels_per_group)]))
     kind = "pointwise" if spec.kernel_size == (1, 1) else "conv"
     groups = f", {spec.groups} groups" if spec.groups > 1 else ""
     return f"{kind} {label}{groups} (register tiles)"
 
 
-def _tile(out_per_group: int, ctx) -> tuple:
-    """``(wide, MR, NR)`` of the tile a layer of ``out_per_group`` channels per group takes."""
-    wide = ctx.kernels.wide(out_per_group, ctx.dtype)
-    return (wide, *ctx.kernels.tile_shape(ctx.dtype, wide))
+def _winograd(spec, batch: int) -> bool:
+    """Whether a convolution runs as Winograd F(2x2, 3x3): 3x3, stride 1, undilated, no
+    groups, at least ``tuning.PLAN_WINOGRAD_CHANNELS`` input channels (below, the transforms
+    cost more than the multiplies they save), and at least
+    ``tuning.PLAN_WINOGRAD_TILES_PER_CHANNEL`` 2x2 output tiles (over the batch) per input
+    channel: its transformed filters are 16/9 the weights, read on every call."""
+    if not (spec.kernel_size == (3, 3) and spec.stride == (1, 1) and spec.dilation == (1, 1)
+            and spec.groups == 1 and spec.in_channels >= tuning.PLAN_WINOGRAD_CHANNELS):
+        return False
+    tiles = batch * ((spec.output_size[0] + 1) // 2) * ((spec.output_size[1] + 1) // 2)
+    return tiles >= tuning.PLAN_WINOGRAD_TILES_PER_CHANNEL * spec.in_channels
+
+
+def _winograd_steps(ctx: _Context, node: Node, spec, steps: list) -> str:
+    k = ctx.kernels
+    src, dst = node.inputs[0], node.output
+    (ph, _), (pw, _) = spec.pads
+    ho, wo = spec.output_size
+    c, o = spec.in_channels, spec.out_channels
+    size = ctx.dtype.itemsize
+    tiles = ctx.batch * ((ho + 1) // 2) * ((wo + 1) // 2)
+    block = max(4, min(tuning.PLAN_WINOGRAD_BLOCK_MAX, k.l2_bytes() // (16 * (c + o) * size),
+                       -(-tiles // ctx.tasks)))  # every task gets a block
+    is_wide = k.wide(block, c, o, 1, ctx.dtype, 1)
+    mr, nr = k.tile_shape(ctx.dtype, is_wide)
+    packed = ctx.packed.get((node.name, "winograd", is_wide))
+    if packed is None:
+        packed = ctx.packed[node.name, "winograd", is_wide] = k.winograd_filters(
+            node.attrs["weight"], ctx.dtype, is_wide)
+    bias = node.attrs["bias"]
+    bias = np.zeros(o, ctx.dtype) if bias is None else bias
+    top, left = ctx.origin(src, (ph, pw))
+    o_top, o_left = ctx.origin(dst)
+    tiles = np.arange(block, dtype=np.int64)
+    steps.append(Step("", k.winograd, [
+        ctx.ref(src), top, left, *packed, c, bias, ctx.ref(dst), o_top, o_left, ho, wo,
+        *ctx.epilogue(node), ctx.new_scratch(16 * block * c), ctx.new_scratch(16 * block * o),
+        tiles * c, tiles * o, np.zeros(1, np.int64), block, is_wide, mr, nr, ctx.tasks]))
+    return "conv 3x3/1 as Winograd F(2x2, 3x3) (register tiles)"
 
 
 def _bias(bias, dtype):
@@ -416,10 +473,12 @@ def _no_residual(ctx, dst, out_rows):
 def _linear_steps(ctx: _Context, node: Node, steps: list) -> str:
     src, dst = node.inputs[0], node.output
     weight = node.attrs["weight"]
-    packed = ctx.packed.get(node.name)
+    out_features, in_features = weight.shape
+    is_wide = ctx.kernels.wide(ctx.batch, in_features, out_features, 1, ctx.dtype, ctx.tasks)
+    packed = ctx.packed.get((node.name, is_wide))
     if packed is None:
-        packed = ctx.packed[node.name] = ctx.kernels.pack(weight[:, :, None, None], 1,
-                                                          ctx.dtype)
+        packed = ctx.packed[node.name, is_wide] = ctx.kernels.pack(
+            weight[:, :, None, None], 1, ctx.dtype, is_wide)
     images = np.arange(ctx.batch)
     rows = ctx.buffer(src).pixel(images, 0, 0).astype(np.int64)
     out_rows = ctx.buffer(dst).pixel(images, 0, 0).astype(np.int64)
@@ -429,10 +488,11 @@ def _linear_steps(ctx: _Context, node: Node, steps: list) -> str:
                                              *_bias(node.attrs["bias"], ctx.dtype),
                                              *ctx.epilogue(node),
                                              *_no_residual(ctx, dst, out_rows),
-                                             *_tile(weight.shape[0], ctx),
-                                             *ctx.kernels.schedule(ctx.batch, weight.shape[1],
-                                                                   weight.shape[0], 1,
-                                                                   ctx.dtype, ctx.tasks)]))
+                                             is_wide, *ctx.kernels.tile_shape(ctx.dtype,
+                                                                              is_wide),
+                                             *ctx.kernels.schedule(ctx.batch, in_features,
+                                                                   out_features, 1, ctx.dtype,
+                                                                   ctx.tasks, is_wide)]))
     return f"linear {weight.shape[1]}->{weight.shape[0]} (register tiles)"
 
 

@@ -17,14 +17,17 @@ accumulators in registers; this module therefore builds the loop in IR with
 
 A tile function's arguments (all arrays one-dimensional; offsets in elements)::
 
-    tile(x, rows, m0, m_valid, x_shift, taps, n_taps, c_in,
-         w, w_at, out, out_rows, n_shift, n_valid,
+    tile(x, rows, m0, m_valid, x_shift, taps, n_taps, c_in, c_lo, c_hi,
+         w, w_at, out, out_rows, n_shift, n_valid, start, finish,
          bias, has_bias, kind, lo, hi, alpha, beta, res, res_rows, res_mode)
 
 ``rows[m0 + m]`` is pixel ``m``'s offset in ``x`` (plus ``x_shift``) and ``out_rows[m0 + m]``
 its offset in ``out`` (plus ``n_shift``, the first output channel); pixels past ``m_valid``
 repeat the last one (the same value is stored twice). ``w[w_at:]`` is the panel, ``n_taps *
-c_in`` rows of ``NR`` weights. ``n_valid`` (at most ``NR``) channels are stored, masked.
+c_in`` rows of ``NR`` weights; the call sums the input channels ``[c_lo, c_hi)`` of every tap,
+starting from zero (``start``) or from the partial sums in ``out``, and applies the epilogue
+(``finish``) or stores the sums for the next chunk. ``n_valid`` (at most ``NR``) channels are
+stored, masked.
 ``kind`` selects the activation (``fastconv.kernels.epilogue.ACTIVATIONS``); ``res_mode`` 0 adds no residual, 1 adds
 ``res[res_rows[m0 + m] + n_shift + n]`` before the activation, 2 after it.
 """
@@ -189,16 +192,17 @@ class _Tile(_Vectors):
         self.mr, self.nr = mr, nr
 
     def codegen(self, context, builder, signature, args):
-        (x, rows, m0, m_valid, x_shift, taps, n_taps, c_in, w, w_at, out, out_rows, n_shift,
-         n_valid, bias, has_bias, kind, lo, hi, alpha, beta, res, res_rows, res_mode) = args
+        (x, rows, m0, m_valid, x_shift, taps, n_taps, c_in, c_lo, c_hi, w, w_at, out,
+         out_rows, n_shift, n_valid, start, finish, bias, has_bias, kind, lo, hi, alpha, beta,
+         res, res_rows, res_mode) = args
         ty = signature.args
 
         def data(i, value):
             return context.make_array(ty[i])(context, builder, value).data
 
-        X, ROWS, TAPS, W = data(0, x), data(1, rows), data(5, taps), data(8, w)
-        OUT, OUT_ROWS, BIAS = data(10, out), data(11, out_rows), data(14, bias)
-        RES, RES_ROWS = data(21, res), data(22, res_rows)
+        X, ROWS, TAPS, W = data(0, x), data(1, rows), data(5, taps), data(10, w)
+        OUT, OUT_ROWS, BIAS = data(12, out), data(13, out_rows), data(18, bias)
+        RES, RES_ROWS = data(25, res), data(26, res_rows)
         fma = self._types(builder)
         i64, vt = self.i64, self.vt
         zero = ir.Constant(vt, [0.0] * self.lanes)
@@ -210,6 +214,14 @@ class _Tile(_Vectors):
             return builder.load(builder.gep(table, [builder.add(m0, m)]))
 
         x_rows = [builder.add(row(ROWS, m), x_shift) for m in range(self.mr)]
+        mask = self._masks(n_valid)
+        out_at = [builder.add(row(OUT_ROWS, m), n_shift) for m in range(self.mr)]
+        lane = [ir.Constant(i64, v * self.lanes) for v in range(self.vectors)]
+        # the accumulators start at zero, or at the partial sums a chunk before stored
+        partial = self._when(builder.not_(start), [[zero] * self.vectors] * self.mr,
+                             lambda values: [[self._load(OUT, builder.add(out_at[m], lane[v]),
+                                                         mask[v]) for v in range(self.vectors)]
+                                             for m in range(self.mr)])
 
         entry = builder.block
         tap_head = builder.append_basic_block("tap_head")
@@ -224,30 +236,30 @@ class _Tile(_Vectors):
         builder.position_at_end(tap_head)
         t = builder.phi(i64)
         t.add_incoming(ir.Constant(i64, 0), entry)
-        w_pos = builder.phi(i64)
-        w_pos.add_incoming(w_at, entry)
         acc_t = [[builder.phi(vt) for _ in range(self.vectors)] for _ in range(self.mr)]
-        for r in acc_t:
-            for a in r:
-                a.add_incoming(zero, entry)
+        for r, p in zip(acc_t, partial):
+            for a, b in zip(r, p):
+                a.add_incoming(b, entry)
         builder.cbranch(builder.icmp_signed("<", t, n_taps), tap_body, done)
 
         builder.position_at_end(tap_body)
         tap = builder.load(builder.gep(TAPS, [t]))
         bases = [builder.add(xr, tap) for xr in x_rows]
+        w_pos = builder.add(w_at, builder.mul(builder.add(builder.mul(t, c_in), c_lo),
+                                              ir.Constant(i64, self.nr)))
         builder.branch(k_head)
 
-        # the reduction over one tap's input channels
+        # the reduction over the chunk [c_lo, c_hi) of one tap's input channels
         builder.position_at_end(k_head)
         k = builder.phi(i64)
-        k.add_incoming(ir.Constant(i64, 0), tap_body)
+        k.add_incoming(c_lo, tap_body)
         wk = builder.phi(i64)
         wk.add_incoming(w_pos, tap_body)
         acc_k = [[builder.phi(vt) for _ in range(self.vectors)] for _ in range(self.mr)]
         for rk, rt in zip(acc_k, acc_t):
             for a, b in zip(rk, rt):
                 a.add_incoming(b, tap_body)
-        builder.cbranch(builder.icmp_signed("<", k, c_in), k_body, tap_next)
+        builder.cbranch(builder.icmp_signed("<", k, c_hi), k_body, tap_next)
 
         builder.position_at_end(k_body)
         if tuning.GEMM_PREFETCH:  # the weights a few steps ahead: they may come from memory
@@ -280,25 +292,24 @@ class _Tile(_Vectors):
 
         builder.position_at_end(tap_next)
         t.add_incoming(builder.add(t, ir.Constant(i64, 1)), tap_next)
-        w_pos.add_incoming(wk, tap_next)
         for rt, rk in zip(acc_t, acc_k):
             for a, b in zip(rt, rk):
                 a.add_incoming(b, tap_next)
         builder.branch(tap_head)
 
         builder.position_at_end(done)
-        mask = self._masks(n_valid)
         acc = [[a for a in r] for r in acc_t]
-        acc = self._add_bias(acc, BIAS, n_shift, has_bias, mask)
         res_rows_m = [builder.add(row(RES_ROWS, m), n_shift) for m in range(self.mr)]
-        acc = self._add_residual(acc, RES, res_rows_m, res_mode, 1, mask)
-        acc = self._activate(acc, kind, lo, hi, alpha, beta)
-        acc = self._add_residual(acc, RES, res_rows_m, res_mode, 2, mask)
+
+        def epilogue(values):  # after the last chunk: bias, residual, activation
+            values = self._add_bias(values, BIAS, n_shift, has_bias, mask)
+            values = self._add_residual(values, RES, res_rows_m, res_mode, 1, mask)
+            values = self._activate(values, kind, lo, hi, alpha, beta)
+            return self._add_residual(values, RES, res_rows_m, res_mode, 2, mask)
+        acc = self._when(finish, acc, epilogue)
         for m in range(self.mr):
-            base = builder.add(row(OUT_ROWS, m), n_shift)
             for v in range(self.vectors):
-                self._store(acc[m][v], OUT, builder.add(base, ir.Constant(
-                    i64, v * self.lanes)), mask[v])
+                self._store(acc[m][v], OUT, builder.add(out_at[m], lane[v]), mask[v])
         return context.get_dummy_value()
 
     def _add_bias(self, acc, bias, n_shift, has_bias, mask):
@@ -382,6 +393,121 @@ class _DepthwiseRow(_Vectors):
         return context.get_dummy_value()
 
 
+class _ChannelLoop(_Vectors):
+    """IR that runs along the channels one vector at a time (the last one masked)."""
+
+    def _channels(self, channels, body):
+        """``body(c, mask)`` for ``c = 0, lanes, 2 * lanes, ...`` below ``channels``."""
+        b, i64 = self.b, self.i64
+        entry = b.block
+        head = b.append_basic_block("c_head")
+        loop = b.append_basic_block("c_body")
+        done = b.append_basic_block("c_done")
+        b.branch(head)
+        b.position_at_end(head)
+        c = b.phi(i64)
+        c.add_incoming(ir.Constant(i64, 0), entry)
+        b.cbranch(b.icmp_signed("<", c, channels), loop, done)
+        b.position_at_end(loop)
+        self.vectors = 1
+        body(c, self._masks(b.sub(channels, c))[0])
+        c.add_incoming(b.add(c, ir.Constant(i64, self.lanes)), b.block)
+        b.branch(head)
+        b.position_at_end(done)
+
+
+class _WinogradInput(_ChannelLoop):
+    """``V = B^T d B`` of one 4x4 patch, for every channel::
+
+        winograd_in(x, x_at, row_step, col_step, channels, v, v_at, shift)
+
+    reads the patch's pixel (i, j) at ``x[x_at + i * row_step + j * col_step + c]`` and writes
+    position ``xi`` at ``v[v_at + xi * shift + c]``.
+    """
+
+    def codegen(self, context, builder, signature, args):
+        x, x_at, row_step, col_step, channels, v, v_at, shift = args
+        X = context.make_array(signature.args[0])(context, builder, x).data
+        V = context.make_array(signature.args[5])(context, builder, v).data
+        self._types(builder)
+        b, i64 = builder, self.i64
+
+        def body(c, mask):
+            d = [[self._load(X, b.add(b.add(x_at, c), b.add(
+                b.mul(ir.Constant(i64, i), row_step), b.mul(ir.Constant(i64, j), col_step))),
+                mask) for j in range(4)] for i in range(4)]
+            rows = [[b.fsub(d[0][j], d[2][j]) for j in range(4)],  # B^T d
+                    [b.fadd(d[1][j], d[2][j]) for j in range(4)],
+                    [b.fsub(d[2][j], d[1][j]) for j in range(4)],
+                    [b.fsub(d[1][j], d[3][j]) for j in range(4)]]
+            for i, r in enumerate(rows):  # (.) B
+                values = (b.fsub(r[0], r[2]), b.fadd(r[1], r[2]), b.fsub(r[2], r[1]),
+                          b.fsub(r[1], r[3]))
+                for j, value in enumerate(values):
+                    at = b.add(b.add(v_at, c), b.mul(ir.Constant(i64, 4 * i + j), shift))
+                    self._store(value, V, at, mask)
+        self._channels(channels, body)
+        return context.get_dummy_value()
+
+
+class _WinogradOutput(_ChannelLoop):
+    """``Y = A^T M A`` of one tile's 16 products, with bias and activation::
+
+        winograd_out(m, m_at, shift, channels, bias, out, out_at, row_step, col_step,
+                     rows, cols, kind, lo, hi, alpha, beta)
+
+    reads position ``xi`` at ``m[m_at + xi * shift + c]`` and writes the ``rows x cols`` (1 or
+    2 each) outputs (i, j) at ``out[out_at + i * row_step + j * col_step + c]``.
+    """
+
+    def codegen(self, context, builder, signature, args):
+        (m, m_at, shift, channels, bias, out, out_at, row_step, col_step, rows, cols, kind, lo,
+         hi, alpha, beta) = args
+        M = context.make_array(signature.args[0])(context, builder, m).data
+        BIAS = context.make_array(signature.args[4])(context, builder, bias).data
+        OUT = context.make_array(signature.args[5])(context, builder, out).data
+        self._types(builder)
+        b, i64 = builder, self.i64
+
+        def body(c, mask):
+            p = [self._load(M, b.add(b.add(m_at, c), b.mul(ir.Constant(i64, xi), shift)), mask)
+                 for xi in range(16)]
+            r0 = [b.fadd(b.fadd(p[j], p[4 + j]), p[8 + j]) for j in range(4)]  # A^T M
+            r1 = [b.fsub(b.fsub(p[4 + j], p[8 + j]), p[12 + j]) for j in range(4)]
+            bias_v = self._load(BIAS, c, mask)
+            y = [[b.fadd(b.fadd(b.fadd(r[0], r[1]), r[2]), bias_v),  # (.) A
+                  b.fadd(b.fsub(b.fsub(r[1], r[2]), r[3]), bias_v)] for r in (r0, r1)]
+            y = self._activate(y, kind, lo, hi, alpha, beta)
+            for i in range(2):
+                for j in range(2):
+                    ok = b.and_(b.icmp_signed("<", ir.Constant(i64, i), rows),
+                                b.icmp_signed("<", ir.Constant(i64, j), cols))
+                    at = b.add(b.add(out_at, c), b.add(b.mul(ir.Constant(i64, i), row_step),
+                                                       b.mul(ir.Constant(i64, j), col_step)))
+                    self._store(y[i][j], OUT, at, b.and_(mask, _splat(
+                        b, ok, ir.VectorType(ir.IntType(1), self.lanes))))
+        self._channels(channels, body)
+        return context.get_dummy_value()
+
+
+@intrinsic
+def winograd_in(typingctx, x, x_at, row_step, col_step, channels, v, v_at, shift):
+    """:class:`_WinogradInput` for ``x``'s dtype."""
+    i = types.int64
+    sig = types.void(x, i, i, i, i, v, i, i)
+    return sig, _WinogradInput(np.dtype(x.dtype.name), 1).codegen
+
+
+@intrinsic
+def winograd_out(typingctx, m, m_at, shift, channels, bias, out, out_at, row_step, col_step,
+                 rows, cols, kind, lo, hi, alpha, beta):
+    """:class:`_WinogradOutput` for ``m``'s dtype."""
+    i = types.int64
+    s = m.dtype
+    sig = types.void(m, i, i, i, bias, out, i, i, i, i, i, i, s, s, s, s)
+    return sig, _WinogradOutput(np.dtype(m.dtype.name), 1).codegen
+
+
 def depthwise_block(dtype) -> int:
     """Channels per call of the depthwise row (``tuning.DEPTHWISE_VECTORS`` vectors)."""
     return tuning.DEPTHWISE_VECTORS[vector_bits()] * lanes(dtype)
@@ -412,16 +538,17 @@ def tile_function(rows: int | None = None, wide: bool = False):
     the dtype is ``x``'s, and :func:`tile_shape` (``wide`` or not) gives ``MR`` and ``NR``."""
 
     @intrinsic
-    def tile(typingctx, x, rows_, m0, m_valid, x_shift, taps, n_taps, c_in, w, w_at, out,
-             out_rows, n_shift, n_valid, bias, has_bias, kind, lo, hi, alpha, beta, res,
-             res_rows, res_mode):
+    def tile(typingctx, x, rows_, m0, m_valid, x_shift, taps, n_taps, c_in, c_lo, c_hi, w,
+             w_at, out, out_rows, n_shift, n_valid, start, finish, bias, has_bias, kind, lo, hi,
+             alpha, beta, res, res_rows, res_mode):
         dtype = np.dtype(x.dtype.name)
         full, nr = tile_shape(dtype, wide)
         mr = full if rows is None else min(rows, full)
         scalar = x.dtype
         i = types.int64
-        sig = types.void(x, rows_, i, i, i, taps, i, i, w, i, out, out_rows, i, i, bias,
-                         types.boolean, i, scalar, scalar, scalar, scalar, res, res_rows, i)
+        b = types.boolean
+        sig = types.void(x, rows_, i, i, i, taps, i, i, i, i, w, i, out, out_rows, i, i, b, b,
+                         bias, b, i, scalar, scalar, scalar, scalar, res, res_rows, i)
         return sig, _builder(mr, nr, dtype.name).codegen
 
     tile.__name__ = f"tile_{rows or 'full'}{'_wide' if wide else ''}"

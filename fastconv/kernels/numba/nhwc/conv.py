@@ -19,37 +19,50 @@ from ..microkernel import (tile_1, tile_2, tile_4, tile_full, tile_shape, wide_1
                            wide_full)
 
 
-def wide(out_per_group: int, dtype) -> bool:
-    """Whether a layer of ``out_per_group`` channels per group takes the wide tile: more
-    channels than one narrow panel holds (``tuning.GEMM_TILE_WIDE``)."""
-    return out_per_group > tile_shape(dtype)[1]
+def wide(pixels: int, k: int, out_per_group: int, groups: int, dtype, threads: int) -> bool:
+    """Whether a layer takes the wide tile (``tuning.GEMM_TILE_WIDE``) rather than the narrow.
+
+    The narrow tile reads each input value once per narrow panel, the wide one half as
+    often but with half the pixels per tile. The wide tile serves a layer with more channels
+    than one narrow panel when its reduction is short (``k``, taps times input channels, at
+    most ``tuning.WIDE_BELOW``), or its outputs are few (at most ``tuning.WIDE_BELOW``
+    channels), or a thread's share of the input does not stay in the L2 cache.
+    """
+    from ... import tuning
+
+    if out_per_group <= tile_shape(dtype)[1]:
+        return False
+    share = -(-pixels // max(1, threads)) * k * groups * np.dtype(dtype).itemsize
+    return (k <= tuning.WIDE_BELOW or out_per_group <= tuning.WIDE_BELOW
+            or share > l2_bytes() // 2)
 
 
-def schedule(pixels: int, k: int, out_per_group: int, groups: int, dtype,
-             threads: int) -> tuple[int, int, int]:
-    """``(tile_groups, unit_groups, block)`` for a layer of ``pixels`` outputs, ``k`` inputs
-    per output (taps times channels) and ``out_per_group`` outputs per group on ``threads``.
+def schedule(pixels: int, k: int, out_per_group: int, groups: int, dtype, threads: int,
+             is_wide: bool, c_in: int | None = None) -> tuple[int, int, int, int]:
+    """``(tile_groups, unit_groups, block, chunk)`` for a layer of ``pixels`` outputs, ``k``
+    inputs per output (taps times ``c_in`` channels) and ``out_per_group`` outputs per group
+    on ``threads``.
 
-    The grid splits pixels and panels so that the largest task is smallest (pixels first on
-    a tie: then each task reads its share of the input only). Within a task the tiles come
+    The grid splits pixels and panels so that the largest task is smallest, or nearly
+    (pixels first: then each task reads its share of the input only). Within a task the tiles come
     in blocks, each meeting every panel of the task: the block whose memory traffic is
     least, counting a block's input once if it fits half of the core's L2 cache (else once
     per panel) and the task's weights once if they fit (else once per block).
     """
-    is_wide = wide(out_per_group, dtype)
+    from ... import tuning
+
     mr, nr = tile_shape(dtype, is_wide)
     size = np.dtype(dtype).itemsize
     tiles = -(-pixels // mr)
     units = groups * -(-out_per_group // nr)
     tasks = max(1, min(threads, tiles * units))
-    best = None
-    for tg in range(tasks, 0, -1):
-        if tasks % tg:
-            continue
-        cost = -(-tiles // tg) * -(-units // (tasks // tg))
-        if best is None or cost < best[0]:
-            best = (cost, tg, tasks // tg)
-    _, tile_groups, unit_groups = best
+    grids = [(-(-tiles // tg) * -(-units // (tasks // tg)), tg) for tg in range(tasks, 0, -1)
+             if tasks % tg == 0]
+    least = min(cost for cost, _ in grids)
+    # the most pixel groups among the grids within tuning.GRID_SLACK of the least work:
+    # splitting the panels instead makes every task read the whole input
+    tile_groups = max(tg for cost, tg in grids if cost <= least * (1 + tuning.GRID_SLACK))
+    unit_groups = tasks // tile_groups
     my_tiles, my_units = -(-tiles // tile_groups), -(-units // unit_groups)
     cache = l2_bytes() // 2
     weights = my_units * k * nr * size
@@ -61,7 +74,12 @@ def schedule(pixels: int, k: int, out_per_group: int, groups: int, dtype,
 
     blocks = sorted({my_tiles, *(max(1, cache // (mr * k * size) >> s) for s in range(4))})
     block = min(blocks, key=lambda b: (traffic(b), -b))
-    return tile_groups, unit_groups, block
+    c_in = k if c_in is None else c_in
+    chunk = c_in
+    if k * nr * size > tuning.GEMM_CHUNK_ABOVE:  # a panel larger than the caches hold
+        chunk = max(1, tuning.GEMM_CHUNK_BYTES // (nr * size))
+        chunk = -(-c_in // -(-c_in // chunk))  # equal chunks
+    return tile_groups, unit_groups, block, chunk
 
 
 def l2_bytes() -> int:
@@ -76,10 +94,10 @@ def l2_bytes() -> int:
         return tuning.L2_BYTES
 
 
-def pack(weight, groups: int, dtype) -> tuple[np.ndarray, int]:
+def pack(weight, groups: int, dtype, is_wide: bool) -> tuple[np.ndarray, int]:
     """Weights (O, I/g, kH, kW) as panels ``[g][panel][tap][c][NR]`` (zero past O/g), flat, NR
-    that of the tile :func:`wide` chooses; returns them and one panel's length."""
-    _, nr = tile_shape(dtype, wide(weight.shape[0] // groups, dtype))
+    that of the tile (wide or narrow); returns them and one panel's length."""
+    _, nr = tile_shape(dtype, is_wide)
     out_channels, c_in, kh, kw = weight.shape
     og = out_channels // groups
     panels = -(-og // nr)
@@ -92,13 +110,13 @@ def pack(weight, groups: int, dtype) -> tuple[np.ndarray, int]:
 @jit(parallel=True)
 def conv(x, rows, taps, c_in, groups, w, panel, out, out_rows, out_per_group, bias, has_bias,
          kind, lo, hi, alpha, beta, res, res_rows, res_mode, wide, mr, nr, tile_groups,
-         unit_groups, block):
+         unit_groups, block, chunk):
     """The convolution of every output pixel in ``rows`` (see the module docstring), with its
     epilogue; ``res``/``res_rows`` a residual added when ``res_mode`` is 1 (before the
     activation) or 2 (after); ``wide`` selects the wide tile, ``(mr, nr)`` its shape
     (``tile_shape``). The work is a grid of ``tile_groups x unit_groups`` parallel tasks
     (pixels by panels, :func:`schedule`), and in a task ``block`` tiles at a time meet every
-    panel."""
+    panel, ``chunk`` input channels at a time (so that the chunk's weights stay in L1)."""
     pixels = rows.shape[0]
     tiles = (pixels + mr - 1) // mr
     panels = (out_per_group + nr - 1) // nr
@@ -117,36 +135,49 @@ def conv(x, rows, taps, c_in, groups, w, panel, out, out_rows, out_per_group, bi
                 j = u - g * panels
                 n_shift = g * out_per_group + j * nr
                 n_valid = min(nr, out_per_group - j * nr)
-                for i in range(b0, b1):
-                    m0 = i * mr
-                    if pixels - m0 >= mr:
-                        args = (x, rows, m0, mr, g * c_in, taps, n_taps, c_in, w, u * panel, out,
-                                out_rows, n_shift, n_valid, bias, has_bias, kind, lo, hi, alpha,
-                                beta, res, res_rows, res_mode)
-                        if wide:
-                            wide_full(*args)
-                        else:
-                            tile_full(*args)
-                        continue
-                    # the last pixels, in narrower tiles (a full one would repeat a pixel)
-                    m = m0
-                    while m < pixels:
-                        left = pixels - m
-                        step = 4 if left >= 4 else left
-                        args = (x, rows, m, step, g * c_in, taps, n_taps, c_in, w, u * panel,
-                                out, out_rows, n_shift, n_valid, bias, has_bias, kind, lo, hi,
-                                alpha, beta, res, res_rows, res_mode)
-                        if wide:
-                            if step >= 3:
-                                wide_4(*args)
-                            elif step == 2:
-                                wide_2(*args)
-                            else:
-                                wide_1(*args)
-                        elif step >= 3:
-                            tile_4(*args)
-                        elif step == 2:
-                            tile_2(*args)
-                        else:
-                            tile_1(*args)
-                        m += step
+                for c0 in range(0, c_in, chunk):
+                    c1 = min(c_in, c0 + chunk)
+                    _tiles(x, rows, b0, b1, pixels, g * c_in, taps, n_taps, c_in, c0, c1, w,
+                           u * panel, out, out_rows, n_shift, n_valid, c0 == 0, c1 == c_in,
+                           bias, has_bias, kind, lo, hi, alpha, beta, res, res_rows, res_mode,
+                           wide, mr)
+
+
+@jit()
+def _tiles(x, rows, b0, b1, pixels, x_shift, taps, n_taps, c_in, c0, c1, w, w_at, out,
+           out_rows, n_shift, n_valid, start, finish, bias, has_bias, kind, lo, hi, alpha, beta,
+           res, res_rows, res_mode, wide, mr):
+    """Tiles ``b0`` to ``b1`` of one panel and one chunk of input channels."""
+    for i in range(b0, b1):
+        m0 = i * mr
+        if pixels - m0 >= mr:
+            args = (x, rows, m0, mr, x_shift, taps, n_taps, c_in, c0, c1, w, w_at, out,
+                    out_rows, n_shift, n_valid, start, finish, bias, has_bias, kind, lo, hi,
+                    alpha, beta, res, res_rows, res_mode)
+            if wide:
+                wide_full(*args)
+            else:
+                tile_full(*args)
+            continue
+        # the last pixels, in narrower tiles (a full one would repeat a pixel)
+        m = m0
+        while m < pixels:
+            left = pixels - m
+            step = 4 if left >= 4 else left
+            args = (x, rows, m, step, x_shift, taps, n_taps, c_in, c0, c1, w, w_at, out,
+                    out_rows, n_shift, n_valid, start, finish, bias, has_bias, kind, lo, hi,
+                    alpha, beta, res, res_rows, res_mode)
+            if wide:
+                if step >= 3:
+                    wide_4(*args)
+                elif step == 2:
+                    wide_2(*args)
+                else:
+                    wide_1(*args)
+            elif step >= 3:
+                tile_4(*args)
+            elif step == 2:
+                tile_2(*args)
+            else:
+                tile_1(*args)
+            m += step
