@@ -6,6 +6,7 @@ full-convolution twin; every engine runs the same torch module
     pytest benches/bench_plan.py --benchmark-only
     pytest benches/bench_plan.py --benchmark-only -k "batch1 and not full"
     pytest benches/bench_plan.py --benchmark-only -k tasks     # PLAN_TASKS_PER_THREAD
+    pytest benches/bench_plan.py --benchmark-only -k separable # PLAN_SEPARABLE_*
 
 pytest-benchmark runs one benchmark after another, not interleaved; ``fastconv profile
 mobilenet-v1 --plan`` and ``fastconv report`` interleave the engines with a pause between
@@ -63,4 +64,21 @@ def test_tasks(benchmark, monkeypatch, tasks):
     call = engines.engine("plan", engines.torch_model(), x, fc.config.get_num_threads())
     call()
     benchmark.group = "PLAN_TASKS_PER_THREAD, mobilenet-v1 batch 1"
+    benchmark(call)
+
+
+@pytest.mark.parametrize("weights, scratch", [(0, 0.0625), (0.25, 0.0625), (0.6, 0.0625),
+                                              (1.1, 0.0625), (0.6, 0.03), (0.6, 0.125)])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_separable(benchmark, monkeypatch, batch, weights, scratch):
+    """PLAN_SEPARABLE_WEIGHTS (0: no depthwise and pointwise pair fused) and
+    PLAN_SEPARABLE_SCRATCH on MobileNet v1."""
+    monkeypatch.setattr(tuning, "PLAN_SEPARABLE_WEIGHTS", weights)
+    monkeypatch.setattr(tuning, "PLAN_SEPARABLE_SCRATCH", scratch)
+    if engines.available("torch"):
+        pytest.skip("the models are torch modules")
+    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    call = engines.engine("plan", engines.torch_model(), x, fc.config.get_num_threads())
+    call()
+    benchmark.group = f"PLAN_SEPARABLE_*, mobilenet-v1 batch {batch}"
     benchmark(call)

@@ -16,6 +16,8 @@ from fastconv.kernels.numba.nhwc.depthwise import depthwise, depthwise_3x3
 
 from helpers import DTYPES
 
+NO_BORDER = np.zeros(8, np.int64)  # an output with no border to zero
+
 ACT = {  # name -> (lo, hi, alpha, beta), NumPy's version
     "none": ((0, 0, 0, 0), lambda y: y),
     "clamp": ((-0.5, 0.7, 0, 0), lambda y: np.clip(y, -0.5, 0.7)),
@@ -75,7 +77,7 @@ def test_conv_tiles_match_numpy(shape, res_mode, act, is_wide, dtype):
     grid = schedule(len(rows), k * k * (c // groups), o // groups, groups, dtype, 2, is_wide)
     conv(x.ravel(), rows, taps, c // groups, groups, packed, panel, out, out_rows, o // groups,
          bias, True, ACTIVATIONS[act], *(np.dtype(dtype).type(v) for v in (lo, hi, alpha, beta)),
-         residual, out_rows, res_mode, is_wide, *tile_shape(dtype, is_wide), *grid)
+         residual, out_rows, res_mode, is_wide, *tile_shape(dtype, is_wide), *grid, NO_BORDER)
     y = expected.ravel() + np.tile(bias, len(rows))
     if res_mode == 1:
         y = y + residual
@@ -96,7 +98,7 @@ def test_clamp_keeps_nan():
     f = np.float32
     conv(x.ravel(), rows, taps, 4, 1, packed, panel, out, out_rows, 8, np.zeros(1, f), False,
          ACTIVATIONS["clamp"], f(0), f(math.inf), f(0), f(0), out, out_rows, 0, False,
-         *tile_shape(f), *schedule(9, 4, 8, 1, f, 2, False))
+         *tile_shape(f), *schedule(9, 4, 8, 1, f, 2, False), NO_BORDER)
     assert np.isnan(out.reshape(9, 8)[4]).all() and not np.isnan(out.reshape(9, 8)[3]).any()
 
 
@@ -114,8 +116,10 @@ def test_depthwise_row_matches_numpy(channels, stride, dilation, dtype):
     wo = (w + 2 * pad - 2 * dilation - 1) // stride + 1
     out = np.full((n, ho + 1, wo + 3, channels), np.nan, dtype)
     f = np.dtype(dtype).type
+    border = np.array([*out.shape, 1, 0, 2, 1], np.int64)  # zeroed by the kernel
     depthwise_3x3(x, 1, 1, weight, bias, out, 1, 2, ho, wo, stride, stride, dilation, dilation,
-                  ACTIVATIONS["clamp"], f(0), f(6), f(0), f(0), depthwise_block(dtype), 2)
+                  ACTIVATIONS["clamp"], f(0), f(6), f(0), f(0), depthwise_block(dtype), border,
+                  2)
     expected = np.broadcast_to(bias, (n, ho, wo, channels)).astype(np.float64)
     for t in range(9):
         i, j = divmod(t, 3)
@@ -124,7 +128,7 @@ def test_depthwise_row_matches_numpy(channels, stride, dilation, dtype):
                                             dilation + stride * (wo - 1) + 1:stride]
     np.testing.assert_allclose(out[:, 1:, 2:2 + wo], np.clip(expected, 0, 6),
                                rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
-    assert np.isnan(out[:, 0]).all() and np.isnan(out[:, :, -1]).all()  # outside: untouched
+    assert (out[:, 0] == 0).all() and (out[:, :, -1] == 0).all() and (out[:, :, :2] == 0).all()
 
 
 def test_generic_depthwise_with_a_multiplier():
@@ -142,6 +146,59 @@ def test_generic_depthwise_with_a_multiplier():
             for j in range(5):
                 expected[0, :, :, c] += weight[i * 5 + j, c] * x[0, i:i + 5:2, j:j + 5:2, c // 2]
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("tasks", [1, 2, 3, 7])
+def test_zero_border_zeroes_the_border_only(tasks):
+    from fastconv.kernels.numba.nhwc.layout import zero_border
+
+    buf = np.full((2, 7, 6, 3), np.nan)
+    zero_border(buf.reshape(-1), np.array([*buf.shape, 2, 1, 1, 3], np.int64), tasks)
+    inside = np.zeros(buf.shape, bool)
+    inside[:, 2:6, 1:3] = True
+    assert np.isnan(buf[inside]).all() and (buf[~inside] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("is_wide", [False, True], ids=["narrow", "wide"])
+@pytest.mark.parametrize("stride, rows_per_step, tasks", [(1, 1, 2), (2, 3, 2), (1, 4, 3)])
+def test_separable_matches_numpy(stride, rows_per_step, tasks, is_wide, dtype):
+    """The depthwise 3x3 (ReLU6) and the pointwise (bias, ReLU) fused, over images and steps
+    that end mid-image, the output's border zeroed."""
+    from fastconv.kernels.numba.nhwc.separable import separable
+
+    rng = np.random.default_rng(stride + 10 * rows_per_step)
+    n, c, h, w, o = 2, 20, 9, 7, 40
+    x = np.zeros((n, h + 2, w + 2, c), dtype)
+    x[:, 1:1 + h, 1:1 + w] = rng.standard_normal((n, h, w, c))
+    dw_w = rng.standard_normal((9, c)).astype(dtype)
+    dw_b = rng.standard_normal(c).astype(dtype)
+    pw_w = rng.standard_normal((o, c, 1, 1)).astype(dtype)
+    pw_b = rng.standard_normal(o).astype(dtype)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    mid = np.broadcast_to(dw_b, (n, ho, wo, c)).astype(np.float64)
+    for t in range(9):
+        i, j = divmod(t, 3)
+        mid = mid + dw_w[t] * x[:, i:i + stride * (ho - 1) + 1:stride,
+                                j:j + stride * (wo - 1) + 1:stride]
+    expected = np.maximum(np.clip(mid, 0, 6) @ pw_w[:, :, 0, 0].T.astype(np.float64) + pw_b, 0)
+    out = np.full((n, ho + 1, wo + 1, o), np.nan, dtype)  # border: top 1, right 1
+    nn, oh, ow = np.meshgrid(np.arange(n), np.arange(ho), np.arange(wo), indexing="ij")
+    out_rows = (((nn * (ho + 1) + 1 + oh) * (wo + 1) + ow) * o).ravel().astype(np.int64)
+    packed, panel = pack(pw_w, 1, dtype, is_wide)
+    mr, nr = tile_shape(dtype, is_wide)
+    f = np.dtype(dtype).type
+    scratch = np.full((tasks, rows_per_step * wo * c), np.nan, dtype)
+    flat = out.reshape(-1)
+    separable(x, 0, 0, dw_w, dw_b, ACTIVATIONS["clamp"], f(0), f(6), f(0), f(0), stride, stride,
+              1, 1, ho, wo, depthwise_block(dtype), packed, panel, -(-o // nr), flat, out_rows,
+              o, pw_b, True, ACTIVATIONS["clamp"], f(0), f(np.inf), f(0), f(0), flat, out_rows,
+              0, is_wide, mr, nr, scratch, np.arange(out_rows.size, dtype=np.int64) * c,
+              np.zeros(1, np.int64), rows_per_step, np.array([*out.shape, 1, 0, 0, 1], np.int64),
+              tasks)
+    np.testing.assert_allclose(out[:, 1:, :wo], expected,
+                               rtol=1e-4 if dtype == np.float32 else 1e-11, atol=1e-4)
+    assert (out[:, 0] == 0).all() and (out[:, :, wo] == 0).all()
 
 
 def test_schedule_splits_pixels_on_a_tie_and_blocks_by_traffic():
@@ -192,7 +249,8 @@ def test_winograd_matches_numpy(shape, is_wide, dtype):
     tiles = np.arange(block, dtype=np.int64)
     winograd(x, 0, 0, packed, panel, panels, c, bias, out, 1, 0, h, w, ACTIVATIONS["clamp"],
              f(0), f(np.inf), f(0), f(0), v, m, tiles * c, tiles * o, np.zeros(1, np.int64),
-             block, is_wide, *tile_shape(dtype, is_wide), tasks)
+             block, is_wide, *tile_shape(dtype, is_wide),
+             np.array([*out.shape, 1, 0, 0, 1], np.int64), tasks)
     np.testing.assert_allclose(out[:, 1:, :w], np.maximum(expected, 0),
                                rtol=1e-4 if dtype == np.float32 else 1e-11, atol=1e-4)
-    assert np.isnan(out[:, 0]).all() and np.isnan(out[:, :, w]).all()
+    assert (out[:, 0] == 0).all() and (out[:, :, w] == 0).all()  # the border, zeroed

@@ -157,6 +157,32 @@ def test_mobilenet_v1_at_224():
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("stride, dilation, batch", [(1, 1, 3), (2, 1, 2), (1, 2, 1), (2, 2, 3)])
+def test_depthwise_and_pointwise_run_fused(stride, dilation, batch, dtype):
+    """A depthwise 3x3 and the pointwise layer after it run as one kernel (the plan names
+    both), on odd sizes, with batch norms, ReLU6 and ReLU, and the next block's padding."""
+    module = _randomise(nn.Sequential(
+        nn.Conv2d(3, 24, 3, 1, 1), nn.ReLU(),
+        nn.Conv2d(24, 24, 3, stride, dilation, dilation=dilation, groups=24, bias=False),
+        nn.BatchNorm2d(24), nn.ReLU6(), nn.Conv2d(24, 40, 1), nn.ReLU(),
+        nn.Conv2d(40, 40, 3, 1, 1, groups=40), nn.Conv2d(40, 8, 1, bias=False)))
+    x = _rng(stride + dilation).standard_normal((batch, 3, 13, 11))
+    net, _ = _check(module, x, dtype)
+    names = [n.name for n in next(iter(net._plans.values())).plan.nodes]
+    assert names == ["layer 0 (Conv2d)", "layer 2 (Conv2d) + layer 5 (Conv2d)",
+                     "layer 7 (Conv2d) + layer 8 (Conv2d)"]
+
+
+def test_a_pointwise_layer_with_padding_or_stride_runs_apart():
+    module = _randomise(nn.Sequential(nn.Conv2d(8, 8, 3, 1, 1, groups=8),
+                                      nn.Conv2d(8, 16, 1, padding=1),
+                                      nn.Conv2d(16, 16, 3, 1, 1, groups=16),
+                                      nn.Conv2d(16, 16, 1, stride=2)))
+    net, _ = _check(module, _rng(4).standard_normal((2, 8, 9, 10)), np.float64)
+    assert all("+" not in n.name for n in next(iter(net._plans.values())).plan.nodes)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_full_convolution_twin(dtype):
     torch.manual_seed(2)
     module = mobilenet_v1(separable=False, alpha=0.25)
@@ -284,7 +310,10 @@ def test_threads_and_profile(small):
     np.testing.assert_allclose(net(x), _reference(module, x), rtol=1e-4, atol=1e-4)
     profile = net.profile(x, budget=0.05)
     names = [r["name"] for r in profile.rows]
-    assert names[0] == "input" and names[-1] == "output" and len(names) > 20
+    assert names[0] == "input" and names[-1] == "output"
+    assert names[1:-1] == [n.name for n in profile.plan.nodes]
+    # MobileNet's depthwise and pointwise layers run fused, as one node each
+    assert "layer 3 (Conv2d) + layer 6 (Conv2d)" in names
     assert all(r["seconds"] > 0 for r in profile.rows)
     assert profile.sum_of_nodes > 0 and profile.seconds > 0
     conv = next(r for r in profile.rows if r["op"] == "conv")

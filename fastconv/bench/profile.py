@@ -553,10 +553,16 @@ _ORT_COMPUTE = ("Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul")
 
 def _beside_ort(rows, ort_nodes):
     """Give each of the plan's convolution and linear rows the time of ONNX Runtime's
-    matching kernel: both run the network's convolutions and its classifier in order."""
+    matching kernels: both run the network's convolutions and its classifier in order, and a
+    row the plan fused from two layers (``layers``) meets two of ONNX Runtime's."""
     ours = [r for r in rows if r["op"] in ("conv", "linear")]
     theirs = [t for t in ort_nodes if t[1] in _ORT_COMPUTE]
-    if len(ours) != len(theirs):
+    if sum(r["layers"] for r in ours) != len(theirs):
         return
-    for row, (name, op, seconds) in zip(ours, theirs):
-        row["onnxruntime"] = dict(node=name, op=op, seconds=seconds)
+    at = 0
+    for row in ours:
+        matched = theirs[at:at + row["layers"]]
+        at += row["layers"]
+        row["onnxruntime"] = dict(node=" + ".join(t[0] for t in matched),
+                                  op=" + ".join(t[1] for t in matched),
+                                  seconds=sum(t[2] for t in matched))

@@ -96,6 +96,13 @@ PLAN_TASKS_PER_THREAD = 1
 PLAN_WINOGRAD_CHANNELS = 64
 PLAN_WINOGRAD_TILES_PER_CHANNEL = 0.05
 PLAN_WINOGRAD_BLOCK_MAX = 64
+# The plan runs a depthwise 3x3 layer and the pointwise layer reading it as one kernel when
+# the pointwise weights take at most PLAN_SEPARABLE_WEIGHTS of the L2 cache (beyond, they
+# would leave it between the steps, and the two layers run apart); each task's depthwise
+# rows then take at most PLAN_SEPARABLE_SCRATCH of the L2 cache.
+# Re-measure: pytest benches/bench_plan.py -k separable --benchmark-only
+PLAN_SEPARABLE_WEIGHTS = 0.6
+PLAN_SEPARABLE_SCRATCH = 0.0625
 
 # --- winograd F(2x2, 3x3) ----------------------------------------------------------------
 

@@ -262,7 +262,8 @@ class NetworkProfile:
                 name=name, op=node.op if node else "layout", kernel=node.kernel if node else
                 ("NCHW -> NHWC" if name == "input" else "NHWC -> NCHW"),
                 input=node.input if node else "", output=node.output if node else "",
-                fused=node.fused if node else [], flops=flops, seconds=seconds,
+                fused=node.fused if node else [], layers=node.layers if node else 0,
+                flops=flops, seconds=seconds,
                 seconds_median=float(np.median(times)),
                 gflops=flops / seconds / 1e9 if seconds > 0 and flops else 0.0))
 

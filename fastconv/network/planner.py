@@ -146,6 +146,7 @@ class NodePlan:
     output: str
     macs: int
     fused: list[str]
+    layers: int = 1  # the graph's convolution and linear nodes it runs (two when fused)
 
 
 @dataclass
@@ -197,14 +198,16 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
         buffer_of[value] = len(buffers) - 1
         return buffer_of[value]
 
+    separable = _separable_pairs(graph, shapes, graph.dtype)
     new_buffer(INPUT)
     for node in graph.nodes:
         if _aliases(node, shapes):
             buffer_of[node.output] = buffer_of[node.inputs[0]]
-        else:
+        elif node.name not in separable:  # a fused depthwise's output is never stored
             new_buffer(node.output)
+    fused_pointwise = {pw.name for pw in separable.values()}
     for node in graph.nodes:  # the padding each reader needs, on its input's border
-        if node.op == "conv":
+        if node.op == "conv" and node.name not in fused_pointwise:
             spec = conv_spec(node, shapes[node.inputs[0]])
             (top, bottom), (left, right) = spec.pads
             if _winograd(spec, batch):  # a last tile half outside the output reads a row more
@@ -218,24 +221,29 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
     nodes: list[NodePlan] = []
     ctx = _Context(shapes, buffers, buffer_of, packed, batch, threads, graph.dtype, kernels,
                    scratch=[])
-    border_step = _border_step(ctx, INPUT)
-    if border_step is not None:
-        steps.append(border_step)
     steps.append(Step("input", kernels.from_nchw, [None, Ref(0), *buffers[0].border[::2],
-                                                   ctx.tasks]))
-    for step in steps:
-        step.node = "input"
+                                                   ctx.border(INPUT), ctx.tasks]))
     for node in graph.nodes:
-        if _aliases(node, shapes):
+        if _aliases(node, shapes) or node.name in fused_pointwise:
             continue
         first = len(steps)
-        kernel = _steps(ctx, node, steps)
+        pointwise = separable.get(node.name)
+        if pointwise is None:
+            kernel = _steps(ctx, node, steps)
+            name, output, fused = node.name, node.output, [*node.attrs.get("fused", [])]
+            macs = _macs(node, shapes[node.inputs[0]], shapes[node.output])
+        else:
+            kernel = _separable_steps(ctx, node, pointwise, steps)
+            name, output = f"{node.name} + {pointwise.name}", pointwise.output
+            fused = [*node.attrs.get("fused", []), pointwise.name,
+                     *pointwise.attrs.get("fused", [])]
+            macs = (_macs(node, shapes[node.inputs[0]], shapes[node.output])
+                    + _macs(pointwise, shapes[node.output], shapes[output]))
         for step in steps[first:]:
-            step.node = node.name + (" border" if step.kernel is kernels.zero_border else "")
-        s_in, s_out = shapes[node.inputs[0]], shapes[node.output]
-        nodes.append(NodePlan(node.name, node.op, kernel, str(s_in), str(s_out),
-                              _macs(node, s_in, s_out) * batch,
-                              [*node.attrs.get("fused", [])]))
+            step.node = name + (" border" if step.kernel is kernels.zero_border else "")
+        nodes.append(NodePlan(name, "conv" if pointwise is not None else node.op, kernel,
+                              str(shapes[node.inputs[0]]), str(shapes[output]), macs * batch,
+                              fused, 1 if pointwise is None else 2))
     _liveness(graph, steps, buffers, buffer_of)
     arena, static = _place(buffers, batch, graph.dtype, buffer_of[graph.output])
     out = shapes[graph.output]
@@ -283,6 +291,12 @@ class _Context:
     def buffer(self, value) -> Buffer:
         return self.buffers[self.buffer_of[value]]
 
+    def border(self, value) -> np.ndarray:
+        """The geometry a kernel zeroes ``value``'s border from (``nhwc.layout``'s
+        ``zero_border_share``): (N, Hb, Wb, C, top, bottom, left, right)."""
+        buf = self.buffer(value)
+        return np.array([*buf.dims(self.batch), *buf.border], np.int64)
+
     def ref(self, value, flat=False) -> Ref:
         return Ref(self.buffer_of[value], flat)
 
@@ -301,13 +315,13 @@ def _steps(ctx: _Context, node: Node, steps: list) -> str:
     """Append the node's steps; returns its kernel's name."""
     k, op = ctx.kernels, node.op
     out_value = node.output
-    border_step = _border_step(ctx, out_value)
-    if border_step is not None:
-        steps.append(border_step)
-    if op == "conv":
+    if op == "conv":  # its kernels zero their output's border
         return _conv_steps(ctx, node, steps)
     if op == "linear":
         return _linear_steps(ctx, node, steps)
+    border_step = _border_step(ctx, out_value)
+    if border_step is not None:
+        steps.append(border_step)
     src = node.inputs[0]
     s = ctx.shapes[out_value]
     top, left = ctx.origin(src)
@@ -358,7 +372,8 @@ def _border_step(ctx: _Context, value: str) -> Step | None:
     border = ctx.buffer(value).border
     if not any(border):
         return None
-    return Step("", ctx.kernels.zero_border, [ctx.ref(value), *border, ctx.tasks])
+    return Step("", ctx.kernels.zero_border, [ctx.ref(value, True), ctx.border(value),
+                                              ctx.tasks])
 
 
 def _conv_steps(ctx: _Context, node: Node, steps: list) -> str:
@@ -372,20 +387,19 @@ def _conv_steps(ctx: _Context, node: Node, steps: list) -> str:
     bias = node.attrs["bias"]
     label = f"{kh}x{kw}/{sh}" + (f" dilation {dh}" if max(dh, dw) > 1 else "")
     if spec.kind == "dw":
-        weights = ctx.packed.get(node.name)
-        if weights is None:
-            weights = np.ascontiguousarray(
-                node.attrs["weight"].reshape(spec.out_channels, kh * kw).T)
-            ctx.packed[node.name] = weights
-        bias = np.zeros(spec.out_channels, ctx.dtype) if bias is None else bias
+        weights, bias = _depthwise_weights(ctx, node, spec)
         top, left = ctx.origin(src, (ph, pw))
         o_top, o_left = ctx.origin(dst)
         if spec.kernel_size == (3, 3) and spec.out_channels == spec.in_channels:
             steps.append(Step("", k.depthwise_3x3, [ctx.ref(src), top, left, weights, bias,
                                                     ctx.ref(dst), o_top, o_left, ho, wo, sh,
                                                     sw, dh, dw, *ctx.epilogue(node),
-                                                    k.depthwise_block(ctx.dtype), ctx.tasks]))
+                                                    k.depthwise_block(ctx.dtype),
+                                                    ctx.border(dst), ctx.tasks]))
         else:
+            border_step = _border_step(ctx, dst)
+            if border_step is not None:
+                steps.append(border_step)
             steps.append(Step("", k.depthwise, [ctx.ref(src), top, left, weights, kh, kw,
                                                 spec.out_channels // spec.in_channels, bias,
                                                 ctx.ref(dst), o_top, o_left, ho, wo, sh, sw, dh,
@@ -397,10 +411,7 @@ def _conv_steps(ctx: _Context, node: Node, steps: list) -> str:
     pixels = ctx.batch * ho * wo
     is_wide = k.wide(pixels, k_size, spec.out_channels_per_group, spec.groups, ctx.dtype,
                      ctx.tasks)
-    packed = ctx.packed.get((node.name, is_wide))
-    if packed is None:
-        packed = ctx.packed[node.name, is_wide] = k.pack(node.attrs["weight"], spec.groups,
-                                                         ctx.dtype, is_wide)
+    packed = _packed(ctx, node, spec.groups, is_wide)
     n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
     x_buf, out_buf = ctx.buffer(src), ctx.buffer(dst)
     rows = x_buf.pixel(n, oh * sh - ph, ow * sw - pw).reshape(-1).astype(np.int64)
@@ -415,10 +426,94 @@ def _conv_steps(ctx: _Context, node: Node, steps: list) -> str:
                                    is_wide, *k.tile_shape(ctx.dtype, is_wide),
                                    *k.schedule(pixels, k_size, spec.out_channels_per_group,
                                                spec.groups, ctx.dtype, ctx.tasks, is_wide,
-                                               spec.in_channels_per_group)]))
+                                               spec.in_channels_per_group), ctx.border(dst)]))
     kind = "pointwise" if spec.kernel_size == (1, 1) else "conv"
     groups = f", {spec.groups} groups" if spec.groups > 1 else ""
     return f"{kind} {label}{groups} (register tiles)"
+
+
+def _depthwise_weights(ctx: _Context, node: Node, spec) -> tuple[np.ndarray, np.ndarray]:
+    """A depthwise layer's weights as (taps, C) and its bias (zeros where it has none)."""
+    weights = ctx.packed.get(node.name)
+    if weights is None:
+        kh, kw = spec.kernel_size
+        weights = ctx.packed[node.name] = np.ascontiguousarray(
+            node.attrs["weight"].reshape(spec.out_channels, kh * kw).T)
+    bias = node.attrs["bias"]
+    return weights, np.zeros(spec.out_channels, ctx.dtype) if bias is None else bias
+
+
+def _packed(ctx: _Context, node: Node, groups: int, is_wide: bool) -> tuple:
+    """A convolution's weights in the panels of its tile (``kernels.pack``), packed once."""
+    packed = ctx.packed.get((node.name, is_wide))
+    if packed is None:
+        packed = ctx.packed[node.name, is_wide] = ctx.kernels.pack(node.attrs["weight"],
+                                                                   groups, ctx.dtype, is_wide)
+    return packed
+
+
+def _separable_pairs(graph: Graph, shapes: dict, dtype) -> dict[str, Node]:
+    """Depthwise 3x3 layers (one filter per channel) whose output only a pointwise layer
+    (1x1, stride 1, no padding, no groups) reads: depthwise name -> pointwise node. Each
+    pair runs as one kernel when the pointwise weights stay in the L2 cache beside the
+    depthwise rows (``tuning.PLAN_SEPARABLE_WEIGHTS``)."""
+    from ..kernels.numba.nhwc.conv import l2_bytes
+
+    pairs = {}
+    for node in graph.nodes:
+        if node.op != "conv" or node.output == graph.output:
+            continue
+        spec = conv_spec(node, shapes[node.inputs[0]])
+        readers = graph.consumers(node.output)
+        if not (spec.kind == "dw" and spec.kernel_size == (3, 3)
+                and spec.out_channels == spec.in_channels and len(readers) == 1):
+            continue
+        pw = readers[0]
+        if pw.op != "conv" or pw.inputs[0] != node.output or pw.attrs.get("residual"):
+            continue
+        pw_spec = conv_spec(pw, shapes[node.output])
+        weights = pw_spec.in_channels * pw_spec.out_channels * np.dtype(dtype).itemsize
+        if (pw_spec.kernel_size == (1, 1) and pw_spec.stride == (1, 1)
+                and pw_spec.pads == ((0, 0), (0, 0)) and pw_spec.groups == 1
+                and weights <= tuning.PLAN_SEPARABLE_WEIGHTS * l2_bytes()):
+            pairs[node.name] = pw
+    return pairs
+
+
+def _separable_steps(ctx: _Context, dw_node: Node, pw_node: Node, steps: list) -> str:
+    """A depthwise 3x3 layer and the pointwise one after it as one kernel
+    (``nhwc.separable``): a few depthwise rows at a time into a task's scratch, in cache,
+    and the pointwise tiles from there."""
+    k = ctx.kernels
+    src, dst = dw_node.inputs[0], pw_node.output
+    spec = conv_spec(dw_node, ctx.shapes[src])
+    pw_spec = conv_spec(pw_node, ctx.shapes[dw_node.output])
+    (ph, _), (pw, _) = spec.pads
+    ho, wo = spec.output_size
+    channels, out_channels = spec.in_channels, pw_spec.out_channels
+    weights, dw_bias = _depthwise_weights(ctx, dw_node, spec)
+    rows = ctx.batch * ho
+    row_bytes = wo * channels * ctx.dtype.itemsize
+    per_step = max(1, min(-(-rows // ctx.tasks),
+                          int(tuning.PLAN_SEPARABLE_SCRATCH * k.l2_bytes()) // row_bytes))
+    pixels = per_step * wo
+    is_wide = k.wide(pixels, channels, out_channels, 1, ctx.dtype, 1)
+    mr, nr = k.tile_shape(ctx.dtype, is_wide)
+    packed = _packed(ctx, pw_node, 1, is_wide)
+    top, left = ctx.origin(src, (ph, pw))
+    n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
+    out_rows = ctx.buffer(dst).pixel(n, oh, ow).reshape(-1).astype(np.int64)
+    s_rows = np.arange(out_rows.size, dtype=np.int64) * channels
+    steps.append(Step("", k.separable, [
+        ctx.ref(src), top, left, weights, dw_bias, *ctx.epilogue(dw_node), *spec.stride,
+        *spec.dilation, ho, wo, k.depthwise_block(ctx.dtype), *packed,
+        -(-out_channels // nr), ctx.ref(dst, True), out_rows, out_channels,
+        *_bias(pw_node.attrs["bias"], ctx.dtype), *ctx.epilogue(pw_node),
+        *_no_residual(ctx, dst, out_rows), is_wide, mr, nr, ctx.new_scratch(pixels * channels),
+        s_rows, np.zeros(1, np.int64), per_step, ctx.border(dst), ctx.tasks]))
+    (sh, _), (dh, _) = spec.stride, spec.dilation
+    return (f"depthwise 3x3/{sh}" + (f" dilation {dh}" if dh > 1 else "")
+            + " + pointwise 1x1 (fused, register tiles)")
 
 
 def _winograd(spec, batch: int) -> bool:
@@ -458,7 +553,8 @@ def _winograd_steps(ctx: _Context, node: Node, spec, steps: list) -> str:
     steps.append(Step("", k.winograd, [
         ctx.ref(src), top, left, *packed, c, bias, ctx.ref(dst), o_top, o_left, ho, wo,
         *ctx.epilogue(node), ctx.new_scratch(16 * block * c), ctx.new_scratch(16 * block * o),
-        tiles * c, tiles * o, np.zeros(1, np.int64), block, is_wide, mr, nr, ctx.tasks]))
+        tiles * c, tiles * o, np.zeros(1, np.int64), block, is_wide, mr, nr, ctx.border(dst),
+        ctx.tasks]))
     return "conv 3x3/1 as Winograd F(2x2, 3x3) (register tiles)"
 
 
@@ -476,7 +572,7 @@ def _linear_steps(ctx: _Context, node: Node, steps: list) -> str:
     out_features, in_features = weight.shape
     is_wide = ctx.kernels.wide(ctx.batch, in_features, out_features, 1, ctx.dtype, ctx.tasks)
     packed = ctx.packed.get((node.name, is_wide))
-    if packed is None:
+    if packed is None:  # as a 1x1 convolution's
         packed = ctx.packed[node.name, is_wide] = ctx.kernels.pack(
             weight[:, :, None, None], 1, ctx.dtype, is_wide)
     images = np.arange(ctx.batch)
@@ -492,7 +588,8 @@ def _linear_steps(ctx: _Context, node: Node, steps: list) -> str:
                                                                               is_wide),
                                              *ctx.kernels.schedule(ctx.batch, in_features,
                                                                    out_features, 1, ctx.dtype,
-                                                                   ctx.tasks, is_wide)]))
+                                                                   ctx.tasks, is_wide),
+                                             ctx.border(dst)]))
     return f"linear {weight.shape[1]}->{weight.shape[0]} (register tiles)"
 
 

@@ -17,6 +17,7 @@ from numba import prange
 from ....runtime import jit
 from ..microkernel import (tile_1, tile_2, tile_4, tile_full, tile_shape, wide_1, wide_2, wide_4,
                            wide_full)
+from .layout import zero_border_share
 
 
 def wide(pixels: int, k: int, out_per_group: int, groups: int, dtype, threads: int) -> bool:
@@ -110,13 +111,14 @@ def pack(weight, groups: int, dtype, is_wide: bool) -> tuple[np.ndarray, int]:
 @jit(parallel=True)
 def conv(x, rows, taps, c_in, groups, w, panel, out, out_rows, out_per_group, bias, has_bias,
          kind, lo, hi, alpha, beta, res, res_rows, res_mode, wide, mr, nr, tile_groups,
-         unit_groups, block, chunk):
+         unit_groups, block, chunk, out_border):
     """The convolution of every output pixel in ``rows`` (see the module docstring), with its
     epilogue; ``res``/``res_rows`` a residual added when ``res_mode`` is 1 (before the
     activation) or 2 (after); ``wide`` selects the wide tile, ``(mr, nr)`` its shape
     (``tile_shape``). The work is a grid of ``tile_groups x unit_groups`` parallel tasks
     (pixels by panels, :func:`schedule`), and in a task ``block`` tiles at a time meet every
-    panel, ``chunk`` input channels at a time (so that the chunk's weights stay in L1)."""
+    panel, ``chunk`` input channels at a time (so that the chunk's weights stay in L1).
+    ``out_border`` is ``out``'s geometry for :func:`~.layout.zero_border_share`."""
     pixels = rows.shape[0]
     tiles = (pixels + mr - 1) // mr
     panels = (out_per_group + nr - 1) // nr
@@ -124,6 +126,7 @@ def conv(x, rows, taps, c_in, groups, w, panel, out, out_rows, out_per_group, bi
     tasks = tile_groups * unit_groups
     n_taps = taps.shape[0]
     for task in prange(tasks):
+        zero_border_share(out, out_border, task, tasks)
         ti, ui = task // unit_groups, task % unit_groups
         t0, t1 = ti * tiles // tile_groups, (ti + 1) * tiles // tile_groups
         u0, u1 = ui * units // unit_groups, (ui + 1) * units // unit_groups
@@ -137,47 +140,41 @@ def conv(x, rows, taps, c_in, groups, w, panel, out, out_rows, out_per_group, bi
                 n_valid = min(nr, out_per_group - j * nr)
                 for c0 in range(0, c_in, chunk):
                     c1 = min(c_in, c0 + chunk)
-                    _tiles(x, rows, b0, b1, pixels, g * c_in, taps, n_taps, c_in, c0, c1, w,
-                           u * panel, out, out_rows, n_shift, n_valid, c0 == 0, c1 == c_in,
-                           bias, has_bias, kind, lo, hi, alpha, beta, res, res_rows, res_mode,
-                           wide, mr)
+                    _tiles(x, rows, b0 * mr, min(pixels, b1 * mr), g * c_in, taps, n_taps,
+                           c_in, c0, c1, w, u * panel, out, out_rows, n_shift, n_valid, c0 == 0,
+                           c1 == c_in, bias, has_bias, kind, lo, hi, alpha, beta, res, res_rows,
+                           res_mode, wide, mr)
 
 
 @jit()
-def _tiles(x, rows, b0, b1, pixels, x_shift, taps, n_taps, c_in, c0, c1, w, w_at, out,
-           out_rows, n_shift, n_valid, start, finish, bias, has_bias, kind, lo, hi, alpha, beta,
-           res, res_rows, res_mode, wide, mr):
-    """Tiles ``b0`` to ``b1`` of one panel and one chunk of input channels."""
-    for i in range(b0, b1):
-        m0 = i * mr
-        if pixels - m0 >= mr:
-            args = (x, rows, m0, mr, x_shift, taps, n_taps, c_in, c0, c1, w, w_at, out,
-                    out_rows, n_shift, n_valid, start, finish, bias, has_bias, kind, lo, hi,
-                    alpha, beta, res, res_rows, res_mode)
+def _tiles(x, rows, p0, p1, x_shift, taps, n_taps, c_in, c0, c1, w, w_at, out, out_rows,
+           n_shift, n_valid, start, finish, bias, has_bias, kind, lo, hi, alpha, beta, res,
+           res_rows, res_mode, wide, mr):
+    """The pixels ``p0`` to ``p1`` of one panel and one chunk of input channels, in full
+    tiles, the last few in narrower ones (a full one would repeat a pixel)."""
+    m = p0
+    while m < p1:
+        left = p1 - m
+        step = mr if left >= mr else (4 if left >= 4 else left)
+        args = (x, rows, m, step, x_shift, taps, n_taps, c_in, c0, c1, w, w_at, out, out_rows,
+                n_shift, n_valid, start, finish, bias, has_bias, kind, lo, hi, alpha, beta,
+                res, res_rows, res_mode)
+        if step == mr:
             if wide:
                 wide_full(*args)
             else:
                 tile_full(*args)
-            continue
-        # the last pixels, in narrower tiles (a full one would repeat a pixel)
-        m = m0
-        while m < pixels:
-            left = pixels - m
-            step = 4 if left >= 4 else left
-            args = (x, rows, m, step, x_shift, taps, n_taps, c_in, c0, c1, w, w_at, out,
-                    out_rows, n_shift, n_valid, start, finish, bias, has_bias, kind, lo, hi,
-                    alpha, beta, res, res_rows, res_mode)
-            if wide:
-                if step >= 3:
-                    wide_4(*args)
-                elif step == 2:
-                    wide_2(*args)
-                else:
-                    wide_1(*args)
-            elif step >= 3:
-                tile_4(*args)
+        elif wide:
+            if step >= 3:
+                wide_4(*args)
             elif step == 2:
-                tile_2(*args)
+                wide_2(*args)
             else:
-                tile_1(*args)
-            m += step
+                wide_1(*args)
+        elif step >= 3:
+            tile_4(*args)
+        elif step == 2:
+            tile_2(*args)
+        else:
+            tile_1(*args)
+        m += step

@@ -18,18 +18,21 @@ from numba import prange
 from ....runtime import jit
 from ..microkernel import depthwise_row
 from .epilogue import activate_row
+from .layout import zero_border_share
 
 
 @jit(parallel=True)
 def depthwise_3x3(x, top, left, w, bias, out, out_top, out_left, ho, wo, sh, sw, dh, dw,
-                  kind, lo, hi, alpha, beta, block, tasks):
+                  kind, lo, hi, alpha, beta, block, out_border, tasks):
     """Here ``x`` and ``out`` are their buffers' 4-D views; the rows run in register blocks
-    of ``block`` channels (``microkernel.depthwise_row``)."""
+    of ``block`` channels (``microkernel.depthwise_row``); ``out_border`` is ``out``'s
+    geometry for :func:`~.layout.zero_border_share`."""
     n_images, rows_in, cols_in, channels = x.shape
     rows_out, cols_out = out.shape[1], out.shape[2]
     xf, of, wf = x.reshape(-1), out.reshape(-1), w.reshape(-1)
     rows = n_images * ho
     for task in prange(tasks):
+        zero_border_share(of, out_border, task, tasks)
         for r in range(task * rows // tasks, (task + 1) * rows // tasks):
             n = r // ho
             oh = r - n * ho

@@ -15,11 +15,14 @@ from .epilogue import activate_row
 
 
 @jit(parallel=True)
-def from_nchw(x, out, top, left, tasks):
-    """``out[n, top + h, left + w, c] = x[n, c, h, w]`` (``x`` in any memory layout)."""
+def from_nchw(x, out, top, left, border, tasks):
+    """``out[n, top + h, left + w, c] = x[n, c, h, w]`` (``x`` in any memory layout), and
+    ``out``'s border zeroed (:func:`zero_border_share`)."""
     n_images, channels, height, width = x.shape
     rows = n_images * height
+    flat = out.reshape(-1)
     for task in prange(tasks):
+        zero_border_share(flat, border, task, tasks)
         for r in range(task * rows // tasks, (task + 1) * rows // tasks):
             n = r // height
             h = r - n * height
@@ -43,26 +46,33 @@ def to_nchw(src, top, left, out, tasks):
 
 
 @jit(parallel=True)
-def zero_border(buf, top, bottom, left, right, tasks):
-    """Zero the ``top``, ``bottom``, ``left`` and ``right`` rows and columns of ``buf``
-    (N, Hb, Wb, C): the padding the consumers read."""
-    n_images, rows_b, cols_b, channels = buf.shape
-    rows = n_images * rows_b
+def zero_border(buf, border, tasks):
+    """Zero the border of ``buf`` (a buffer, flat): :func:`zero_border_share` over ``tasks``
+    parallel chunks."""
     for task in prange(tasks):
-        for r in range(task * rows // tasks, (task + 1) * rows // tasks):
-            n = r // rows_b
-            h = r - n * rows_b
-            if h < top or h >= rows_b - bottom:
-                for w in range(cols_b):
-                    for c in range(channels):
-                        buf[n, h, w, c] = 0
-            else:
-                for w in range(left):
-                    for c in range(channels):
-                        buf[n, h, w, c] = 0
-                for w in range(cols_b - right, cols_b):
-                    for c in range(channels):
-                        buf[n, h, w, c] = 0
+        zero_border_share(buf, border, task, tasks)
+
+
+@jit()
+def zero_border_share(buf, border, task, tasks):
+    """Zero task ``task``'s share (of ``tasks``) of the border of ``buf``, a flat (N, Hb, Wb,
+    C) buffer, ``border`` ``(N, Hb, Wb, C, top, bottom, left, right)``: the padding its
+    readers read. The kernels that write a buffer call it in each of their tasks, so that
+    the border costs no parallel region of its own (they write only the interior)."""
+    n_images, rows_b, cols_b, channels = border[0], border[1], border[2], border[3]
+    top, bottom, left, right = border[4], border[5], border[6], border[7]
+    if top + bottom + left + right == 0:
+        return
+    rows = n_images * rows_b
+    row_length = cols_b * channels
+    for r in range(task * rows // tasks, (task + 1) * rows // tasks):
+        h = r % rows_b
+        at = r * row_length
+        if h < top or h >= rows_b - bottom:
+            buf[at:at + row_length] = 0
+        else:
+            buf[at:at + left * channels] = 0
+            buf[at + row_length - right * channels:at + row_length] = 0
 
 
 @jit(parallel=True)

@@ -17,6 +17,7 @@ from numba import prange
 from ....runtime import jit
 from ..microkernel import winograd_in, winograd_out
 from .conv import _tiles, pack
+from .layout import zero_border_share
 
 # G of F(2x2, 3x3): the filter transform, U = G g G^T
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -36,13 +37,14 @@ def pack_filters(weight, dtype, is_wide: bool) -> tuple[np.ndarray, int, int]:
 @jit(parallel=True)
 def winograd(x, top, left, w, panel, panels, channels, bias, out, out_top, out_left, ho, wo,
              kind, lo, hi, alpha, beta, v, m, rows, m_rows, taps, block, is_wide, mr, nr,
-             tasks):
+             out_border, tasks):
     """The convolution of ``x`` (N, Hb, Wb, C) bordered (the padded input's pixel (0, 0) at
     (top, left), a row and a column of zeros more past its end for an odd output) into
     ``out`` from (out_top, out_left). ``v`` and ``m`` are the tasks' scratch, ``(tasks, 16 *
     block * C)`` and ``(tasks, 16 * block * O)``; ``rows`` and ``m_rows`` the block's tile
     offsets in them (``t * C``, ``t * O``); ``taps`` a single zero. Task ``i`` takes blocks
-    ``i``, ``i + tasks``, ..."""
+    ``i``, ``i + tasks``, ...; ``out_border`` is ``out``'s geometry for
+    :func:`~.layout.zero_border_share`."""
     n_images, rows_in, cols_in = x.shape[0], x.shape[1], x.shape[2]
     rows_out, cols_out, out_channels = out.shape[1], out.shape[2], out.shape[3]
     xf, of = x.reshape(-1), out.reshape(-1)
@@ -51,6 +53,7 @@ def winograd(x, top, left, w, panel, panels, channels, bias, out, out_top, out_l
     tiles = n_images * per_image
     v_shift, m_shift = block * channels, block * out_channels
     for task in prange(tasks):
+        zero_border_share(of, out_border, task, tasks)
         vs, ms = v[task], m[task]
         for b0 in range(task * block, tiles, tasks * block):
             count = min(tiles, b0 + block) - b0
@@ -63,10 +66,10 @@ def winograd(x, top, left, w, panel, panels, channels, bias, out, out_top, out_l
                             v_shift)
             for xi in range(16):
                 for j in range(panels):
-                    _tiles(vs, rows, 0, (count + mr - 1) // mr, count, xi * v_shift, taps, 1,
-                           channels, 0, channels, w, (xi * panels + j) * panel, ms, m_rows,
-                           xi * m_shift + j * nr, min(nr, out_channels - j * nr), True, True,
-                           bias, False, 0, lo, hi, alpha, beta, ms, m_rows, 0, is_wide, mr)
+                    _tiles(vs, rows, 0, count, xi * v_shift, taps, 1, channels, 0, channels, w,
+                           (xi * panels + j) * panel, ms, m_rows, xi * m_shift + j * nr,
+                           min(nr, out_channels - j * nr), True, True, bias, False, 0, lo, hi,
+                           alpha, beta, ms, m_rows, 0, is_wide, mr)
             for t in range(count):
                 q = b0 + t
                 n, r = q // per_image, q % per_image
