@@ -78,19 +78,27 @@ def avg_pool(x, top, left, height, width, out, out_top, out_left, ho, wo, kh, kw
 
 @jit(parallel=True)
 def global_average(x, top, left, height, width, out, out_top, out_left, tasks):
-    """``out[n, out_top, out_left, c]`` = the mean of channel ``c`` of image ``n``."""
-    n_images, channels = x.shape[0], x.shape[3]
+    """``out[n, out_top, out_left, c]`` = the mean of channel ``c`` of image ``n``; each task
+    sums its share of the channels, pixel by pixel, along contiguous slices (which
+    vectorise; the arrays' 4-D indices would not: the compiler cannot tell ``out`` from
+    ``x``)."""
+    n_images, rows_in, cols_in, channels = x.shape
+    rows_out, cols_out = out.shape[1], out.shape[2]
+    xf, of = x.reshape(-1), out.reshape(-1)
+    scale = 1.0 / (height * width)
     blocks = n_images * tasks
     for block in prange(blocks):
         n = block // tasks
         part = block - n * tasks
         c0, c1 = part * channels // tasks, (part + 1) * channels // tasks
-        for c in range(c0, c1):
-            out[n, out_top, out_left, c] = 0
+        at = ((n * rows_out + out_top) * cols_out + out_left) * channels
+        total = of[at + c0:at + c1]
+        total[:] = 0
         for h in range(height):
+            row = ((n * rows_in + top + h) * cols_in + left) * channels
             for w in range(width):
-                for c in range(c0, c1):
-                    out[n, out_top, out_left, c] += x[n, top + h, left + w, c]
-        count = height * width
-        for c in range(c0, c1):
-            out[n, out_top, out_left, c] = out[n, out_top, out_left, c] / count
+                pixel = xf[row + w * channels + c0:row + w * channels + c1]
+                for c in range(c1 - c0):
+                    total[c] += pixel[c]
+        for c in range(c1 - c0):
+            total[c] = total[c] * scale
