@@ -156,6 +156,10 @@ def _plain(value) -> bool:
 
 
 def _new_spec(c_in, c_out, kernel, stride, padding, dilation, groups, bias, size) -> ConvSpec:
+    if isinstance(padding, tuple) and any(isinstance(p, (tuple, list)) for p in padding):
+        # torch.nn.functional.conv2d pads each side alike; ConvSpec's pairs are for ONNX
+        raise TypeError(f"padding must be an int, a tuple of 2 ints, 'same' or 'valid', but "
+                        f"got {padding!r}")
     return ConvSpec(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation,
                     groups=groups, bias=bias, input_size=size)
 

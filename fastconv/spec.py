@@ -81,10 +81,12 @@ class ConvSpec:
     kernel_size : int or (int, int)
         Kernel height and width.
     stride : int or (int, int), default 1
-    padding : int, (int, int), "same" or "valid", default 0
-        Zero padding added on both sides. ``"same"`` keeps the input size (stride 1 only);
-        when the total padding ``dilation * (kernel - 1)`` is odd the extra row/column goes at
-        the end (bottom/right), as in PyTorch. ``"valid"`` is no padding.
+    padding : int, (int, int), ((int, int), (int, int)), "same" or "valid", default 0
+        Zero padding added on both sides, or ``((top, bottom), (left, right))`` (ONNX's
+        asymmetric pads; ``fastconv.conv2d`` takes only PyTorch's forms). ``"same"`` keeps
+        the input size (stride 1 only); when the total padding ``dilation * (kernel - 1)`` is
+        odd the extra row/column goes at the end (bottom/right), as in PyTorch. ``"valid"``
+        is no padding.
     dilation : int or (int, int), default 1
     groups : int, default 1
     bias : bool, default False
@@ -94,8 +96,9 @@ class ConvSpec:
 
     Attributes
     ----------
-    padding : (int, int) or str
-        The normalised padding argument: a pair of ints or ``"same"``/``"valid"``.
+    padding : (int, int), ((int, int), (int, int)) or str
+        The normalised padding argument: a pair of ints, a pair of unequal pairs, or
+        ``"same"``/``"valid"``.
     pads : ((int, int), (int, int))
         The zero rows/columns actually added: ``((top, bottom), (left, right))``.
 
@@ -167,6 +170,9 @@ class ConvSpec:
                     "padding='same' is not supported for strided convolutions, "
                     f"but got stride={list(stride)}"
                 )
+        elif _is_pair_of_pairs(padding):
+            pads = _pads(padding, "padding")
+            padding = tuple(lo for lo, _ in pads) if all(lo == hi for lo, hi in pads) else pads
         else:
             padding = normalize_tuple(padding, 2, "padding")
             if min(padding) < 0:
@@ -193,6 +199,8 @@ class ConvSpec:
                 total = d * (k - 1)
                 pads.append((total // 2, total - total // 2))  # extra at the end, as PyTorch
             return tuple(pads)
+        if isinstance(self.padding[0], tuple):
+            return self.padding
         return tuple((p, p) for p in self.padding)
 
     @cached_property
@@ -319,11 +327,15 @@ class ConvSpec:
         return elements * itemsize
 
 
+def _is_pair_of_pairs(value) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, (tuple, list)) for v in value)
+
+
 def _pads(value, name: str) -> tuple[tuple[int, int], tuple[int, int]]:
     """Padding as ``((top, bottom), (left, right))``: from an int, a pair (each on both sides)
     or a pair of pairs."""
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
-            isinstance(v, (tuple, list)) for v in value):
+    if _is_pair_of_pairs(value):
         pads = tuple(normalize_tuple(v, 2, name) for v in value)
     else:
         pads = tuple((p, p) for p in normalize_tuple(value, 2, name))

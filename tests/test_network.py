@@ -86,12 +86,16 @@ def _layers(case):
                                                 nn.Linear(4 * 9 * 8, 5, bias=False)),
         "nested": lambda: nn.Sequential(nn.Sequential(c(3, 4, 3), nn.Sequential(nn.ReLU())),
                                         nn.Sequential(), nn.Identity()),
+        "activations": lambda: nn.Sequential(c(3, 8, 3, padding=1), nn.LeakyReLU(0.2),
+                                             c(8, 8, 1), nn.Hardswish(), c(8, 8, 3, groups=8),
+                                             nn.Hardsigmoid(), nn.BatchNorm2d(8), nn.Sigmoid(),
+                                             nn.ReLU(), nn.LeakyReLU()),
     }[case]()
 
 
 CASES = ["conv-bn-relu", "conv-bias-dilation-groups", "same-valid-even-kernels", "depthwise",
          "depthwise-multiplier-5x5", "pointwise-strided-padded", "pools", "avg-divisor",
-         "classifier", "flatten-pixels", "nested"]
+         "classifier", "flatten-pixels", "nested", "activations"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -334,8 +338,8 @@ class MyBlock(nn.Module if nn is not None else object):
     (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), MyBlock()).eval(), TypeError,
      r"layer 1 \(MyBlock\) is not supported by Network.from_torch; supported: Conv2d, "
      r"BatchNorm2d"),
-    (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sigmoid()).eval(), TypeError,
-     r"layer 1 \(Sigmoid\) is not supported"),
+    (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Softmax(1)).eval(), TypeError,
+     r"layer 1 \(Softmax\) is not supported"),
     (lambda: nn.Sequential(nn.Conv2d(3, 4, 3)).train(), ValueError,
      r"the module is in training mode: call .eval\(\) first"),
     (lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")).eval(),
@@ -348,8 +352,8 @@ class MyBlock(nn.Module if nn is not None else object):
      r"only Flatten\(start_dim=1, end_dim=-1\) is supported"),
     (lambda: nn.Sequential(nn.MaxPool2d(2, return_indices=True)).eval(), ValueError,
      r"return_indices=True is not supported"),
-    (lambda: nn.Conv2d(3, 4, 3).eval(), TypeError,
-     r"expects a torch.nn.Sequential \(nested ones too\), but got Conv2d"),
+    (lambda: nn.Conv2d(3, 4, 3).train(), ValueError,
+     r"the module is in training mode"),
     (lambda: "not a module", TypeError, r"expects a torch.nn.Module, but got str"),
     (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1).double()).eval(), TypeError,
      r"parameters are all float32 or all float64"),

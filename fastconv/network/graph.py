@@ -60,6 +60,7 @@ class Activation:
 NONE = Activation()
 RELU = Activation("clamp", 0.0, math.inf)
 RELU6 = Activation("clamp", 0.0, 6.0)
+HARDSIGMOID = Activation("hardsigmoid", alpha=1 / 6, beta=0.5)  # torch's
 
 
 @dataclass
@@ -68,11 +69,14 @@ class Node:
 
     ``op`` is one of ``conv`` (attrs: ``spec`` without input size, ``weight`` OIHW, ``bias``),
     ``linear`` (``weight`` (out, in), ``bias``), ``batchnorm`` (``scale``, ``shift``: the
-    inference-time affine), ``act``, ``add``, ``maxpool`` / ``avgpool`` (``pool``: a PoolSpec
+    inference-time affine, per channel), ``act``, ``add`` and ``mul`` (two values of one
+    shape, or the second (N, C, 1, 1) against the first (N, C, H, W): broadcast over the
+    pixels), ``concat`` (along the channels), ``maxpool`` / ``avgpool`` (``pool``: a PoolSpec
     without input size), ``gap`` (global average pool, to (N, C, 1, 1)), ``flatten`` (to (N,
-    F)) and ``identity``. Nodes that compute may carry a fused ``act`` (an
-    :class:`Activation`, applied last) and, for ``conv``, a ``residual``: a value added before
-    the activation (``residual_after`` False) or after it.
+    F), in NCHW order), ``unflatten`` ((N, F) to (N, F, 1, 1)) and ``identity``. Nodes that
+    compute may carry a fused ``act`` (an :class:`Activation`, applied last) and, for
+    ``conv``, a ``residual``: a value added before the activation (``residual_after`` False)
+    or after it.
     """
 
     op: str
@@ -139,6 +143,12 @@ class Shape:
                 else f"[{self.channels}, {self.height}, {self.width}]")
 
 
+def broadcasts(small: Shape, full: Shape) -> bool:
+    """Whether ``small`` (N, C, 1, 1) broadcasts over the pixels of ``full`` (N, C, H, W)."""
+    return (not small.flat and not full.flat and small.channels == full.channels
+            and (small.height, small.width) == (1, 1))
+
+
 def _shown(shape: Shape, batch: int) -> str:
     return str(list(shape.batched(batch)))
 
@@ -168,6 +178,11 @@ def infer_shapes(graph: Graph, input_shape: tuple[int, ...]) -> dict[str, Shape]
     for node in graph.nodes:
         shape = shapes[node.inputs[0]]
         shapes[node.output] = _node_shape(node, shape, shapes, batch)
+        residual = node.attrs.get("residual")
+        if residual is not None and shapes[residual] != shapes[node.output]:
+            raise ValueError(f"{node.name}: the size of tensor a "
+                             f"({_shown(shapes[node.output], batch)}) must match the size of "
+                             f"tensor b ({_shown(shapes[residual], batch)})")
     return shapes
 
 
@@ -222,12 +237,23 @@ def _node_shape(node: Node, shape: Shape, shapes: dict, batch: int) -> Shape:
     if op == "flatten":
         return shape if shape.flat else Shape(shape.channels * shape.height * shape.width,
                                               flat=True)
-    if op == "add":
+    if op in ("add", "mul"):
         other = shapes[node.inputs[1]]
-        if other != shape:
+        if other != shape and not (broadcasts(other, shape)):
             raise ValueError(f"{node.name}: the size of tensor a ({_shown(shape, batch)}) must "
                              f"match the size of tensor b ({_shown(other, batch)})")
         return shape
+    if op == "concat":
+        parts = [shapes[v] for v in node.inputs]
+        if any(p.flat for p in parts) or len({(p.height, p.width) for p in parts}) != 1:
+            raise ValueError(f"{node.name}: Sizes of tensors must match except in dimension 1; "
+                             f"got {', '.join(_shown(p, batch) for p in parts)}")
+        return Shape(sum(p.channels for p in parts), shape.height, shape.width)
+    if op == "unflatten":
+        if not shape.flat and (shape.height, shape.width) != (1, 1):
+            raise ValueError(f"{node.name} expects (N, F) input, but got input of size "
+                             f"{_shown(shape, batch)}")
+        return Shape(shape.channels, 1, 1)
     if op in ("act", "identity"):
         return shape
     raise ValueError(f"{node.name}: unknown operation {op!r}")

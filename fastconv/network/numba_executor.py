@@ -12,7 +12,8 @@ import numpy as np
 from ..kernels.numba.microkernel import depthwise_block, tile_shape
 from ..kernels.numba.nhwc.conv import conv, l2_bytes, pack, schedule, wide
 from ..kernels.numba.nhwc.depthwise import depthwise, depthwise_3x3
-from ..kernels.numba.nhwc.layout import add, affine, flatten, from_nchw, to_nchw, zero_border
+from ..kernels.numba.nhwc.layout import (affine, binary, copy_channels, flatten, from_nchw,
+                                         to_nchw, zero_border)
 from ..kernels.numba.nhwc.pool import avg_pool, global_average, max_pool
 from ..kernels.numba.nhwc.separable import separable
 from ..kernels.numba.nhwc.winograd import pack_filters as winograd_filters
@@ -20,10 +21,10 @@ from ..kernels.numba.nhwc.winograd import winograd
 from .planner import Ref, ShapePlan
 
 # what the planner calls, by name
-__all__ = ["Arena", "add", "affine", "avg_pool", "conv", "depthwise", "depthwise_3x3",
-           "depthwise_block", "flatten", "from_nchw", "global_average", "l2_bytes", "max_pool",
-           "pack", "schedule", "separable", "tile_shape", "to_nchw", "wide", "winograd",
-           "winograd_filters", "zero_border"]
+__all__ = ["Arena", "affine", "avg_pool", "binary", "conv", "copy_channels", "depthwise",
+           "depthwise_3x3", "depthwise_block", "flatten", "from_nchw", "global_average",
+           "l2_bytes", "max_pool", "pack", "schedule", "separable", "tile_shape", "to_nchw",
+           "wide", "winograd", "winograd_filters", "zero_border"]
 
 
 class Arena:

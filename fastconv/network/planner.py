@@ -30,7 +30,8 @@ _ALIGN = 64  # bytes: each buffer starts on a cache line
 
 
 def optimize(graph: Graph) -> Graph:
-    """Identities removed, batch norms folded, activations fused (a new graph)."""
+    """Identities removed, batch norms folded, activations and residual additions fused (a
+    new graph)."""
     graph = graph.copy()
     for node in [n for n in graph.nodes if n.op == "identity"]:
         graph.nodes.remove(node)
@@ -40,15 +41,74 @@ def optimize(graph: Graph) -> Graph:
         if producer is not None and producer.op == "conv" and _fresh(producer):
             _fold(producer, node, graph.dtype)
             _absorb(graph, producer, node)
+    _fuse_activations(graph)
+    for node in [n for n in graph.nodes if n.op == "add"]:
+        _fuse_residual(graph, node)
+    _fuse_activations(graph)  # a ReLU after a residual addition
+    return graph
+
+
+def _fuse_activations(graph: Graph) -> None:
     for node in [n for n in graph.nodes if n.op == "act"]:
         producer = _sole_producer(graph, node)
-        if producer is not None and producer.op in ("conv", "linear", "batchnorm", "add",
-                                                    "act"):
-            act = producer.act.then(node.act)
-            if act is not None:
-                producer.attrs["act"] = act
-                _absorb(graph, producer, node)
-    return graph
+        if producer is None or producer.op not in ("conv", "linear", "batchnorm", "add", "mul",
+                                                   "act"):
+            continue
+        if producer.attrs.get("residual_after"):  # the addition comes after its activation
+            continue
+        act = producer.act.then(node.act)
+        if act is not None:
+            producer.attrs["act"] = act
+            _absorb(graph, producer, node)
+
+
+def _fuse_residual(graph: Graph, add: Node) -> None:
+    """``conv(x) + r`` as the convolution's epilogue, when ``r`` is ready before the
+    convolution runs (the later of the two producers takes the other as its residual) and
+    the addition is the convolution's only reader. A depthwise convolution's kernels add no
+    residual."""
+    a, b = add.inputs
+    if a == b or _pixelless(graph, a) or _pixelless(graph, b):
+        return
+    order = {n.output: i for i, n in enumerate(graph.nodes)}
+    for value, other in sorted(((a, b), (b, a)), key=lambda pair: -order.get(pair[0], -1)):
+        producer = graph.producer(value)
+        if (producer is None or producer.op != "conv" or producer.attrs.get("residual")
+                or producer.attrs["spec"].kind == "dw" or graph.output == value
+                or len(graph.consumers(value)) != 1
+                or order.get(other, -1) >= order[value]):
+            continue
+        after = producer.act.kind != "none"
+        if after and add.act.kind != "none":  # act(act(conv) + r): two activations
+            continue
+        producer.attrs["residual"] = other
+        producer.attrs["residual_after"] = after
+        if not after:
+            producer.attrs["act"] = add.act
+        _absorb(graph, producer, add)
+        producer.attrs["fused"] += add.attrs.get("fused", [])
+        return
+
+
+def _pixelless(graph: Graph, value: str, known: dict | None = None) -> bool:
+    """Whether ``value`` is one pixel per image, whatever the input's size (a global
+    average, what a linear layer or a 1x1 convolution makes of it): the side of an addition
+    or product that broadcasts."""
+    known = {} if known is None else known
+    if value not in known:
+        producer = graph.producer(value)
+        if producer is None:
+            known[value] = False
+        elif producer.op in ("gap", "unflatten", "linear", "flatten"):
+            known[value] = True
+        elif producer.op == "conv" and not (producer.attrs["spec"].kernel_size == (1, 1)
+                                            and producer.attrs["spec"].pads == ((0, 0), (0, 0))):
+            known[value] = False
+        elif producer.op not in ("conv", "act", "batchnorm", "add", "mul", "identity"):
+            known[value] = False
+        else:
+            known[value] = all(_pixelless(graph, v, known) for v in producer.inputs)
+    return known[value]
 
 
 def _sole_producer(graph: Graph, node: Node) -> Node | None:
@@ -210,7 +270,7 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
         if node.op == "conv" and node.name not in fused_pointwise:
             spec = conv_spec(node, shapes[node.inputs[0]])
             (top, bottom), (left, right) = spec.pads
-            if _winograd(spec, batch):  # a last tile half outside the output reads a row more
+            if _winograd(node, spec, batch):  # a last tile half outside the output reads a row more
                 bottom += spec.output_size[0] % 2
                 right += spec.output_size[1] % 2
             border = buffers[buffer_of[node.inputs[0]]].border
@@ -252,9 +312,11 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
 
 
 def _aliases(node: Node, shapes) -> bool:
-    """A flatten of 1x1 pixels changes only the shape: the same buffer."""
-    return node.op == "flatten" and shapes[node.inputs[0]].height * shapes[
-        node.inputs[0]].width == 1
+    """A flatten of 1x1 pixels, or an unflatten, changes only the shape: the same buffer
+    (an NHWC buffer of one pixel per image is (N, C) in memory)."""
+    source = shapes[node.inputs[0]]
+    return node.op == "unflatten" or (node.op == "flatten" and source.height * source.width
+                                      == 1)
 
 
 def _macs(node: Node, s_in: Shape, s_out: Shape) -> int:
@@ -334,13 +396,24 @@ def _steps(ctx: _Context, node: Node, steps: list) -> str:
                                          ctx.ref(out_value), o_top, o_left, s.height, s.width,
                                          *ctx.epilogue(node), ctx.tasks]))
         return "affine" if op == "batchnorm" else str(node.act)
-    if op == "add":
+    if op in ("add", "mul"):
         other = node.inputs[1]
         b_top, b_left = ctx.origin(other)
-        steps.append(Step("", k.add, [ctx.ref(src), top, left, ctx.ref(other), b_top, b_left,
-                                      ctx.ref(out_value), o_top, o_left, s.height, s.width,
-                                      *ctx.epilogue(node), ctx.tasks]))
-        return "add"
+        pixels = ctx.shapes[other] == ctx.shapes[src]
+        steps.append(Step("", k.binary, [ctx.ref(src), top, left, ctx.ref(other), b_top,
+                                         b_left, pixels, op == "mul", ctx.ref(out_value), o_top,
+                                         o_left, s.height, s.width, *ctx.epilogue(node),
+                                         ctx.tasks]))
+        return op if pixels else f"{op} (N, C, 1, 1) over the pixels"
+    if op == "concat":
+        c0 = 0
+        for value in node.inputs:
+            v_top, v_left = ctx.origin(value)
+            steps.append(Step("", k.copy_channels, [ctx.ref(value), v_top, v_left,
+                                                    ctx.ref(out_value), o_top, o_left, c0,
+                                                    s.height, s.width, ctx.tasks]))
+            c0 += ctx.shapes[value].channels
+        return f"concat of {len(node.inputs)} (copies into channel slices)"
     if op in ("maxpool", "avgpool"):
         spec = pool_spec(node, ctx.shapes[src])
         (ph, pb), (pw, pr) = spec.pads
@@ -405,7 +478,7 @@ def _conv_steps(ctx: _Context, node: Node, steps: list) -> str:
                                                 ctx.ref(dst), o_top, o_left, ho, wo, sh, sw, dh,
                                                 dw, *ctx.epilogue(node), ctx.tasks]))
         return f"depthwise {label} (NHWC, channels in vectors)"
-    if _winograd(spec, ctx.batch):
+    if _winograd(node, spec, ctx.batch):
         return _winograd_steps(ctx, node, spec, steps)
     k_size = kh * kw * spec.in_channels_per_group
     pixels = ctx.batch * ho * wo
@@ -422,14 +495,18 @@ def _conv_steps(ctx: _Context, node: Node, steps: list) -> str:
     steps.append(Step("", k.conv, [ctx.ref(src, True), rows, taps, spec.in_channels_per_group,
                                    spec.groups, *packed, ctx.ref(dst, True), out_rows,
                                    spec.out_channels_per_group, *_bias(bias, ctx.dtype),
-                                   *ctx.epilogue(node), *_no_residual(ctx, dst, out_rows),
+                                   *ctx.epilogue(node), *_residual(ctx, node, n, oh, ow),
                                    is_wide, *k.tile_shape(ctx.dtype, is_wide),
                                    *k.schedule(pixels, k_size, spec.out_channels_per_group,
                                                spec.groups, ctx.dtype, ctx.tasks, is_wide,
                                                spec.in_channels_per_group), ctx.border(dst)]))
     kind = "pointwise" if spec.kernel_size == (1, 1) else "conv"
     groups = f", {spec.groups} groups" if spec.groups > 1 else ""
-    return f"{kind} {label}{groups} (register tiles)"
+    return f"{kind} {label}{groups}{_plus_residual(node)} (register tiles)"
+
+
+def _plus_residual(node: Node) -> str:
+    return " + residual" if node.attrs.get("residual") else ""
 
 
 def _depthwise_weights(ctx: _Context, node: Node, spec) -> tuple[np.ndarray, np.ndarray]:
@@ -469,7 +546,7 @@ def _separable_pairs(graph: Graph, shapes: dict, dtype) -> dict[str, Node]:
                 and spec.out_channels == spec.in_channels and len(readers) == 1):
             continue
         pw = readers[0]
-        if pw.op != "conv" or pw.inputs[0] != node.output or pw.attrs.get("residual"):
+        if pw.op != "conv" or pw.inputs[0] != node.output:
             continue
         pw_spec = conv_spec(pw, shapes[node.output])
         weights = pw_spec.in_channels * pw_spec.out_channels * np.dtype(dtype).itemsize
@@ -509,21 +586,21 @@ def _separable_steps(ctx: _Context, dw_node: Node, pw_node: Node, steps: list) -
         *spec.dilation, ho, wo, k.depthwise_block(ctx.dtype), *packed,
         -(-out_channels // nr), ctx.ref(dst, True), out_rows, out_channels,
         *_bias(pw_node.attrs["bias"], ctx.dtype), *ctx.epilogue(pw_node),
-        *_no_residual(ctx, dst, out_rows), is_wide, mr, nr, ctx.new_scratch(pixels * channels),
+        *_residual(ctx, pw_node, n, oh, ow), is_wide, mr, nr, ctx.new_scratch(pixels * channels),
         s_rows, np.zeros(1, np.int64), per_step, ctx.border(dst), ctx.tasks]))
     (sh, _), (dh, _) = spec.stride, spec.dilation
     return (f"depthwise 3x3/{sh}" + (f" dilation {dh}" if dh > 1 else "")
-            + " + pointwise 1x1 (fused, register tiles)")
+            + f" + pointwise 1x1{_plus_residual(pw_node)} (fused, register tiles)")
 
 
-def _winograd(spec, batch: int) -> bool:
+def _winograd(node: Node, spec, batch: int) -> bool:
     """Whether a convolution runs as Winograd F(2x2, 3x3): 3x3, stride 1, undilated, no
-    groups, at least ``tuning.PLAN_WINOGRAD_CHANNELS`` input channels (below, the transforms
+    groups, no residual added in its epilogue, at least ``tuning.PLAN_WINOGRAD_CHANNELS`` input channels (below, the transforms
     cost more than the multiplies they save), and at least
     ``tuning.PLAN_WINOGRAD_TILES_PER_CHANNEL`` 2x2 output tiles (over the batch) per input
     channel: its transformed filters are 16/9 the weights, read on every call."""
     if not (spec.kernel_size == (3, 3) and spec.stride == (1, 1) and spec.dilation == (1, 1)
-            and spec.groups == 1 and spec.in_channels >= tuning.PLAN_WINOGRAD_CHANNELS):
+            and spec.groups == 1 and not node.attrs.get("residual") and spec.in_channels >= tuning.PLAN_WINOGRAD_CHANNELS):
         return False
     tiles = batch * ((spec.output_size[0] + 1) // 2) * ((spec.output_size[1] + 1) // 2)
     return tiles >= tuning.PLAN_WINOGRAD_TILES_PER_CHANNEL * spec.in_channels
@@ -562,8 +639,17 @@ def _bias(bias, dtype):
     return (np.zeros(1, dtype), False) if bias is None else (bias, True)
 
 
-def _no_residual(ctx, dst, out_rows):
-    return ctx.ref(dst, True), out_rows, 0
+def _residual(ctx, node: Node, n, oh, ow) -> tuple:
+    """``(res, res_rows, res_mode)`` of the GEMM tiles' epilogue: the residual's buffer
+    (flat), its pixels ``(n, oh, ow)`` (arrays), and 1 (added before the activation) or 2
+    (after); or the output's own, unread (0), when the node adds none."""
+    value = node.attrs.get("residual")
+    if value is None:
+        value, mode = node.output, 0
+    else:
+        mode = 2 if node.attrs.get("residual_after") else 1
+    rows = ctx.buffer(value).pixel(n, oh, ow).reshape(-1).astype(np.int64)
+    return ctx.ref(value, True), rows, mode
 
 
 def _linear_steps(ctx: _Context, node: Node, steps: list) -> str:
@@ -583,7 +669,7 @@ def _linear_steps(ctx: _Context, node: Node, steps: list) -> str:
                                              out_rows, weight.shape[0],
                                              *_bias(node.attrs["bias"], ctx.dtype),
                                              *ctx.epilogue(node),
-                                             *_no_residual(ctx, dst, out_rows),
+                                             ctx.ref(dst, True), out_rows, 0,
                                              is_wide, *ctx.kernels.tile_shape(ctx.dtype,
                                                                               is_wide),
                                              *ctx.kernels.schedule(ctx.batch, in_features,

@@ -1,6 +1,9 @@
-"""``Network.from_torch``: an eval-mode ``torch.nn.Sequential`` (nested ones too) as a graph.
+"""``Network.from_torch``: an eval-mode torch module as a graph.
 
-The layers' parameters are copied: changing the module afterwards does not change the plan.
+A ``torch.nn.Sequential`` (nested ones too) is read layer by layer; any other module is traced
+by ``torch.fx`` (a module with residual additions, concatenations, squeeze-and-excitation
+products), each fx node mapped to one node of the graph. The parameters are copied: changing
+the module afterwards does not change the plan.
 """
 
 from __future__ import annotations
@@ -8,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..spec import ConvSpec, PoolSpec
-from .graph import INPUT, RELU, RELU6, Activation, Graph, Node
+from .graph import HARDSIGMOID, INPUT, RELU, RELU6, Activation, Graph, Node
 
-SUPPORTED = ("Conv2d", "BatchNorm2d", "ReLU", "ReLU6", "Hardtanh", "Identity", "Dropout",
-             "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "Linear")
+SUPPORTED = ("Conv2d", "BatchNorm2d", "ReLU", "ReLU6", "Hardtanh", "LeakyReLU", "Hardsigmoid",
+             "Hardswish", "Sigmoid", "Identity", "Dropout", "MaxPool2d", "AvgPool2d",
+             "AdaptiveAvgPool2d", "Flatten", "Linear")
 
 
 def _layers(module, prefix=""):
@@ -49,7 +53,8 @@ def from_torch(module) -> Graph:
     Raises
     ------
     TypeError
-        Not a Sequential, a layer not supported, or parameters of mixed dtypes.
+        A layer or call not supported (naming it), a module torch.fx cannot trace, or
+        parameters of mixed dtypes.
     ValueError
         A module in training mode, or a layer's setting the plan does not serve.
     """
@@ -58,27 +63,36 @@ def from_torch(module) -> Graph:
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"Network.from_torch expects a torch.nn.Module, but got "
                         f"{type(module).__name__}")
-    if type(module) is not torch.nn.Sequential:
-        raise TypeError(f"Network.from_torch expects a torch.nn.Sequential (nested ones too), "
-                        f"but got {type(module).__name__}")
-    layers = list(_layers(module))
-    for name, layer in [("", module), *layers]:
+    for name, layer in module.named_modules():
         if layer.training:
             where = f"layer {name} ({type(layer).__name__}) is" if name else "the module is"
             raise ValueError(f"Network.from_torch needs a module in eval mode, but {where} "
                              "in training mode: call .eval() first")
     dtype = _dtype(module)
+    if type(module).__name__ in SUPPORTED and type(module).__module__.split(".")[0] == "torch":
+        layers = [("0", module)]  # one layer alone
+    elif type(module) is torch.nn.Sequential:
+        layers = list(_layers(module))
+    else:
+        from .fx_import import from_fx
+
+        return from_fx(module, dtype)
     nodes, value = [], INPUT
     for i, (name, layer) in enumerate(layers):
-        label = f"layer {name} ({type(layer).__name__})"
-        kind = type(layer).__name__
-        if kind not in SUPPORTED or type(layer).__module__.split(".")[0] != "torch":
-            raise TypeError(f"{label} is not supported by Network.from_torch; supported: "
-                            f"{', '.join(SUPPORTED)}")
-        node = _node(layer, kind, label, dtype, value, f"v{i}")
+        node = layer_node(layer, name, dtype, value, f"v{i}")
         nodes.append(node)
         value = node.output
     return Graph(nodes, value, dtype, source="torch")
+
+
+def layer_node(layer, name, dtype, value, output) -> Node:
+    """The node of one torch layer (its qualified ``name``) reading ``value``."""
+    label = f"layer {name} ({type(layer).__name__})"
+    kind = type(layer).__name__
+    if kind not in SUPPORTED or type(layer).__module__.split(".")[0] != "torch":
+        raise TypeError(f"{label} is not supported by Network.from_torch; supported: "
+                        f"{', '.join(SUPPORTED)}")
+    return _node(layer, kind, label, dtype, value, output)
 
 
 def _node(layer, kind, label, dtype, value, output) -> Node:
@@ -112,6 +126,12 @@ def _node(layer, kind, label, dtype, value, output) -> Node:
         return node("act", act=RELU6)
     if kind == "Hardtanh":
         return node("act", act=Activation("clamp", float(layer.min_val), float(layer.max_val)))
+    if kind == "LeakyReLU":
+        return node("act", act=Activation("leaky", alpha=float(layer.negative_slope)))
+    if kind == "Hardsigmoid":  # torch's: relu6(x + 3) / 6
+        return node("act", act=HARDSIGMOID)
+    if kind in ("Hardswish", "Sigmoid"):
+        return node("act", act=Activation(kind.lower()))
     if kind in ("Identity", "Dropout"):
         return node("identity")
     if kind == "MaxPool2d":

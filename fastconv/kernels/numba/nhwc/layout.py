@@ -1,6 +1,7 @@
 """The plan's edges and element-wise steps on NHWC: NCHW in and out, zeroing a buffer's
 border, a per-channel affine (a batch norm that follows no convolution), an activation on its
-own, and the sum of two activations.
+own, the sum or product of two activations (one of them perhaps a pixel per image, as
+squeeze-and-excitation multiplies), and the copy of a concatenation's input into its slice.
 
 Element-wise kernels take their operands as (buffer, top, left) with the (h, w) interior size,
 so that each may have its own border.
@@ -79,38 +80,80 @@ def zero_border_share(buf, border, task, tasks):
 def affine(x, top, left, scale, shift, has_affine, out, out_top, out_left, height, width,
            kind, lo, hi, alpha, beta, tasks):
     """``out = act(x * scale[c] + shift[c])`` (or ``act(x)`` without ``has_affine``)."""
-    n_images, channels = x.shape[0], x.shape[3]
+    n_images, rows_in, cols_in, channels = x.shape
+    rows_out, cols_out = out.shape[1], out.shape[2]
+    xf, of = x.reshape(-1), out.reshape(-1)
     rows = n_images * height
     for task in prange(tasks):
         for r in range(task * rows // tasks, (task + 1) * rows // tasks):
             n = r // height
             h = r - n * height
+            x_at = ((n * rows_in + top + h) * cols_in + left) * channels
+            o_at = ((n * rows_out + out_top + h) * cols_out + out_left) * channels
+            # contiguous slices, so that the loops vectorise (4-D indices of two arrays
+            # would not: the compiler cannot tell them apart)
+            src, dst = xf[x_at:x_at + width * channels], of[o_at:o_at + width * channels]
             for w in range(width):
+                at = w * channels
                 if has_affine:
                     for c in range(channels):
-                        out[n, out_top + h, out_left + w, c] = (x[n, top + h, left + w, c]
-                                                                * scale[c] + shift[c])
+                        dst[at + c] = src[at + c] * scale[c] + shift[c]
                 else:
                     for c in range(channels):
-                        out[n, out_top + h, out_left + w, c] = x[n, top + h, left + w, c]
+                        dst[at + c] = src[at + c]
             activate_row(out, n, out_top + h, out_left, width, kind, lo, hi, alpha, beta)
 
 
 @jit(parallel=True)
-def add(a, a_top, a_left, b, b_top, b_left, out, out_top, out_left, height, width, kind, lo,
-        hi, alpha, beta, tasks):
-    """``out = act(a + b)``."""
-    n_images, channels = a.shape[0], a.shape[3]
+def binary(a, a_top, a_left, b, b_top, b_left, b_pixels, multiply, out, out_top, out_left,
+           height, width, kind, lo, hi, alpha, beta, tasks):
+    """``out = act(a + b)``, or ``act(a * b)`` when ``multiply``; without ``b_pixels``, ``b``
+    is one pixel per image (N, 1, 1, C), broadcast over ``a``'s pixels."""
+    n_images, rows_a, cols_a, channels = a.shape
+    rows_b, cols_b = b.shape[1], b.shape[2]
+    rows_out, cols_out = out.shape[1], out.shape[2]
+    af, bf, of = a.reshape(-1), b.reshape(-1), out.reshape(-1)
+    b_step = channels if b_pixels else 0
     rows = n_images * height
     for task in prange(tasks):
         for r in range(task * rows // tasks, (task + 1) * rows // tasks):
             n = r // height
             h = r - n * height
+            a_at = ((n * rows_a + a_top + h) * cols_a + a_left) * channels
+            b_at = ((n * rows_b + b_top + (h if b_pixels else 0)) * cols_b + b_left) * channels
+            o_at = ((n * rows_out + out_top + h) * cols_out + out_left) * channels
             for w in range(width):
-                for c in range(channels):
-                    out[n, out_top + h, out_left + w, c] = (a[n, a_top + h, a_left + w, c]
-                                                            + b[n, b_top + h, b_left + w, c])
+                x = af[a_at + w * channels:a_at + (w + 1) * channels]
+                y = bf[b_at + w * b_step:b_at + w * b_step + channels]
+                z = of[o_at + w * channels:o_at + (w + 1) * channels]
+                if multiply:
+                    for c in range(channels):
+                        z[c] = x[c] * y[c]
+                else:
+                    for c in range(channels):
+                        z[c] = x[c] + y[c]
             activate_row(out, n, out_top + h, out_left, width, kind, lo, hi, alpha, beta)
+
+
+@jit(parallel=True)
+def copy_channels(x, top, left, out, out_top, out_left, c0, height, width, tasks):
+    """``out[n, out_top + h, out_left + w, c0 + c] = x[n, top + h, left + w, c]``: one input
+    of a concatenation along the channels, into its slice."""
+    n_images, rows_in, cols_in, channels = x.shape
+    rows_out, cols_out, total = out.shape[1], out.shape[2], out.shape[3]
+    xf, of = x.reshape(-1), out.reshape(-1)
+    rows = n_images * height
+    for task in prange(tasks):
+        for r in range(task * rows // tasks, (task + 1) * rows // tasks):
+            n = r // height
+            h = r - n * height
+            x_at = ((n * rows_in + top + h) * cols_in + left) * channels
+            o_at = ((n * rows_out + out_top + h) * cols_out + out_left) * total + c0
+            for w in range(width):
+                src = xf[x_at + w * channels:x_at + (w + 1) * channels]
+                dst = of[o_at + w * total:o_at + w * total + channels]
+                for c in range(channels):
+                    dst[c] = src[c]
 
 
 @jit(parallel=True)

@@ -1,0 +1,173 @@
+"""fastconv.Network on graphs: modules traced by torch.fx (residual additions, concatenation,
+squeeze-and-excitation products) against torch, the residual fused into the convolution's
+epilogue, and the refusals of what the plan does not serve."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+
+from helpers import DTYPES, needs_torch, torch
+
+pytestmark = needs_torch
+
+if torch is not None:
+    import zoo
+    from torch import nn
+
+
+def _check(module, x, dtype):
+    module = module.to({np.float32: torch.float32, np.float64: torch.float64}[dtype])
+    net = fc.Network.from_torch(module)
+    x = x.astype(dtype)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    got = net(x)
+    assert got.dtype == dtype and got.shape == expected.shape
+    tol = 2e-5 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * max(1.0, abs(expected).max()))
+    return net
+
+
+def _kernels(net):
+    return {n.name: n.kernel for n in next(iter(net._plans.values())).plan.nodes}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("model, width, size, batch", [
+    ("MobileNetV1", 0.25, (64, 67), 2), ("MobileNetV2", 0.5, (64, 67), 2),
+    ("ResNet18", 0.25, (61, 64), 3), ("SqueezeExcitation", None, (16, 18), 2)])
+def test_models_match_torch(model, width, size, batch, dtype):
+    module = zoo.randomise(getattr(zoo, model)(*([] if width is None else [width])))
+    x = np.random.default_rng(len(model)).standard_normal((batch, 3, *size))
+    _check(module, x, dtype)
+
+
+def test_resnet_residuals_are_fused_into_the_second_convolution():
+    net = _check(zoo.randomise(zoo.ResNet18(0.25)),
+                 np.random.default_rng(0).standard_normal((1, 3, 64, 64)), np.float64)
+    kernels = _kernels(net)
+    # the identity shortcut: conv2 adds the block's input, then the ReLU
+    assert "+ residual" in kernels["layer layer1.0.conv2 (Conv2d)"]
+    # a downsampling block: the 1x1 shortcut comes after conv2 and adds conv2's output
+    assert "+ residual" in kernels["layer layer2.0.downsample.0 (Conv2d)"]
+    assert not any(n.op == "add" for n in net.graph.nodes)
+    fused = next(n for n in net.graph.nodes if n.name == "layer layer1.0.conv2 (Conv2d)")
+    assert fused.act.kind == "clamp" and not fused.attrs["residual_after"]
+
+
+def test_mobilenet_v2_residuals_ride_the_fused_separable_kernel():
+    net = _check(zoo.randomise(zoo.MobileNetV2(0.5)),
+                 np.random.default_rng(1).standard_normal((2, 3, 48, 48)), np.float32)
+    fused = [k for k in _kernels(net).values() if "pointwise 1x1 + residual (fused" in k]
+    assert len(fused) == 10  # every block with a shortcut
+
+
+class _AddAfterReLU(nn.Module if torch is not None else object):
+    """act(conv(x)) + x: the residual is added after the activation; a ReLU after that is a
+    node of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.other = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x)) + x
+        z = self.other(x) + y  # the later producer takes the earlier one as its residual
+        return torch.relu(z) + torch.nn.functional.adaptive_avg_pool2d(z, 1)
+
+
+def test_residual_after_the_activation_and_broadcast_additions():
+    net = _check(_AddAfterReLU().eval(), np.random.default_rng(2).standard_normal((2, 4, 7, 9)),
+                 np.float64)
+    conv = next(n for n in net.graph.nodes if n.name == "layer conv (Conv2d)")
+    assert conv.attrs["residual"] == "input" and conv.attrs["residual_after"]
+    kernels = _kernels(net)
+    assert "(N, C, 1, 1) over the pixels" in kernels["fx node 'add_2' (call_function add)"]
+
+
+class _Concat(nn.Module if torch is not None else object):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 5, 1), nn.Conv2d(3, 6, 3, padding=1)
+
+    def forward(self, x):
+        y = torch.cat([self.a(x), torch.relu(self.b(x)), x], 1)
+        return torch.nn.functional.relu6(y).view(y.size(0), -1)
+
+
+def test_concatenation_and_view_flatten():
+    _check(_Concat().eval(), np.random.default_rng(3).standard_normal((3, 3, 5, 6)), np.float32)
+
+
+class _Branches(nn.Module if torch is not None else object):
+    def __init__(self, body):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.body = body
+
+    def forward(self, x):
+        return self.body(self, self.conv(x))
+
+
+@pytest.mark.parametrize("body, error, message", [
+    (lambda m, x: torch.softmax(x, 1), TypeError,
+     r"fx node 'softmax' \(call_function softmax\) is not supported by Network.from_torch"),
+    (lambda m, x: torch.cat([x, x], 2), ValueError,
+     r"fx node 'cat' \(call_function cat\): torch.cat along dim=2 is not supported"),
+    (lambda m, x: torch.flatten(x), ValueError, r"only flatten\(x, 1\) is supported"),
+    (lambda m, x: x + 1, TypeError, r"fx node 'add' \(call_function add\): expected a tensor"),
+    (lambda m, x: x.view(-1), ValueError, r"only x.view\(x.size\(0\), -1\) is supported"),
+    (lambda m, x: torch.add(x, x, alpha=2), ValueError, r"only a \+ b is supported"),
+    (lambda m, x: (x, x), TypeError, r"plans modules of one output tensor"),
+    (lambda m, x: x.mean(1), ValueError, r"only global average pooling"),
+])
+def test_fx_refusals_name_the_node(body, error, message):
+    with pytest.raises(error, match=message):
+        fc.Network.from_torch(_Branches(body).eval())
+
+
+class _TwoInputs(nn.Module if torch is not None else object):
+    def forward(self, x, y):
+        return x + y
+
+
+class _Untraceable(nn.Module if torch is not None else object):
+    def forward(self, x):
+        return x if x.sum() > 0 else -x
+
+
+@pytest.mark.parametrize("module, message", [
+    (lambda: _TwoInputs(), r"plans modules of one input, but _TwoInputs.forward takes another"),
+    (lambda: _Untraceable(), r"could not trace _Untraceable with torch.fx"),
+])
+def test_modules_the_plan_cannot_take(module, message):
+    with pytest.raises(TypeError, match=message):
+        fc.Network.from_torch(module().eval())
+
+
+class _Mismatch(nn.Module if torch is not None else object):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 2, 3), nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return torch.cat([self.a(x), self.b(x)], 1)
+
+
+def test_shapes_that_do_not_fit_are_refused_at_the_call():
+    net = fc.Network.from_torch(_Mismatch().eval())
+    with pytest.raises(ValueError, match=r"fx node 'cat' \(call_function cat\): Sizes of "
+                                         r"tensors must match except in dimension 1; got "
+                                         r"\[1, 2, 3, 4\], \[1, 2, 5, 6\]"):
+        net(np.zeros((1, 3, 5, 6), np.float32))
+    with pytest.raises(ValueError, match=r"expected input\[1, 4, 5, 6\] to have 3 channels"):
+        net(np.zeros((1, 4, 5, 6), np.float32))
+
+
+def test_a_single_layer_module():
+    _check(nn.Conv2d(3, 4, 3, 2, 1).eval(), np.random.default_rng(4).standard_normal(
+        (2, 3, 9, 8)), np.float32)
