@@ -145,3 +145,24 @@ CASES = [
     ("dw padding past the stride", (1, 2, 1, 2), (2, 1, 3, 3),
      dict(padding=5, stride=(9, 2), groups=2)),
 ]
+
+
+def assert_like_module(got, module, x):
+    """``got`` equals ``module(x)``: in float64 within 1e-10 of torch's float64 result; in
+    float32 within four times torch's own float32 error against its float64 result (and at
+    least 2e-5), both relative to the output's largest magnitude. A deep float32 network
+    drifts from exact arithmetic; the plan may drift as far as torch does, not further."""
+    import copy
+
+    with torch.no_grad():
+        exact = copy.deepcopy(module).double()(
+            torch.from_numpy(np.ascontiguousarray(x, np.float64))).numpy()
+        scale = max(1.0, float(abs(exact).max()))
+        if got.dtype == np.float64:
+            tol = 1e-10
+        else:
+            own = copy.deepcopy(module).float()(
+                torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
+            tol = max(2e-5, 4 * float(abs(own - exact).max()) / scale)
+    assert got.shape == exact.shape
+    np.testing.assert_allclose(got, exact, rtol=0, atol=tol * scale)

@@ -12,11 +12,13 @@ import pytest
 import fastconv as fc
 from fastconv.models import FullyConnected
 
-from helpers import DTYPES, needs_torch, torch
+from helpers import DTYPES, assert_like_module, needs_torch, torch
 
 pytestmark = needs_torch
 
 nn = torch.nn if torch is not None else None
+if torch is not None:
+    import zoo
 
 
 def _rng(seed):
@@ -36,17 +38,14 @@ def _randomise(module, seed=0):
     return module.eval()
 
 
-def _check(module, x, dtype, rtol=None):
+def _check(module, x, dtype):
     """The plan's output equals the module's, in the module's dtype."""
     module = module.to({np.float32: torch.float32, np.float64: torch.float64}[dtype])
     net = fc.Network.from_torch(module)
     x = x.astype(dtype)
-    with torch.no_grad():
-        expected = module(torch.from_numpy(np.ascontiguousarray(x))).numpy()
     got = net(x)
-    assert got.dtype == dtype and got.shape == expected.shape
-    tol = rtol or (2e-5 if dtype == np.float32 else 1e-10)
-    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * max(1.0, abs(expected).max()))
+    assert got.dtype == dtype
+    assert_like_module(got, module, x)
     return net, got
 
 
@@ -145,19 +144,19 @@ def mobilenet_v1(separable=True, alpha=1.0, classifier=True):
             layers += block(c_in, c_out, 3, s, 1)
     if classifier:
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width[-1], 1000)]
-    return _randomise(nn.Sequential(*layers))
+    return zoo.randomise(nn.Sequential(*layers))  # statistics of a batch: no collapse
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_mobilenet_v1_with_its_classifier(dtype):
     torch.manual_seed(0)
     x = _rng(1).standard_normal((2, 3, 96, 96))
-    _check(mobilenet_v1(), x, dtype, rtol=1e-4 if dtype == np.float32 else None)
+    _check(mobilenet_v1(), x, dtype)
 
 
 def test_mobilenet_v1_at_224():
     torch.manual_seed(1)
-    _check(mobilenet_v1(), _rng(2).standard_normal((1, 3, 224, 224)), np.float32, rtol=1e-4)
+    _check(mobilenet_v1(), _rng(2).standard_normal((1, 3, 224, 224)), np.float32)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -190,8 +189,7 @@ def test_a_pointwise_layer_with_padding_or_stride_runs_apart():
 def test_full_convolution_twin(dtype):
     torch.manual_seed(2)
     module = mobilenet_v1(separable=False, alpha=0.25)
-    _check(module, _rng(3).standard_normal((2, 3, 64, 64)), dtype,
-           rtol=1e-4 if dtype == np.float32 else None)
+    _check(module, _rng(3).standard_normal((2, 3, 64, 64)), dtype)
 
 
 def test_from_specs_runs_mobilenet_as_the_profiler_does():
@@ -274,7 +272,8 @@ def test_four_threads_share_one_plan(small):
         barrier.wait()
         for _ in range(5):
             got = net(inputs[i])
-            if not np.allclose(got, expected[i], rtol=1e-4, atol=1e-4):
+            scale = abs(expected[i]).max()
+            if not np.allclose(got, expected[i], rtol=1e-4, atol=2e-4 * scale):
                 errors.append(i)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
@@ -311,7 +310,7 @@ def test_threads_and_profile(small):
     module, _ = small
     net = fc.Network.from_torch(module, threads=1)
     x = _rng(9).standard_normal((1, 3, 64, 64)).astype(np.float32)
-    np.testing.assert_allclose(net(x), _reference(module, x), rtol=1e-4, atol=1e-4)
+    assert_like_module(net(x), module, x)
     profile = net.profile(x, budget=0.05)
     names = [r["name"] for r in profile.rows]
     assert names[0] == "input" and names[-1] == "output"

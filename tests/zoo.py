@@ -13,16 +13,22 @@ import torch
 from torch import nn
 
 
-def randomise(module, seed=0):
-    """Batch norms with statistics and affines far from the identity, in eval mode."""
+def randomise(module, seed=0, size=(32, 32)):
+    """Batch norms whose affines are far from the identity and whose statistics are those of
+    a random batch (so that activations neither vanish nor saturate through a deep network,
+    and the output depends on the input), in eval mode."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5, generator=g)
-            m.running_var.uniform_(0.5, 2.0, generator=g)
-            m.weight.data.uniform_(0.5, 1.5, generator=g)
-            m.bias.data.uniform_(-0.5, 0.5, generator=g)
+    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.weight.data.uniform_(0.5, 1.5, generator=g)
+        m.bias.data.uniform_(-0.5, 0.5, generator=g)
+        m.momentum = 1.0  # the statistics of the one calibration batch
+    module.train()
+    with torch.no_grad():
+        module(torch.randn(4, 3, *size, generator=g))
+    for m in norms:
+        m.running_var.mul_(torch.empty_like(m.running_var).uniform_(0.8, 1.25, generator=g))
     return module.eval()
 
 

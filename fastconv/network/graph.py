@@ -98,6 +98,9 @@ class Graph:
     output: str
     dtype: np.dtype
     source: str = ""
+    # the input as a model file declares it: its name and (C, H, W), None where symbolic
+    input_name: str = ""
+    declared: tuple | None = None
 
     def producer(self, value: str) -> Node | None:
         for node in self.nodes:
@@ -120,8 +123,7 @@ class Graph:
             self.output = new
 
     def copy(self) -> "Graph":
-        return Graph([replace(n, attrs=dict(n.attrs)) for n in self.nodes], self.output,
-                     self.dtype, self.source)
+        return replace(self, nodes=[replace(n, attrs=dict(n.attrs)) for n in self.nodes])
 
 
 @dataclass(frozen=True)
@@ -223,11 +225,11 @@ def _node_shape(node: Node, shape: Shape, shapes: dict, batch: int) -> Shape:
             raise ValueError(f"{node.name} on input of size {_shown(shape, batch)}: {exc}") \
                 from None
         return Shape(shape.channels, *spec.output_size)
-    if op == "batchnorm":
+    if op == "batchnorm":  # per channel, or per feature of (N, F); or one for all
         channels = a["scale"].shape[0]
-        if shape.flat or shape.channels != channels:
-            raise ValueError(f"{node.name} expects {channels} channels of a 4-D input, but got "
-                             f"input of size {_shown(shape, batch)}")
+        if channels not in (1, shape.channels):
+            raise ValueError(f"{node.name} expects {channels} channels, but got input of size "
+                             f"{_shown(shape, batch)}")
         return shape
     if op == "gap":
         if shape.flat:

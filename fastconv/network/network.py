@@ -23,7 +23,8 @@ class Network:
     produce their inputs, weights packed into the kernels' layouts, activations in NHWC with
     zero borders for the padding, and one arena of buffers per input shape.
 
-    Build one with :meth:`from_torch` or :meth:`from_specs`; call it on NCHW arrays.
+    Build one with :meth:`from_torch`, :meth:`from_onnx` or :meth:`from_specs`; call it on
+    NCHW arrays.
 
     Parameters
     ----------
@@ -69,24 +70,53 @@ class Network:
 
     @classmethod
     def from_torch(cls, module, backend: str = "auto", threads: int | None = None) -> "Network":
-        """Plan an eval-mode ``torch.nn.Sequential`` (nested ones too).
+        """Plan an eval-mode torch module.
 
-        Its layers may be ``Conv2d`` (padding_mode "zeros"), ``BatchNorm2d``, ``ReLU``,
-        ``ReLU6``, ``Hardtanh``, ``Identity``, ``Dropout``, ``MaxPool2d``, ``AvgPool2d``,
-        ``AdaptiveAvgPool2d(1)``, ``Flatten`` and ``Linear``; the result equals the module's
-        in eval mode, in its dtype (float32 or float64).
+        An ``nn.Sequential`` (nested ones too) is read layer by layer; any other module is
+        traced by ``torch.fx``. The layers may be ``Conv2d`` (padding_mode "zeros"),
+        ``BatchNorm2d``, ``ReLU``, ``ReLU6``, ``Hardtanh``, ``LeakyReLU``, ``Hardsigmoid``,
+        ``Hardswish``, ``Sigmoid``, ``Identity``, ``Dropout``, ``MaxPool2d``, ``AvgPool2d``,
+        ``AdaptiveAvgPool2d(1)``, ``Flatten`` and ``Linear``; between them a traced module
+        may add, multiply, concatenate on the channels, flatten, call the activations and
+        average globally. The result equals the module's in eval mode, in its dtype
+        (float32 or float64).
 
         Raises
         ------
         TypeError
-            A layer not in that list (naming it), or parameters of mixed dtypes.
+            A layer or call not supported (naming it), a module torch.fx cannot trace, or
+            parameters of mixed dtypes.
         ValueError
-            A module in training mode ("call .eval() first"), or a layer's setting the plan
-            does not serve.
+            A module in training mode ("call .eval() first"), or a setting the plan does not
+            serve.
         """
         from .torch_import import from_torch
 
         return cls(from_torch(module), backend, threads)
+
+    @classmethod
+    def from_onnx(cls, model, backend: str = "auto", threads: int | None = None) -> "Network":
+        """Plan an ONNX model: a path, its bytes, or an ``onnx.ModelProto``.
+
+        The model is checked and its shapes inferred with the ``onnx`` package first. Opsets
+        11 and later; one float32 or float64 input (N, C, H, W), whose batch may be symbolic,
+        and one output. Operators: Conv, BatchNormalization, Relu, Clip, LeakyRelu,
+        HardSigmoid, HardSwish, Sigmoid, Mul and Add (of two activations, one perhaps (N, C,
+        1, 1), or of a constant per channel), Concat on the channels, MaxPool, AveragePool,
+        GlobalAveragePool, Flatten, Reshape (to (N, F) or (N, F, 1, 1)), Gemm, MatMul,
+        Identity, Dropout and Constant, each as the ONNX specification defines it.
+
+        Raises
+        ------
+        TypeError
+            Not a path, bytes or ModelProto, or an input neither float32 nor float64.
+        ValueError
+            An invalid model, an older opset, or a node the plan cannot serve: the message
+            names the operator type, the node and why.
+        """
+        from .onnx_import import from_onnx
+
+        return cls(from_onnx(model), backend, threads)
 
     @classmethod
     def from_specs(cls, specs, weights, biases=None, activation=None, backend: str = "auto",
@@ -176,6 +206,12 @@ class Network:
             raise TypeError(f"Input type ({x.dtype}) and the network's weight type "
                             f"({self.dtype}) should be the same")
         self._check_shape(x.shape)
+        declared = self.graph.declared
+        if declared is not None and any(d is not None and d != n for d, n in zip(declared,
+                                                                                x.shape[1:])):
+            shown = ", ".join(["N", *["?" if d is None else str(d) for d in declared]])
+            raise ValueError(f"the model's input {self.graph.input_name!r} is [{shown}], but "
+                             f"got input of size {list(x.shape)}")
         if not x.dtype.isnative:
             x = x.astype(x.dtype.newbyteorder("="))
         return x

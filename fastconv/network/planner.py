@@ -136,7 +136,9 @@ def _absorb(graph: Graph, producer: Node, node: Node) -> None:
 
 def _fold(conv: Node, bn: Node, dtype) -> None:
     """``bn(conv(x))`` as one convolution: weights scaled per output channel, bias shifted."""
-    scale, shift = bn.attrs["scale"], bn.attrs["shift"]
+    channels = conv.attrs["weight"].shape[0]
+    scale = np.broadcast_to(bn.attrs["scale"], (channels,))  # one for all, or per channel
+    shift = np.broadcast_to(bn.attrs["shift"], (channels,))
     weight = conv.attrs["weight"].astype(np.float64) * scale[:, None, None, None]
     bias = conv.attrs["bias"]
     bias = shift if bias is None else bias.astype(np.float64) * scale + shift
@@ -389,8 +391,8 @@ def _steps(ctx: _Context, node: Node, steps: list) -> str:
     top, left = ctx.origin(src)
     o_top, o_left = ctx.origin(out_value)
     if op in ("batchnorm", "act"):
-        scale = node.attrs.get("scale", np.ones(1))
-        shift = node.attrs.get("shift", np.zeros(1))
+        scale = np.broadcast_to(node.attrs.get("scale", 1.0), (s.channels,))  # per channel
+        shift = np.broadcast_to(node.attrs.get("shift", 0.0), (s.channels,))
         steps.append(Step("", k.affine, [ctx.ref(src), top, left, scale.astype(ctx.dtype),
                                          shift.astype(ctx.dtype), op == "batchnorm",
                                          ctx.ref(out_value), o_top, o_left, s.height, s.width,

@@ -1,0 +1,351 @@
+"""Network.from_onnx: the reference CNNs exported by torch.onnx, checked against ONNX Runtime on
+the same file (and against torch in float64, which ONNX Runtime's CPU kernels do not run);
+one hand-built graph per operator (onnx.helper) against ONNX Runtime, at opset 11 and the
+newest the installed onnx writes; and each refusal with its message."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+
+from helpers import assert_like_module, needs_torch, torch
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+if torch is not None:
+    import zoo
+
+NEWEST = onnx.defs.onnx_opset_version()
+
+
+def _rng(seed):
+    return np.random.default_rng(seed)
+
+
+def _export(module, x, dynamic=True):
+    buf = io.BytesIO()
+    torch.onnx.export(module, (torch.from_numpy(x),), buf, dynamo=False, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "batch"}} if dynamic else None)
+    return buf.getvalue()
+
+
+def _ort(model, x):
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def _close(got, expected, rtol=2e-5):
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    scale = max(1.0, float(abs(expected).max()))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=rtol * scale)
+
+
+# --- whole models --------------------------------------------------------------------------
+
+
+@needs_torch
+@pytest.mark.parametrize("model, width, size", [
+    ("MobileNetV1", 0.25, (64, 67)), ("MobileNetV2", 0.5, (64, 67)), ("ResNet18", 0.25, (61, 64)),
+    ("SqueezeExcitation", None, (16, 18))])
+def test_exported_models_match_onnx_runtime(model, width, size):
+    module = zoo.randomise(getattr(zoo, model)(*([] if width is None else [width])))
+    x = _rng(0).standard_normal((2, 3, *size)).astype(np.float32)
+    data = _export(module, x)
+    net = fc.Network.from_onnx(data)
+    exact = module.double()
+    for batch in (1, 3):  # the batch is symbolic in the file
+        xb = _rng(batch).standard_normal((batch, 3, *size)).astype(np.float32)
+        with torch.no_grad():
+            truth = exact(torch.from_numpy(xb.astype(np.float64))).numpy()
+        # both engines drift from exact arithmetic in float32: the plan as far as ONNX
+        # Runtime does at most (four times, or 2e-5 of the output's magnitude)
+        scale = max(1.0, float(abs(truth).max()))
+        drift = max(2e-5 * scale, 4 * float(abs(_ort(data, xb) - truth).max()))
+        np.testing.assert_allclose(net(xb), truth, rtol=0, atol=drift)
+    assert_like_module(net(x), module.float(), x)
+
+
+@needs_torch
+def test_a_float64_model_matches_torch():
+    module = zoo.randomise(zoo.ResNet18(0.25)).double()
+    x = _rng(1).standard_normal((2, 3, 40, 40))
+    net = fc.Network.from_onnx(_export(module, x))
+    assert net.dtype == np.float64
+    assert_like_module(net(x), module, x)
+
+
+@needs_torch
+def test_a_path_and_a_model_proto(tmp_path):
+    module = zoo.randomise(zoo.SqueezeExcitation())
+    x = _rng(2).standard_normal((1, 3, 16, 18)).astype(np.float32)
+    data = _export(module, x, dynamic=False)
+    path = tmp_path / "se.onnx"
+    path.write_bytes(data)
+    expected = _ort(data, x)
+    _close(fc.Network.from_onnx(path)(x), expected)
+    _close(fc.Network.from_onnx(str(path))(x), expected)
+    _close(fc.Network.from_onnx(onnx.load_from_string(data))(x), expected)
+
+
+# --- one graph per operator ------------------------------------------------------------------
+
+
+def _graph(nodes, shape, inits=(), opset=NEWEST, dtype=TensorProto.FLOAT):
+    """A model of ``nodes`` from input ``x`` to output ``y``, whose declared type is the one
+    shape inference gives it (the checker wants the output's shape declared)."""
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", dtype, shape)],
+                              [helper.make_tensor_value_info("y", dtype, None)],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.graph.output[0].CopyFrom(onnx.shape_inference.infer_shapes(model).graph.output[0])
+    return model.SerializeToString()
+
+
+def _w(seed, *shape):
+    return _rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _conv(name="conv", inputs=("x", "W", "B"), out="y", **attrs):
+    return helper.make_node("Conv", list(inputs), [out], name, **attrs)
+
+
+def _bias_relu(c):
+    """A conv of c channels that keeps the size, then a ReLU."""
+    return [_conv(out="c", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"])], [
+        ("W", _w(1, c, 3, 3, 3)), ("B", _w(2, c))]
+
+
+def _constant(name, value):
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(
+        np.asarray(value, np.float32)))
+
+
+OPERATORS = {
+    "conv-asymmetric-pads-dilation": lambda: (
+        [_conv(pads=[0, 1, 2, 1], strides=[2, 1], dilations=[1, 2])],
+        [("W", _w(1, 4, 3, 3, 3)), ("B", _w(2, 4))]),
+    "conv-groups-no-bias": lambda: (
+        [_conv(inputs=("x", "W"), group=3, kernel_shape=[3, 2])], [("W", _w(3, 6, 1, 3, 2))]),
+    "conv-same-upper-stride2": lambda: (
+        [_conv(inputs=("x", "W"), auto_pad="SAME_UPPER", strides=[2, 2])],
+        [("W", _w(4, 5, 3, 4, 4))]),
+    "conv-same-lower": lambda: (
+        [_conv(inputs=("x", "W"), auto_pad="SAME_LOWER", strides=[2, 1])],
+        [("W", _w(5, 5, 3, 2, 2))]),
+    "conv-valid": lambda: ([_conv(inputs=("x", "W"), auto_pad="VALID")],
+                           [("W", _w(6, 2, 3, 3, 1))]),
+    "batchnorm-alone": lambda: (
+        [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"],
+                          epsilon=1e-3)],
+        [("s", _w(7, 3)), ("b", _w(8, 3)), ("m", _w(9, 3)), ("v", 1 + _w(10, 3) ** 2)]),
+    "conv-batchnorm-clip-inputs": lambda: (
+        [_conv(out="c"), helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"],
+                                          ["n"]),
+         _constant("lo", 0.0), helper.make_node("Clip", ["n", "lo", "hi"], ["y"])],
+        [("W", _w(1, 4, 3, 3, 3)), ("B", _w(2, 4)), ("s", _w(7, 4)), ("b", _w(8, 4)),
+         ("m", _w(9, 4)), ("v", 1 + _w(10, 4) ** 2), ("hi", np.float32(1.5))]),
+    "clip-max-only": lambda: ([helper.make_node("Clip", ["x", "", "hi"], ["y"])],
+                              [("hi", np.float32(0.3))]),
+    "clip-min-above-max": lambda: ([helper.make_node("Clip", ["x", "lo", "hi"], ["y"])],
+                                   [("lo", np.float32(0.5)), ("hi", np.float32(-0.5))]),
+    "activations": lambda: (
+        [helper.make_node("LeakyRelu", ["x"], ["a"], alpha=0.3),
+         helper.make_node("HardSigmoid", ["a"], ["b"], alpha=0.3, beta=0.4),
+         helper.make_node("HardSwish", ["b"], ["c"]), helper.make_node("Sigmoid", ["c"], ["y"])],
+        []),
+    "relu-leaky-defaults": lambda: (
+        [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("LeakyRelu", ["a"], ["b"]),
+         helper.make_node("HardSigmoid", ["b"], ["y"])], []),
+    "add-residual-and-relu": lambda: (
+        [_conv(out="c", pads=[1, 1, 1, 1]), helper.make_node("Add", ["c", "x"], ["s"]),
+         helper.make_node("Relu", ["s"], ["y"])], [("W", _w(1, 3, 3, 3, 3)), ("B", _w(2, 3))]),
+    "add-mul-constants-per-channel-and-scalar": lambda: (
+        [helper.make_node("Add", ["k", "x"], ["a"]), helper.make_node("Mul", ["a", "s"], ["b"]),
+         helper.make_node("Mul", ["b", "two"], ["y"])],
+        [("k", _w(3, 3, 1, 1)), ("s", _w(4, 1, 3, 1, 1)), ("two", np.float32(2.0))]),
+    "squeeze-excitation-mul": lambda: (
+        [helper.make_node("GlobalAveragePool", ["x"], ["g"]), _conv("fc", ("g", "W", "B"), "f"),
+         helper.make_node("Sigmoid", ["f"], ["s"]), helper.make_node("Mul", ["s", "x"], ["y"])],
+        [("W", _w(1, 3, 3, 1, 1)), ("B", _w(2, 3))]),
+    "add-broadcast-value": lambda: (
+        [helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+         helper.make_node("Add", ["x", "g"], ["y"])], []),
+    "concat": lambda: (
+        [*_bias_relu(5)[0], helper.make_node("Concat", ["r", "x", "c"], ["y"], axis=-3)],
+        _bias_relu(5)[1]),
+    "maxpool-every-attribute": lambda: (
+        [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 2], strides=[2, 1],
+                          pads=[1, 0, 0, 1], dilations=[1, 2], ceil_mode=1)], []),
+    "maxpool-same-upper": lambda: (
+        [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                          auto_pad="SAME_UPPER")], []),
+    "avgpool-exclude-pad-ceil": lambda: (
+        [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                          pads=[1, 1, 1, 1], ceil_mode=1)], []),
+    "avgpool-include-pad-asymmetric": lambda: (
+        [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 3], strides=[1, 2],
+                          pads=[1, 0, 0, 1], count_include_pad=1)], []),
+    "avgpool-same-lower": lambda: (
+        [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[1, 1],
+                          auto_pad="SAME_LOWER")], []),
+    "classifier-flatten-gemm": lambda: (
+        [helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+         helper.make_node("Flatten", ["g"], ["f"]),
+         helper.make_node("Gemm", ["f", "W", "C"], ["h"], alpha=0.5, beta=2.0, transB=1),
+         helper.make_node("Relu", ["h"], ["y"])],
+        [("W", _w(1, 7, 3)), ("C", _w(2, 7))]),
+    "flatten-reshape-matmul": lambda: (
+        [helper.make_node("Flatten", ["x"], ["f"], axis=1),
+         helper.make_node("MatMul", ["f", "W"], ["m"]),
+         helper.make_node("Reshape", ["m", "shape"], ["r"]),
+         _conv("conv", ("r", "W2", "B2"), "c"), helper.make_node("Reshape", ["c", "flat"], ["y"])],
+        [("W", _w(1, 3 * 7 * 9, 6)), ("shape", np.array([0, 6, 1, 1], np.int64)),
+         ("W2", _w(2, 4, 6, 1, 1)), ("B2", _w(3, 4)), ("flat", np.array([-1, 4], np.int64))]),
+    "gemm-no-trans-scalar-c": lambda: (
+        [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "W", "C"],
+                                                                     ["y"])],
+        [("W", _w(1, 189, 5)), ("C", np.float32(0.25))]),
+    "identity-dropout": lambda: (
+        [helper.make_node("Identity", ["x"], ["a"]), helper.make_node("Dropout", ["a"], ["b"]),
+         helper.make_node("Relu", ["b"], ["y"])], []),
+}
+
+
+def _first_opset(op_type):
+    return min(s.since_version for s in onnx.defs.get_all_schemas_with_history()
+               if s.name == op_type and s.domain == "")
+
+
+@pytest.mark.parametrize("newest", [False, True], ids=["oldest", "newest"])
+@pytest.mark.parametrize("case", list(OPERATORS))
+def test_each_operator_matches_onnx_runtime(case, newest):
+    """At opset 11 (or the first that has every operator of the case: HardSwish came in
+    14) and at the newest."""
+    nodes, inits = OPERATORS[case]()
+    opset = NEWEST if newest else max(11, *(_first_opset(n.op_type) for n in nodes))
+    data = _graph(nodes, ["N", 3, 7, 9], inits, opset)
+    net = fc.Network.from_onnx(data)
+    for batch in (1, 2):
+        x = _rng(batch).standard_normal((batch, 3, 7, 9)).astype(np.float32)
+        _close(net(x), _ort(data, x))
+
+
+def test_a_float64_graph():
+    nodes, inits = OPERATORS["conv-asymmetric-pads-dilation"]()
+    inits = [(k, np.asarray(v, np.float64)) for k, v in inits]
+    data = _graph(nodes, [2, 3, 7, 9], inits, dtype=TensorProto.DOUBLE)
+    x = _rng(3).standard_normal((2, 3, 7, 9))
+    y = fc.Network.from_onnx(data)(x)
+    w, b = dict(inits)["W"], dict(inits)["B"]
+    expected = fc.conv2d(np.pad(x, ((0, 0), (0, 0), (0, 2), (1, 1))), w, b, stride=(2, 1),
+                         dilation=(1, 2), backend="numpy")
+    _close(y, expected, rtol=1e-12)
+
+
+# --- refusals --------------------------------------------------------------------------------
+
+
+def _softplus():
+    return [helper.make_node("Softplus", ["x"], ["y"], name="odd_one")], []
+
+
+def _conv_kernel_input():
+    # the kernel computed by the graph (here, the input itself)
+    return [_conv("c", ("x", "x"), "y")], []
+
+
+@pytest.mark.parametrize("make, message", [
+    (_softplus, r"node 'odd_one' \(Softplus\) is not supported by Network.from_onnx; "
+                r"supported: Conv"),
+    (_conv_kernel_input, r"node 'c' \(Conv\) is not supported: its kernel W \('x'\) must be "
+                         r"a constant"),
+    (lambda: ([helper.make_node("Concat", ["x", "x"], ["y"], axis=2, name="cat")], []),
+     r"node 'cat' \(Concat\) is not supported: axis=2 on \['N', 3, 7, 9\]: only the channels"),
+    (lambda: ([helper.make_node("Flatten", ["x"], ["y"], axis=2, name="fl")], []),
+     r"node 'fl' \(Flatten\) is not supported: axis=2 .* keeps the batch"),
+    (lambda: ([helper.make_node("Flatten", ["x"], ["f"]),
+               helper.make_node("Gemm", ["f", "W"], ["y"], transA=1, name="g")],
+              [("W", _w(1, 5, 189))]), r"node 'g' \(Gemm\) is not supported: transA=1"),
+    (lambda: ([helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2], name="mp"),
+               helper.make_node("Relu", ["i"], ["j"])], []),
+     r"node 'mp' \(MaxPool\) is not supported: its Indices output"),
+    (lambda: ([helper.make_node("BatchNormalization", ["x", "s", "s", "s", "s"], ["y", "m", "v"],
+                                training_mode=1, name="bn")], [("s", np.ones(3, np.float32))]),
+     r"node 'bn' \(BatchNormalization\) is not supported: training mode"),
+    (lambda: ([helper.make_node("Reshape", ["x", "shape"], ["y"], name="rs")],
+              [("shape", np.array([0, 3, 63], np.int64))]),
+     r"node 'rs' \(Reshape\) is not supported: reshape of \['N', 3, 7, 9\] to \[0, 3, 63\]"),
+    (lambda: ([helper.make_node("Add", ["x", "k"], ["y"], name="add")], [("k", _w(1, 7, 9))]),
+     r"node 'add' \(Add\) is not supported: a constant of shape \[7, 9\]"),
+    (lambda: ([helper.make_node("Add", ["k", "k"], ["y"], name="add")], [("k", _w(1, 3))]),
+     r"node 'add' \(Add\) is not supported: both inputs are constants"),
+])
+def test_refusals_name_the_node(make, message):
+    nodes, inits = make()
+    with pytest.raises(ValueError, match=message):
+        fc.Network.from_onnx(_graph(nodes, ["N", 3, 7, 9], inits))
+
+
+def test_an_operator_of_another_domain_is_refused():
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="r", domain="com.example")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 7, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 7, 9])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", NEWEST),
+                                                    helper.make_opsetid("com.example", 1)])
+    with pytest.raises(ValueError, match=r"node 'r' \(Relu\) is not supported by "
+                                         r"Network.from_onnx: operators of domain 'com.example'"):
+        fc.Network.from_onnx(model)
+
+
+def test_two_outputs_are_refused():
+    nodes = [helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2], name="mp")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 7, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 3, 4]),
+         helper.make_tensor_value_info("i", TensorProto.INT64, ["N", 3, 3, 4])])
+    with pytest.raises(ValueError, match=r"one input and one output, but this one has inputs "
+                                         r"\['x'\] and outputs \['y', 'i'\]"):
+        fc.Network.from_onnx(helper.make_model(graph))
+
+
+def test_same_padding_with_a_stride_needs_the_input_size():
+    nodes, inits = ([_conv(inputs=("x", "W"), auto_pad="SAME_UPPER", strides=[2, 2], name="c")],
+                    [("W", _w(4, 5, 3, 3, 3))])
+    with pytest.raises(ValueError, match=r"node 'c' \(Conv\) is not supported: auto_pad="
+                                         r"SAME_UPPER with stride 2 needs the input's size"):
+        fc.Network.from_onnx(_graph(nodes, ["N", 3, "H", "W"], inits))
+    fc.Network.from_onnx(_graph(nodes, ["N", 3, 7, 9], inits))  # known: planned
+
+
+@pytest.mark.parametrize("model, error, message", [
+    (b"not a model", ValueError, r"Network.from_onnx: the model is not valid ONNX"),
+    (3.5, TypeError, r"expects a path, bytes or an onnx.ModelProto, but got float"),
+    ("/no/such/model.onnx", ValueError, r"no such file: '/no/such/model.onnx'"),
+])
+def test_what_is_not_a_model(model, error, message):
+    with pytest.raises(error, match=message):
+        fc.Network.from_onnx(model)
+
+
+def test_graphs_the_plan_cannot_take():
+    relu = [helper.make_node("Relu", ["x"], ["y"])]
+    with pytest.raises(ValueError, match=r"reads opsets 11 and later, but the model uses "
+                                         r"opset 10"):
+        fc.Network.from_onnx(_graph(relu, ["N", 3, 7, 9], opset=10))
+    with pytest.raises(TypeError, match=r"input 'x' must be float32 or float64"):
+        fc.Network.from_onnx(_graph(relu, ["N", 3, 7, 9], dtype=TensorProto.INT32))
+    with pytest.raises(ValueError, match=r"expects a 4-D input \(N, C, H, W\), but 'x' has "
+                                         r"shape \['N', 3\]"):
+        fc.Network.from_onnx(_graph(relu, ["N", 3]))
+    net = fc.Network.from_onnx(_graph(relu, ["N", 3, 7, 9]))
+    with pytest.raises(ValueError, match=r"the model's input 'x' is \[N, 3, 7, 9\], but got "
+                                         r"input of size \[1, 4, 7, 9\]"):
+        net(np.zeros((1, 4, 7, 9), np.float32))
+    net(np.zeros((5, 3, 7, 9), np.float32))  # any batch
