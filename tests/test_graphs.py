@@ -100,6 +100,40 @@ def test_concatenation_and_view_flatten():
     _check(_Concat().eval(), np.random.default_rng(3).standard_normal((3, 3, 5, 6)), np.float32)
 
 
+class _Fire(nn.Module if torch is not None else object):
+    """SqueezeNet's fire module and more: five branches meet in one concatenation, read with
+    padding by a 3x3 convolution; a depthwise branch, a Winograd branch and a value read
+    twice are copied, the GEMM-tile branches written in place."""
+
+    def __init__(self, c=64):
+        super().__init__()
+        self.squeeze = nn.Conv2d(3, c, 1)
+        self.expand1 = nn.Conv2d(c, 8, 1)
+        self.expand3 = nn.Conv2d(c, 7, 3, padding=1)
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.separable = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, groups=c),
+                                       nn.Conv2d(c, 9, 1), nn.ReLU())
+        self.after = nn.Conv2d(8 + 7 + c + 9 + c, 5, 3, padding=1)
+
+    def forward(self, x):
+        s = torch.relu(self.squeeze(x))
+        y = torch.cat([self.expand1(s), torch.relu(self.expand3(s)), self.dw(s),
+                       self.separable(s), s], 1)
+        return self.after(y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_concatenation_inputs_are_written_in_place(dtype):
+    net = _check(_Fire().eval(), np.random.default_rng(5).standard_normal((2, 3, 40, 43)),
+                 dtype)
+    kernels = _kernels(net)
+    assert "Winograd" in kernels["layer expand3 (Conv2d)"]
+    concat = next(k for k in kernels.values() if k.startswith("concat"))
+    # expand1 and the fused separable pair in place; expand3 (Winograd), dw and s copied
+    assert concat == ("concat of 5 (2 written in place by their producers, 3 copied into "
+                      "channel slices)")
+
+
 class _Branches(nn.Module if torch is not None else object):
     def __init__(self, body):
         super().__init__()

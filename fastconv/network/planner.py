@@ -261,13 +261,18 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
         return buffer_of[value]
 
     separable = _separable_pairs(graph, shapes, graph.dtype)
+    fused_pointwise = {pw.name for pw in separable.values()}
+    slots = _concat_slots(graph, shapes, batch, fused_pointwise)
     new_buffer(INPUT)
     for node in graph.nodes:
         if _aliases(node, shapes):
             buffer_of[node.output] = buffer_of[node.inputs[0]]
-        elif node.name not in separable:  # a fused depthwise's output is never stored
-            new_buffer(node.output)
-    fused_pointwise = {pw.name for pw in separable.values()}
+        elif node.name not in separable and node.output not in slots:
+            new_buffer(node.output)  # a fused depthwise's output is never stored
+        if node.op == "concat":  # its slotted inputs are written straight into its buffer
+            for value in node.inputs:
+                if value in slots:
+                    buffer_of[value] = buffer_of[node.output]
     for node in graph.nodes:  # the padding each reader needs, on its input's border
         if node.op == "conv" and node.name not in fused_pointwise:
             spec = conv_spec(node, shapes[node.inputs[0]])
@@ -282,7 +287,7 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
     steps: list[Step] = []
     nodes: list[NodePlan] = []
     ctx = _Context(shapes, buffers, buffer_of, packed, batch, threads, graph.dtype, kernels,
-                   scratch=[])
+                   scratch=[], slots=slots)
     steps.append(Step("input", kernels.from_nchw, [None, Ref(0), *buffers[0].border[::2],
                                                    ctx.border(INPUT), ctx.tasks]))
     for node in graph.nodes:
@@ -340,6 +345,7 @@ class _Context:
     dtype: np.dtype
     kernels: object
     scratch: list  # the scratch buffers of the steps, appended to ``buffers``
+    slots: dict  # value -> its first channel in the concatenation's buffer it is written into
 
     def new_scratch(self, elements: int) -> Ref:
         """A scratch buffer of ``elements`` per task, for the step being planned."""
@@ -360,6 +366,12 @@ class _Context:
         ``zero_border_share``): (N, Hb, Wb, C, top, bottom, left, right)."""
         buf = self.buffer(value)
         return np.array([*buf.dims(self.batch), *buf.border], np.int64)
+
+    def pixels(self, value, n, h, w) -> np.ndarray:
+        """Element offsets of ``value``'s pixels (n, h, w) (arrays), channel 0 of its own
+        channels: in a concatenation's buffer, where its slice starts."""
+        at = self.buffer(value).pixel(n, h, w) + self.slots.get(value, 0)
+        return np.asarray(at).reshape(-1).astype(np.int64)
 
     def ref(self, value, flat=False) -> Ref:
         return Ref(self.buffer_of[value], flat)
@@ -408,14 +420,18 @@ def _steps(ctx: _Context, node: Node, steps: list) -> str:
                                          ctx.tasks]))
         return op if pixels else f"{op} (N, C, 1, 1) over the pixels"
     if op == "concat":
-        c0 = 0
+        c0, copies = 0, 0
         for value in node.inputs:
-            v_top, v_left = ctx.origin(value)
-            steps.append(Step("", k.copy_channels, [ctx.ref(value), v_top, v_left,
-                                                    ctx.ref(out_value), o_top, o_left, c0,
-                                                    s.height, s.width, ctx.tasks]))
+            if value not in ctx.slots:
+                v_top, v_left = ctx.origin(value)
+                steps.append(Step("", k.copy_channels, [ctx.ref(value), v_top, v_left,
+                                                        ctx.ref(out_value), o_top, o_left, c0,
+                                                        s.height, s.width, ctx.tasks]))
+                copies += 1
             c0 += ctx.shapes[value].channels
-        return f"concat of {len(node.inputs)} (copies into channel slices)"
+        written = len(node.inputs) - copies
+        return (f"concat of {len(node.inputs)} ({written} written in place by their producers"
+                f", {copies} copied into channel slices)")
     if op in ("maxpool", "avgpool"):
         spec = pool_spec(node, ctx.shapes[src])
         (ph, pb), (pw, pr) = spec.pads
@@ -488,12 +504,12 @@ def _conv_steps(ctx: _Context, node: Node, steps: list) -> str:
                      ctx.tasks)
     packed = _packed(ctx, node, spec.groups, is_wide)
     n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
-    x_buf, out_buf = ctx.buffer(src), ctx.buffer(dst)
+    x_buf = ctx.buffer(src)
     rows = x_buf.pixel(n, oh * sh - ph, ow * sw - pw).reshape(-1).astype(np.int64)
     cols = x_buf.dims(1)[2]
     taps = np.array([(i * dh * cols + j * dw) * spec.in_channels for i in range(kh)
                      for j in range(kw)], np.int64)
-    out_rows = out_buf.pixel(n, oh, ow).reshape(-1).astype(np.int64)
+    out_rows = ctx.pixels(dst, n, oh, ow)
     steps.append(Step("", k.conv, [ctx.ref(src, True), rows, taps, spec.in_channels_per_group,
                                    spec.groups, *packed, ctx.ref(dst, True), out_rows,
                                    spec.out_channels_per_group, *_bias(bias, ctx.dtype),
@@ -529,6 +545,29 @@ def _packed(ctx: _Context, node: Node, groups: int, is_wide: bool) -> tuple:
         packed = ctx.packed[node.name, is_wide] = ctx.kernels.pack(node.attrs["weight"],
                                                                    groups, ctx.dtype, is_wide)
     return packed
+
+
+def _concat_slots(graph: Graph, shapes: dict, batch: int, fused_pointwise: set) -> dict:
+    """The inputs of channel concatenations that their producers write straight into the
+    concatenation's buffer: value -> its first channel there. A producer qualifies when it
+    runs on the GEMM tiles (a convolution that is neither depthwise nor Winograd, or the
+    pointwise half of a fused pair), whose output is addressed per pixel, and the
+    concatenation is its output's only reader."""
+    slots = {}
+    for node in graph.nodes:
+        if node.op != "concat":
+            continue
+        c0 = 0
+        for value in node.inputs:
+            producer = graph.producer(value)
+            if (producer is not None and producer.op == "conv" and value != graph.output
+                    and node.inputs.count(value) == 1 and graph.consumers(value) == [node]):
+                spec = conv_spec(producer, shapes[producer.inputs[0]])
+                if producer.name in fused_pointwise or not (
+                        spec.kind == "dw" or _winograd(producer, spec, batch)):
+                    slots[value] = c0
+            c0 += shapes[value].channels
+    return slots
 
 
 def _separable_pairs(graph: Graph, shapes: dict, dtype) -> dict[str, Node]:
@@ -581,7 +620,7 @@ def _separable_steps(ctx: _Context, dw_node: Node, pw_node: Node, steps: list) -
     packed = _packed(ctx, pw_node, 1, is_wide)
     top, left = ctx.origin(src, (ph, pw))
     n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
-    out_rows = ctx.buffer(dst).pixel(n, oh, ow).reshape(-1).astype(np.int64)
+    out_rows = ctx.pixels(dst, n, oh, ow)
     s_rows = np.arange(out_rows.size, dtype=np.int64) * channels
     steps.append(Step("", k.separable, [
         ctx.ref(src), top, left, weights, dw_bias, *ctx.epilogue(dw_node), *spec.stride,
@@ -597,12 +636,13 @@ def _separable_steps(ctx: _Context, dw_node: Node, pw_node: Node, steps: list) -
 
 def _winograd(node: Node, spec, batch: int) -> bool:
     """Whether a convolution runs as Winograd F(2x2, 3x3): 3x3, stride 1, undilated, no
-    groups, no residual added in its epilogue, at least ``tuning.PLAN_WINOGRAD_CHANNELS`` input channels (below, the transforms
-    cost more than the multiplies they save), and at least
+    groups, no residual added in its epilogue, at least ``tuning.PLAN_WINOGRAD_CHANNELS``
+    input channels (below, the transforms cost more than the multiplies they save), and at least
     ``tuning.PLAN_WINOGRAD_TILES_PER_CHANNEL`` 2x2 output tiles (over the batch) per input
     channel: its transformed filters are 16/9 the weights, read on every call."""
     if not (spec.kernel_size == (3, 3) and spec.stride == (1, 1) and spec.dilation == (1, 1)
-            and spec.groups == 1 and not node.attrs.get("residual") and spec.in_channels >= tuning.PLAN_WINOGRAD_CHANNELS):
+            and spec.groups == 1 and not node.attrs.get("residual")
+            and spec.in_channels >= tuning.PLAN_WINOGRAD_CHANNELS):
         return False
     tiles = batch * ((spec.output_size[0] + 1) // 2) * ((spec.output_size[1] + 1) // 2)
     return tiles >= tuning.PLAN_WINOGRAD_TILES_PER_CHANNEL * spec.in_channels
