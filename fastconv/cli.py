@@ -36,8 +36,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_model_options(parser):
-    parser.add_argument("model", help=f"one of {', '.join(sorted(models.MODELS))}")
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        dims = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected C,H,W, got {text!r}") from None
+    if len(dims) != 3 or min(dims) <= 0:
+        raise argparse.ArgumentTypeError(f"expected three positive integers C,H,W, got "
+                                         f"{text!r}")
+    return dims
+
+
+def _add_model_options(parser, files=False):
+    if files:
+        parser.add_argument("model", help=f"one of {', '.join(sorted(models.MODELS))}; or a "
+                            "model file (.onnx); or package.module:function, a factory "
+                            "returning a torch module")
+        parser.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
+                            help="the input's channels and size, for a model file that does "
+                                 "not give them, or a factory (default 3,224,224)")
+    else:
+        parser.add_argument("model", help=f"one of {', '.join(sorted(models.MODELS))}")
     parser.add_argument("--alpha", type=_positive_float, default=1.0,
                         help="width multiplier (default 1.0)")
     parser.add_argument("--resolution", type=_positive_int, default=224,
@@ -53,9 +72,9 @@ def _build_model(args, include_fc=True):
 
 
 def _threads(args):
-    if args.threads is not None:
-        config.set_num_threads(args.threads)
-    return config.get_num_threads()
+    from .bench import harness
+
+    return harness.use_threads(args.threads)
 
 
 # --- bench ------------------------------------------------------------------------------------
@@ -147,8 +166,13 @@ def _write_json(path, payload):
 def cmd_flops(args) -> int:
     """Per-layer MACs, FLOPs, params, bytes and intensity, and separable vs full counts."""
     from . import flops
-    from .bench import rows
+    from .bench import rows, sources
 
+    if sources.is_model_source(args.model):
+        return cmd_flops_model(args)
+    if args.input_shape is not None:
+        raise CliError("--input-shape is for a model file or factory; a built-in model takes "
+                       "--resolution")
     if args.model not in ("mobilenet-v1", "mobilenet-v1-full"):
         raise CliError(f"unknown model {args.model!r}; expected mobilenet-v1 or mobilenet-v1-full")
     full_conv = args.full_conv or args.model == "mobilenet-v1-full"
@@ -187,6 +211,40 @@ def cmd_flops(args) -> int:
         f"ratio {comparison['params_ratio']:.4f} ({1 / comparison['params_ratio']:.2f}x fewer); "
         f"the pairs alone: {comparison['pairs_macs_ratio']:.4f} "
         f"({1 / comparison['pairs_macs_ratio']:.2f}x fewer MACs)")
+    return 0
+
+
+def _open_model(args):
+    from .bench import sources
+
+    for option in ("full_conv", "convs_only"):
+        if getattr(args, option, False):
+            raise CliError(f"--{option.replace('_', '-')} is for the built-in MobileNet, not "
+                           f"{args.model!r}")
+    try:
+        return sources.open_model(args.model, args.input_shape, args.batch,
+                                  getattr(args, "threads", None))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_flops_model(args) -> int:
+    """``fastconv flops MODEL.onnx`` (or a factory): the plan's nodes counted, nothing run."""
+    from .bench import rows
+
+    source = _open_model(args)
+    counts = source.network.counts(source.input_shape)
+    if args.json:
+        print(json.dumps(dict(model=source.name, input_shape=list(source.input_shape),
+                              dtype=source.dtype.name, nodes=counts), indent=1))
+        return 0
+    header, body, total = rows.count_rows(counts)
+    _console().print(rows.rich(
+        f"{source.name}, input {list(source.input_shape)}, {source.dtype.name}, as "
+        "fastconv.Network plans it (batch norms folded, activations and additions fused). "
+        "MACs = multiply-adds of the convolutions and linear layers; FLOPs = 2 x MACs; "
+        "bytes = inputs + parameters + output, moved once", header, body,
+        left=("node", "kernel", "input -> output"), total=total))
     return 0
 
 
@@ -322,8 +380,100 @@ def cmd_profile_plan(args) -> int:
     return 0
 
 
+def cmd_profile_model(args) -> int:
+    """``fastconv profile MODEL.onnx`` (or a factory): the plan node by node against FLOPs,
+    the machine's peak and roofline, and ONNX Runtime's kernels; the whole model in each
+    engine."""
+    from rich.console import Console
+
+    from .bench import profile, rows
+
+    engines = [e for e in (args.compare or "onnxruntime").split(",") if e]
+    for engine in engines:
+        if engine not in profile.MODEL_ENGINES:
+            raise CliError(f"unknown engine {engine!r} for --compare; expected some of "
+                           f"{','.join(profile.MODEL_ENGINES)}")
+    if getattr(args, "pass") != "forward":
+        raise CliError("a model file or factory is profiled for inference: --pass must be "
+                       "forward")
+    for path in (args.json, args.csv):
+        if path:
+            _writable_file(path)
+    if args.plot:
+        _writable_dir(args.plot)
+    if set(engines) & {"torch", "onnxruntime", "openvino"} or ":" in args.model:
+        from .bench import peers as peer_module
+
+        if peer_module.torch_available():
+            import torch  # noqa: F401  (before fastconv's thread pool: see fastconv.runtime)
+    from .bench import machine
+
+    threads = _threads(args)
+    source = _open_model(args)
+    with Console(stderr=True).status("measuring the machine, then the plan and the engines"):
+        peaks = machine.measure_machine(threads, dtypes=(source.dtype.name,), seconds=0.5)
+        result = profile.profile_model(source, engines=engines, budget=args.budget,
+                                       threads=threads, machine=peaks)
+    console = _console()
+    header, body, total = rows.model_rows(result)
+    console.print(rows.rich(
+        f"{source.name}, input {list(source.input_shape)}, {source.dtype.name}, {threads} "
+        "threads: fastconv.Network node by node (the min of its profiled calls)", header,
+        body, left=("node", "kernel", "input -> output"), total=total))
+    header, body = rows.engine_rows(result)
+    console.print(rows.rich("Whole model, interleaved with a pause of "
+                            f"{result['settings']['settle']:g} s before each engine's calls",
+                            header, body, left=("engine",)))
+    plan, m = result["plan"], result["machine"]
+    console.print(
+        f"plan: {rows.human(plan['macs'])} MACs, {rows.human(plan['params'])} params; sum of "
+        f"nodes {plan['sum_of_nodes'] * 1e3:.2f} ms against the whole call's "
+        f"{plan['seconds'] * 1e3:.2f} ms ({100 * (plan['sum_of_nodes'] / plan['seconds'] - 1):+.1f}"
+        f"%; the rest is Python between the steps and the clock), arena "
+        f"{plan['arena_bytes'] / 2**20:.1f} MiB")
+    console.print(
+        f"machine: {m['cpu']['model']}, {threads} threads, {'/'.join(m['cpu']['extensions'])}; "
+        f"% peak is of the measured GEMM, {m['gemm_gflops'][source.dtype.name]:.0f} GFLOP/s; "
+        f"the roofline adds the measured stream, {m['bandwidth_gbs']:.0f} GB/s")
+    if args.json:
+        _write_json(args.json, result)
+    if args.csv:
+        _write_model_csv(args.csv, result)
+    if args.plot:
+        from .bench import plots
+
+        for path in plots.write_all(dict(result, layers=result["nodes"]), args.plot):
+            console.print(f"wrote {path}")
+    return 0
+
+
+def _write_model_csv(path, result):
+    import csv
+
+    fields = ["name", "op", "kernel", "input", "output", "macs", "flops", "params", "bytes",
+              "intensity", "seconds", "seconds_median", "gflops", "percent_of_peak",
+              "roofline_gflops", "percent_of_roofline", "flops_share", "time_share",
+              "onnxruntime_seconds"]
+    try:
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fields, extrasaction="ignore")
+            writer.writeheader()
+            for r in result["nodes"]:
+                writer.writerow(dict(r, onnxruntime_seconds=r.get("onnxruntime", {}).get(
+                    "seconds", "")))
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}") from None
+
+
 def cmd_profile(args) -> int:
     """Profile a network: per-layer wall time against FLOPs, the machine's peak and peers."""
+    from .bench import sources
+
+    if sources.is_model_source(args.model):
+        return cmd_profile_model(args)
+    if args.input_shape is not None:
+        raise CliError("--input-shape is for a model file or factory; a built-in model takes "
+                       "--resolution")
     if args.plan:
         return cmd_profile_plan(args)
     from rich.console import Console
@@ -512,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=cmd_bench)
 
     count = sub.add_parser("flops", help="MACs, FLOPs, params, bytes per layer; separable vs full")
-    _add_model_options(count)
+    _add_model_options(count, files=True)
     count.add_argument("--full-conv", action="store_true",
                        help="the full-convolution twin (Conv MobileNet)")
     count.add_argument("--batch", type=_positive_int, default=1)
@@ -520,9 +670,10 @@ def build_parser() -> argparse.ArgumentParser:
     count.set_defaults(run=cmd_flops)
 
     prof = sub.add_parser("profile", help="per-layer wall time against FLOPs, peak and peers")
-    _add_model_options(prof)
+    _add_model_options(prof, files=True)
     prof.add_argument("--batch", type=_positive_int, default=1)
-    prof.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    prof.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                      help="for a built-in model (a model file or factory runs in its own)")
     prof.add_argument("--threads", type=_positive_int, default=None)
     prof.add_argument("--backend", default="auto", help="auto, numba, numpy, cython or cuda")
     prof.add_argument("--algorithm", default="auto",
@@ -533,7 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds of interleaved timing passes (default 5)")
     prof.add_argument("--compare", default="", metavar="PEERS",
                       help="comma-separated peers: torch,onnxruntime,openvino (with --plan: "
-                           "per-call,torch,onnxruntime,openvino,litert; default the first three)")
+                           "per-call,torch,onnxruntime,openvino,litert; default the first "
+                           "three; for a model file or factory: torch,onnxruntime,openvino, "
+                           "default onnxruntime)")
     prof.add_argument("--plan", action="store_true",
                       help="profile fastconv.Network (the network planned once) beside the "
                            "engines, node by node")

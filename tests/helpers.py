@@ -166,3 +166,17 @@ def assert_like_module(got, module, x):
             tol = max(2e-5, 4 * float(abs(own - exact).max()) / scale)
     assert got.shape == exact.shape
     np.testing.assert_allclose(got, exact, rtol=0, atol=tol * scale)
+
+
+def check_plan(module, x, dtype):
+    """Plan ``module`` in ``dtype`` and check the plan's output on ``x`` against the module's
+    (:func:`assert_like_module`); returns the plan and its output."""
+    import fastconv as fc
+
+    module = module.to({np.float32: torch.float32, np.float64: torch.float64}[dtype])
+    net = fc.Network.from_torch(module)
+    x = x.astype(dtype)
+    got = net(x)
+    assert got.dtype == dtype
+    assert_like_module(got, module, x)
+    return net, got

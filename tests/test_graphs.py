@@ -9,23 +9,17 @@ import pytest
 
 import fastconv as fc
 
-from helpers import DTYPES, assert_like_module, needs_torch, torch
+from helpers import DTYPES, check_plan, needs_torch, torch
 
 pytestmark = needs_torch
 
 if torch is not None:
-    import zoo
+    from fastconv.bench import zoo
     from torch import nn
 
 
 def _check(module, x, dtype):
-    module = module.to({np.float32: torch.float32, np.float64: torch.float64}[dtype])
-    net = fc.Network.from_torch(module)
-    x = x.astype(dtype)
-    got = net(x)
-    assert got.dtype == dtype
-    assert_like_module(got, module, x)
-    return net
+    return check_plan(module, x, dtype)[0]
 
 
 def _kernels(net):

@@ -12,13 +12,13 @@ import pytest
 import fastconv as fc
 from fastconv.models import FullyConnected
 
-from helpers import DTYPES, assert_like_module, needs_torch, torch
+from helpers import DTYPES, assert_like_module, check_plan, needs_torch, torch
 
 pytestmark = needs_torch
 
 nn = torch.nn if torch is not None else None
 if torch is not None:
-    import zoo
+    from fastconv.bench import zoo
 
 
 def _rng(seed):
@@ -38,15 +38,7 @@ def _randomise(module, seed=0):
     return module.eval()
 
 
-def _check(module, x, dtype):
-    """The plan's output equals the module's, in the module's dtype."""
-    module = module.to({np.float32: torch.float32, np.float64: torch.float64}[dtype])
-    net = fc.Network.from_torch(module)
-    x = x.astype(dtype)
-    got = net(x)
-    assert got.dtype == dtype
-    assert_like_module(got, module, x)
-    return net, got
+_check = check_plan
 
 
 # --- every layer -----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 if torch is not None:
-    import zoo
+    from fastconv.bench import zoo
 
 NEWEST = onnx.defs.onnx_opset_version()
 

@@ -101,7 +101,8 @@ def engine(name: str, module, x: np.ndarray, threads: int, model_bytes: bytes | 
         return run
     if name == "onnxruntime":
         session = ort_session(model_bytes or onnx_bytes(module, x), threads)
-        return lambda: session.run(None, {"x": x})
+        feed = {session.get_inputs()[0].name: x}
+        return lambda: session.run(None, feed)
     if name == "openvino":
         request = _openvino(model_bytes or onnx_bytes(module, x), threads)
         return lambda: request.infer({0: x})
@@ -110,12 +111,14 @@ def engine(name: str, module, x: np.ndarray, threads: int, model_bytes: bytes | 
     raise ValueError(f"unknown engine {name!r}; expected one of {ENGINES}")
 
 
-def ort_session(model: bytes, threads: int, profiled: bool = False):
-    """An ONNX Runtime session as its users run it (all graph optimisations, its own pool)."""
+def ort_session(model: bytes, threads: int | None, profiled: bool = False):
+    """An ONNX Runtime session as its users run it (all graph optimisations, its own pool of
+    ``threads``, or ONNX Runtime's default)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    if threads is not None:
+        options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if profiled:
@@ -128,8 +131,9 @@ def ort_node_times(model: bytes, x: np.ndarray, threads: int, runs: int = 20) ->
     """``(node, op, seconds)`` of every kernel ONNX Runtime ran, the minimum over ``runs``
     profiled runs of one session, in the order they ran."""
     session = ort_session(model, threads, profiled=True)
+    feed = {session.get_inputs()[0].name: x}
     for _ in range(runs):
-        session.run(None, {"x": x})
+        session.run(None, feed)
     path = session.end_profiling()
     try:
         with open(path) as fh:

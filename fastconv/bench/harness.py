@@ -35,6 +35,16 @@ class Timing:
         return statistics.median(self.times)
 
 
+def use_threads(threads: int | None) -> int:
+    """The thread count a measurement runs on: ``threads``, set for fastconv's kernels, or
+    the current setting when None."""
+    from .. import config
+
+    if threads is not None:
+        config.set_num_threads(threads)
+    return config.get_num_threads()
+
+
 def pause(seconds: float) -> None:
     """Busy-wait ``seconds`` on the calling thread, for the other libraries' pools to go idle.
 

@@ -157,27 +157,9 @@ def _ort_session(model, example, threads, profiled=False):
 
     Its thread pool spins after a run, as ONNX Runtime's does by default. ``profiled`` turns
     on ONNX Runtime's profiler, which records every node's kernel time."""
-    import io
-    import tempfile
-    import warnings
+    from . import engines
 
-    import onnxruntime as ort
-    import torch
-
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.from_numpy(example),), buffer, dynamo=False,
-                          input_names=["x"], output_names=["y"])
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if profiled:
-        options.enable_profiling = True
-        options.profile_file_prefix = os.path.join(tempfile.gettempdir(), "fastconv_ort")
-    return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    return engines.ort_session(engines.onnx_bytes(model, example), threads, profiled)
 
 
 class OnnxRuntimeNet:

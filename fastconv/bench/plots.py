@@ -1,16 +1,17 @@
 """Figures of a profile (``fastconv profile --plot DIR``); needs the ``plot`` extra (matplotlib).
 
-Each function takes the dict :func:`fastconv.profile.profile_network` returns and writes one
-PNG.
+Each function takes the dict :func:`fastconv.bench.profile.profile_network` returns (or
+:func:`~fastconv.bench.profile.profile_model`'s, its nodes as the layers) and writes one PNG.
 """
 
 from __future__ import annotations
 
 import os
 
-KIND_COLOURS = {"conv": "tab:red", "dw": "tab:blue", "pw": "tab:green", "fc": "tab:purple"}
+KIND_COLOURS = {"conv": "tab:red", "dw": "tab:blue", "pw": "tab:green", "fc": "tab:purple",
+                "other": "tab:gray"}
 KIND_NAMES = {"conv": "full conv", "dw": "depthwise", "pw": "pointwise (1x1)",
-              "fc": "fully connected"}
+              "fc": "fully connected", "other": "pools, additions, layout"}
 
 
 def _pyplot():
@@ -36,7 +37,7 @@ def roofline(result, path):
     peak = machine["gemm_gflops"][dtype]
     theoretical = machine["peak_gflops"][dtype]
     bandwidth = machine["bandwidth_gbs"]
-    layers = result["layers"]
+    layers = [r for r in result["layers"] if r["flops"]]  # what has no FLOPs has no place
     xs = [r["intensity"] for r in layers]
     lo, hi = min(xs + [0.1]) / 2, max(xs + [peak / bandwidth]) * 4
     fig, ax = plt.subplots(figsize=(8, 5.5))

@@ -407,15 +407,12 @@ def profile_network(net, *, batch=1, dtype="float32", algorithm="auto", backend=
         JSON-ready: ``layers`` (one record per layer), ``total``, ``peers``, ``machine``,
         ``settings``.
     """
-    from .. import config
     from ..flops import pass_counts
     from ..models import layer_names
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, but got {mode!r}")
-    if threads is not None:
-        config.set_num_threads(threads)
-    threads = config.get_num_threads()
+    threads = harness.use_threads(threads)
     dtype = np.dtype(dtype)
     names = layer_names(net) if names is None else names
     params = network_weights(net, dtype, seed)
@@ -503,12 +500,9 @@ def profile_plan(model="mobilenet-v1", *, batch=1, bn_relu=True, alpha=1.0, reso
         not run), ``nodes`` (the plan's profile rows, each with ONNX Runtime's time for the
         same layer where it ran one) and ``plan`` (its whole-call profile figures).
     """
-    from .. import config
     from . import engines as engine_module
 
-    if threads is not None:
-        config.set_num_threads(threads)
-    threads = config.get_num_threads()
+    threads = harness.use_threads(threads)
     module = engine_module.torch_model(model, bn_relu, True, alpha, resolution, dtype, seed)
     x = np.random.default_rng(seed + 1).standard_normal((batch, 3, resolution, resolution))
     x = x.astype(dtype)
@@ -566,3 +560,141 @@ def _beside_ort(rows, ort_nodes):
         row["onnxruntime"] = dict(node=" + ".join(t[0] for t in matched),
                                   op=" + ".join(t[1] for t in matched),
                                   seconds=sum(t[2] for t in matched))
+
+
+# --- any model: an ONNX file or a torch factory -----------------------------------------------
+
+MODEL_ENGINES = ("torch", "onnxruntime", "openvino")
+
+
+def profile_model(source, *, engines=("onnxruntime",), budget=2.0, threads=None,
+                  settle=PLAN_SETTLE, machine=None, seed=0):
+    """A model's plan node by node (MACs, FLOPs, params, bytes, time, GFLOP/s against the
+    machine's peak and roofline, ONNX Runtime's kernels for the same nodes) and the whole
+    model in each engine, interleaved with a pause of ``settle`` seconds before each.
+
+    Parameters
+    ----------
+    source : fastconv.bench.sources.ModelSource
+    engines : sequence of {"torch", "onnxruntime", "openvino"}
+        Beside the plan. ONNX Runtime and OpenVINO run the ONNX file (a factory's module
+        exported by ``torch.onnx``); torch runs a factory's module.
+    budget : float
+        Seconds of interleaved calls per engine.
+    machine : fastconv.bench.machine.Machine, optional
+        Its peaks give the % columns and the roofline.
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``settings``, ``machine``, ``engines`` (name -> seconds, median, GFLOP/s),
+        ``missing`` (engine -> why it did not run), ``nodes`` and ``plan`` (the whole call,
+        the sum of its nodes, the arena, the totals).
+    """
+    import importlib.util
+
+    from . import engines as engine_module
+
+    for name in engines:
+        if name not in MODEL_ENGINES:
+            raise ValueError(f"unknown engine {name!r}; expected some of {MODEL_ENGINES}")
+    threads = harness.use_threads(threads)
+    x = source.input(seed)
+    calls, missing = {}, {}
+    for name in engines:
+        needs = {"torch": ["torch"], "onnxruntime": ["onnxruntime"],
+                 "openvino": ["openvino"]}[name]
+        if source.kind == "torch" and name != "torch":
+            needs += ["onnx"]  # to export the module
+        absent = [m for m in needs if importlib.util.find_spec(m) is None]
+        if absent:
+            missing[name] = f"{', '.join(absent)} not installed"
+        elif name == "torch" and source.module is None:
+            missing[name] = "the model is an ONNX file"
+        else:
+            try:
+                model = source.onnx_bytes(x) if name != "torch" else None
+                calls[name] = engine_module.engine(name, source.module, x, threads, model)
+            except Exception as exc:  # an engine that cannot run is a finding, not a crash
+                missing[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    calls["plan"] = lambda: source.network(x)  # last: OpenVINO forks when it compiles
+    timings = harness.measure(calls, budget=budget, settle=settle if len(calls) > 1 else 0.0,
+                              burst=3, min_repeats=5)
+    profile = source.network.profile(x, budget=min(budget, 2.0))
+    rows = profile.rows
+    flops = sum(r["flops"] for r in rows)
+    for r in rows:
+        _node_figures(r, machine, source.dtype)
+        r["flops_share"] = r["flops"] / flops if flops else 0.0
+        r["time_share"] = r["seconds"] / profile.sum_of_nodes
+    if "onnxruntime" in calls:
+        ort_nodes = engine_module.ort_node_times(source.onnx, x, threads)
+        if source.kind == "onnx":
+            _beside_ort_by_name(rows, ort_nodes, source.onnx)
+        else:
+            _beside_ort(rows, ort_nodes)
+    return dict(
+        model=source.name,
+        settings=dict(model=source.name, kind=source.kind, input_shape=list(x.shape),
+                      batch=x.shape[0], dtype=source.dtype.name, threads=threads,
+                      budget=budget, settle=settle, mode="forward"),
+        machine=None if machine is None else machine.to_dict(),
+        engines={name: dict(seconds=t.min, seconds_median=t.median,
+                            first_call_seconds=t.first_call, gflops=flops / t.min / 1e9)
+                 for name, t in timings.items()},
+        missing=missing, nodes=rows,
+        plan=dict(seconds=profile.seconds, seconds_median=float(np.median(profile.whole)),
+                  sum_of_nodes=profile.sum_of_nodes, arena_bytes=profile.plan.arena_bytes,
+                  flops=flops, macs=flops // 2, params=sum(r["params"] for r in rows),
+                  bytes=sum(r["bytes"] for r in rows)))
+
+
+def _node_figures(row, machine, dtype):
+    """A plan node's kind for the plots, arithmetic intensity, and, with a ``machine``, its
+    share of the measured GEMM peak and of the roofline at that intensity."""
+    kernel = row["kernel"]
+    row["kind"] = ("dw" if kernel.startswith("depthwise") and "pointwise" not in kernel
+                   else "pw" if kernel.startswith("pointwise") or "+ pointwise" in kernel
+                   else "fc" if row["op"] == "linear" else "conv" if row["op"] == "conv"
+                   else "other")
+    row["intensity"] = row["flops"] / row["bytes"] if row["bytes"] else 0.0
+    if machine is not None and row["flops"]:
+        peak = machine.gemm_gflops[np.dtype(dtype).name]
+        roof = min(peak, row["intensity"] * machine.bandwidth_gbs)
+        row.update(percent_of_peak=100 * row["gflops"] / peak, roofline_gflops=roof,
+                   percent_of_roofline=100 * row["gflops"] / roof)
+
+
+def _beside_ort_by_name(rows, ort_nodes, model: bytes):
+    """Give each plan row the time of ONNX Runtime's kernels that ran the same ONNX nodes.
+
+    ONNX Runtime names a kernel after its node, or, once its NCHWc transformer has rewritten
+    the node, after the value it writes (with ``_nchwc``); either leads back to one node of
+    the file, and the plan's row that ran that node (itself or fused into it) takes the
+    kernel's time. Kernels that lead to no node of the file (its layout conversions) are
+    left out."""
+    import re
+
+    import onnx
+
+    graph = onnx.load_from_string(model).graph
+    names = {n.name for n in graph.node}
+    producer = {out: n.name for n in graph.node for out in n.output}
+    quoted = re.compile(r"^node (['\"])(.*)\1 \(\w+\)$")
+    row_of = {}
+    for row in rows:
+        for label in (row["name"].split(" + ") if row["layers"] == 2 else [row["name"]]) + \
+                row["fused"]:
+            match = quoted.match(label)
+            if match:
+                row_of[match.group(2)] = row
+    for name, op, seconds in ort_nodes:
+        base = name[:-len("_nchwc")] if name.endswith("_nchwc") else name
+        node = base if base in names else producer.get(base)
+        row = row_of.get(node)
+        if row is None:
+            continue
+        ort = row.setdefault("onnxruntime", dict(node="", op="", seconds=0.0))
+        ort["node"] = f"{ort['node']} + {name}" if ort["node"] else name
+        ort["op"] = f"{ort['op']} + {op}" if ort["op"] else op
+        ort["seconds"] += seconds

@@ -334,9 +334,7 @@ def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
 
     if peers.torch_available():
         import torch  # noqa: F401  (before our thread pool starts: see fastconv.runtime)
-    if threads is not None:
-        config.set_num_threads(threads)
-    threads = config.get_num_threads()
+    threads = harness.use_threads(threads)
     started = time.time()
     progress("measuring the machine")
     peaks = machine.measure_machine(threads, seconds=1.0)

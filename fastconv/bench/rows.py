@@ -145,32 +145,45 @@ def pair_rows(comparison: dict):
 
 
 def plan_rows(result: dict, digits: int = 3):
-    """The node table of :func:`fastconv.bench.profile.profile_plan`: ``(header, rows,
-    total)``, each node beside ONNX Runtime's kernel for the same layer where it ran one."""
-    with_ort = any("onnxruntime" in r for r in result["nodes"])
+    """The plan's per-node table (``fastconv profile --plan``): ``(header, rows, total)``;
+    ONNX Runtime's kernels for the same nodes where it ran."""
+    nodes = result["nodes"]
+    with_ort = any("onnxruntime" in r for r in nodes)
     header = ["node", "kernel", "input -> output", "MFLOP", "ms", "GFLOP/s"]
     if with_ort:
         header += ["onnxruntime ms", "onnxruntime / plan"]
     rows = []
-    for r in result["nodes"]:
-        shapes = f"{r['input']} -> {r['output']}" if r["input"] else ""
-        row = [r["name"], r["kernel"], shapes, f"{r['flops'] / 1e6:.1f}",
+    for r in nodes:
+        row = [r["name"], r["kernel"], _shapes(r), f"{r['flops'] / 1e6:.1f}",
                ms(r["seconds"], digits), f"{r['gflops']:.1f}"]
         if with_ort:
-            ort = r.get("onnxruntime")
-            row += ["", ""] if ort is None else [ms(ort["seconds"], digits),
-                                                 ratio(ort["seconds"], r["seconds"])]
+            row += _ort_cells(r, digits)
         rows.append(row)
-    nodes = result["nodes"]
     flops = sum(r["flops"] for r in nodes)
     total_s = sum(r["seconds"] for r in nodes)
-    total = ["sum of nodes", "", "", f"{flops / 1e6:.1f}", ms(total_s), f"{flops / total_s / 1e9:.1f}"
-             if total_s else ""]
+    total = ["sum of nodes", "", "", f"{flops / 1e6:.1f}", ms(total_s),
+             f"{flops / total_s / 1e9:.1f}" if total_s else ""]
     if with_ort:
-        ort_s = sum(r["onnxruntime"]["seconds"] for r in nodes if "onnxruntime" in r)
-        matched = sum(r["seconds"] for r in nodes if "onnxruntime" in r)
-        total += [ms(ort_s), ratio(ort_s, matched)]
+        total += _ort_total(nodes)
     return header, rows, total
+
+
+def _shapes(r: dict) -> str:
+    return f"{r['input']} -> {r['output']}" if r["input"] else ""
+
+
+def _ort_cells(r: dict, digits: int) -> list[str]:
+    """A plan node's ONNX Runtime columns: its kernels' time and their ratio to the node's."""
+    ort = r.get("onnxruntime")
+    return ["", ""] if ort is None else [ms(ort["seconds"], digits),
+                                         ratio(ort["seconds"], r["seconds"])]
+
+
+def _ort_total(nodes: Sequence[dict], digits: int = 2) -> list[str]:
+    """ONNX Runtime's columns summed over the nodes it has a kernel for, against theirs."""
+    ort_s = sum(r["onnxruntime"]["seconds"] for r in nodes if "onnxruntime" in r)
+    matched = sum(r["seconds"] for r in nodes if "onnxruntime" in r)
+    return [ms(ort_s, digits), ratio(ort_s, matched)]
 
 
 def engine_rows(result: dict):
@@ -183,3 +196,58 @@ def engine_rows(result: dict):
     rows += [[name, f"not measured: {why}", "", "", ""]
              for name, why in result["missing"].items()]
     return header, rows
+
+
+def count_rows(counts: Sequence[dict]):
+    """``fastconv flops MODEL.onnx``: per plan node, what it computes and moves: ``(header,
+    rows, total)``."""
+    header = ["node", "kernel", "input -> output", "MACs", "FLOPs", "params", "bytes",
+              "FLOP/byte"]
+    rows = [[r["name"], r["kernel"], _shapes(r), human(r["macs"]), human(r["flops"]),
+             human(r["params"]), human(r["bytes"]),
+             f"{r['flops'] / r['bytes']:.1f}" if r["bytes"] and r["flops"] else ""]
+            for r in counts]
+    macs, params, nbytes = (sum(r[k] for r in counts) for k in ("macs", "params", "bytes"))
+    total = ["total", "", "", human(macs), human(2 * macs), human(params), human(nbytes),
+             f"{2 * macs / nbytes:.1f}" if nbytes else ""]
+    return header, rows, total
+
+
+def model_rows(result: dict, digits: int = 3):
+    """The node table of :func:`fastconv.bench.profile.profile_model`: ``(header, rows,
+    total)``; the % columns where the machine was measured, ONNX Runtime's kernels for the
+    same nodes where it ran."""
+    nodes = result["nodes"]
+    with_peak = result.get("machine") is not None
+    with_ort = any("onnxruntime" in r for r in nodes)
+    header = ["node", "kernel", "input -> output", "MFLOP", "params", "bytes", "FLOP/byte",
+              "ms", "ms median", "GFLOP/s"]
+    if with_peak:
+        header += ["% peak", "% roofline"]
+    header += ["% time"]
+    if with_ort:
+        header += ["onnxruntime ms", "onnxruntime / plan"]
+    rows = []
+    for r in nodes:
+        row = [r["name"], r["kernel"], _shapes(r), f"{r['flops'] / 1e6:.1f}",
+               human(r["params"]), human(r["bytes"]),
+               f"{r['intensity']:.1f}" if r["flops"] else "", ms(r["seconds"], digits),
+               ms(r["seconds_median"], digits), f"{r['gflops']:.1f}" if r["flops"] else ""]
+        if with_peak:
+            row += ([f"{r['percent_of_peak']:.0f}", f"{r['percent_of_roofline']:.0f}"]
+                    if "percent_of_peak" in r else ["", ""])
+        row += [f"{100 * r['time_share']:.1f}"]
+        if with_ort:
+            row += _ort_cells(r, digits)
+        rows.append(row)
+    plan = result["plan"]
+    total_s = plan["sum_of_nodes"]
+    total = ["sum of nodes", "", "", f"{plan['flops'] / 1e6:.1f}", human(plan["params"]),
+             human(plan["bytes"]), "", ms(total_s, digits), "",
+             f"{plan['flops'] / total_s / 1e9:.1f}"]
+    if with_peak:
+        total += ["", ""]
+    total += ["100.0"]
+    if with_ort:
+        total += _ort_total(nodes, digits)
+    return header, rows, total

@@ -147,6 +147,27 @@ class Network:
         shapes = infer_shapes(self.graph, shape)
         return shapes[self.graph.output].batched(shape[0])
 
+    def counts(self, input_shape) -> list[dict]:
+        """What each node of the plan computes and moves for inputs of ``input_shape`` (N,
+        C, H, W), without running anything.
+
+        Returns
+        -------
+        list of dict
+            Per node, in order: ``name``, ``op``, ``kernel``, ``input`` and ``output`` (shapes
+            without the batch), ``fused`` (the graph's nodes it runs besides its own),
+            ``layers``, ``macs`` (multiply-adds of its convolutions and linear layers, over
+            the batch), ``flops`` (2 x MACs), ``params`` (after batch norms are folded) and
+            ``bytes`` (its inputs, parameters and output, each moved once).
+        """
+        shape = self._check_declared(self._check_shape(tuple(input_shape)))
+        if shape[0] == 0:
+            raise ValueError("counts needs at least one image, but got a batch of 0")
+        plan = self._planned(shape).plan
+        return [dict(name=n.name, op=n.op, kernel=n.kernel, input=n.input, output=n.output,
+                     fused=list(n.fused), layers=n.layers, macs=n.macs, flops=2 * n.macs,
+                     params=n.params, bytes=n.bytes) for n in plan.nodes]
+
     def __call__(self, x) -> np.ndarray:
         """Run the network on ``x`` (N, C, H, W), in the plan's dtype and any memory layout;
         returns a new array, (N, C', H', W') or (N, F)."""
@@ -198,6 +219,16 @@ class Network:
                              f"of size {list(shape)}")
         return tuple(int(n) for n in shape)
 
+    def _check_declared(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """``shape``, if it fits the input a model file declares (its batch is free)."""
+        declared = self.graph.declared
+        if declared is not None and any(d is not None and d != n for d, n in zip(declared,
+                                                                                shape[1:])):
+            shown = ", ".join(["N", *["?" if d is None else str(d) for d in declared]])
+            raise ValueError(f"the model's input {self.graph.input_name!r} is [{shown}], but "
+                             f"got input of size {list(shape)}")
+        return shape
+
     def _check_input(self, x) -> np.ndarray:
         if isinstance(x, np.ma.MaskedArray) or not isinstance(x, np.ndarray):
             raise TypeError(f"Network expects a numpy.ndarray input, but got "
@@ -205,13 +236,7 @@ class Network:
         if x.dtype.type is not self.dtype.type:
             raise TypeError(f"Input type ({x.dtype}) and the network's weight type "
                             f"({self.dtype}) should be the same")
-        self._check_shape(x.shape)
-        declared = self.graph.declared
-        if declared is not None and any(d is not None and d != n for d, n in zip(declared,
-                                                                                x.shape[1:])):
-            shown = ", ".join(["N", *["?" if d is None else str(d) for d in declared]])
-            raise ValueError(f"the model's input {self.graph.input_name!r} is [{shown}], but "
-                             f"got input of size {list(x.shape)}")
+        self._check_declared(self._check_shape(x.shape))
         if not x.dtype.isnative:
             x = x.astype(x.dtype.newbyteorder("="))
         return x
@@ -299,7 +324,9 @@ class NetworkProfile:
                 ("NCHW -> NHWC" if name == "input" else "NHWC -> NCHW"),
                 input=node.input if node else "", output=node.output if node else "",
                 fused=node.fused if node else [], layers=node.layers if node else 0,
-                flops=flops, seconds=seconds,
+                macs=node.macs if node else 0, flops=flops,
+                params=node.params if node else 0, bytes=node.bytes if node else 0,
+                seconds=seconds,
                 seconds_median=float(np.median(times)),
                 gflops=flops / seconds / 1e9 if seconds > 0 and flops else 0.0))
 

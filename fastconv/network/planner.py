@@ -209,6 +209,8 @@ class NodePlan:
     macs: int
     fused: list[str]
     layers: int = 1  # the graph's convolution and linear nodes it runs (two when fused)
+    params: int = 0  # weights, biases and affine constants, after batch norms are folded
+    bytes: int = 0  # what it reads and writes once: its inputs, parameters and output
 
 
 @dataclass
@@ -299,6 +301,7 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
             kernel = _steps(ctx, node, steps)
             name, output, fused = node.name, node.output, [*node.attrs.get("fused", [])]
             macs = _macs(node, shapes[node.inputs[0]], shapes[node.output])
+            members = [node]
         else:
             kernel = _separable_steps(ctx, node, pointwise, steps)
             name, output = f"{node.name} + {pointwise.name}", pointwise.output
@@ -306,16 +309,36 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
                      *pointwise.attrs.get("fused", [])]
             macs = (_macs(node, shapes[node.inputs[0]], shapes[node.output])
                     + _macs(pointwise, shapes[node.output], shapes[output]))
+            members = [node, pointwise]
         for step in steps[first:]:
             step.node = name + (" border" if step.kernel is kernels.zero_border else "")
+        params = sum(_params(m) for m in members)
         nodes.append(NodePlan(name, "conv" if pointwise is not None else node.op, kernel,
                               str(shapes[node.inputs[0]]), str(shapes[output]), macs * batch,
-                              fused, 1 if pointwise is None else 2))
+                              fused, len(members), params,
+                              _traffic(members, shapes, batch, params, graph.dtype)))
     _liveness(graph, steps, buffers, buffer_of)
     arena, static = _place(buffers, batch, graph.dtype, buffer_of[graph.output])
     out = shapes[graph.output]
     return ShapePlan(tuple(input_shape), out.batched(batch), graph.dtype, buffers, steps, 0,
                      buffer_of[graph.output], out.flat, arena, nodes, static, threads)
+
+
+def _params(node: Node) -> int:
+    names = ("weight", "bias") if node.op in ("conv", "linear") else ("scale", "shift")
+    return sum(np.size(node.attrs[a]) for a in names if node.attrs.get(a) is not None)
+
+
+def _traffic(members: list[Node], shapes: dict, batch: int, params: int, dtype) -> int:
+    """Bytes a plan node moves at least once: the values it reads (a residual too), its
+    parameters, and what it writes; a fused pair's value between its two layers stays in
+    cache."""
+    inside = {m.output for m in members[:-1]}
+    reads = {v for m in members for v in (*m.inputs, m.attrs.get("residual"))
+             if v is not None and v not in inside}
+    elements = sum(int(np.prod(shapes[v].batched(batch))) for v in reads)
+    elements += int(np.prod(shapes[members[-1].output].batched(batch))) + params
+    return elements * np.dtype(dtype).itemsize
 
 
 def _aliases(node: Node, shapes) -> bool:

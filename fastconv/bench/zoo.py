@@ -3,8 +3,11 @@ build): MobileNet v1 (Howard et al. 2017, with ReLU6 and its classifier), Mobile
 et al. 2018, Table 2, width 1.0) and ResNet-18 (He et al. 2016), and a squeeze-and-excitation
 block (Hu et al. 2018) as torchvision's MobileNet v3 writes it.
 
-Imported as ``zoo`` (pytest puts tests/ on sys.path). Each builder takes ``width`` to shrink
-the channels for fast tests; batch norms get random statistics so that folding shows.
+The tests check the plan against them (each builder takes ``width`` to shrink the channels
+for fast tests); the benchmarks export them to ONNX. :func:`mobilenet_v1`,
+:func:`mobilenet_v2` and :func:`resnet18` are factories for ``fastconv profile``
+(``fastconv profile fastconv.bench.zoo:resnet18``): full width, batch norms given random
+statistics (:func:`randomise`) so that folding them shows.
 """
 
 from __future__ import annotations
@@ -182,3 +185,18 @@ class SqueezeExcitation(nn.Module):
         scale = nn.functional.hardsigmoid(self.fc2(torch.relu(self.fc1(scale))))
         y = self.pool(y * scale)
         return torch.cat([y, torch.sigmoid(self.branch(x))], dim=1)
+
+
+def mobilenet_v1() -> nn.Module:
+    """MobileNet v1 1.0 (ReLU6, classifier), random weights, eval mode."""
+    return randomise(MobileNetV1())
+
+
+def mobilenet_v2() -> nn.Module:
+    """MobileNet v2 1.0, random weights, eval mode."""
+    return randomise(MobileNetV2())
+
+
+def resnet18() -> nn.Module:
+    """ResNet-18, random weights, eval mode."""
+    return randomise(ResNet18())

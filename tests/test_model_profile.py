@@ -1,0 +1,233 @@
+"""Profiling any model: ``fastconv flops`` and ``fastconv profile`` on an ONNX file and on a
+torch factory, their counts against the torch module's own layers, and their refusals."""
+
+from __future__ import annotations
+
+import csv
+import json
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv import cli
+from fastconv.bench import machine, peers, profile, sources
+
+from helpers import needs_torch, torch
+
+pytestmark = needs_torch
+
+if torch is not None:
+    from torch import nn
+
+    from fastconv.bench import zoo
+
+SIZE = (3, 40, 44)
+
+
+def _export(module, path, dynamic_size=False):
+    axes = {0: "N", 2: "H", 3: "W"} if dynamic_size else {0: "N"}
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(1, *SIZE),), str(path), dynamo=False,
+                          input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": axes, "logits": {0: "N"}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return zoo.randomise(zoo.ResNet18(0.25))
+
+
+@pytest.fixture(scope="module")
+def resnet_file(resnet, tmp_path_factory):
+    pytest.importorskip("onnx")
+    return _export(resnet, tmp_path_factory.mktemp("models") / "resnet.onnx")
+
+
+def _torch_counts(module, batch):
+    """MACs and parameters of the module's convolutions and linear layers, from the output
+    shapes torch computes; every convolution here is followed by a batch norm, which the plan
+    folds into a bias of its own."""
+    macs, params, hooks = [], [], []
+
+    def conv_hook(m, inputs, out):
+        kh, kw = m.kernel_size
+        macs.append(out.numel() * m.in_channels // m.groups * kh * kw)
+        params.append(m.weight.numel() + m.out_channels)
+
+    def linear_hook(m, inputs, out):
+        macs.append(out.numel() * m.in_features)
+        params.append(m.weight.numel() + m.bias.numel())
+
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear_hook))
+    with torch.no_grad():
+        module(torch.zeros(batch, *SIZE))
+    for h in hooks:
+        h.remove()
+    return sum(macs), sum(params)
+
+
+def test_counts_match_the_modules_layers(resnet):
+    net = fc.Network.from_torch(resnet)
+    counts = net.counts((2, *SIZE))
+    macs, params = _torch_counts(resnet, 2)
+    assert sum(r["macs"] for r in counts) == macs
+    assert sum(r["params"] for r in counts) == params
+    assert all(r["flops"] == 2 * r["macs"] for r in counts)
+    first = counts[0]  # conv1 with bn1 folded and the ReLU fused: input, weights, output
+    conv1 = resnet.conv1
+    out = (2, conv1.out_channels, 20, 22)
+    assert first["params"] == conv1.weight.numel() + conv1.out_channels
+    assert first["bytes"] == 4 * (2 * np.prod(SIZE) + first["params"] + np.prod(out))
+    residual = next(r for r in counts if r["name"] == "layer layer1.0.conv2 (Conv2d)")
+    plain = next(r for r in counts if r["name"] == "layer layer1.0.conv1 (Conv2d)")
+    assert residual["bytes"] - plain["bytes"] == 4 * np.prod(out[:1] + (conv1.out_channels, 10,
+                                                                         11))  # the residual
+    with pytest.raises(ValueError, match=r"counts needs at least one image, but got a batch "
+                                         r"of 0"):
+        net.counts((0, *SIZE))
+
+
+def test_a_fused_pair_counts_no_traffic_between_its_layers():
+    module = zoo.randomise(zoo.MobileNetV1(0.25))
+    counts = fc.Network.from_torch(module).counts((1, *SIZE))
+    pair = next(r for r in counts if r["layers"] == 2)
+    dw, pw = module.features[1][0], module.features[2][0]
+    c_in, c_out = dw.in_channels, pw.out_channels
+    params = dw.weight.numel() + c_in + pw.weight.numel() + c_out
+    assert pair["params"] == params
+    assert pair["bytes"] == 4 * (c_in * 20 * 22 + params + c_out * 20 * 22)
+
+
+def test_cli_flops_on_an_onnx_file(resnet, resnet_file, capsys):
+    assert cli.main(["flops", str(resnet_file), "--batch", "3", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["input_shape"] == [3, *SIZE] and record["dtype"] == "float32"
+    macs, params = _torch_counts(resnet, 3)
+    assert sum(n["macs"] for n in record["nodes"]) == macs
+    assert sum(n["params"] for n in record["nodes"]) == params
+    assert record["nodes"][0]["name"] == "node '/conv1/Conv' (Conv)"
+    assert cli.main(["flops", str(resnet_file)]) == 0
+    printed = capsys.readouterr().out
+    assert "resnet.onnx, input [1, 3, 40, 44], float32" in printed
+    assert "conv 3x3/1 + residual" in printed and "total" in printed
+
+
+def test_profile_model_on_an_onnx_file(resnet_file):
+    peaks = machine.measure_machine(dtypes=("float32",), seconds=0.05, quick=True)
+    source = sources.open_model(str(resnet_file), batch=2)
+    engines = ("onnxruntime",) if peers.onnxruntime_available() else ()
+    result = profile.profile_model(source, engines=engines, budget=0.05, settle=0.0,
+                                   machine=peaks)
+    assert set(result["engines"]) == {"plan", *engines}
+    nodes = result["nodes"]
+    assert [n["name"] for n in nodes][::len(nodes) - 1] == ["input", "output"]
+    assert result["plan"]["macs"] == sum(n["macs"] for n in nodes)
+    assert result["plan"]["sum_of_nodes"] == pytest.approx(sum(n["seconds"] for n in nodes))
+    assert sum(n["time_share"] for n in nodes) == pytest.approx(1.0)
+    peak, bandwidth = peaks.gemm_gflops["float32"], peaks.bandwidth_gbs
+    for n in nodes:
+        if n["flops"]:
+            assert n["intensity"] == pytest.approx(n["flops"] / n["bytes"])
+            assert n["roofline_gflops"] == pytest.approx(min(peak, n["intensity"] * bandwidth))
+            assert n["percent_of_peak"] == pytest.approx(100 * n["gflops"] / peak)
+        else:
+            assert "percent_of_peak" not in n
+    convs = [n for n in nodes if n["op"] in ("conv", "linear")]
+    assert {n["kind"] for n in convs} == {"conv", "pw", "fc"}
+    if engines:  # every convolution meets ONNX Runtime's kernel for the same ONNX node
+        assert all(n["onnxruntime"]["seconds"] > 0 for n in convs)
+        assert "Conv" in next(n for n in nodes if "conv1/Conv" in n["name"])["onnxruntime"][
+            "op"]
+
+
+def test_cli_profile_on_an_onnx_file(resnet_file, tmp_path, capsys):
+    out, table = tmp_path / "r.json", tmp_path / "r.csv"
+    argv = ["profile", str(resnet_file), "--budget", "0.05", "--compare", "onnxruntime,openvino",
+            "--json", str(out), "--csv", str(table)]
+    plots = pytest.importorskip("matplotlib") and tmp_path / "plots"
+    assert cli.main([*argv, "--plot", str(plots)]) == 0
+    printed = capsys.readouterr().out
+    assert "fastconv.Network node by node" in printed and "plan / engine" in printed
+    assert "sum of nodes" in printed and "against the whole call's" in printed
+    result = json.loads(out.read_text())
+    assert "plan" in result["engines"]
+    for engine, available in (("onnxruntime", peers.onnxruntime_available()),
+                              ("openvino", peers.openvino_available())):
+        assert (engine in result["engines"]) == available
+        assert (engine in result["missing"]) != available
+    with open(table) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["name"] for r in rows] == [n["name"] for n in result["nodes"]]
+    assert sorted(p.name for p in plots.iterdir()) == ["roofline.png", "share_by_kind.png",
+                                                       "time_vs_flops.png"]
+
+
+def test_cli_profile_on_a_torch_factory(tmp_path, monkeypatch, capsys):
+    (tmp_path / "tinynets.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+        def build():
+            return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                 nn.Conv2d(8, 4, 1)).train()  # profiled in eval mode
+
+        not_a_module = 3
+        """))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "t.json"
+    assert cli.main(["profile", "tinynets:build", "--input-shape", "3,9,11", "--batch", "2",
+                     "--budget", "0.05", "--compare", "torch", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["engines"]) == {"plan", "torch"}
+    assert result["settings"]["input_shape"] == [2, 3, 9, 11]
+    assert result["plan"]["macs"] == 2 * 9 * 11 * (8 * 27 + 4 * 8)
+    assert cli.main(["flops", "tinynets:not_a_module"]) == 2
+    assert "tinynets:not_a_module returned int, not a torch.nn.Module" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["flops", "no/such/model.onnx"], "no such ONNX file: 'no/such/model.onnx'"),
+    (["flops", "no_such_module_here:build"], "cannot import 'no_such_module_here'"),
+    (["flops", "fastconv.bench.zoo:nothing"], "module 'fastconv.bench.zoo' has no attribute "
+                                              "'nothing'"),
+    (["flops", "fastconv.bench.zoo:"], "expected package.module:function"),
+    (["flops", "mobilenet-v1", "--input-shape", "3,32,32"], "--input-shape is for a model file"),
+    (["profile", "mobilenet-v1", "--input-shape", "3,32,32"], "--input-shape is for a model"),
+    (["profile", "fastconv.bench.zoo:resnet18", "--pass", "backward"], "--pass must be forward"),
+    (["profile", "fastconv.bench.zoo:resnet18", "--compare", "litert"], "unknown engine "
+                                                                         "'litert'"),
+    (["profile", "fastconv.bench.zoo:resnet18", "--convs-only"], "--convs-only is for the "
+                                                                 "built-in MobileNet"),
+    (["profile", "fastconv.bench.zoo:resnet18", "--input-shape", "1,32,32"],
+     "layer conv1 (Conv2d): given groups=1, weight of size [64, 3, 7, 7], expected "
+     "input[1, 1, 32, 32] to have 3 channels, but got 1 channels instead"),
+])
+def test_cli_model_refusals(argv, message, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_an_onnx_file_without_its_size_needs_the_input_shape(resnet, tmp_path, capsys):
+    pytest.importorskip("onnx")
+    path = _export(resnet, tmp_path / "any_size.onnx", dynamic_size=True)
+    assert cli.main(["flops", str(path)]) == 2
+    assert ("the model's input 'image' is [N, 3, ?, ?]: give its size with --input-shape "
+            "C,H,W") in capsys.readouterr().err
+    assert cli.main(["flops", str(path), "--input-shape", "3,33,35", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_shape"] == [1, 3, 33, 35]
+    assert cli.main(["flops", str(path), "--input-shape", "4,33,35"]) == 2
+    assert ("the model's input 'image' is [N, 3, ?, ?], but got input of size [1, 4, 33, 35]"
+            in capsys.readouterr().err)
+    with pytest.raises(SystemExit):
+        cli.main(["flops", str(path), "--input-shape", "3,33"])
+    assert "expected three positive integers C,H,W, got '3,33'" in capsys.readouterr().err
