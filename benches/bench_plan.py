@@ -1,10 +1,13 @@
 """fastconv.Network against the engines on whole networks: MobileNet v1 (batch norm and ReLU
 after every convolution, and the classifier) at batch 1 and 8, its convolutions alone, and the
 full-convolution twin; every engine runs the same torch module
-(``fastconv.bench.engines``).
+(``fastconv.bench.engines``). Then the reference CNNs of ``fastconv.bench.zoo`` (MobileNet v1
+and v2, ResNet-18) exported to ONNX: the plan from ``from_onnx`` beside ONNX Runtime and
+OpenVINO on the same file.
 
     pytest benches/bench_plan.py --benchmark-only
     pytest benches/bench_plan.py --benchmark-only -k "batch1 and not full"
+    pytest benches/bench_plan.py --benchmark-only -k onnx      # the models from ONNX
     pytest benches/bench_plan.py --benchmark-only -k tasks     # PLAN_TASKS_PER_THREAD
     pytest benches/bench_plan.py --benchmark-only -k separable # PLAN_SEPARABLE_*
 
@@ -19,7 +22,7 @@ import numpy as np
 import pytest
 
 import fastconv as fc
-from fastconv.bench import engines
+from fastconv.bench import engines, report, sources
 from fastconv.kernels import tuning
 
 CASES = [("mobilenet-v1", True, 1), ("mobilenet-v1", True, 8), ("mobilenet-v1", False, 1),
@@ -81,4 +84,31 @@ def test_separable(benchmark, monkeypatch, batch, weights, scratch):
     call = engines.engine("plan", engines.torch_model(), x, fc.config.get_num_threads())
     call()
     benchmark.group = f"PLAN_SEPARABLE_*, mobilenet-v1 batch {batch}"
+    benchmark(call)
+
+
+@pytest.fixture(scope="module", params=report.ONNX_MODELS)
+def onnx_model(request):
+    """A reference CNN exported to ONNX: the plan reads it with from_onnx, the engines run the
+    same bytes."""
+    why = engines.available("onnxruntime")
+    if why:
+        pytest.skip(why)
+    return request.param, sources.zoo_onnx(request.param)
+
+
+@pytest.mark.parametrize("name", ("plan", *report.ONNX_ENGINES))
+def test_onnx_model(benchmark, onnx_model, name):
+    model, source = onnx_model
+    x = source.input()
+    if name == "plan":
+        def call():
+            return source.network(x)
+    else:
+        why = engines.available(name)
+        if why:
+            pytest.skip(why)
+        call = engines.engine(name, None, x, fc.config.get_num_threads(), source.onnx)
+    call()
+    benchmark.group = f"{model}-onnx-batch1"
     benchmark(call)

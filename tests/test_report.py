@@ -130,3 +130,37 @@ def test_a_missed_plan_target_is_marked(change, failed):
 def test_a_plan_peer_not_measured_is_not_judged():
     plans = {case: _plan(1e-3) for case in _plans()}
     assert [row[2] for row in report.plan_target_rows(plans)] == ["n/a"] * 5
+
+
+def _graphs(v1=(3e-3, 3.5e-3), v2=(4e-3, 4e-3), resnet=(15e-3, 16e-3)):
+    """``profile_model`` figures (plan, ONNX Runtime) per ONNX model: by default every
+    target met, MobileNet v2 exactly at its limit."""
+    return {name: _plan(ours, onnxruntime=theirs) for name, (ours, theirs) in
+            (("mobilenet_v1", v1), ("mobilenet_v2", v2), ("resnet18", resnet))}
+
+
+def test_every_onnx_target_met():
+    rows = report.onnx_target_rows(_graphs())
+    assert [row[2] for row in rows] == ["yes"] * 3
+    assert rows[0] == ["mobilenet_v1 from ONNX, batch 1: ≤ 0.9x ONNX Runtime",
+                       "3.00 ms against 3.50: 0.86x", "yes"]
+    assert rows[1][1] == "4.00 ms against 4.00: 1.00x"
+
+
+@pytest.mark.parametrize("change, failed", [
+    (dict(v1=(3.2e-3, 3.5e-3)), 0),  # 0.91x: within 1.0 but not 0.9
+    (dict(v2=(4.1e-3, 4e-3)), 1),
+    (dict(resnet=(17e-3, 16e-3)), 2),
+])
+def test_a_missed_onnx_target_is_marked(change, failed):
+    met = [row[2] for row in report.onnx_target_rows(_graphs(**change))]
+    assert met[failed] == "no" and met.count("no") == 1
+
+
+def test_an_onnx_model_not_measured_is_not_judged():
+    graphs = _graphs()
+    graphs["resnet18"] = _plan(15e-3)  # ONNX Runtime did not run
+    del graphs["mobilenet_v2"]
+    rows = report.onnx_target_rows(graphs)
+    assert [row[2] for row in rows] == ["yes", "n/a", "n/a"]
+    assert rows[1][1] == "not measured"

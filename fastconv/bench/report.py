@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import __version__, api, config, models, runtime, workspace
 from ..spec import ConvSpec
-from . import harness, machine, profile
+from . import harness, machine, profile, sources
 from .rows import markdown, plan_rows, profile_rows
 from .rows import ms as _ms
 from .rows import ratio as _ratio
@@ -354,7 +354,16 @@ def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
         progress(f"the plan: {model}{'' if bn_relu else ' (convolutions only)'}, batch {batch}")
         plans[case] = profile.profile_plan(model, batch=batch, bn_relu=bn_relu,
                                            engines=PLAN_ENGINES, budget=budget, threads=threads)
-    sections = [_head(peaks, threads), _plan_section(plans), _networks_section(results)]
+    graphs = {}
+    if peers.torch_available() and peers.onnxruntime_available():
+        for name in ONNX_MODELS:
+            progress(f"the plan from ONNX: {name}")
+            graphs[name] = profile.profile_model(sources.zoo_onnx(name), engines=ONNX_ENGINES,
+                                                 budget=budget, threads=threads)
+    sections = [_head(peaks, threads), _plan_section(plans)]
+    if graphs:
+        sections.append(_onnx_section(graphs))
+    sections.append(_networks_section(results))
     sections += [f"## {title}\n\n{totals_line(results[key])}\n\n{layer_table(results[key])}"
                  for key, title in LAYER_TABLES]
     sections.append(_separable_section(results))
@@ -481,6 +490,72 @@ def plan_target_rows(plans) -> list[list[str]]:
         rows.append([target, "; ".join(f"{_plan_label(c)}: {p / q:.2f}x" for c, p, q in pairs),
                      "yes" if worst <= 1.0 else "no"])
     return rows
+
+
+ONNX_MODELS = ("mobilenet_v1", "mobilenet_v2", "resnet18")  # factories of fastconv.bench.zoo
+ONNX_ENGINES = ("onnxruntime", "openvino")
+# the ratio to ONNX Runtime on the same file that each model's target allows
+ONNX_LIMITS = {"mobilenet_v1": 0.9, "mobilenet_v2": 1.0, "resnet18": 1.0}
+
+
+def onnx_target_rows(graphs) -> list[list[str]]:
+    """Each ONNX model's target (the plan from ``from_onnx`` against ONNX Runtime on the
+    same file) with this run's figures; "n/a" where ONNX Runtime did not run.
+
+    Parameters
+    ----------
+    graphs : dict
+        :func:`fastconv.bench.profile.profile_model` results keyed by model name.
+    """
+    rows = []
+    for name, limit in ONNX_LIMITS.items():
+        target = f"{name} from ONNX, batch 1: ≤ {limit:.1f}x ONNX Runtime"
+        engines = graphs.get(name, {}).get("engines", {})
+        if "plan" not in engines or "onnxruntime" not in engines:
+            rows.append([target, "not measured", "n/a"])
+            continue
+        ours, theirs = engines["plan"]["seconds"], engines["onnxruntime"]["seconds"]
+        rows.append([target, f"{_ms(ours)} ms against {_ms(theirs)}: {ours / theirs:.2f}x",
+                     "yes" if ours / theirs <= limit else "no"])
+    return rows
+
+
+def _onnx_section(graphs) -> str:
+    """Models read from ONNX files against the engines running the same file, their targets,
+    and the nodes of the one furthest behind ONNX Runtime beside its kernels."""
+    rows = []
+    for name, result in graphs.items():
+        e, plan = result["engines"], result["plan"]
+        cells = [_ms(e[n]["seconds"]) if n in e else "n/a" for n in ("plan", *ONNX_ENGINES)]
+        rows.append([name, f"{plan['macs'] / 1e6:.0f}", f"{plan['params'] / 1e6:.2f}", *cells,
+                     _ratio(e["plan"]["seconds"], e["onnxruntime"]["seconds"])
+                     if "onnxruntime" in e else ""])
+    missing = sorted({f"{n} ({why})" for r in graphs.values() for n, why in r["missing"].items()})
+
+    def behind(name):
+        e = graphs[name]["engines"]
+        return e["plan"]["seconds"] / e["onnxruntime"]["seconds"] if "onnxruntime" in e else 0
+
+    slowest = max(graphs, key=behind)
+    header, body, total = plan_rows(graphs[slowest])
+    first = next(iter(graphs.values()))
+    return (
+        "## Models from ONNX files (fastconv.Network.from_onnx, float32, batch 1, ms)\n\n"
+        "The reference CNNs of `fastconv.bench.zoo` (MobileNet v1 with ReLU6 and its "
+        "classifier, MobileNet v2, ResNet-18; random weights, batch norms with random "
+        "statistics) exported by `torch.onnx` at 224x224; the plan reads the file with "
+        "`from_onnx`, ONNX Runtime and OpenVINO run the same file. Interleaved, a pause of "
+        f"{first['settings']['settle']:g} s before each engine's burst of three calls; the "
+        "minimum of the calls. As `fastconv profile MODEL.onnx --compare onnxruntime,openvino` "
+        "measures it.\n\n"
+        + markdown(["model", "MMACs", "M params", "plan", *ONNX_ENGINES,
+                    "plan / onnxruntime"], rows)
+        + ("\n\nNot measured: " + "; ".join(missing) + "." if missing else "")
+        + "\n\n### Targets of the ONNX models\n\n"
+        + markdown(["target", "measured", "met"], onnx_target_rows(graphs))
+        + f"\n\n### {slowest}: the plan node by node, beside ONNX Runtime's kernels for the "
+          "same ONNX nodes (its profiler, in the same session)\n\n"
+        + markdown(header, [*body, total]))
 
 
 def _head(m, threads) -> str:

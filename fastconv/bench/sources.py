@@ -120,6 +120,17 @@ def onnx_source(name: str, data: bytes, input_shape=None, batch: int = 1,
     return ModelSource(name, "onnx", network, shape, onnx=data)
 
 
+def zoo_onnx(name: str, batch: int = 1, size: int = 224) -> ModelSource:
+    """A model of :mod:`fastconv.bench.zoo` (``mobilenet_v1``, ``mobilenet_v2``,
+    ``resnet18``; random weights) exported by ``torch.onnx`` for ``size`` x ``size`` inputs
+    and planned from the ONNX bytes, as a file is read."""
+    from . import engines, zoo
+
+    x = np.zeros((batch, 3, size, size), np.float32)
+    data = engines.onnx_bytes(getattr(zoo, name)(), x)
+    return onnx_source(f"{name}.onnx", data, batch=batch)
+
+
 def _factory_module(source: str):
     """The torch module ``package.module:function`` returns, in eval mode."""
     module_name, _, attr = source.partition(":")
