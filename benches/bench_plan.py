@@ -10,6 +10,7 @@ OpenVINO on the same file.
     pytest benches/bench_plan.py --benchmark-only -k onnx      # the models from ONNX
     pytest benches/bench_plan.py --benchmark-only -k tasks     # PLAN_TASKS_PER_THREAD
     pytest benches/bench_plan.py --benchmark-only -k separable # PLAN_SEPARABLE_*
+    pytest benches/bench_plan.py --benchmark-only -k expand    # PLAN_EXPAND_*
 
 pytest-benchmark runs one benchmark after another, not interleaved; ``fastconv profile
 mobilenet-v1 --plan`` and ``fastconv report`` interleave the engines with a pause between
@@ -111,4 +112,24 @@ def test_onnx_model(benchmark, onnx_model, name):
         call = engines.engine(name, None, x, fc.config.get_num_threads(), source.onnx)
     call()
     benchmark.group = f"{model}-onnx-batch1"
+    benchmark(call)
+
+
+@pytest.mark.parametrize("rows, scratch", [(2, 0.25), (8, 0.25), (32, 0.25), (2, 0.125),
+                                           (2, 0.5), (10**9, 0.25)])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_expand(benchmark, monkeypatch, batch, rows, scratch):
+    """PLAN_EXPAND_ROWS (10**9: every expand layer apart) and PLAN_EXPAND_SCRATCH on
+    MobileNet v2, planned from the torch module."""
+    monkeypatch.setattr(tuning, "PLAN_EXPAND_ROWS", rows)
+    monkeypatch.setattr(tuning, "PLAN_EXPAND_SCRATCH", scratch)
+    why = engines.available("torch")
+    if why:
+        pytest.skip(why)
+    from fastconv.bench import zoo
+
+    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    call = engines.engine("plan", zoo.mobilenet_v2(), x, fc.config.get_num_threads())
+    call()
+    benchmark.group = f"PLAN_EXPAND_*, mobilenet_v2 batch {batch}"
     benchmark(call)

@@ -56,6 +56,80 @@ def test_mobilenet_v2_residuals_ride_the_fused_separable_kernel():
     assert len(fused) == 10  # every block with a shortcut
 
 
+class _Inverted(nn.Module if torch is not None else object):
+    """MobileNet v2's inverted residual (expand, depthwise, project, the shortcut at stride 1)
+    on channels that fill no vector, after a stem whose output a padded 3x3 layer reads too
+    (so the block's input buffer has a border)."""
+
+    def __init__(self, stride):
+        super().__init__()
+        self.stride = stride
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.expand = nn.Sequential(nn.Conv2d(8, 30, 1, bias=False), nn.BatchNorm2d(30),
+                                    nn.ReLU6())
+        self.dw = nn.Sequential(nn.Conv2d(30, 30, 3, stride, 1, groups=30, bias=False),
+                                nn.BatchNorm2d(30), nn.ReLU6())
+        self.project = nn.Sequential(nn.Conv2d(30, 8, 1, bias=False), nn.BatchNorm2d(8))
+        self.side = nn.Conv2d(8, 5, 3, stride, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.project(self.dw(self.expand(x)))
+        if self.stride == 1:
+            y = x + y
+        return torch.cat([y, self.side(x)], 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("stride, batch, size, slab", [
+    (1, 1, (13, 11), None), (2, 3, (12, 9), None), (1, 3, (7, 16), 1), (2, 2, (9, 5), 1)])
+def test_expand_depthwise_and_project_run_fused(stride, batch, size, slab, dtype, monkeypatch):
+    """The expand layer runs inside the fused depthwise and pointwise kernel (the plan names
+    all three), its rows in a slab in cache: odd sizes, tasks whose rows span images, and
+    (``slab`` 1) a slab of one output row per step, whose rows move up each step."""
+    from fastconv.kernels import tuning
+
+    if slab is not None:
+        monkeypatch.setattr(tuning, "PLAN_EXPAND_SCRATCH", 0.0)
+    torch.manual_seed(stride + batch)
+    module = zoo.randomise(_Inverted(stride), size=size)
+    net = _check(module, np.random.default_rng(stride).standard_normal((batch, 3, *size)),
+                 dtype)
+    block = next(n for n in next(iter(net._plans.values())).plan.nodes if n.layers == 3)
+    assert block.name == ("layer expand.0 (Conv2d) + layer dw.0 (Conv2d) + layer project.0 "
+                          "(Conv2d)")
+    assert block.kernel.startswith(f"pointwise 1x1 + depthwise 3x3/{stride} + pointwise 1x1")
+    assert ("+ residual" in block.kernel) == (stride == 1)
+
+
+class _TwoReaders(nn.Module if torch is not None else object):
+    """An expand layer whose output a second layer reads too, and one before a dilated
+    depthwise layer: neither can run inside the pair after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.expand = nn.Conv2d(4, 12, 1)
+        self.dw = nn.Conv2d(12, 12, 3, 1, 1, groups=12)
+        self.project = nn.Conv2d(12, 4, 1)
+        self.side = nn.Conv2d(12, 4, 1)
+        self.expand2 = nn.Conv2d(4, 12, 1)
+        self.dilated = nn.Conv2d(12, 12, 3, 1, 2, dilation=2, groups=12)
+        self.project2 = nn.Conv2d(12, 4, 1)
+
+    def forward(self, x):
+        e = torch.relu(self.expand(x))
+        y = self.project(self.dw(e)) + self.side(e)
+        return self.project2(self.dilated(self.expand2(y)))
+
+
+def test_an_expand_layer_runs_apart_where_it_cannot_fuse():
+    net = _check(_TwoReaders().eval(), np.random.default_rng(3).standard_normal((2, 4, 10, 9)),
+                 np.float64)
+    plan = next(iter(net._plans.values())).plan
+    assert all(n.layers < 3 for n in plan.nodes)
+    assert sum(n.layers == 2 for n in plan.nodes) == 2  # the two pairs still fuse
+
+
 class _AddAfterReLU(nn.Module if torch is not None else object):
     """act(conv(x)) + x: the residual is added after the activation; a ReLU after that is a
     node of its own."""

@@ -683,7 +683,7 @@ def _beside_ort_by_name(rows, ort_nodes, model: bytes):
     quoted = re.compile(r"^node (['\"])(.*)\1 \(\w+\)$")
     row_of = {}
     for row in rows:
-        for label in (row["name"].split(" + ") if row["layers"] == 2 else [row["name"]]) + \
+        for label in (row["name"].split(" + ") if row["layers"] > 1 else [row["name"]]) + \
                 row["fused"]:
             match = quoted.match(label)
             if match:

@@ -104,6 +104,14 @@ PLAN_WINOGRAD_BLOCK_MAX = 64
 PLAN_SEPARABLE_WEIGHTS = 0.6
 PLAN_SEPARABLE_SCRATCH = 0.0625
 
+# An expand layer (1x1) runs inside the depthwise and pointwise pair after it when each task
+# gets at least PLAN_EXPAND_ROWS output rows (the rows at the edges of a task's share are
+# expanded twice); its slab of expanded rows and the depthwise rows take at most
+# PLAN_EXPAND_SCRATCH of the L2 cache.
+# Re-measure: pytest benches/bench_plan.py --benchmark-only -k expand
+PLAN_EXPAND_ROWS = 2
+PLAN_EXPAND_SCRATCH = 0.25
+
 # --- winograd F(2x2, 3x3) ----------------------------------------------------------------
 
 # "auto" takes Winograd for a dense 3x3 stride-1 layer with at least this many input channels

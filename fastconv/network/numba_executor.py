@@ -15,14 +15,14 @@ from ..kernels.numba.nhwc.depthwise import depthwise, depthwise_3x3
 from ..kernels.numba.nhwc.layout import (affine, binary, copy_channels, flatten, from_nchw,
                                          to_nchw, zero_border)
 from ..kernels.numba.nhwc.pool import avg_pool, global_average, max_pool
-from ..kernels.numba.nhwc.separable import separable
+from ..kernels.numba.nhwc.separable import expanded_separable, separable
 from ..kernels.numba.nhwc.winograd import pack_filters as winograd_filters
 from ..kernels.numba.nhwc.winograd import winograd
 from .planner import Ref, ShapePlan
 
 # what the planner calls, by name
 __all__ = ["Arena", "affine", "avg_pool", "binary", "conv", "copy_channels", "depthwise",
-           "depthwise_3x3", "depthwise_block", "flatten", "from_nchw", "global_average",
+           "depthwise_3x3", "depthwise_block", "expanded_separable", "flatten", "from_nchw", "global_average",
            "l2_bytes", "max_pool", "pack", "schedule", "separable", "tile_shape", "to_nchw",
            "wide", "winograd", "winograd_filters", "zero_border"]
 

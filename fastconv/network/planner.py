@@ -208,7 +208,7 @@ class NodePlan:
     output: str
     macs: int
     fused: list[str]
-    layers: int = 1  # the graph's convolution and linear nodes it runs (two when fused)
+    layers: int = 1  # the graph's convolution and linear nodes it runs (more when fused)
     params: int = 0  # weights, biases and affine constants, after batch norms are folded
     bytes: int = 0  # what it reads and writes once: its inputs, parameters and output
 
@@ -263,20 +263,24 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
         return buffer_of[value]
 
     separable = _separable_pairs(graph, shapes, graph.dtype)
+    expansions = _expansions(graph, shapes, separable, batch, threads, graph.dtype)
     fused_pointwise = {pw.name for pw in separable.values()}
+    fused_expand = {e.name for e in expansions.values()}
     slots = _concat_slots(graph, shapes, batch, fused_pointwise)
     new_buffer(INPUT)
     for node in graph.nodes:
         if _aliases(node, shapes):
             buffer_of[node.output] = buffer_of[node.inputs[0]]
-        elif node.name not in separable and node.output not in slots:
-            new_buffer(node.output)  # a fused depthwise's output is never stored
+        elif (node.name not in separable and node.name not in fused_expand
+              and node.output not in slots):
+            new_buffer(node.output)  # a fused depthwise's or expand's output is never stored
         if node.op == "concat":  # its slotted inputs are written straight into its buffer
             for value in node.inputs:
                 if value in slots:
                     buffer_of[value] = buffer_of[node.output]
     for node in graph.nodes:  # the padding each reader needs, on its input's border
-        if node.op == "conv" and node.name not in fused_pointwise:
+        if (node.op == "conv" and node.name not in fused_pointwise
+                and node.name not in expansions):  # an expanded input is padded in the slab
             spec = conv_spec(node, shapes[node.inputs[0]])
             (top, bottom), (left, right) = spec.pads
             if _winograd(node, spec, batch):  # a last tile half outside the output reads a row more
@@ -293,11 +297,22 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
     steps.append(Step("input", kernels.from_nchw, [None, Ref(0), *buffers[0].border[::2],
                                                    ctx.border(INPUT), ctx.tasks]))
     for node in graph.nodes:
-        if _aliases(node, shapes) or node.name in fused_pointwise:
+        if _aliases(node, shapes) or node.name in fused_pointwise or node.name in fused_expand:
             continue
         first = len(steps)
         pointwise = separable.get(node.name)
-        if pointwise is None:
+        expand = expansions.get(node.name)
+        if expand is not None:
+            kernel = _expanded_steps(ctx, expand, node, pointwise, steps)
+            name, output = f"{expand.name} + {node.name} + {pointwise.name}", pointwise.output
+            fused = [*expand.attrs.get("fused", []), node.name, *node.attrs.get("fused", []),
+                     pointwise.name, *pointwise.attrs.get("fused", [])]
+            members = [expand, node, pointwise]
+            macs = (_macs(expand, shapes[expand.inputs[0]], shapes[expand.output])
+                    + _macs(node, shapes[node.inputs[0]], shapes[node.output])
+                    + _macs(pointwise, shapes[node.output], shapes[output]))
+            node = expand  # the row names the block by its input
+        elif pointwise is None:
             kernel = _steps(ctx, node, steps)
             name, output, fused = node.name, node.output, [*node.attrs.get("fused", [])]
             macs = _macs(node, shapes[node.inputs[0]], shapes[node.output])
@@ -313,7 +328,7 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
         for step in steps[first:]:
             step.node = name + (" border" if step.kernel is kernels.zero_border else "")
         params = sum(_params(m) for m in members)
-        nodes.append(NodePlan(name, "conv" if pointwise is not None else node.op, kernel,
+        nodes.append(NodePlan(name, "conv" if len(members) > 1 else node.op, kernel,
                               str(shapes[node.inputs[0]]), str(shapes[output]), macs * batch,
                               fused, len(members), params,
                               _traffic(members, shapes, batch, params, graph.dtype)))
@@ -331,7 +346,7 @@ def _params(node: Node) -> int:
 
 def _traffic(members: list[Node], shapes: dict, batch: int, params: int, dtype) -> int:
     """Bytes a plan node moves at least once: the values it reads (a residual too), its
-    parameters, and what it writes; a fused pair's value between its two layers stays in
+    parameters, and what it writes; a fused block's values between its layers stay in
     cache."""
     inside = {m.output for m in members[:-1]}
     reads = {v for m in members for v in (*m.inputs, m.attrs.get("residual"))
@@ -655,6 +670,94 @@ def _separable_steps(ctx: _Context, dw_node: Node, pw_node: Node, steps: list) -
     (sh, _), (dh, _) = spec.stride, spec.dilation
     return (f"depthwise 3x3/{sh}" + (f" dilation {dh}" if dh > 1 else "")
             + f" + pointwise 1x1{_plus_residual(pw_node)} (fused, register tiles)")
+
+
+def _expansions(graph: Graph, shapes: dict, separable: dict, batch: int, threads: int,
+                dtype) -> dict[str, Node]:
+    """The 1x1 expand layers run inside a fused depthwise and pointwise pair
+    (``nhwc.separable.expanded_separable``): depthwise name -> expand node.
+
+    An expand layer qualifies when it is 1x1, stride 1, unpadded, without groups or a
+    residual, not itself the pointwise half of a pair, and the pair's depthwise layer (padding 1, undilated, the same stride both ways)
+    is its output's only reader; when each task gets ``tuning.PLAN_EXPAND_ROWS`` output rows
+    or more (the rows at a share's edges are expanded twice); and when the two pointwise
+    layers' weights fit where the pair's alone must (``tuning.PLAN_SEPARABLE_WEIGHTS``).
+    Besides the expanded tensor's trip to memory, the block saves a parallel region."""
+    from ..kernels.numba.nhwc.conv import l2_bytes
+
+    size = np.dtype(dtype).itemsize
+    found = {}
+    by_name = {node.name: node for node in graph.nodes}
+    projects = {pw.name for pw in separable.values()}
+    for dw_name, project in separable.items():
+        dw = by_name[dw_name]
+        expand = graph.producer(dw.inputs[0])
+        if (expand is None or expand.op != "conv" or expand.attrs.get("residual")
+                or expand.name in projects  # MobileNet v1: already the pointwise of a pair
+                or graph.consumers(expand.output) != [dw] or expand.output == graph.output):
+            continue
+        spec = conv_spec(expand, shapes[expand.inputs[0]])
+        dw_spec = conv_spec(dw, shapes[dw.inputs[0]])
+        (sh, sw), ho = dw_spec.stride, dw_spec.output_size[0]
+        weights = (spec.in_channels + project.attrs["weight"].shape[0]) * spec.out_channels
+        if (spec.kernel_size == (1, 1) and spec.stride == (1, 1) and spec.groups == 1
+                and spec.pads == ((0, 0), (0, 0)) and dw_spec.pads == ((1, 1), (1, 1))
+                and dw_spec.dilation == (1, 1) and sh == sw and sh in (1, 2)
+                and batch * ho >= tuning.PLAN_EXPAND_ROWS * threads * tuning.PLAN_TASKS_PER_THREAD
+                and weights * size <= tuning.PLAN_SEPARABLE_WEIGHTS * l2_bytes()):
+            found[dw_name] = expand
+    return found
+
+
+def _expanded_steps(ctx: _Context, expand: Node, dw_node: Node, pw_node: Node,
+                    steps: list) -> str:
+    """An expand, depthwise and project layer as one kernel
+    (``nhwc.separable.expanded_separable``): the expanded rows into a slab in the task's
+    scratch, the depthwise rows from there into another, the project tiles from that."""
+    k = ctx.kernels
+    src, dst = expand.inputs[0], pw_node.output
+    e_spec = conv_spec(expand, ctx.shapes[src])
+    spec = conv_spec(dw_node, ctx.shapes[expand.output])
+    pw_spec = conv_spec(pw_node, ctx.shapes[dw_node.output])
+    height, width = e_spec.output_size
+    c_in, expanded, out_channels = e_spec.in_channels, e_spec.out_channels, pw_spec.out_channels
+    stride = spec.stride[0]
+    ho, wo = spec.output_size
+    size = ctx.dtype.itemsize
+    # rows per step: the slab and the depthwise rows within PLAN_EXPAND_SCRATCH of the cache
+    slab_row, dw_row = (width + 2) * expanded * size, wo * expanded * size
+    budget = int(tuning.PLAN_EXPAND_SCRATCH * k.l2_bytes())
+    per_step = max(1, min(-(-ctx.batch * ho // ctx.tasks),
+                          (budget - 2 * slab_row) // (stride * slab_row + dw_row)))
+    capacity = (per_step - 1) * stride + 3
+    e_wide = k.wide(capacity * width, c_in, expanded, 1, ctx.dtype, 1)
+    e_mr, e_nr = k.tile_shape(ctx.dtype, e_wide)
+    e_packed = _packed(ctx, expand, 1, e_wide)
+    is_wide = k.wide(per_step * wo, expanded, out_channels, 1, ctx.dtype, 1)
+    mr, nr = k.tile_shape(ctx.dtype, is_wide)
+    packed = _packed(ctx, pw_node, 1, is_wide)
+    weights, dw_bias = _depthwise_weights(ctx, dw_node, spec)
+    x_top, x_left = ctx.origin(src)
+    cols = ctx.buffer(src).dims(1)[2]
+    q = np.arange(capacity * width, dtype=np.int64)
+    e_rows = (q // width * cols + q % width) * c_in
+    slab_rows = (q // width * (width + 2) + 1 + q % width) * expanded
+    n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
+    out_rows = ctx.pixels(dst, n, oh, ow)
+    s_rows = np.arange(out_rows.size, dtype=np.int64) * expanded
+    steps.append(Step("", k.expanded_separable, [
+        ctx.ref(src), x_top, x_left, height, width, e_rows, *e_packed,
+        -(-expanded // e_nr), expanded, *_bias(expand.attrs["bias"], ctx.dtype),
+        *ctx.epilogue(expand), e_wide, e_mr, e_nr,
+        ctx.new_scratch(capacity * (width + 2) * expanded), slab_rows, weights, dw_bias,
+        *ctx.epilogue(dw_node), stride, ho, wo, k.depthwise_block(ctx.dtype), *packed,
+        -(-out_channels // nr), ctx.ref(dst, True), out_rows, out_channels,
+        *_bias(pw_node.attrs["bias"], ctx.dtype), *ctx.epilogue(pw_node),
+        *_residual(ctx, pw_node, n, oh, ow), is_wide, mr, nr,
+        ctx.new_scratch(per_step * wo * expanded), s_rows, np.zeros(1, np.int64), per_step,
+        ctx.border(dst), ctx.tasks]))
+    return (f"pointwise 1x1 + depthwise 3x3/{stride} + pointwise 1x1"
+            f"{_plus_residual(pw_node)} (fused, register tiles)")
 
 
 def _winograd(node: Node, spec, batch: int) -> bool:
