@@ -102,6 +102,40 @@ def test_expand_depthwise_and_project_run_fused(stride, batch, size, slab, dtype
     assert ("+ residual" in block.kernel) == (stride == 1)
 
 
+class _WinogradResidual(nn.Module if torch is not None else object):
+    """A 3x3 layer wide enough for Winograd adding a residual before its activation (or
+    after it); the residual is read with padding by that layer too, so its buffer has a
+    border."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.after = after
+        self.stem = nn.Conv2d(3, 72, 3, padding=1)
+        self.conv = nn.Conv2d(72, 72, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(72)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        y = self.bn(self.conv(x))
+        return torch.relu(y) + x if self.after else torch.relu(y + x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("after, batch, size", [(False, 2, (9, 7)), (True, 1, (10, 13)),
+                                                (False, 3, (6, 6))])
+def test_winograd_adds_a_residual_in_its_output_transform(after, batch, size, dtype):
+    """ResNet's second convolution: Winograd with the shortcut added in the output transform,
+    before or after the activation, on tiles cut by odd sizes."""
+    torch.manual_seed(batch)
+    module = zoo.randomise(_WinogradResidual(after), size=size)
+    net = _check(module, np.random.default_rng(batch).standard_normal((batch, 3, *size)),
+                 dtype)
+    assert (_kernels(net)["layer conv (Conv2d)"]
+            == "conv 3x3/1 + residual as Winograd F(2x2, 3x3) (register tiles)")
+    conv = next(n for n in net.graph.nodes if n.name == "layer conv (Conv2d)")
+    assert bool(conv.attrs["residual_after"]) == after
+
+
 class _TwoReaders(nn.Module if torch is not None else object):
     """An expand layer whose output a second layer reads too, and one before a dilated
     depthwise layer: neither can run inside the pair after it."""

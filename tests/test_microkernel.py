@@ -223,10 +223,12 @@ def test_the_wide_tile_serves_short_reductions_few_channels_and_large_inputs():
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("is_wide", [False, True], ids=["narrow", "wide"])
-@pytest.mark.parametrize("shape", [(2, 5, 9, 7, 6), (1, 16, 8, 8, 40), (2, 33, 11, 13, 70)])
-def test_winograd_matches_numpy(shape, is_wide, dtype):
+@pytest.mark.parametrize("shape, res_mode", [((2, 5, 9, 7, 6), 0), ((1, 16, 8, 8, 40), 1),
+                                             ((2, 33, 11, 13, 70), 2), ((2, 5, 9, 7, 6), 1)])
+def test_winograd_matches_numpy(shape, res_mode, is_wide, dtype):
     """F(2x2, 3x3), padding 1, odd sizes (a last tile half outside), a block smaller than
-    the tiles, ReLU after the bias."""
+    the tiles, ReLU after the bias; a residual (in a bordered buffer, at a channel offset)
+    added before the ReLU (``res_mode`` 1) or after it (2)."""
     from fastconv.kernels.numba.nhwc.winograd import pack_filters, winograd
 
     n, c, h, w, o = shape
@@ -240,6 +242,12 @@ def test_winograd_matches_numpy(shape, is_wide, dtype):
         for j in range(3):
             expected = expected + x[:, i:i + h, j:j + w].astype(np.float64) @ weight[:, :, i,
                                                                                        j].T
+    # the residual: pixel (0, 0) at (1, 2) of its buffer, channel 0 at its channel 3
+    res = np.full((n, h + 1, w + 2, o + 4), np.nan, dtype)
+    res[:, 1:, 2:, 3:3 + o] = rng.standard_normal((n, h, w, o))
+    added = res[:, 1:, 2:, 3:3 + o].astype(np.float64)
+    expected = {0: np.maximum(expected, 0), 1: np.maximum(expected + added, 0),
+                2: np.maximum(expected, 0) + added}[res_mode]
     packed, panel, panels = pack_filters(weight, dtype, is_wide)
     block, tasks = 5, 2
     v = np.zeros((tasks, 16 * block * c), dtype)
@@ -248,9 +256,9 @@ def test_winograd_matches_numpy(shape, is_wide, dtype):
     f = np.dtype(dtype).type
     tiles = np.arange(block, dtype=np.int64)
     winograd(x, 0, 0, packed, panel, panels, c, bias, out, 1, 0, h, w, ACTIVATIONS["clamp"],
-             f(0), f(np.inf), f(0), f(0), v, m, tiles * c, tiles * o, np.zeros(1, np.int64),
-             block, is_wide, *tile_shape(dtype, is_wide),
+             f(0), f(np.inf), f(0), f(0), res, 1, 2, 3, res_mode, v, m, tiles * c, tiles * o,
+             np.zeros(1, np.int64), block, is_wide, *tile_shape(dtype, is_wide),
              np.array([*out.shape, 1, 0, 0, 1], np.int64), tasks)
-    np.testing.assert_allclose(out[:, 1:, :w], np.maximum(expected, 0),
+    np.testing.assert_allclose(out[:, 1:, :w], expected,
                                rtol=1e-4 if dtype == np.float32 else 1e-11, atol=1e-4)
     assert (out[:, 0] == 0).all() and (out[:, :, w] == 0).all()  # the border, zeroed

@@ -22,9 +22,9 @@ from .planner import Ref, ShapePlan
 
 # what the planner calls, by name
 __all__ = ["Arena", "affine", "avg_pool", "binary", "conv", "copy_channels", "depthwise",
-           "depthwise_3x3", "depthwise_block", "expanded_separable", "flatten", "from_nchw", "global_average",
-           "l2_bytes", "max_pool", "pack", "schedule", "separable", "tile_shape", "to_nchw",
-           "wide", "winograd", "winograd_filters", "zero_border"]
+           "depthwise_3x3", "depthwise_block", "expanded_separable", "flatten", "from_nchw",
+           "global_average", "l2_bytes", "max_pool", "pack", "schedule", "separable",
+           "tile_shape", "to_nchw", "wide", "winograd", "winograd_filters", "zero_border"]
 
 
 class Arena:

@@ -678,11 +678,12 @@ def _expansions(graph: Graph, shapes: dict, separable: dict, batch: int, threads
     (``nhwc.separable.expanded_separable``): depthwise name -> expand node.
 
     An expand layer qualifies when it is 1x1, stride 1, unpadded, without groups or a
-    residual, not itself the pointwise half of a pair, and the pair's depthwise layer (padding 1, undilated, the same stride both ways)
-    is its output's only reader; when each task gets ``tuning.PLAN_EXPAND_ROWS`` output rows
-    or more (the rows at a share's edges are expanded twice); and when the two pointwise
-    layers' weights fit where the pair's alone must (``tuning.PLAN_SEPARABLE_WEIGHTS``).
-    Besides the expanded tensor's trip to memory, the block saves a parallel region."""
+    residual, not itself the pointwise half of a pair, and the pair's depthwise layer
+    (padding 1, undilated, the same stride both ways) is its output's only reader; when each
+    task gets ``tuning.PLAN_EXPAND_ROWS`` output rows or more (the rows at a share's edges
+    are expanded twice); and when the two pointwise layers' weights fit where the pair's
+    alone must (``tuning.PLAN_SEPARABLE_WEIGHTS``). Besides the expanded tensor's trip to
+    memory, the block saves a parallel region."""
     from ..kernels.numba.nhwc.conv import l2_bytes
 
     size = np.dtype(dtype).itemsize
@@ -762,13 +763,12 @@ def _expanded_steps(ctx: _Context, expand: Node, dw_node: Node, pw_node: Node,
 
 def _winograd(node: Node, spec, batch: int) -> bool:
     """Whether a convolution runs as Winograd F(2x2, 3x3): 3x3, stride 1, undilated, no
-    groups, no residual added in its epilogue, at least ``tuning.PLAN_WINOGRAD_CHANNELS``
+    groups, at least ``tuning.PLAN_WINOGRAD_CHANNELS``
     input channels (below, the transforms cost more than the multiplies they save), and at least
     ``tuning.PLAN_WINOGRAD_TILES_PER_CHANNEL`` 2x2 output tiles (over the batch) per input
     channel: its transformed filters are 16/9 the weights, read on every call."""
     if not (spec.kernel_size == (3, 3) and spec.stride == (1, 1) and spec.dilation == (1, 1)
-            and spec.groups == 1 and not node.attrs.get("residual")
-            and spec.in_channels >= tuning.PLAN_WINOGRAD_CHANNELS):
+            and spec.groups == 1 and spec.in_channels >= tuning.PLAN_WINOGRAD_CHANNELS):
         return False
     tiles = batch * ((spec.output_size[0] + 1) // 2) * ((spec.output_size[1] + 1) // 2)
     return tiles >= tuning.PLAN_WINOGRAD_TILES_PER_CHANNEL * spec.in_channels
@@ -794,13 +794,20 @@ def _winograd_steps(ctx: _Context, node: Node, spec, steps: list) -> str:
     bias = np.zeros(o, ctx.dtype) if bias is None else bias
     top, left = ctx.origin(src, (ph, pw))
     o_top, o_left = ctx.origin(dst)
+    residual = node.attrs.get("residual")
+    if residual is None:  # the output's own buffer stands in, unread
+        residual, mode = dst, 0
+    else:
+        mode = 2 if node.attrs.get("residual_after") else 1
+    r_top, r_left = ctx.origin(residual)
     tiles = np.arange(block, dtype=np.int64)
     steps.append(Step("", k.winograd, [
         ctx.ref(src), top, left, *packed, c, bias, ctx.ref(dst), o_top, o_left, ho, wo,
-        *ctx.epilogue(node), ctx.new_scratch(16 * block * c), ctx.new_scratch(16 * block * o),
+        *ctx.epilogue(node), ctx.ref(residual), r_top, r_left, ctx.slots.get(residual, 0),
+        mode, ctx.new_scratch(16 * block * c), ctx.new_scratch(16 * block * o),
         tiles * c, tiles * o, np.zeros(1, np.int64), block, is_wide, mr, nr, ctx.border(dst),
         ctx.tasks]))
-    return "conv 3x3/1 as Winograd F(2x2, 3x3) (register tiles)"
+    return f"conv 3x3/1{_plus_residual(node)} as Winograd F(2x2, 3x3) (register tiles)"
 
 
 def _bias(bias, dtype):

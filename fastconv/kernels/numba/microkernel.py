@@ -28,8 +28,9 @@ c_in`` rows of ``NR`` weights; the call sums the input channels ``[c_lo, c_hi)``
 starting from zero (``start``) or from the partial sums in ``out``, and applies the epilogue
 (``finish``) or stores the sums for the next chunk. ``n_valid`` (at most ``NR``) channels are
 stored, masked.
-``kind`` selects the activation (``fastconv.kernels.epilogue.ACTIVATIONS``); ``res_mode`` 0 adds no residual, 1 adds
-``res[res_rows[m0 + m] + n_shift + n]`` before the activation, 2 after it.
+``kind`` selects the activation (``fastconv.kernels.epilogue.ACTIVATIONS``); ``res_mode`` 0
+adds no residual, 1 adds ``res[res_rows[m0 + m] + n_shift + n]`` before the activation, 2
+after it.
 """
 
 from __future__ import annotations
@@ -451,23 +452,31 @@ class _WinogradInput(_ChannelLoop):
 
 
 class _WinogradOutput(_ChannelLoop):
-    """``Y = A^T M A`` of one tile's 16 products, with bias and activation::
+    """``Y = A^T M A`` of one tile's 16 products, with bias, a residual and activation::
 
         winograd_out(m, m_at, shift, channels, bias, out, out_at, row_step, col_step,
-                     rows, cols, kind, lo, hi, alpha, beta)
+                     rows, cols, kind, lo, hi, alpha, beta,
+                     res, res_at, res_row_step, res_col_step, res_mode)
 
     reads position ``xi`` at ``m[m_at + xi * shift + c]`` and writes the ``rows x cols`` (1 or
-    2 each) outputs (i, j) at ``out[out_at + i * row_step + j * col_step + c]``.
+    2 each) outputs (i, j) at ``out[out_at + i * row_step + j * col_step + c]``; ``res_mode``
+    1 adds ``res[res_at + i * res_row_step + j * res_col_step + c]`` before the activation,
+    2 after it, 0 nothing. Outputs past ``rows x cols`` are neither read nor written.
     """
 
     def codegen(self, context, builder, signature, args):
         (m, m_at, shift, channels, bias, out, out_at, row_step, col_step, rows, cols, kind, lo,
-         hi, alpha, beta) = args
+         hi, alpha, beta, res, res_at, res_row_step, res_col_step, res_mode) = args
         M = context.make_array(signature.args[0])(context, builder, m).data
         BIAS = context.make_array(signature.args[4])(context, builder, bias).data
         OUT = context.make_array(signature.args[5])(context, builder, out).data
+        RES = context.make_array(signature.args[16])(context, builder, res).data
         self._types(builder)
         b, i64 = builder, self.i64
+
+        def offset(base, c, i, j, down, across):
+            return b.add(b.add(base, c), b.add(b.mul(ir.Constant(i64, i), down),
+                                               b.mul(ir.Constant(i64, j), across)))
 
         def body(c, mask):
             p = [self._load(M, b.add(b.add(m_at, c), b.mul(ir.Constant(i64, xi), shift)), mask)
@@ -477,15 +486,25 @@ class _WinogradOutput(_ChannelLoop):
             bias_v = self._load(BIAS, c, mask)
             y = [[b.fadd(b.fadd(b.fadd(r[0], r[1]), r[2]), bias_v),  # (.) A
                   b.fadd(b.fsub(b.fsub(r[1], r[2]), r[3]), bias_v)] for r in (r0, r1)]
+            inside = [[b.and_(mask, _splat(b, b.and_(
+                b.icmp_signed("<", ir.Constant(i64, i), rows),
+                b.icmp_signed("<", ir.Constant(i64, j), cols)),
+                ir.VectorType(ir.IntType(1), self.lanes))) for j in range(2)] for i in range(2)]
+
+            def add_residual(values):
+                return [[b.fadd(values[i][j], self._load(
+                    RES, offset(res_at, c, i, j, res_row_step, res_col_step), inside[i][j]))
+                    for j in range(2)] for i in range(2)]
+
+            def when(mode):
+                return b.icmp_signed("==", res_mode, ir.Constant(res_mode.type, mode))
+            y = self._when(when(1), y, add_residual)
             y = self._activate(y, kind, lo, hi, alpha, beta)
+            y = self._when(when(2), y, add_residual)
             for i in range(2):
                 for j in range(2):
-                    ok = b.and_(b.icmp_signed("<", ir.Constant(i64, i), rows),
-                                b.icmp_signed("<", ir.Constant(i64, j), cols))
-                    at = b.add(b.add(out_at, c), b.add(b.mul(ir.Constant(i64, i), row_step),
-                                                       b.mul(ir.Constant(i64, j), col_step)))
-                    self._store(y[i][j], OUT, at, b.and_(mask, _splat(
-                        b, ok, ir.VectorType(ir.IntType(1), self.lanes))))
+                    self._store(y[i][j], OUT, offset(out_at, c, i, j, row_step, col_step),
+                                inside[i][j])
         self._channels(channels, body)
         return context.get_dummy_value()
 
@@ -500,11 +519,12 @@ def winograd_in(typingctx, x, x_at, row_step, col_step, channels, v, v_at, shift
 
 @intrinsic
 def winograd_out(typingctx, m, m_at, shift, channels, bias, out, out_at, row_step, col_step,
-                 rows, cols, kind, lo, hi, alpha, beta):
+                 rows, cols, kind, lo, hi, alpha, beta, res, res_at, res_row_step,
+                 res_col_step, res_mode):
     """:class:`_WinogradOutput` for ``m``'s dtype."""
     i = types.int64
     s = m.dtype
-    sig = types.void(m, i, i, i, bias, out, i, i, i, i, i, i, s, s, s, s)
+    sig = types.void(m, i, i, i, bias, out, i, i, i, i, i, i, s, s, s, s, res, i, i, i, i)
     return sig, _WinogradOutput(np.dtype(m.dtype.name), 1).codegen
 
 
