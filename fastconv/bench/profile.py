@@ -538,7 +538,9 @@ def profile_plan(model="mobilenet-v1", *, batch=1, bn_relu=True, alpha=1.0, reso
                  for name, t in timings.items()},
         missing=missing, nodes=rows,
         plan=None if profile is None else dict(
-            seconds=profile.seconds, sum_of_nodes=profile.sum_of_nodes,
+            seconds=profile.seconds, seconds_median=float(np.median(profile.whole)),
+            sum_of_nodes=profile.sum_of_nodes,
+            sum_of_nodes_median=profile.sum_of_nodes_median,
             arena_bytes=profile.plan.arena_bytes, flops=flops))
 
 
@@ -644,7 +646,9 @@ def profile_model(source, *, engines=("onnxruntime",), budget=2.0, threads=None,
                  for name, t in timings.items()},
         missing=missing, nodes=rows,
         plan=dict(seconds=profile.seconds, seconds_median=float(np.median(profile.whole)),
-                  sum_of_nodes=profile.sum_of_nodes, arena_bytes=profile.plan.arena_bytes,
+                  sum_of_nodes=profile.sum_of_nodes,
+                  sum_of_nodes_median=profile.sum_of_nodes_median,
+                  arena_bytes=profile.plan.arena_bytes,
                   flops=flops, macs=flops // 2, params=sum(r["params"] for r in rows),
                   bytes=sum(r["bytes"] for r in rows)))
 
