@@ -434,14 +434,11 @@ def _plan_section(plans) -> str:
         "weights. Interleaved rounds, a pause of "
         f"{first['settings']['settle']:g} s before each engine's burst of three calls; the "
         "minimum of the calls.\n\n"
-        + markdown(["network", *("plan", *PLAN_ENGINES), "fastest engine",
-                    "plan / fastest engine"], rows)
-        + ("\n\nNot measured: " + "; ".join(missing) + "." if missing else "")
-        + "\n\n### Targets of the plan\n\n"
-        + markdown(["target", "measured", "met"], plan_target_rows(plans))
-        + f"\n\n### {_plan_label(PLAN_RUNS[0])}: the plan node by node, beside ONNX Runtime's "
-          "kernels (its profiler, in the same session)\n\n"
-        + markdown(header, [*body, total]))
+        + _tables(markdown(["network", *("plan", *PLAN_ENGINES), "fastest engine",
+                            "plan / fastest engine"], rows), missing,
+                  "Targets of the plan", plan_target_rows(plans),
+                  f"{_plan_label(PLAN_RUNS[0])}: the plan node by node, beside ONNX Runtime's "
+                  "kernels (its profiler, in the same session)", [header, [*body, total]]))
 
 
 def plan_target_rows(plans) -> list[list[str]]:
@@ -548,14 +545,21 @@ def _onnx_section(graphs) -> str:
         f"{first['settings']['settle']:g} s before each engine's burst of three calls; the "
         "minimum of the calls. As `fastconv profile MODEL.onnx --compare onnxruntime,openvino` "
         "measures it.\n\n"
-        + markdown(["model", "MMACs", "M params", "plan", *ONNX_ENGINES,
-                    "plan / onnxruntime"], rows)
-        + ("\n\nNot measured: " + "; ".join(missing) + "." if missing else "")
-        + "\n\n### Targets of the ONNX models\n\n"
-        + markdown(["target", "measured", "met"], onnx_target_rows(graphs))
-        + f"\n\n### {slowest}: the plan node by node, beside ONNX Runtime's kernels for the "
-          "same ONNX nodes (its profiler, in the same session)\n\n"
-        + markdown(header, [*body, total]))
+        + _tables(markdown(["model", "MMACs", "M params", "plan", *ONNX_ENGINES,
+                            "plan / onnxruntime"], rows), missing,
+                  "Targets of the ONNX models", onnx_target_rows(graphs),
+                  f"{slowest}: the plan node by node, beside ONNX Runtime's kernels for the "
+                  "same ONNX nodes (its profiler, in the same session)",
+                  [header, [*body, total]]))
+
+
+def _tables(engines: str, missing: list, targets_title: str, targets: list, nodes_title: str,
+            nodes: list) -> str:
+    """A plan section's tables: the engines, what was not measured, the targets, the nodes
+    (``[header, rows]``)."""
+    return (engines + ("\n\nNot measured: " + "; ".join(missing) + "." if missing else "")
+            + f"\n\n### {targets_title}\n\n" + markdown(["target", "measured", "met"], targets)
+            + f"\n\n### {nodes_title}\n\n" + markdown(*nodes))
 
 
 def _head(m, threads) -> str:
