@@ -170,9 +170,7 @@ def cmd_flops(args) -> int:
 
     if sources.is_model_source(args.model):
         return cmd_flops_model(args)
-    if args.input_shape is not None:
-        raise CliError("--input-shape is for a model file or factory; a built-in model takes "
-                       "--resolution")
+    _built_in_only(args)
     if args.model not in ("mobilenet-v1", "mobilenet-v1-full"):
         raise CliError(f"unknown model {args.model!r}; expected mobilenet-v1 or mobilenet-v1-full")
     full_conv = args.full_conv or args.model == "mobilenet-v1-full"
@@ -212,6 +210,13 @@ def cmd_flops(args) -> int:
         f"the pairs alone: {comparison['pairs_macs_ratio']:.4f} "
         f"({1 / comparison['pairs_macs_ratio']:.2f}x fewer MACs)")
     return 0
+
+
+def _built_in_only(args):
+    """Refuse what only a model file or factory takes, for a built-in model."""
+    if args.input_shape is not None:
+        raise CliError("--input-shape is for a model file or factory; a built-in model takes "
+                       "--resolution")
 
 
 def _open_model(args):
@@ -280,8 +285,6 @@ def _profile_table(result, title):
 
 
 def _write_csv(path, result):
-    import csv
-
     from .bench import rows
 
     peers = list(result["peers"]["totals"])
@@ -289,15 +292,25 @@ def _write_csv(path, result):
               "intensity", "seconds", "seconds_median", "first_call_seconds", "gflops",
               "percent_of_peak", "roofline_gflops", "percent_of_roofline", "flops_share",
               "time_share"] + [f"{p}_seconds" for p in peers]
+    records = []
+    for r in result["layers"]:
+        row = dict(r, input=rows.shape(r["input"]), output=rows.shape(r["output"]))
+        for p in peers:
+            row[f"{p}_seconds"] = r["peers"].get(p, {}).get("seconds", "")
+        records.append(row)
+    _write_rows(path, fields, records)
+
+
+def _write_rows(path, fields, records):
+    """``records`` (dicts) as CSV columns ``fields``; a file that cannot be written is the
+    command's error."""
+    import csv
+
     try:
         with open(path, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fields, extrasaction="ignore")
             writer.writeheader()
-            for r in result["layers"]:
-                row = dict(r, input=rows.shape(r["input"]), output=rows.shape(r["output"]))
-                for p in peers:
-                    row[f"{p}_seconds"] = r["peers"].get(p, {}).get("seconds", "")
-                writer.writerow(row)
+            writer.writerows(records)
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror}") from None
 
@@ -400,11 +413,10 @@ def cmd_profile_model(args) -> int:
             _writable_file(path)
     if args.plot:
         _writable_dir(args.plot)
-    if set(engines) & {"torch", "onnxruntime", "openvino"} or ":" in args.model:
-        from .bench import peers as peer_module
+    from .bench import peers as peer_module
 
-        if peer_module.torch_available():
-            import torch  # noqa: F401  (before fastconv's thread pool: see fastconv.runtime)
+    if peer_module.torch_available():
+        import torch  # noqa: F401  (before fastconv's thread pool: see fastconv.runtime)
     from .bench import machine
 
     threads = _threads(args)
@@ -444,8 +456,8 @@ def cmd_profile_model(args) -> int:
 
 
 def _nodes_against_call(plan: dict) -> str:
-    """How far the node times fall short of the whole call, both the median of the profiled
-    calls back to back (the node table's sum adds each node's best call, which no call
+    """How far a call's node times fall short of the whole call: the medians of the profiled
+    calls, back to back (the node table's sum adds each node's best time, which no one call
     reached)."""
     nodes, whole = plan["sum_of_nodes_median"], plan["seconds_median"]
     return (f"a call's nodes sum to {nodes * 1e3:.2f} ms against the whole call's "
@@ -454,21 +466,12 @@ def _nodes_against_call(plan: dict) -> str:
 
 
 def _write_model_csv(path, result):
-    import csv
-
     fields = ["name", "op", "kernel", "input", "output", "macs", "flops", "params", "bytes",
               "intensity", "seconds", "seconds_median", "gflops", "percent_of_peak",
               "roofline_gflops", "percent_of_roofline", "flops_share", "time_share",
               "onnxruntime_seconds"]
-    try:
-        with open(path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fields, extrasaction="ignore")
-            writer.writeheader()
-            for r in result["nodes"]:
-                writer.writerow(dict(r, onnxruntime_seconds=r.get("onnxruntime", {}).get(
-                    "seconds", "")))
-    except OSError as exc:
-        raise CliError(f"cannot write {path}: {exc.strerror}") from None
+    _write_rows(path, fields, [dict(r, onnxruntime_seconds=r.get("onnxruntime", {}).get(
+        "seconds", "")) for r in result["nodes"]])
 
 
 def cmd_profile(args) -> int:
@@ -477,9 +480,7 @@ def cmd_profile(args) -> int:
 
     if sources.is_model_source(args.model):
         return cmd_profile_model(args)
-    if args.input_shape is not None:
-        raise CliError("--input-shape is for a model file or factory; a built-in model takes "
-                       "--resolution")
+    _built_in_only(args)
     if args.plan:
         return cmd_profile_plan(args)
     from rich.console import Console

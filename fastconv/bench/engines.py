@@ -56,12 +56,16 @@ def torch_model(name: str = "mobilenet-v1", bn_relu: bool = True, classifier: bo
     return module.to({"float32": torch.float32, "float64": torch.float64}[np.dtype(dtype).name])
 
 
-def available(engine: str) -> str | None:
-    """Why ``engine`` cannot run here, or None."""
+def available(engine: str, exported: bool = True) -> str | None:
+    """Why ``engine`` cannot run here, or None. ONNX Runtime and OpenVINO need torch and onnx
+    to export a torch module; with ``exported`` False they run a model file, and need only
+    themselves."""
     needs = {"torch": ["torch"], "onnxruntime": ["torch", "onnx", "onnxruntime"],
              "openvino": ["torch", "onnx", "openvino"],
              "litert": ["torch", "tensorflow", "ai_edge_litert"], "plan": ["torch"],
              "per-call": ["torch"]}[engine]
+    if not exported and engine in ("onnxruntime", "openvino"):
+        needs = [engine]
     import importlib.util
 
     missing = [m for m in needs if importlib.util.find_spec(m) is None]

@@ -593,8 +593,6 @@ def profile_model(source, *, engines=("onnxruntime",), budget=2.0, threads=None,
         ``missing`` (engine -> why it did not run), ``nodes`` and ``plan`` (the whole call,
         the sum of its nodes, the arena, the totals).
     """
-    import importlib.util
-
     from . import engines as engine_module
 
     for name in engines:
@@ -604,13 +602,9 @@ def profile_model(source, *, engines=("onnxruntime",), budget=2.0, threads=None,
     x = source.input(seed)
     calls, missing = {}, {}
     for name in engines:
-        needs = {"torch": ["torch"], "onnxruntime": ["onnxruntime"],
-                 "openvino": ["openvino"]}[name]
-        if source.kind == "torch" and name != "torch":
-            needs += ["onnx"]  # to export the module
-        absent = [m for m in needs if importlib.util.find_spec(m) is None]
-        if absent:
-            missing[name] = f"{', '.join(absent)} not installed"
+        why = engine_module.available(name, exported=source.kind == "torch")
+        if why:
+            missing[name] = why
         elif name == "torch" and source.module is None:
             missing[name] = "the model is an ONNX file"
         else:

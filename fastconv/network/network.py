@@ -337,8 +337,8 @@ class NetworkProfile:
 
     @property
     def sum_of_nodes(self) -> float:
-        """The nodes' minima, summed: less than any one call took, each node's best call
-        being another call."""
+        """The nodes' minima, summed: at most what any one call took (each node's best time
+        may come from a different call)."""
         return sum(r["seconds"] for r in self.rows)
 
     @property

@@ -392,9 +392,7 @@ class _Context:
 
     @property
     def tasks(self) -> int:
-        """Parallel chunks per kernel: a few per thread, so that a thread that wakes late
-        still finds work left (``tuning.PLAN_TASKS_PER_THREAD``)."""
-        return self.threads * tuning.PLAN_TASKS_PER_THREAD
+        return _tasks(self.threads)
 
     def buffer(self, value) -> Buffer:
         return self.buffers[self.buffer_of[value]]
@@ -423,6 +421,12 @@ class _Context:
         act = node.act
         return [ACTIVATIONS[act.kind], *(self.dtype.type(v) for v in
                                          (act.lo, act.hi, act.alpha, act.beta))]
+
+
+def _tasks(threads: int) -> int:
+    """Parallel chunks per kernel: a few per thread, so that a thread that wakes late still
+    finds work left (``tuning.PLAN_TASKS_PER_THREAD``)."""
+    return threads * tuning.PLAN_TASKS_PER_THREAD
 
 
 def _steps(ctx: _Context, node: Node, steps: list) -> str:
@@ -704,7 +708,7 @@ def _expansions(graph: Graph, shapes: dict, separable: dict, batch: int, threads
         if (spec.kernel_size == (1, 1) and spec.stride == (1, 1) and spec.groups == 1
                 and spec.pads == ((0, 0), (0, 0)) and dw_spec.pads == ((1, 1), (1, 1))
                 and dw_spec.dilation == (1, 1) and sh == sw and sh in (1, 2)
-                and batch * ho >= tuning.PLAN_EXPAND_ROWS * threads * tuning.PLAN_TASKS_PER_THREAD
+                and batch * ho >= tuning.PLAN_EXPAND_ROWS * _tasks(threads)
                 and weights * size <= tuning.PLAN_SEPARABLE_WEIGHTS * l2_bytes()):
             found[dw_name] = expand
     return found
@@ -763,8 +767,8 @@ def _expanded_steps(ctx: _Context, expand: Node, dw_node: Node, pw_node: Node,
 
 def _winograd(node: Node, spec, batch: int) -> bool:
     """Whether a convolution runs as Winograd F(2x2, 3x3): 3x3, stride 1, undilated, no
-    groups, at least ``tuning.PLAN_WINOGRAD_CHANNELS``
-    input channels (below, the transforms cost more than the multiplies they save), and at least
+    groups, at least ``tuning.PLAN_WINOGRAD_CHANNELS`` input channels (below, the
+    transforms cost more than the multiplies they save), and at least
     ``tuning.PLAN_WINOGRAD_TILES_PER_CHANNEL`` 2x2 output tiles (over the batch) per input
     channel: its transformed filters are 16/9 the weights, read on every call."""
     if not (spec.kernel_size == (3, 3) and spec.stride == (1, 1) and spec.dilation == (1, 1)
@@ -794,11 +798,7 @@ def _winograd_steps(ctx: _Context, node: Node, spec, steps: list) -> str:
     bias = np.zeros(o, ctx.dtype) if bias is None else bias
     top, left = ctx.origin(src, (ph, pw))
     o_top, o_left = ctx.origin(dst)
-    residual = node.attrs.get("residual")
-    if residual is None:  # the output's own buffer stands in, unread
-        residual, mode = dst, 0
-    else:
-        mode = 2 if node.attrs.get("residual_after") else 1
+    residual, mode = _residual_source(node)
     r_top, r_left = ctx.origin(residual)
     tiles = np.arange(block, dtype=np.int64)
     steps.append(Step("", k.winograd, [
@@ -818,13 +818,18 @@ def _residual(ctx, node: Node, n, oh, ow) -> tuple:
     """``(res, res_rows, res_mode)`` of the GEMM tiles' epilogue: the residual's buffer
     (flat), its pixels ``(n, oh, ow)`` (arrays), and 1 (added before the activation) or 2
     (after); or the output's own, unread (0), when the node adds none."""
-    value = node.attrs.get("residual")
-    if value is None:
-        value, mode = node.output, 0
-    else:
-        mode = 2 if node.attrs.get("residual_after") else 1
+    value, mode = _residual_source(node)
     rows = ctx.buffer(value).pixel(n, oh, ow).reshape(-1).astype(np.int64)
     return ctx.ref(value, True), rows, mode
+
+
+def _residual_source(node: Node) -> tuple[str, int]:
+    """The value a node's epilogue adds and when: 1 before the activation, 2 after; or its
+    own output, unread (0), when it adds none."""
+    value = node.attrs.get("residual")
+    if value is None:
+        return node.output, 0
+    return value, 2 if node.attrs.get("residual_after") else 1
 
 
 def _linear_steps(ctx: _Context, node: Node, steps: list) -> str:

@@ -43,11 +43,10 @@ def winograd(x, top, left, w, panel, panels, channels, bias, out, out_top, out_l
     ``out`` from (out_top, out_left). ``res`` (N, Hr, Wr, Cr), its pixel (0, 0) at (res_top,
     res_left) and the output's channel 0 at its ``res_channel``, is added before the
     activation (``res_mode`` 1), after it (2), or not (0). ``v`` and ``m`` are the tasks'
-    scratch, ``(tasks, 16 *
-    block * C)`` and ``(tasks, 16 * block * O)``; ``rows`` and ``m_rows`` the block's tile
-    offsets in them (``t * C``, ``t * O``); ``taps`` a single zero. Task ``i`` takes blocks
-    ``i``, ``i + tasks``, ...; ``out_border`` is ``out``'s geometry for
-    :func:`~.layout.zero_border_share`."""
+    scratch, ``(tasks, 16 * block * C)`` and ``(tasks, 16 * block * O)``; ``rows`` and
+    ``m_rows`` the block's tile offsets in them (``t * C``, ``t * O``); ``taps`` a single
+    zero. Task ``i`` takes blocks ``i``, ``i + tasks``, ...; ``out_border`` is ``out``'s
+    geometry for :func:`~.layout.zero_border_share`."""
     n_images, rows_in, cols_in = x.shape[0], x.shape[1], x.shape[2]
     rows_out, cols_out, out_channels = out.shape[1], out.shape[2], out.shape[3]
     res_rows, res_cols, res_pitch = res.shape[1], res.shape[2], res.shape[3]
