@@ -21,6 +21,7 @@ import numpy as np
 
 from ..kernels import tuning
 from ..kernels.epilogue import ACTIVATIONS
+from ..kernels.plan_tiles import l2_bytes
 from .graph import INPUT, Graph, Node, Shape, conv_spec, infer_shapes, pool_spec
 
 _ALIGN = 64  # bytes: each buffer starts on a cache line
@@ -617,8 +618,6 @@ def _separable_pairs(graph: Graph, shapes: dict, dtype) -> dict[str, Node]:
     (1x1, stride 1, no padding, no groups) reads: depthwise name -> pointwise node. Each
     pair runs as one kernel when the pointwise weights stay in the L2 cache beside the
     depthwise rows (``tuning.PLAN_SEPARABLE_WEIGHTS``)."""
-    from ..kernels.numba.nhwc.conv import l2_bytes
-
     pairs = {}
     for node in graph.nodes:
         if node.op != "conv" or node.output == graph.output:
@@ -688,8 +687,6 @@ def _expansions(graph: Graph, shapes: dict, separable: dict, batch: int, threads
     are expanded twice); and when the two pointwise layers' weights fit where the pair's
     alone must (``tuning.PLAN_SEPARABLE_WEIGHTS``). Besides the expanded tensor's trip to
     memory, the block saves a parallel region."""
-    from ..kernels.numba.nhwc.conv import l2_bytes
-
     size = np.dtype(dtype).itemsize
     found = {}
     by_name = {node.name: node for node in graph.nodes}

@@ -44,6 +44,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import tuning
+from ..plan_tiles import TileGeometry
 
 def vector_bits() -> int:
     """The width of this CPU's vector registers, as LLVM sees it (512, 256 or 128)."""
@@ -60,12 +61,11 @@ def vector_bits() -> int:
 def tile_shape(dtype, wide: bool = False) -> tuple[int, int]:
     """``(MR, NR)``, the pixels and channels of one tile on this CPU (``tuning.GEMM_TILE``,
     or ``tuning.GEMM_TILE_WIDE``)."""
-    table = tuning.GEMM_TILE_WIDE if wide else tuning.GEMM_TILE
-    return table[vector_bits()][np.dtype(dtype).name]
+    return TileGeometry(vector_bits()).tile_shape(dtype, wide)
 
 
 def lanes(dtype) -> int:
-    return vector_bits() // (8 * np.dtype(dtype).itemsize)
+    return TileGeometry(vector_bits()).lanes(dtype)
 
 
 def _splat(builder, value, vt):
@@ -530,7 +530,7 @@ def winograd_out(typingctx, m, m_at, shift, channels, bias, out, out_at, row_ste
 
 def depthwise_block(dtype) -> int:
     """Channels per call of the depthwise row (``tuning.DEPTHWISE_VECTORS`` vectors)."""
-    return tuning.DEPTHWISE_VECTORS[vector_bits()] * lanes(dtype)
+    return TileGeometry(vector_bits()).depthwise_block(dtype)
 
 
 @intrinsic

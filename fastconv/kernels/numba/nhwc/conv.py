@@ -11,101 +11,20 @@ threads (or more) get equal work whatever the layer's shape.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import prange
 
 from ....runtime import jit
-from ..microkernel import (tile_1, tile_2, tile_4, tile_full, tile_shape, wide_1, wide_2, wide_4,
-                           wide_full)
+from ...plan_tiles import TileGeometry, l2_bytes  # noqa: F401 (l2_bytes: the executor's)
+from ..microkernel import (tile_1, tile_2, tile_4, tile_full, vector_bits, wide_1, wide_2,
+                           wide_4, wide_full)
 from .layout import zero_border_share
 
 
-def wide(pixels: int, k: int, out_per_group: int, groups: int, dtype, threads: int) -> bool:
-    """Whether a layer takes the wide tile (``tuning.GEMM_TILE_WIDE``) rather than the narrow.
-
-    The narrow tile reads each input value once per narrow panel, the wide one half as
-    often but with half the pixels per tile. The wide tile serves a layer with more channels
-    than one narrow panel when its reduction is short (``k``, taps times input channels, at
-    most ``tuning.WIDE_BELOW``), or its outputs are few (at most ``tuning.WIDE_BELOW``
-    channels), or a thread's share of the input does not stay in the L2 cache.
-    """
-    from ... import tuning
-
-    if out_per_group <= tile_shape(dtype)[1]:
-        return False
-    share = -(-pixels // max(1, threads)) * k * groups * np.dtype(dtype).itemsize
-    return (k <= tuning.WIDE_BELOW or out_per_group <= tuning.WIDE_BELOW
-            or share > l2_bytes() // 2)
-
-
-def schedule(pixels: int, k: int, out_per_group: int, groups: int, dtype, threads: int,
-             is_wide: bool, c_in: int | None = None) -> tuple[int, int, int, int]:
-    """``(tile_groups, unit_groups, block, chunk)`` for a layer of ``pixels`` outputs, ``k``
-    inputs per output (taps times ``c_in`` channels) and ``out_per_group`` outputs per group
-    on ``threads``.
-
-    The grid splits pixels and panels so that the largest task is smallest, or nearly
-    (pixels first: then each task reads its share of the input only). Within a task the tiles come
-    in blocks, each meeting every panel of the task: the block whose memory traffic is
-    least, counting a block's input once if it fits half of the core's L2 cache (else once
-    per panel) and the task's weights once if they fit (else once per block).
-    """
-    from ... import tuning
-
-    mr, nr = tile_shape(dtype, is_wide)
-    size = np.dtype(dtype).itemsize
-    tiles = -(-pixels // mr)
-    units = groups * -(-out_per_group // nr)
-    tasks = max(1, min(threads, tiles * units))
-    grids = [(-(-tiles // tg) * -(-units // (tasks // tg)), tg) for tg in range(tasks, 0, -1)
-             if tasks % tg == 0]
-    least = min(cost for cost, _ in grids)
-    # the most pixel groups among the grids within tuning.GRID_SLACK of the least work:
-    # splitting the panels instead makes every task read the whole input
-    tile_groups = max(tg for cost, tg in grids if cost <= least * (1 + tuning.GRID_SLACK))
-    unit_groups = tasks // tile_groups
-    my_tiles, my_units = -(-tiles // tile_groups), -(-units // unit_groups)
-    cache = l2_bytes() // 2
-    weights = my_units * k * nr * size
-
-    def traffic(block):
-        a = block * mr * k * size
-        inputs = my_tiles * mr * k * size * (1 if a <= cache else my_units)
-        return inputs + weights * (1 if weights <= cache else -(-my_tiles // block))
-
-    blocks = sorted({my_tiles, *(max(1, cache // (mr * k * size) >> s) for s in range(4))})
-    block = min(blocks, key=lambda b: (traffic(b), -b))
-    c_in = k if c_in is None else c_in
-    chunk = c_in
-    if k * nr * size > tuning.GEMM_CHUNK_ABOVE:  # a panel larger than the caches hold
-        chunk = max(1, tuning.GEMM_CHUNK_BYTES // (nr * size))
-        chunk = -(-c_in // -(-c_in // chunk))  # equal chunks
-    return tile_groups, unit_groups, block, chunk
-
-
-def l2_bytes() -> int:
-    """This core's L2 cache, from sysfs (``tuning.L2_BYTES`` where it does not say)."""
-    from ... import tuning
-
-    try:
-        with open("/sys/devices/system/cpu/cpu0/cache/index2/size") as fh:
-            text = fh.read().strip()
-        return int(text[:-1]) << {"K": 10, "M": 20}[text[-1]]
-    except (OSError, ValueError, KeyError, IndexError):
-        return tuning.L2_BYTES
-
-
-def pack(weight, groups: int, dtype, is_wide: bool) -> tuple[np.ndarray, int]:
-    """Weights (O, I/g, kH, kW) as panels ``[g][panel][tap][c][NR]`` (zero past O/g), flat, NR
-    that of the tile (wide or narrow); returns them and one panel's length."""
-    _, nr = tile_shape(dtype, is_wide)
-    out_channels, c_in, kh, kw = weight.shape
-    og = out_channels // groups
-    panels = -(-og // nr)
-    w = np.zeros((groups, panels * nr, kh * kw, c_in), dtype)
-    w[:, :og] = weight.reshape(groups, og, c_in, kh * kw).transpose(0, 1, 3, 2)
-    w = w.reshape(groups, panels, nr, kh * kw, c_in).transpose(0, 1, 3, 4, 2)
-    return np.ascontiguousarray(w).reshape(-1), kh * kw * c_in * nr
+# the geometry of the tiles compiled here (``plan_tiles``), as functions
+_GEOMETRY = TileGeometry(vector_bits())
+wide = _GEOMETRY.wide
+schedule = _GEOMETRY.schedule
+pack = _GEOMETRY.pack
 
 
 @jit(parallel=True)

@@ -11,27 +11,14 @@ between the three steps; the transforms run along the channels, in vectors.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import prange
 
 from ....runtime import jit
 from ..microkernel import winograd_in, winograd_out
-from .conv import _tiles, pack
+from .conv import _GEOMETRY, _tiles
 from .layout import zero_border_share
 
-# G of F(2x2, 3x3): the filter transform, U = G g G^T
-_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
-
-
-def pack_filters(weight, dtype, is_wide: bool) -> tuple[np.ndarray, int, int]:
-    """Filters (O, C, 3, 3) transformed and packed as 16 GEMMs' panels ``[xi][panel][C][NR]``;
-    returns them, a panel's length and the panels per position."""
-    u = np.einsum("ai,ocij,bj->abco", _G, weight.astype(np.float64), _G)  # (4, 4, C, O)
-    u = u.reshape(16, *u.shape[2:])
-    parts = [pack(u[xi].T[:, :, None, None].astype(dtype), 1, dtype, is_wide)
-             for xi in range(16)]
-    panel = parts[0][1]
-    return np.concatenate([p for p, _ in parts]), panel, len(parts[0][0]) // panel
+pack_filters = _GEOMETRY.winograd_filters
 
 
 @jit(parallel=True)
