@@ -15,7 +15,7 @@ import warnings
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-CYTHON_MODULES = ["direct", "im2col", "depthwise", "pointwise"]
+CYTHON_MODULES = ["direct", "im2col", "depthwise", "pointwise", "plan"]
 
 
 def _openmp_flags():

@@ -9,3 +9,23 @@ import os
 
 if not os.environ.get("FASTCONV_TEST_REAL_CUDA"):
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(params=["numba", "cython"])
+def plan_backend(request, monkeypatch):
+    """Run a test of fastconv.Network on each executor: ``backend="auto"`` (the default)
+    resolves to this one; the Cython one is skipped where its kernels were not built."""
+    from fastconv.network import network
+
+    if request.param == "cython":
+        try:
+            import fastconv.kernels.cython.plan  # noqa: F401
+        except ImportError:
+            pytest.skip("the Cython plan kernels are not built")
+    resolve = network._resolve
+    monkeypatch.setattr(network, "_resolve",
+                        lambda backend: resolve(request.param if backend == "auto" else backend))
+    return request.param

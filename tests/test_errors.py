@@ -235,3 +235,4 @@ def test_ci_built_the_cython_backend():
     if not os.environ.get("FASTCONV_REQUIRE_CYTHON"):
         pytest.skip("FASTCONV_REQUIRE_CYTHON is not set")
     assert "cython" in dispatch.available_backends()
+    import fastconv.kernels.cython.plan  # noqa: F401 (the network plan's kernels too)

@@ -11,7 +11,7 @@ import fastconv as fc
 
 from helpers import DTYPES, check_plan, needs_torch, torch
 
-pytestmark = needs_torch
+pytestmark = [needs_torch, pytest.mark.usefixtures("plan_backend")]
 
 if torch is not None:
     from fastconv.bench import zoo

@@ -14,7 +14,7 @@ from fastconv.models import FullyConnected
 
 from helpers import DTYPES, assert_like_module, check_plan, needs_torch, torch
 
-pytestmark = needs_torch
+pytestmark = [needs_torch, pytest.mark.usefixtures("plan_backend")]
 
 nn = torch.nn if torch is not None else None
 if torch is not None:
@@ -390,7 +390,7 @@ def test_a_flattened_size_that_does_not_fit_the_linear_layer():
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    (dict(backend="cuda"), ValueError, r"Network supports backend 'auto' or one of \['numba'\]"),
+    (dict(backend="cuda"), ValueError, r"Network supports backend 'auto' or one of \['numba', 'cython'\]"),
     (dict(threads=0), ValueError, r"threads must be an int from 1 to"),
     (dict(threads=2.5), ValueError, r"threads must be an int"),
 ])

@@ -18,6 +18,9 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
+# every test on each executor (conftest's plan_backend)
+pytestmark = pytest.mark.usefixtures("plan_backend")
+
 if torch is not None:
     from fastconv.bench import zoo
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -13,7 +15,7 @@ from ..spec import ConvSpec
 from .graph import INPUT, NONE, RELU, RELU6, Activation, Graph, Node, infer_shapes
 from .planner import ShapePlan, optimize, plan_shape
 
-BACKENDS = ("numba",)
+BACKENDS = ("numba", "cython")
 
 _ACTIVATIONS = {None: NONE, "none": NONE, "relu": RELU, "relu6": RELU6}
 
@@ -29,10 +31,14 @@ class Network:
     Parameters
     ----------
     graph : fastconv.network.graph.Graph
-    backend : {"auto", "numba"}
+    backend : {"auto", "numba", "cython"}
+        The executor: Numba's JIT kernels, or the Cython kernels compiled at install, which
+        run a call's every node in one OpenMP parallel region. ``"auto"`` takes Numba where
+        it is installed, else Cython. The planner (folding, fusion, layout, packing, arena)
+        is the same for both; ``print(plan)`` says which runs it.
     threads : int, optional
         Threads of every parallel loop in a call (default: Numba's thread count when the
-        plan is made).
+        plan is made; on Cython, OpenMP's).
 
     Notes
     -----
@@ -48,16 +54,23 @@ class Network:
         if backend not in ("auto", *BACKENDS):
             raise ValueError(f"Network supports backend 'auto' or one of {list(BACKENDS)}, "
                              f"but got {backend!r}")
-        from . import numba_executor  # Numba loads here, not when fastconv is imported
+        self.backend = _resolve(backend)
+        if self.backend == "numba":
+            from . import numba_executor as executor  # Numba loads here, not with fastconv
 
-        self.backend = "numba"
-        self._executor = numba_executor
+            default, most, pool = runtime.get_num_threads, runtime.pool_size(), "Numba's pool"
+        else:
+            from . import cython_executor as executor
+
+            default, most = executor.max_threads, max(executor.max_threads(), os.cpu_count() or 1)
+            pool = "OpenMP's threads, or the cores"
+        self._executor = executor
         if threads is None:
-            threads = runtime.get_num_threads()
+            threads = default()
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not (
-                1 <= threads <= runtime.pool_size()):
-            raise ValueError(f"threads must be an int from 1 to {runtime.pool_size()} (Numba's "
-                             f"pool), but got {threads!r}")
+                1 <= threads <= most):
+            raise ValueError(f"threads must be an int from 1 to {most} ({pool}), but got "
+                             f"{threads!r}")
         self.threads = int(threads)
         self.source = graph
         self.graph = optimize(graph)
@@ -176,12 +189,11 @@ class Network:
             return np.empty(self.output_shape(x.shape), self.dtype)
         planned = self._planned(x.shape)
         arena = planned.acquire()
-        previous = runtime.get_num_threads()
-        runtime.set_num_threads(self.threads)
+        previous = self._use_threads()
         try:
             return arena.output(arena.run(x))
         finally:
-            runtime.set_num_threads(previous)
+            self._use_threads(previous)
             planned.release(arena)
 
     def profile(self, x, budget: float = 1.0, min_repeats: int = 5) -> "NetworkProfile":
@@ -196,8 +208,7 @@ class Network:
         self(x)  # compile, or load the cache
         whole, clock = [], _Clock()
         arena = planned.acquire()
-        previous = runtime.get_num_threads()
-        runtime.set_num_threads(self.threads)
+        previous = self._use_threads()
         try:
             end = time.perf_counter() + budget
             while len(whole) < min_repeats or time.perf_counter() < end:
@@ -207,7 +218,7 @@ class Network:
                 clock.begin()
                 arena.output(arena.run(x, clock), clock)
         finally:
-            runtime.set_num_threads(previous)
+            self._use_threads(previous)
             planned.release(arena)
         return NetworkProfile(planned.plan, clock.times, whole, self.threads, self.backend)
 
@@ -241,6 +252,16 @@ class Network:
             x = x.astype(x.dtype.newbyteorder("="))
         return x
 
+    def _use_threads(self, threads: int | None = None) -> int | None:
+        """Numba's thread count for this call (it is per calling thread): the plan's, or
+        ``threads`` to restore; returns the one it replaced. The Cython plan passes its count
+        to its own parallel region."""
+        if self.backend != "numba":
+            return None
+        previous = runtime.get_num_threads()
+        runtime.set_num_threads(self.threads if threads is None else threads)
+        return previous
+
     def _planned(self, shape) -> "_Planned":
         planned = self._plans.get(shape)
         if planned is None:
@@ -258,6 +279,21 @@ class Network:
 
     def __str__(self) -> str:
         return describe(self)
+
+
+def _resolve(backend: str) -> str:
+    """``"auto"``: Numba where it is installed, else the Cython kernels; a backend named
+    must be there."""
+    has_numba = importlib.util.find_spec("numba") is not None
+    if backend == "numba" or (backend == "auto" and has_numba):
+        if not has_numba:
+            raise ValueError("backend 'numba' needs Numba: pip install numba")
+        return "numba"
+    if importlib.util.find_spec("fastconv.kernels.cython.plan") is None:
+        raise ValueError(f"backend {backend!r} needs the Cython plan kernels, which were not "
+                         "built: reinstall fastconv with a C compiler, Cython, NumPy and SciPy "
+                         "(pip install --no-build-isolation -e .)")
+    return "cython"
 
 
 class _Planned:

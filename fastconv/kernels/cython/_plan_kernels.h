@@ -1,0 +1,270 @@
+/* The network plan's kernels for the Cython executor (``fastconv.kernels.cython.plan``).
+ *
+ * The twins of ``fastconv.kernels.numba.nhwc``, on the same NHWC buffers, index tables and
+ * packed weights (``fastconv.kernels.plan_tiles``), and of ``numba.microkernel``'s register
+ * tiles, written with GCC's vector extensions so that a tile's accumulators stay in vector
+ * registers. Each kernel is a task function: ``run(args, task, tasks)`` does task ``task`` of
+ * ``tasks`` of one plan step. ``fc_run`` runs every step of a call inside one OpenMP parallel
+ * region, each thread taking tasks ``tid, tid + threads, ...`` of a step, with a spinning
+ * barrier between steps (OpenMP's own would sleep under the passive wait policy fastconv
+ * loads OpenMP with, and wake at every step).
+ *
+ * Every array is reached through a pointer and offsets the Python side checked against the
+ * arrays' sizes before it dropped the GIL.
+ */
+#ifndef FASTCONV_PLAN_KERNELS_H
+#define FASTCONV_PLAN_KERNELS_H
+
+#include <math.h>
+#include <sched.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef int64_t i64;
+
+#if defined(__AVX512F__)
+#define FC_VECTOR_BITS 512
+#elif defined(__AVX__)
+#define FC_VECTOR_BITS 256
+#else
+#define FC_VECTOR_BITS 128
+#endif
+#define FC_VBYTES (FC_VECTOR_BITS / 8)
+/* the largest tile any entry of tuning.GEMM_TILE / GEMM_TILE_WIDE asks for */
+#define FC_MAX_MR 16
+#define FC_MAX_NV 4
+
+/* an epilogue's activation: fastconv.kernels.epilogue.ACTIVATIONS numbers them */
+typedef struct {
+    i64 kind;
+    double lo, hi, alpha, beta;
+} fc_epi;
+
+/* a buffer's geometry for zeroing its border: (N, Hb, Wb, C, top, bottom, left, right) */
+typedef struct {
+    i64 n, rows, cols, channels, top, bottom, left, right;
+} fc_border;
+
+/* the GEMM tiles' weights and epilogue */
+typedef struct {
+    const void *w;
+    i64 panel, panels, mr, nr;
+    int wide, has_bias, res_mode;
+    const void *bias;
+    fc_epi epi;
+    const void *res;
+    const i64 *res_rows;
+} fc_gemm;
+
+typedef struct {
+    void *x; i64 sn, sc, sh, sw; i64 n, c, h, w;  /* NCHW, strides in elements */
+    void *out; i64 top, left; fc_border border;
+} fc_from_nchw_args;
+
+typedef struct {
+    const void *src; i64 rows, cols, channels, top, left;  /* the NHWC buffer */
+    void *out; i64 n, c, h, w; int flat;  /* NCHW, or (N, C) when flat */
+} fc_to_output_args;
+
+typedef struct { void *buf; fc_border border; } fc_zero_border_args;
+
+typedef struct {
+    const void *x; i64 rows, cols, channels, top, left;
+    const void *scale, *shift; int has_affine;
+    void *out; i64 out_rows, out_cols, out_top, out_left, n, height, width;
+    fc_epi epi;
+} fc_affine_args;
+
+typedef struct {
+    const void *a; i64 a_rows, a_cols, channels, a_top, a_left;
+    const void *b; i64 b_rows, b_cols, b_top, b_left; int b_pixels, multiply;
+    void *out; i64 out_rows, out_cols, out_top, out_left, n, height, width;
+    fc_epi epi;
+} fc_binary_args;
+
+typedef struct {
+    const void *x; i64 rows, cols, channels, top, left;
+    void *out; i64 out_rows, out_cols, total, out_top, out_left, c0, n, height, width;
+} fc_copy_args;
+
+typedef struct {
+    const void *src; i64 rows, cols, channels, top, left, n, height, width;
+    void *out;
+} fc_flatten_args;
+
+typedef struct {
+    const void *x; i64 rows, cols, channels, top, left, n, height, width;
+    void *out; i64 out_rows, out_cols, out_top, out_left, ho, wo;
+    i64 kh, kw, sh, sw, ph, pw, dh, dw;  /* max */
+    i64 pad_bottom, pad_right, count_include_pad, divisor;  /* average */
+    int average;
+} fc_pool_args;
+
+typedef struct {
+    const void *x; i64 rows, cols, channels, top, left, n, height, width;
+    void *out; i64 out_rows, out_cols, out_top, out_left;
+} fc_gap_args;
+
+typedef struct {
+    const void *x; i64 rows, cols, c_in, top, left;
+    const void *w; i64 kh, kw, multiplier; const void *bias;
+    void *out; i64 out_rows, out_cols, channels, out_top, out_left, n, ho, wo;
+    i64 sh, sw, dh, dw, block;
+    fc_epi epi; fc_border border;
+} fc_depthwise_args;
+
+typedef struct {
+    const void *x; const i64 *rows; i64 pixels; const i64 *taps; i64 n_taps, c_in, groups;
+    fc_gemm g;
+    void *out; const i64 *out_rows; i64 out_per_group;
+    i64 tile_groups, unit_groups, block, chunk;
+    fc_border border;
+} fc_conv_args;
+
+typedef struct {
+    /* the depthwise half (and the expand layer before it, when ``expanded``) */
+    const void *x; i64 rows, cols, channels, top, left, n;
+    const void *dw_w; const void *dw_bias; fc_epi dw_epi;
+    i64 sh, sw, dh, dw, ho, wo, block;
+    /* the expand layer: x's image is height x width from (top, left) */
+    int expanded; i64 height, width; const i64 *e_rows; fc_gemm e; i64 e_channels;
+    void *slab; i64 slab_pitch; const i64 *slab_rows;
+    /* the pointwise half */
+    fc_gemm g; void *out; const i64 *out_rows; i64 out_channels;
+    void *scratch; i64 scratch_pitch; const i64 *s_rows; i64 rows_per_step;
+    fc_border border;
+} fc_separable_args;
+
+typedef struct {
+    const void *x; i64 rows, cols, channels, top, left, n;
+    fc_gemm g;
+    void *out; i64 out_rows, out_cols, out_channels, out_top, out_left, ho, wo;
+    const void *res; i64 res_rows, res_cols, res_pitch, res_top, res_left, res_channel;
+    void *v; void *m; i64 v_pitch, m_pitch; const i64 *v_rows; const i64 *m_rows; i64 block;
+    fc_border border;
+} fc_winograd_args;
+
+typedef void (*fc_task)(const void *args, i64 task, i64 tasks);
+
+static const i64 fc_zero_tap = 0;
+
+/* ------------------------------------------------------------------------------------------ */
+
+static inline void fc_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static inline double fc_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* A sense-reversing barrier: the last thread to arrive flips the sense; the others spin on
+ * it, and yield the core after a while (a descheduled thread then gets it back). */
+typedef struct {
+    int count, sense, threads;
+} fc_barrier;
+
+#define FC_SPINS 200000
+
+static inline void fc_barrier_wait(fc_barrier *b, int *local_sense) {
+    int sense = !*local_sense;
+    *local_sense = sense;
+    int threads = __atomic_load_n(&b->threads, __ATOMIC_RELAXED);
+    if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == threads) {
+        __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->sense, sense, __ATOMIC_RELEASE);
+        return;
+    }
+    long spins = 0;
+    while (__atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) != sense) {
+        if (++spins < FC_SPINS)
+            fc_cpu_relax();
+        else
+            sched_yield();
+    }
+}
+
+/* Run ``n`` steps in one parallel region of ``threads`` threads: step ``s`` is
+ * ``runs[s](args[s], task, tasks[s])`` for every task, a barrier after each. With ``times``,
+ * the first thread records the clock after each step's barrier (``times[0]`` at the start). */
+static void fc_run(const fc_task *runs, const void *const *args, const i64 *tasks, i64 n,
+                   int threads, double *times) {
+    fc_barrier barrier = {0, 0, 1};
+    if (times) times[0] = fc_now();
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+    {
+#ifdef _OPENMP
+        int tid = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+        int tid = 0, team = 1;
+#endif
+        int sense = 0;
+        /* the team may be smaller than asked (nested, or a thread limit): its own size */
+        __atomic_store_n(&barrier.threads, team, __ATOMIC_RELAXED);
+        if (team > 1) {
+            /* every thread has stored the size before anyone counts on it */
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+        }
+        for (i64 s = 0; s < n; s++) {
+            for (i64 t = tid; t < tasks[s]; t += team) runs[s](args[s], t, tasks[s]);
+            if (team > 1) fc_barrier_wait(&barrier, &sense);
+            if (times && tid == 0) times[s + 1] = fc_now();
+        }
+    }
+}
+
+/* Zero task ``task``'s share of the border of a flat (N, Hb, Wb, C) buffer. */
+static inline void fc_zero_border_share(void *buf, const fc_border *b, i64 itemsize, i64 task,
+                                        i64 tasks) {
+    if (b->top + b->bottom + b->left + b->right == 0) return;
+    char *base = (char *)buf;
+    i64 rows = b->n * b->rows, row_length = b->cols * b->channels;
+    for (i64 r = task * rows / tasks; r < (task + 1) * rows / tasks; r++) {
+        i64 h = r % b->rows;
+        char *at = base + r * row_length * itemsize;
+        if (h < b->top || h >= b->rows - b->bottom) {
+            memset(at, 0, row_length * itemsize);
+        } else {
+            memset(at, 0, b->left * b->channels * itemsize);
+            memset(at + (row_length - b->right * b->channels) * itemsize, 0,
+                   b->right * b->channels * itemsize);
+        }
+    }
+}
+
+#define FC_CAT2(a, b) a##_##b
+#define FC_CAT(a, b) FC_CAT2(a, b)
+#define FC(name) FC_CAT(fc_##name, FC_SUFFIX)
+
+/* the generic tile (a shape not compiled for) loops to a run-time MR and NV: GCC cannot see
+ * that it reads no more of its arrays than it wrote */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#define FC_T float
+#define FC_SUFFIX f
+#include "_plan_kernels_t.h"
+#undef FC_T
+#undef FC_SUFFIX
+
+#define FC_T double
+#define FC_SUFFIX d
+#include "_plan_kernels_t.h"
+#undef FC_T
+#undef FC_SUFFIX
+
+#pragma GCC diagnostic pop
+
+#endif

@@ -1,0 +1,646 @@
+/* One dtype's plan kernels: included twice by _plan_kernels.h, with FC_T float (suffix f)
+ * and double (suffix d). See _plan_kernels.h; each task function is the twin of the
+ * ``fastconv.kernels.numba.nhwc`` kernel of the same name, whose docstring gives its
+ * arguments. */
+
+#define T FC_T
+#define VT FC(vec)
+#define L ((int)(FC_VBYTES / sizeof(T)))
+
+typedef T VT __attribute__((vector_size(FC_VBYTES), aligned(sizeof(T))));
+
+#define FC_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define FC_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+static inline void FC(zero_border_share)(T *buf, const fc_border *b, i64 task, i64 tasks) {
+    fc_zero_border_share(buf, b, (i64)sizeof(T), task, tasks);
+}
+
+/* ``y[0:count]`` through the activation; NaN stays NaN. One loop per kind, so that each
+ * vectorises. */
+static inline void FC(activate)(T *restrict y, i64 count, const fc_epi *e) {
+    const T lo = (T)e->lo, hi = (T)e->hi, alpha = (T)e->alpha, beta = (T)e->beta;
+    switch (e->kind) {
+    case 1:
+        for (i64 i = 0; i < count; i++) {
+            T v = y[i];
+            v = v < lo ? lo : v;
+            y[i] = v > hi ? hi : v;
+        }
+        break;
+    case 2:
+        for (i64 i = 0; i < count; i++) y[i] = y[i] < 0 ? y[i] * alpha : y[i];
+        break;
+    case 3:
+        for (i64 i = 0; i < count; i++) {
+            T v = y[i] * alpha + beta;
+            v = v < 0 ? 0 : v;
+            y[i] = v > 1 ? 1 : v;
+        }
+        break;
+    case 4:
+        for (i64 i = 0; i < count; i++) {
+            T v = y[i], g = v / 6 + (T)0.5;
+            g = g < 0 ? 0 : g;
+            y[i] = v * (g > 1 ? 1 : g);
+        }
+        break;
+    case 5:
+        for (i64 i = 0; i < count; i++) y[i] = (T)(1.0 / (1.0 + exp(-(double)y[i])));
+        break;
+    default:
+        break;
+    }
+}
+
+/* --- the GEMM tile (numba.microkernel's _Tile) ---------------------------------------------
+ * MR pixels by NV vectors of channels: the accumulators stay in registers through the
+ * reduction over the taps and the channels [c_lo, c_hi); pixels past m_valid repeat the last
+ * one; n_valid (at most NV * L) channels are stored. start: the sums start from zero, else
+ * from the partial sums in out; finish: bias, residual and activation are applied. */
+static inline __attribute__((always_inline)) void FC(tile_body)(
+    const int MR, const int NV, const T *x, const i64 *rows, i64 m0, i64 m_valid, i64 x_shift,
+    const i64 *taps, i64 n_taps, i64 c_in, i64 c_lo, i64 c_hi, const fc_gemm *g, i64 w_at,
+    T *out, const i64 *out_rows, i64 n_shift, i64 n_valid, int start, int finish) {
+    const int NR = NV * L;
+    const T *w = (const T *)g->w;
+    VT acc[FC_MAX_MR][FC_MAX_NV];
+    T buf[FC_MAX_MR * FC_MAX_NV * (FC_VBYTES / sizeof(T))] __attribute__((aligned(64)));
+    i64 at[FC_MAX_MR];
+    const T *xr[FC_MAX_MR];
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; m++) {
+        at[m] = m0 + (m < m_valid ? m : m_valid - 1);
+        xr[m] = x + rows[at[m]] + x_shift;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) acc[m][v] = (VT){0};
+    }
+    if (!start) {
+        memset(buf, 0, sizeof(buf));
+        for (int m = 0; m < MR; m++) {
+            memcpy(buf + m * NR, out + out_rows[at[m]] + n_shift, n_valid * sizeof(T));
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) acc[m][v] = *(const VT *)(buf + m * NR + v * L);
+        }
+    }
+    for (i64 t = 0; t < n_taps; t++) {
+        const T *wp = w + w_at + (t * c_in + c_lo) * NR;
+        const i64 tap = taps[t];
+        for (i64 k = c_lo; k < c_hi; k++, wp += NR) {
+            VT wv[FC_MAX_NV];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) wv[v] = *(const VT *)(wp + v * L);
+#pragma GCC unroll 16
+            for (int m = 0; m < MR; m++) {
+                const T a = xr[m][tap + k];
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++) acc[m][v] += a * wv[v];
+            }
+        }
+    }
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; m++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) *(VT *)(buf + m * NR + v * L) = acc[m][v];
+    if (finish) {
+        const T *bias = (const T *)g->bias, *res = (const T *)g->res;
+        for (int m = 0; m < MR; m++) {
+            T *y = buf + m * NR;
+            if (g->has_bias)
+                for (i64 n = 0; n < n_valid; n++) y[n] += bias[n_shift + n];
+            if (g->res_mode == 1) {
+                const T *r = res + g->res_rows[at[m]] + n_shift;
+                for (i64 n = 0; n < n_valid; n++) y[n] += r[n];
+            }
+            FC(activate)(y, n_valid, &g->epi);
+            if (g->res_mode == 2) {
+                const T *r = res + g->res_rows[at[m]] + n_shift;
+                for (i64 n = 0; n < n_valid; n++) y[n] += r[n];
+            }
+        }
+    }
+    for (int m = 0; m < MR; m++)
+        memcpy(out + out_rows[at[m]] + n_shift, buf + m * NR, n_valid * sizeof(T));
+}
+
+#define FC_TILE_ARGS x, rows, m0, m_valid, x_shift, taps, n_taps, c_in, c_lo, c_hi, g, w_at, \
+    out, out_rows, n_shift, n_valid, start, finish
+#define FC_TILE_CASE(M, V) \
+    if (mr == M && nv == V) { FC(tile_body)(M, V, FC_TILE_ARGS); return; }
+
+/* One tile of ``mr`` pixels (tuning's shapes compiled for, others through a slower generic
+ * loop). */
+static __attribute__((noinline)) void FC(tile)(
+    int mr, int nv, const T *x, const i64 *rows, i64 m0, i64 m_valid, i64 x_shift,
+    const i64 *taps, i64 n_taps, i64 c_in, i64 c_lo, i64 c_hi, const fc_gemm *g, i64 w_at,
+    T *out, const i64 *out_rows, i64 n_shift, i64 n_valid, int start, int finish) {
+    FC_TILE_CASE(12, 2) FC_TILE_CASE(6, 2) FC_TILE_CASE(4, 2) FC_TILE_CASE(2, 2)
+    FC_TILE_CASE(1, 2) FC_TILE_CASE(6, 4) FC_TILE_CASE(4, 4) FC_TILE_CASE(2, 4)
+    FC_TILE_CASE(1, 4) FC_TILE_CASE(4, 3) FC_TILE_CASE(2, 3) FC_TILE_CASE(1, 3)
+    FC(tile_body)(mr, nv, FC_TILE_ARGS);
+}
+
+/* Pixels p0 to p1 of one panel and one chunk of input channels, in full tiles, the last few
+ * in narrower ones (a full one would repeat a pixel). */
+static void FC(tiles)(const T *x, const i64 *rows, i64 p0, i64 p1, i64 x_shift,
+                      const i64 *taps, i64 n_taps, i64 c_in, i64 c_lo, i64 c_hi,
+                      const fc_gemm *g, i64 w_at, T *out, const i64 *out_rows, i64 n_shift,
+                      i64 n_valid, int start, int finish) {
+    const int nv = (int)(g->nr / L);
+    for (i64 m0 = p0; m0 < p1;) {
+        i64 left = p1 - m0;
+        i64 m_valid = left >= g->mr ? g->mr : (left >= 4 ? 4 : left);
+        int mr = m_valid == g->mr ? (int)g->mr : (m_valid >= 3 ? 4 : (int)m_valid);
+        FC(tile)(mr, nv, FC_TILE_ARGS);
+        m0 += m_valid;
+    }
+}
+
+/* --- convolutions and linear layers (nhwc.conv) ------------------------------------------- */
+
+static void FC(conv_task)(const void *p, i64 task, i64 tasks) {
+    const fc_conv_args *a = (const fc_conv_args *)p;
+    const fc_gemm *g = &a->g;
+    T *out = (T *)a->out;
+    FC(zero_border_share)(out, &a->border, task, tasks);
+    const i64 mr = g->mr, nr = g->nr, opg = a->out_per_group;
+    const i64 tiles = (a->pixels + mr - 1) / mr, panels = (opg + nr - 1) / nr;
+    const i64 units = a->groups * panels;
+    const i64 ti = task / a->unit_groups, ui = task % a->unit_groups;
+    const i64 t0 = ti * tiles / a->tile_groups, t1 = (ti + 1) * tiles / a->tile_groups;
+    const i64 u0 = ui * units / a->unit_groups, u1 = (ui + 1) * units / a->unit_groups;
+    /* blocks of tiles whose input stays in cache while every panel passes over them */
+    for (i64 b0 = t0; b0 < t1; b0 += a->block) {
+        i64 b1 = FC_MIN(t1, b0 + a->block);
+        for (i64 u = u0; u < u1; u++) {
+            i64 grp = u / panels, j = u - grp * panels;
+            for (i64 c0 = 0; c0 < a->c_in; c0 += a->chunk) {
+                i64 c1 = FC_MIN(a->c_in, c0 + a->chunk);
+                FC(tiles)((const T *)a->x, a->rows, b0 * mr, FC_MIN(a->pixels, b1 * mr),
+                          grp * a->c_in, a->taps, a->n_taps, a->c_in, c0, c1, g, u * g->panel,
+                          out, a->out_rows, grp * opg + j * nr, FC_MIN(nr, opg - j * nr),
+                          c0 == 0, c1 == a->c_in);
+            }
+        }
+    }
+}
+
+/* --- depthwise (nhwc.depthwise) ----------------------------------------------------------- */
+
+/* One row of a 3x3 depthwise convolution over channels [c0, c1): output i reads
+ * x[x_at + i * col_step + r * row_step + s * dil_step + c] for tap (r, s), weights
+ * w[(3 r + s) * channels + c], and is stored at out[out_at + i * out_step + c]. */
+static inline void FC(depthwise_row)(const T *restrict x, i64 x_at, i64 row_step,
+                                     i64 col_step, i64 dil_step, const T *restrict w, i64 c0,
+                                     i64 c1, i64 channels, const T *restrict bias,
+                                     T *restrict out, i64 out_at, i64 out_step, i64 count,
+                                     const fc_epi *e) {
+    const T *w0 = w + c0, *w1 = w0 + channels, *w2 = w1 + channels, *w3 = w2 + channels;
+    const T *w4 = w3 + channels, *w5 = w4 + channels, *w6 = w5 + channels;
+    const T *w7 = w6 + channels, *w8 = w7 + channels, *b = bias + c0;
+    const i64 n = c1 - c0, d = dil_step, r = row_step;
+    for (i64 i = 0; i < count; i++) {
+        const T *restrict p = x + x_at + i * col_step + c0;
+        T *restrict o = out + out_at + i * out_step + c0;
+        for (i64 c = 0; c < n; c++)
+            o[c] = b[c] + p[c] * w0[c] + p[d + c] * w1[c] + p[2 * d + c] * w2[c]
+                   + p[r + c] * w3[c] + p[r + d + c] * w4[c] + p[r + 2 * d + c] * w5[c]
+                   + p[2 * r + c] * w6[c] + p[2 * r + d + c] * w7[c]
+                   + p[2 * r + 2 * d + c] * w8[c];
+        FC(activate)(o, n, e);
+    }
+}
+
+static void FC(depthwise_3x3_task)(const void *p, i64 task, i64 tasks) {
+    const fc_depthwise_args *a = (const fc_depthwise_args *)p;
+    T *out = (T *)a->out;
+    FC(zero_border_share)(out, &a->border, task, tasks);
+    const i64 channels = a->channels, rows = a->n * a->ho;
+    for (i64 row = task * rows / tasks; row < (task + 1) * rows / tasks; row++) {
+        i64 n = row / a->ho, oh = row - n * a->ho;
+        i64 x_at = ((n * a->rows + a->top + oh * a->sh) * a->cols + a->left) * channels;
+        i64 o_at = ((n * a->out_rows + a->out_top + oh) * a->out_cols + a->out_left) * channels;
+        for (i64 c0 = 0; c0 < channels; c0 += a->block)
+            FC(depthwise_row)((const T *)a->x, x_at, a->dh * a->cols * channels,
+                              a->sw * channels, a->dw * channels, (const T *)a->w, c0,
+                              FC_MIN(channels, c0 + a->block), channels, (const T *)a->bias,
+                              out, o_at, channels, a->wo, &a->epi);
+    }
+}
+
+/* Any kernel size and channel multiplier: tap by tap into the output row. */
+static void FC(depthwise_task)(const void *p, i64 task, i64 tasks) {
+    const fc_depthwise_args *a = (const fc_depthwise_args *)p;
+    const T *x = (const T *)a->x, *w = (const T *)a->w, *bias = (const T *)a->bias;
+    T *out = (T *)a->out;
+    const i64 channels = a->channels, rows = a->n * a->ho, mult = a->multiplier;
+    for (i64 row = task * rows / tasks; row < (task + 1) * rows / tasks; row++) {
+        i64 n = row / a->ho, oh = row - n * a->ho;
+        T *o = out + ((n * a->out_rows + a->out_top + oh) * a->out_cols + a->out_left)
+                         * channels;
+        for (i64 ow = 0; ow < a->wo; ow++)
+            for (i64 c = 0; c < channels; c++) o[ow * channels + c] = bias[c];
+        for (i64 i = 0; i < a->kh; i++) {
+            i64 ih = a->top + oh * a->sh + i * a->dh;
+            for (i64 j = 0; j < a->kw; j++) {
+                const T *wt = w + (i * a->kw + j) * channels;
+                for (i64 ow = 0; ow < a->wo; ow++) {
+                    i64 iw = a->left + ow * a->sw + j * a->dw;
+                    const T *xp = x + ((n * a->rows + ih) * a->cols + iw) * a->c_in;
+                    T *op = o + ow * channels;
+                    if (mult == 1)
+                        for (i64 c = 0; c < channels; c++) op[c] += wt[c] * xp[c];
+                    else
+                        for (i64 c = 0; c < channels; c++) op[c] += wt[c] * xp[c / mult];
+                }
+            }
+        }
+        FC(activate)(o, a->wo * channels, &a->epi);
+    }
+}
+
+/* --- depthwise and pointwise fused (nhwc.separable) --------------------------------------- */
+
+static void FC(separable_task)(const void *p, i64 task, i64 tasks) {
+    const fc_separable_args *a = (const fc_separable_args *)p;
+    T *out = (T *)a->out;
+    FC(zero_border_share)(out, &a->border, task, tasks);
+    const i64 channels = a->channels, wo = a->wo, rows = a->n * a->ho;
+    T *sc = (T *)a->scratch + task * a->scratch_pitch;
+    const fc_gemm *g = &a->g;
+    const i64 panels = (a->out_channels + g->nr - 1) / g->nr;
+    i64 first = task * rows / tasks, last = (task + 1) * rows / tasks;
+    i64 steps = (last - first + a->rows_per_step - 1) / a->rows_per_step;
+    for (i64 step = 0; step < steps; step++) {  /* equal steps of at most rows_per_step rows */
+        i64 r0 = first + step * (last - first) / steps;
+        i64 r1 = first + (step + 1) * (last - first) / steps;
+        for (i64 r = r0; r < r1; r++) {
+            i64 n = r / a->ho, oh = r - n * a->ho;
+            i64 x_at = ((n * a->rows + a->top + oh * a->sh) * a->cols + a->left) * channels;
+            for (i64 c0 = 0; c0 < channels; c0 += a->block)
+                FC(depthwise_row)((const T *)a->x, x_at, a->dh * a->cols * channels,
+                                  a->sw * channels, a->dw * channels, (const T *)a->dw_w, c0,
+                                  FC_MIN(channels, c0 + a->block), channels,
+                                  (const T *)a->dw_bias, sc, (r - r0) * wo * channels,
+                                  channels, wo, &a->dw_epi);
+        }
+        for (i64 j = 0; j < panels; j++)  /* the step's rows, from the scratch */
+            FC(tiles)(sc, a->s_rows, r0 * wo, r1 * wo, -r0 * wo * channels, &fc_zero_tap, 1,
+                      channels, 0, channels, g, j * g->panel, out, a->out_rows, j * g->nr,
+                      FC_MIN(g->nr, a->out_channels - j * g->nr), 1, 1);
+    }
+}
+
+/* An expand layer (1x1) before the pair: its rows into a zero-bordered slab in the task's
+ * scratch, which the depthwise rows read (nhwc.separable.expanded_separable). */
+static void FC(expanded_separable_task)(const void *p, i64 task, i64 tasks) {
+    const fc_separable_args *a = (const fc_separable_args *)p;
+    T *out = (T *)a->out;
+    FC(zero_border_share)(out, &a->border, task, tasks);
+    const i64 c_in = a->channels, expanded = a->e_channels, width = a->width;
+    const i64 height = a->height, stride = a->sh, wo = a->wo, ho = a->ho;
+    const i64 pitch = (width + 2) * expanded;  /* one slab row, its two zero columns included */
+    const i64 rows = a->n * ho, capacity = (a->rows_per_step - 1) * stride + 3;
+    const fc_gemm *e = &a->e, *g = &a->g;
+    const i64 e_panels = (expanded + e->nr - 1) / e->nr;
+    const i64 panels = (a->out_channels + g->nr - 1) / g->nr;
+    T *sl = (T *)a->slab + task * a->slab_pitch, *sc = (T *)a->scratch + task * a->scratch_pitch;
+    for (i64 j = 0; j < capacity; j++) {  /* the expand tiles write only between the zero columns */
+        memset(sl + j * pitch, 0, expanded * sizeof(T));
+        memset(sl + (j + 1) * pitch - expanded, 0, expanded * sizeof(T));
+    }
+    i64 held_n = -1, held_p0 = 0, held_count = 0;  /* the image and padded rows the slab holds */
+    i64 first = task * rows / tasks, last = (task + 1) * rows / tasks;
+    i64 steps = (last - first + a->rows_per_step - 1) / a->rows_per_step;
+    for (i64 step = 0; step < steps; step++) {
+        i64 r = first + step * (last - first) / steps;
+        i64 r1 = first + (step + 1) * (last - first) / steps;
+        while (r < r1) {  /* the step's rows, image by image */
+            i64 n = r / ho, oh0 = r - n * ho;
+            i64 seg = FC_MIN(r1, (n + 1) * ho);
+            i64 p0 = oh0 * stride;  /* padded row p is the image's row p - 1 */
+            i64 need = (seg - 1 - r) * stride + 3, keep = 0;
+            if (held_n == n && held_p0 <= p0 && p0 < held_p0 + held_count) {
+                keep = FC_MIN(need, held_p0 + held_count - p0);
+                memmove(sl, sl + (p0 - held_p0) * pitch, keep * pitch * sizeof(T));
+            }
+            for (i64 j = keep; j < need;) {
+                i64 h = p0 + j - 1;
+                if (h < 0 || h >= height) {  /* the depthwise layer's zero padding */
+                    memset(sl + j * pitch, 0, pitch * sizeof(T));
+                    j++;
+                    continue;
+                }
+                i64 j1 = FC_MIN(need, height + 1 - p0);  /* slab rows j..j1 hold image rows */
+                i64 x_shift = ((n * a->rows + a->top + p0 - 1) * a->cols + a->left) * c_in;
+                for (i64 u = 0; u < e_panels; u++)
+                    FC(tiles)((const T *)a->x, a->e_rows, j * width, j1 * width, x_shift,
+                              &fc_zero_tap, 1, c_in, 0, c_in, e, u * e->panel, sl,
+                              a->slab_rows, u * e->nr, FC_MIN(e->nr, expanded - u * e->nr),
+                              1, 1);
+                j = j1;
+            }
+            held_n = n;
+            held_p0 = p0;
+            held_count = need;
+            for (i64 oh = oh0; oh < oh0 + seg - r; oh++)
+                for (i64 c0 = 0; c0 < expanded; c0 += a->block)
+                    FC(depthwise_row)(sl, (oh - oh0) * stride * pitch, pitch, stride * expanded,
+                                      expanded, (const T *)a->dw_w, c0,
+                                      FC_MIN(expanded, c0 + a->block), expanded,
+                                      (const T *)a->dw_bias, sc, (oh - oh0) * wo * expanded,
+                                      expanded, wo, &a->dw_epi);
+            for (i64 j = 0; j < panels; j++)  /* the segment's rows, from the scratch */
+                FC(tiles)(sc, a->s_rows, r * wo, seg * wo, -r * wo * expanded, &fc_zero_tap, 1,
+                          expanded, 0, expanded, g, j * g->panel, out, a->out_rows, j * g->nr,
+                          FC_MIN(g->nr, a->out_channels - j * g->nr), 1, 1);
+            r = seg;
+        }
+    }
+}
+
+/* --- Winograd F(2x2, 3x3) (nhwc.winograd) ------------------------------------------------- */
+
+static void FC(winograd_task)(const void *p, i64 task, i64 tasks) {
+    const fc_winograd_args *a = (const fc_winograd_args *)p;
+    const T *x = (const T *)a->x, *bias = (const T *)a->g.bias, *res = (const T *)a->res;
+    T *out = (T *)a->out;
+    FC(zero_border_share)(out, &a->border, task, tasks);
+    const i64 channels = a->channels, o_ch = a->out_channels, ho = a->ho, wo = a->wo;
+    const i64 tiles_h = (ho + 1) / 2, tiles_w = (wo + 1) / 2, per_image = tiles_h * tiles_w;
+    const i64 tiles = a->n * per_image, block = a->block;
+    const i64 v_shift = block * channels, m_shift = block * o_ch;
+    const fc_gemm *g = &a->g;
+    const i64 panels = a->g.panels;
+    T *vs = (T *)a->v + task * a->v_pitch, *ms = (T *)a->m + task * a->m_pitch;
+    const i64 row_step = a->cols * channels, col_step = channels;
+    for (i64 b0 = task * block; b0 < tiles; b0 += tasks * block) {
+        i64 count = FC_MIN(tiles, b0 + block) - b0;
+        for (i64 t = 0; t < count; t++) {  /* V = B^T d B */
+            i64 q = b0 + t, n = q / per_image, rr = q % per_image;
+            i64 th = rr / tiles_w, tw = rr % tiles_w;
+            const T *d = x + ((n * a->rows + a->top + 2 * th) * a->cols + a->left + 2 * tw)
+                                 * channels;
+            T *v = vs + t * channels;
+            for (i64 c = 0; c < channels; c++) {
+                T e[4][4], f[4][4];
+                for (int j = 0; j < 4; j++) {
+                    T d0 = d[j * col_step + c], d1 = d[row_step + j * col_step + c];
+                    T d2 = d[2 * row_step + j * col_step + c];
+                    T d3 = d[3 * row_step + j * col_step + c];
+                    e[0][j] = d0 - d2;
+                    e[1][j] = d1 + d2;
+                    e[2][j] = d2 - d1;
+                    e[3][j] = d1 - d3;
+                }
+                for (int i = 0; i < 4; i++) {
+                    f[i][0] = e[i][0] - e[i][2];
+                    f[i][1] = e[i][1] + e[i][2];
+                    f[i][2] = e[i][2] - e[i][1];
+                    f[i][3] = e[i][1] - e[i][3];
+                }
+                for (int xi = 0; xi < 16; xi++) v[xi * v_shift + c] = f[xi / 4][xi % 4];
+            }
+        }
+        for (int xi = 0; xi < 16; xi++)  /* the 16 GEMMs */
+            for (i64 j = 0; j < panels; j++) {
+                fc_gemm plain = *g;
+                plain.has_bias = 0;
+                plain.res_mode = 0;
+                plain.epi.kind = 0;
+                FC(tiles)(vs, a->v_rows, 0, count, xi * v_shift, &fc_zero_tap, 1, channels, 0,
+                          channels, &plain, (xi * panels + j) * g->panel, ms, a->m_rows,
+                          xi * m_shift + j * g->nr, FC_MIN(g->nr, o_ch - j * g->nr), 1, 1);
+            }
+        for (i64 t = 0; t < count; t++) {  /* Y = A^T M A, with the epilogue */
+            i64 q = b0 + t, n = q / per_image, rr = q % per_image;
+            i64 th = rr / tiles_w, tw = rr % tiles_w;
+            i64 rows_in = FC_MIN(2, ho - 2 * th), cols_in = FC_MIN(2, wo - 2 * tw);
+            T *o = out + ((n * a->out_rows + a->out_top + 2 * th) * a->out_cols + a->out_left
+                          + 2 * tw) * o_ch;
+            const T *r = res + ((n * a->res_rows + a->res_top + 2 * th) * a->res_cols
+                                + a->res_left + 2 * tw) * a->res_pitch + a->res_channel;
+            const T *mm = ms + t * o_ch;
+            for (i64 i = 0; i < rows_in; i++)
+                for (i64 j = 0; j < cols_in; j++) {
+                    T *y = o + (i * a->out_cols + j) * o_ch;
+                    const T *ri = r + (i * a->res_cols + j) * a->res_pitch;
+                    for (i64 c = 0; c < o_ch; c++) {
+                        const T *pm = mm + c;
+#define M_(k) pm[(k) * m_shift]
+                        /* row i of A^T M, then column j of (.) A */
+                        T s0 = i == 0 ? M_(0 + 0) + M_(4 + 0) + M_(8 + 0)
+                                      : M_(4 + 0) - M_(8 + 0) - M_(12 + 0);
+                        T s1 = i == 0 ? M_(0 + 1) + M_(4 + 1) + M_(8 + 1)
+                                      : M_(4 + 1) - M_(8 + 1) - M_(12 + 1);
+                        T s2 = i == 0 ? M_(0 + 2) + M_(4 + 2) + M_(8 + 2)
+                                      : M_(4 + 2) - M_(8 + 2) - M_(12 + 2);
+                        T s3 = i == 0 ? M_(0 + 3) + M_(4 + 3) + M_(8 + 3)
+                                      : M_(4 + 3) - M_(8 + 3) - M_(12 + 3);
+#undef M_
+                        T value = j == 0 ? s0 + s1 + s2 : s1 - s2 - s3;
+                        y[c] = value + bias[c] + (a->g.res_mode == 1 ? ri[c] : 0);
+                    }
+                    FC(activate)(y, o_ch, &a->g.epi);
+                    if (a->g.res_mode == 2)
+                        for (i64 c = 0; c < o_ch; c++) y[c] += ri[c];
+                }
+        }
+    }
+}
+
+/* --- pooling (nhwc.pool) ------------------------------------------------------------------ */
+
+static void FC(pool_task)(const void *p, i64 task, i64 tasks) {
+    const fc_pool_args *a = (const fc_pool_args *)p;
+    const T *x = (const T *)a->x;
+    T *out = (T *)a->out;
+    const i64 channels = a->channels, rows = a->n * a->ho;
+    for (i64 row = task * rows / tasks; row < (task + 1) * rows / tasks; row++) {
+        i64 n = row / a->ho, oh = row - n * a->ho;
+        for (i64 ow = 0; ow < a->wo; ow++) {
+            T *o = out + ((n * a->out_rows + a->out_top + oh) * a->out_cols + a->out_left + ow)
+                             * channels;
+            if (!a->average) {
+                for (i64 c = 0; c < channels; c++) o[c] = -INFINITY;
+                for (i64 i = 0; i < a->kh; i++) {
+                    i64 ih = oh * a->sh - a->ph + i * a->dh;
+                    if (ih < 0 || ih >= a->height) continue;
+                    for (i64 j = 0; j < a->kw; j++) {
+                        i64 iw = ow * a->sw - a->pw + j * a->dw;
+                        if (iw < 0 || iw >= a->width) continue;
+                        const T *v = x + ((n * a->rows + a->top + ih) * a->cols + a->left + iw)
+                                             * channels;
+                        for (i64 c = 0; c < channels; c++)
+                            o[c] = (v[c] > o[c] || v[c] != v[c]) ? v[c] : o[c];
+                    }
+                }
+                continue;
+            }
+            i64 h0 = oh * a->sh - a->ph, w0 = ow * a->sw - a->pw;
+            i64 h1 = FC_MIN(h0 + a->kh, a->height + a->pad_bottom);
+            i64 w1 = FC_MIN(w0 + a->kw, a->width + a->pad_right);
+            i64 a0 = FC_MAX(h0, 0), a1 = FC_MIN(h1, a->height);
+            i64 b0 = FC_MAX(w0, 0), b1 = FC_MIN(w1, a->width);
+            i64 count = a->divisor > 0 ? a->divisor
+                        : (a->count_include_pad ? (h1 - h0) * (w1 - w0) : (a1 - a0) * (b1 - b0));
+            for (i64 c = 0; c < channels; c++) o[c] = 0;
+            for (i64 ih = a0; ih < a1; ih++)
+                for (i64 iw = b0; iw < b1; iw++) {
+                    const T *v = x + ((n * a->rows + a->top + ih) * a->cols + a->left + iw)
+                                         * channels;
+                    for (i64 c = 0; c < channels; c++) o[c] += v[c];
+                }
+            for (i64 c = 0; c < channels; c++) o[c] = o[c] / (T)count;
+        }
+    }
+}
+
+/* Task ``task`` of ``tasks`` per image sums its share of the channels. */
+static void FC(global_average_task)(const void *p, i64 block, i64 blocks) {
+    const fc_gap_args *a = (const fc_gap_args *)p;
+    const i64 tasks = blocks / a->n, n = block / tasks, part = block - n * tasks;
+    const i64 channels = a->channels;
+    const i64 c0 = part * channels / tasks, c1 = (part + 1) * channels / tasks;
+    T *total = (T *)a->out + ((n * a->out_rows + a->out_top) * a->out_cols + a->out_left)
+                                 * channels;
+    const T *x = (const T *)a->x;
+    const T scale = (T)(1.0 / (double)(a->height * a->width));
+    for (i64 c = c0; c < c1; c++) total[c] = 0;
+    for (i64 h = 0; h < a->height; h++) {
+        const T *row = x + ((n * a->rows + a->top + h) * a->cols + a->left) * channels;
+        for (i64 w = 0; w < a->width; w++)
+            for (i64 c = c0; c < c1; c++) total[c] += row[w * channels + c];
+    }
+    for (i64 c = c0; c < c1; c++) total[c] *= scale;
+}
+
+/* --- layout and element-wise steps (nhwc.layout) ------------------------------------------ */
+
+static void FC(from_nchw_task)(const void *p, i64 task, i64 tasks) {
+    const fc_from_nchw_args *a = (const fc_from_nchw_args *)p;
+    const T *x = (const T *)a->x;
+    T *out = (T *)a->out;
+    FC(zero_border_share)(out, &a->border, task, tasks);
+    const i64 rows = a->n * a->h, channels = a->c;
+    for (i64 r = task * rows / tasks; r < (task + 1) * rows / tasks; r++) {
+        i64 n = r / a->h, h = r - n * a->h;
+        T *o = out + ((n * a->border.rows + a->top + h) * a->border.cols + a->left) * channels;
+        const T *xr = x + n * a->sn + h * a->sh;
+        for (i64 c = 0; c < channels; c++) {
+            const T *xc = xr + c * a->sc;
+            for (i64 w = 0; w < a->w; w++) o[w * channels + c] = xc[w * a->sw];
+        }
+    }
+}
+
+static void FC(to_output_task)(const void *p, i64 task, i64 tasks) {
+    const fc_to_output_args *a = (const fc_to_output_args *)p;
+    const T *src = (const T *)a->src;
+    T *out = (T *)a->out;
+    if (a->flat) {  /* one pixel per image: (N, C) */
+        for (i64 n = task * a->n / tasks; n < (task + 1) * a->n / tasks; n++)
+            memcpy(out + n * a->c, src + ((n * a->rows + a->top) * a->cols + a->left)
+                                             * a->channels, a->c * sizeof(T));
+        return;
+    }
+    const i64 planes = a->n * a->c;
+    for (i64 q = task * planes / tasks; q < (task + 1) * planes / tasks; q++) {
+        i64 n = q / a->c, c = q - n * a->c;
+        T *o = out + q * a->h * a->w;
+        for (i64 h = 0; h < a->h; h++) {
+            const T *s = src + ((n * a->rows + a->top + h) * a->cols + a->left) * a->channels + c;
+            for (i64 w = 0; w < a->w; w++) o[h * a->w + w] = s[w * a->channels];
+        }
+    }
+}
+
+static void FC(zero_border_task)(const void *p, i64 task, i64 tasks) {
+    const fc_zero_border_args *a = (const fc_zero_border_args *)p;
+    FC(zero_border_share)((T *)a->buf, &a->border, task, tasks);
+}
+
+static void FC(affine_task)(const void *p, i64 task, i64 tasks) {
+    const fc_affine_args *a = (const fc_affine_args *)p;
+    const T *x = (const T *)a->x, *scale = (const T *)a->scale, *shift = (const T *)a->shift;
+    T *out = (T *)a->out;
+    const i64 channels = a->channels, rows = a->n * a->height;
+    for (i64 r = task * rows / tasks; r < (task + 1) * rows / tasks; r++) {
+        i64 n = r / a->height, h = r - n * a->height;
+        const T *s = x + ((n * a->rows + a->top + h) * a->cols + a->left) * channels;
+        T *o = out + ((n * a->out_rows + a->out_top + h) * a->out_cols + a->out_left) * channels;
+        for (i64 w = 0; w < a->width; w++) {
+            const T *sv = s + w * channels;
+            T *ov = o + w * channels;
+            if (a->has_affine)
+                for (i64 c = 0; c < channels; c++) ov[c] = sv[c] * scale[c] + shift[c];
+            else
+                for (i64 c = 0; c < channels; c++) ov[c] = sv[c];
+        }
+        FC(activate)(o, a->width * channels, &a->epi);
+    }
+}
+
+static void FC(binary_task)(const void *p, i64 task, i64 tasks) {
+    const fc_binary_args *a = (const fc_binary_args *)p;
+    const T *av = (const T *)a->a, *bv = (const T *)a->b;
+    T *out = (T *)a->out;
+    const i64 channels = a->channels, rows = a->n * a->height;
+    const i64 b_step = a->b_pixels ? channels : 0;
+    for (i64 r = task * rows / tasks; r < (task + 1) * rows / tasks; r++) {
+        i64 n = r / a->height, h = r - n * a->height;
+        const T *x = av + ((n * a->a_rows + a->a_top + h) * a->a_cols + a->a_left) * channels;
+        const T *y = bv + ((n * a->b_rows + a->b_top + (a->b_pixels ? h : 0)) * a->b_cols
+                           + a->b_left) * channels;
+        T *o = out + ((n * a->out_rows + a->out_top + h) * a->out_cols + a->out_left) * channels;
+        for (i64 w = 0; w < a->width; w++) {
+            const T *xw = x + w * channels, *yw = y + w * b_step;
+            T *ow = o + w * channels;
+            if (a->multiply)
+                for (i64 c = 0; c < channels; c++) ow[c] = xw[c] * yw[c];
+            else
+                for (i64 c = 0; c < channels; c++) ow[c] = xw[c] + yw[c];
+        }
+        FC(activate)(o, a->width * channels, &a->epi);
+    }
+}
+
+static void FC(copy_channels_task)(const void *p, i64 task, i64 tasks) {
+    const fc_copy_args *a = (const fc_copy_args *)p;
+    const T *x = (const T *)a->x;
+    T *out = (T *)a->out;
+    const i64 channels = a->channels, rows = a->n * a->height;
+    for (i64 r = task * rows / tasks; r < (task + 1) * rows / tasks; r++) {
+        i64 n = r / a->height, h = r - n * a->height;
+        const T *s = x + ((n * a->rows + a->top + h) * a->cols + a->left) * channels;
+        T *o = out + ((n * a->out_rows + a->out_top + h) * a->out_cols + a->out_left) * a->total
+               + a->c0;
+        for (i64 w = 0; w < a->width; w++)
+            memcpy(o + w * a->total, s + w * channels, channels * sizeof(T));
+    }
+}
+
+/* torch's flatten order, NCHW, into a flat (N, F) output. */
+static void FC(flatten_task)(const void *p, i64 task, i64 tasks) {
+    const fc_flatten_args *a = (const fc_flatten_args *)p;
+    const T *src = (const T *)a->src;
+    T *out = (T *)a->out;
+    const i64 channels = a->channels, features = channels * a->height * a->width;
+    const i64 planes = a->n * channels;
+    for (i64 q = task * planes / tasks; q < (task + 1) * planes / tasks; q++) {
+        i64 n = q / channels, c = q - n * channels;
+        T *o = out + n * features + c * a->height * a->width;
+        for (i64 h = 0; h < a->height; h++) {
+            const T *s = src + ((n * a->rows + a->top + h) * a->cols + a->left) * channels + c;
+            for (i64 w = 0; w < a->width; w++) o[h * a->width + w] = s[w * channels];
+        }
+    }
+}
+
+#undef FC_TILE_ARGS
+#undef FC_TILE_CASE
+#undef FC_MIN
+#undef FC_MAX
+#undef L
+#undef VT
+#undef T

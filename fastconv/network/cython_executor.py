@@ -1,0 +1,106 @@
+"""The plan's executor on Cython: the AOT kernels of ``fastconv.kernels.cython.plan``, and an
+arena that runs a shape plan's steps in one OpenMP parallel region per call.
+
+The planner is the Numba executor's (``planner.plan_shape``); only the kernels differ. Each
+step's arguments are checked and stored once, when the arena is made; a call checks its
+input, drops the GIL and runs every step, the threads meeting at a barrier between steps. No
+step calls BLAS (the GEMMs are the plan's register tiles), so nothing nests, and nothing here
+imports Numba.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels.plan_tiles import TileGeometry, l2_bytes
+from ..runtime import import_extension
+from .planner import Ref, ShapePlan
+
+plan = import_extension("fastconv.kernels.cython.plan")
+
+_GEOMETRY = TileGeometry(plan.VECTOR_BITS)  # the vector width the kernels were compiled for
+tile_shape = _GEOMETRY.tile_shape
+depthwise_block = _GEOMETRY.depthwise_block
+wide = _GEOMETRY.wide
+schedule = _GEOMETRY.schedule
+pack = _GEOMETRY.pack
+winograd_filters = _GEOMETRY.winograd_filters
+from_nchw, zero_border = plan.from_nchw, plan.zero_border
+affine, binary, copy_channels, flatten = plan.affine, plan.binary, plan.copy_channels, plan.flatten
+max_pool, avg_pool, global_average = plan.max_pool, plan.avg_pool, plan.global_average
+conv, depthwise, depthwise_3x3 = plan.conv, plan.depthwise, plan.depthwise_3x3
+separable, expanded_separable, winograd = (plan.separable, plan.expanded_separable,
+                                           plan.winograd)
+
+# what the planner calls, by name
+__all__ = ["Arena", "affine", "avg_pool", "binary", "conv", "copy_channels", "depthwise",
+           "depthwise_3x3", "depthwise_block", "expanded_separable", "flatten", "from_nchw",
+           "global_average", "l2_bytes", "max_pool", "pack", "schedule", "separable",
+           "tile_shape", "wide", "winograd", "winograd_filters", "zero_border"]
+
+
+def max_threads() -> int:
+    """The threads a plan takes by default: OpenMP's count (``OMP_NUM_THREADS``, else the
+    cores)."""
+    return plan.max_threads()
+
+
+class Arena:
+    """One shape plan's buffers, allocated once, and its steps built on them as one program
+    (the input's conversion first, the output's last). An arena serves one call at a time;
+    concurrent calls take one each."""
+
+    def __init__(self, shape_plan: ShapePlan):
+        self.plan = shape_plan
+        batch = shape_plan.input_shape[0]
+        # zeroed: the borders no other buffer overlaps stay zero from here on
+        memory = np.zeros(shape_plan.arena_elements + 16, shape_plan.dtype)
+        shift = (-memory.ctypes.data % 64) // shape_plan.dtype.itemsize
+        memory = memory[shift:shift + shape_plan.arena_elements]
+        self.views = []
+        for b in shape_plan.buffers:
+            flat = memory[b.offset:b.offset + b.size(batch)]
+            self.views.append((flat.reshape(b.dims(batch)), flat))
+        static = set(shape_plan.static_borders)
+        steps, self.nodes = [], []
+        for step in shape_plan.steps:
+            if step.kernel is zero_border and step.args[0].buffer in static:
+                continue
+            args = [self._bind(a) for a in step.args]
+            if step.kernel is from_nchw:
+                args[0] = None  # the input comes with each call
+            steps.append(step.kernel(*args))
+            self.nodes.append(step.node)
+        buf = shape_plan.buffers[shape_plan.output_buffer]
+        top, _, left, _ = buf.border
+        steps.append(plan.to_output(self.views[shape_plan.output_buffer][0], top, left,
+                                    shape_plan.output_shape, shape_plan.output_flat,
+                                    max(1, shape_plan.threads)))
+        self.nodes.append("output")
+        self.program = plan.Program(steps, shape_plan.threads, shape_plan.input_shape,
+                                    shape_plan.output_shape, shape_plan.dtype)
+        self._times = np.zeros(len(steps) + 1)
+
+    def _bind(self, arg):
+        if isinstance(arg, Ref):
+            four_d, flat = self.views[arg.buffer]
+            if arg.rows:
+                return flat.reshape(four_d.shape[0], -1)
+            return flat if arg.flat else four_d
+        return arg
+
+    def run(self, x, clock=None):
+        """Run every step on input ``x``, the output's conversion included; returns the
+        output, a new array owned by the caller. With a ``clock``, each step's seconds (from
+        the first thread's clock after each barrier) are added to ``clock[node]``."""
+        out = np.empty(self.plan.output_shape, self.plan.dtype)
+        if clock is None:
+            return self.program.run(x, out)
+        self.program.run(x, out, self._times)
+        for node, seconds in zip(self.nodes, np.diff(self._times)):
+            clock.add(node, float(seconds))
+        return out
+
+    def output(self, result, clock=None):
+        """The output: :meth:`run` already wrote it (and timed it)."""
+        return result
