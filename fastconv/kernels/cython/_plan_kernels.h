@@ -37,6 +37,12 @@ typedef int64_t i64;
 /* the largest tile any entry of tuning.GEMM_TILE / GEMM_TILE_WIDE asks for */
 #define FC_MAX_MR 16
 #define FC_MAX_NV 4
+/* vectors per depthwise block: tuning.DEPTHWISE_VECTORS for this width */
+#if FC_VECTOR_BITS == 512
+#define FC_DW_VECTORS 2
+#else
+#define FC_DW_VECTORS 1
+#endif
 
 /* an epilogue's activation: fastconv.kernels.epilogue.ACTIVATIONS numbers them */
 typedef struct {
@@ -53,6 +59,7 @@ typedef struct {
 typedef struct {
     const void *w;
     i64 panel, panels, mr, nr;
+    i64 prefetch;  /* elements ahead (tuning.GEMM_PREFETCH), 0 for none */
     int wide, has_bias, res_mode;
     const void *bias;
     fc_epi epi;

@@ -8,6 +8,8 @@
 #define L ((int)(FC_VBYTES / sizeof(T)))
 
 typedef T VT __attribute__((vector_size(FC_VBYTES), aligned(sizeof(T))));
+/* the integer vector of the same lanes, for masks */
+typedef __typeof__((VT){0} < (VT){0}) FC(ivec);
 
 #define FC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define FC_MAX(a, b) ((a) > (b) ? (a) : (b))
@@ -53,6 +55,41 @@ static inline void FC(activate)(T *restrict y, i64 count, const fc_epi *e) {
     }
 }
 
+/* ``v`` clamped to [lo, hi] lane by lane; a NaN lane stays NaN (its comparisons are false) */
+static inline VT FC(clamp)(VT v, VT lo, VT hi) {
+    typedef FC(ivec) IVT;
+    IVT below = (IVT)(v < lo), above = (IVT)(v > hi);
+    v = (VT)(((IVT)lo & below) | ((IVT)v & ~below));
+    return (VT)(((IVT)hi & above) | ((IVT)v & ~above));
+}
+
+/* A whole tile's epilogue in registers, for no activation or a clamp: bias, a residual
+ * before or after it. */
+static inline __attribute__((always_inline)) void FC(tile_epilogue)(
+    const int MR, const int NV, VT acc[FC_MAX_MR][FC_MAX_NV], const i64 *at, i64 n_shift,
+    const fc_gemm *g) {
+    const T *bias = (const T *)g->bias, *res = (const T *)g->res;
+    const VT lo = (VT){0} + (T)g->epi.lo, hi = (VT){0} + (T)g->epi.hi;
+    if (g->has_bias)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            VT b = *(const VT *)(bias + n_shift + v * L);
+#pragma GCC unroll 16
+            for (int m = 0; m < MR; m++) acc[m][v] += b;
+        }
+    for (int m = 0; m < MR; m++) {
+        const T *r = g->res_mode ? res + g->res_rows[at[m]] + n_shift : NULL;
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            VT y = acc[m][v];
+            if (g->res_mode == 1) y += *(const VT *)(r + v * L);
+            if (g->epi.kind == 1) y = FC(clamp)(y, lo, hi);
+            if (g->res_mode == 2) y += *(const VT *)(r + v * L);
+            acc[m][v] = y;
+        }
+    }
+}
+
 /* --- the GEMM tile (numba.microkernel's _Tile) ---------------------------------------------
  * MR pixels by NV vectors of channels: the accumulators stay in registers through the
  * reduction over the taps and the channels [c_lo, c_hi); pixels past m_valid repeat the last
@@ -64,6 +101,7 @@ static inline __attribute__((always_inline)) void FC(tile_body)(
     T *out, const i64 *out_rows, i64 n_shift, i64 n_valid, int start, int finish) {
     const int NR = NV * L;
     const T *w = (const T *)g->w;
+    const i64 prefetch = g->prefetch;
     VT acc[FC_MAX_MR][FC_MAX_NV];
     T buf[FC_MAX_MR * FC_MAX_NV * (FC_VBYTES / sizeof(T))] __attribute__((aligned(64)));
     i64 at[FC_MAX_MR];
@@ -75,12 +113,20 @@ static inline __attribute__((always_inline)) void FC(tile_body)(
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) acc[m][v] = (VT){0};
     }
+    const int full = n_valid == NR;  /* a whole panel: vector loads and stores */
     if (!start) {
-        memset(buf, 0, sizeof(buf));
-        for (int m = 0; m < MR; m++) {
-            memcpy(buf + m * NR, out + out_rows[at[m]] + n_shift, n_valid * sizeof(T));
+        if (full) {
+            for (int m = 0; m < MR; m++)
 #pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) acc[m][v] = *(const VT *)(buf + m * NR + v * L);
+                for (int v = 0; v < NV; v++)
+                    acc[m][v] = *(const VT *)(out + out_rows[at[m]] + n_shift + v * L);
+        } else {
+            memset(buf, 0, sizeof(buf));
+            for (int m = 0; m < MR; m++) {
+                memcpy(buf + m * NR, out + out_rows[at[m]] + n_shift, n_valid * sizeof(T));
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++) acc[m][v] = *(const VT *)(buf + m * NR + v * L);
+            }
         }
     }
     for (i64 t = 0; t < n_taps; t++) {
@@ -88,6 +134,9 @@ static inline __attribute__((always_inline)) void FC(tile_body)(
         const i64 tap = taps[t];
         for (i64 k = c_lo; k < c_hi; k++, wp += NR) {
             VT wv[FC_MAX_NV];
+            if (prefetch)  /* the weights a few steps ahead: they may come from memory */
+                for (int line = 0; line < NR * (int)sizeof(T); line += 64)
+                    __builtin_prefetch((const char *)(wp + prefetch) + line, 0, 3);
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++) wv[v] = *(const VT *)(wp + v * L);
 #pragma GCC unroll 16
@@ -97,6 +146,15 @@ static inline __attribute__((always_inline)) void FC(tile_body)(
                 for (int v = 0; v < NV; v++) acc[m][v] += a * wv[v];
             }
         }
+    }
+    if (full && (!finish || g->epi.kind <= 1)) {
+        /* in registers: bias, a residual, a clamp (ReLU, ReLU6) or none, then the stores */
+        if (finish) FC(tile_epilogue)(MR, NV, acc, at, n_shift, g);
+        for (int m = 0; m < MR; m++)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++)
+                *(VT *)(out + out_rows[at[m]] + n_shift + v * L) = acc[m][v];
+        return;
     }
 #pragma GCC unroll 16
     for (int m = 0; m < MR; m++)
@@ -195,10 +253,37 @@ static inline void FC(depthwise_row)(const T *restrict x, i64 x_at, i64 row_step
                                      i64 c1, i64 channels, const T *restrict bias,
                                      T *restrict out, i64 out_at, i64 out_step, i64 count,
                                      const fc_epi *e) {
+    const i64 n = c1 - c0, d = dil_step, r = row_step;
+    if (n == FC_DW_VECTORS * L && e->kind <= 1) {
+        /* a whole block: its nine weight vectors (per vector) and bias stay in registers */
+        VT wv[9][FC_DW_VECTORS], bv[FC_DW_VECTORS];
+        const VT lo = (VT){0} + (T)e->lo, hi = (VT){0} + (T)e->hi;
+        for (int v = 0; v < FC_DW_VECTORS; v++) {
+            bv[v] = *(const VT *)(bias + c0 + v * L);
+            for (int k = 0; k < 9; k++) wv[k][v] = *(const VT *)(w + k * channels + c0 + v * L);
+        }
+        for (i64 i = 0; i < count; i++) {
+            const T *p = x + x_at + i * col_step + c0;
+            T *o = out + out_at + i * out_step + c0;
+#pragma GCC unroll 4
+            for (int v = 0; v < FC_DW_VECTORS; v++) {
+                const T *q = p + v * L;
+                VT s = bv[v];
+                s += *(const VT *)q * wv[0][v] + *(const VT *)(q + d) * wv[1][v]
+                     + *(const VT *)(q + 2 * d) * wv[2][v];
+                s += *(const VT *)(q + r) * wv[3][v] + *(const VT *)(q + r + d) * wv[4][v]
+                     + *(const VT *)(q + r + 2 * d) * wv[5][v];
+                s += *(const VT *)(q + 2 * r) * wv[6][v] + *(const VT *)(q + 2 * r + d) * wv[7][v]
+                     + *(const VT *)(q + 2 * r + 2 * d) * wv[8][v];
+                if (e->kind == 1) s = FC(clamp)(s, lo, hi);
+                *(VT *)(o + v * L) = s;
+            }
+        }
+        return;
+    }
     const T *w0 = w + c0, *w1 = w0 + channels, *w2 = w1 + channels, *w3 = w2 + channels;
     const T *w4 = w3 + channels, *w5 = w4 + channels, *w6 = w5 + channels;
     const T *w7 = w6 + channels, *w8 = w7 + channels, *b = bias + c0;
-    const i64 n = c1 - c0, d = dil_step, r = row_step;
     for (i64 i = 0; i < count; i++) {
         const T *restrict p = x + x_at + i * col_step + c0;
         T *restrict o = out + out_at + i * out_step + c0;

@@ -15,6 +15,8 @@ from libc.string cimport memset
 
 import numpy as np
 
+from .. import tuning
+
 cimport numpy as cnp
 
 cnp.import_array()
@@ -26,6 +28,7 @@ cdef extern from "_plan_kernels.h" nogil:
     int FC_VECTOR_BITS
     int FC_MAX_MR
     int FC_MAX_NV
+    int FC_DW_VECTORS
 
     ctypedef void (*fc_task)(const void *args, i64 task, i64 tasks) noexcept nogil
 
@@ -38,7 +41,7 @@ cdef extern from "_plan_kernels.h" nogil:
 
     ctypedef struct fc_gemm:
         const void *w
-        i64 panel, panels, mr, nr
+        i64 panel, panels, mr, nr, prefetch
         int wide, has_bias, res_mode
         const void *bias
         fc_epi epi
@@ -214,6 +217,8 @@ IF OPENMP:
 
 #: The width of the vector registers these kernels were compiled for.
 VECTOR_BITS = FC_VECTOR_BITS
+#: Vectors per block of the depthwise rows' register path (``tuning.DEPTHWISE_VECTORS``).
+DEPTHWISE_VECTORS = FC_DW_VECTORS
 
 
 def max_threads():
@@ -330,6 +335,7 @@ cdef fc_gemm _gemm(w, panel, panels, out_channels, k, bias, has_bias, kind, lo, 
     cdef fc_gemm g
     memset(&g, 0, sizeof(g))
     g.w, g.panel, g.panels, g.mr, g.nr = _data(w), panel, panels, mr, nr
+    g.prefetch = tuning.GEMM_PREFETCH
     g.wide, g.has_bias, g.res_mode = bool(wide), bool(has_bias), res_mode
     g.bias = _data(bias)
     g.epi = _epi(kind, lo, hi, alpha, beta)
