@@ -256,7 +256,7 @@ def cmd_flops_model(args) -> int:
 # --- profile ----------------------------------------------------------------------------------
 
 PEERS = ("torch", "onnxruntime", "openvino")
-PLAN_ENGINES = ("per-call", "torch", "onnxruntime", "openvino", "litert")
+PLAN_ENGINES = ("plan-cython", "per-call", "torch", "onnxruntime", "openvino", "litert")
 
 
 def _writable_file(path):

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import models
 
-ENGINES = ("plan", "per-call", "torch", "onnxruntime", "openvino", "litert")
+ENGINES = ("plan", "plan-cython", "per-call", "torch", "onnxruntime", "openvino", "litert")
 
 
 def torch_model(name: str = "mobilenet-v1", bn_relu: bool = True, classifier: bool = True,
@@ -63,9 +63,12 @@ def available(engine: str, exported: bool = True) -> str | None:
     needs = {"torch": ["torch"], "onnxruntime": ["torch", "onnx", "onnxruntime"],
              "openvino": ["torch", "onnx", "openvino"],
              "litert": ["torch", "tensorflow", "ai_edge_litert"], "plan": ["torch"],
+             "plan-cython": ["torch", "fastconv.kernels.cython.plan"],
              "per-call": ["torch"]}[engine]
     if not exported and engine in ("onnxruntime", "openvino"):
         needs = [engine]
+    if not exported and engine == "plan-cython":
+        needs = needs[1:]
     import importlib.util
 
     missing = [m for m in needs if importlib.util.find_spec(m) is None]
@@ -86,10 +89,11 @@ def onnx_bytes(module, x: np.ndarray) -> bytes:
 
 def engine(name: str, module, x: np.ndarray, threads: int, model_bytes: bytes | None = None):
     """A zero-argument callable running ``module``'s network on ``x`` in engine ``name``."""
-    if name == "plan":
+    if name in ("plan", "plan-cython"):  # the plan on Numba (where installed), or on Cython
         from ..network import Network
 
-        plan = Network.from_torch(module, threads=threads)
+        plan = Network.from_torch(module, backend="cython" if name == "plan-cython" else "auto",
+                                  threads=threads)
         return lambda: plan(x)
     if name == "per-call":
         return _per_call(module, x)

@@ -566,7 +566,7 @@ def _beside_ort(rows, ort_nodes):
 
 # --- any model: an ONNX file or a torch factory -----------------------------------------------
 
-MODEL_ENGINES = ("torch", "onnxruntime", "openvino")
+MODEL_ENGINES = ("plan-cython", "torch", "onnxruntime", "openvino")
 
 
 def profile_model(source, *, engines=("onnxruntime",), budget=2.0, threads=None,
@@ -578,9 +578,10 @@ def profile_model(source, *, engines=("onnxruntime",), budget=2.0, threads=None,
     Parameters
     ----------
     source : fastconv.bench.sources.ModelSource
-    engines : sequence of {"torch", "onnxruntime", "openvino"}
+    engines : sequence of {"plan-cython", "torch", "onnxruntime", "openvino"}
         Beside the plan. ONNX Runtime and OpenVINO run the ONNX file (a factory's module
-        exported by ``torch.onnx``); torch runs a factory's module.
+        exported by ``torch.onnx``); torch runs a factory's module; ``plan-cython`` is the
+        same model planned on the Cython executor.
     budget : float
         Seconds of interleaved calls per engine.
     machine : fastconv.bench.machine.Machine, optional
@@ -607,6 +608,13 @@ def profile_model(source, *, engines=("onnxruntime",), budget=2.0, threads=None,
             missing[name] = why
         elif name == "torch" and source.module is None:
             missing[name] = "the model is an ONNX file"
+        elif name == "plan-cython":
+            from ..network import Network
+
+            net = (Network.from_torch(source.module, backend="cython", threads=threads)
+                   if source.module is not None else
+                   Network.from_onnx(source.onnx, backend="cython", threads=threads))
+            calls[name] = (lambda net: lambda: net(x))(net)
         else:
             try:
                 model = source.onnx_bytes(x) if name != "torch" else None

@@ -401,7 +401,7 @@ def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
 
 PLAN_RUNS = (("mobilenet-v1", True, 1), ("mobilenet-v1", False, 1), ("mobilenet-v1", True, 8),
              ("mobilenet-v1-full", True, 1))
-PLAN_ENGINES = ("per-call", "torch", "onnxruntime", "openvino", "litert")
+PLAN_ENGINES = ("plan-cython", "per-call", "torch", "onnxruntime", "openvino", "litert")
 _PEERS = ("onnxruntime", "openvino", "litert")
 
 
