@@ -99,27 +99,33 @@ def _plan(plan, **engines):
 def _plans(**changes):
     """Plan figures where every target is met; ``changes`` replaces some networks."""
     plans = {("mobilenet-v1", True, 1): _plan(3e-3, onnxruntime=4e-3, openvino=3.5e-3,
-                                              litert=5e-3, **{"per-call": 9e-3}),
+                                              litert=5e-3, **{"per-call": 9e-3,
+                                                              "plan-cython": 3.3e-3}),
              ("mobilenet-v1", False, 1): _plan(3e-3, onnxruntime=3.5e-3, **{"per-call": 5e-3}),
              ("mobilenet-v1-full", True, 1): _plan(20e-3, onnxruntime=20e-3),
-             ("mobilenet-v1", True, 8): _plan(20e-3, onnxruntime=25e-3)}
+             ("mobilenet-v1", True, 8): _plan(20e-3, onnxruntime=25e-3,
+                                              **{"plan-cython": 21e-3})}
     plans.update(changes)
     return plans
 
 
 def test_every_plan_target_met():
     rows = report.plan_target_rows(_plans())
-    assert [row[2] for row in rows] == ["yes"] * 5
+    assert [row[2] for row in rows] == ["yes"] * 7
     assert rows[0][1] == "3.00 ms against openvino 3.50: 0.86x"  # the fastest of the three
     assert rows[2][1] == "20.00 ms against onnxruntime 20.00: 1.00x"
     assert "convolutions only, batch 1: 0.60x" in rows[4][1]
+    assert rows[5][1] == "3.30 ms against 3.00: 1.10x"  # the Cython plan against Numba's
 
 
 @pytest.mark.parametrize("change, failed", [
     ({("mobilenet-v1", True, 1): _plan(3.2e-3, onnxruntime=4e-3, openvino=3.5e-3)}, 0),
     ({("mobilenet-v1", False, 1): _plan(3.3e-3, onnxruntime=3.5e-3)}, 1),
     ({("mobilenet-v1-full", True, 1): _plan(21e-3, onnxruntime=20e-3)}, 2),
-    ({("mobilenet-v1", True, 8): _plan(23e-3, onnxruntime=25e-3)}, 3),
+    ({("mobilenet-v1", True, 8): _plan(23e-3, onnxruntime=25e-3, **{"plan-cython": 23e-3})},
+     3),
+    ({("mobilenet-v1", True, 8): _plan(20e-3, onnxruntime=25e-3, **{"plan-cython": 23e-3})},
+     6),
     ({("mobilenet-v1", False, 1): _plan(3e-3, onnxruntime=3.5e-3, **{"per-call": 2.9e-3})}, 4),
 ])
 def test_a_missed_plan_target_is_marked(change, failed):
@@ -129,7 +135,7 @@ def test_a_missed_plan_target_is_marked(change, failed):
 
 def test_a_plan_peer_not_measured_is_not_judged():
     plans = {case: _plan(1e-3) for case in _plans()}
-    assert [row[2] for row in report.plan_target_rows(plans)] == ["n/a"] * 5
+    assert [row[2] for row in report.plan_target_rows(plans)] == ["n/a"] * 7
 
 
 def _graphs(v1=(3e-3, 3.5e-3), v2=(4e-3, 4e-3), resnet=(15e-3, 16e-3)):

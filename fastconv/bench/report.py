@@ -486,6 +486,16 @@ def plan_target_rows(plans) -> list[list[str]]:
         worst = max(p / q for _, p, q in pairs)
         rows.append([target, "; ".join(f"{_plan_label(c)}: {p / q:.2f}x" for c, p, q in pairs),
                      "yes" if worst <= 1.0 else "no"])
+    for number, batch in ((6, 1), (7, 8)):
+        case = ("mobilenet-v1", True, batch)
+        ours, numba = seconds(case, "plan-cython"), seconds(case, "plan")
+        target = (f"{number}. MobileNet v1 + BN + ReLU, batch {batch}, on the Cython plan: "
+                  "≤ 1.1x the plan on Numba")
+        if ours is None or numba is None:
+            rows.append([target, "the Cython plan was not measured", "n/a"])
+        else:
+            rows.append([target, f"{_ms(ours)} ms against {_ms(numba)}: {ours / numba:.2f}x",
+                         "yes" if ours <= 1.1 * numba else "no"])
     return rows
 
 
