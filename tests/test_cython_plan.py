@@ -1,0 +1,139 @@
+"""The Cython executor's own contract, beyond the parity grid it shares with Numba's (the
+network, graph and ONNX test modules run on both): its steps refuse arguments that would
+reach outside their buffers, its program refuses an input of another shape, and a plan on it
+runs without Numba."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+plan = pytest.importorskip("fastconv.kernels.cython.plan")
+
+from fastconv.kernels import tuning  # noqa: E402
+from fastconv.network import cython_executor as k  # noqa: E402
+
+
+def _conv_args(**changes):
+    """A 1x1 convolution of 4 pixels, 8 channels in and 16 out, as the planner gives it."""
+    dtype = np.float32
+    x, out = np.zeros(4 * 8, dtype), np.zeros(4 * 16, dtype)
+    is_wide = False
+    mr, nr = k.tile_shape(dtype, is_wide)
+    w, panel = k.pack(np.ones((16, 8, 1, 1), dtype), 1, dtype, is_wide)
+    args = dict(x=x, rows=np.arange(4, dtype=np.int64) * 8, taps=np.zeros(1, np.int64), c_in=8,
+                groups=1, w=w, panel=panel, out=out, out_rows=np.arange(4, dtype=np.int64) * 16,
+                out_per_group=16, bias=np.zeros(16, dtype), has_bias=True, kind=0, lo=0.0,
+                hi=0.0, alpha=0.0, beta=0.0, res=out, res_rows=np.arange(4, dtype=np.int64) * 16,
+                res_mode=0, wide=is_wide, mr=mr, nr=nr, tile_groups=1, unit_groups=1, block=1,
+                chunk=8, out_border=np.array([4, 1, 1, 16, 0, 0, 0, 0], np.int64))
+    args.update(changes)
+    return args
+
+
+def test_a_checked_step_computes():
+    args = _conv_args(x=np.arange(32, dtype=np.float32))
+    step = plan.conv(**args)
+    src = plan.from_nchw(None, np.zeros((1, 1, 1, 1), np.float32), 0, 0,
+                         np.array([1, 1, 1, 1, 0, 0, 0, 0], np.int64), 1)
+    sink = plan.to_output(np.zeros((1, 1, 1, 1), np.float32), 0, 0, (1, 1, 1, 1), False, 1)
+    program = plan.Program([src, step, sink], 2, (1, 1, 1, 1), (1, 1, 1, 1), np.float32)
+    program.run(np.zeros((1, 1, 1, 1), np.float32), np.empty((1, 1, 1, 1), np.float32))
+    expected = args["x"].reshape(4, 8).sum(axis=1)[:, None] * np.ones(16)
+    np.testing.assert_allclose(args["out"].reshape(4, 16), expected)
+
+
+@pytest.mark.parametrize("changes, error, message", [
+    (dict(rows=np.array([0, 8, 16, 32], np.int64)), ValueError,
+     r"rows addresses elements outside \[0, 32\): from 0 to 40"),
+    (dict(out_rows=np.array([0, 16, 32, 60], np.int64)), ValueError,
+     r"out_rows addresses elements outside \[0, 64\): from 0 to 76"),
+    (dict(out_rows=np.arange(3, dtype=np.int64) * 16), ValueError,
+     r"expected out_rows to be 1-D with at least 4 entries, but got size \[3\]"),
+    (dict(x=np.zeros(32, np.float64)), TypeError,
+     r"expected x of dtype float32, but got float64"),
+    (dict(x=np.zeros(64, np.float32)[::2]), ValueError, r"x must be C-contiguous"),
+    (dict(w=np.zeros(8, np.float32)), ValueError,
+     r"the packed weights \(8 elements\) are not 1 panels of 8 x"),
+    (dict(mr=40), ValueError, r"a 40x\d+ tile is not one these kernels were compiled for"),
+    (dict(res_mode=3), ValueError, r"res_mode must be 0, 1 or 2, but got 3"),
+    (dict(kind=9), ValueError, r"unknown activation kind 9"),
+    (dict(chunk=0), ValueError, r"chunk must be at least 1, but got 0"),
+    (dict(out_border=np.array([4, 1, 1, 8, 0, 0, 0, 0], np.int64)), ValueError,
+     r"the border \[4, 1, 1, 8, 0, 0, 0, 0\] does not describe out of 64 elements"),
+])
+def test_a_step_refuses_what_would_reach_outside_its_buffers(changes, error, message):
+    with pytest.raises(error, match=message):
+        plan.conv(**_conv_args(**changes))
+
+
+def test_window_refusals():
+    x, out = np.zeros((1, 4, 4, 8), np.float32), np.zeros((1, 2, 2, 8), np.float32)
+    with pytest.raises(ValueError, match=r"x of size \[1, 4, 4, 8\] does not hold 5x5 pixels "
+                                         r"from \(0, 0\)"):
+        plan.depthwise_3x3(x, 0, 0, np.zeros((9, 8), np.float32), np.zeros(8, np.float32), out,
+                           0, 0, 2, 2, 2, 2, 1, 1, 0, 0.0, 0.0, 0.0, 0.0, 8,
+                           np.array([1, 2, 2, 8, 0, 0, 0, 0], np.int64), 2)
+    with pytest.raises(ValueError, match=r"depthwise_3x3: weights \[9, 4\], bias \[8\]"):
+        plan.depthwise_3x3(x, 0, 0, np.zeros((9, 4), np.float32), np.zeros(8, np.float32), out,
+                           0, 0, 2, 2, 1, 1, 1, 1, 0, 0.0, 0.0, 0.0, 0.0, 8,
+                           np.array([1, 2, 2, 8, 0, 0, 0, 0], np.int64), 2)
+
+
+def test_a_program_refuses_another_input():
+    buf = np.zeros((1, 2, 2, 3), np.float32)  # NHWC, between the input and the output
+    src = plan.from_nchw(None, buf, 0, 0, np.array([1, 2, 2, 3, 0, 0, 0, 0], np.int64), 1)
+    sink = plan.to_output(buf, 0, 0, (1, 3, 2, 2), False, 1)
+    program = plan.Program([src, sink], 1, (1, 3, 2, 2), (1, 3, 2, 2), np.float32)
+    out = np.empty((1, 3, 2, 2), np.float32)
+    with pytest.raises(ValueError, match=r"expected input of size \[1, 3, 2, 2\] and dtype "
+                                         r"float32, but got \(1, 3, 2, 3\)"):
+        program.run(np.zeros((1, 3, 2, 3), np.float32), out)
+    with pytest.raises(ValueError, match=r"expected out of size \[1, 3, 2, 2\], but got "
+                                         r"\[1, 3, 2\]"):
+        program.run(np.zeros((1, 3, 2, 2), np.float32), np.empty((1, 3, 2), np.float32))
+    with pytest.raises(ValueError, match="a program runs from from_nchw to to_output"):
+        plan.Program([sink, src], 1, (1, 3, 2, 2), (1, 3, 2, 2), np.float32)
+    x = np.arange(12, dtype=np.float32).reshape(1, 3, 2, 2)
+    np.testing.assert_array_equal(program.run(x[:, ::-1, :, ::-1], out), x[:, ::-1, :, ::-1])
+
+
+def test_the_compiled_widths_match_the_tuning_tables():
+    assert plan.VECTOR_BITS in tuning.GEMM_TILE
+    assert plan.DEPTHWISE_VECTORS == tuning.DEPTHWISE_VECTORS[plan.VECTOR_BITS]
+
+
+def test_a_cython_plan_runs_without_numba():
+    """A fresh process: the plan is made and run on Cython, and Numba is never imported."""
+    code = """
+import sys
+import numpy as np
+import torch
+from torch import nn
+import fastconv as fc
+module = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(),
+                       nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 16, 1)).eval()
+net = fc.Network.from_torch(module, backend="cython")
+x = np.random.default_rng(0).standard_normal((2, 3, 9, 7)).astype(np.float32)
+expected = module(torch.from_numpy(x)).detach().numpy()
+assert np.allclose(net(x), expected, atol=1e-4), "wrong result"
+assert "numba" not in sys.modules, "numba was imported"
+assert "backend='cython'" in repr(net)
+"""
+    pytest.importorskip("torch")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_backend_auto_takes_cython_without_numba(monkeypatch):
+    from fastconv.network import network
+
+    real = network.importlib.util.find_spec
+    monkeypatch.setattr(network.importlib.util, "find_spec",
+                        lambda name: None if name == "numba" else real(name))
+    assert network._resolve("auto") == "cython"
+    with pytest.raises(ValueError, match=r"backend 'numba' needs Numba: pip install numba"):
+        network._resolve("numba")
