@@ -28,6 +28,17 @@ def l2_bytes() -> int:
         return tuning.L2_BYTES
 
 
+def aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
+    """A C-contiguous copy of ``array`` whose data starts on an ``alignment``-byte boundary
+    (a cache line): the tiles' vector loads of packed weights then never straddle two
+    lines."""
+    flat = np.empty(array.size * array.itemsize + alignment, np.uint8)
+    start = -flat.ctypes.data % alignment
+    out = flat[start:start + array.size * array.itemsize].view(array.dtype).reshape(array.shape)
+    out[...] = array
+    return out
+
+
 class TileGeometry:
     """Tile shapes, packing and scheduling for vector registers of ``vector_bits`` (512,
     256 or 128)."""
@@ -123,7 +134,7 @@ class TileGeometry:
         w = np.zeros((groups, panels * nr, kh * kw, c_in), dtype)
         w[:, :og] = weight.reshape(groups, og, c_in, kh * kw).transpose(0, 1, 3, 2)
         w = w.reshape(groups, panels, nr, kh * kw, c_in).transpose(0, 1, 3, 4, 2)
-        return np.ascontiguousarray(w).reshape(-1), kh * kw * c_in * nr
+        return aligned(w.reshape(-1)), kh * kw * c_in * nr
 
     def winograd_filters(self, weight, dtype, is_wide: bool) -> tuple[np.ndarray, int, int]:
         """Filters (O, C, 3, 3) transformed and packed as 16 GEMMs' panels
@@ -134,4 +145,5 @@ class TileGeometry:
         parts = [self.pack(u[xi].T[:, :, None, None].astype(dtype), 1, dtype, is_wide)
                  for xi in range(16)]
         panel = parts[0][1]
-        return np.concatenate([p for p, _ in parts]), panel, len(parts[0][0]) // panel
+        return (aligned(np.concatenate([p for p, _ in parts])), panel,
+                len(parts[0][0]) // panel)

@@ -34,6 +34,33 @@ typedef int64_t i64;
 #define FC_VECTOR_BITS 128
 #endif
 #define FC_VBYTES (FC_VECTOR_BITS / 8)
+
+/* the vector min and max of this width (the clamp of ReLU and ReLU6) */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define FC_PS __m512
+#define FC_PD __m512d
+#define FC_MAX_PS _mm512_max_ps
+#define FC_MIN_PS _mm512_min_ps
+#define FC_MAX_PD _mm512_max_pd
+#define FC_MIN_PD _mm512_min_pd
+#elif defined(__AVX__)
+#include <immintrin.h>
+#define FC_PS __m256
+#define FC_PD __m256d
+#define FC_MAX_PS _mm256_max_ps
+#define FC_MIN_PS _mm256_min_ps
+#define FC_MAX_PD _mm256_max_pd
+#define FC_MIN_PD _mm256_min_pd
+#elif defined(__SSE2__)
+#include <emmintrin.h>
+#define FC_PS __m128
+#define FC_PD __m128d
+#define FC_MAX_PS _mm_max_ps
+#define FC_MIN_PS _mm_min_ps
+#define FC_MAX_PD _mm_max_pd
+#define FC_MIN_PD _mm_min_pd
+#endif
 /* the largest tile any entry of tuning.GEMM_TILE / GEMM_TILE_WIDE asks for */
 #define FC_MAX_MR 16
 #define FC_MAX_NV 4

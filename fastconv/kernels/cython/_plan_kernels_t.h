@@ -55,12 +55,23 @@ static inline void FC(activate)(T *restrict y, i64 count, const fc_epi *e) {
     }
 }
 
-/* ``v`` clamped to [lo, hi] lane by lane; a NaN lane stays NaN (its comparisons are false) */
+/* ``v`` clamped to [lo, hi] lane by lane; a NaN lane stays NaN. x86's max and min return
+ * their second operand when a lane is NaN: two instructions. Elsewhere, comparison masks (a
+ * NaN lane's comparisons are false). */
 static inline VT FC(clamp)(VT v, VT lo, VT hi) {
+#if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
+    if (sizeof(T) == 4) {
+        v = (VT)FC_MAX_PS((FC_PS)lo, (FC_PS)v);
+        return (VT)FC_MIN_PS((FC_PS)hi, (FC_PS)v);
+    }
+    v = (VT)FC_MAX_PD((FC_PD)lo, (FC_PD)v);
+    return (VT)FC_MIN_PD((FC_PD)hi, (FC_PD)v);
+#else
     typedef FC(ivec) IVT;
     IVT below = (IVT)(v < lo), above = (IVT)(v > hi);
     v = (VT)(((IVT)lo & below) | ((IVT)v & ~below));
     return (VT)(((IVT)hi & above) | ((IVT)v & ~above));
+#endif
 }
 
 /* A whole tile's epilogue in registers, for no activation or a clamp: bias, a residual
@@ -198,6 +209,22 @@ static __attribute__((noinline)) void FC(tile)(
     FC(tile_body)(mr, nv, FC_TILE_ARGS);
 }
 
+/* The full tiles of a strip, the tile's body inlined in the loop (short reductions, a
+ * pointwise layer of few channels, pay a call per tile otherwise); returns where they end. */
+static inline __attribute__((always_inline)) i64 FC(full_tiles)(
+    const int MR, const int NV, const T *x, const i64 *rows, i64 p0, i64 p1, i64 x_shift,
+    const i64 *taps, i64 n_taps, i64 c_in, i64 c_lo, i64 c_hi, const fc_gemm *g, i64 w_at,
+    T *out, const i64 *out_rows, i64 n_shift, i64 n_valid, int start, int finish) {
+    i64 m0 = p0;
+    for (; m0 + MR <= p1; m0 += MR)
+        FC(tile_body)(MR, NV, x, rows, m0, MR, x_shift, taps, n_taps, c_in, c_lo, c_hi, g,
+                      w_at, out, out_rows, n_shift, n_valid, start, finish);
+    return m0;
+}
+
+#define FC_STRIP_ARGS x, rows, p0, p1, x_shift, taps, n_taps, c_in, c_lo, c_hi, g, w_at, out, \
+    out_rows, n_shift, n_valid, start, finish
+
 /* Pixels p0 to p1 of one panel and one chunk of input channels, in full tiles, the last few
  * in narrower ones (a full one would repeat a pixel). */
 static void FC(tiles)(const T *x, const i64 *rows, i64 p0, i64 p1, i64 x_shift,
@@ -205,7 +232,16 @@ static void FC(tiles)(const T *x, const i64 *rows, i64 p0, i64 p1, i64 x_shift,
                       const fc_gemm *g, i64 w_at, T *out, const i64 *out_rows, i64 n_shift,
                       i64 n_valid, int start, int finish) {
     const int nv = (int)(g->nr / L);
-    for (i64 m0 = p0; m0 < p1;) {
+    i64 m0 = p0;
+    if (g->mr == 12 && nv == 2)
+        m0 = FC(full_tiles)(12, 2, FC_STRIP_ARGS);
+    else if (g->mr == 6 && nv == 2)
+        m0 = FC(full_tiles)(6, 2, FC_STRIP_ARGS);
+    else if (g->mr == 6 && nv == 4)
+        m0 = FC(full_tiles)(6, 4, FC_STRIP_ARGS);
+    else if (g->mr == 4 && nv == 3)
+        m0 = FC(full_tiles)(4, 3, FC_STRIP_ARGS);
+    while (m0 < p1) {
         i64 left = p1 - m0;
         i64 m_valid = left >= g->mr ? g->mr : (left >= 4 ? 4 : left);
         int mr = m_valid == g->mr ? (int)g->mr : (m_valid >= 3 ? 4 : (int)m_valid);
@@ -213,6 +249,8 @@ static void FC(tiles)(const T *x, const i64 *rows, i64 p0, i64 p1, i64 x_shift,
         m0 += m_valid;
     }
 }
+
+#undef FC_STRIP_ARGS
 
 /* --- convolutions and linear layers (nhwc.conv) ------------------------------------------- */
 
@@ -612,9 +650,10 @@ static void FC(from_nchw_task)(const void *p, i64 task, i64 tasks) {
         i64 n = r / a->h, h = r - n * a->h;
         T *o = out + ((n * a->border.rows + a->top + h) * a->border.cols + a->left) * channels;
         const T *xr = x + n * a->sn + h * a->sh;
-        for (i64 c = 0; c < channels; c++) {
-            const T *xc = xr + c * a->sc;
-            for (i64 w = 0; w < a->w; w++) o[w * channels + c] = xc[w * a->sw];
+        for (i64 w = 0; w < a->w; w++) {  /* each pixel's channels written together */
+            const T *xw = xr + w * a->sw;
+            T *ow = o + w * channels;
+            for (i64 c = 0; c < channels; c++) ow[c] = xw[c * a->sc];
         }
     }
 }
