@@ -209,8 +209,8 @@ def test_from_specs_runs_mobilenet_as_the_profiler_does():
 # --- what a call may and may not do -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def small():
+@pytest.fixture
+def small(plan_backend):  # planned anew on each executor
     torch.manual_seed(3)
     module = mobilenet_v1(alpha=0.25)
     return module, fc.Network.from_torch(module)
@@ -230,6 +230,18 @@ def test_a_second_call_equals_the_first_and_owns_its_output(small):
     second = net(x)
     np.testing.assert_array_equal(second, keep)
     assert second.base is None and first.base is None
+
+
+def test_nan_and_infinity_propagate_as_in_torch(small):
+    """The clamps of ReLU6 and the plan's additions keep a NaN a NaN, as torch does."""
+    module, net = small
+    x = _rng(8).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    x[0, 1, 10:14, 20:24] = np.nan
+    x[1, 0, 30, 30] = np.inf
+    got, expected = net(x), _reference(module, x)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    assert np.isnan(got[0]).all() and not np.isnan(got[1]).all()  # the first image is all NaN
+    np.testing.assert_allclose(got[1], expected[1], rtol=1e-3, atol=1e-3)
 
 
 def test_awkward_layouts_give_the_same_result(small):
