@@ -552,15 +552,21 @@ def _conv_steps(ctx: _Context, node: Node, steps: list) -> str:
     cols = x_buf.dims(1)[2]
     taps = np.array([(i * dh * cols + j * dw) * spec.in_channels for i in range(kh)
                      for j in range(kw)], np.int64)
+    c_in = spec.in_channels_per_group
+    grid = k.schedule(pixels, k_size, spec.out_channels_per_group, spec.groups, ctx.dtype,
+                      ctx.tasks, is_wide, c_in)
+    if dw == 1 and spec.groups == 1 and kw > 1 and grid[3] >= c_in:
+        # a kernel row's taps are adjacent pixels, whose channels lie end to end in the input
+        # as their weights do in the panel: one tap of kw * C channels per row, so that the
+        # tiles' reductions are longer and their loops over the taps shorter
+        taps, c_in = taps[::kw].copy(), kw * c_in
+        grid = (*grid[:3], c_in)
     out_rows = ctx.pixels(dst, n, oh, ow)
-    steps.append(Step("", k.conv, [ctx.ref(src, True), rows, taps, spec.in_channels_per_group,
-                                   spec.groups, *packed, ctx.ref(dst, True), out_rows,
-                                   spec.out_channels_per_group, *_bias(bias, ctx.dtype),
-                                   *ctx.epilogue(node), *_residual(ctx, node, n, oh, ow),
-                                   is_wide, *k.tile_shape(ctx.dtype, is_wide),
-                                   *k.schedule(pixels, k_size, spec.out_channels_per_group,
-                                               spec.groups, ctx.dtype, ctx.tasks, is_wide,
-                                               spec.in_channels_per_group), ctx.border(dst)]))
+    steps.append(Step("", k.conv, [ctx.ref(src, True), rows, taps, c_in, spec.groups, *packed,
+                                   ctx.ref(dst, True), out_rows, spec.out_channels_per_group,
+                                   *_bias(bias, ctx.dtype), *ctx.epilogue(node),
+                                   *_residual(ctx, node, n, oh, ow), is_wide,
+                                   *k.tile_shape(ctx.dtype, is_wide), *grid, ctx.border(dst)]))
     kind = "pointwise" if spec.kernel_size == (1, 1) else "conv"
     groups = f", {spec.groups} groups" if spec.groups > 1 else ""
     return f"{kind} {label}{groups}{_plus_residual(node)} (register tiles)"
