@@ -16,6 +16,8 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 CYTHON_MODULES = ["direct", "im2col", "depthwise", "pointwise", "plan"]
+CYTHON_HEADERS = {"plan": ["fastconv/kernels/cython/_plan_kernels.h",
+                           "fastconv/kernels/cython/_plan_kernels_t.h"]}
 
 
 def _openmp_flags():
@@ -81,6 +83,7 @@ def _extensions():
                                 "-fno-signed-zeros", "-fassociative-math", *openmp],
             extra_link_args=openmp,
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            depends=CYTHON_HEADERS.get(name, []),  # rebuilt when its C headers change
         )
         for name in CYTHON_MODULES
     ]

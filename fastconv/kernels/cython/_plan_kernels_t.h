@@ -140,24 +140,33 @@ static inline __attribute__((always_inline)) void FC(tile_body)(
             }
         }
     }
+    /* one step of the reduction: NV weight vectors, MR broadcasts, MR x NV FMAs */
+#define FC_STEP()                                                                          \
+    do {                                                                                   \
+        VT wv[FC_MAX_NV];                                                                  \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                               \
+            wv[v] = *(const VT *)(wp + v * L);                                             \
+        _Pragma("GCC unroll 16") for (int m = 0; m < MR; m++) {                            \
+            const T a = xr[m][tap + k];                                                    \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[m][v] += a * wv[v];   \
+        }                                                                                  \
+    } while (0)
     for (i64 t = 0; t < n_taps; t++) {
         const T *wp = w + w_at + (t * c_in + c_lo) * NR;
         const i64 tap = taps[t];
-        for (i64 k = c_lo; k < c_hi; k++, wp += NR) {
-            VT wv[FC_MAX_NV];
-            if (prefetch)  /* the weights a few steps ahead: they may come from memory */
+        /* two loops, not a test in one: the branch would cost GCC registers, and the
+         * accumulators would spill */
+        if (prefetch) {  /* the weights a few steps ahead: they may come from memory */
+            for (i64 k = c_lo; k < c_hi; k++, wp += NR) {
                 for (int line = 0; line < NR * (int)sizeof(T); line += 64)
                     __builtin_prefetch((const char *)(wp + prefetch) + line, 0, 3);
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) wv[v] = *(const VT *)(wp + v * L);
-#pragma GCC unroll 16
-            for (int m = 0; m < MR; m++) {
-                const T a = xr[m][tap + k];
-#pragma GCC unroll 4
-                for (int v = 0; v < NV; v++) acc[m][v] += a * wv[v];
+                FC_STEP();
             }
+        } else {
+            for (i64 k = c_lo; k < c_hi; k++, wp += NR) FC_STEP();
         }
     }
+#undef FC_STEP
     if (full && (!finish || g->epi.kind <= 1)) {
         /* in registers: bias, a residual, a clamp (ReLU, ReLU6) or none, then the stores */
         if (finish) FC(tile_epilogue)(MR, NV, acc, at, n_shift, g);
@@ -650,7 +659,14 @@ static void FC(from_nchw_task)(const void *p, i64 task, i64 tasks) {
         i64 n = r / a->h, h = r - n * a->h;
         T *o = out + ((n * a->border.rows + a->top + h) * a->border.cols + a->left) * channels;
         const T *xr = x + n * a->sn + h * a->sh;
-        for (i64 w = 0; w < a->w; w++) {  /* each pixel's channels written together */
+        if (channels <= 8) {  /* few channels: each plane's row read along, in vectors */
+            for (i64 c = 0; c < channels; c++) {
+                const T *xc = xr + c * a->sc;
+                for (i64 w = 0; w < a->w; w++) o[w * channels + c] = xc[w * a->sw];
+            }
+            continue;
+        }
+        for (i64 w = 0; w < a->w; w++) {  /* many: each pixel's channels written together */
             const T *xw = xr + w * a->sw;
             T *ow = o + w * channels;
             for (i64 c = 0; c < channels; c++) ow[c] = xw[c * a->sc];
