@@ -52,6 +52,9 @@ def _layers(case):
                                               nn.ReLU()),
         "conv-bias-dilation-groups": lambda: nn.Sequential(
             c(4, 6, (3, 2), (1, 2), (2, 1), (2, 1), groups=2), nn.ReLU6()),
+        # a kernel row's taps become one tap: here below a row dilation and a stride
+        "row-taps-dilated": lambda: nn.Sequential(c(3, 5, (3, 2), (2, 1), (2, 1), (2, 1)),
+                                                  c(5, 7, (2, 5), padding=(1, 2))),
         "same-valid-even-kernels": lambda: nn.Sequential(c(3, 5, 4, padding="same"),
                                                          c(5, 7, 2, padding="valid"),
                                                          nn.Hardtanh(-0.3, 0.4)),
@@ -84,7 +87,8 @@ def _layers(case):
     }[case]()
 
 
-CASES = ["conv-bn-relu", "conv-bias-dilation-groups", "same-valid-even-kernels", "depthwise",
+CASES = ["conv-bn-relu", "conv-bias-dilation-groups", "row-taps-dilated",
+         "same-valid-even-kernels", "depthwise",
          "depthwise-multiplier-5x5", "pointwise-strided-padded", "pools", "avg-divisor",
          "classifier", "flatten-pixels", "nested", "activations"]
 
