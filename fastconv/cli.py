@@ -219,7 +219,7 @@ def _built_in_only(args):
                        "--resolution")
 
 
-def _open_model(args):
+def _open_model(args, backend="auto"):
     from .bench import sources
 
     for option in ("full_conv", "convs_only"):
@@ -228,7 +228,7 @@ def _open_model(args):
                            f"{args.model!r}")
     try:
         return sources.open_model(args.model, args.input_shape, args.batch,
-                                  getattr(args, "threads", None))
+                                  getattr(args, "threads", None), backend)
     except ValueError as exc:
         raise CliError(str(exc)) from None
 
@@ -562,6 +562,87 @@ def cmd_profile(args) -> int:
 # --- report -----------------------------------------------------------------------------------
 
 
+def cmd_throughput(args) -> int:
+    """``fastconv throughput MODEL``: images per second on one process and over Dask."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+
+    from .bench import sources, throughput
+
+    try:
+        import distributed
+    except ImportError:
+        raise CliError("throughput runs on Dask: pip install 'fastconv[dask]'") from None
+    if args.scheduler and args.workers:
+        raise CliError("--workers sizes a LocalCluster; with --scheduler the cluster is given")
+    if args.json:
+        _writable_file(args.json)
+    if sources.is_model_source(args.model):
+        net, shape = _throughput_model(args)
+    else:
+        _built_in_only(args)
+        from .bench import engines
+        from .network import Network
+
+        if engines.available("torch"):
+            raise CliError(f"the built-in {args.model!r} is planned from torch: pip install "
+                           "torch (or give a model file)")
+        module = engines.torch_model(args.model, alpha=args.alpha, resolution=args.resolution)
+        net = _network(lambda: Network.from_torch(module, backend=args.backend,
+                                                  threads=args.threads))
+        shape = (args.batch, 3, args.resolution, args.resolution)
+    sizes = [] if args.scheduler else (args.workers or [len(os.sched_getaffinity(0))])
+    console = Console(width=max(110, Console().width))
+    records = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("images"))
+    with Progress(*columns, console=console, transient=True) as progress:
+        records.append(throughput.one_process(net, shape, args.images, progress))
+        if args.scheduler:
+            with distributed.Client(args.scheduler) as client:
+                records.append(throughput.on_cluster(net, shape, args.images, client,
+                                                     f"Dask at {args.scheduler}", progress))
+        for workers in sizes:
+            with throughput.local_cluster(workers, args.threads_per_worker) as cluster, \
+                    distributed.Client(cluster) as client:
+                label = (f"LocalCluster, {workers} worker{'s' if workers > 1 else ''} x "
+                         f"{args.threads_per_worker} thread"
+                         f"{'s' if args.threads_per_worker > 1 else ''}")
+                records.append(throughput.on_cluster(net, shape, args.images, client, label,
+                                                     progress))
+    base = records[0]["images_per_second"]
+    table = Table(title=f"{args.model}: images per second, batches of {shape[0]} "
+                        f"({net.dtype.name}, plan on {net.backend}); "
+                        f"{throughput.input_bytes(net, shape) / 1e3:.0f} kB of input per image")
+    for column in ("engine", "plan threads", "images", "seconds", "images/s",
+                   "vs one process"):
+        table.add_column(column, justify="left" if column == "engine" else "right")
+    for r in records:
+        table.add_row(r["engine"], str(r["plan_threads"]), str(r["images"]),
+                      f"{r['seconds']:.2f}", f"{r['images_per_second']:.1f}",
+                      f"{r['images_per_second'] / base:.2f}x")
+    console.print(table)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(dict(model=args.model, input_shape=list(shape), backend=net.backend,
+                           input_bytes=throughput.input_bytes(net, shape), runs=records), fh,
+                      indent=2)
+    return 0
+
+
+def _throughput_model(args):
+    source = _open_model(args, args.backend)
+    return source.network, source.shape
+
+
+def _network(make):
+    try:
+        return make()
+    except (TypeError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+
+
 def cmd_report(args) -> int:
     """Run the measurements behind BENCHMARKS.md and write it."""
     if args.output:
@@ -703,6 +784,27 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--csv", metavar="FILE", help="write the per-layer records as CSV")
     prof.add_argument("--plot", metavar="DIR", help="write PNG figures into DIR (matplotlib)")
     prof.set_defaults(run=cmd_profile)
+
+    thr = sub.add_parser("throughput", help="images per second: one process, and over Dask")
+    _add_model_options(thr, files=True)
+    thr.add_argument("--images", type=_positive_int, default=256,
+                     help="images per measurement (default 256)")
+    thr.add_argument("--batch", type=_positive_int, default=8,
+                     help="images per call, and per Dask block (default 8)")
+    thr.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                     help="a running Dask scheduler (tcp://host:8786) instead of LocalClusters")
+    thr.add_argument("--workers", type=lambda s: [_positive_int(v) for v in s.split(",")],
+                     default=None, metavar="N[,N...]",
+                     help="LocalCluster sizes to measure, each a fresh cluster of worker "
+                          "processes (default: one per core)")
+    thr.add_argument("--threads-per-worker", type=_positive_int, default=1,
+                     help="Dask threads per LocalCluster worker (default 1)")
+    thr.add_argument("--backend", choices=["auto", "numba", "cython"], default="auto")
+    thr.add_argument("--threads", type=_positive_int, default=None,
+                     help="the plan's threads on one process (default: the cores); on the "
+                          "cluster each worker takes its share")
+    thr.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    thr.set_defaults(run=cmd_throughput)
 
     rep = sub.add_parser("report", help="run the measurements behind BENCHMARKS.md")
     rep.add_argument("--output", metavar="FILE", help="write the Markdown here (default: print)")

@@ -52,7 +52,8 @@ class ModelSource:
         return self.onnx
 
 
-def open_model(source: str, input_shape=None, batch: int = 1, threads: int | None = None):
+def open_model(source: str, input_shape=None, batch: int = 1, threads: int | None = None,
+               backend: str = "auto"):
     """Read ``source`` and plan it.
 
     Parameters
@@ -66,6 +67,8 @@ def open_model(source: str, input_shape=None, batch: int = 1, threads: int | Non
         an ONNX input with a symbolic channel count or size.
     batch : int
     threads : int, optional
+    backend : {"auto", "numba", "cython"}
+        The plan's executor.
 
     Raises
     ------
@@ -79,7 +82,7 @@ def open_model(source: str, input_shape=None, batch: int = 1, threads: int | Non
         module = _factory_module(source)
         shape = (batch, *(input_shape or (3, 224, 224)))
         try:
-            network = Network.from_torch(module, threads=threads)
+            network = Network.from_torch(module, backend=backend, threads=threads)
         except TypeError as exc:
             raise ValueError(str(exc)) from None
         network.output_shape(shape)  # an input that does not fit fails here, naming the layer
@@ -88,11 +91,11 @@ def open_model(source: str, input_shape=None, batch: int = 1, threads: int | Non
         raise ValueError(f"no such ONNX file: {source!r}")
     with open(source, "rb") as fh:
         data = fh.read()
-    return onnx_source(os.path.basename(source), data, input_shape, batch, threads)
+    return onnx_source(os.path.basename(source), data, input_shape, batch, threads, backend)
 
 
 def onnx_source(name: str, data: bytes, input_shape=None, batch: int = 1,
-                threads: int | None = None) -> ModelSource:
+                threads: int | None = None, backend: str = "auto") -> ModelSource:
     """An ONNX model's bytes, planned: as :func:`open_model` reads a file.
 
     Raises
@@ -104,7 +107,7 @@ def onnx_source(name: str, data: bytes, input_shape=None, batch: int = 1,
     from ..network import Network
 
     try:
-        network = Network.from_onnx(data, threads=threads)
+        network = Network.from_onnx(data, backend=backend, threads=threads)
     except TypeError as exc:
         raise ValueError(f"{name}: {exc}") from None
     declared = network.graph.declared or (None, None, None)

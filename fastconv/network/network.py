@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,8 +67,10 @@ class Network:
             default, most = executor.max_threads, max(executor.max_threads(), os.cpu_count() or 1)
             pool = "OpenMP's threads, or the cores"
         self._executor = executor
+        self._settings = (backend, threads)  # as asked: a pickled plan resolves them anew
+        self._token = uuid.uuid4().hex  # names the plan across processes (see __reduce__)
         if threads is None:
-            threads = default()
+            threads = _dask_worker_share() or default()
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not (
                 1 <= threads <= most):
             raise ValueError(f"threads must be an int from 1 to {most} ({pool}), but got "
@@ -155,10 +159,65 @@ class Network:
 
     def output_shape(self, input_shape) -> tuple[int, ...]:
         """The shape of the result for an input of ``input_shape`` (N, C, H, W), without
-        running anything."""
-        shape = self._check_shape(tuple(input_shape))
+        running anything; an input the plan would refuse is refused here, with the call's
+        message."""
+        shape = self._check_declared(self._check_shape(tuple(input_shape)))
         shapes = infer_shapes(self.graph, shape)
         return shapes[self.graph.output].batched(shape[0])
+
+    # --- beyond one process -----------------------------------------------------------------
+
+    def __reduce__(self):
+        """A plan pickles as its imported graph (the weights with it) and its settings as
+        given; the packed weights, arenas and compiled state are rebuilt where it is loaded,
+        once per process (a plan loaded again there is the same object). Its thread count,
+        if it was not given, is then that process's default: inside a Dask worker, the
+        worker's share of the cores."""
+        backend, threads = self._settings
+        return _restore, (self._token, self.source, backend, threads)
+
+    def __dask_tokenize__(self):
+        """Dask names a plan by its token and settings, not by hashing its weights."""
+        return (type(self).__name__, self._token, self._settings, self.threads)
+
+    def with_threads(self, threads: int) -> "Network":
+        """This plan with another thread count (the same graph, planned again once per
+        process and count, then reused)."""
+        backend, _ = self._settings
+        return _restore(self._token, self.source, backend, threads)
+
+    def map_blocks(self, x):
+        """The plan over a Dask array, lazily.
+
+        Parameters
+        ----------
+        x : dask.array.Array
+            NCHW, in the plan's dtype, chunked along the batch as you like; the other axes
+            are rechunked whole where they are not.
+
+        Returns
+        -------
+        dask.array.Array
+            The plan's output for every image, chunked as ``x`` along the batch, its shape
+            and dtype known before anything runs. It computes on any Dask scheduler:
+            threads, processes, or a ``dask.distributed.Client`` (the plan travels pickled,
+            see :meth:`__reduce__`). Each task runs the plan with its worker's share of the
+            cores: the cores of the worker's machine over the Dask threads there (on a
+            distributed cluster, as the client sees it when this is called; on the local
+            schedulers, the cores over their pool), so that Dask's threads times the plan's
+            never oversubscribe the cores.
+
+        Raises
+        ------
+        TypeError
+            Not a dask array, or not of the plan's dtype.
+        ValueError
+            An input the plan refuses (rank, channels, size): the plan's own message, here,
+            before anything runs.
+        """
+        from . import dask_blocks  # dask loads here, never with fastconv
+
+        return dask_blocks.map_blocks(self, x)
 
     def counts(self, input_shape) -> list[dict]:
         """What each node of the plan computes and moves for inputs of ``input_shape`` (N,
@@ -279,6 +338,45 @@ class Network:
 
     def __str__(self) -> str:
         return describe(self)
+
+
+_RESTORED: dict = {}  # (token, backend, threads) -> a plan loaded in this process
+_RESTORED_MAX = 8
+_RESTORED_LOCK = threading.Lock()
+
+
+def _restore(token: str, graph: Graph, backend: str, threads: int | None) -> "Network":
+    """The plan ``token`` names, with these settings: made once per process, then reused
+    (Dask loads a plan again for every task)."""
+    key = (token, backend, threads)
+    with _RESTORED_LOCK:
+        net = _RESTORED.get(key)
+    if net is None:
+        net = Network(graph, backend, threads)
+        net._token = token
+        with _RESTORED_LOCK:
+            net = _RESTORED.setdefault(key, net)
+            while len(_RESTORED) > _RESTORED_MAX:
+                del _RESTORED[next(iter(_RESTORED))]
+    return net
+
+
+def _dask_worker_share() -> int | None:
+    """Inside a ``dask.distributed`` worker's task, the cores that are its share: the
+    ``OMP_NUM_THREADS`` the worker's nanny sets for its processes (Dask's own figure,
+    ``distributed.nanny.pre-spawn-environ``), else the cores over the worker's threads.
+    None elsewhere. Dask is never imported here: only asked, if already loaded."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return None
+    try:
+        worker = distributed.get_worker()
+    except ValueError:  # not in a worker's task
+        return None
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    return max(1, len(os.sched_getaffinity(0)) // max(1, worker.state.nthreads))
 
 
 def _resolve(backend: str) -> str:
