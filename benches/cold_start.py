@@ -16,6 +16,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
@@ -41,8 +42,10 @@ print(json.dumps(dict(imports=imported - start, plan=planned - made, first_call=
 def measure(backend: str, repeats: int) -> list[dict]:
     runs = []
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", CHILD, backend], capture_output=True,
-                             text=True, check=True)
+        # from a directory of its own: the installed fastconv, never a source tree's
+        with tempfile.TemporaryDirectory() as where:
+            out = subprocess.run([sys.executable, "-c", CHILD, backend], capture_output=True,
+                                 text=True, check=True, cwd=where)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return runs
 

@@ -106,7 +106,7 @@ def test_the_compiled_widths_match_the_tuning_tables():
     assert plan.DEPTHWISE_VECTORS == tuning.DEPTHWISE_VECTORS[plan.VECTOR_BITS]
 
 
-def test_a_cython_plan_runs_without_numba():
+def test_a_cython_plan_runs_without_numba(tmp_path):
     """A fresh process: the plan is made and run on Cython, and Numba is never imported."""
     code = """
 import sys
@@ -124,7 +124,10 @@ assert "numba" not in sys.modules, "numba was imported"
 assert "backend='cython'" in repr(net)
 """
     pytest.importorskip("torch")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    # away from the source tree, whose fastconv (without its compiled kernels, in a clone)
+    # would shadow the installed one
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
 
