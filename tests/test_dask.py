@@ -85,6 +85,15 @@ def test_map_blocks_on_the_threaded_scheduler():
     np.testing.assert_allclose(y, _torch(module, x), rtol=1e-4, atol=1e-4)
 
 
+def test_map_blocks_on_the_process_scheduler():
+    """Each process loads the plan from its pickle and rebuilds it."""
+    module, x = _small(), _x(4, seed=3)
+    net = fc.Network.from_torch(module)
+    y = net.map_blocks(da.from_array(x, chunks=2)).compute(scheduler="processes",
+                                                           num_workers=2)
+    np.testing.assert_allclose(y, net(x), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("x, error, message", [
     (lambda: da.zeros((4, 4, 40, 40), chunks=2, dtype=np.float32), ValueError,
      r"layer 0 \(Conv2d\): given groups=1, weight of size \[8, 3, 3, 3\], expected "
