@@ -85,6 +85,19 @@ def test_map_blocks_on_the_threaded_scheduler():
     np.testing.assert_allclose(y, _torch(module, x), rtol=1e-4, atol=1e-4)
 
 
+def test_a_thread_count_given_is_kept_by_map_blocks(monkeypatch):
+    chosen = []
+    made = fc.Network.with_threads
+    monkeypatch.setattr(fc.Network, "with_threads",
+                        lambda self, n: chosen.append(n) or made(self, n))
+    x = da.from_array(_x(4), chunks=2)
+    fc.Network.from_torch(_small(), threads=2).map_blocks(x).compute(scheduler="threads")
+    assert chosen == []  # threads=2 given: no other count
+    fc.Network.from_torch(_small()).map_blocks(x).compute(scheduler="threads")
+    cores = len(os.sched_getaffinity(0))
+    assert set(chosen) <= {max(1, cores // (os.cpu_count() or 1))}  # the pool's share
+
+
 def test_map_blocks_on_the_process_scheduler():
     """Each process loads the plan from its pickle and rebuilds it."""
     module, x = _small(), _x(4, seed=3)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..kernels.plan_tiles import TileGeometry, l2_bytes
 from ..runtime import import_extension
-from .planner import Ref, ShapePlan
+from .planner import ShapePlan, arena_views, bound_steps
 
 plan = import_extension("fastconv.kernels.cython.plan")
 
@@ -52,21 +52,9 @@ class Arena:
 
     def __init__(self, shape_plan: ShapePlan):
         self.plan = shape_plan
-        batch = shape_plan.input_shape[0]
-        # zeroed: the borders no other buffer overlaps stay zero from here on
-        memory = np.zeros(shape_plan.arena_elements + 16, shape_plan.dtype)
-        shift = (-memory.ctypes.data % 64) // shape_plan.dtype.itemsize
-        memory = memory[shift:shift + shape_plan.arena_elements]
-        self.views = []
-        for b in shape_plan.buffers:
-            flat = memory[b.offset:b.offset + b.size(batch)]
-            self.views.append((flat.reshape(b.dims(batch)), flat))
-        static = set(shape_plan.static_borders)
+        self.views = arena_views(shape_plan)
         steps, self.nodes = [], []
-        for step in shape_plan.steps:
-            if step.kernel is zero_border and step.args[0].buffer in static:
-                continue
-            args = [self._bind(a) for a in step.args]
+        for step, args in bound_steps(shape_plan, self.views, zero_border):
             if step.kernel is from_nchw:
                 args[0] = None  # the input comes with each call
             steps.append(step.kernel(*args))
@@ -80,14 +68,6 @@ class Arena:
         self.program = plan.Program(steps, shape_plan.threads, shape_plan.input_shape,
                                     shape_plan.output_shape, shape_plan.dtype)
         self._times = np.zeros(len(steps) + 1)
-
-    def _bind(self, arg):
-        if isinstance(arg, Ref):
-            four_d, flat = self.views[arg.buffer]
-            if arg.rows:
-                return flat.reshape(four_d.shape[0], -1)
-            return flat if arg.flat else four_d
-        return arg
 
     def run(self, x, clock=None):
         """Run every step on input ``x``, the output's conversion included; returns the

@@ -86,9 +86,12 @@ def _local_share() -> int:
 
 
 def _run_block(block, net, shares):
-    """One block of whole images through the plan, on its share of the cores."""
+    """One block of whole images through the plan: on its share of the cores, unless the
+    plan was made with a thread count of its own."""
     from .network import _dask_worker_share
 
+    if net._settings[1] is not None:  # threads= given where the plan was made
+        return net(block)
     threads = None
     if shares:
         from distributed import get_worker

@@ -201,11 +201,11 @@ class Network:
             The plan's output for every image, chunked as ``x`` along the batch, its shape
             and dtype known before anything runs. It computes on any Dask scheduler:
             threads, processes, or a ``dask.distributed.Client`` (the plan travels pickled,
-            see :meth:`__reduce__`). Each task runs the plan with its worker's share of the
-            cores: the cores of the worker's machine over the Dask threads there (on a
-            distributed cluster, as the client sees it when this is called; on the local
-            schedulers, the cores over their pool), so that Dask's threads times the plan's
-            never oversubscribe the cores.
+            see :meth:`__reduce__`). Unless the plan was made with ``threads=``, each task
+            runs it with its worker's share of the cores: the cores of the worker's machine
+            over the Dask threads there (on a distributed cluster, as the client sees it when
+            this is called; on the local schedulers, the cores over their pool), so that
+            Dask's threads times the plan's never oversubscribe the cores.
 
         Raises
         ------

@@ -18,7 +18,7 @@ from ..kernels.numba.nhwc.pool import avg_pool, global_average, max_pool
 from ..kernels.numba.nhwc.separable import expanded_separable, separable
 from ..kernels.numba.nhwc.winograd import pack_filters as winograd_filters
 from ..kernels.numba.nhwc.winograd import winograd
-from .planner import Ref, ShapePlan
+from .planner import ShapePlan, arena_views, bound_steps
 
 # what the planner calls, by name
 __all__ = ["Arena", "affine", "avg_pool", "binary", "conv", "copy_channels", "depthwise",
@@ -33,29 +33,9 @@ class Arena:
 
     def __init__(self, plan: ShapePlan):
         self.plan = plan
-        batch = plan.input_shape[0]
-        # zeroed: the borders no other buffer overlaps stay zero from here on
-        memory = np.zeros(plan.arena_elements + 16, plan.dtype)
-        shift = (-memory.ctypes.data % 64) // plan.dtype.itemsize
-        memory = memory[shift:shift + plan.arena_elements]
-        self.views = []
-        for b in plan.buffers:
-            flat = memory[b.offset:b.offset + b.size(batch)]
-            self.views.append((flat.reshape(b.dims(batch)), flat))
-        static = set(plan.static_borders)
-        self.steps = []
-        for step in plan.steps:
-            if step.kernel is zero_border and step.args[0].buffer in static:
-                continue
-            self.steps.append((step.node, step.kernel, [self._bind(a) for a in step.args]))
-
-    def _bind(self, arg):
-        if isinstance(arg, Ref):
-            four_d, flat = self.views[arg.buffer]
-            if arg.rows:
-                return flat.reshape(four_d.shape[0], -1)
-            return flat if arg.flat else four_d
-        return arg
+        self.views = arena_views(plan)
+        self.steps = [(step.node, step.kernel, args)
+                      for step, args in bound_steps(plan, self.views, zero_border)]
 
     def run(self, x, clock=None):
         """Run every step on input ``x``; returns the output buffer's 4-D view. With a

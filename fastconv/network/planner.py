@@ -236,6 +236,42 @@ class ShapePlan:
         return self.arena_elements * self.dtype.itemsize
 
 
+def arena_views(plan: ShapePlan) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A new arena for ``plan``: one zeroed allocation, its start on a cache line; per
+    buffer, its 4-D view and its flat one. Zeroed, the borders no other buffer overlaps
+    stay zero from then on (``ShapePlan.static_borders``)."""
+    batch = plan.input_shape[0]
+    memory = np.zeros(plan.arena_elements + 16, plan.dtype)
+    shift = (-memory.ctypes.data % 64) // plan.dtype.itemsize
+    memory = memory[shift:shift + plan.arena_elements]
+    views = []
+    for b in plan.buffers:
+        flat = memory[b.offset:b.offset + b.size(batch)]
+        views.append((flat.reshape(b.dims(batch)), flat))
+    return views
+
+
+def bind(views: list, arg):
+    """A step's argument, a ``Ref`` as its view of the arena (4-D, flat, or a row per
+    task), anything else as it is."""
+    if isinstance(arg, Ref):
+        four_d, flat = views[arg.buffer]
+        if arg.rows:
+            return flat.reshape(four_d.shape[0], -1)
+        return flat if arg.flat else four_d
+    return arg
+
+
+def bound_steps(plan: ShapePlan, views: list, zero_border):
+    """``(step, args)`` for each step of ``plan`` that a call runs, its arguments bound to
+    ``views``: a ``zero_border`` step is left out where the buffer's border is static."""
+    static = set(plan.static_borders)
+    for step in plan.steps:
+        if step.kernel is zero_border and step.args[0].buffer in static:
+            continue
+        yield step, [bind(views, a) for a in step.args]
+
+
 def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads: int,
                kernels) -> ShapePlan:
     """Plan ``graph`` for inputs of ``input_shape``.

@@ -393,14 +393,35 @@ static void FC(depthwise_task)(const void *p, i64 task, i64 tasks) {
 
 /* --- depthwise and pointwise fused (nhwc.separable) --------------------------------------- */
 
+/* One output row of a pair's depthwise layer, every block of its channels, into ``out``
+ * from ``out_at`` (a task's scratch). */
+static inline void FC(depthwise_rows)(const fc_separable_args *a, const T *x, i64 x_at,
+                                      i64 row_step, i64 col_step, i64 dil_step, i64 channels,
+                                      T *out, i64 out_at) {
+    for (i64 c0 = 0; c0 < channels; c0 += a->block)
+        FC(depthwise_row)(x, x_at, row_step, col_step, dil_step, (const T *)a->dw_w, c0,
+                          FC_MIN(channels, c0 + a->block), channels, (const T *)a->dw_bias,
+                          out, out_at, channels, a->wo, &a->dw_epi);
+}
+
+/* A pair's pointwise layer on pixels p0 to p1, read from the task's scratch (pixel p0 at
+ * its start), every panel. */
+static inline void FC(project)(const fc_separable_args *a, const T *sc, i64 p0, i64 p1,
+                               i64 channels) {
+    const fc_gemm *g = &a->g;
+    const i64 panels = (a->out_channels + g->nr - 1) / g->nr;
+    for (i64 j = 0; j < panels; j++)
+        FC(tiles)(sc, a->s_rows, p0, p1, -p0 * channels, &fc_zero_tap, 1, channels, 0,
+                  channels, g, j * g->panel, (T *)a->out, a->out_rows, j * g->nr,
+                  FC_MIN(g->nr, a->out_channels - j * g->nr), 1, 1);
+}
+
 static void FC(separable_task)(const void *p, i64 task, i64 tasks) {
     const fc_separable_args *a = (const fc_separable_args *)p;
     T *out = (T *)a->out;
     FC(zero_border_share)(out, &a->border, task, tasks);
     const i64 channels = a->channels, wo = a->wo, rows = a->n * a->ho;
     T *sc = (T *)a->scratch + task * a->scratch_pitch;
-    const fc_gemm *g = &a->g;
-    const i64 panels = (a->out_channels + g->nr - 1) / g->nr;
     i64 first = task * rows / tasks, last = (task + 1) * rows / tasks;
     i64 steps = (last - first + a->rows_per_step - 1) / a->rows_per_step;
     for (i64 step = 0; step < steps; step++) {  /* equal steps of at most rows_per_step rows */
@@ -409,17 +430,11 @@ static void FC(separable_task)(const void *p, i64 task, i64 tasks) {
         for (i64 r = r0; r < r1; r++) {
             i64 n = r / a->ho, oh = r - n * a->ho;
             i64 x_at = ((n * a->rows + a->top + oh * a->sh) * a->cols + a->left) * channels;
-            for (i64 c0 = 0; c0 < channels; c0 += a->block)
-                FC(depthwise_row)((const T *)a->x, x_at, a->dh * a->cols * channels,
-                                  a->sw * channels, a->dw * channels, (const T *)a->dw_w, c0,
-                                  FC_MIN(channels, c0 + a->block), channels,
-                                  (const T *)a->dw_bias, sc, (r - r0) * wo * channels,
-                                  channels, wo, &a->dw_epi);
+            FC(depthwise_rows)(a, (const T *)a->x, x_at, a->dh * a->cols * channels,
+                               a->sw * channels, a->dw * channels, channels, sc,
+                               (r - r0) * wo * channels);
         }
-        for (i64 j = 0; j < panels; j++)  /* the step's rows, from the scratch */
-            FC(tiles)(sc, a->s_rows, r0 * wo, r1 * wo, -r0 * wo * channels, &fc_zero_tap, 1,
-                      channels, 0, channels, g, j * g->panel, out, a->out_rows, j * g->nr,
-                      FC_MIN(g->nr, a->out_channels - j * g->nr), 1, 1);
+        FC(project)(a, sc, r0 * wo, r1 * wo, channels);  /* the step's rows, from the scratch */
     }
 }
 
@@ -433,9 +448,8 @@ static void FC(expanded_separable_task)(const void *p, i64 task, i64 tasks) {
     const i64 height = a->height, stride = a->sh, wo = a->wo, ho = a->ho;
     const i64 pitch = (width + 2) * expanded;  /* one slab row, its two zero columns included */
     const i64 rows = a->n * ho, capacity = (a->rows_per_step - 1) * stride + 3;
-    const fc_gemm *e = &a->e, *g = &a->g;
+    const fc_gemm *e = &a->e;
     const i64 e_panels = (expanded + e->nr - 1) / e->nr;
-    const i64 panels = (a->out_channels + g->nr - 1) / g->nr;
     T *sl = (T *)a->slab + task * a->slab_pitch, *sc = (T *)a->scratch + task * a->scratch_pitch;
     for (i64 j = 0; j < capacity; j++) {  /* the expand tiles write only between the zero columns */
         memset(sl + j * pitch, 0, expanded * sizeof(T));
@@ -476,16 +490,9 @@ static void FC(expanded_separable_task)(const void *p, i64 task, i64 tasks) {
             held_p0 = p0;
             held_count = need;
             for (i64 oh = oh0; oh < oh0 + seg - r; oh++)
-                for (i64 c0 = 0; c0 < expanded; c0 += a->block)
-                    FC(depthwise_row)(sl, (oh - oh0) * stride * pitch, pitch, stride * expanded,
-                                      expanded, (const T *)a->dw_w, c0,
-                                      FC_MIN(expanded, c0 + a->block), expanded,
-                                      (const T *)a->dw_bias, sc, (oh - oh0) * wo * expanded,
-                                      expanded, wo, &a->dw_epi);
-            for (i64 j = 0; j < panels; j++)  /* the segment's rows, from the scratch */
-                FC(tiles)(sc, a->s_rows, r * wo, seg * wo, -r * wo * expanded, &fc_zero_tap, 1,
-                          expanded, 0, expanded, g, j * g->panel, out, a->out_rows, j * g->nr,
-                          FC_MIN(g->nr, a->out_channels - j * g->nr), 1, 1);
+                FC(depthwise_rows)(a, sl, (oh - oh0) * stride * pitch, pitch, stride * expanded,
+                                   expanded, expanded, sc, (oh - oh0) * wo * expanded);
+            FC(project)(a, sc, r * wo, seg * wo, expanded);  /* the segment's rows */
             r = seg;
         }
     }
