@@ -120,3 +120,15 @@ def test_readme_layout_matches_the_tree():
              and not any(b in p.parents for b in backends)}  # inside a backend: its modules
     rooms = {r for r in rooms if not r.endswith("/__init__.py") or r == "fastconv/__init__.py"}
     assert rooms - listed == set()
+
+
+def test_a_plan_loads_no_dask(tmp_path):
+    """Dask is the ``dask`` extra's: planning and running a network never imports it."""
+    code = ("import sys, numpy as np, fastconv as fc; "
+            "specs = fc.models.get_model('mobilenet-v1', alpha=0.25, resolution=32)[:3]; "
+            "net = fc.Network.from_specs(specs, [np.ones(s.weight_shape) for s in specs]); "
+            "net(np.ones((1, 3, 32, 32))); import pickle; pickle.loads(pickle.dumps(net)); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "[]"
