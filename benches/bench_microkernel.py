@@ -5,7 +5,7 @@ instead of BLAS; these benchmarks are what justifies that (and re-measure the ti
 ``kernels/tuning.py``):
 
     pytest benches/bench_microkernel.py --benchmark-only
-    pytest benches/bench_microkernel.py -k gemm --benchmark-only       # tile against OpenBLAS
+    pytest benches/bench_microkernel.py -k gemm --benchmark-only       # tiles against OpenBLAS
     pytest benches/bench_microkernel.py -k tile_shape --benchmark-only # narrow against wide
     pytest benches/bench_microkernel.py -k prefetch --benchmark-only   # GEMM_PREFETCH
     pytest benches/bench_microkernel.py -k depthwise --benchmark-only  # the 3x3 row
@@ -50,8 +50,38 @@ def _gemm(spec, variant=None, kernel=conv, batch=1):
     grid = schedule(pixels, k, n, 1, F, threads, is_wide)
     bias = np.zeros(n, F)
     taps = np.zeros(1, np.int64)
+    border = np.array([pixels, 1, 1, n, 0, 0, 0, 0], np.int64)  # no border to zero
     return lambda: kernel(x, rows, taps, k, 1, packed, k * nr, out, out_rows, n, bias, True, 1,
-                          F(0), F(np.inf), F(0), F(0), out, out_rows, 0, is_wide, mr, nr, *grid)
+                          F(0), F(np.inf), F(0), F(0), out, out_rows, 0, is_wide, mr, nr, *grid,
+                          border)
+
+
+def _cython_gemm(spec):
+    """The same GEMM on the Cython plan's tile (``kernels/cython/_plan_kernels_t.h``), as
+    one step of a program, between a trivial input and output step."""
+    from fastconv.kernels.cython import plan
+    from fastconv.network import cython_executor as cy
+
+    pixels, k, n = spec.input_size[0] * spec.input_size[1], spec.in_channels, spec.out_channels
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(pixels * k).astype(F)
+    threads = cy.max_threads()
+    is_wide = cy.wide(pixels, k, n, 1, F, threads)
+    mr, nr = cy.tile_shape(F, is_wide)
+    packed, panel = cy.pack(rng.standard_normal((n, k, 1, 1)).astype(F), 1, F, is_wide)
+    rows, out_rows = np.arange(pixels, dtype=np.int64) * k, np.arange(pixels, dtype=np.int64) * n
+    out = np.empty(pixels * n, F)
+    step = plan.conv(x, rows, np.zeros(1, np.int64), k, 1, packed, panel, out, out_rows, n,
+                     np.zeros(n, F), True, 1, F(0), F(np.inf), F(0), F(0), out, out_rows, 0,
+                     is_wide, mr, nr, *cy.schedule(pixels, k, n, 1, F, threads, is_wide),
+                     np.array([pixels, 1, 1, n, 0, 0, 0, 0], np.int64))
+    one = np.zeros((1, 1, 1, 1), F)
+    edge = np.array([1, 1, 1, 1, 0, 0, 0, 0], np.int64)
+    program = plan.Program([plan.from_nchw(None, one, 0, 0, edge, 1), step,
+                            plan.to_output(one, 0, 0, (1, 1, 1, 1), False, 1)], threads,
+                           (1, 1, 1, 1), (1, 1, 1, 1), F)
+    x0, y0 = np.zeros((1, 1, 1, 1), F), np.empty((1, 1, 1, 1), F)
+    return lambda: program.run(x0, y0)
 
 
 def _group(benchmark, name, layer, spec):
@@ -59,12 +89,16 @@ def _group(benchmark, name, layer, spec):
                       f"{spec.input_size[0]}x{spec.input_size[1]}"
 
 
-@pytest.mark.parametrize("impl", ["tile", "numpy"])
+@pytest.mark.parametrize("impl", ["tile", "cython-tile", "numpy"])
 @pytest.mark.parametrize("layer, spec", POINTWISE, ids=[n for n, _ in POINTWISE])
 def test_gemm(benchmark, layer, spec, impl):
-    """The plan's tile (bias and ReLU included) against numpy's matmul (OpenBLAS, neither)."""
+    """The plan's tile, on Numba and on Cython (bias and ReLU included), against numpy's
+    matmul (OpenBLAS, neither)."""
     if impl == "tile":
         call = _gemm(spec)
+    elif impl == "cython-tile":
+        pytest.importorskip("fastconv.kernels.cython.plan")
+        call = _cython_gemm(spec)
     else:
         pixels = spec.input_size[0] * spec.input_size[1]
         rng = np.random.default_rng(0)
@@ -115,8 +149,10 @@ def test_depthwise(benchmark, layer, spec, impl):
         s = spec.stride[0]
         block = depthwise_block(F)
         threads = fc.config.get_num_threads()
+        border = np.array([1, ho, wo, c, 0, 0, 0, 0], np.int64)  # no border to zero
         call = lambda: depthwise_3x3(x, 0, 0, w9, np.zeros(c, F), out, 0, 0, ho, wo,  # noqa
-                                     s, s, 1, 1, 1, F(0), F(np.inf), F(0), F(0), block, threads)
+                                     s, s, 1, 1, 1, F(0), F(np.inf), F(0), F(0), block, border,
+                                     threads)
     else:
         x = rng.standard_normal((1, c, h, w)).astype(F)
         call = lambda: fc.conv2d(x, weight, None, spec.stride, 1, 1, c)  # noqa: E731
