@@ -500,6 +500,45 @@ static void FC(expanded_separable_task)(const void *p, i64 task, i64 tasks) {
 
 /* --- Winograd F(2x2, 3x3) (nhwc.winograd) ------------------------------------------------- */
 
+/* V = B^T d B of one 4x4 patch, for channel c (or the vector of channels from c), as
+ * ``V``s: LD(offset) loads the patch at an offset from d + c, ST(offset, value) stores into
+ * v + c. */
+#define FC_LOAD_V(off) (*(const VT *)(d + (off) + c))
+#define FC_STORE_V(off, value) (*(VT *)(v + (off) + c) = (value))
+#define FC_LOAD_S(off) (d[(off) + c])
+#define FC_STORE_S(off, value) (v[(off) + c] = (value))
+#define FC_WINOGRAD_IN(V, LD, ST)                                                          \
+    do {                                                                                   \
+        V e[4][4];                                                                         \
+        for (int j = 0; j < 4; j++) {                                                      \
+            V d0 = LD(j * col_step), d1 = LD(row_step + j * col_step);                      \
+            V d2 = LD(2 * row_step + j * col_step), d3 = LD(3 * row_step + j * col_step);   \
+            e[0][j] = d0 - d2;                                                             \
+            e[1][j] = d1 + d2;                                                             \
+            e[2][j] = d2 - d1;                                                             \
+            e[3][j] = d1 - d3;                                                             \
+        }                                                                                  \
+        for (int i = 0; i < 4; i++) {                                                      \
+            ST((4 * i + 0) * v_shift, e[i][0] - e[i][2]);                                  \
+            ST((4 * i + 1) * v_shift, e[i][1] + e[i][2]);                                  \
+            ST((4 * i + 2) * v_shift, e[i][2] - e[i][1]);                                  \
+            ST((4 * i + 3) * v_shift, e[i][1] - e[i][3]);                                  \
+        }                                                                                  \
+    } while (0)
+/* Y = A^T M A of one tile's 16 products P (V each), plus the bias B, into y[2][2] */
+#define FC_WINOGRAD_OUT(V, P, B, Y)                                                        \
+    do {                                                                                   \
+        V r0[4], r1[4];                                                                    \
+        for (int j = 0; j < 4; j++) {                                                      \
+            r0[j] = P[j] + P[4 + j] + P[8 + j];                                            \
+            r1[j] = P[4 + j] - P[8 + j] - P[12 + j];                                       \
+        }                                                                                  \
+        Y[0][0] = r0[0] + r0[1] + r0[2] + (B);                                             \
+        Y[0][1] = r0[1] - r0[2] - r0[3] + (B);                                             \
+        Y[1][0] = r1[0] + r1[1] + r1[2] + (B);                                             \
+        Y[1][1] = r1[1] - r1[2] - r1[3] + (B);                                             \
+    } while (0)
+
 static void FC(winograd_task)(const void *p, i64 task, i64 tasks) {
     const fc_winograd_args *a = (const fc_winograd_args *)p;
     const T *x = (const T *)a->x, *bias = (const T *)a->g.bias, *res = (const T *)a->res;
@@ -521,25 +560,11 @@ static void FC(winograd_task)(const void *p, i64 task, i64 tasks) {
             const T *d = x + ((n * a->rows + a->top + 2 * th) * a->cols + a->left + 2 * tw)
                                  * channels;
             T *v = vs + t * channels;
-            for (i64 c = 0; c < channels; c++) {
-                T e[4][4], f[4][4];
-                for (int j = 0; j < 4; j++) {
-                    T d0 = d[j * col_step + c], d1 = d[row_step + j * col_step + c];
-                    T d2 = d[2 * row_step + j * col_step + c];
-                    T d3 = d[3 * row_step + j * col_step + c];
-                    e[0][j] = d0 - d2;
-                    e[1][j] = d1 + d2;
-                    e[2][j] = d2 - d1;
-                    e[3][j] = d1 - d3;
-                }
-                for (int i = 0; i < 4; i++) {
-                    f[i][0] = e[i][0] - e[i][2];
-                    f[i][1] = e[i][1] + e[i][2];
-                    f[i][2] = e[i][2] - e[i][1];
-                    f[i][3] = e[i][1] - e[i][3];
-                }
-                for (int xi = 0; xi < 16; xi++) v[xi * v_shift + c] = f[xi / 4][xi % 4];
-            }
+            i64 c = 0;
+            for (; c + L <= channels; c += L)  /* a vector of channels at a time */
+                FC_WINOGRAD_IN(VT, FC_LOAD_V, FC_STORE_V);
+            for (; c < channels; c++)
+                FC_WINOGRAD_IN(T, FC_LOAD_S, FC_STORE_S);
         }
         for (int xi = 0; xi < 16; xi++)  /* the 16 GEMMs */
             for (i64 j = 0; j < panels; j++) {
@@ -560,29 +585,39 @@ static void FC(winograd_task)(const void *p, i64 task, i64 tasks) {
             const T *r = res + ((n * a->res_rows + a->res_top + 2 * th) * a->res_cols
                                 + a->res_left + 2 * tw) * a->res_pitch + a->res_channel;
             const T *mm = ms + t * o_ch;
-            for (i64 i = 0; i < rows_in; i++)
+            i64 c0 = 0;
+            if (a->g.epi.kind <= 1)  /* none or a clamp: a vector of channels at a time */
+                for (; c0 + L <= o_ch; c0 += L) {
+                    const VT lo = (VT){0} + (T)a->g.epi.lo, hi = (VT){0} + (T)a->g.epi.hi;
+                    VT p[16], y[2][2];
+                    for (int k = 0; k < 16; k++) p[k] = *(const VT *)(mm + k * m_shift + c0);
+                    FC_WINOGRAD_OUT(VT, p, *(const VT *)(bias + c0), y);
+                    for (i64 i = 0; i < rows_in; i++)
+                        for (i64 j = 0; j < cols_in; j++) {
+                            const T *ri = r + (i * a->res_cols + j) * a->res_pitch + c0;
+                            VT value = y[i][j];
+                            if (a->g.res_mode == 1) value += *(const VT *)ri;
+                            if (a->g.epi.kind == 1) value = FC(clamp)(value, lo, hi);
+                            if (a->g.res_mode == 2) value += *(const VT *)ri;
+                            *(VT *)(o + (i * a->out_cols + j) * o_ch + c0) = value;
+                        }
+                }
+            for (i64 c = c0; c < o_ch; c++) {  /* the rest, one channel at a time */
+                T p[16], y[2][2];
+                for (int k = 0; k < 16; k++) p[k] = mm[k * m_shift + c];
+                FC_WINOGRAD_OUT(T, p, bias[c], y);
+                for (i64 i = 0; i < rows_in; i++)
+                    for (i64 j = 0; j < cols_in; j++)
+                        o[(i * a->out_cols + j) * o_ch + c] = y[i][j]
+                            + (a->g.res_mode == 1 ? r[(i * a->res_cols + j) * a->res_pitch + c] : 0);
+            }
+            for (i64 i = 0; i < rows_in; i++)  /* their activation, and a residual after it */
                 for (i64 j = 0; j < cols_in; j++) {
                     T *y = o + (i * a->out_cols + j) * o_ch;
                     const T *ri = r + (i * a->res_cols + j) * a->res_pitch;
-                    for (i64 c = 0; c < o_ch; c++) {
-                        const T *pm = mm + c;
-#define M_(k) pm[(k) * m_shift]
-                        /* row i of A^T M, then column j of (.) A */
-                        T s0 = i == 0 ? M_(0 + 0) + M_(4 + 0) + M_(8 + 0)
-                                      : M_(4 + 0) - M_(8 + 0) - M_(12 + 0);
-                        T s1 = i == 0 ? M_(0 + 1) + M_(4 + 1) + M_(8 + 1)
-                                      : M_(4 + 1) - M_(8 + 1) - M_(12 + 1);
-                        T s2 = i == 0 ? M_(0 + 2) + M_(4 + 2) + M_(8 + 2)
-                                      : M_(4 + 2) - M_(8 + 2) - M_(12 + 2);
-                        T s3 = i == 0 ? M_(0 + 3) + M_(4 + 3) + M_(8 + 3)
-                                      : M_(4 + 3) - M_(8 + 3) - M_(12 + 3);
-#undef M_
-                        T value = j == 0 ? s0 + s1 + s2 : s1 - s2 - s3;
-                        y[c] = value + bias[c] + (a->g.res_mode == 1 ? ri[c] : 0);
-                    }
-                    FC(activate)(y, o_ch, &a->g.epi);
+                    FC(activate)(y + c0, o_ch - c0, &a->g.epi);
                     if (a->g.res_mode == 2)
-                        for (i64 c = 0; c < o_ch; c++) y[c] += ri[c];
+                        for (i64 c = c0; c < o_ch; c++) y[c] += ri[c];
                 }
         }
     }
@@ -784,6 +819,12 @@ static void FC(flatten_task)(const void *p, i64 task, i64 tasks) {
     }
 }
 
+#undef FC_LOAD_V
+#undef FC_STORE_V
+#undef FC_LOAD_S
+#undef FC_STORE_S
+#undef FC_WINOGRAD_IN
+#undef FC_WINOGRAD_OUT
 #undef FC_TILE_ARGS
 #undef FC_TILE_CASE
 #undef FC_MIN
