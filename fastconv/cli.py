@@ -579,7 +579,8 @@ def cmd_throughput(args) -> int:
     if args.json:
         _writable_file(args.json)
     if sources.is_model_source(args.model):
-        net, shape = _throughput_model(args)
+        source = _open_model(args, args.backend)
+        net, shape = source.network, source.shape
     else:
         _built_in_only(args)
         from .bench import engines
@@ -588,11 +589,14 @@ def cmd_throughput(args) -> int:
         if engines.available("torch"):
             raise CliError(f"the built-in {args.model!r} is planned from torch: pip install "
                            "torch (or give a model file)")
-        module = engines.torch_model(args.model, alpha=args.alpha, resolution=args.resolution)
-        net = _network(lambda: Network.from_torch(module, backend=args.backend,
-                                                  threads=args.threads))
+        try:
+            module = engines.torch_model(args.model, alpha=args.alpha,
+                                         resolution=args.resolution)
+            net = Network.from_torch(module, backend=args.backend, threads=args.threads)
+        except (TypeError, ValueError) as exc:
+            raise CliError(str(exc)) from None
         shape = (args.batch, 3, args.resolution, args.resolution)
-    sizes = [] if args.scheduler else (args.workers or [len(os.sched_getaffinity(0))])
+    sizes = [] if args.scheduler else (args.workers or [runtime.usable_cores()])
     console = Console(width=max(110, Console().width))
     records = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -629,18 +633,6 @@ def cmd_throughput(args) -> int:
                            input_bytes=throughput.input_bytes(net, shape), runs=records), fh,
                       indent=2)
     return 0
-
-
-def _throughput_model(args):
-    source = _open_model(args, args.backend)
-    return source.network, source.shape
-
-
-def _network(make):
-    try:
-        return make()
-    except (TypeError, ValueError) as exc:
-        raise CliError(str(exc)) from None
 
 
 def cmd_report(args) -> int:

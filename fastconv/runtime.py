@@ -156,6 +156,15 @@ def import_extension(name: str):
         return importlib.import_module(name)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask; the CPU count where the platform
+    has none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def get_num_threads() -> int:
     """Threads used by the Numba kernels (on the calling thread)."""
     return _configure_numba().get_num_threads()

@@ -174,3 +174,6 @@ def test_the_throughput_command(tmp_path, capsys):
                      "--workers", "2"]) == 2
     assert "--workers sizes a LocalCluster; with --scheduler the cluster is given" in (
         capsys.readouterr().err)
+    assert cli.main(["throughput", "nosuch-net"]) == 2
+    assert "unknown model 'nosuch-net'; expected one of ['mobilenet-v1', 'mobilenet-v1-full']" in (
+        capsys.readouterr().err)

@@ -406,7 +406,8 @@ def test_a_flattened_size_that_does_not_fit_the_linear_layer():
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    (dict(backend="cuda"), ValueError, r"Network supports backend 'auto' or one of \['numba', 'cython'\]"),
+    (dict(backend="cuda"), ValueError,
+     r"Network supports backend 'auto' or one of \['numba', 'cython'\]"),
     (dict(threads=0), ValueError, r"threads must be an int from 1 to"),
     (dict(threads=2.5), ValueError, r"threads must be an int"),
 ])

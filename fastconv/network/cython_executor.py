@@ -63,7 +63,7 @@ class Arena:
         top, _, left, _ = buf.border
         steps.append(plan.to_output(self.views[shape_plan.output_buffer][0], top, left,
                                     shape_plan.output_shape, shape_plan.output_flat,
-                                    max(1, shape_plan.threads)))
+                                    shape_plan.threads))
         self.nodes.append("output")
         self.program = plan.Program(steps, shape_plan.threads, shape_plan.input_shape,
                                     shape_plan.output_shape, shape_plan.dtype)

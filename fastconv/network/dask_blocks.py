@@ -14,6 +14,8 @@ import os
 
 import numpy as np
 
+from .. import runtime
+
 
 def map_blocks(net, x):
     """See :meth:`fastconv.network.Network.map_blocks`."""
@@ -59,16 +61,12 @@ def _client():
 def worker_shares(client) -> dict[str, int]:
     """Worker address -> its share of its machine's cores, on ``client``'s cluster."""
     workers = client.scheduler_info(n_workers=-1)["workers"]
-    cores = client.run(_cores)  # address -> usable cores there
+    cores = client.run(runtime.usable_cores)  # address -> usable cores there
     threads_on: dict[str, int] = {}
     for info in workers.values():
         threads_on[info["host"]] = threads_on.get(info["host"], 0) + info["nthreads"]
     return {address: max(1, cores.get(address, 1) // threads_on[info["host"]])
             for address, info in workers.items()}
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 def _local_share() -> int:
@@ -80,9 +78,9 @@ def _local_share() -> int:
 
     if threading.current_thread() is threading.main_thread() and (
             dask.config.get("scheduler", None) in ("sync", "synchronous", "single-threaded")):
-        return _cores()
+        return runtime.usable_cores()
     pool = dask.config.get("num_workers", None) or os.cpu_count() or 1
-    return max(1, _cores() // pool)
+    return max(1, runtime.usable_cores() // pool)
 
 
 def _run_block(block, net, shares):

@@ -64,7 +64,8 @@ class Network:
         else:
             from . import cython_executor as executor
 
-            default, most = executor.max_threads, max(executor.max_threads(), os.cpu_count() or 1)
+            default, most = executor.max_threads, max(executor.max_threads(),
+                                                      runtime.usable_cores())
             pool = "OpenMP's threads, or the cores"
         self._executor = executor
         self._settings = (backend, threads)  # as asked: a pickled plan resolves them anew
@@ -376,7 +377,7 @@ def _dask_worker_share() -> int | None:
     given = os.environ.get("OMP_NUM_THREADS", "")
     if given.isdigit() and int(given) > 0:
         return int(given)
-    return max(1, len(os.sched_getaffinity(0)) // max(1, worker.state.nthreads))
+    return max(1, runtime.usable_cores() // max(1, worker.state.nthreads))
 
 
 def _resolve(backend: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.numba.microkernel import depthwise_block, tile_shape
-from ..kernels.numba.nhwc.conv import conv, l2_bytes, pack, schedule, wide
+from ..kernels.numba.nhwc.conv import conv, pack, schedule, wide
 from ..kernels.numba.nhwc.depthwise import depthwise, depthwise_3x3
 from ..kernels.numba.nhwc.layout import (affine, binary, copy_channels, flatten, from_nchw,
                                          to_nchw, zero_border)
@@ -18,6 +18,7 @@ from ..kernels.numba.nhwc.pool import avg_pool, global_average, max_pool
 from ..kernels.numba.nhwc.separable import expanded_separable, separable
 from ..kernels.numba.nhwc.winograd import pack_filters as winograd_filters
 from ..kernels.numba.nhwc.winograd import winograd
+from ..kernels.plan_tiles import l2_bytes
 from .planner import ShapePlan, arena_views, bound_steps
 
 # what the planner calls, by name

@@ -608,8 +608,9 @@ static void FC(winograd_task)(const void *p, i64 task, i64 tasks) {
                 FC_WINOGRAD_OUT(T, p, bias[c], y);
                 for (i64 i = 0; i < rows_in; i++)
                     for (i64 j = 0; j < cols_in; j++)
-                        o[(i * a->out_cols + j) * o_ch + c] = y[i][j]
-                            + (a->g.res_mode == 1 ? r[(i * a->res_cols + j) * a->res_pitch + c] : 0);
+                        o[(i * a->out_cols + j) * o_ch + c] =
+                            y[i][j] + (a->g.res_mode == 1
+                                       ? r[(i * a->res_cols + j) * a->res_pitch + c] : 0);
             }
             for (i64 i = 0; i < rows_in; i++)  /* their activation, and a residual after it */
                 for (i64 j = 0; j < cols_in; j++) {

@@ -837,7 +837,8 @@ cdef class Program:
         cdef Step s
         cdef i64 i
         cdef fc_from_nchw_args *first
-        if len(steps) < 2 or steps[0].kernel != "from_nchw" or steps[len(steps) - 1].kernel != "to_output":
+        if (len(steps) < 2 or steps[0].kernel != "from_nchw"
+                or steps[len(steps) - 1].kernel != "to_output"):
             raise ValueError("a program runs from from_nchw to to_output")
         if threads < 1:
             raise ValueError(f"threads must be at least 1, but got {threads}")

@@ -58,14 +58,19 @@ def vector_bits() -> int:
     return 128
 
 
+#: The tiles compiled here, for this CPU's vector width (``plan_tiles``): their shapes, packing
+#: and schedule.
+GEOMETRY = TileGeometry(vector_bits())
+
+
 def tile_shape(dtype, wide: bool = False) -> tuple[int, int]:
     """``(MR, NR)``, the pixels and channels of one tile on this CPU (``tuning.GEMM_TILE``,
     or ``tuning.GEMM_TILE_WIDE``)."""
-    return TileGeometry(vector_bits()).tile_shape(dtype, wide)
+    return GEOMETRY.tile_shape(dtype, wide)
 
 
 def lanes(dtype) -> int:
-    return TileGeometry(vector_bits()).lanes(dtype)
+    return GEOMETRY.lanes(dtype)
 
 
 def _splat(builder, value, vt):
@@ -530,7 +535,7 @@ def winograd_out(typingctx, m, m_at, shift, channels, bias, out, out_at, row_ste
 
 def depthwise_block(dtype) -> int:
     """Channels per call of the depthwise row (``tuning.DEPTHWISE_VECTORS`` vectors)."""
-    return TileGeometry(vector_bits()).depthwise_block(dtype)
+    return GEOMETRY.depthwise_block(dtype)
 
 
 @intrinsic

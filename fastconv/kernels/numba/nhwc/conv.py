@@ -14,17 +14,15 @@ from __future__ import annotations
 from numba import prange
 
 from ....runtime import jit
-from ...plan_tiles import TileGeometry, l2_bytes  # noqa: F401 (l2_bytes: the executor's)
-from ..microkernel import (tile_1, tile_2, tile_4, tile_full, vector_bits, wide_1, wide_2,
-                           wide_4, wide_full)
+from ..microkernel import (GEOMETRY, tile_1, tile_2, tile_4, tile_full, wide_1, wide_2, wide_4,
+                           wide_full)
 from .layout import zero_border_share
 
 
 # the geometry of the tiles compiled here (``plan_tiles``), as functions
-_GEOMETRY = TileGeometry(vector_bits())
-wide = _GEOMETRY.wide
-schedule = _GEOMETRY.schedule
-pack = _GEOMETRY.pack
+wide = GEOMETRY.wide
+schedule = GEOMETRY.schedule
+pack = GEOMETRY.pack
 
 
 @jit(parallel=True)

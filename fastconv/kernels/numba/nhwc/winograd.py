@@ -15,10 +15,11 @@ from numba import prange
 
 from ....runtime import jit
 from ..microkernel import winograd_in, winograd_out
-from .conv import _GEOMETRY, _tiles
+from ..microkernel import GEOMETRY
+from .conv import _tiles
 from .layout import zero_border_share
 
-pack_filters = _GEOMETRY.winograd_filters
+pack_filters = GEOMETRY.winograd_filters
 
 
 @jit(parallel=True)
