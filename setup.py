@@ -17,7 +17,12 @@ from setuptools.command.build_ext import build_ext
 
 CYTHON_MODULES = ["direct", "im2col", "depthwise", "pointwise", "plan"]
 CYTHON_HEADERS = {"plan": ["fastconv/kernels/cython/_plan_kernels.h",
+                           "fastconv/kernels/cython/_plan_width.h",
                            "fastconv/kernels/cython/_plan_kernels_t.h"]}
+# Compiled for any x86-64: the plan's C kernels are built for each vector width inside the
+# object (``#pragma GCC target`` in _plan_kernels.h) and chosen at import by what the CPU
+# reports, so the module itself assumes nothing of the CPU.
+PORTABLE_MODULES = {"plan"}
 
 
 def _openmp_flags():
@@ -55,9 +60,12 @@ def _flag_works(flag):
     return True
 
 
-def _arch_flags():
-    """The kernels are compiled where they run, so for this CPU's vector units (AVX-512 here);
-    FASTCONV_MARCH overrides (e.g. ``x86-64-v3`` for a machine other than the builder)."""
+def _arch_flags(name):
+    """The per-call kernels are compiled where they run, so for this CPU's vector units;
+    FASTCONV_MARCH overrides (e.g. ``x86-64-v3`` for a machine other than the builder). The
+    plan's kernels (PORTABLE_MODULES) carry every width and choose at import."""
+    if name in PORTABLE_MODULES:
+        return []
     flag = f"-march={os.environ.get('FASTCONV_MARCH', 'native')}"
     return [flag] if _flag_works(flag) else []
 
@@ -79,7 +87,7 @@ def _extensions():
             include_dirs=[numpy.get_include()],
             # reassociation lets GCC vectorise sums (the weight gradients' dot products), as
             # Numba's "reassoc" does; no -ffinite-math-only, so NaN and Inf still propagate
-            extra_compile_args=["-O3", *_arch_flags(), "-fno-math-errno", "-fno-trapping-math",
+            extra_compile_args=["-O3", *_arch_flags(name), "-fno-math-errno", "-fno-trapping-math",
                                 "-fno-signed-zeros", "-fassociative-math", *openmp],
             extra_link_args=openmp,
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

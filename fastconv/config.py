@@ -16,6 +16,13 @@ Environment variables (read once, at import):
 ``FASTCONV_SERIAL_BELOW``
     Elements read and written below which a memory-bound kernel (depthwise) runs on the
     calling thread (see :data:`SERIAL_BELOW`); ``0`` always uses every thread.
+``FASTCONV_ISA``
+    The widest vector instructions the plan's kernels may use: ``avx512``, ``avx2`` (with FMA)
+    or ``sse2``; by default the widest this CPU has. A width the CPU lacks is never used (the
+    widest it has below it is). It chooses among the Cython kernels, which carry every width;
+    when numba is not imported yet it also sets the Numba kernels' target (``NUMBA_CPU_NAME``
+    and ``NUMBA_CPU_FEATURES``, unless those are set), so that one machine tests another
+    width's kernels and tiles.
 ``OPENBLAS_THREAD_TIMEOUT``
     Respected when set; otherwise, if fastconv is imported before numpy, numpy's OpenBLAS is
     loaded with ``fastconv.kernels.tuning.OPENBLAS_SPIN`` (see :mod:`fastconv.runtime`).
@@ -32,12 +39,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 
 from . import runtime
 from .kernels import tuning
+from .kernels.plan_tiles import host_vector_bits
 
 __all__ = [
     "CACHE",
+    "ISA",
+    "ISA_BITS",
     "FASTMATH",
     "PARALLEL",
     "SERIAL_BELOW",
@@ -62,6 +73,35 @@ CACHE: bool = _env_flag("FASTCONV_CACHE", True)
 FASTMATH: set[str] | bool = ({"contract", "reassoc"} if _env_flag("FASTCONV_FASTMATH", True)
                              else False)
 PARALLEL: bool = _env_flag("FASTCONV_PARALLEL", True)
+
+#: The vector widths FASTCONV_ISA names, in bits, and the target Numba compiles each for
+#: (a CPU whose features are that width's, listed so that the kernels can read the width).
+ISA_WIDTHS: dict[str, int] = {"avx512": 512, "avx2": 256, "sse2": 128}
+_NUMBA_TARGETS = {
+    "avx512": ("skylake-avx512", "+avx512f,+avx512cd,+avx512bw,+avx512dq,+avx512vl,+avx2,+fma"),
+    "avx2": ("haswell", "+avx2,+fma,-avx512f"),
+    "sse2": ("x86-64", "+sse2,-avx,-avx2,-avx512f"),
+}
+
+
+def _isa() -> str | None:
+    value = os.environ.get("FASTCONV_ISA", "").strip().lower()
+    if value in ("", "auto", "native"):
+        return None
+    if value not in ISA_WIDTHS:
+        raise ValueError(f"FASTCONV_ISA must be one of {', '.join(ISA_WIDTHS)} (or auto), but "
+                         f"got {os.environ['FASTCONV_ISA']!r}")
+    return value
+
+
+#: FASTCONV_ISA: the widest instruction set the plan's kernels may use (None: the CPU's).
+ISA: str | None = _isa()
+#: Its vector width in bits (512 when unset: whatever the CPU has).
+ISA_BITS: int = ISA_WIDTHS[ISA] if ISA else 512
+if (ISA and "numba" not in sys.modules and not (os.environ.get("NUMBA_CPU_NAME")
+                                                or os.environ.get("NUMBA_CPU_FEATURES"))
+        and ISA_BITS < host_vector_bits()):  # never a width the CPU lacks
+    os.environ["NUMBA_CPU_NAME"], os.environ["NUMBA_CPU_FEATURES"] = _NUMBA_TARGETS[ISA]
 
 _serial_env = os.environ.get("FASTCONV_SERIAL_BELOW")
 #: Elements read and written below which a memory-bound kernel runs on the calling thread,

@@ -5,6 +5,7 @@ runs without Numba."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -13,7 +14,9 @@ import pytest
 
 plan = pytest.importorskip("fastconv.kernels.cython.plan")
 
+from fastconv import config  # noqa: E402
 from fastconv.kernels import tuning  # noqa: E402
+from fastconv.kernels.plan_tiles import host_vector_bits  # noqa: E402
 from fastconv.network import cython_executor as k  # noqa: E402
 
 
@@ -104,6 +107,59 @@ def test_a_program_refuses_another_input():
 def test_the_compiled_widths_match_the_tuning_tables():
     assert plan.VECTOR_BITS in tuning.GEMM_TILE
     assert plan.DEPTHWISE_VECTORS == tuning.DEPTHWISE_VECTORS[plan.VECTOR_BITS]
+    assert config.ISA_WIDTHS[plan.ISA] == plan.VECTOR_BITS
+
+
+def test_the_kernels_chosen_are_the_widest_the_cpu_has():
+    assert plan.VECTOR_BITS == min(config.ISA_BITS, host_vector_bits())
+
+
+_EVERY_WIDTH = """
+import sys
+import numpy as np
+import torch
+from torch import nn
+import fastconv as fc
+from fastconv.kernels.cython import plan
+torch.manual_seed(0)
+module = nn.Sequential(
+    nn.Conv2d(3, 40, 3, stride=2, padding=1), nn.BatchNorm2d(40), nn.ReLU6(),
+    nn.Conv2d(40, 40, 3, padding=1, groups=40), nn.ReLU(), nn.Conv2d(40, 72, 1), nn.ReLU(),
+    nn.Conv2d(72, 72, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    nn.Linear(72, 10)).eval()
+for dtype in (np.float32, np.float64):
+    net = fc.Network.from_torch(module.to(torch.float64 if dtype == np.float64 else
+                                          torch.float32), backend="cython")
+    x = np.random.default_rng(0).standard_normal((2, 3, 19, 13)).astype(dtype)
+    expected = module(torch.from_numpy(x)).detach().numpy()
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(net(x), expected, rtol=tol, atol=tol)
+assert "numba" not in sys.modules
+print(plan.ISA, plan.VECTOR_BITS)
+"""
+
+
+@pytest.mark.parametrize("isa", ["sse2", "avx2", "avx512"])
+def test_every_width_the_cpu_has_runs_the_plan_alike(isa, tmp_path):
+    """FASTCONV_ISA caps the width (a fresh process each): the plan on each width's kernels
+    and tiles matches torch; a width the CPU lacks is never chosen (the widest below it is)."""
+    pytest.importorskip("torch")
+    env = dict(os.environ, FASTCONV_ISA=isa)
+    result = subprocess.run([sys.executable, "-c", _EVERY_WIDTH], capture_output=True, text=True,
+                            cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    bits = min(config.ISA_WIDTHS[isa], host_vector_bits())
+    isa_run = {512: "avx512", 256: "avx2", 128: "sse2"}[bits]
+    assert result.stdout.split() == [isa_run, str(bits)]
+
+
+def test_an_unknown_isa_is_refused_in_words(tmp_path):
+    env = dict(os.environ, FASTCONV_ISA="avx1024")
+    result = subprocess.run([sys.executable, "-c", "import fastconv"], capture_output=True,
+                            text=True, cwd=tmp_path, env=env)
+    assert result.returncode != 0
+    assert ("FASTCONV_ISA must be one of avx512, avx2, sse2 (or auto), but got 'avx1024'"
+            in result.stderr)
 
 
 def test_a_cython_plan_runs_without_numba(tmp_path):

@@ -9,10 +9,12 @@ import zlib
 import numpy as np
 import pytest
 
+from fastconv.kernels import tuning
 from fastconv.kernels.epilogue import ACTIVATIONS
 from fastconv.kernels.numba.microkernel import depthwise_block, tile_shape
-from fastconv.kernels.numba.nhwc.conv import conv, pack, schedule, wide
+from fastconv.kernels.numba.nhwc.conv import conv, pack, schedule
 from fastconv.kernels.numba.nhwc.depthwise import depthwise, depthwise_3x3
+from fastconv.kernels.plan_tiles import TileGeometry
 
 from helpers import DTYPES
 
@@ -201,24 +203,54 @@ def test_separable_matches_numpy(stride, rows_per_step, tasks, is_wide, dtype):
     assert (out[:, 0] == 0).all() and (out[:, :, wo] == 0).all()
 
 
-def test_schedule_splits_pixels_on_a_tie_and_blocks_by_traffic():
+#: Each vector width's tiles beside a core's L2 cache of a machine that has it (a Xeon with
+#: AVX-512, a Zen 3 with AVX2, an SSE-only machine): the geometry is a function of both, never
+#: of the host the tests run on.
+GEOMETRIES = [TileGeometry(512, 2 << 20), TileGeometry(256, 512 << 10),
+              TileGeometry(256, 1280 << 10), TileGeometry(128, 256 << 10)]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=repr)
+def test_schedule_splits_pixels_on_a_tie_and_blocks_by_traffic(geometry):
+    schedule, f = geometry.schedule, np.float32
     # many pixels: split the pixels; few pixels, many channels: split the panels
-    assert schedule(12544, 288, 64, 1, np.float32, 2, True)[:2] == (2, 1)
-    assert schedule(49, 1024, 1024, 1, np.float32, 2, False)[:2] == (1, 2)
-    # a small input fits the cache whole: one block per task
-    tile_groups, unit_groups, block, _ = schedule(196, 512, 512, 1, np.float32, 2, True)
-    assert block >= -(-196 // tile_shape(np.float32, True)[0]) // tile_groups
-    *_, chunk = schedule(196, 4608, 512, 1, np.float32, 2, True, 512)
-    assert chunk < 512 and 512 % chunk == 0  # a 3x3 panel of 512 channels: in equal chunks
-    assert schedule(196, 512, 512, 1, np.float32, 2, True, 512)[3] == 512  # 1x1: whole
+    assert schedule(12544, 288, 64, 1, f, 2, True)[:2] == (2, 1)
+    assert schedule(49, 1024, 1024, 1, f, 2, False)[:2] == (1, 2)
+    # a small input (49 pixels of 256 values: 49 KiB) fits half of any L2 cache whole: one
+    # block per task
+    tile_groups, unit_groups, block, _ = schedule(49, 256, 512, 1, f, 2, True)
+    assert block >= -(-(-(-49 // geometry.tile_shape(f, True)[0])) // tile_groups)
+    # a 3x3 panel larger than tuning.GEMM_CHUNK_ABOVE is used in equal chunks of channels,
+    # each chunk's weights at most tuning.GEMM_CHUNK_BYTES; a smaller one whole
+    nr = geometry.tile_shape(f, True)[1]
+    c_in = 512
+    while 9 * c_in * nr * 4 <= tuning.GEMM_CHUNK_ABOVE:
+        c_in *= 2
+    *_, chunk = schedule(196, 9 * c_in, 512, 1, f, 2, True, c_in)
+    assert chunk < c_in and c_in % chunk == 0 and chunk * nr * 4 <= tuning.GEMM_CHUNK_BYTES
+    assert schedule(196, 512, 512, 1, f, 2, True, 512)[3] == 512  # 1x1: whole
 
 
-def test_the_wide_tile_serves_short_reductions_few_channels_and_large_inputs():
-    f = np.float32
-    assert not wide(12544, 27, 32, 1, f, 2)  # one narrow panel holds the channels
-    assert wide(12544, 32, 64, 1, f, 2) and wide(3136, 64, 128, 1, f, 2)
-    assert not wide(3136, 128, 128, 1, f, 2) and not wide(196, 512, 512, 1, f, 2)
-    assert wide(25088, 128, 128, 1, f, 2)  # batch 8: a thread's input outgrows its cache
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=repr)
+def test_the_wide_tile_serves_short_reductions_few_channels_and_large_inputs(geometry):
+    wide, f = geometry.wide, np.float32
+    narrow_nr = geometry.tile_shape(f)[1]
+    assert not wide(12544, 27, narrow_nr, 1, f, 2)  # one narrow panel holds the channels
+    assert wide(12544, 32, 64, 1, f, 2) and wide(3136, 64, 128, 1, f, 2)  # short reductions
+    assert wide(3136, 512, 64, 1, f, 2)  # few output channels
+    # long reductions and many channels: wide only when a thread's share of the input
+    # (pixels / 2 threads x k values) outgrows half the L2 cache
+    k = 128
+    fits = geometry.l2 // 2 // (k * 4) * 2  # the most pixels whose share fits
+    assert not wide(fits, k, 128, 1, f, 2) and not wide(fits // 4, k, 512, 1, f, 2)
+    assert wide(fits + 2, k, 128, 1, f, 2)
+
+
+def test_a_geometry_refuses_an_unknown_width_and_a_cache_of_no_size():
+    with pytest.raises(ValueError, match="vector_bits must be one of .128, 256, 512., but got 384"):
+        TileGeometry(384)
+    with pytest.raises(ValueError, match="l2 must be a positive number of bytes, but got 0"):
+        TileGeometry(256, 0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -262,3 +294,26 @@ def test_winograd_matches_numpy(shape, res_mode, is_wide, dtype):
     np.testing.assert_allclose(out[:, 1:, :w], expected,
                                rtol=1e-4 if dtype == np.float32 else 1e-11, atol=1e-4)
     assert (out[:, 0] == 0).all() and (out[:, :, w] == 0).all()  # the border, zeroed
+
+
+def test_the_numba_width_is_numbas_target_and_never_wider_than_the_cpu(monkeypatch):
+    """The tiles follow what Numba compiles for (NUMBA_CPU_FEATURES, as FASTCONV_ISA sets
+    it), not the host; a target wider than the CPU is refused in words."""
+    from numba.core import config as numba_config
+
+    from fastconv.kernels.numba import microkernel
+    from fastconv.kernels.plan_tiles import widest_vectors
+
+    assert widest_vectors(["sse2", "avx", "avx2", "fma"]) == 256
+    assert widest_vectors({"avx512f", "avx2"}) == 512 and widest_vectors([]) == 128
+    monkeypatch.setattr(microkernel, "host_vector_bits", lambda: 256)
+    monkeypatch.setattr(numba_config, "CPU_FEATURES", None)
+    assert microkernel.vector_bits() == 256
+    monkeypatch.setattr(numba_config, "CPU_FEATURES", "+sse2,-avx,-avx2")
+    assert microkernel.vector_bits() == 128
+    monkeypatch.setattr(numba_config, "CPU_FEATURES", "+avx2,+fma,-avx512f")
+    assert microkernel.vector_bits() == 256
+    monkeypatch.setattr(numba_config, "CPU_FEATURES", "+avx512f,+avx512bw")
+    with pytest.raises(RuntimeError, match="NUMBA_CPU_FEATURES='.avx512f,.avx512bw' asks for "
+                                           "512-bit vectors, but this CPU's widest are 256"):
+        microkernel.vector_bits()

@@ -18,6 +18,32 @@ from . import tuning
 WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
 
+def widest_vectors(features) -> int:
+    """The widest vector registers, in bits, that a CPU with these features (names as LLVM
+    and ``/proc/cpuinfo`` spell them: ``avx512f``, ``avx2``, ...) runs: 512, 256 or 128."""
+    features = set(features)
+    if "avx512f" in features:
+        return 512
+    if "avx2" in features or "avx" in features:
+        return 256
+    return 128
+
+
+def host_vector_bits() -> int:
+    """This CPU's widest vector registers (:func:`widest_vectors`), from the flags in
+    ``/proc/cpuinfo`` (what the CPU and the kernel both support), else as LLVM sees them."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return widest_vectors(line.partition(":")[2].split())
+    except OSError:
+        pass
+    from llvmlite import binding
+
+    return widest_vectors(name for name, on in binding.get_host_cpu_features().items() if on)
+
+
 def l2_bytes() -> int:
     """This core's L2 cache, from sysfs (``tuning.L2_BYTES`` where it does not say)."""
     try:
@@ -41,13 +67,20 @@ def aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
 
 class TileGeometry:
     """Tile shapes, packing and scheduling for vector registers of ``vector_bits`` (512,
-    256 or 128)."""
+    256 or 128) and a core's L2 cache of ``l2`` bytes (this machine's, :func:`l2_bytes`, when
+    None). Nothing here asks the host otherwise: tests pass each width's values."""
 
-    def __init__(self, vector_bits: int):
+    def __init__(self, vector_bits: int, l2: int | None = None):
         if vector_bits not in tuning.GEMM_TILE:
             raise ValueError(f"vector_bits must be one of {sorted(tuning.GEMM_TILE)}, but got "
                              f"{vector_bits!r}")
+        if l2 is not None and (not isinstance(l2, int) or l2 <= 0):
+            raise ValueError(f"l2 must be a positive number of bytes, but got {l2!r}")
         self.vector_bits = vector_bits
+        self.l2 = l2_bytes() if l2 is None else l2
+
+    def __repr__(self):
+        return f"TileGeometry(vector_bits={self.vector_bits}, l2={self.l2})"
 
     def lanes(self, dtype) -> int:
         return self.vector_bits // (8 * np.dtype(dtype).itemsize)
@@ -78,7 +111,7 @@ class TileGeometry:
             return False
         share = -(-pixels // max(1, threads)) * k * groups * np.dtype(dtype).itemsize
         return (k <= tuning.WIDE_BELOW or out_per_group <= tuning.WIDE_BELOW
-                or share > l2_bytes() // 2)
+                or share > self.l2 // 2)
 
     def schedule(self, pixels: int, k: int, out_per_group: int, groups: int, dtype,
                  threads: int, is_wide: bool,
@@ -107,7 +140,7 @@ class TileGeometry:
         tile_groups = max(tg for cost, tg in grids if cost <= least * (1 + tuning.GRID_SLACK))
         unit_groups = tasks // tile_groups
         my_tiles, my_units = -(-tiles // tile_groups), -(-units // unit_groups)
-        cache = l2_bytes() // 2
+        cache = self.l2 // 2
         weights = my_units * k * nr * size
 
         def traffic(block):

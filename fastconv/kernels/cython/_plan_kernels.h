@@ -26,50 +26,13 @@
 
 typedef int64_t i64;
 
-#if defined(__AVX512F__)
-#define FC_VECTOR_BITS 512
-#elif defined(__AVX__)
-#define FC_VECTOR_BITS 256
-#else
-#define FC_VECTOR_BITS 128
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
 #endif
-#define FC_VBYTES (FC_VECTOR_BITS / 8)
 
-/* the vector min and max of this width (the clamp of ReLU and ReLU6) */
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#define FC_PS __m512
-#define FC_PD __m512d
-#define FC_MAX_PS _mm512_max_ps
-#define FC_MIN_PS _mm512_min_ps
-#define FC_MAX_PD _mm512_max_pd
-#define FC_MIN_PD _mm512_min_pd
-#elif defined(__AVX__)
-#include <immintrin.h>
-#define FC_PS __m256
-#define FC_PD __m256d
-#define FC_MAX_PS _mm256_max_ps
-#define FC_MIN_PS _mm256_min_ps
-#define FC_MAX_PD _mm256_max_pd
-#define FC_MIN_PD _mm256_min_pd
-#elif defined(__SSE2__)
-#include <emmintrin.h>
-#define FC_PS __m128
-#define FC_PD __m128d
-#define FC_MAX_PS _mm_max_ps
-#define FC_MIN_PS _mm_min_ps
-#define FC_MAX_PD _mm_max_pd
-#define FC_MIN_PD _mm_min_pd
-#endif
 /* the largest tile any entry of tuning.GEMM_TILE / GEMM_TILE_WIDE asks for */
 #define FC_MAX_MR 16
 #define FC_MAX_NV 4
-/* vectors per depthwise block: tuning.DEPTHWISE_VECTORS for this width */
-#if FC_VECTOR_BITS == 512
-#define FC_DW_VECTORS 2
-#else
-#define FC_DW_VECTORS 1
-#endif
 
 /* an epilogue's activation: fastconv.kernels.epilogue.ACTIVATIONS numbers them */
 typedef struct {
@@ -184,6 +147,21 @@ typedef struct {
 
 typedef void (*fc_task)(const void *args, i64 task, i64 tasks);
 
+/* Every task function of the plan, by name: each vector width compiles all of them. */
+#define FC_KERNELS(X)                                                                        \
+    X(conv) X(depthwise_3x3) X(depthwise) X(separable) X(expanded_separable) X(winograd)   \
+    X(pool) X(global_average) X(from_nchw) X(to_output) X(zero_border) X(affine) X(binary) \
+    X(copy_channels) X(flatten)
+
+/* One vector width's kernels (``_plan_width.h``): float32 (``_f``) and float64 (``_d``). */
+typedef struct {
+    const char *isa;
+    int vector_bits, dw_vectors;
+#define FC_FIELDS(k) fc_task k##_f, k##_d;
+    FC_KERNELS(FC_FIELDS)
+#undef FC_FIELDS
+} fc_kernel_table;
+
 static const i64 fc_zero_tap = 0;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -282,23 +260,66 @@ static inline void fc_zero_border_share(void *buf, const fc_border *b, i64 items
 #define FC_CAT(a, b) FC_CAT2(a, b)
 #define FC(name) FC_CAT(fc_##name, FC_SUFFIX)
 
+/* Each vector width's kernels, compiled for that width's instructions whatever the compiler's
+ * own target (as a wheel built once must run on any x86-64), and chosen at run time by what
+ * the CPU reports (``fc_select_kernels``): a width the CPU lacks is never called. */
+
 /* the generic tile (a shape not compiled for) loops to a run-time MR and NV: GCC cannot see
  * that it reads no more of its arrays than it wrote */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
-#define FC_T float
-#define FC_SUFFIX f
-#include "_plan_kernels_t.h"
-#undef FC_T
-#undef FC_SUFFIX
+#if defined(__x86_64__) || defined(__i386__)
+#pragma GCC push_options
+/* instruction sets, not arch=: GCC inlines no intrinsic into a function of another arch */
+#pragma GCC target("avx512f,avx512cd,avx512bw,avx512dq,avx512vl,avx2,fma,bmi,bmi2,f16c,movbe")
+#define FC_ISA avx512
+#define FC_VBITS 512
+#define FC_DW_VECTORS 2  /* tuning.DEPTHWISE_VECTORS */
+#include "_plan_width.h"
+#pragma GCC pop_options
 
-#define FC_T double
-#define FC_SUFFIX d
-#include "_plan_kernels_t.h"
-#undef FC_T
-#undef FC_SUFFIX
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,bmi,bmi2,f16c,movbe")
+#define FC_ISA avx2
+#define FC_VBITS 256
+#define FC_DW_VECTORS 1
+#include "_plan_width.h"
+#pragma GCC pop_options
+
+#define FC_ISA sse2
+#define FC_VBITS 128
+#define FC_DW_VECTORS 1
+#include "_plan_width.h"
+#else
+#define FC_ISA generic
+#define FC_VBITS 128
+#define FC_DW_VECTORS 1
+#include "_plan_width.h"
+#endif
 
 #pragma GCC diagnostic pop
+
+/* The widest kernels this CPU runs, at most ``max_bits`` wide (512, 256 or 128): AVX-512
+ * (F, CD, BW, DQ, VL: Skylake-SP's set), AVX2 with FMA (Haswell's), else SSE2. */
+static const fc_kernel_table *fc_select_kernels(int max_bits) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (max_bits >= 512 && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("bmi2"))
+        return &fc_kernels_avx512;
+    if (max_bits >= 256 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") &&
+        __builtin_cpu_supports("f16c") && __builtin_cpu_supports("movbe"))
+        return &fc_kernels_avx2;
+    return &fc_kernels_sse2;
+#else
+    (void)max_bits;
+    return &fc_kernels_generic;
+#endif
+}
 
 #endif

@@ -1,7 +1,7 @@
-/* One dtype's plan kernels: included twice by _plan_kernels.h, with FC_T float (suffix f)
- * and double (suffix d). See _plan_kernels.h; each task function is the twin of the
- * ``fastconv.kernels.numba.nhwc`` kernel of the same name, whose docstring gives its
- * arguments. */
+/* One dtype's plan kernels at one vector width: included by _plan_width.h for each width,
+ * with FC_T float (suffix f) and double (suffix d). See _plan_kernels.h; each task function
+ * is the twin of the ``fastconv.kernels.numba.nhwc`` kernel of the same name, whose docstring
+ * gives its arguments. */
 
 #define T FC_T
 #define VT FC(vec)
@@ -59,7 +59,7 @@ static inline void FC(activate)(T *restrict y, i64 count, const fc_epi *e) {
  * their second operand when a lane is NaN: two instructions. Elsewhere, comparison masks (a
  * NaN lane's comparisons are false). */
 static inline VT FC(clamp)(VT v, VT lo, VT hi) {
-#if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
+#if defined(FC_PS)
     if (sizeof(T) == 4) {
         v = (VT)FC_MAX_PS((FC_PS)lo, (FC_PS)v);
         return (VT)FC_MIN_PS((FC_PS)hi, (FC_PS)v);

@@ -15,6 +15,7 @@ from libc.string cimport memset
 
 import numpy as np
 
+from ... import config
 from .. import tuning
 
 cimport numpy as cnp
@@ -25,10 +26,8 @@ ctypedef int64_t i64
 
 
 cdef extern from "_plan_kernels.h" nogil:
-    int FC_VECTOR_BITS
     int FC_MAX_MR
     int FC_MAX_NV
-    int FC_DW_VECTORS
 
     ctypedef void (*fc_task)(const void *args, i64 task, i64 tasks) noexcept nogil
 
@@ -180,45 +179,40 @@ cdef extern from "_plan_kernels.h" nogil:
     void fc_run(const fc_task *runs, const void *const *args, const i64 *tasks, i64 n,
                 int threads, double *times)
 
-    void fc_conv_task_f(const void *, i64, i64)
-    void fc_conv_task_d(const void *, i64, i64)
-    void fc_depthwise_3x3_task_f(const void *, i64, i64)
-    void fc_depthwise_3x3_task_d(const void *, i64, i64)
-    void fc_depthwise_task_f(const void *, i64, i64)
-    void fc_depthwise_task_d(const void *, i64, i64)
-    void fc_separable_task_f(const void *, i64, i64)
-    void fc_separable_task_d(const void *, i64, i64)
-    void fc_expanded_separable_task_f(const void *, i64, i64)
-    void fc_expanded_separable_task_d(const void *, i64, i64)
-    void fc_winograd_task_f(const void *, i64, i64)
-    void fc_winograd_task_d(const void *, i64, i64)
-    void fc_pool_task_f(const void *, i64, i64)
-    void fc_pool_task_d(const void *, i64, i64)
-    void fc_global_average_task_f(const void *, i64, i64)
-    void fc_global_average_task_d(const void *, i64, i64)
-    void fc_from_nchw_task_f(const void *, i64, i64)
-    void fc_from_nchw_task_d(const void *, i64, i64)
-    void fc_to_output_task_f(const void *, i64, i64)
-    void fc_to_output_task_d(const void *, i64, i64)
-    void fc_zero_border_task_f(const void *, i64, i64)
-    void fc_zero_border_task_d(const void *, i64, i64)
-    void fc_affine_task_f(const void *, i64, i64)
-    void fc_affine_task_d(const void *, i64, i64)
-    void fc_binary_task_f(const void *, i64, i64)
-    void fc_binary_task_d(const void *, i64, i64)
-    void fc_copy_channels_task_f(const void *, i64, i64)
-    void fc_copy_channels_task_d(const void *, i64, i64)
-    void fc_flatten_task_f(const void *, i64, i64)
-    void fc_flatten_task_d(const void *, i64, i64)
+    # one vector width's kernels (_plan_kernels.h's FC_KERNELS, for float32 and float64)
+    ctypedef struct fc_kernel_table:
+        const char *isa
+        int vector_bits, dw_vectors
+        fc_task conv_f, conv_d
+        fc_task depthwise_3x3_f, depthwise_3x3_d
+        fc_task depthwise_f, depthwise_d
+        fc_task separable_f, separable_d
+        fc_task expanded_separable_f, expanded_separable_d
+        fc_task winograd_f, winograd_d
+        fc_task pool_f, pool_d
+        fc_task global_average_f, global_average_d
+        fc_task from_nchw_f, from_nchw_d
+        fc_task to_output_f, to_output_d
+        fc_task zero_border_f, zero_border_d
+        fc_task affine_f, affine_d
+        fc_task binary_f, binary_d
+        fc_task copy_channels_f, copy_channels_d
+        fc_task flatten_f, flatten_d
+
+    const fc_kernel_table *fc_select_kernels(int max_bits)
 
 IF OPENMP:
     cdef extern from "omp.h" nogil:
         int omp_get_max_threads()
 
-#: The width of the vector registers these kernels were compiled for.
-VECTOR_BITS = FC_VECTOR_BITS
+# The kernels of the widest vectors this CPU runs (at most FASTCONV_ISA's, see config)
+cdef const fc_kernel_table *K = fc_select_kernels(config.ISA_BITS)
+#: The instruction set of the kernels chosen for this CPU: "avx512", "avx2" or "sse2".
+ISA = K.isa.decode()
+#: The width of their vector registers, in bits.
+VECTOR_BITS = K.vector_bits
 #: Vectors per block of the depthwise rows' register path (``tuning.DEPTHWISE_VECTORS``).
-DEPTHWISE_VECTORS = FC_DW_VECTORS
+DEPTHWISE_VECTORS = K.dw_vectors
 
 
 def max_threads():
@@ -319,7 +313,7 @@ cdef fc_gemm _gemm(w, panel, panels, out_channels, k, bias, has_bias, kind, lo, 
                    groups=1) except *:
     """The tiles' weights (``panels`` of ``panel`` elements per group, ``k`` rows of ``nr``
     each), bias and epilogue; ``res_rows`` must have ``rows_count`` entries."""
-    lanes = FC_VECTOR_BITS // (8 * np.dtype(dtype).itemsize)
+    lanes = K.vector_bits // (8 * np.dtype(dtype).itemsize)
     if not (1 <= mr <= FC_MAX_MR and nr >= lanes and nr % lanes == 0
             and nr // lanes <= FC_MAX_NV):
         raise ValueError(f"a {mr}x{nr} tile is not one these kernels were compiled for")
@@ -387,8 +381,8 @@ def from_nchw(x, out, top, left, border, tasks):
     interior from (top, left), its border zeroed."""
     dtype = out.dtype
     _buffer("out", out, dtype, True)
-    cdef Step s = _step("from_nchw", sizeof(fc_from_nchw_args), fc_from_nchw_task_f,
-                        fc_from_nchw_task_d, dtype, tasks, [out])
+    cdef Step s = _step("from_nchw", sizeof(fc_from_nchw_args), K.from_nchw_f,
+                        K.from_nchw_d, dtype, tasks, [out])
     cdef fc_from_nchw_args *a = <fc_from_nchw_args *>s.args
     a.out, a.top, a.left = _data(out), top, left
     a.border = _border("out", out, border)
@@ -406,8 +400,8 @@ def to_output(src, top, left, shape, flat, tasks):
     _window("src", src, top, left, h, w, c)
     if src.shape[3] != c:
         raise ValueError(f"expected src of {c} channels, but got {src.shape[3]}")
-    cdef Step s = _step("to_output", sizeof(fc_to_output_args), fc_to_output_task_f,
-                        fc_to_output_task_d, src.dtype, tasks, [src])
+    cdef Step s = _step("to_output", sizeof(fc_to_output_args), K.to_output_f,
+                        K.to_output_d, src.dtype, tasks, [src])
     cdef fc_to_output_args *a = <fc_to_output_args *>s.args
     a.src, a.rows, a.cols, a.channels, a.top, a.left = (_data(src), src.shape[1], src.shape[2],
                                                           src.shape[3], top, left)
@@ -417,8 +411,8 @@ def to_output(src, top, left, shape, flat, tasks):
 
 def zero_border(buf, border, tasks):
     _array("buf", buf, buf.dtype, True)
-    cdef Step s = _step("zero_border", sizeof(fc_zero_border_args), fc_zero_border_task_f,
-                        fc_zero_border_task_d, buf.dtype, tasks, [buf])
+    cdef Step s = _step("zero_border", sizeof(fc_zero_border_args), K.zero_border_f,
+                        K.zero_border_d, buf.dtype, tasks, [buf])
     cdef fc_zero_border_args *a = <fc_zero_border_args *>s.args
     a.buf, a.border = _data(buf), _border("buf", buf, border)
     return s
@@ -439,7 +433,7 @@ def affine(x, top, left, scale, shift, has_affine, out, out_top, out_left, heigh
     _array("shift", shift, dtype)
     if has_affine and (scale.size < channels or shift.size < channels):
         raise ValueError(f"expected scale and shift of {channels} channels")
-    cdef Step s = _step("affine", sizeof(fc_affine_args), fc_affine_task_f, fc_affine_task_d,
+    cdef Step s = _step("affine", sizeof(fc_affine_args), K.affine_f, K.affine_d,
                         dtype, tasks, [x, out, scale, shift])
     cdef fc_affine_args *a = <fc_affine_args *>s.args
     a.x, a.rows, a.cols, a.channels, a.top, a.left = (_data(x), x.shape[1], x.shape[2],
@@ -467,7 +461,7 @@ def binary(x, a_top, a_left, y, b_top, b_left, b_pixels, multiply, out, out_top,
             x.shape[0] == y.shape[0] == out.shape[0]):
         raise ValueError(f"binary: a {list(x.shape)}, b {list(y.shape)} and out "
                          f"{list(out.shape)} differ in batch or channels")
-    cdef Step s = _step("binary", sizeof(fc_binary_args), fc_binary_task_f, fc_binary_task_d,
+    cdef Step s = _step("binary", sizeof(fc_binary_args), K.binary_f, K.binary_d,
                         dtype, tasks, [x, y, out])
     cdef fc_binary_args *a = <fc_binary_args *>s.args
     a.a, a.a_rows, a.a_cols, a.channels, a.a_top, a.a_left = (_data(x), x.shape[1],
@@ -491,8 +485,8 @@ def copy_channels(x, top, left, out, out_top, out_left, c0, height, width, tasks
     if c0 < 0 or c0 + x.shape[3] > out.shape[3] or x.shape[0] != out.shape[0]:
         raise ValueError(f"copy_channels: x of size {list(x.shape)} does not fit out of size "
                          f"{list(out.shape)} from channel {c0}")
-    cdef Step s = _step("copy_channels", sizeof(fc_copy_args), fc_copy_channels_task_f,
-                        fc_copy_channels_task_d, dtype, tasks, [x, out])
+    cdef Step s = _step("copy_channels", sizeof(fc_copy_args), K.copy_channels_f,
+                        K.copy_channels_d, dtype, tasks, [x, out])
     cdef fc_copy_args *a = <fc_copy_args *>s.args
     a.x, a.rows, a.cols, a.channels, a.top, a.left = (_data(x), x.shape[1], x.shape[2],
                                                         x.shape[3], top, left)
@@ -510,8 +504,8 @@ def flatten(src, top, left, out, channels, height, width, tasks):
     if src.shape[3] != channels or out.size < src.shape[0] * channels * height * width:
         raise ValueError(f"flatten: out of {out.size} elements does not hold src of size "
                          f"{list(src.shape)}")
-    cdef Step s = _step("flatten", sizeof(fc_flatten_args), fc_flatten_task_f,
-                        fc_flatten_task_d, dtype, tasks, [src, out])
+    cdef Step s = _step("flatten", sizeof(fc_flatten_args), K.flatten_f,
+                        K.flatten_d, dtype, tasks, [src, out])
     cdef fc_flatten_args *a = <fc_flatten_args *>s.args
     a.src, a.rows, a.cols, a.channels, a.top, a.left = (_data(src), src.shape[1], src.shape[2],
                                                           channels, top, left)
@@ -527,7 +521,7 @@ cdef Step _pool(str kernel, x, top, left, height, width, out, out_top, out_left,
     _window("x", x, top, left, height, width, out.shape[3])
     _window("out", out, out_top, out_left, ho, wo, x.shape[3])
     _positive(kh=kh, kw=kw, sh=sh, sw=sw)
-    cdef Step s = _step(kernel, sizeof(fc_pool_args), fc_pool_task_f, fc_pool_task_d, dtype,
+    cdef Step s = _step(kernel, sizeof(fc_pool_args), K.pool_f, K.pool_d, dtype,
                         tasks, [x, out])
     cdef fc_pool_args *a = <fc_pool_args *>s.args
     a.x, a.rows, a.cols, a.channels, a.top, a.left = (_data(x), x.shape[1], x.shape[2],
@@ -569,8 +563,8 @@ def global_average(x, top, left, height, width, out, out_top, out_left, tasks):
         raise ValueError(f"global_average: x of size {list(x.shape)} and out of size "
                          f"{list(out.shape)} differ in batch or channels")
     # a task per image and share of the channels
-    cdef Step s = _step("global_average", sizeof(fc_gap_args), fc_global_average_task_f,
-                        fc_global_average_task_d, dtype, max(1, x.shape[0]) * tasks, [x, out])
+    cdef Step s = _step("global_average", sizeof(fc_gap_args), K.global_average_f,
+                        K.global_average_d, dtype, max(1, x.shape[0]) * tasks, [x, out])
     cdef fc_gap_args *a = <fc_gap_args *>s.args
     a.x, a.rows, a.cols, a.channels, a.top, a.left = (_data(x), x.shape[1], x.shape[2],
                                                         x.shape[3], top, left)
@@ -613,7 +607,7 @@ cdef Step _depthwise(str kernel, fc_task run_f, fc_task run_d, x, top, left, w, 
 
 def depthwise_3x3(x, top, left, w, bias, out, out_top, out_left, ho, wo, sh, sw, dh, dw,
                   kind, lo, hi, alpha, beta, block, out_border, tasks):
-    cdef Step s = _depthwise("depthwise_3x3", fc_depthwise_3x3_task_f, fc_depthwise_3x3_task_d,
+    cdef Step s = _depthwise("depthwise_3x3", K.depthwise_3x3_f, K.depthwise_3x3_d,
                              x, top, left, w, 3, 3, 1, bias, out, out_top, out_left, ho, wo,
                              sh, sw, dh, dw, kind, lo, hi, alpha, beta, block, tasks)
     (<fc_depthwise_args *>s.args).border = _border("out", out, out_border)
@@ -622,7 +616,7 @@ def depthwise_3x3(x, top, left, w, bias, out, out_top, out_left, ho, wo, sh, sw,
 
 def depthwise(x, top, left, w, kh, kw, multiplier, bias, out, out_top, out_left, ho, wo, sh,
               sw, dh, dw, kind, lo, hi, alpha, beta, tasks):
-    return _depthwise("depthwise", fc_depthwise_task_f, fc_depthwise_task_d, x, top, left, w,
+    return _depthwise("depthwise", K.depthwise_f, K.depthwise_d, x, top, left, w,
                       kh, kw, multiplier, bias, out, out_top, out_left, ho, wo, sh, sw, dh, dw,
                       kind, lo, hi, alpha, beta, 1, tasks)
 
@@ -646,7 +640,7 @@ def conv(x, rows, taps, c_in, groups, w, panel, out, out_rows, out_per_group, bi
     cdef fc_gemm g = _gemm(w, panel, panels, groups * out_per_group, taps.shape[0] * c_in,
                            bias, has_bias, kind, lo, hi, alpha, beta, res, res_rows, res_mode,
                            wide, mr, nr, dtype, pixels, groups)
-    cdef Step s = _step("conv", sizeof(fc_conv_args), fc_conv_task_f, fc_conv_task_d, dtype,
+    cdef Step s = _step("conv", sizeof(fc_conv_args), K.conv_f, K.conv_d, dtype,
                         tile_groups * unit_groups, [x, rows, taps, w, out, out_rows, bias, res,
                                                     res_rows])
     cdef fc_conv_args *a = <fc_conv_args *>s.args
@@ -701,8 +695,8 @@ def separable(x, top, left, dw_w, dw_bias, dw_kind, dw_lo, dw_hi, dw_alpha, dw_b
     _buffer("x", x, dtype)
     channels = x.shape[3]
     _window("x", x, top, left, (ho - 1) * sh + 2 * dh + 1, (wo - 1) * sw + 2 * dw + 1)
-    cdef Step s = _step("separable", sizeof(fc_separable_args), fc_separable_task_f,
-                        fc_separable_task_d, dtype, tasks,
+    cdef Step s = _step("separable", sizeof(fc_separable_args), K.separable_f,
+                        K.separable_d, dtype, tasks,
                         [x, dw_w, dw_bias, w, out, out_rows, bias, res, res_rows, scratch,
                          s_rows])
     cdef fc_separable_args *a = <fc_separable_args *>s.args
@@ -744,7 +738,7 @@ def expanded_separable(x, x_top, x_left, height, width, e_rows, e_w, e_panel, e_
     _exactly("e_rows", e_rows, (q // width * x.shape[2] + q % width) * c_in)
     _exactly("slab_rows", slab_rows, (q // width * (width + 2) + 1 + q % width) * expanded)
     cdef Step s = _step("expanded_separable", sizeof(fc_separable_args),
-                        fc_expanded_separable_task_f, fc_expanded_separable_task_d, dtype,
+                        K.expanded_separable_f, K.expanded_separable_d, dtype,
                         tasks, [x, e_rows, e_w, e_bias, slab, slab_rows, dw_w, dw_bias, w, out,
                                 out_rows, bias, res, res_rows, scratch, s_rows])
     cdef fc_separable_args *a = <fc_separable_args *>s.args
@@ -794,8 +788,8 @@ def winograd(x, top, left, w, panel, panels, channels, bias, out, out_top, out_l
     _table("m_rows", m_rows, 0, o_ch, block * o_ch, block)
     if not bias.size >= o_ch:
         raise ValueError(f"expected a bias of {o_ch} channels, but got {bias.size}")
-    cdef Step s = _step("winograd", sizeof(fc_winograd_args), fc_winograd_task_f,
-                        fc_winograd_task_d, dtype, tasks, [x, w, bias, out, res, v, m, rows,
+    cdef Step s = _step("winograd", sizeof(fc_winograd_args), K.winograd_f,
+                        K.winograd_d, dtype, tasks, [x, w, bias, out, res, v, m, rows,
                                                            m_rows])
     cdef fc_winograd_args *a = <fc_winograd_args *>s.args
     a.g = _gemm(w, panel, panels, o_ch, channels, bias, True, kind, lo, hi, alpha, beta, None,

@@ -44,18 +44,24 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import tuning
-from ..plan_tiles import TileGeometry
+from ..plan_tiles import TileGeometry, host_vector_bits, widest_vectors
 
 def vector_bits() -> int:
-    """The width of this CPU's vector registers, as LLVM sees it (512, 256 or 128)."""
-    from llvmlite import binding
+    """The width of the vector registers the Numba kernels are compiled for (512, 256 or 128):
+    this CPU's, or that of the features Numba is told to compile for (``NUMBA_CPU_FEATURES``,
+    which ``FASTCONV_ISA`` sets; a CPU name's own features are not known here, so list them).
+    A width the CPU lacks is refused: its code would stop on an illegal instruction."""
+    from numba.core import config as numba_config
 
-    features = binding.get_host_cpu_features()
-    if features.get("avx512f"):
-        return 512
-    if features.get("avx2") or features.get("avx"):
-        return 256
-    return 128
+    host = host_vector_bits()
+    if numba_config.CPU_FEATURES is None:
+        return host
+    bits = widest_vectors(f[1:] for f in numba_config.CPU_FEATURES.split(",")
+                          if f.startswith("+"))
+    if bits > host:
+        raise RuntimeError(f"NUMBA_CPU_FEATURES={numba_config.CPU_FEATURES!r} asks for "
+                           f"{bits}-bit vectors, but this CPU's widest are {host} bits")
+    return bits
 
 
 #: The tiles compiled here, for this CPU's vector width (``plan_tiles``): their shapes, packing
