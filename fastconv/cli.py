@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -315,6 +316,12 @@ def _write_rows(path, fields, records):
         raise CliError(f"cannot write {path}: {exc.strerror}") from None
 
 
+def _print_machine_notes(console, machine_dict):
+    """What the measured peaks may not be (``Machine.notes``), one line each."""
+    for note in machine_dict.get("notes", ()):
+        console.print(f"[bold yellow]note:[/] {note}")
+
+
 def _print_profile(console, args, results, peaks, threads):
     """The profile's table and what it measured, for the terminal."""
     result = results[args.model]
@@ -330,6 +337,7 @@ def _print_profile(console, args, results, peaks, threads):
         f"({runtime.numba_threading_layer()}) {m['wake_us']:.0f} µs per parallel kernel call "
         f"(median), {peaks.blas_spin_text()}; {peaks.after_idle_text()}; theoretical FMA peak "
         f"{m['peak_gflops'][args.dtype]:.0f} GFLOP/s ({'; '.join(m['assumptions'])})")
+    _print_machine_notes(console, m)
     console.print(f"fastconv: {t['seconds'] * 1e3:.2f} ms per pass (median "
                   f"{t['seconds_median'] * 1e3:.2f}), {t['gflops']:.1f} GFLOP/s = "
                   f"{t['percent_of_peak']:.0f}% of the measured GEMM peak; first pass "
@@ -443,6 +451,7 @@ def cmd_profile_model(args) -> int:
         f"machine: {m['cpu']['model']}, {threads} threads, {'/'.join(m['cpu']['extensions'])}; "
         f"% peak is of the measured GEMM, {m['gemm_gflops'][source.dtype.name]:.0f} GFLOP/s; "
         f"the roofline adds the measured stream, {m['bandwidth_gbs']:.0f} GB/s")
+    _print_machine_notes(console, m)
     if args.json:
         _write_json(args.json, result)
     if args.csv:
@@ -699,11 +708,33 @@ def cmd_info(args) -> int:
         except ValueError as exc:
             state = "not available (" + str(exc).split(": ", 1)[-1] + ")"
         lines.append(f"backend {backend}: {state}")
+    lines.append("plan kernels: " + _plan_widths())
     lines.append(f"kernel cache: {'on' if config.CACHE else 'off'}; workspace budget "
                  f"{config.get_workspace_budget() / (1 << 20):.0f} MiB")
     for line in lines:
         print(line)
     return 0
+
+
+def _plan_widths() -> str:
+    """The vector width each executor's plan kernels run at, and who chose it."""
+    from numba.core import config as numba_config
+
+    from .kernels.numba.microkernel import vector_bits
+
+    target = (f"NUMBA_CPU_NAME={numba_config.CPU_NAME}, NUMBA_CPU_FEATURES="
+              f"{numba_config.CPU_FEATURES}" if numba_config.CPU_FEATURES is not None
+              else "this CPU")
+    parts = [f"numba {vector_bits()}-bit ({target})"]
+    try:
+        from .kernels.cython import plan
+
+        parts.append(f"cython {plan.ISA}, {plan.VECTOR_BITS}-bit (the widest of avx512, avx2, "
+                     "sse2 this CPU runs" + (f", FASTCONV_ISA={config.ISA}" if config.ISA else "")
+                     + ")")
+    except ImportError:
+        parts.append("cython not built")
+    return "; ".join(parts)
 
 
 def _openmp_runtime():
@@ -719,10 +750,29 @@ def _openmp_runtime():
 # --- entry point ------------------------------------------------------------------------------
 
 
+def _model_engines():
+    from .bench.profile import MODEL_ENGINES
+
+    return MODEL_ENGINES
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's, wrapping at spaces only: engine names such as ``per-call`` stay whole."""
+
+    def _split_lines(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False,
+                             break_long_words=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fastconv", description="Compiled convolution kernels and where their time goes.")
-    sub = parser.add_subparsers(dest="command", required=True)
+        prog="fastconv", description="Compiled convolution kernels and where their time goes.",
+        formatter_class=_HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True,
+                                parser_class=functools.partial(argparse.ArgumentParser,
+                                                               formatter_class=_HelpFormatter))
 
     bench = sub.add_parser("bench", help="forward time per layer: every algorithm, torch, GEMM")
     _add_model_options(bench)
@@ -763,10 +813,10 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--budget", type=_positive_float, default=5.0,
                       help="seconds of interleaved timing passes (default 5)")
     prof.add_argument("--compare", default="", metavar="PEERS",
-                      help="comma-separated peers: torch,onnxruntime,openvino (with --plan: "
-                           "per-call,torch,onnxruntime,openvino,litert; default the first "
-                           "three; for a model file or factory: torch,onnxruntime,openvino, "
-                           "default onnxruntime)")
+                      help=f"peers, comma-separated: of {', '.join(PEERS)} (with --plan: of "
+                           f"{', '.join(PLAN_ENGINES)}; default per-call, torch, onnxruntime; "
+                           "for a model file or factory: of "
+                           f"{', '.join(_model_engines())}; default onnxruntime)")
     prof.add_argument("--plan", action="store_true",
                       help="profile fastconv.Network (the network planned once) beside the "
                            "engines, node by node")

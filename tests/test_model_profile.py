@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import textwrap
 import warnings
 
@@ -151,13 +152,15 @@ def test_profile_model_on_an_onnx_file(resnet_file):
             "op"]
 
 
-def test_cli_profile_on_an_onnx_file(resnet_file, tmp_path, capsys):
+def test_cli_profile_on_an_onnx_file(resnet_file, tmp_path, capfd):
     out, table = tmp_path / "r.json", tmp_path / "r.csv"
     argv = ["profile", str(resnet_file), "--budget", "0.05", "--compare", "onnxruntime,openvino",
             "--json", str(out), "--csv", str(table)]
     plots = pytest.importorskip("matplotlib") and tmp_path / "plots"
     assert cli.main([*argv, "--plot", str(plots)]) == 0
-    printed = capsys.readouterr().out
+    printed, errors = capfd.readouterr()
+    # OpenVINO's compiler forks from its own thread after Numba's pool started: not a word
+    assert "Attempted to fork" not in errors
     assert "fastconv.Network node by node" in printed and "plan / engine" in printed
     assert "sum of nodes" in printed and "against the whole call's" in printed
     result = json.loads(out.read_text())
@@ -171,6 +174,27 @@ def test_cli_profile_on_an_onnx_file(resnet_file, tmp_path, capsys):
     assert [r["name"] for r in rows] == [n["name"] for n in result["nodes"]]
     assert sorted(p.name for p in plots.iterdir()) == ["roofline.png", "share_by_kind.png",
                                                        "time_vs_flops.png"]
+
+
+def test_a_fork_from_another_thread_writes_nothing_to_standard_error(capfd):
+    """What a fork's handlers print between the hooks is held back when another thread forks
+    (OpenVINO's telemetry; Numba's TBB pool then warns), never when the main thread does."""
+    import threading
+
+    from fastconv.bench.peers import NumbaForkWarningHush as hush
+
+    def fork_handlers():
+        hush.before()
+        os.write(2, b"Numba: Attempted to fork from a non-main thread\n")
+        hush.after()
+        os.write(2, b"after the fork\n")
+
+    worker = threading.Thread(target=fork_handlers)
+    worker.start()
+    worker.join()
+    assert capfd.readouterr().err == "after the fork\n"
+    fork_handlers()  # the main thread: nothing held back
+    assert capfd.readouterr().err.count("Numba: Attempted to fork") == 1
 
 
 def test_cli_profile_on_a_torch_factory(tmp_path, monkeypatch, capsys):

@@ -29,11 +29,58 @@ def test_machine_peaks(peaks):
     assert peaks.peak_gflops["float64"] * 2 == pytest.approx(peaks.peak_gflops["float32"])
     assert peaks.assumptions and "FMA" in peaks.assumptions[0]
     assert set(peaks.to_dict()) >= {"cpu", "peak_gflops", "gemm_gflops", "bandwidth_gbs",
-                                    "wake_us", "blas_spin_ms", "after_idle_us"}
+                                    "wake_us", "blas_spin_ms", "after_idle_us", "notes"}
     assert peaks.blas_spin_ms >= 0 and "after a GEMM" in peaks.blas_spin_text()
     warm, woken = peaks.after_idle_us
     assert warm > 0 and woken > 0
     assert f"{warm:.0f} µs back to back" in peaks.after_idle_text()
+
+
+def _machine(gemm, theoretical=100.0):
+    cpu = machine.CPU("a CPU", "GenuineIntel", 6, 2, 2.0, "assumed", ["avx2", "fma"])
+    return machine.Machine(cpu, 2, {"float32": theoretical, "float64": theoretical / 2}, [],
+                           {"float32": gemm}, 10.0)
+
+
+def test_a_peak_far_below_the_theoretical_one_or_above_it_is_noted():
+    low, fine, high = _machine(20.0), _machine(80.0), _machine(130.0)
+    for m in (low, fine, high):
+        m.check_peaks()
+    assert low.notes == ["the float32 GEMM peak measured, 20 GFLOP/s, is 20% of the "
+                         "theoretical 100: the machine may have been busy while it was measured"]
+    assert fine.notes == []
+    assert "is above the theoretical 100: the cores ran faster" in high.notes[0]
+
+
+@pytest.mark.parametrize("again, expected, said", [
+    (60.0, 90.0, "a layer ran at 90 GFLOP/s, above the float32 GEMM peak measured twice (50 and "
+                 "60): the machine was busy while it was measured, and the peak taken is that "
+                 "layer's"),
+    (120.0, 120.0, "the float32 GEMM peak was measured again (50, then 120 GFLOP/s): a layer "
+                   "ran at 90, above the first figure"),
+])
+def test_a_layer_above_the_peak_has_it_measured_again_or_taken_as_the_peak(
+        monkeypatch, again, expected, said):
+    calls = []
+    monkeypatch.setattr(machine, "_gemm_gflops",
+                        lambda dtype, size, seconds: calls.append(size) or again)
+    m = _machine(50.0)
+    m.settle_peak("float32", 40.0)  # below the peak: nothing measured, nothing said
+    assert calls == [] and m.notes == [] and m.gemm_gflops["float32"] == 50.0
+    m.settle_peak(np.float32, 90.0)
+    assert calls == [machine.GEMM_SIZE]
+    assert m.gemm_gflops["float32"] == expected and m.notes == [said]
+
+
+def test_a_profile_never_puts_a_layer_above_the_peak_beside_it(monkeypatch):
+    """The peak was measured while the machine was busy (far too low, and low again when
+    measured a second time): every layer is then at most 100% of it, and the note says why."""
+    monkeypatch.setattr(machine, "_gemm_gflops", lambda dtype, size, seconds: 1e-3)
+    busy = _machine(1e-3)
+    result = profile.profile_network(models.mobilenet_v1(**TINY), batch=1, budget=0.02,
+                                     machine=busy, settle=0.0)
+    assert max(r["percent_of_peak"] for r in result["layers"]) == pytest.approx(100.0)
+    assert "the machine was busy while it was measured" in result["machine"]["notes"][0]
 
 
 def test_waking_the_pool_is_measured_and_the_thread_count_restored(peaks):
@@ -158,6 +205,17 @@ def test_cli_info(capsys):
     for fragment in ("numba", "threading layer", "vector extensions", "BLAS",
                      "backend numba: available", "backend cython: ", "backend cuda: "):
         assert fragment in out
+    from fastconv.kernels.numba.microkernel import vector_bits
+
+    assert f"plan kernels: numba {vector_bits()}-bit (" in out
+
+
+def test_cli_profile_help_names_every_peer_whole(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["profile", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in (*cli.PEERS, *cli.PLAN_ENGINES, *profile.MODEL_ENGINES):
+        assert f" {name}," in text or f" {name};" in text or f" {name})" in text
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -223,3 +281,20 @@ def test_cli_profile_plan(tmp_path, capsys):
     assert set(json.loads(out.read_text())["engines"]) == {"plan", "per-call", "torch"}
     assert cli.main(["profile", "mobilenet-v1", "--plan", "--compare", "tensorflow"]) == 2
     assert "unknown engine 'tensorflow'" in capsys.readouterr().err
+
+
+def test_roofline_labels_name_each_cluster_of_points_once():
+    pytest.importorskip("matplotlib")
+    from fastconv.bench import plots
+
+    def layer(name, intensity, gflops):
+        return dict(name=name, intensity=intensity, gflops=gflops)
+
+    # MobileNet's five identical 14x14 pairs land on one point; pw5 and pw27 close together
+    layers = ([layer(f"pw{i}", 40.0, 150.0 + i / 10) for i in range(11, 24, 2)]
+              + [layer(f"dw{i}", 2.0, 20.0) for i in range(14, 23, 2)]
+              + [layer("pw5", 60.0, 160.0), layer("pw27", 61.0, 163.0), layer("conv1", 9, 50)])
+    groups = dict(plots._label_groups(layers))
+    assert set(groups) == {"pw11–pw23", "dw14–dw22", "pw5, pw27", "conv1"}
+    assert groups["conv1"] == pytest.approx((9, 50))
+    assert plots._name_runs(["pw3", "pw5", "dw4", "fc"]) == "pw3, pw5, dw4, fc"

@@ -157,19 +157,9 @@ def ort_node_times(model: bytes, x: np.ndarray, threads: int, runs: int = 20) ->
 
 
 def _openvino(model: bytes, threads: int):
-    import openvino as ov
+    from .peers import _openvino_request, import_openvino
 
-    core = ov.Core()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.onnx")
-        with open(path, "wb") as fh:
-            fh.write(model)
-        # float32 throughout, as the others compute: on a CPU with AMX or AVX512-BF16
-        # OpenVINO would otherwise run in bfloat16
-        compiled = core.compile_model(core.read_model(path), "CPU", {
-            "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32"})
-    return compiled.create_infer_request()
+    return _openvino_request(import_openvino(), model, threads, profiled=False)
 
 
 def _per_call(module, x: np.ndarray):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import threading
 from typing import Callable
 
 import numpy as np
@@ -213,9 +215,9 @@ class OpenVinoNet:
     name = "openvino"
 
     def __init__(self, net, params, x0, threads=None):
-        import openvino as ov
-
         from . import engines
+
+        ov = import_openvino()
 
         model = _torch_layers(net, params).to(_torch_dtype(x0.dtype))
         onnx = engines.onnx_bytes(model, x0)
@@ -243,7 +245,50 @@ class OpenVinoNet:
         return self._passes
 
 
+class NumbaForkWarningHush:
+    """Standard error closed for the instant of a fork from a thread other than the main one.
+
+    Numba's TBB pool prints "Attempted to fork from a non-main thread..." (from C, in its
+    ``pthread_atfork`` handler) whenever such a fork happens. OpenVINO's usage telemetry forks
+    a sender process from a thread of its own, at a moment nobody chooses; that process runs no
+    Numba code, so the warning says nothing here, yet it would be the one line a user reads
+    between the tables. Python's fork hooks run before and after the C handlers: ``before``
+    points file descriptor 2 at ``/dev/null``, ``after`` puts it back. Installed once per
+    process (:meth:`install`); forks from the main thread are left alone."""
+
+    _installed = False
+    _saved = threading.local()
+
+    @classmethod
+    def install(cls) -> None:
+        if not cls._installed:
+            cls._installed = True
+            os.register_at_fork(before=cls.before, after_in_parent=cls.after,
+                                after_in_child=cls.after)
+
+    @classmethod
+    def before(cls) -> None:
+        if threading.current_thread() is threading.main_thread():
+            return
+        sys.stderr.flush()
+        cls._saved.fd = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+
+    @classmethod
+    def after(cls) -> None:
+        fd = getattr(cls._saved, "fd", None)
+        if fd is not None:
+            cls._saved.fd = None
+            os.dup2(fd, 2)
+            os.close(fd)
+
+
 def _openvino_request(ov, onnx: bytes, threads, profiled: bool):
+    """OpenVINO's compiled model of ``onnx`` for the CPU: float32 throughout, as the others
+    compute (on a CPU with AMX or AVX512-BF16 it would otherwise run in bfloat16), the
+    latency hint, ``threads``; with per-node counters when ``profiled``."""
     import tempfile
 
     core = ov.Core()
@@ -258,10 +303,20 @@ def _openvino_request(ov, onnx: bytes, threads, profiled: bool):
         return core.compile_model(core.read_model(path), "CPU", config).create_infer_request()
 
 
+def import_openvino():
+    """``openvino``, imported with :class:`NumbaForkWarningHush` installed first: importing it
+    starts its telemetry, whose sender forks from a thread of its own."""
+    NumbaForkWarningHush.install()
+    import openvino
+
+    return openvino
+
+
 def openvino_available() -> bool:
     try:
         import onnx  # noqa: F401
-        import openvino  # noqa: F401
+
+        import_openvino()
     except ImportError:
         return False
     return True

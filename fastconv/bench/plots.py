@@ -50,14 +50,63 @@ def roofline(result, path):
         pts = [(r["intensity"], r["gflops"]) for r in layers if r["kind"] == kind]
         if pts:
             ax.scatter(*zip(*pts), color=KIND_COLOURS[kind], label=KIND_NAMES[kind], zorder=3)
-    for r in layers:
-        ax.annotate(r["name"], (r["intensity"], r["gflops"]), fontsize=6,
-                    xytext=(3, 2), textcoords="offset points")
+    for names, (x, y) in _label_groups(layers):
+        ax.annotate(names, (x, y), fontsize=6, xytext=(4, 2), textcoords="offset points")
     ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP/byte)",
            ylabel="achieved GFLOP/s", title=_title(result, "roofline"))
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, path)
+
+
+#: Points closer than this on both log axes (in decades) share one label.
+LABEL_NEAR = 0.1
+
+
+def _label_groups(layers):
+    """One label per cluster of nearby points (on the log-log axes), each naming its layers
+    in order, runs of one kind's consecutive layers shortened (``pw11–pw23``): MobileNet's
+    five identical 14x14 blocks would otherwise print their names on top of each other."""
+    import math
+
+    groups = []  # [x, y, [names]]
+    for r in layers:
+        x, y = math.log10(r["intensity"]), math.log10(max(r["gflops"], 1e-12))
+        for g in groups:
+            if abs(g[0] - x) < LABEL_NEAR and abs(g[1] - y) < LABEL_NEAR:
+                g[2].append(r["name"])
+                break
+        else:
+            groups.append([x, y, [r["name"]]])
+    return [(_name_runs(names), (10 ** x, 10 ** y)) for x, y, names in groups]
+
+
+def _name_runs(names):
+    """``["pw11", "pw13", "pw15", "pw5"]`` -> ``"pw11–pw15, pw5"``: names of one prefix whose
+    numbers rise with one step, as one run."""
+    import re
+
+    parts, run = [], []
+
+    def close():
+        if len(run) > 2:
+            parts.append(f"{run[0][2]}–{run[-1][2]}")
+        else:
+            parts.extend(name for *_, name in run)
+        run.clear()
+
+    for name in names:
+        m = re.fullmatch(r"(\D*)(\d+)", name)
+        key = (m.group(1), int(m.group(2))) if m else (name, None)
+        if (run and m and run[-1][0] == key[0] and run[-1][1] is not None
+                and (len(run) < 2 or key[1] - run[-1][1] == run[-1][1] - run[-2][1])
+                and key[1] > run[-1][1]):
+            run.append((*key, name))
+            continue
+        close()
+        run.append((*key, name))
+    close()
+    return ", ".join(parts)
 
 
 def share_by_kind(result, path):
@@ -68,17 +117,22 @@ def share_by_kind(result, path):
              for k in kinds]
     times = [100 * sum(r["time_share"] for r in result["layers"] if r["kind"] == k)
              for k in kinds]
+    from matplotlib.patches import Patch
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     xs = range(len(kinds))
-    ax.bar([x - 0.2 for x in xs], flops, 0.4, label="share of FLOPs", color="tab:gray")
-    ax.bar([x + 0.2 for x in xs], times, 0.4, label="share of time",
-           color=[KIND_COLOURS[k] for k in kinds])
+    ax.bar([x - 0.2 for x in xs], flops, 0.4, color="lightgray", hatch="//", edgecolor="gray")
+    ax.bar([x + 0.2 for x in xs], times, 0.4, color=[KIND_COLOURS[k] for k in kinds])
     for x, f, t in zip(xs, flops, times):
         ax.text(x - 0.2, f, f"{f:.1f}%", ha="center", va="bottom", fontsize=8)
         ax.text(x + 0.2, t, f"{t:.1f}%", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(list(xs), [KIND_NAMES[k] for k in kinds])
     ax.set(ylabel="%", title=_title(result, "where the FLOPs are and where the time goes"))
-    ax.legend()
+    ax.legend(handles=[
+        Patch(facecolor="lightgray", hatch="//", edgecolor="gray",
+              label="share of FLOPs (left bar)"),
+        Patch(facecolor="white", edgecolor="black",
+              label="share of time (right bar, in the kind's colour)")])
     return _save(fig, path)
 
 
@@ -93,9 +147,14 @@ def time_vs_flops(result, path):
     ax.set_xticks(list(xs), [r["name"] for r in layers], rotation=90, fontsize=7)
     ax.set_ylabel("ms (bars)")
     twin = ax.twinx()
-    twin.plot(xs, [r["flops"] / 1e6 for r in layers], "ko-", ms=3, label="MFLOP")
+    line, = twin.plot(xs, [r["flops"] / 1e6 for r in layers], "ko-", ms=3, label="MFLOP")
     twin.set_ylabel("MFLOP (line)")
     ax.set_title(_title(result, "wall time (bars, by kind) and FLOPs (line) per layer"))
+    from matplotlib.patches import Patch
+
+    kinds = [k for k in KIND_COLOURS if any(r["kind"] == k for r in layers)]
+    twin.legend(handles=[Patch(color=KIND_COLOURS[k], label=f"ms, {KIND_NAMES[k]}")
+                         for k in kinds] + [line], fontsize=8, loc="upper right")
     return _save(fig, path)
 
 
@@ -129,7 +188,8 @@ def separable_vs_full(separable, full, path):
     ax.set_xticks(list(xs), labels, rotation=90, fontsize=7)
     ax.set(ylabel="ratio (higher: the separable net wins by more)",
            title=_title(separable, "separable vs full convolution: fewer MACs, less time?"))
-    ax.legend()
+    ax.set_ylim(0, max(mac_ratio + time_ratio) * 1.3)  # room above the bars for the legend
+    ax.legend(loc="upper center", ncol=2, fontsize=8)
     return _save(fig, path)
 
 

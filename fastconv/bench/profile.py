@@ -431,6 +431,9 @@ def profile_network(net, *, batch=1, dtype="float32", algorithm="auto", backend=
               for i, spec in enumerate(net)]
     total_flops = sum(f for f, _ in counts)
     total_time = sum(min(mine.layer_times(i, mode)) for i in range(len(net)))
+    if machine is not None:  # no layer above 100% of the peak beside it
+        machine.settle_peak(dtype, max(f / min(mine.layer_times(i, mode)) / 1e9
+                                       for i, (f, _) in enumerate(counts)))
     records = []
     for i, (name, spec) in enumerate(zip(names, net)):
         flops, nbytes = counts[i]
@@ -627,6 +630,8 @@ def profile_model(source, *, engines=("onnxruntime",), budget=2.0, threads=None,
     profile = source.network.profile(x, budget=min(budget, 2.0))
     rows = profile.rows
     flops = sum(r["flops"] for r in rows)
+    if machine is not None and flops:  # no node above 100% of the peak beside it
+        machine.settle_peak(source.dtype, max(r["gflops"] for r in rows if r["flops"]))
     for r in rows:
         _node_figures(r, machine, source.dtype)
         r["flops_share"] = r["flops"] / flops if flops else 0.0

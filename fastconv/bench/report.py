@@ -593,6 +593,7 @@ def _head(m, threads) -> str:
         f"(median), {m.blas_spin_text()}; {m.after_idle_text()}. Theoretical fp32 FMA peak "
         f"{m.peak_gflops['float32']:.0f} GFLOP/s ({'; '.join(m.assumptions)}). '% peak' is of "
         "the measured GEMM; '% roofline' of min(GEMM peak, intensity x stream bandwidth).",
+        *(f"\nNote: {note}." for note in m.notes),
     ])
 
 
