@@ -11,6 +11,7 @@ import sys
 import numpy as np
 
 from . import config, models, runtime
+from .kernels import tuned
 
 
 class CliError(Exception):
@@ -450,7 +451,8 @@ def cmd_profile_model(args) -> int:
     console.print(
         f"machine: {m['cpu']['model']}, {threads} threads, {'/'.join(m['cpu']['extensions'])}; "
         f"% peak is of the measured GEMM, {m['gemm_gflops'][source.dtype.name]:.0f} GFLOP/s; "
-        f"the roofline adds the measured stream, {m['bandwidth_gbs']:.0f} GB/s")
+        f"the roofline adds the measured stream, {m['bandwidth_gbs']:.0f} GB/s; the plan's "
+        f"tuning: {tuned.IN_FORCE.describe()}")
     _print_machine_notes(console, m)
     if args.json:
         _write_json(args.json, result)
@@ -709,10 +711,83 @@ def cmd_info(args) -> int:
             state = "not available (" + str(exc).split(": ", 1)[-1] + ")"
         lines.append(f"backend {backend}: {state}")
     lines.append("plan kernels: " + _plan_widths())
+    lines.append(f"tuning: {tuned.IN_FORCE.describe()}")
     lines.append(f"kernel cache: {'on' if config.CACHE else 'off'}; workspace budget "
                  f"{config.get_workspace_budget() / (1 << 20):.0f} MiB")
     for line in lines:
         print(line)
+    return 0
+
+
+def cmd_tune(args) -> int:
+    """``fastconv tune``: the planner's thresholds measured here, stored for this CPU."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+        TimeElapsedColumn
+    from rich.table import Table
+
+    from . import dispatch
+    from .bench import engines, tune
+
+    if engines.available("torch"):
+        raise CliError("fastconv tune plans torch models of fastconv.bench.zoo: pip install "
+                       "torch")
+    backends = args.backends or [b for b in ("numba", "cython")
+                                 if b in dispatch.available_backends()]
+    for backend in backends:
+        if backend not in ("numba", "cython"):
+            raise CliError(f"unknown backend {backend!r} for --backends; expected numba, cython")
+        try:
+            dispatch.resolve_backend(backend)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    thresholds = args.only or tuned.TUNABLE
+    for name in thresholds:
+        if name not in tuned.TUNABLE:
+            raise CliError(f"unknown threshold {name!r} for --only; expected some of "
+                           f"{', '.join(tuned.TUNABLE)}")
+    console = _console()
+    workloads = tune.default_workloads()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    compared = [] if args.dry_run else [(w, b) for w in workloads for b in backends]
+    with progress:
+        task = progress.add_task("tuning", total=tune.steps(workloads, backends, thresholds)
+                                 + len(compared))
+        advance = lambda what: progress.update(task, advance=1, description=what)  # noqa: E731
+        result = tune.tune(workloads, backends, thresholds, budget=args.budget,
+                           threads=_threads(args), progress=advance)
+        rows = (tune.against_defaults(workloads, backends, result.values,
+                                      threads=_threads(args), progress=advance)
+                if compared else [])
+    table = Table(title=f"fastconv tune on {result.key.describe()}: each value's time against "
+                        "the default's (geometric mean over "
+                        f"{', '.join(result.details['workloads'])}; on "
+                        f"{', '.join(backends)})")
+    for column in ("threshold", "default", "candidates: relative time", "chosen"):
+        table.add_column(column)
+    for name in thresholds:
+        d = result.details[name]
+        table.add_row(name, repr(d["default"]),
+                      ", ".join(f"{c}: {s:.3f}" for c, s in d["scores"].items()),
+                      repr(d["chosen"]))
+    console.print(table)
+    if rows:
+        table = Table(title="The plan with the defaults and with this tuning, ms (the minimum "
+                            "of interleaved calls, a pause before each plan's)")
+        for column in ("network", "executor", "defaults", "tuned", "tuned / defaults"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(r["workload"], r["backend"], f"{r['defaults'] * 1e3:.2f}",
+                          f"{r['tuned'] * 1e3:.2f}", f"{r['tuned'] / r['defaults']:.2f}")
+        console.print(table)
+    if args.dry_run:
+        console.print("not stored (--dry-run)")
+        tuned.apply()
+        return 0
+    path = tuned.save(result)
+    console.print(f"stored in {path}; the tuning in force now: {tuned.apply().describe()} "
+                  "(FASTCONV_TUNING=defaults ignores a stored one)")
     return 0
 
 
@@ -826,6 +901,21 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--csv", metavar="FILE", help="write the per-layer records as CSV")
     prof.add_argument("--plot", metavar="DIR", help="write PNG figures into DIR (matplotlib)")
     prof.set_defaults(run=cmd_profile)
+
+    tun = sub.add_parser("tune", help="measure the planner's thresholds on this machine and "
+                                      "store them for this CPU")
+    tun.add_argument("--budget", type=_positive_float, default=0.3,
+                     help="seconds of interleaved timing per candidate and network (default "
+                          "0.3)")
+    tun.add_argument("--backends", type=lambda s: [b for b in s.split(",") if b],
+                     default=None, help="executors to measure on, comma-separated: numba, "
+                                        "cython (default every one installed)")
+    tun.add_argument("--only", type=lambda s: [b for b in s.split(",") if b], default=None,
+                     metavar="THRESHOLDS", help="measure these thresholds alone (names from "
+                                                "kernels/tuning.py), the others at defaults")
+    tun.add_argument("--threads", type=_positive_int, default=None)
+    tun.add_argument("--dry-run", action="store_true", help="measure and print, store nothing")
+    tun.set_defaults(run=cmd_tune)
 
     thr = sub.add_parser("throughput", help="images per second: one process, and over Dask")
     _add_model_options(thr, files=True)

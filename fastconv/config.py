@@ -23,6 +23,10 @@ Environment variables (read once, at import):
     when numba is not imported yet it also sets the Numba kernels' target (``NUMBA_CPU_NAME``
     and ``NUMBA_CPU_FEATURES``, unless those are set), so that one machine tests another
     width's kernels and tiles.
+``FASTCONV_TUNING``
+    ``stored`` (default): the thresholds ``fastconv tune`` stored for this CPU, where it did;
+    ``defaults``: ``kernels/tuning.py``'s; or the path of a tuning file. ``FASTCONV_TUNING_DIR``
+    is where ``fastconv tune`` stores them (see :mod:`fastconv.kernels.tuned`).
 ``OPENBLAS_THREAD_TIMEOUT``
     Respected when set; otherwise, if fastconv is imported before numpy, numpy's OpenBLAS is
     loaded with ``fastconv.kernels.tuning.OPENBLAS_SPIN`` (see :mod:`fastconv.runtime`).
@@ -42,7 +46,7 @@ import os
 import sys
 
 from . import runtime
-from .kernels import tuning
+from .kernels import tuned, tuning
 from .kernels.plan_tiles import host_vector_bits
 
 __all__ = [
@@ -102,6 +106,10 @@ if (ISA and "numba" not in sys.modules and not (os.environ.get("NUMBA_CPU_NAME")
                                                 or os.environ.get("NUMBA_CPU_FEATURES"))
         and ISA_BITS < host_vector_bits()):  # never a width the CPU lacks
     os.environ["NUMBA_CPU_NAME"], os.environ["NUMBA_CPU_FEATURES"] = _NUMBA_TARGETS[ISA]
+
+# The tuning the planner reads (kernels/tuning.py's defaults, or what fastconv tune stored for
+# this CPU), put in force once: kernels.tuned.IN_FORCE says which.
+tuned.apply(vector_bits=min(ISA_BITS, host_vector_bits()))
 
 _serial_env = os.environ.get("FASTCONV_SERIAL_BELOW")
 #: Elements read and written below which a memory-bound kernel runs on the calling thread,

@@ -17,6 +17,7 @@ import tracemalloc
 
 import numpy as np
 
+from ..kernels import tuned
 from .. import __version__, api, config, models, runtime, workspace
 from ..spec import ConvSpec
 from . import harness, machine, profile, sources
@@ -592,7 +593,8 @@ def _head(m, threads) -> str:
         f"pool ({runtime.numba_threading_layer()}) {m.wake_us:.0f} µs per parallel kernel call "
         f"(median), {m.blas_spin_text()}; {m.after_idle_text()}. Theoretical fp32 FMA peak "
         f"{m.peak_gflops['float32']:.0f} GFLOP/s ({'; '.join(m.assumptions)}). '% peak' is of "
-        "the measured GEMM; '% roofline' of min(GEMM peak, intensity x stream bandwidth).",
+        "the measured GEMM; '% roofline' of min(GEMM peak, intensity x stream bandwidth). "
+        f"The planner's thresholds: {tuned.IN_FORCE.describe()}.",
         *(f"\nNote: {note}." for note in m.notes),
     ])
 

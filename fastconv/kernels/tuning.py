@@ -4,6 +4,12 @@ The values were chosen by those benchmarks on the machines this project has run 
 with other caches, vector units or thread pools may want others. The kernels read them from
 here (at call time where a benchmark changes them to compare). Plain Python with no imports:
 ``setup.py`` reads it too.
+
+These are the defaults. The planner's thresholds (``kernels.tuned.TUNABLE``) can be measured
+on the machine at hand by ``fastconv tune``, which stores them per user and CPU; at import,
+``kernels.tuned.apply`` sets them here over the defaults (``FASTCONV_TUNING=defaults`` keeps
+these). The tile shapes and the prefetch distance are compiled into the kernels and stay the
+defaults of the vector width the kernels run at.
 """
 
 # --- depthwise ------------------------------------------------------------------------------

@@ -399,7 +399,11 @@ class _Planned:
     """A shape plan and its pool of arenas (one per concurrent call)."""
 
     def __init__(self, plan: ShapePlan, executor):
+        from ..kernels import tuned
+
         self.plan, self._executor = plan, executor
+        # the thresholds it was planned by (kernels/tuning.py's, or fastconv tune's)
+        self.tuning = tuned.IN_FORCE.describe() if tuned.IN_FORCE else "defaults"
         self._free: list = []
         self._lock = threading.Lock()
         self.arenas = 0
@@ -543,7 +547,7 @@ def describe(net: Network) -> str:
         plan = planned.plan
         lines.append(f"planned for input {list(shape)}: NHWC activations in one arena of "
                      f"{plan.arena_bytes / 2**20:.2f} MiB ({len(plan.buffers)} buffers), "
-                     f"output {list(plan.output_shape)}")
+                     f"output {list(plan.output_shape)}; tuning: {planned.tuning}")
         for node in plan.nodes:
             lines.append(f"  {node.name}: {node.kernel}, {node.input} -> {node.output}")
     if not net._plans:
