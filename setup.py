@@ -104,6 +104,11 @@ def _extensions():
 class OptionalBuildExt(build_ext):
     """Build the extensions if we can; an install without them still works (on Numba)."""
 
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:  # side by side: the plan's, the longest, beside the others
+            self.parallel = os.cpu_count() or 1
+
     def run(self):
         try:
             super().run()

@@ -110,6 +110,12 @@ def test_the_compiled_widths_match_the_tuning_tables():
     assert config.ISA_WIDTHS[plan.ISA] == plan.VECTOR_BITS
 
 
+def test_the_c_kernels_number_the_activations_as_python_does():
+    from fastconv.kernels.epilogue import ACTIVATIONS
+
+    assert plan.ACTIVATIONS == ACTIVATIONS
+
+
 def test_the_kernels_chosen_are_the_widest_the_cpu_has():
     assert plan.VECTOR_BITS == min(config.ISA_BITS, host_vector_bits())
 

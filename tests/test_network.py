@@ -427,3 +427,41 @@ def test_from_specs_refusals():
         fc.Network.from_specs([spec], [np.zeros((4, 3, 3, 3))], activation="gelu")
     with pytest.raises(TypeError, match=r"weights all float32 or all float64"):
         fc.Network.from_specs([spec], [np.zeros((4, 3, 3, 3), np.int64)])
+
+
+@pytest.mark.parametrize("name", ["numba_executor", "cython_executor"])
+def test_each_executor_keeps_the_contract(name):
+    """network.executor's contract: an Arena, its tiles' geometry and a kernel for every
+    kind of step the planner emits, by name (and nothing else exported)."""
+    import importlib
+
+    from fastconv.network.executor import GEOMETRY, STEP_KINDS
+
+    try:
+        module = importlib.import_module(f"fastconv.network.{name}")
+    except ImportError:
+        pytest.skip("the Cython plan kernels are not built")
+    assert sorted(module.__all__) == sorted(["Arena", *GEOMETRY, *STEP_KINDS])
+    for attribute in module.__all__:
+        assert callable(getattr(module, attribute)), attribute
+    assert callable(module.Arena.run) and not hasattr(module.Arena, "output")
+
+
+@pytest.mark.parametrize("name", ["numba_executor", "cython_executor"])
+def test_each_kernel_takes_its_records_fields_in_order(name):
+    """A field added to a step's record (network/step_args.py) and forgotten in a kernel, or
+    the reverse, fails here: the Numba kernels' and the Cython steps' parameters are the
+    records' fields, by name and in order."""
+    import importlib
+    import inspect
+
+    from fastconv.network.step_args import RECORDS
+
+    try:
+        module = importlib.import_module(f"fastconv.network.{name}")
+    except ImportError:
+        pytest.skip("the Cython plan kernels are not built")
+    for kind, record in RECORDS.items():
+        kernel = getattr(module, kind)
+        kernel = getattr(kernel, "py_func", kernel)  # a Numba dispatcher's Python function
+        assert tuple(inspect.signature(kernel).parameters) == record._fields, kind

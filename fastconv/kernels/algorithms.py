@@ -17,7 +17,7 @@ from typing import Callable
 
 from ..spec import ConvSpec
 
-__all__ = ["ALGORITHMS", "CORE", "KernelModule", "Backend", "supports", "serves", "FALLBACKS",
+__all__ = ["ALGORITHMS", "CORE", "KernelModule", "Backend", "supports", "serves",
            "is_plain_gemm", "always", "never", "off_3x3_path"]
 
 
@@ -143,20 +143,6 @@ def supports(algorithm: str, spec: ConvSpec) -> str | None:
 def serves(algorithm: str, spec: ConvSpec) -> bool:
     """Whether ``algorithm`` can serve ``spec``."""
     return supports(algorithm, spec) is None
-
-
-# --- where an algorithm hands a call to another ------------------------------------------------
-
-#: The calls an algorithm passes on, and to which algorithm (every backend routes the same).
-FALLBACKS = {
-    "pointwise": "a strided or padded 1x1, and the weight gradient of a batch of small images "
-                 "(see tiling.batch_small_images), run im2col: for a 1x1 kernel its column "
-                 "matrix is just the gathered pixels",
-    "depthwise": "kernels other than 3x3, and column strides above 2, run direct, whose "
-                 "per-row accumulation suits one input channel per group",
-    "winograd": "the weight gradient, and an input with NaN or Inf (the transforms would "
-                "spread it over a tile), run im2col",
-}
 
 
 def is_plain_gemm(spec: ConvSpec) -> bool:

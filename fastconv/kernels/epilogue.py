@@ -4,11 +4,14 @@
 ``lo``, ``hi``, ``alpha`` and ``beta`` are the activation's constants.
 """
 
-ACTIVATIONS = {
-    "none": 0,         # y
-    "clamp": 1,        # min(max(y, lo), hi): ReLU (0, inf), ReLU6 (0, 6), Hardtanh
-    "leaky": 2,        # y if y >= 0 else alpha * y
-    "hardsigmoid": 3,  # min(max(alpha * y + beta, 0), 1)
-    "hardswish": 4,    # y * min(max(y / 6 + 1 / 2, 0), 1)
-    "sigmoid": 5,      # 1 / (1 + exp(-y))
-}
+NONE = 0          # y
+CLAMP = 1         # min(max(y, lo), hi): ReLU (0, inf), ReLU6 (0, 6), Hardtanh
+LEAKY = 2         # y if y >= 0 else alpha * y
+HARDSIGMOID = 3   # min(max(alpha * y + beta, 0), 1)
+HARDSWISH = 4     # y * min(max(y / 6 + 1 / 2, 0), 1)
+SIGMOID = 5       # 1 / (1 + exp(-y))
+
+#: The kinds by name, as the graph's activations spell them. The C kernels' enum
+#: (``_plan_kernels.h``'s ``FC_ACT_*``) has the same numbers; a test holds them together.
+ACTIVATIONS = {"none": NONE, "clamp": CLAMP, "leaky": LEAKY, "hardsigmoid": HARDSIGMOID,
+               "hardswish": HARDSWISH, "sigmoid": SIGMOID}

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..kernels.plan_tiles import TileGeometry, l2_bytes
 from ..runtime import import_extension
+from .executor import GEOMETRY, STEP_KINDS
 from .planner import ShapePlan, arena_views, bound_steps
 
 plan = import_extension("fastconv.kernels.cython.plan")
@@ -32,11 +33,8 @@ conv, depthwise, depthwise_3x3 = plan.conv, plan.depthwise, plan.depthwise_3x3
 separable, expanded_separable, winograd = (plan.separable, plan.expanded_separable,
                                            plan.winograd)
 
-# what the planner calls, by name
-__all__ = ["Arena", "affine", "avg_pool", "binary", "conv", "copy_channels", "depthwise",
-           "depthwise_3x3", "depthwise_block", "expanded_separable", "flatten", "from_nchw",
-           "global_average", "l2_bytes", "max_pool", "pack", "schedule", "separable",
-           "tile_shape", "wide", "winograd", "winograd_filters", "zero_border"]
+# the executor's contract (network.executor): the Arena, the geometry, the steps' kernels
+__all__ = ["Arena", *GEOMETRY, *STEP_KINDS]
 
 
 def max_threads() -> int:
@@ -47,17 +45,19 @@ def max_threads() -> int:
 
 class Arena:
     """One shape plan's buffers, allocated once, and its steps built on them as one program
-    (the input's conversion first, the output's last). An arena serves one call at a time;
+    (the input's conversion first, the output's last;
+    :class:`~fastconv.network.executor.Arena`). An arena serves one call at a time;
     concurrent calls take one each."""
 
     def __init__(self, shape_plan: ShapePlan):
         self.plan = shape_plan
         self.views = arena_views(shape_plan)
         steps, self.nodes = [], []
-        for step, args in bound_steps(shape_plan, self.views, zero_border):
-            if step.kernel is from_nchw:
+        kernels = globals()
+        for step, args in bound_steps(shape_plan, self.views):
+            if step.kind == "from_nchw":
                 args[0] = None  # the input comes with each call
-            steps.append(step.kernel(*args))
+            steps.append(kernels[step.kind](*args))
             self.nodes.append(step.node)
         buf = shape_plan.buffers[shape_plan.output_buffer]
         top, _, left, _ = buf.border
@@ -80,7 +80,3 @@ class Arena:
         for node, seconds in zip(self.nodes, np.diff(self._times)):
             clock.add(node, float(seconds))
         return out
-
-    def output(self, result, clock=None):
-        """The output: :meth:`run` already wrote it (and timed it)."""
-        return result

@@ -21,7 +21,8 @@ INPUT = "input"
 
 @dataclass(frozen=True)
 class Activation:
-    """An element-wise activation: a kind of ``microkernel.ACTIVATIONS`` and its constants."""
+    """An element-wise activation: a kind of ``fastconv.kernels.epilogue.ACTIVATIONS`` and its
+    constants."""
 
     kind: str = "none"
     lo: float = -math.inf

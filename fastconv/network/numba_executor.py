@@ -19,30 +19,31 @@ from ..kernels.numba.nhwc.separable import expanded_separable, separable
 from ..kernels.numba.nhwc.winograd import pack_filters as winograd_filters
 from ..kernels.numba.nhwc.winograd import winograd
 from ..kernels.plan_tiles import l2_bytes
+from .executor import GEOMETRY, STEP_KINDS
 from .planner import ShapePlan, arena_views, bound_steps
 
-# what the planner calls, by name
-__all__ = ["Arena", "affine", "avg_pool", "binary", "conv", "copy_channels", "depthwise",
-           "depthwise_3x3", "depthwise_block", "expanded_separable", "flatten", "from_nchw",
-           "global_average", "l2_bytes", "max_pool", "pack", "schedule", "separable",
-           "tile_shape", "to_nchw", "wide", "winograd", "winograd_filters", "zero_border"]
+# the executor's contract (network.executor): the Arena, the geometry, the steps' kernels
+__all__ = ["Arena", *GEOMETRY, *STEP_KINDS]
 
 
 class Arena:
-    """One shape plan's buffers, allocated once, and its steps bound to them. An arena serves
-    one call at a time; concurrent calls take one each."""
+    """One shape plan's buffers, allocated once, and its steps bound to them
+    (:class:`~fastconv.network.executor.Arena`). An arena serves one call at a time;
+    concurrent calls take one each."""
 
     def __init__(self, plan: ShapePlan):
         self.plan = plan
         self.views = arena_views(plan)
-        self.steps = [(step.node, step.kernel, args)
-                      for step, args in bound_steps(plan, self.views, zero_border)]
+        kernels = globals()
+        self.steps = [(step.node, step.kind == "from_nchw", kernels[step.kind], args)
+                      for step, args in bound_steps(plan, self.views)]
 
     def run(self, x, clock=None):
-        """Run every step on input ``x``; returns the output buffer's 4-D view. With a
-        ``clock``, each step's seconds are added to ``clock[node]``."""
-        for node, kernel, args in self.steps:
-            if kernel is from_nchw:
+        """Every step on input ``x``, then the output's conversion; returns the output, a new
+        array owned by the caller: NCHW, or (N, F). With a ``clock``, each step's seconds are
+        added to ``clock[node]``, the conversion's to ``clock["output"]``."""
+        for node, is_input, kernel, args in self.steps:
+            if is_input:
                 args = [x, *args[1:]]
             if clock is None:
                 kernel(*args)
@@ -50,13 +51,9 @@ class Arena:
                 start = clock.now()
                 kernel(*args)
                 clock.add(node, clock.now() - start)
-        return self.views[self.plan.output_buffer][0]
-
-    def output(self, result, clock=None):
-        """The output, in a new array owned by the caller: NCHW, or (N, F)."""
         plan = self.plan
-        buf = plan.buffers[plan.output_buffer]
-        top, _, left, _ = buf.border
+        result = self.views[plan.output_buffer][0]
+        top, _, left, _ = plan.buffers[plan.output_buffer].border
         out = np.empty(plan.output_shape, plan.dtype)
         start = clock.now() if clock is not None else 0.0
         if plan.output_flat:

@@ -22,6 +22,9 @@ import numpy as np
 from ..kernels import tuning
 from ..kernels.epilogue import ACTIVATIONS
 from ..kernels.plan_tiles import l2_bytes
+from .step_args import (Affine, AvgPool, Binary, Conv, CopyChannels, Depthwise, Depthwise3x3,
+                        ExpandedSeparable, Flatten, FromNchw, GlobalAverage, MaxPool, Separable,
+                        Winograd, ZeroBorder)
 from .graph import INPUT, Graph, Node, Shape, conv_spec, infer_shapes, pool_spec
 
 _ALIGN = 64  # bytes: each buffer starts on a cache line
@@ -181,11 +184,15 @@ class Buffer:
 
 @dataclass
 class Step:
-    """One kernel call: ``kernel(*args)`` once the ``Ref`` arguments are arena views."""
+    """One kernel call: the executor's kernel of the record's kind (``step_args``), called with
+    the record's fields once the ``Ref`` among them are arena views."""
 
     node: str
-    kernel: object
-    args: list
+    args: tuple  # a record of step_args
+
+    @property
+    def kind(self) -> str:
+        return self.args.kind
 
 
 @dataclass(frozen=True)
@@ -262,12 +269,12 @@ def bind(views: list, arg):
     return arg
 
 
-def bound_steps(plan: ShapePlan, views: list, zero_border):
+def bound_steps(plan: ShapePlan, views: list):
     """``(step, args)`` for each step of ``plan`` that a call runs, its arguments bound to
     ``views``: a ``zero_border`` step is left out where the buffer's border is static."""
     static = set(plan.static_borders)
     for step in plan.steps:
-        if step.kernel is zero_border and step.args[0].buffer in static:
+        if step.kind == "zero_border" and step.args.buf.buffer in static:
             continue
         yield step, [bind(views, a) for a in step.args]
 
@@ -286,7 +293,8 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
     input_shape : (N, C, H, W)
     threads : int
     kernels : module
-        The executor's kernels (``fastconv.network.numba_executor``).
+        The executor (``fastconv.network.executor.Executor``): its tiles' geometry; the
+        steps name its kernels.
     """
     batch = input_shape[0]
     shapes = infer_shapes(graph, input_shape)
@@ -330,9 +338,10 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
     steps: list[Step] = []
     nodes: list[NodePlan] = []
     ctx = _Context(shapes, buffers, buffer_of, packed, batch, threads, graph.dtype, kernels,
-                   scratch=[], slots=slots)
-    steps.append(Step("input", kernels.from_nchw, [None, Ref(0), *buffers[0].border[::2],
-                                                   ctx.border(INPUT), ctx.tasks]))
+                   slots=slots)
+    steps.append(Step("input", FromNchw(
+        x=None, out=Ref(0), top=buffers[0].border[0], left=buffers[0].border[2],
+        border=ctx.border(INPUT), tasks=ctx.tasks)))
     for node in graph.nodes:
         if _aliases(node, shapes) or node.name in fused_pointwise or node.name in fused_expand:
             continue
@@ -363,7 +372,7 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
                     + _macs(pointwise, shapes[node.output], shapes[output]))
             members = [node, pointwise]
         for step in steps[first:]:
-            step.node = name + (" border" if step.kernel is kernels.zero_border else "")
+            step.node = name + (" border" if step.kind == "zero_border" else "")
         params = sum(_params(m) for m in members)
         nodes.append(NodePlan(name, "conv" if len(members) > 1 else node.op, kernel,
                               str(shapes[node.inputs[0]]), str(shapes[output]), macs * batch,
@@ -419,7 +428,6 @@ class _Context:
     threads: int
     dtype: np.dtype
     kernels: object
-    scratch: list  # the scratch buffers of the steps, appended to ``buffers``
     slots: dict  # value -> its first channel in the concatenation's buffer it is written into
 
     def new_scratch(self, elements: int) -> Ref:
@@ -454,10 +462,19 @@ class _Context:
         top, _, left, _ = self.buffer(value).border
         return top - pads[0], left - pads[1]
 
-    def epilogue(self, node: Node) -> list:
+    def epilogue(self, node: Node, prefix: str = "") -> dict:
+        """The node's activation as a kernel's ``kind, lo, hi, alpha, beta`` (``prefix``ed
+        for a fused kernel's inner layer)."""
         act = node.act
-        return [ACTIVATIONS[act.kind], *(self.dtype.type(v) for v in
-                                         (act.lo, act.hi, act.alpha, act.beta))]
+        values = (ACTIVATIONS[act.kind], *(self.dtype.type(v) for v in
+                                          (act.lo, act.hi, act.alpha, act.beta)))
+        return {f"{prefix}{name}": v for name, v in zip(("kind", "lo", "hi", "alpha", "beta"),
+                                                        values)}
+
+    def tile(self, is_wide: bool, prefix: str = "") -> dict:
+        """The GEMM tile's ``wide, mr, nr`` (``prefix``ed for an inner layer)."""
+        mr, nr = self.kernels.tile_shape(self.dtype, is_wide)
+        return {f"{prefix}wide": is_wide, f"{prefix}mr": mr, f"{prefix}nr": nr}
 
 
 def _tasks(threads: int) -> int:
@@ -468,7 +485,7 @@ def _tasks(threads: int) -> int:
 
 def _steps(ctx: _Context, node: Node, steps: list) -> str:
     """Append the node's steps; returns its kernel's name."""
-    k, op = ctx.kernels, node.op
+    op = node.op
     out_value = node.output
     if op == "conv":  # its kernels zero their output's border
         return _conv_steps(ctx, node, steps)
@@ -484,28 +501,31 @@ def _steps(ctx: _Context, node: Node, steps: list) -> str:
     if op in ("batchnorm", "act"):
         scale = np.broadcast_to(node.attrs.get("scale", 1.0), (s.channels,))  # per channel
         shift = np.broadcast_to(node.attrs.get("shift", 0.0), (s.channels,))
-        steps.append(Step("", k.affine, [ctx.ref(src), top, left, scale.astype(ctx.dtype),
-                                         shift.astype(ctx.dtype), op == "batchnorm",
-                                         ctx.ref(out_value), o_top, o_left, s.height, s.width,
-                                         *ctx.epilogue(node), ctx.tasks]))
+        steps.append(Step("", Affine(
+            x=ctx.ref(src), top=top, left=left, scale=scale.astype(ctx.dtype),
+            shift=shift.astype(ctx.dtype), has_affine=op == "batchnorm",
+            out=ctx.ref(out_value), out_top=o_top, out_left=o_left, height=s.height,
+            width=s.width, **ctx.epilogue(node), tasks=ctx.tasks)))
         return "affine" if op == "batchnorm" else str(node.act)
     if op in ("add", "mul"):
         other = node.inputs[1]
         b_top, b_left = ctx.origin(other)
         pixels = ctx.shapes[other] == ctx.shapes[src]
-        steps.append(Step("", k.binary, [ctx.ref(src), top, left, ctx.ref(other), b_top,
-                                         b_left, pixels, op == "mul", ctx.ref(out_value), o_top,
-                                         o_left, s.height, s.width, *ctx.epilogue(node),
-                                         ctx.tasks]))
+        steps.append(Step("", Binary(
+            a=ctx.ref(src), a_top=top, a_left=left, b=ctx.ref(other), b_top=b_top,
+            b_left=b_left, b_pixels=pixels, multiply=op == "mul", out=ctx.ref(out_value),
+            out_top=o_top, out_left=o_left, height=s.height, width=s.width,
+            **ctx.epilogue(node), tasks=ctx.tasks)))
         return op if pixels else f"{op} (N, C, 1, 1) over the pixels"
     if op == "concat":
         c0, copies = 0, 0
         for value in node.inputs:
             if value not in ctx.slots:
                 v_top, v_left = ctx.origin(value)
-                steps.append(Step("", k.copy_channels, [ctx.ref(value), v_top, v_left,
-                                                        ctx.ref(out_value), o_top, o_left, c0,
-                                                        s.height, s.width, ctx.tasks]))
+                steps.append(Step("", CopyChannels(
+                    x=ctx.ref(value), top=v_top, left=v_left, out=ctx.ref(out_value),
+                    out_top=o_top, out_left=o_left, c0=c0, height=s.height, width=s.width,
+                    tasks=ctx.tasks)))
                 copies += 1
             c0 += ctx.shapes[value].channels
         written = len(node.inputs) - copies
@@ -514,26 +534,32 @@ def _steps(ctx: _Context, node: Node, steps: list) -> str:
     if op in ("maxpool", "avgpool"):
         spec = pool_spec(node, ctx.shapes[src])
         (ph, pb), (pw, pr) = spec.pads
-        geometry = [ctx.ref(src), top, left, *spec.input_size, ctx.ref(out_value), o_top,
-                    o_left, *spec.output_size, *spec.kernel_size, *spec.stride, ph, pw]
+        (height, width), (ho, wo) = spec.input_size, spec.output_size
+        geometry = dict(x=ctx.ref(src), top=top, left=left, height=height, width=width,
+                        out=ctx.ref(out_value), out_top=o_top, out_left=o_left, ho=ho, wo=wo,
+                        kh=spec.kernel_size[0], kw=spec.kernel_size[1], sh=spec.stride[0],
+                        sw=spec.stride[1], ph=ph, pw=pw, tasks=ctx.tasks)
         if op == "maxpool":
-            steps.append(Step("", k.max_pool, [*geometry, *spec.dilation, ctx.tasks]))
+            steps.append(Step("", MaxPool(
+                **geometry, dh=spec.dilation[0], dw=spec.dilation[1])))
         else:
-            steps.append(Step("", k.avg_pool, [*geometry, pb, pr, spec.count_include_pad,
-                                               spec.divisor_override or 0, ctx.tasks]))
+            steps.append(Step("", AvgPool(
+                **geometry, pad_bottom=pb, pad_right=pr,
+                count_include_pad=spec.count_include_pad,
+                divisor=spec.divisor_override or 0)))
         kh, kw = spec.kernel_size
         return f"{spec.kind} pool {kh}x{kw}/{spec.stride[0]}"
     if op == "gap":
         s_in = ctx.shapes[src]
-        steps.append(Step("", k.global_average, [ctx.ref(src), top, left, s_in.height,
-                                                 s_in.width, ctx.ref(out_value), o_top, o_left,
-                                                 ctx.tasks]))
+        steps.append(Step("", GlobalAverage(
+            x=ctx.ref(src), top=top, left=left, height=s_in.height, width=s_in.width,
+            out=ctx.ref(out_value), out_top=o_top, out_left=o_left, tasks=ctx.tasks)))
         return "global average"
     if op == "flatten":  # pixels first, channels inside: to the NCHW order torch flattens in
         s_in = ctx.shapes[src]
-        steps.append(Step("", k.flatten, [ctx.ref(src), top, left, ctx.ref(out_value, True),
-                                          s_in.channels, s_in.height, s_in.width,
-                                          ctx.tasks]))
+        steps.append(Step("", Flatten(
+            src=ctx.ref(src), top=top, left=left, out=ctx.ref(out_value, True),
+            channels=s_in.channels, height=s_in.height, width=s_in.width, tasks=ctx.tasks)))
         return "flatten (NCHW order)"
     raise ValueError(f"{node.name}: no kernel for {op!r}")
 
@@ -542,8 +568,8 @@ def _border_step(ctx: _Context, value: str) -> Step | None:
     border = ctx.buffer(value).border
     if not any(border):
         return None
-    return Step("", ctx.kernels.zero_border, [ctx.ref(value, True), ctx.border(value),
-                                              ctx.tasks])
+    return Step("", ZeroBorder(buf=ctx.ref(value, True),
+                                                border=ctx.border(value), tasks=ctx.tasks))
 
 
 def _conv_steps(ctx: _Context, node: Node, steps: list) -> str:
@@ -561,19 +587,20 @@ def _conv_steps(ctx: _Context, node: Node, steps: list) -> str:
         top, left = ctx.origin(src, (ph, pw))
         o_top, o_left = ctx.origin(dst)
         if spec.kernel_size == (3, 3) and spec.out_channels == spec.in_channels:
-            steps.append(Step("", k.depthwise_3x3, [ctx.ref(src), top, left, weights, bias,
-                                                    ctx.ref(dst), o_top, o_left, ho, wo, sh,
-                                                    sw, dh, dw, *ctx.epilogue(node),
-                                                    k.depthwise_block(ctx.dtype),
-                                                    ctx.border(dst), ctx.tasks]))
+            steps.append(Step("", Depthwise3x3(
+                x=ctx.ref(src), top=top, left=left, w=weights, bias=bias, out=ctx.ref(dst),
+                out_top=o_top, out_left=o_left, ho=ho, wo=wo, sh=sh, sw=sw, dh=dh, dw=dw,
+                **ctx.epilogue(node), block=k.depthwise_block(ctx.dtype),
+                out_border=ctx.border(dst), tasks=ctx.tasks)))
         else:
             border_step = _border_step(ctx, dst)
             if border_step is not None:
                 steps.append(border_step)
-            steps.append(Step("", k.depthwise, [ctx.ref(src), top, left, weights, kh, kw,
-                                                spec.out_channels // spec.in_channels, bias,
-                                                ctx.ref(dst), o_top, o_left, ho, wo, sh, sw, dh,
-                                                dw, *ctx.epilogue(node), ctx.tasks]))
+            steps.append(Step("", Depthwise(
+                x=ctx.ref(src), top=top, left=left, w=weights, kh=kh, kw=kw,
+                multiplier=spec.out_channels // spec.in_channels, bias=bias, out=ctx.ref(dst),
+                out_top=o_top, out_left=o_left, ho=ho, wo=wo, sh=sh, sw=sw, dh=dh, dw=dw,
+                **ctx.epilogue(node), tasks=ctx.tasks)))
         return f"depthwise {label} (NHWC, channels in vectors)"
     if _winograd(node, spec, ctx.batch):
         return _winograd_steps(ctx, node, spec, steps)
@@ -581,7 +608,6 @@ def _conv_steps(ctx: _Context, node: Node, steps: list) -> str:
     pixels = ctx.batch * ho * wo
     is_wide = k.wide(pixels, k_size, spec.out_channels_per_group, spec.groups, ctx.dtype,
                      ctx.tasks)
-    packed = _packed(ctx, node, spec.groups, is_wide)
     n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
     x_buf = ctx.buffer(src)
     rows = x_buf.pixel(n, oh * sh - ph, ow * sw - pw).reshape(-1).astype(np.int64)
@@ -589,20 +615,21 @@ def _conv_steps(ctx: _Context, node: Node, steps: list) -> str:
     taps = np.array([(i * dh * cols + j * dw) * spec.in_channels for i in range(kh)
                      for j in range(kw)], np.int64)
     c_in = spec.in_channels_per_group
-    grid = k.schedule(pixels, k_size, spec.out_channels_per_group, spec.groups, ctx.dtype,
-                      ctx.tasks, is_wide, c_in)
-    if dw == 1 and spec.groups == 1 and kw > 1 and grid[3] >= c_in:
+    grid = _grid(k.schedule(pixels, k_size, spec.out_channels_per_group, spec.groups,
+                            ctx.dtype, ctx.tasks, is_wide, c_in))
+    if dw == 1 and spec.groups == 1 and kw > 1 and grid["chunk"] >= c_in:
         # a kernel row's taps are adjacent pixels, whose channels lie end to end in the input
         # as their weights do in the panel: one tap of kw * C channels per row, so that the
         # tiles' reductions are longer and their loops over the taps shorter
         taps, c_in = taps[::kw].copy(), kw * c_in
-        grid = (*grid[:3], c_in)
+        grid["chunk"] = c_in
     out_rows = ctx.pixels(dst, n, oh, ow)
-    steps.append(Step("", k.conv, [ctx.ref(src, True), rows, taps, c_in, spec.groups, *packed,
-                                   ctx.ref(dst, True), out_rows, spec.out_channels_per_group,
-                                   *_bias(bias, ctx.dtype), *ctx.epilogue(node),
-                                   *_residual(ctx, node, n, oh, ow), is_wide,
-                                   *k.tile_shape(ctx.dtype, is_wide), *grid, ctx.border(dst)]))
+    steps.append(Step("", Conv(
+        x=ctx.ref(src, True), rows=rows, taps=taps, c_in=c_in, groups=spec.groups,
+        **_packed(ctx, node, spec.groups, is_wide), out=ctx.ref(dst, True), out_rows=out_rows,
+        out_per_group=spec.out_channels_per_group, **_bias(bias, ctx.dtype),
+        **ctx.epilogue(node), **_residual(ctx, node, n, oh, ow), **ctx.tile(is_wide),
+        **grid, out_border=ctx.border(dst))))
     kind = "pointwise" if spec.kernel_size == (1, 1) else "conv"
     groups = f", {spec.groups} groups" if spec.groups > 1 else ""
     return f"{kind} {label}{groups}{_plus_residual(node)} (register tiles)"
@@ -623,13 +650,16 @@ def _depthwise_weights(ctx: _Context, node: Node, spec) -> tuple[np.ndarray, np.
     return weights, np.zeros(spec.out_channels, ctx.dtype) if bias is None else bias
 
 
-def _packed(ctx: _Context, node: Node, groups: int, is_wide: bool) -> tuple:
-    """A convolution's weights in the panels of its tile (``kernels.pack``), packed once."""
+def _packed(ctx: _Context, node: Node, groups: int, is_wide: bool, prefix: str = "") -> dict:
+    """A convolution's (or a linear layer's, as a 1x1's) weights in the panels of its tile
+    (``kernels.pack``), packed once: the kernel's ``w`` and ``panel`` (``prefix``ed)."""
     packed = ctx.packed.get((node.name, is_wide))
     if packed is None:
-        packed = ctx.packed[node.name, is_wide] = ctx.kernels.pack(node.attrs["weight"],
-                                                                   groups, ctx.dtype, is_wide)
-    return packed
+        weight = node.attrs["weight"]
+        packed = ctx.packed[node.name, is_wide] = ctx.kernels.pack(
+            weight if weight.ndim == 4 else weight[:, :, None, None], groups, ctx.dtype,
+            is_wide)
+    return {f"{prefix}w": packed[0], f"{prefix}panel": packed[1]}
 
 
 def _concat_slots(graph: Graph, shapes: dict, batch: int, fused_pointwise: set) -> dict:
@@ -699,20 +729,21 @@ def _separable_steps(ctx: _Context, dw_node: Node, pw_node: Node, steps: list) -
                           int(tuning.PLAN_SEPARABLE_SCRATCH * k.l2_bytes()) // row_bytes))
     pixels = per_step * wo
     is_wide = k.wide(pixels, channels, out_channels, 1, ctx.dtype, 1)
-    mr, nr = k.tile_shape(ctx.dtype, is_wide)
-    packed = _packed(ctx, pw_node, 1, is_wide)
+    tile = ctx.tile(is_wide)
     top, left = ctx.origin(src, (ph, pw))
     n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
     out_rows = ctx.pixels(dst, n, oh, ow)
-    s_rows = np.arange(out_rows.size, dtype=np.int64) * channels
-    steps.append(Step("", k.separable, [
-        ctx.ref(src), top, left, weights, dw_bias, *ctx.epilogue(dw_node), *spec.stride,
-        *spec.dilation, ho, wo, k.depthwise_block(ctx.dtype), *packed,
-        -(-out_channels // nr), ctx.ref(dst, True), out_rows, out_channels,
-        *_bias(pw_node.attrs["bias"], ctx.dtype), *ctx.epilogue(pw_node),
-        *_residual(ctx, pw_node, n, oh, ow), is_wide, mr, nr, ctx.new_scratch(pixels * channels),
-        s_rows, np.zeros(1, np.int64), per_step, ctx.border(dst), ctx.tasks]))
-    (sh, _), (dh, _) = spec.stride, spec.dilation
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    steps.append(Step("", Separable(
+        x=ctx.ref(src), top=top, left=left, dw_w=weights, dw_bias=dw_bias,
+        **ctx.epilogue(dw_node, "dw_"), sh=sh, sw=sw, dh=dh, dw=dw, ho=ho, wo=wo,
+        block=k.depthwise_block(ctx.dtype), **_packed(ctx, pw_node, 1, is_wide),
+        panels=-(-out_channels // tile["nr"]), out=ctx.ref(dst, True), out_rows=out_rows,
+        out_channels=out_channels, **_bias(pw_node.attrs["bias"], ctx.dtype),
+        **ctx.epilogue(pw_node), **_residual(ctx, pw_node, n, oh, ow), **tile,
+        scratch=ctx.new_scratch(pixels * channels),
+        s_rows=np.arange(out_rows.size, dtype=np.int64) * channels, taps=np.zeros(1, np.int64),
+        rows_per_step=per_step, out_border=ctx.border(dst), tasks=ctx.tasks)))
     return (f"depthwise 3x3/{sh}" + (f" dilation {dh}" if dh > 1 else "")
             + f" + pointwise 1x1{_plus_residual(pw_node)} (fused, register tiles)")
 
@@ -774,12 +805,8 @@ def _expanded_steps(ctx: _Context, expand: Node, dw_node: Node, pw_node: Node,
     per_step = max(1, min(-(-ctx.batch * ho // ctx.tasks),
                           (budget - 2 * slab_row) // (stride * slab_row + dw_row)))
     capacity = (per_step - 1) * stride + 3
-    e_wide = k.wide(capacity * width, c_in, expanded, 1, ctx.dtype, 1)
-    e_mr, e_nr = k.tile_shape(ctx.dtype, e_wide)
-    e_packed = _packed(ctx, expand, 1, e_wide)
-    is_wide = k.wide(per_step * wo, expanded, out_channels, 1, ctx.dtype, 1)
-    mr, nr = k.tile_shape(ctx.dtype, is_wide)
-    packed = _packed(ctx, pw_node, 1, is_wide)
+    e_tile = ctx.tile(k.wide(capacity * width, c_in, expanded, 1, ctx.dtype, 1), "e_")
+    tile = ctx.tile(k.wide(per_step * wo, expanded, out_channels, 1, ctx.dtype, 1))
     weights, dw_bias = _depthwise_weights(ctx, dw_node, spec)
     x_top, x_left = ctx.origin(src)
     cols = ctx.buffer(src).dims(1)[2]
@@ -788,18 +815,21 @@ def _expanded_steps(ctx: _Context, expand: Node, dw_node: Node, pw_node: Node,
     slab_rows = (q // width * (width + 2) + 1 + q % width) * expanded
     n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
     out_rows = ctx.pixels(dst, n, oh, ow)
-    s_rows = np.arange(out_rows.size, dtype=np.int64) * expanded
-    steps.append(Step("", k.expanded_separable, [
-        ctx.ref(src), x_top, x_left, height, width, e_rows, *e_packed,
-        -(-expanded // e_nr), expanded, *_bias(expand.attrs["bias"], ctx.dtype),
-        *ctx.epilogue(expand), e_wide, e_mr, e_nr,
-        ctx.new_scratch(capacity * (width + 2) * expanded), slab_rows, weights, dw_bias,
-        *ctx.epilogue(dw_node), stride, ho, wo, k.depthwise_block(ctx.dtype), *packed,
-        -(-out_channels // nr), ctx.ref(dst, True), out_rows, out_channels,
-        *_bias(pw_node.attrs["bias"], ctx.dtype), *ctx.epilogue(pw_node),
-        *_residual(ctx, pw_node, n, oh, ow), is_wide, mr, nr,
-        ctx.new_scratch(per_step * wo * expanded), s_rows, np.zeros(1, np.int64), per_step,
-        ctx.border(dst), ctx.tasks]))
+    steps.append(Step("", ExpandedSeparable(
+        x=ctx.ref(src), x_top=x_top, x_left=x_left, height=height, width=width, e_rows=e_rows,
+        **_packed(ctx, expand, 1, e_tile["e_wide"], "e_"),
+        e_panels=-(-expanded // e_tile["e_nr"]), expanded=expanded,
+        **_bias(expand.attrs["bias"], ctx.dtype, "e_"), **ctx.epilogue(expand, "e_"),
+        **e_tile, slab=ctx.new_scratch(capacity * (width + 2) * expanded),
+        slab_rows=slab_rows, dw_w=weights, dw_bias=dw_bias, **ctx.epilogue(dw_node, "dw_"),
+        stride=stride, ho=ho, wo=wo, block=k.depthwise_block(ctx.dtype),
+        **_packed(ctx, pw_node, 1, tile["wide"]), panels=-(-out_channels // tile["nr"]),
+        out=ctx.ref(dst, True), out_rows=out_rows, out_channels=out_channels,
+        **_bias(pw_node.attrs["bias"], ctx.dtype), **ctx.epilogue(pw_node),
+        **_residual(ctx, pw_node, n, oh, ow), **tile,
+        scratch=ctx.new_scratch(per_step * wo * expanded),
+        s_rows=np.arange(out_rows.size, dtype=np.int64) * expanded, taps=np.zeros(1, np.int64),
+        rows_per_step=per_step, out_border=ctx.border(dst), tasks=ctx.tasks)))
     return (f"pointwise 1x1 + depthwise 3x3/{stride} + pointwise 1x1"
             f"{_plus_residual(pw_node)} (fused, register tiles)")
 
@@ -828,7 +858,6 @@ def _winograd_steps(ctx: _Context, node: Node, spec, steps: list) -> str:
     block = max(4, min(tuning.PLAN_WINOGRAD_BLOCK_MAX, k.l2_bytes() // (16 * (c + o) * size),
                        -(-tiles // ctx.tasks)))  # every task gets a block
     is_wide = k.wide(block, c, o, 1, ctx.dtype, 1)
-    mr, nr = k.tile_shape(ctx.dtype, is_wide)
     packed = ctx.packed.get((node.name, "winograd", is_wide))
     if packed is None:
         packed = ctx.packed[node.name, "winograd", is_wide] = k.winograd_filters(
@@ -840,26 +869,37 @@ def _winograd_steps(ctx: _Context, node: Node, spec, steps: list) -> str:
     residual, mode = _residual_source(node)
     r_top, r_left = ctx.origin(residual)
     tiles = np.arange(block, dtype=np.int64)
-    steps.append(Step("", k.winograd, [
-        ctx.ref(src), top, left, *packed, c, bias, ctx.ref(dst), o_top, o_left, ho, wo,
-        *ctx.epilogue(node), ctx.ref(residual), r_top, r_left, ctx.slots.get(residual, 0),
-        mode, ctx.new_scratch(16 * block * c), ctx.new_scratch(16 * block * o),
-        tiles * c, tiles * o, np.zeros(1, np.int64), block, is_wide, mr, nr, ctx.border(dst),
-        ctx.tasks]))
+    w, panel, panels = packed
+    mr, nr = k.tile_shape(ctx.dtype, is_wide)
+    steps.append(Step("", Winograd(
+        x=ctx.ref(src), top=top, left=left, w=w, panel=panel, panels=panels, channels=c,
+        bias=bias, out=ctx.ref(dst), out_top=o_top, out_left=o_left, ho=ho, wo=wo,
+        **ctx.epilogue(node), res=ctx.ref(residual), res_top=r_top, res_left=r_left,
+        res_channel=ctx.slots.get(residual, 0), res_mode=mode,
+        v=ctx.new_scratch(16 * block * c), m=ctx.new_scratch(16 * block * o), rows=tiles * c,
+        m_rows=tiles * o, taps=np.zeros(1, np.int64), block=block, is_wide=is_wide, mr=mr,
+        nr=nr, out_border=ctx.border(dst), tasks=ctx.tasks)))
     return f"conv 3x3/1{_plus_residual(node)} as Winograd F(2x2, 3x3) (register tiles)"
 
 
-def _bias(bias, dtype):
-    return (np.zeros(1, dtype), False) if bias is None else (bias, True)
+def _bias(bias, dtype, prefix: str = "") -> dict:
+    """A kernel's ``bias`` and ``has_bias`` (``prefix``ed for a fused kernel's inner layer)."""
+    return {f"{prefix}bias": np.zeros(1, dtype) if bias is None else bias,
+            f"{prefix}has_bias": bias is not None}
 
 
-def _residual(ctx, node: Node, n, oh, ow) -> tuple:
-    """``(res, res_rows, res_mode)`` of the GEMM tiles' epilogue: the residual's buffer
-    (flat), its pixels ``(n, oh, ow)`` (arrays), and 1 (added before the activation) or 2
-    (after); or the output's own, unread (0), when the node adds none."""
+def _grid(schedule: tuple) -> dict:
+    """``plan_tiles.TileGeometry.schedule``'s answer by name."""
+    return dict(zip(("tile_groups", "unit_groups", "block", "chunk"), schedule))
+
+
+def _residual(ctx, node: Node, n, oh, ow) -> dict:
+    """``res``, ``res_rows`` and ``res_mode`` of the GEMM tiles' epilogue: the residual's
+    buffer (flat), its pixels ``(n, oh, ow)`` (arrays), and 1 (added before the activation)
+    or 2 (after); or the output's own, unread (0), when the node adds none."""
     value, mode = _residual_source(node)
     rows = ctx.buffer(value).pixel(n, oh, ow).reshape(-1).astype(np.int64)
-    return ctx.ref(value, True), rows, mode
+    return dict(res=ctx.ref(value, True), res_rows=rows, res_mode=mode)
 
 
 def _residual_source(node: Node) -> tuple[str, int]:
@@ -876,33 +916,22 @@ def _linear_steps(ctx: _Context, node: Node, steps: list) -> str:
     weight = node.attrs["weight"]
     out_features, in_features = weight.shape
     is_wide = ctx.kernels.wide(ctx.batch, in_features, out_features, 1, ctx.dtype, ctx.tasks)
-    packed = ctx.packed.get((node.name, is_wide))
-    if packed is None:  # as a 1x1 convolution's
-        packed = ctx.packed[node.name, is_wide] = ctx.kernels.pack(
-            weight[:, :, None, None], 1, ctx.dtype, is_wide)
     images = np.arange(ctx.batch)
     rows = ctx.buffer(src).pixel(images, 0, 0).astype(np.int64)
     out_rows = ctx.buffer(dst).pixel(images, 0, 0).astype(np.int64)
-    steps.append(Step("", ctx.kernels.conv, [ctx.ref(src, True), rows, np.zeros(1, np.int64),
-                                             weight.shape[1], 1, *packed, ctx.ref(dst, True),
-                                             out_rows, weight.shape[0],
-                                             *_bias(node.attrs["bias"], ctx.dtype),
-                                             *ctx.epilogue(node),
-                                             ctx.ref(dst, True), out_rows, 0,
-                                             is_wide, *ctx.kernels.tile_shape(ctx.dtype,
-                                                                              is_wide),
-                                             *ctx.kernels.schedule(ctx.batch, in_features,
-                                                                   out_features, 1, ctx.dtype,
-                                                                   ctx.tasks, is_wide),
-                                             ctx.border(dst)]))
+    steps.append(Step("", Conv(  # as a 1x1 convolution of one pixel per image
+        x=ctx.ref(src, True), rows=rows, taps=np.zeros(1, np.int64), c_in=in_features,
+        groups=1, **_packed(ctx, node, 1, is_wide), out=ctx.ref(dst, True), out_rows=out_rows,
+        out_per_group=out_features, **_bias(node.attrs["bias"], ctx.dtype),
+        **ctx.epilogue(node), res=ctx.ref(dst, True), res_rows=out_rows, res_mode=0,
+        **ctx.tile(is_wide), **_grid(ctx.kernels.schedule(
+            ctx.batch, in_features, out_features, 1, ctx.dtype, ctx.tasks, is_wide)),
+        out_border=ctx.border(dst))))
     return f"linear {weight.shape[1]}->{weight.shape[0]} (register tiles)"
 
 
 def _liveness(graph: Graph, steps: list, buffers: list, buffer_of: dict) -> None:
     """Each buffer's first (writing) and last (reading) step."""
-    node_steps: dict[str, list[int]] = {}
-    for i, step in enumerate(steps):
-        node_steps.setdefault(step.node, []).append(i)
     for b in buffers:
         b.first, b.last = math.inf, -1
     for i, step in enumerate(steps):

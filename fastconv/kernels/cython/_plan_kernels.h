@@ -34,7 +34,18 @@ typedef int64_t i64;
 #define FC_MAX_MR 16
 #define FC_MAX_NV 4
 
-/* an epilogue's activation: fastconv.kernels.epilogue.ACTIVATIONS numbers them */
+/* the activations of an epilogue: fastconv.kernels.epilogue's numbers (a test holds the two
+ * together) */
+enum {
+    FC_ACT_NONE = 0,         /* y */
+    FC_ACT_CLAMP = 1,        /* min(max(y, lo), hi) */
+    FC_ACT_LEAKY = 2,        /* y if y >= 0 else alpha y */
+    FC_ACT_HARDSIGMOID = 3,  /* min(max(alpha y + beta, 0), 1) */
+    FC_ACT_HARDSWISH = 4,    /* y min(max(y / 6 + 1/2, 0), 1) */
+    FC_ACT_SIGMOID = 5       /* 1 / (1 + exp(-y)) */
+};
+
+/* an epilogue's activation */
 typedef struct {
     i64 kind;
     double lo, hi, alpha, beta;

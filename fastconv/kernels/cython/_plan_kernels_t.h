@@ -23,31 +23,31 @@ static inline void FC(zero_border_share)(T *buf, const fc_border *b, i64 task, i
 static inline void FC(activate)(T *restrict y, i64 count, const fc_epi *e) {
     const T lo = (T)e->lo, hi = (T)e->hi, alpha = (T)e->alpha, beta = (T)e->beta;
     switch (e->kind) {
-    case 1:
+    case FC_ACT_CLAMP:
         for (i64 i = 0; i < count; i++) {
             T v = y[i];
             v = v < lo ? lo : v;
             y[i] = v > hi ? hi : v;
         }
         break;
-    case 2:
+    case FC_ACT_LEAKY:
         for (i64 i = 0; i < count; i++) y[i] = y[i] < 0 ? y[i] * alpha : y[i];
         break;
-    case 3:
+    case FC_ACT_HARDSIGMOID:
         for (i64 i = 0; i < count; i++) {
             T v = y[i] * alpha + beta;
             v = v < 0 ? 0 : v;
             y[i] = v > 1 ? 1 : v;
         }
         break;
-    case 4:
+    case FC_ACT_HARDSWISH:
         for (i64 i = 0; i < count; i++) {
             T v = y[i], g = v / 6 + (T)0.5;
             g = g < 0 ? 0 : g;
             y[i] = v * (g > 1 ? 1 : g);
         }
         break;
-    case 5:
+    case FC_ACT_SIGMOID:
         for (i64 i = 0; i < count; i++) y[i] = (T)(1.0 / (1.0 + exp(-(double)y[i])));
         break;
     default:
@@ -94,7 +94,7 @@ static inline __attribute__((always_inline)) void FC(tile_epilogue)(
         for (int v = 0; v < NV; v++) {
             VT y = acc[m][v];
             if (g->res_mode == 1) y += *(const VT *)(r + v * L);
-            if (g->epi.kind == 1) y = FC(clamp)(y, lo, hi);
+            if (g->epi.kind == FC_ACT_CLAMP) y = FC(clamp)(y, lo, hi);
             if (g->res_mode == 2) y += *(const VT *)(r + v * L);
             acc[m][v] = y;
         }
@@ -167,7 +167,7 @@ static inline __attribute__((always_inline)) void FC(tile_body)(
         }
     }
 #undef FC_STEP
-    if (full && (!finish || g->epi.kind <= 1)) {
+    if (full && (!finish || g->epi.kind <= FC_ACT_CLAMP)) {
         /* in registers: bias, a residual, a clamp (ReLU, ReLU6) or none, then the stores */
         if (finish) FC(tile_epilogue)(MR, NV, acc, at, n_shift, g);
         for (int m = 0; m < MR; m++)
@@ -301,7 +301,7 @@ static inline void FC(depthwise_row)(const T *restrict x, i64 x_at, i64 row_step
                                      T *restrict out, i64 out_at, i64 out_step, i64 count,
                                      const fc_epi *e) {
     const i64 n = c1 - c0, d = dil_step, r = row_step;
-    if (n == FC_DW_VECTORS * L && e->kind <= 1) {
+    if (n == FC_DW_VECTORS * L && e->kind <= FC_ACT_CLAMP) {
         /* a whole block: its nine weight vectors (per vector) and bias stay in registers */
         VT wv[9][FC_DW_VECTORS], bv[FC_DW_VECTORS];
         const VT lo = (VT){0} + (T)e->lo, hi = (VT){0} + (T)e->hi;
@@ -322,7 +322,7 @@ static inline void FC(depthwise_row)(const T *restrict x, i64 x_at, i64 row_step
                      + *(const VT *)(q + r + 2 * d) * wv[5][v];
                 s += *(const VT *)(q + 2 * r) * wv[6][v] + *(const VT *)(q + 2 * r + d) * wv[7][v]
                      + *(const VT *)(q + 2 * r + 2 * d) * wv[8][v];
-                if (e->kind == 1) s = FC(clamp)(s, lo, hi);
+                if (e->kind == FC_ACT_CLAMP) s = FC(clamp)(s, lo, hi);
                 *(VT *)(o + v * L) = s;
             }
         }
@@ -571,7 +571,7 @@ static void FC(winograd_task)(const void *p, i64 task, i64 tasks) {
                 fc_gemm plain = *g;
                 plain.has_bias = 0;
                 plain.res_mode = 0;
-                plain.epi.kind = 0;
+                plain.epi.kind = FC_ACT_NONE;
                 FC(tiles)(vs, a->v_rows, 0, count, xi * v_shift, &fc_zero_tap, 1, channels, 0,
                           channels, &plain, (xi * panels + j) * g->panel, ms, a->m_rows,
                           xi * m_shift + j * g->nr, FC_MIN(g->nr, o_ch - j * g->nr), 1, 1);
@@ -586,7 +586,8 @@ static void FC(winograd_task)(const void *p, i64 task, i64 tasks) {
                                 + a->res_left + 2 * tw) * a->res_pitch + a->res_channel;
             const T *mm = ms + t * o_ch;
             i64 c0 = 0;
-            if (a->g.epi.kind <= 1)  /* none or a clamp: a vector of channels at a time */
+            /* none or a clamp: a vector of channels at a time */
+            if (a->g.epi.kind <= FC_ACT_CLAMP)
                 for (; c0 + L <= o_ch; c0 += L) {
                     const VT lo = (VT){0} + (T)a->g.epi.lo, hi = (VT){0} + (T)a->g.epi.hi;
                     VT p[16], y[2][2];
@@ -597,7 +598,7 @@ static void FC(winograd_task)(const void *p, i64 task, i64 tasks) {
                             const T *ri = r + (i * a->res_cols + j) * a->res_pitch + c0;
                             VT value = y[i][j];
                             if (a->g.res_mode == 1) value += *(const VT *)ri;
-                            if (a->g.epi.kind == 1) value = FC(clamp)(value, lo, hi);
+                            if (a->g.epi.kind == FC_ACT_CLAMP) value = FC(clamp)(value, lo, hi);
                             if (a->g.res_mode == 2) value += *(const VT *)ri;
                             *(VT *)(o + (i * a->out_cols + j) * o_ch + c0) = value;
                         }

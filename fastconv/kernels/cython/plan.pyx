@@ -28,6 +28,13 @@ ctypedef int64_t i64
 cdef extern from "_plan_kernels.h" nogil:
     int FC_MAX_MR
     int FC_MAX_NV
+    enum:
+        FC_ACT_NONE
+        FC_ACT_CLAMP
+        FC_ACT_LEAKY
+        FC_ACT_HARDSIGMOID
+        FC_ACT_HARDSWISH
+        FC_ACT_SIGMOID
 
     ctypedef void (*fc_task)(const void *args, i64 task, i64 tasks) noexcept nogil
 
@@ -289,8 +296,14 @@ def _positive(**values):
             raise ValueError(f"{name} must be at least 1, but got {value}")
 
 
+#: The activations' numbers in the C kernels (``FC_ACT_*``), by name.
+ACTIVATIONS = {"none": FC_ACT_NONE, "clamp": FC_ACT_CLAMP, "leaky": FC_ACT_LEAKY,
+               "hardsigmoid": FC_ACT_HARDSIGMOID, "hardswish": FC_ACT_HARDSWISH,
+               "sigmoid": FC_ACT_SIGMOID}
+
+
 cdef fc_epi _epi(kind, lo, hi, alpha, beta):
-    if not 0 <= kind <= 5:
+    if kind not in ACTIVATIONS.values():
         raise ValueError(f"unknown activation kind {kind}")
     cdef fc_epi e
     e.kind, e.lo, e.hi, e.alpha, e.beta = kind, lo, hi, alpha, beta
@@ -446,33 +459,32 @@ def affine(x, top, left, scale, shift, has_affine, out, out_top, out_left, heigh
     return s
 
 
-def binary(x, a_top, a_left, y, b_top, b_left, b_pixels, multiply, out, out_top, out_left,
+def binary(a, a_top, a_left, b, b_top, b_left, b_pixels, multiply, out, out_top, out_left,
            height, width, kind, lo, hi, alpha, beta, tasks):
     dtype = out.dtype
-    _buffer("a", x, dtype)
-    _buffer("b", y, dtype)
+    _buffer("a", a, dtype)
+    _buffer("b", b, dtype)
     _buffer("out", out, dtype, True)
-    channels = x.shape[3]
-    _window("a", x, a_top, a_left, height, width, channels)
-    _window("b", y, b_top, b_left, height if b_pixels else 1, width if b_pixels else 1,
+    channels = a.shape[3]
+    _window("a", a, a_top, a_left, height, width, channels)
+    _window("b", b, b_top, b_left, height if b_pixels else 1, width if b_pixels else 1,
             channels)
     _window("out", out, out_top, out_left, height, width, channels)
-    if y.shape[3] != channels or out.shape[3] != channels or not (
-            x.shape[0] == y.shape[0] == out.shape[0]):
-        raise ValueError(f"binary: a {list(x.shape)}, b {list(y.shape)} and out "
+    if b.shape[3] != channels or out.shape[3] != channels or not (
+            a.shape[0] == b.shape[0] == out.shape[0]):
+        raise ValueError(f"binary: a {list(a.shape)}, b {list(b.shape)} and out "
                          f"{list(out.shape)} differ in batch or channels")
     cdef Step s = _step("binary", sizeof(fc_binary_args), K.binary_f, K.binary_d,
-                        dtype, tasks, [x, y, out])
-    cdef fc_binary_args *a = <fc_binary_args *>s.args
-    a.a, a.a_rows, a.a_cols, a.channels, a.a_top, a.a_left = (_data(x), x.shape[1],
-                                                                x.shape[2], channels, a_top,
-                                                                a_left)
-    a.b, a.b_rows, a.b_cols, a.b_top, a.b_left = _data(y), y.shape[1], y.shape[2], b_top, b_left
-    a.b_pixels, a.multiply = bool(b_pixels), bool(multiply)
-    a.out, a.out_rows, a.out_cols, a.out_top, a.out_left = (_data(out), out.shape[1],
-                                                              out.shape[2], out_top, out_left)
-    a.n, a.height, a.width = x.shape[0], height, width
-    a.epi = _epi(kind, lo, hi, alpha, beta)
+                        dtype, tasks, [a, b, out])
+    cdef fc_binary_args *r = <fc_binary_args *>s.args
+    r.a, r.a_rows, r.a_cols, r.channels, r.a_top, r.a_left = (_data(a), a.shape[1], a.shape[2],
+                                                              channels, a_top, a_left)
+    r.b, r.b_rows, r.b_cols, r.b_top, r.b_left = _data(b), b.shape[1], b.shape[2], b_top, b_left
+    r.b_pixels, r.multiply = bool(b_pixels), bool(multiply)
+    r.out, r.out_rows, r.out_cols, r.out_top, r.out_left = (_data(out), out.shape[1],
+                                                            out.shape[2], out_top, out_left)
+    r.n, r.height, r.width = a.shape[0], height, width
+    r.epi = _epi(kind, lo, hi, alpha, beta)
     return s
 
 

@@ -43,7 +43,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .. import tuning
+from .. import epilogue, tuning
 from ..plan_tiles import TileGeometry, host_vector_bits, widest_vectors
 
 def vector_bits() -> int:
@@ -181,12 +181,14 @@ class _Vectors:
         exp = cgutils.get_or_insert_function(b.module, ir.FunctionType(vt, [vt]),
                                              f"llvm.exp.{self.name}")
         kinds = {
-            1: lambda a: clamp(a, lo_v, hi_v),
-            2: lambda a: b.select(b.fcmp_ordered("<", a, zero), b.fmul(a, alpha_v), a),
-            3: lambda a: clamp(b.fadd(b.fmul(a, alpha_v), beta_v), zero, one),
-            4: lambda a: b.fmul(a, clamp(b.fadd(b.fmul(a, const([1 / 6] * self.lanes)),
-                                                 const([0.5] * self.lanes)), zero, one)),
-            5: lambda a: b.fdiv(one, b.fadd(one, b.call(exp, [b.fsub(zero, a)]))),
+            epilogue.CLAMP: lambda a: clamp(a, lo_v, hi_v),
+            epilogue.LEAKY: lambda a: b.select(b.fcmp_ordered("<", a, zero), b.fmul(a, alpha_v),
+                                               a),
+            epilogue.HARDSIGMOID: lambda a: clamp(b.fadd(b.fmul(a, alpha_v), beta_v), zero, one),
+            epilogue.HARDSWISH: lambda a: b.fmul(a, clamp(
+                b.fadd(b.fmul(a, const([1 / 6] * self.lanes)), const([0.5] * self.lanes)), zero,
+                one)),
+            epilogue.SIGMOID: lambda a: b.fdiv(one, b.fadd(one, b.call(exp, [b.fsub(zero, a)]))),
         }
         for code, fn in kinds.items():
             flag = b.icmp_signed("==", kind, ir.Constant(kind.type, code))
