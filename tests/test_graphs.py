@@ -26,6 +26,11 @@ def _kernels(net):
     return {n.name: n.kernel for n in next(iter(net._plans.values())).plan.nodes}
 
 
+def _choices(net):
+    """Each plan node's choice (``selection.Choice``): its kind, members and tile."""
+    return {n.name: n.choice for n in next(iter(net._plans.values())).plan.nodes}
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("model, width, size, batch", [
     ("MobileNetV1", 0.25, (64, 67), 2), ("MobileNetV2", 0.5, (64, 67), 2),
@@ -39,11 +44,13 @@ def test_models_match_torch(model, width, size, batch, dtype):
 def test_resnet_residuals_are_fused_into_the_second_convolution():
     net = _check(zoo.randomise(zoo.ResNet18(0.25)),
                  np.random.default_rng(0).standard_normal((1, 3, 64, 64)), np.float64)
-    kernels = _kernels(net)
+    choices = _choices(net)
     # the identity shortcut: conv2 adds the block's input, then the ReLU
-    assert "+ residual" in kernels["layer layer1.0.conv2 (Conv2d)"]
+    block_input = choices["layer layer1.0.conv1 (Conv2d)"].head.inputs[0]
+    assert choices["layer layer1.0.conv2 (Conv2d)"].tail.attrs["residual"] == block_input
     # a downsampling block: the 1x1 shortcut comes after conv2 and adds conv2's output
-    assert "+ residual" in kernels["layer layer2.0.downsample.0 (Conv2d)"]
+    shortcut = choices["layer layer2.0.downsample.0 (Conv2d)"]
+    assert shortcut.kind == "gemm" and shortcut.tail.attrs["residual"]
     assert not any(n.op == "add" for n in net.graph.nodes)
     fused = next(n for n in net.graph.nodes if n.name == "layer layer1.0.conv2 (Conv2d)")
     assert fused.act.kind == "clamp" and not fused.attrs["residual_after"]
@@ -52,7 +59,8 @@ def test_resnet_residuals_are_fused_into_the_second_convolution():
 def test_mobilenet_v2_residuals_ride_the_fused_separable_kernel():
     net = _check(zoo.randomise(zoo.MobileNetV2(0.5)),
                  np.random.default_rng(1).standard_normal((2, 3, 48, 48)), np.float32)
-    fused = [k for k in _kernels(net).values() if "pointwise 1x1 + residual (fused" in k]
+    fused = [c for c in _choices(net).values()
+             if c.kind in ("separable", "expanded_separable") and c.tail.attrs.get("residual")]
     assert len(fused) == 10  # every block with a shortcut
 
 
@@ -98,8 +106,11 @@ def test_expand_depthwise_and_project_run_fused(stride, batch, size, slab, dtype
     block = next(n for n in next(iter(net._plans.values())).plan.nodes if n.layers == 3)
     assert block.name == ("layer expand.0 (Conv2d) + layer dw.0 (Conv2d) + layer project.0 "
                           "(Conv2d)")
+    assert block.choice.kind == "expanded_separable"
     assert block.kernel.startswith(f"pointwise 1x1 + depthwise 3x3/{stride} + pointwise 1x1")
-    assert ("+ residual" in block.kernel) == (stride == 1)
+    assert bool(block.choice.tail.attrs.get("residual")) == (stride == 1)
+    if slab is not None:  # no room in the cache: one output row per step
+        assert block.choice.rows_per_step == 1
 
 
 class _WinogradResidual(nn.Module if torch is not None else object):
@@ -130,6 +141,7 @@ def test_winograd_adds_a_residual_in_its_output_transform(after, batch, size, dt
     module = zoo.randomise(_WinogradResidual(after), size=size)
     net = _check(module, np.random.default_rng(batch).standard_normal((batch, 3, *size)),
                  dtype)
+    assert _choices(net)["layer conv (Conv2d)"].kind == "winograd"
     assert (_kernels(net)["layer conv (Conv2d)"]
             == "conv 3x3/1 + residual as Winograd F(2x2, 3x3) (register tiles)")
     conv = next(n for n in net.graph.nodes if n.name == "layer conv (Conv2d)")
@@ -229,7 +241,7 @@ def test_concatenation_inputs_are_written_in_place(dtype):
     net = _check(_Fire().eval(), np.random.default_rng(5).standard_normal((2, 3, 40, 43)),
                  dtype)
     kernels = _kernels(net)
-    assert "Winograd" in kernels["layer expand3 (Conv2d)"]
+    assert _choices(net)["layer expand3 (Conv2d)"].kind == "winograd"
     concat = next(k for k in kernels.values() if k.startswith("concat"))
     # expand1 and the fused separable pair in place; expand3 (Winograd), dw and s copied
     assert concat == ("concat of 5 (2 written in place by their producers, 3 copied into "

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from fastconv.network.graph import INPUT, RELU, RELU6, Activation, Graph, Node
 from fastconv.network.planner import Buffer, _place, optimize
-from fastconv.spec import ConvSpec
+from fastconv.spec import ConvSpec, PoolSpec
 
 F = np.float64
 
@@ -136,3 +136,100 @@ def test_placement_never_overlaps_two_buffers_live_at_one_step(case):
             o.offset + o.size(batch) <= lo or hi <= o.offset
             for j, o in enumerate(buffers) if j != i)
     assert end == max(b.offset + b.size(batch) for b in buffers)
+
+
+# --- the selection pass -----------------------------------------------------------------------
+
+def _geometry(bits, l2):
+    """An executor's geometry for ``bits``-wide vectors and an L2 of ``l2`` bytes: what the
+    selection asks of it, the host never consulted."""
+    from types import SimpleNamespace
+
+    from fastconv.kernels.plan_tiles import TileGeometry
+
+    g = TileGeometry(bits, l2)
+    return SimpleNamespace(wide=g.wide, tile_shape=g.tile_shape, l2_bytes=lambda: g.l2)
+
+
+GEOMETRIES = [(512, 2 << 20), (256, 512 << 10), (128, 256 << 10)]
+
+
+def _select(nodes, output, shape, batch=1, bits=512, l2=2 << 20, threads=2):
+    from fastconv.network.graph import infer_shapes
+    from fastconv.network.selection import select
+
+    graph = optimize(Graph(nodes, output, np.dtype(np.float32)))
+    shapes = infer_shapes(graph, (batch, *shape))
+    return select(graph, shapes, batch, threads, _geometry(bits, l2))
+
+
+def _bn(name, src, out, c):
+    return Node("batchnorm", (src,), out, name, dict(scale=np.ones(c), shift=np.zeros(c)))
+
+
+def _relu(name, src, out, act=RELU):
+    return Node("act", (src,), out, name, dict(act=act))
+
+
+@pytest.mark.parametrize("bits, l2", GEOMETRIES)
+def test_a_mobilenet_v1_block_is_a_fused_separable_pair(bits, l2):
+    """conv 3x3/2 + BN + ReLU6, then depthwise 3x3 + BN + ReLU6 and pointwise 1x1 + BN +
+    ReLU6: the first on the GEMM tiles, the pair as one kernel with its tile; the batch norms
+    and activations inside their convolutions."""
+    nodes = [_conv("conv1", INPUT, "a", 3, 32), _bn("bn1", "a", "b", 32),
+             _relu("relu1", "b", "c", RELU6),
+             _conv("dw2", "c", "d", 32, 32, groups=32), _bn("bn2", "d", "e", 32),
+             _relu("relu2", "e", "f", RELU6),
+             _conv("pw3", "f", "g", 32, 64, k=1), _bn("bn3", "g", "h", 64),
+             _relu("relu3", "h", "i", RELU6)]
+    first, pair = _select(nodes, "i", (3, 32, 32), bits=bits, l2=l2)
+    assert (first.kind, first.fused) == ("gemm", ["bn1", "relu1"])
+    assert pair.kind == "separable" and [m.name for m in pair.members] == ["dw2", "pw3"]
+    assert pair.fused == ["bn2", "relu2", "pw3", "bn3", "relu3"]
+    g = _geometry(bits, l2)
+    assert (pair.mr, pair.nr) == g.tile_shape(np.float32, pair.wide)
+    assert (first.mr, first.nr) == g.tile_shape(np.float32, first.wide)
+    assert pair.rows_per_step >= 1
+
+
+def test_a_mobilenet_v2_block_runs_as_one_expanded_kernel_and_takes_its_residual():
+    """expand 1x1 + ReLU6, depthwise 3x3 + ReLU6, project 1x1, + the block's input."""
+    nodes = [_conv("stem", INPUT, "x", 3, 16),
+             _conv("expand", "x", "a", 16, 96, k=1), _relu("r1", "a", "b", RELU6),
+             _conv("dw", "b", "c", 96, 96, groups=96), _relu("r2", "c", "d", RELU6),
+             _conv("project", "d", "e", 96, 16, k=1), Node("add", ("e", "x"), "s", "add")]
+    stem, block = _select(nodes, "s", (3, 28, 28))
+    assert stem.kind == "gemm"
+    assert block.kind == "expanded_separable"
+    assert [m.name for m in block.members] == ["expand", "dw", "project"]
+    assert block.tail.attrs["residual"] == "x" and block.fused[-1] == "add"
+    assert block.rows_per_step >= 1 and block.nr > 0
+
+
+def test_a_resnet_block_runs_on_winograd_with_the_residual_in_its_epilogue():
+    nodes = [_conv("c1", INPUT, "a", 64, 64, seed=1), _relu("r1", "a", "b"),
+             _conv("c2", "b", "c", 64, 64, seed=2), Node("add", ("c", INPUT), "s", "add"),
+             _relu("r2", "s", "t")]
+    c1, c2 = _select(nodes, "t", (64, 28, 28))
+    assert c1.kind == c2.kind == "winograd" and c1.block >= 4
+    assert c2.tail.attrs["residual"] == INPUT and c2.tail.act == RELU
+    # fewer input channels than PLAN_WINOGRAD_CHANNELS: the GEMM tiles
+    few = [_conv("c1", INPUT, "a", 16, 16), _relu("r1", "a", "b")]
+    (choice,) = _select(few, "b", (16, 28, 28))
+    assert choice.kind == "gemm"
+
+
+def test_every_other_node_has_its_kind_and_an_unknown_op_is_refused_in_words():
+    nodes = [_conv("c1", INPUT, "a", 3, 8),
+             Node("maxpool", ("a",), "b", "pool", dict(pool=PoolSpec("max", 8, 2, stride=2))),
+             Node("gap", ("b",), "c", "gap"), Node("flatten", ("c",), "d", "flat"),
+             Node("linear", ("d",), "e", "fc", dict(weight=np.ones((10, 8)), bias=None))]
+    kinds = [c.kind for c in _select(nodes, "e", (3, 16, 16))]
+    assert kinds == ["gemm", "max_pool", "global_average", "alias", "linear"]
+    from fastconv.network.graph import Shape
+    from fastconv.network.selection import select
+
+    swirl = Graph([Node("swirl", (INPUT,), "a", "swirl")], "a", np.dtype(np.float32))
+    shapes = {INPUT: Shape(3, 8, 8), "a": Shape(3, 8, 8)}
+    with pytest.raises(ValueError, match="swirl: no kernel for 'swirl'"):
+        select(swirl, shapes, 1, 2, _geometry(256, 1 << 20))

@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..kernels import tuning
 from ..kernels.epilogue import ACTIVATIONS
-from ..kernels.plan_tiles import l2_bytes
+from .graph import INPUT, Graph, Node, Shape, conv_spec, infer_shapes, pool_spec
+from .selection import Choice, parallel_tasks, select
 from .step_args import (Affine, AvgPool, Binary, Conv, CopyChannels, Depthwise, Depthwise3x3,
                         ExpandedSeparable, Flatten, FromNchw, GlobalAverage, MaxPool, Separable,
                         Winograd, ZeroBorder)
-from .graph import INPUT, Graph, Node, Shape, conv_spec, infer_shapes, pool_spec
 
 _ALIGN = 64  # bytes: each buffer starts on a cache line
 
@@ -219,6 +218,7 @@ class NodePlan:
     layers: int = 1  # the graph's convolution and linear nodes it runs (more when fused)
     params: int = 0  # weights, biases and affine constants, after batch norms are folded
     bytes: int = 0  # what it reads and writes once: its inputs, parameters and output
+    choice: Choice | None = None  # how it runs (selection.Choice): its kind, tile, members
 
 
 @dataclass
@@ -307,28 +307,26 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
         buffer_of[value] = len(buffers) - 1
         return buffer_of[value]
 
-    separable = _separable_pairs(graph, shapes, graph.dtype)
-    expansions = _expansions(graph, shapes, separable, batch, threads, graph.dtype)
-    fused_pointwise = {pw.name for pw in separable.values()}
-    fused_expand = {e.name for e in expansions.values()}
-    slots = _concat_slots(graph, shapes, batch, fused_pointwise)
+    choices = select(graph, shapes, batch, threads, kernels)
+    chosen = {m.name: c for c in choices for m in c.members}
+    slots = _concat_slots(graph, shapes, chosen)
     new_buffer(INPUT)
     for node in graph.nodes:
-        if _aliases(node, shapes):
+        choice = chosen[node.name]
+        if choice.kind == "alias":
             buffer_of[node.output] = buffer_of[node.inputs[0]]
-        elif (node.name not in separable and node.name not in fused_expand
-              and node.output not in slots):
-            new_buffer(node.output)  # a fused depthwise's or expand's output is never stored
+        elif node is choice.tail and node.output not in slots:
+            new_buffer(node.output)  # a fused block's inner values are never stored
         if node.op == "concat":  # its slotted inputs are written straight into its buffer
             for value in node.inputs:
                 if value in slots:
                     buffer_of[value] = buffer_of[node.output]
-    for node in graph.nodes:  # the padding each reader needs, on its input's border
-        if (node.op == "conv" and node.name not in fused_pointwise
-                and node.name not in expansions):  # an expanded input is padded in the slab
+    for choice in choices:  # the padding each reader needs, on its input's border
+        if choice.kind in _PADS_ITS_INPUT:  # an expanded input is padded in the slab
+            node = choice.head
             spec = conv_spec(node, shapes[node.inputs[0]])
             (top, bottom), (left, right) = spec.pads
-            if _winograd(node, spec, batch):  # a last tile half outside the output reads a row more
+            if choice.kind == "winograd":  # a last tile half outside the output reads a row more
                 bottom += spec.output_size[0] % 2
                 right += spec.output_size[1] % 2
             border = buffers[buffer_of[node.inputs[0]]].border
@@ -342,42 +340,25 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
     steps.append(Step("input", FromNchw(
         x=None, out=Ref(0), top=buffers[0].border[0], left=buffers[0].border[2],
         border=ctx.border(INPUT), tasks=ctx.tasks)))
-    for node in graph.nodes:
-        if _aliases(node, shapes) or node.name in fused_pointwise or node.name in fused_expand:
+    for choice in choices:
+        if choice.kind == "alias":
             continue
         first = len(steps)
-        pointwise = separable.get(node.name)
-        expand = expansions.get(node.name)
-        if expand is not None:
-            kernel = _expanded_steps(ctx, expand, node, pointwise, steps)
-            name, output = f"{expand.name} + {node.name} + {pointwise.name}", pointwise.output
-            fused = [*expand.attrs.get("fused", []), node.name, *node.attrs.get("fused", []),
-                     pointwise.name, *pointwise.attrs.get("fused", [])]
-            members = [expand, node, pointwise]
-            macs = (_macs(expand, shapes[expand.inputs[0]], shapes[expand.output])
-                    + _macs(node, shapes[node.inputs[0]], shapes[node.output])
-                    + _macs(pointwise, shapes[node.output], shapes[output]))
-            node = expand  # the row names the block by its input
-        elif pointwise is None:
-            kernel = _steps(ctx, node, steps)
-            name, output, fused = node.name, node.output, [*node.attrs.get("fused", [])]
-            macs = _macs(node, shapes[node.inputs[0]], shapes[node.output])
-            members = [node]
-        else:
-            kernel = _separable_steps(ctx, node, pointwise, steps)
-            name, output = f"{node.name} + {pointwise.name}", pointwise.output
-            fused = [*node.attrs.get("fused", []), pointwise.name,
-                     *pointwise.attrs.get("fused", [])]
-            macs = (_macs(node, shapes[node.inputs[0]], shapes[node.output])
-                    + _macs(pointwise, shapes[node.output], shapes[output]))
-            members = [node, pointwise]
+        if choice.kind in _BORDER_FIRST:  # the kernels that do not zero their output's border
+            border_step = _border_step(ctx, choice.tail.output)
+            if border_step is not None:
+                steps.append(border_step)
+        kernel = EMITTERS[choice.kind](ctx, choice, steps)
         for step in steps[first:]:
-            step.node = name + (" border" if step.kind == "zero_border" else "")
+            step.node = choice.name + (" border" if step.kind == "zero_border" else "")
+        members, head = choice.members, choice.head
         params = sum(_params(m) for m in members)
-        nodes.append(NodePlan(name, "conv" if len(members) > 1 else node.op, kernel,
-                              str(shapes[node.inputs[0]]), str(shapes[output]), macs * batch,
-                              fused, len(members), params,
-                              _traffic(members, shapes, batch, params, graph.dtype)))
+        macs = sum(_macs(m, shapes[m.inputs[0]], shapes[m.output]) for m in members)
+        nodes.append(NodePlan(choice.name, "conv" if len(members) > 1 else head.op, kernel,
+                              str(shapes[head.inputs[0]]), str(shapes[choice.tail.output]),
+                              macs * batch, choice.fused, len(members), params,
+                              _traffic(list(members), shapes, batch, params, graph.dtype),
+                              choice))
     _liveness(graph, steps, buffers, buffer_of)
     arena, static = _place(buffers, batch, graph.dtype, buffer_of[graph.output])
     out = shapes[graph.output]
@@ -400,14 +381,6 @@ def _traffic(members: list[Node], shapes: dict, batch: int, params: int, dtype) 
     elements = sum(int(np.prod(shapes[v].batched(batch))) for v in reads)
     elements += int(np.prod(shapes[members[-1].output].batched(batch))) + params
     return elements * np.dtype(dtype).itemsize
-
-
-def _aliases(node: Node, shapes) -> bool:
-    """A flatten of 1x1 pixels, or an unflatten, changes only the shape: the same buffer
-    (an NHWC buffer of one pixel per image is (N, C) in memory)."""
-    source = shapes[node.inputs[0]]
-    return node.op == "unflatten" or (node.op == "flatten" and source.height * source.width
-                                      == 1)
 
 
 def _macs(node: Node, s_in: Shape, s_out: Shape) -> int:
@@ -437,7 +410,7 @@ class _Context:
 
     @property
     def tasks(self) -> int:
-        return _tasks(self.threads)
+        return parallel_tasks(self.threads)
 
     def buffer(self, value) -> Buffer:
         return self.buffers[self.buffer_of[value]]
@@ -471,143 +444,149 @@ class _Context:
         return {f"{prefix}{name}": v for name, v in zip(("kind", "lo", "hi", "alpha", "beta"),
                                                         values)}
 
-    def tile(self, is_wide: bool, prefix: str = "") -> dict:
-        """The GEMM tile's ``wide, mr, nr`` (``prefix``ed for an inner layer)."""
-        mr, nr = self.kernels.tile_shape(self.dtype, is_wide)
-        return {f"{prefix}wide": is_wide, f"{prefix}mr": mr, f"{prefix}nr": nr}
 
 
-def _tasks(threads: int) -> int:
-    """Parallel chunks per kernel: a few per thread, so that a thread that wakes late still
-    finds work left (``tuning.PLAN_TASKS_PER_THREAD``)."""
-    return threads * tuning.PLAN_TASKS_PER_THREAD
+# --- emission: each kind of choice's steps, appended in order; each returns its label -----------
 
 
-def _steps(ctx: _Context, node: Node, steps: list) -> str:
-    """Append the node's steps; returns its kernel's name."""
-    op = node.op
-    out_value = node.output
-    if op == "conv":  # its kernels zero their output's border
-        return _conv_steps(ctx, node, steps)
-    if op == "linear":
-        return _linear_steps(ctx, node, steps)
-    border_step = _border_step(ctx, out_value)
-    if border_step is not None:
-        steps.append(border_step)
-    src = node.inputs[0]
-    s = ctx.shapes[out_value]
-    top, left = ctx.origin(src)
-    o_top, o_left = ctx.origin(out_value)
-    if op in ("batchnorm", "act"):
-        scale = np.broadcast_to(node.attrs.get("scale", 1.0), (s.channels,))  # per channel
-        shift = np.broadcast_to(node.attrs.get("shift", 0.0), (s.channels,))
-        steps.append(Step("", Affine(
-            x=ctx.ref(src), top=top, left=left, scale=scale.astype(ctx.dtype),
-            shift=shift.astype(ctx.dtype), has_affine=op == "batchnorm",
-            out=ctx.ref(out_value), out_top=o_top, out_left=o_left, height=s.height,
-            width=s.width, **ctx.epilogue(node), tasks=ctx.tasks)))
-        return "affine" if op == "batchnorm" else str(node.act)
-    if op in ("add", "mul"):
-        other = node.inputs[1]
-        b_top, b_left = ctx.origin(other)
-        pixels = ctx.shapes[other] == ctx.shapes[src]
-        steps.append(Step("", Binary(
-            a=ctx.ref(src), a_top=top, a_left=left, b=ctx.ref(other), b_top=b_top,
-            b_left=b_left, b_pixels=pixels, multiply=op == "mul", out=ctx.ref(out_value),
-            out_top=o_top, out_left=o_left, height=s.height, width=s.width,
-            **ctx.epilogue(node), tasks=ctx.tasks)))
-        return op if pixels else f"{op} (N, C, 1, 1) over the pixels"
-    if op == "concat":
-        c0, copies = 0, 0
-        for value in node.inputs:
-            if value not in ctx.slots:
-                v_top, v_left = ctx.origin(value)
-                steps.append(Step("", CopyChannels(
-                    x=ctx.ref(value), top=v_top, left=v_left, out=ctx.ref(out_value),
-                    out_top=o_top, out_left=o_left, c0=c0, height=s.height, width=s.width,
-                    tasks=ctx.tasks)))
-                copies += 1
-            c0 += ctx.shapes[value].channels
-        written = len(node.inputs) - copies
-        return (f"concat of {len(node.inputs)} ({written} written in place by their producers"
-                f", {copies} copied into channel slices)")
-    if op in ("maxpool", "avgpool"):
-        spec = pool_spec(node, ctx.shapes[src])
-        (ph, pb), (pw, pr) = spec.pads
-        (height, width), (ho, wo) = spec.input_size, spec.output_size
-        geometry = dict(x=ctx.ref(src), top=top, left=left, height=height, width=width,
-                        out=ctx.ref(out_value), out_top=o_top, out_left=o_left, ho=ho, wo=wo,
-                        kh=spec.kernel_size[0], kw=spec.kernel_size[1], sh=spec.stride[0],
-                        sw=spec.stride[1], ph=ph, pw=pw, tasks=ctx.tasks)
-        if op == "maxpool":
-            steps.append(Step("", MaxPool(
-                **geometry, dh=spec.dilation[0], dw=spec.dilation[1])))
-        else:
-            steps.append(Step("", AvgPool(
-                **geometry, pad_bottom=pb, pad_right=pr,
-                count_include_pad=spec.count_include_pad,
-                divisor=spec.divisor_override or 0)))
-        kh, kw = spec.kernel_size
-        return f"{spec.kind} pool {kh}x{kw}/{spec.stride[0]}"
-    if op == "gap":
-        s_in = ctx.shapes[src]
-        steps.append(Step("", GlobalAverage(
-            x=ctx.ref(src), top=top, left=left, height=s_in.height, width=s_in.width,
-            out=ctx.ref(out_value), out_top=o_top, out_left=o_left, tasks=ctx.tasks)))
-        return "global average"
-    if op == "flatten":  # pixels first, channels inside: to the NCHW order torch flattens in
-        s_in = ctx.shapes[src]
-        steps.append(Step("", Flatten(
-            src=ctx.ref(src), top=top, left=left, out=ctx.ref(out_value, True),
-            channels=s_in.channels, height=s_in.height, width=s_in.width, tasks=ctx.tasks)))
-        return "flatten (NCHW order)"
-    raise ValueError(f"{node.name}: no kernel for {op!r}")
+def _windows(ctx: _Context, node: Node):
+    """The node's input, output, its output's shape, and where each image starts in the
+    input's and the output's buffers."""
+    src, dst = node.inputs[0], node.output
+    return src, dst, ctx.shapes[dst], ctx.origin(src), ctx.origin(dst)
+
+
+def _emit_affine(ctx: _Context, choice: Choice, steps: list) -> str:
+    node = choice.head
+    src, dst, s, (top, left), (o_top, o_left) = _windows(ctx, node)
+    scale = np.broadcast_to(node.attrs.get("scale", 1.0), (s.channels,))  # per channel
+    shift = np.broadcast_to(node.attrs.get("shift", 0.0), (s.channels,))
+    steps.append(Step("", Affine(
+        x=ctx.ref(src), top=top, left=left, scale=scale.astype(ctx.dtype),
+        shift=shift.astype(ctx.dtype), has_affine=node.op == "batchnorm", out=ctx.ref(dst),
+        out_top=o_top, out_left=o_left, height=s.height, width=s.width,
+        **ctx.epilogue(node), tasks=ctx.tasks)))
+    return "affine" if node.op == "batchnorm" else str(node.act)
+
+
+def _emit_binary(ctx: _Context, choice: Choice, steps: list) -> str:
+    node = choice.head
+    src, dst, s, (top, left), (o_top, o_left) = _windows(ctx, node)
+    other = node.inputs[1]
+    b_top, b_left = ctx.origin(other)
+    pixels = ctx.shapes[other] == ctx.shapes[src]
+    steps.append(Step("", Binary(
+        a=ctx.ref(src), a_top=top, a_left=left, b=ctx.ref(other), b_top=b_top, b_left=b_left,
+        b_pixels=pixels, multiply=node.op == "mul", out=ctx.ref(dst), out_top=o_top,
+        out_left=o_left, height=s.height, width=s.width, **ctx.epilogue(node),
+        tasks=ctx.tasks)))
+    return node.op if pixels else f"{node.op} (N, C, 1, 1) over the pixels"
+
+
+def _emit_concat(ctx: _Context, choice: Choice, steps: list) -> str:
+    node = choice.head
+    _, dst, s, _, (o_top, o_left) = _windows(ctx, node)
+    c0, copies = 0, 0
+    for value in node.inputs:
+        if value not in ctx.slots:
+            v_top, v_left = ctx.origin(value)
+            steps.append(Step("", CopyChannels(
+                x=ctx.ref(value), top=v_top, left=v_left, out=ctx.ref(dst), out_top=o_top,
+                out_left=o_left, c0=c0, height=s.height, width=s.width, tasks=ctx.tasks)))
+            copies += 1
+        c0 += ctx.shapes[value].channels
+    written = len(node.inputs) - copies
+    return (f"concat of {len(node.inputs)} ({written} written in place by their producers, "
+            f"{copies} copied into channel slices)")
+
+
+def _emit_pool(ctx: _Context, choice: Choice, steps: list) -> str:
+    node = choice.head
+    src, dst, _, (top, left), (o_top, o_left) = _windows(ctx, node)
+    spec = pool_spec(node, ctx.shapes[src])
+    (ph, pb), (pw, pr) = spec.pads
+    (height, width), (ho, wo) = spec.input_size, spec.output_size
+    geometry = dict(x=ctx.ref(src), top=top, left=left, height=height, width=width,
+                    out=ctx.ref(dst), out_top=o_top, out_left=o_left, ho=ho, wo=wo,
+                    kh=spec.kernel_size[0], kw=spec.kernel_size[1], sh=spec.stride[0],
+                    sw=spec.stride[1], ph=ph, pw=pw, tasks=ctx.tasks)
+    if choice.kind == "max_pool":
+        steps.append(Step("", MaxPool(**geometry, dh=spec.dilation[0], dw=spec.dilation[1])))
+    else:
+        steps.append(Step("", AvgPool(**geometry, pad_bottom=pb, pad_right=pr,
+                                      count_include_pad=spec.count_include_pad,
+                                      divisor=spec.divisor_override or 0)))
+    kh, kw = spec.kernel_size
+    return f"{spec.kind} pool {kh}x{kw}/{spec.stride[0]}"
+
+
+def _emit_global_average(ctx: _Context, choice: Choice, steps: list) -> str:
+    src, dst, _, (top, left), (o_top, o_left) = _windows(ctx, choice.head)
+    s_in = ctx.shapes[src]
+    steps.append(Step("", GlobalAverage(
+        x=ctx.ref(src), top=top, left=left, height=s_in.height, width=s_in.width,
+        out=ctx.ref(dst), out_top=o_top, out_left=o_left, tasks=ctx.tasks)))
+    return "global average"
+
+
+def _emit_flatten(ctx: _Context, choice: Choice, steps: list) -> str:
+    """Pixels first, channels inside: to the NCHW order torch flattens in."""
+    src, dst, _, (top, left), _ = _windows(ctx, choice.head)
+    s_in = ctx.shapes[src]
+    steps.append(Step("", Flatten(
+        src=ctx.ref(src), top=top, left=left, out=ctx.ref(dst, True), channels=s_in.channels,
+        height=s_in.height, width=s_in.width, tasks=ctx.tasks)))
+    return "flatten (NCHW order)"
 
 
 def _border_step(ctx: _Context, value: str) -> Step | None:
     border = ctx.buffer(value).border
     if not any(border):
         return None
-    return Step("", ZeroBorder(buf=ctx.ref(value, True),
-                                                border=ctx.border(value), tasks=ctx.tasks))
+    return Step("", ZeroBorder(buf=ctx.ref(value, True), border=ctx.border(value),
+                               tasks=ctx.tasks))
 
 
-def _conv_steps(ctx: _Context, node: Node, steps: list) -> str:
-    k = ctx.kernels
+def _conv_label(spec) -> str:
+    (kh, kw), (sh, _), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
+    return f"{kh}x{kw}/{sh}" + (f" dilation {dh}" if max(dh, dw) > 1 else "")
+
+
+def _emit_depthwise(ctx: _Context, choice: Choice, steps: list) -> str:
+    """A depthwise convolution: the 3x3 one (one filter per channel) with its vector rows and
+    its output's border zeroed by it, any other after a border step."""
+    node = choice.head
+    src, dst = node.inputs[0], node.output
+    spec = conv_spec(node, ctx.shapes[src])
+    (ph, _), (pw, _) = spec.pads
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    ho, wo = spec.output_size
+    weights, bias = _depthwise_weights(ctx, node, spec)
+    top, left = ctx.origin(src, (ph, pw))
+    o_top, o_left = ctx.origin(dst)
+    common = dict(x=ctx.ref(src), top=top, left=left, w=weights, bias=bias, out=ctx.ref(dst),
+                  out_top=o_top, out_left=o_left, ho=ho, wo=wo, sh=sh, sw=sw, dh=dh, dw=dw,
+                  **ctx.epilogue(node), tasks=ctx.tasks)
+    if choice.kind == "depthwise_3x3":
+        steps.append(Step("", Depthwise3x3(**common, block=ctx.kernels.depthwise_block(
+            ctx.dtype), out_border=ctx.border(dst))))
+    else:
+        kh, kw = spec.kernel_size
+        steps.append(Step("", Depthwise(**common, kh=kh, kw=kw,
+                                        multiplier=spec.out_channels // spec.in_channels)))
+    return f"depthwise {_conv_label(spec)} (NHWC, channels in vectors)"
+
+
+def _emit_gemm(ctx: _Context, choice: Choice, steps: list) -> str:
+    """A convolution on the GEMM tiles: a table of its output pixels' first inputs, one of
+    the kernel's taps."""
+    k, node = ctx.kernels, choice.head
     src, dst = node.inputs[0], node.output
     spec = conv_spec(node, ctx.shapes[src])
     (ph, _), (pw, _) = spec.pads
     (sh, sw), (dh, dw) = spec.stride, spec.dilation
     kh, kw = spec.kernel_size
     ho, wo = spec.output_size
-    bias = node.attrs["bias"]
-    label = f"{kh}x{kw}/{sh}" + (f" dilation {dh}" if max(dh, dw) > 1 else "")
-    if spec.kind == "dw":
-        weights, bias = _depthwise_weights(ctx, node, spec)
-        top, left = ctx.origin(src, (ph, pw))
-        o_top, o_left = ctx.origin(dst)
-        if spec.kernel_size == (3, 3) and spec.out_channels == spec.in_channels:
-            steps.append(Step("", Depthwise3x3(
-                x=ctx.ref(src), top=top, left=left, w=weights, bias=bias, out=ctx.ref(dst),
-                out_top=o_top, out_left=o_left, ho=ho, wo=wo, sh=sh, sw=sw, dh=dh, dw=dw,
-                **ctx.epilogue(node), block=k.depthwise_block(ctx.dtype),
-                out_border=ctx.border(dst), tasks=ctx.tasks)))
-        else:
-            border_step = _border_step(ctx, dst)
-            if border_step is not None:
-                steps.append(border_step)
-            steps.append(Step("", Depthwise(
-                x=ctx.ref(src), top=top, left=left, w=weights, kh=kh, kw=kw,
-                multiplier=spec.out_channels // spec.in_channels, bias=bias, out=ctx.ref(dst),
-                out_top=o_top, out_left=o_left, ho=ho, wo=wo, sh=sh, sw=sw, dh=dh, dw=dw,
-                **ctx.epilogue(node), tasks=ctx.tasks)))
-        return f"depthwise {label} (NHWC, channels in vectors)"
-    if _winograd(node, spec, ctx.batch):
-        return _winograd_steps(ctx, node, spec, steps)
-    k_size = kh * kw * spec.in_channels_per_group
-    pixels = ctx.batch * ho * wo
-    is_wide = k.wide(pixels, k_size, spec.out_channels_per_group, spec.groups, ctx.dtype,
-                     ctx.tasks)
     n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
     x_buf = ctx.buffer(src)
     rows = x_buf.pixel(n, oh * sh - ph, ow * sw - pw).reshape(-1).astype(np.int64)
@@ -615,24 +594,29 @@ def _conv_steps(ctx: _Context, node: Node, steps: list) -> str:
     taps = np.array([(i * dh * cols + j * dw) * spec.in_channels for i in range(kh)
                      for j in range(kw)], np.int64)
     c_in = spec.in_channels_per_group
-    grid = _grid(k.schedule(pixels, k_size, spec.out_channels_per_group, spec.groups,
-                            ctx.dtype, ctx.tasks, is_wide, c_in))
+    grid = _grid(k.schedule(ctx.batch * ho * wo, kh * kw * c_in, spec.out_channels_per_group,
+                            spec.groups, ctx.dtype, ctx.tasks, choice.wide, c_in))
     if dw == 1 and spec.groups == 1 and kw > 1 and grid["chunk"] >= c_in:
         # a kernel row's taps are adjacent pixels, whose channels lie end to end in the input
         # as their weights do in the panel: one tap of kw * C channels per row, so that the
         # tiles' reductions are longer and their loops over the taps shorter
         taps, c_in = taps[::kw].copy(), kw * c_in
         grid["chunk"] = c_in
-    out_rows = ctx.pixels(dst, n, oh, ow)
     steps.append(Step("", Conv(
         x=ctx.ref(src, True), rows=rows, taps=taps, c_in=c_in, groups=spec.groups,
-        **_packed(ctx, node, spec.groups, is_wide), out=ctx.ref(dst, True), out_rows=out_rows,
-        out_per_group=spec.out_channels_per_group, **_bias(bias, ctx.dtype),
-        **ctx.epilogue(node), **_residual(ctx, node, n, oh, ow), **ctx.tile(is_wide),
-        **grid, out_border=ctx.border(dst))))
+        **_packed(ctx, node, spec.groups, choice.wide), out=ctx.ref(dst, True),
+        out_rows=ctx.pixels(dst, n, oh, ow), out_per_group=spec.out_channels_per_group,
+        **_bias(node.attrs["bias"], ctx.dtype), **ctx.epilogue(node),
+        **_residual(ctx, node, n, oh, ow), **_tile(choice), **grid,
+        out_border=ctx.border(dst))))
     kind = "pointwise" if spec.kernel_size == (1, 1) else "conv"
     groups = f", {spec.groups} groups" if spec.groups > 1 else ""
-    return f"{kind} {label}{groups}{_plus_residual(node)} (register tiles)"
+    return f"{kind} {_conv_label(spec)}{groups}{_plus_residual(node)} (register tiles)"
+
+
+def _tile(choice: Choice, prefix: str = "") -> dict:
+    """The choice's GEMM tile as a kernel's ``wide, mr, nr``."""
+    return {f"{prefix}wide": choice.wide, f"{prefix}mr": choice.mr, f"{prefix}nr": choice.nr}
 
 
 def _plus_residual(node: Node) -> str:
@@ -662,12 +646,11 @@ def _packed(ctx: _Context, node: Node, groups: int, is_wide: bool, prefix: str =
     return {f"{prefix}w": packed[0], f"{prefix}panel": packed[1]}
 
 
-def _concat_slots(graph: Graph, shapes: dict, batch: int, fused_pointwise: set) -> dict:
+def _concat_slots(graph: Graph, shapes: dict, chosen: dict) -> dict:
     """The inputs of channel concatenations that their producers write straight into the
     concatenation's buffer: value -> its first channel there. A producer qualifies when it
-    runs on the GEMM tiles (a convolution that is neither depthwise nor Winograd, or the
-    pointwise half of a fused pair), whose output is addressed per pixel, and the
-    concatenation is its output's only reader."""
+    runs on the GEMM tiles addressed per pixel (a ``gemm`` choice, or the pointwise end of a
+    fused block), and the concatenation is its output's only reader."""
     slots = {}
     for node in graph.nodes:
         if node.op != "concat":
@@ -675,47 +658,21 @@ def _concat_slots(graph: Graph, shapes: dict, batch: int, fused_pointwise: set) 
         c0 = 0
         for value in node.inputs:
             producer = graph.producer(value)
-            if (producer is not None and producer.op == "conv" and value != graph.output
-                    and node.inputs.count(value) == 1 and graph.consumers(value) == [node]):
-                spec = conv_spec(producer, shapes[producer.inputs[0]])
-                if producer.name in fused_pointwise or not (
-                        spec.kind == "dw" or _winograd(producer, spec, batch)):
-                    slots[value] = c0
+            if (producer is not None and value != graph.output
+                    and node.inputs.count(value) == 1 and graph.consumers(value) == [node]
+                    and chosen[producer.name].kind in _WRITES_PER_PIXEL
+                    and chosen[producer.name].tail is producer):
+                slots[value] = c0
             c0 += shapes[value].channels
     return slots
 
 
-def _separable_pairs(graph: Graph, shapes: dict, dtype) -> dict[str, Node]:
-    """Depthwise 3x3 layers (one filter per channel) whose output only a pointwise layer
-    (1x1, stride 1, no padding, no groups) reads: depthwise name -> pointwise node. Each
-    pair runs as one kernel when the pointwise weights stay in the L2 cache beside the
-    depthwise rows (``tuning.PLAN_SEPARABLE_WEIGHTS``)."""
-    pairs = {}
-    for node in graph.nodes:
-        if node.op != "conv" or node.output == graph.output:
-            continue
-        spec = conv_spec(node, shapes[node.inputs[0]])
-        readers = graph.consumers(node.output)
-        if not (spec.kind == "dw" and spec.kernel_size == (3, 3)
-                and spec.out_channels == spec.in_channels and len(readers) == 1):
-            continue
-        pw = readers[0]
-        if pw.op != "conv" or pw.inputs[0] != node.output:
-            continue
-        pw_spec = conv_spec(pw, shapes[node.output])
-        weights = pw_spec.in_channels * pw_spec.out_channels * np.dtype(dtype).itemsize
-        if (pw_spec.kernel_size == (1, 1) and pw_spec.stride == (1, 1)
-                and pw_spec.pads == ((0, 0), (0, 0)) and pw_spec.groups == 1
-                and weights <= tuning.PLAN_SEPARABLE_WEIGHTS * l2_bytes()):
-            pairs[node.name] = pw
-    return pairs
-
-
-def _separable_steps(ctx: _Context, dw_node: Node, pw_node: Node, steps: list) -> str:
+def _emit_separable(ctx: _Context, choice: Choice, steps: list) -> str:
     """A depthwise 3x3 layer and the pointwise one after it as one kernel
-    (``nhwc.separable``): a few depthwise rows at a time into a task's scratch, in cache,
-    and the pointwise tiles from there."""
+    (``nhwc.separable``): a few depthwise rows at a time (``choice.rows_per_step``) into a
+    task's scratch, in cache, and the pointwise tiles from there."""
     k = ctx.kernels
+    dw_node, pw_node = choice.members
     src, dst = dw_node.inputs[0], pw_node.output
     spec = conv_spec(dw_node, ctx.shapes[src])
     pw_spec = conv_spec(pw_node, ctx.shapes[dw_node.output])
@@ -723,13 +680,7 @@ def _separable_steps(ctx: _Context, dw_node: Node, pw_node: Node, steps: list) -
     ho, wo = spec.output_size
     channels, out_channels = spec.in_channels, pw_spec.out_channels
     weights, dw_bias = _depthwise_weights(ctx, dw_node, spec)
-    rows = ctx.batch * ho
-    row_bytes = wo * channels * ctx.dtype.itemsize
-    per_step = max(1, min(-(-rows // ctx.tasks),
-                          int(tuning.PLAN_SEPARABLE_SCRATCH * k.l2_bytes()) // row_bytes))
-    pixels = per_step * wo
-    is_wide = k.wide(pixels, channels, out_channels, 1, ctx.dtype, 1)
-    tile = ctx.tile(is_wide)
+    per_step = choice.rows_per_step
     top, left = ctx.origin(src, (ph, pw))
     n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
     out_rows = ctx.pixels(dst, n, oh, ow)
@@ -737,59 +688,23 @@ def _separable_steps(ctx: _Context, dw_node: Node, pw_node: Node, steps: list) -
     steps.append(Step("", Separable(
         x=ctx.ref(src), top=top, left=left, dw_w=weights, dw_bias=dw_bias,
         **ctx.epilogue(dw_node, "dw_"), sh=sh, sw=sw, dh=dh, dw=dw, ho=ho, wo=wo,
-        block=k.depthwise_block(ctx.dtype), **_packed(ctx, pw_node, 1, is_wide),
-        panels=-(-out_channels // tile["nr"]), out=ctx.ref(dst, True), out_rows=out_rows,
+        block=k.depthwise_block(ctx.dtype), **_packed(ctx, pw_node, 1, choice.wide),
+        panels=-(-out_channels // choice.nr), out=ctx.ref(dst, True), out_rows=out_rows,
         out_channels=out_channels, **_bias(pw_node.attrs["bias"], ctx.dtype),
-        **ctx.epilogue(pw_node), **_residual(ctx, pw_node, n, oh, ow), **tile,
-        scratch=ctx.new_scratch(pixels * channels),
+        **ctx.epilogue(pw_node), **_residual(ctx, pw_node, n, oh, ow), **_tile(choice),
+        scratch=ctx.new_scratch(per_step * wo * channels),
         s_rows=np.arange(out_rows.size, dtype=np.int64) * channels, taps=np.zeros(1, np.int64),
         rows_per_step=per_step, out_border=ctx.border(dst), tasks=ctx.tasks)))
     return (f"depthwise 3x3/{sh}" + (f" dilation {dh}" if dh > 1 else "")
             + f" + pointwise 1x1{_plus_residual(pw_node)} (fused, register tiles)")
 
 
-def _expansions(graph: Graph, shapes: dict, separable: dict, batch: int, threads: int,
-                dtype) -> dict[str, Node]:
-    """The 1x1 expand layers run inside a fused depthwise and pointwise pair
-    (``nhwc.separable.expanded_separable``): depthwise name -> expand node.
-
-    An expand layer qualifies when it is 1x1, stride 1, unpadded, without groups or a
-    residual, not itself the pointwise half of a pair, and the pair's depthwise layer
-    (padding 1, undilated, the same stride both ways) is its output's only reader; when each
-    task gets ``tuning.PLAN_EXPAND_ROWS`` output rows or more (the rows at a share's edges
-    are expanded twice); and when the two pointwise layers' weights fit where the pair's
-    alone must (``tuning.PLAN_SEPARABLE_WEIGHTS``). Besides the expanded tensor's trip to
-    memory, the block saves a parallel region."""
-    size = np.dtype(dtype).itemsize
-    found = {}
-    by_name = {node.name: node for node in graph.nodes}
-    projects = {pw.name for pw in separable.values()}
-    for dw_name, project in separable.items():
-        dw = by_name[dw_name]
-        expand = graph.producer(dw.inputs[0])
-        if (expand is None or expand.op != "conv" or expand.attrs.get("residual")
-                or expand.name in projects  # MobileNet v1: already the pointwise of a pair
-                or graph.consumers(expand.output) != [dw] or expand.output == graph.output):
-            continue
-        spec = conv_spec(expand, shapes[expand.inputs[0]])
-        dw_spec = conv_spec(dw, shapes[dw.inputs[0]])
-        (sh, sw), ho = dw_spec.stride, dw_spec.output_size[0]
-        weights = (spec.in_channels + project.attrs["weight"].shape[0]) * spec.out_channels
-        if (spec.kernel_size == (1, 1) and spec.stride == (1, 1) and spec.groups == 1
-                and spec.pads == ((0, 0), (0, 0)) and dw_spec.pads == ((1, 1), (1, 1))
-                and dw_spec.dilation == (1, 1) and sh == sw and sh in (1, 2)
-                and batch * ho >= tuning.PLAN_EXPAND_ROWS * _tasks(threads)
-                and weights * size <= tuning.PLAN_SEPARABLE_WEIGHTS * l2_bytes()):
-            found[dw_name] = expand
-    return found
-
-
-def _expanded_steps(ctx: _Context, expand: Node, dw_node: Node, pw_node: Node,
-                    steps: list) -> str:
+def _emit_expanded_separable(ctx: _Context, choice: Choice, steps: list) -> str:
     """An expand, depthwise and project layer as one kernel
     (``nhwc.separable.expanded_separable``): the expanded rows into a slab in the task's
     scratch, the depthwise rows from there into another, the project tiles from that."""
     k = ctx.kernels
+    expand, dw_node, pw_node = choice.members
     src, dst = expand.inputs[0], pw_node.output
     e_spec = conv_spec(expand, ctx.shapes[src])
     spec = conv_spec(dw_node, ctx.shapes[expand.output])
@@ -798,15 +713,9 @@ def _expanded_steps(ctx: _Context, expand: Node, dw_node: Node, pw_node: Node,
     c_in, expanded, out_channels = e_spec.in_channels, e_spec.out_channels, pw_spec.out_channels
     stride = spec.stride[0]
     ho, wo = spec.output_size
-    size = ctx.dtype.itemsize
-    # rows per step: the slab and the depthwise rows within PLAN_EXPAND_SCRATCH of the cache
-    slab_row, dw_row = (width + 2) * expanded * size, wo * expanded * size
-    budget = int(tuning.PLAN_EXPAND_SCRATCH * k.l2_bytes())
-    per_step = max(1, min(-(-ctx.batch * ho // ctx.tasks),
-                          (budget - 2 * slab_row) // (stride * slab_row + dw_row)))
-    capacity = (per_step - 1) * stride + 3
-    e_tile = ctx.tile(k.wide(capacity * width, c_in, expanded, 1, ctx.dtype, 1), "e_")
-    tile = ctx.tile(k.wide(per_step * wo, expanded, out_channels, 1, ctx.dtype, 1))
+    per_step = choice.rows_per_step
+    capacity = (per_step - 1) * stride + 3  # the slab's rows: a step's input rows
+    e_mr, e_nr = k.tile_shape(ctx.dtype, choice.expand_wide)
     weights, dw_bias = _depthwise_weights(ctx, dw_node, spec)
     x_top, x_left = ctx.origin(src)
     cols = ctx.buffer(src).dims(1)[2]
@@ -817,16 +726,16 @@ def _expanded_steps(ctx: _Context, expand: Node, dw_node: Node, pw_node: Node,
     out_rows = ctx.pixels(dst, n, oh, ow)
     steps.append(Step("", ExpandedSeparable(
         x=ctx.ref(src), x_top=x_top, x_left=x_left, height=height, width=width, e_rows=e_rows,
-        **_packed(ctx, expand, 1, e_tile["e_wide"], "e_"),
-        e_panels=-(-expanded // e_tile["e_nr"]), expanded=expanded,
-        **_bias(expand.attrs["bias"], ctx.dtype, "e_"), **ctx.epilogue(expand, "e_"),
-        **e_tile, slab=ctx.new_scratch(capacity * (width + 2) * expanded),
+        **_packed(ctx, expand, 1, choice.expand_wide, "e_"), e_panels=-(-expanded // e_nr),
+        expanded=expanded, **_bias(expand.attrs["bias"], ctx.dtype, "e_"),
+        **ctx.epilogue(expand, "e_"), e_wide=choice.expand_wide, e_mr=e_mr, e_nr=e_nr,
+        slab=ctx.new_scratch(capacity * (width + 2) * expanded),
         slab_rows=slab_rows, dw_w=weights, dw_bias=dw_bias, **ctx.epilogue(dw_node, "dw_"),
         stride=stride, ho=ho, wo=wo, block=k.depthwise_block(ctx.dtype),
-        **_packed(ctx, pw_node, 1, tile["wide"]), panels=-(-out_channels // tile["nr"]),
+        **_packed(ctx, pw_node, 1, choice.wide), panels=-(-out_channels // choice.nr),
         out=ctx.ref(dst, True), out_rows=out_rows, out_channels=out_channels,
         **_bias(pw_node.attrs["bias"], ctx.dtype), **ctx.epilogue(pw_node),
-        **_residual(ctx, pw_node, n, oh, ow), **tile,
+        **_residual(ctx, pw_node, n, oh, ow), **_tile(choice),
         scratch=ctx.new_scratch(per_step * wo * expanded),
         s_rows=np.arange(out_rows.size, dtype=np.int64) * expanded, taps=np.zeros(1, np.int64),
         rows_per_step=per_step, out_border=ctx.border(dst), tasks=ctx.tasks)))
@@ -834,30 +743,16 @@ def _expanded_steps(ctx: _Context, expand: Node, dw_node: Node, pw_node: Node,
             f"{_plus_residual(pw_node)} (fused, register tiles)")
 
 
-def _winograd(node: Node, spec, batch: int) -> bool:
-    """Whether a convolution runs as Winograd F(2x2, 3x3): 3x3, stride 1, undilated, no
-    groups, at least ``tuning.PLAN_WINOGRAD_CHANNELS`` input channels (below, the
-    transforms cost more than the multiplies they save), and at least
-    ``tuning.PLAN_WINOGRAD_TILES_PER_CHANNEL`` 2x2 output tiles (over the batch) per input
-    channel: its transformed filters are 16/9 the weights, read on every call."""
-    if not (spec.kernel_size == (3, 3) and spec.stride == (1, 1) and spec.dilation == (1, 1)
-            and spec.groups == 1 and spec.in_channels >= tuning.PLAN_WINOGRAD_CHANNELS):
-        return False
-    tiles = batch * ((spec.output_size[0] + 1) // 2) * ((spec.output_size[1] + 1) // 2)
-    return tiles >= tuning.PLAN_WINOGRAD_TILES_PER_CHANNEL * spec.in_channels
-
-
-def _winograd_steps(ctx: _Context, node: Node, spec, steps: list) -> str:
-    k = ctx.kernels
+def _emit_winograd(ctx: _Context, choice: Choice, steps: list) -> str:
+    """A 3x3 stride-1 convolution as Winograd F(2x2, 3x3), ``choice.block`` tiles at a
+    time."""
+    k, node = ctx.kernels, choice.head
     src, dst = node.inputs[0], node.output
+    spec = conv_spec(node, ctx.shapes[src])
     (ph, _), (pw, _) = spec.pads
     ho, wo = spec.output_size
     c, o = spec.in_channels, spec.out_channels
-    size = ctx.dtype.itemsize
-    tiles = ctx.batch * ((ho + 1) // 2) * ((wo + 1) // 2)
-    block = max(4, min(tuning.PLAN_WINOGRAD_BLOCK_MAX, k.l2_bytes() // (16 * (c + o) * size),
-                       -(-tiles // ctx.tasks)))  # every task gets a block
-    is_wide = k.wide(block, c, o, 1, ctx.dtype, 1)
+    block, is_wide = choice.block, choice.wide
     packed = ctx.packed.get((node.name, "winograd", is_wide))
     if packed is None:
         packed = ctx.packed[node.name, "winograd", is_wide] = k.winograd_filters(
@@ -870,15 +765,14 @@ def _winograd_steps(ctx: _Context, node: Node, spec, steps: list) -> str:
     r_top, r_left = ctx.origin(residual)
     tiles = np.arange(block, dtype=np.int64)
     w, panel, panels = packed
-    mr, nr = k.tile_shape(ctx.dtype, is_wide)
     steps.append(Step("", Winograd(
         x=ctx.ref(src), top=top, left=left, w=w, panel=panel, panels=panels, channels=c,
         bias=bias, out=ctx.ref(dst), out_top=o_top, out_left=o_left, ho=ho, wo=wo,
         **ctx.epilogue(node), res=ctx.ref(residual), res_top=r_top, res_left=r_left,
         res_channel=ctx.slots.get(residual, 0), res_mode=mode,
         v=ctx.new_scratch(16 * block * c), m=ctx.new_scratch(16 * block * o), rows=tiles * c,
-        m_rows=tiles * o, taps=np.zeros(1, np.int64), block=block, is_wide=is_wide, mr=mr,
-        nr=nr, out_border=ctx.border(dst), tasks=ctx.tasks)))
+        m_rows=tiles * o, taps=np.zeros(1, np.int64), block=block, is_wide=is_wide,
+        mr=choice.mr, nr=choice.nr, out_border=ctx.border(dst), tasks=ctx.tasks)))
     return f"conv 3x3/1{_plus_residual(node)} as Winograd F(2x2, 3x3) (register tiles)"
 
 
@@ -911,11 +805,13 @@ def _residual_source(node: Node) -> tuple[str, int]:
     return value, 2 if node.attrs.get("residual_after") else 1
 
 
-def _linear_steps(ctx: _Context, node: Node, steps: list) -> str:
+def _emit_linear(ctx: _Context, choice: Choice, steps: list) -> str:
+    """A linear layer as a 1x1 convolution whose pixels are the batch."""
+    node = choice.head
     src, dst = node.inputs[0], node.output
     weight = node.attrs["weight"]
     out_features, in_features = weight.shape
-    is_wide = ctx.kernels.wide(ctx.batch, in_features, out_features, 1, ctx.dtype, ctx.tasks)
+    is_wide = choice.wide
     images = np.arange(ctx.batch)
     rows = ctx.buffer(src).pixel(images, 0, 0).astype(np.int64)
     out_rows = ctx.buffer(dst).pixel(images, 0, 0).astype(np.int64)
@@ -924,10 +820,30 @@ def _linear_steps(ctx: _Context, node: Node, steps: list) -> str:
         groups=1, **_packed(ctx, node, 1, is_wide), out=ctx.ref(dst, True), out_rows=out_rows,
         out_per_group=out_features, **_bias(node.attrs["bias"], ctx.dtype),
         **ctx.epilogue(node), res=ctx.ref(dst, True), res_rows=out_rows, res_mode=0,
-        **ctx.tile(is_wide), **_grid(ctx.kernels.schedule(
+        **_tile(choice), **_grid(ctx.kernels.schedule(
             ctx.batch, in_features, out_features, 1, ctx.dtype, ctx.tasks, is_wide)),
         out_border=ctx.border(dst))))
     return f"linear {weight.shape[1]}->{weight.shape[0]} (register tiles)"
+
+
+#: Each kind of choice's emitter (``selection.KINDS`` but "alias", which runs nothing).
+EMITTERS = {
+    "gemm": _emit_gemm, "winograd": _emit_winograd, "depthwise_3x3": _emit_depthwise,
+    "depthwise": _emit_depthwise, "separable": _emit_separable,
+    "expanded_separable": _emit_expanded_separable, "linear": _emit_linear,
+    "affine": _emit_affine, "binary": _emit_binary, "concat": _emit_concat,
+    "max_pool": _emit_pool, "avg_pool": _emit_pool, "global_average": _emit_global_average,
+    "flatten": _emit_flatten,
+}
+#: The kinds whose kernels do not zero their output's border: a border step comes first.
+_BORDER_FIRST = {"affine", "binary", "concat", "max_pool", "avg_pool", "global_average",
+                 "flatten", "depthwise"}
+#: The kinds whose output the GEMM tiles write pixel by pixel, through a table of offsets: into
+#: a concatenation's channel slice as well as into a buffer of their own.
+_WRITES_PER_PIXEL = {"gemm", "separable", "expanded_separable"}
+#: The kinds that read their input through its border (its padding); a fused expand block
+#: pads its expanded rows in its own slab.
+_PADS_ITS_INPUT = {"gemm", "winograd", "depthwise_3x3", "depthwise", "separable"}
 
 
 def _liveness(graph: Graph, steps: list, buffers: list, buffer_of: dict) -> None:
