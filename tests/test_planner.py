@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastconv.network.graph import INPUT, RELU, RELU6, Activation, Graph, Node
-from fastconv.network.planner import Buffer, _place, optimize
+from fastconv.network.arena import Buffer, place
+from fastconv.network.rewrites import optimize
 from fastconv.spec import ConvSpec, PoolSpec
 
 F = np.float64
@@ -119,7 +120,7 @@ def _buffers(draw):
 @given(_buffers())
 def test_placement_never_overlaps_two_buffers_live_at_one_step(case):
     buffers, batch, dtype = case
-    end, static = _place(buffers, batch, dtype, 0)
+    end, static = place(buffers, batch, dtype, 0)
     align = 64 // np.dtype(dtype).itemsize
     for i, a in enumerate(buffers):
         assert a.offset % align == 0 and a.offset + a.size(batch) <= end

@@ -208,7 +208,7 @@ def _litert(module, x: np.ndarray, threads: int):
     import torch
     from ai_edge_litert.interpreter import Interpreter
 
-    from ..network.planner import optimize
+    from ..network.rewrites import optimize
     from ..network.torch_import import from_torch
 
     graph = optimize(from_torch(module))

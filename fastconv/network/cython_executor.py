@@ -15,7 +15,8 @@ import numpy as np
 from ..kernels.plan_tiles import TileGeometry, l2_bytes
 from ..runtime import import_extension
 from .executor import GEOMETRY, STEP_KINDS
-from .planner import ShapePlan, arena_views, bound_steps
+from .arena import arena_views, bound_steps
+from .planner import ShapePlan
 
 plan = import_extension("fastconv.kernels.cython.plan")
 

@@ -2,7 +2,7 @@
 ``numba_executor`` and ``cython_executor`` alike (``tests/test_network.py`` checks both).
 
 An executor is a module. The planner asks it for its tiles' geometry (the vector width its
-kernels were built for) and emits :class:`~fastconv.network.planner.Step` records, each
+kernels were built for) and emits :class:`~fastconv.network.emission.Step` records, each
 naming one of :data:`STEP_KINDS`; the executor's :class:`Arena` binds a shape plan's steps to
 its buffers once, then runs them call after call.
 """

@@ -15,7 +15,8 @@ import numpy as np
 from .. import runtime
 from ..spec import ConvSpec
 from .graph import INPUT, NONE, RELU, RELU6, Activation, Graph, Node, infer_shapes
-from .planner import ShapePlan, optimize, plan_shape
+from .planner import ShapePlan, plan_shape
+from .rewrites import optimize
 
 BACKENDS = ("numba", "cython")
 

@@ -20,7 +20,8 @@ from ..kernels.numba.nhwc.winograd import pack_filters as winograd_filters
 from ..kernels.numba.nhwc.winograd import winograd
 from ..kernels.plan_tiles import l2_bytes
 from .executor import GEOMETRY, STEP_KINDS
-from .planner import ShapePlan, arena_views, bound_steps
+from .arena import arena_views, bound_steps
+from .planner import ShapePlan
 
 # the executor's contract (network.executor): the Arena, the geometry, the steps' kernels
 __all__ = ["Arena", *GEOMETRY, *STEP_KINDS]

@@ -1,11 +1,11 @@
 """The planner: what runs, in which layout, in which memory.
 
-Two phases. :func:`optimize` rewrites the imported graph once: identities dropped, each batch
-norm folded into the convolution before it (or kept as a per-channel affine), each activation
-fused into the epilogue of the node that produces its input. :func:`plan_shape` then plans one
-input shape: every value's shape, the kernel of every node, the zero border each activation
-needs for the padding of the convolutions that read it, and one arena of buffers placed by
-liveness, so that a call allocates only its output.
+Two phases. ``rewrites.optimize`` rewrites the imported graph once. :func:`plan_shape` then
+plans one input shape, stage by stage, each stage a module: every value's shape
+(``graph.infer_shapes``); the kernel of every node (``selection.select``); the buffers, the
+concatenation slots and the zero border each activation needs for the padding of the
+convolutions that read it (here); the steps (``emission.emit``); and one arena of buffers
+placed by liveness (``arena``), so that a call allocates only its output.
 
 Activations are NHWC in the arena (``fastconv.kernels.numba.nhwc``): a convolution reads its
 input's vector of channels per pixel, its padding from the border, and writes its output's
@@ -14,194 +14,15 @@ interior; the network's input and output are converted at the edges.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels.epilogue import ACTIVATIONS
-from .graph import INPUT, Graph, Node, Shape, conv_spec, infer_shapes, pool_spec
-from .selection import Choice, parallel_tasks, select
-from .step_args import (Affine, AvgPool, Binary, Conv, CopyChannels, Depthwise, Depthwise3x3,
-                        ExpandedSeparable, Flatten, FromNchw, GlobalAverage, MaxPool, Separable,
-                        Winograd, ZeroBorder)
-
-_ALIGN = 64  # bytes: each buffer starts on a cache line
-
-
-# --- phase 1: the graph, once -------------------------------------------------------------------
-
-
-def optimize(graph: Graph) -> Graph:
-    """Identities removed, batch norms folded, activations and residual additions fused (a
-    new graph)."""
-    graph = graph.copy()
-    for node in [n for n in graph.nodes if n.op == "identity"]:
-        graph.nodes.remove(node)
-        graph.replace_value(node.output, node.inputs[0])
-    for node in [n for n in graph.nodes if n.op == "batchnorm"]:
-        producer = _sole_producer(graph, node)
-        if producer is not None and producer.op == "conv" and _fresh(producer):
-            _fold(producer, node, graph.dtype)
-            _absorb(graph, producer, node)
-    _fuse_activations(graph)
-    for node in [n for n in graph.nodes if n.op == "add"]:
-        _fuse_residual(graph, node)
-    _fuse_activations(graph)  # a ReLU after a residual addition
-    return graph
-
-
-def _fuse_activations(graph: Graph) -> None:
-    for node in [n for n in graph.nodes if n.op == "act"]:
-        producer = _sole_producer(graph, node)
-        if producer is None or producer.op not in ("conv", "linear", "batchnorm", "add", "mul",
-                                                   "act"):
-            continue
-        if producer.attrs.get("residual_after"):  # the addition comes after its activation
-            continue
-        act = producer.act.then(node.act)
-        if act is not None:
-            producer.attrs["act"] = act
-            _absorb(graph, producer, node)
-
-
-def _fuse_residual(graph: Graph, add: Node) -> None:
-    """``conv(x) + r`` as the convolution's epilogue, when ``r`` is ready before the
-    convolution runs (the later of the two producers takes the other as its residual) and
-    the addition is the convolution's only reader. A depthwise convolution's kernels add no
-    residual."""
-    a, b = add.inputs
-    if a == b or _pixelless(graph, a) or _pixelless(graph, b):
-        return
-    order = {n.output: i for i, n in enumerate(graph.nodes)}
-    for value, other in sorted(((a, b), (b, a)), key=lambda pair: -order.get(pair[0], -1)):
-        producer = graph.producer(value)
-        if (producer is None or producer.op != "conv" or producer.attrs.get("residual")
-                or producer.attrs["spec"].kind == "dw" or graph.output == value
-                or len(graph.consumers(value)) != 1
-                or order.get(other, -1) >= order[value]):
-            continue
-        after = producer.act.kind != "none"
-        if after and add.act.kind != "none":  # act(act(conv) + r): two activations
-            continue
-        producer.attrs["residual"] = other
-        producer.attrs["residual_after"] = after
-        if not after:
-            producer.attrs["act"] = add.act
-        _absorb(graph, producer, add)
-        producer.attrs["fused"] += add.attrs.get("fused", [])
-        return
-
-
-def _pixelless(graph: Graph, value: str, known: dict | None = None) -> bool:
-    """Whether ``value`` is one pixel per image, whatever the input's size (a global
-    average, what a linear layer or a 1x1 convolution makes of it): the side of an addition
-    or product that broadcasts."""
-    known = {} if known is None else known
-    if value not in known:
-        producer = graph.producer(value)
-        if producer is None:
-            known[value] = False
-        elif producer.op in ("gap", "unflatten", "linear", "flatten"):
-            known[value] = True
-        elif producer.op == "conv" and not (producer.attrs["spec"].kernel_size == (1, 1)
-                                            and producer.attrs["spec"].pads == ((0, 0), (0, 0))):
-            known[value] = False
-        elif producer.op not in ("conv", "act", "batchnorm", "add", "mul", "identity"):
-            known[value] = False
-        else:
-            known[value] = all(_pixelless(graph, v, known) for v in producer.inputs)
-    return known[value]
-
-
-def _sole_producer(graph: Graph, node: Node) -> Node | None:
-    """The node producing ``node``'s input, if ``node`` is its only reader and the input is
-    not the network's output."""
-    value = node.inputs[0]
-    producer = graph.producer(value)
-    if producer is None or graph.output == value or len(graph.consumers(value)) != 1:
-        return None
-    return producer
-
-
-def _fresh(node: Node) -> bool:
-    """Nothing fused into it yet: a batch norm may still fold into it."""
-    return node.act.kind == "none" and node.attrs.get("residual") is None
-
-
-def _absorb(graph: Graph, producer: Node, node: Node) -> None:
-    """``node`` is now part of ``producer``: its readers read ``producer``'s output."""
-    graph.nodes.remove(node)
-    graph.replace_value(node.output, producer.output)
-    fused = producer.attrs.setdefault("fused", [])
-    fused.append(node.name)
-
-
-def _fold(conv: Node, bn: Node, dtype) -> None:
-    """``bn(conv(x))`` as one convolution: weights scaled per output channel, bias shifted."""
-    channels = conv.attrs["weight"].shape[0]
-    scale = np.broadcast_to(bn.attrs["scale"], (channels,))  # one for all, or per channel
-    shift = np.broadcast_to(bn.attrs["shift"], (channels,))
-    weight = conv.attrs["weight"].astype(np.float64) * scale[:, None, None, None]
-    bias = conv.attrs["bias"]
-    bias = shift if bias is None else bias.astype(np.float64) * scale + shift
-    conv.attrs["weight"] = weight.astype(dtype)
-    conv.attrs["bias"] = bias.astype(dtype)
-    conv.attrs["folded"] = bn.name
-
-
-# --- phase 2: one input shape -----------------------------------------------------------------
-
-
-@dataclass
-class Buffer:
-    """An NHWC buffer of the arena: (N, H + top + bottom, W + left + right, C)."""
-
-    height: int
-    width: int
-    channels: int
-    border: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # top, bottom, left, right
-    offset: int = 0
-    first: int = 0  # the step that writes it
-    last: int = 0  # the last step that reads it
-    count: int | None = None  # a step's scratch: this many rows (one per task), not the batch
-
-    def dims(self, batch: int) -> tuple[int, int, int, int]:
-        top, bottom, left, right = self.border
-        rows = batch if self.count is None else self.count
-        return (rows, self.height + top + bottom, self.width + left + right, self.channels)
-
-    def size(self, batch: int) -> int:
-        return int(np.prod(self.dims(batch)))
-
-    def pixel(self, n, h, w):
-        """Element offsets of pixels (n, h, w) (arrays allowed), channel 0."""
-        _, rows, cols, channels = self.dims(1)
-        top, _, left, _ = self.border
-        return ((n * rows + top + h) * cols + left + w) * channels
-
-
-@dataclass
-class Step:
-    """One kernel call: the executor's kernel of the record's kind (``step_args``), called with
-    the record's fields once the ``Ref`` among them are arena views."""
-
-    node: str
-    args: tuple  # a record of step_args
-
-    @property
-    def kind(self) -> str:
-        return self.args.kind
-
-
-@dataclass(frozen=True)
-class Ref:
-    """An argument that is a buffer of the arena, as 4-D, flat, or (``rows``) one row per
-    task of a scratch buffer."""
-
-    buffer: int
-    flat: bool = False
-    rows: bool = False
+from .arena import Buffer, Ref, liveness, place
+from .emission import Context, Step, emit
+from .graph import INPUT, Graph, Node, Shape, conv_spec, infer_shapes
+from .selection import PADS_ITS_INPUT, WRITES_PER_PIXEL, Choice, select
+from .step_args import FromNchw
 
 
 @dataclass
@@ -243,42 +64,6 @@ class ShapePlan:
         return self.arena_elements * self.dtype.itemsize
 
 
-def arena_views(plan: ShapePlan) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A new arena for ``plan``: one zeroed allocation, its start on a cache line; per
-    buffer, its 4-D view and its flat one. Zeroed, the borders no other buffer overlaps
-    stay zero from then on (``ShapePlan.static_borders``)."""
-    batch = plan.input_shape[0]
-    memory = np.zeros(plan.arena_elements + 16, plan.dtype)
-    shift = (-memory.ctypes.data % 64) // plan.dtype.itemsize
-    memory = memory[shift:shift + plan.arena_elements]
-    views = []
-    for b in plan.buffers:
-        flat = memory[b.offset:b.offset + b.size(batch)]
-        views.append((flat.reshape(b.dims(batch)), flat))
-    return views
-
-
-def bind(views: list, arg):
-    """A step's argument, a ``Ref`` as its view of the arena (4-D, flat, or a row per
-    task), anything else as it is."""
-    if isinstance(arg, Ref):
-        four_d, flat = views[arg.buffer]
-        if arg.rows:
-            return flat.reshape(four_d.shape[0], -1)
-        return flat if arg.flat else four_d
-    return arg
-
-
-def bound_steps(plan: ShapePlan, views: list):
-    """``(step, args)`` for each step of ``plan`` that a call runs, its arguments bound to
-    ``views``: a ``zero_border`` step is left out where the buffer's border is static."""
-    static = set(plan.static_borders)
-    for step in plan.steps:
-        if step.kind == "zero_border" and step.args.buf.buffer in static:
-            continue
-        yield step, [bind(views, a) for a in step.args]
-
-
 def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads: int,
                kernels) -> ShapePlan:
     """Plan ``graph`` for inputs of ``input_shape``.
@@ -286,7 +71,7 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
     Parameters
     ----------
     graph : Graph
-        Optimised (:func:`optimize`).
+        Rewritten (``rewrites.optimize``).
     packed : dict
         Node name -> weights in their kernel's layout, filled on first use (shared by every
         shape plan).
@@ -298,16 +83,50 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
     """
     batch = input_shape[0]
     shapes = infer_shapes(graph, input_shape)
+    choices = select(graph, shapes, batch, threads, kernels)
+    buffers, buffer_of, slots = _buffers(graph, shapes, choices)
+    steps: list[Step] = []
+    nodes: list[NodePlan] = []
+    ctx = Context(shapes, buffers, buffer_of, packed, batch, threads, graph.dtype, kernels,
+                  slots=slots)
+    steps.append(Step("input", FromNchw(
+        x=None, out=Ref(0), top=buffers[0].border[0], left=buffers[0].border[2],
+        border=ctx.border(INPUT), tasks=ctx.tasks)))
+    for choice in choices:
+        if choice.kind == "alias":
+            continue
+        first = len(steps)
+        kernel = emit(ctx, choice, steps)
+        for step in steps[first:]:
+            step.node = choice.name + (" border" if step.kind == "zero_border" else "")
+        members, head = choice.members, choice.head
+        params = sum(_params(m) for m in members)
+        macs = sum(_macs(m, shapes[m.inputs[0]], shapes[m.output]) for m in members)
+        nodes.append(NodePlan(choice.name, "conv" if len(members) > 1 else head.op, kernel,
+                              str(shapes[head.inputs[0]]), str(shapes[choice.tail.output]),
+                              macs * batch, choice.fused, len(members), params,
+                              _traffic(list(members), shapes, batch, params, graph.dtype),
+                              choice))
+    liveness(graph, steps, buffers, buffer_of)
+    arena, static = place(buffers, batch, graph.dtype, buffer_of[graph.output])
+    out = shapes[graph.output]
+    return ShapePlan(tuple(input_shape), out.batched(batch), graph.dtype, buffers, steps, 0,
+                     buffer_of[graph.output], out.flat, arena, nodes, static, threads)
+
+
+def _buffers(graph: Graph, shapes: dict, choices: list[Choice]):
+    """The buffers of the arena (not yet placed): the input's, and each choice's output's
+    unless it aliases its input or is written into a concatenation's channel slice; each
+    with the border its readers' padding needs. Returns them, value -> buffer, and the
+    concatenation slots (value -> its first channel in the concatenation's buffer)."""
     buffer_of: dict[str, int] = {}
     buffers: list[Buffer] = []
 
-    def new_buffer(value: str) -> int:
+    def new_buffer(value: str) -> None:
         s = shapes[value]
         buffers.append(Buffer(s.height, s.width, s.channels))
         buffer_of[value] = len(buffers) - 1
-        return buffer_of[value]
 
-    choices = select(graph, shapes, batch, threads, kernels)
     chosen = {m.name: c for c in choices for m in c.members}
     slots = _concat_slots(graph, shapes, chosen)
     new_buffer(INPUT)
@@ -322,7 +141,7 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
                 if value in slots:
                     buffer_of[value] = buffer_of[node.output]
     for choice in choices:  # the padding each reader needs, on its input's border
-        if choice.kind in _PADS_ITS_INPUT:  # an expanded input is padded in the slab
+        if choice.kind in PADS_ITS_INPUT:  # an expanded input is padded in the slab
             node = choice.head
             spec = conv_spec(node, shapes[node.inputs[0]])
             (top, bottom), (left, right) = spec.pads
@@ -332,38 +151,7 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
             border = buffers[buffer_of[node.inputs[0]]].border
             for i, pad in enumerate((top, bottom, left, right)):
                 border[i] = max(border[i], pad)
-
-    steps: list[Step] = []
-    nodes: list[NodePlan] = []
-    ctx = _Context(shapes, buffers, buffer_of, packed, batch, threads, graph.dtype, kernels,
-                   slots=slots)
-    steps.append(Step("input", FromNchw(
-        x=None, out=Ref(0), top=buffers[0].border[0], left=buffers[0].border[2],
-        border=ctx.border(INPUT), tasks=ctx.tasks)))
-    for choice in choices:
-        if choice.kind == "alias":
-            continue
-        first = len(steps)
-        if choice.kind in _BORDER_FIRST:  # the kernels that do not zero their output's border
-            border_step = _border_step(ctx, choice.tail.output)
-            if border_step is not None:
-                steps.append(border_step)
-        kernel = EMITTERS[choice.kind](ctx, choice, steps)
-        for step in steps[first:]:
-            step.node = choice.name + (" border" if step.kind == "zero_border" else "")
-        members, head = choice.members, choice.head
-        params = sum(_params(m) for m in members)
-        macs = sum(_macs(m, shapes[m.inputs[0]], shapes[m.output]) for m in members)
-        nodes.append(NodePlan(choice.name, "conv" if len(members) > 1 else head.op, kernel,
-                              str(shapes[head.inputs[0]]), str(shapes[choice.tail.output]),
-                              macs * batch, choice.fused, len(members), params,
-                              _traffic(list(members), shapes, batch, params, graph.dtype),
-                              choice))
-    _liveness(graph, steps, buffers, buffer_of)
-    arena, static = _place(buffers, batch, graph.dtype, buffer_of[graph.output])
-    out = shapes[graph.output]
-    return ShapePlan(tuple(input_shape), out.batched(batch), graph.dtype, buffers, steps, 0,
-                     buffer_of[graph.output], out.flat, arena, nodes, static, threads)
+    return buffers, buffer_of, slots
 
 
 def _params(node: Node) -> int:
@@ -391,261 +179,6 @@ def _macs(node: Node, s_in: Shape, s_out: Shape) -> int:
     return 0
 
 
-@dataclass
-class _Context:
-    shapes: dict
-    buffers: list
-    buffer_of: dict
-    packed: dict
-    batch: int
-    threads: int
-    dtype: np.dtype
-    kernels: object
-    slots: dict  # value -> its first channel in the concatenation's buffer it is written into
-
-    def new_scratch(self, elements: int) -> Ref:
-        """A scratch buffer of ``elements`` per task, for the step being planned."""
-        self.buffers.append(Buffer(1, 1, elements, count=self.tasks))
-        return Ref(len(self.buffers) - 1, rows=True)
-
-    @property
-    def tasks(self) -> int:
-        return parallel_tasks(self.threads)
-
-    def buffer(self, value) -> Buffer:
-        return self.buffers[self.buffer_of[value]]
-
-    def border(self, value) -> np.ndarray:
-        """The geometry a kernel zeroes ``value``'s border from (``nhwc.layout``'s
-        ``zero_border_share``): (N, Hb, Wb, C, top, bottom, left, right)."""
-        buf = self.buffer(value)
-        return np.array([*buf.dims(self.batch), *buf.border], np.int64)
-
-    def pixels(self, value, n, h, w) -> np.ndarray:
-        """Element offsets of ``value``'s pixels (n, h, w) (arrays), channel 0 of its own
-        channels: in a concatenation's buffer, where its slice starts."""
-        at = self.buffer(value).pixel(n, h, w) + self.slots.get(value, 0)
-        return np.asarray(at).reshape(-1).astype(np.int64)
-
-    def ref(self, value, flat=False) -> Ref:
-        return Ref(self.buffer_of[value], flat)
-
-    def origin(self, value, pads=(0, 0)) -> tuple[int, int]:
-        """Where the padded input's pixel (0, 0) sits in ``value``'s buffer."""
-        top, _, left, _ = self.buffer(value).border
-        return top - pads[0], left - pads[1]
-
-    def epilogue(self, node: Node, prefix: str = "") -> dict:
-        """The node's activation as a kernel's ``kind, lo, hi, alpha, beta`` (``prefix``ed
-        for a fused kernel's inner layer)."""
-        act = node.act
-        values = (ACTIVATIONS[act.kind], *(self.dtype.type(v) for v in
-                                          (act.lo, act.hi, act.alpha, act.beta)))
-        return {f"{prefix}{name}": v for name, v in zip(("kind", "lo", "hi", "alpha", "beta"),
-                                                        values)}
-
-
-
-# --- emission: each kind of choice's steps, appended in order; each returns its label -----------
-
-
-def _windows(ctx: _Context, node: Node):
-    """The node's input, output, its output's shape, and where each image starts in the
-    input's and the output's buffers."""
-    src, dst = node.inputs[0], node.output
-    return src, dst, ctx.shapes[dst], ctx.origin(src), ctx.origin(dst)
-
-
-def _emit_affine(ctx: _Context, choice: Choice, steps: list) -> str:
-    node = choice.head
-    src, dst, s, (top, left), (o_top, o_left) = _windows(ctx, node)
-    scale = np.broadcast_to(node.attrs.get("scale", 1.0), (s.channels,))  # per channel
-    shift = np.broadcast_to(node.attrs.get("shift", 0.0), (s.channels,))
-    steps.append(Step("", Affine(
-        x=ctx.ref(src), top=top, left=left, scale=scale.astype(ctx.dtype),
-        shift=shift.astype(ctx.dtype), has_affine=node.op == "batchnorm", out=ctx.ref(dst),
-        out_top=o_top, out_left=o_left, height=s.height, width=s.width,
-        **ctx.epilogue(node), tasks=ctx.tasks)))
-    return "affine" if node.op == "batchnorm" else str(node.act)
-
-
-def _emit_binary(ctx: _Context, choice: Choice, steps: list) -> str:
-    node = choice.head
-    src, dst, s, (top, left), (o_top, o_left) = _windows(ctx, node)
-    other = node.inputs[1]
-    b_top, b_left = ctx.origin(other)
-    pixels = ctx.shapes[other] == ctx.shapes[src]
-    steps.append(Step("", Binary(
-        a=ctx.ref(src), a_top=top, a_left=left, b=ctx.ref(other), b_top=b_top, b_left=b_left,
-        b_pixels=pixels, multiply=node.op == "mul", out=ctx.ref(dst), out_top=o_top,
-        out_left=o_left, height=s.height, width=s.width, **ctx.epilogue(node),
-        tasks=ctx.tasks)))
-    return node.op if pixels else f"{node.op} (N, C, 1, 1) over the pixels"
-
-
-def _emit_concat(ctx: _Context, choice: Choice, steps: list) -> str:
-    node = choice.head
-    _, dst, s, _, (o_top, o_left) = _windows(ctx, node)
-    c0, copies = 0, 0
-    for value in node.inputs:
-        if value not in ctx.slots:
-            v_top, v_left = ctx.origin(value)
-            steps.append(Step("", CopyChannels(
-                x=ctx.ref(value), top=v_top, left=v_left, out=ctx.ref(dst), out_top=o_top,
-                out_left=o_left, c0=c0, height=s.height, width=s.width, tasks=ctx.tasks)))
-            copies += 1
-        c0 += ctx.shapes[value].channels
-    written = len(node.inputs) - copies
-    return (f"concat of {len(node.inputs)} ({written} written in place by their producers, "
-            f"{copies} copied into channel slices)")
-
-
-def _emit_pool(ctx: _Context, choice: Choice, steps: list) -> str:
-    node = choice.head
-    src, dst, _, (top, left), (o_top, o_left) = _windows(ctx, node)
-    spec = pool_spec(node, ctx.shapes[src])
-    (ph, pb), (pw, pr) = spec.pads
-    (height, width), (ho, wo) = spec.input_size, spec.output_size
-    geometry = dict(x=ctx.ref(src), top=top, left=left, height=height, width=width,
-                    out=ctx.ref(dst), out_top=o_top, out_left=o_left, ho=ho, wo=wo,
-                    kh=spec.kernel_size[0], kw=spec.kernel_size[1], sh=spec.stride[0],
-                    sw=spec.stride[1], ph=ph, pw=pw, tasks=ctx.tasks)
-    if choice.kind == "max_pool":
-        steps.append(Step("", MaxPool(**geometry, dh=spec.dilation[0], dw=spec.dilation[1])))
-    else:
-        steps.append(Step("", AvgPool(**geometry, pad_bottom=pb, pad_right=pr,
-                                      count_include_pad=spec.count_include_pad,
-                                      divisor=spec.divisor_override or 0)))
-    kh, kw = spec.kernel_size
-    return f"{spec.kind} pool {kh}x{kw}/{spec.stride[0]}"
-
-
-def _emit_global_average(ctx: _Context, choice: Choice, steps: list) -> str:
-    src, dst, _, (top, left), (o_top, o_left) = _windows(ctx, choice.head)
-    s_in = ctx.shapes[src]
-    steps.append(Step("", GlobalAverage(
-        x=ctx.ref(src), top=top, left=left, height=s_in.height, width=s_in.width,
-        out=ctx.ref(dst), out_top=o_top, out_left=o_left, tasks=ctx.tasks)))
-    return "global average"
-
-
-def _emit_flatten(ctx: _Context, choice: Choice, steps: list) -> str:
-    """Pixels first, channels inside: to the NCHW order torch flattens in."""
-    src, dst, _, (top, left), _ = _windows(ctx, choice.head)
-    s_in = ctx.shapes[src]
-    steps.append(Step("", Flatten(
-        src=ctx.ref(src), top=top, left=left, out=ctx.ref(dst, True), channels=s_in.channels,
-        height=s_in.height, width=s_in.width, tasks=ctx.tasks)))
-    return "flatten (NCHW order)"
-
-
-def _border_step(ctx: _Context, value: str) -> Step | None:
-    border = ctx.buffer(value).border
-    if not any(border):
-        return None
-    return Step("", ZeroBorder(buf=ctx.ref(value, True), border=ctx.border(value),
-                               tasks=ctx.tasks))
-
-
-def _conv_label(spec) -> str:
-    (kh, kw), (sh, _), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
-    return f"{kh}x{kw}/{sh}" + (f" dilation {dh}" if max(dh, dw) > 1 else "")
-
-
-def _emit_depthwise(ctx: _Context, choice: Choice, steps: list) -> str:
-    """A depthwise convolution: the 3x3 one (one filter per channel) with its vector rows and
-    its output's border zeroed by it, any other after a border step."""
-    node = choice.head
-    src, dst = node.inputs[0], node.output
-    spec = conv_spec(node, ctx.shapes[src])
-    (ph, _), (pw, _) = spec.pads
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    ho, wo = spec.output_size
-    weights, bias = _depthwise_weights(ctx, node, spec)
-    top, left = ctx.origin(src, (ph, pw))
-    o_top, o_left = ctx.origin(dst)
-    common = dict(x=ctx.ref(src), top=top, left=left, w=weights, bias=bias, out=ctx.ref(dst),
-                  out_top=o_top, out_left=o_left, ho=ho, wo=wo, sh=sh, sw=sw, dh=dh, dw=dw,
-                  **ctx.epilogue(node), tasks=ctx.tasks)
-    if choice.kind == "depthwise_3x3":
-        steps.append(Step("", Depthwise3x3(**common, block=ctx.kernels.depthwise_block(
-            ctx.dtype), out_border=ctx.border(dst))))
-    else:
-        kh, kw = spec.kernel_size
-        steps.append(Step("", Depthwise(**common, kh=kh, kw=kw,
-                                        multiplier=spec.out_channels // spec.in_channels)))
-    return f"depthwise {_conv_label(spec)} (NHWC, channels in vectors)"
-
-
-def _emit_gemm(ctx: _Context, choice: Choice, steps: list) -> str:
-    """A convolution on the GEMM tiles: a table of its output pixels' first inputs, one of
-    the kernel's taps."""
-    k, node = ctx.kernels, choice.head
-    src, dst = node.inputs[0], node.output
-    spec = conv_spec(node, ctx.shapes[src])
-    (ph, _), (pw, _) = spec.pads
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    kh, kw = spec.kernel_size
-    ho, wo = spec.output_size
-    n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
-    x_buf = ctx.buffer(src)
-    rows = x_buf.pixel(n, oh * sh - ph, ow * sw - pw).reshape(-1).astype(np.int64)
-    cols = x_buf.dims(1)[2]
-    taps = np.array([(i * dh * cols + j * dw) * spec.in_channels for i in range(kh)
-                     for j in range(kw)], np.int64)
-    c_in = spec.in_channels_per_group
-    grid = _grid(k.schedule(ctx.batch * ho * wo, kh * kw * c_in, spec.out_channels_per_group,
-                            spec.groups, ctx.dtype, ctx.tasks, choice.wide, c_in))
-    if dw == 1 and spec.groups == 1 and kw > 1 and grid["chunk"] >= c_in:
-        # a kernel row's taps are adjacent pixels, whose channels lie end to end in the input
-        # as their weights do in the panel: one tap of kw * C channels per row, so that the
-        # tiles' reductions are longer and their loops over the taps shorter
-        taps, c_in = taps[::kw].copy(), kw * c_in
-        grid["chunk"] = c_in
-    steps.append(Step("", Conv(
-        x=ctx.ref(src, True), rows=rows, taps=taps, c_in=c_in, groups=spec.groups,
-        **_packed(ctx, node, spec.groups, choice.wide), out=ctx.ref(dst, True),
-        out_rows=ctx.pixels(dst, n, oh, ow), out_per_group=spec.out_channels_per_group,
-        **_bias(node.attrs["bias"], ctx.dtype), **ctx.epilogue(node),
-        **_residual(ctx, node, n, oh, ow), **_tile(choice), **grid,
-        out_border=ctx.border(dst))))
-    kind = "pointwise" if spec.kernel_size == (1, 1) else "conv"
-    groups = f", {spec.groups} groups" if spec.groups > 1 else ""
-    return f"{kind} {_conv_label(spec)}{groups}{_plus_residual(node)} (register tiles)"
-
-
-def _tile(choice: Choice, prefix: str = "") -> dict:
-    """The choice's GEMM tile as a kernel's ``wide, mr, nr``."""
-    return {f"{prefix}wide": choice.wide, f"{prefix}mr": choice.mr, f"{prefix}nr": choice.nr}
-
-
-def _plus_residual(node: Node) -> str:
-    return " + residual" if node.attrs.get("residual") else ""
-
-
-def _depthwise_weights(ctx: _Context, node: Node, spec) -> tuple[np.ndarray, np.ndarray]:
-    """A depthwise layer's weights as (taps, C) and its bias (zeros where it has none)."""
-    weights = ctx.packed.get(node.name)
-    if weights is None:
-        kh, kw = spec.kernel_size
-        weights = ctx.packed[node.name] = np.ascontiguousarray(
-            node.attrs["weight"].reshape(spec.out_channels, kh * kw).T)
-    bias = node.attrs["bias"]
-    return weights, np.zeros(spec.out_channels, ctx.dtype) if bias is None else bias
-
-
-def _packed(ctx: _Context, node: Node, groups: int, is_wide: bool, prefix: str = "") -> dict:
-    """A convolution's (or a linear layer's, as a 1x1's) weights in the panels of its tile
-    (``kernels.pack``), packed once: the kernel's ``w`` and ``panel`` (``prefix``ed)."""
-    packed = ctx.packed.get((node.name, is_wide))
-    if packed is None:
-        weight = node.attrs["weight"]
-        packed = ctx.packed[node.name, is_wide] = ctx.kernels.pack(
-            weight if weight.ndim == 4 else weight[:, :, None, None], groups, ctx.dtype,
-            is_wide)
-    return {f"{prefix}w": packed[0], f"{prefix}panel": packed[1]}
-
-
 def _concat_slots(graph: Graph, shapes: dict, chosen: dict) -> dict:
     """The inputs of channel concatenations that their producers write straight into the
     concatenation's buffer: value -> its first channel there. A producer qualifies when it
@@ -660,229 +193,10 @@ def _concat_slots(graph: Graph, shapes: dict, chosen: dict) -> dict:
             producer = graph.producer(value)
             if (producer is not None and value != graph.output
                     and node.inputs.count(value) == 1 and graph.consumers(value) == [node]
-                    and chosen[producer.name].kind in _WRITES_PER_PIXEL
+                    and chosen[producer.name].kind in WRITES_PER_PIXEL
                     and chosen[producer.name].tail is producer):
                 slots[value] = c0
             c0 += shapes[value].channels
     return slots
 
 
-def _emit_separable(ctx: _Context, choice: Choice, steps: list) -> str:
-    """A depthwise 3x3 layer and the pointwise one after it as one kernel
-    (``nhwc.separable``): a few depthwise rows at a time (``choice.rows_per_step``) into a
-    task's scratch, in cache, and the pointwise tiles from there."""
-    k = ctx.kernels
-    dw_node, pw_node = choice.members
-    src, dst = dw_node.inputs[0], pw_node.output
-    spec = conv_spec(dw_node, ctx.shapes[src])
-    pw_spec = conv_spec(pw_node, ctx.shapes[dw_node.output])
-    (ph, _), (pw, _) = spec.pads
-    ho, wo = spec.output_size
-    channels, out_channels = spec.in_channels, pw_spec.out_channels
-    weights, dw_bias = _depthwise_weights(ctx, dw_node, spec)
-    per_step = choice.rows_per_step
-    top, left = ctx.origin(src, (ph, pw))
-    n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
-    out_rows = ctx.pixels(dst, n, oh, ow)
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    steps.append(Step("", Separable(
-        x=ctx.ref(src), top=top, left=left, dw_w=weights, dw_bias=dw_bias,
-        **ctx.epilogue(dw_node, "dw_"), sh=sh, sw=sw, dh=dh, dw=dw, ho=ho, wo=wo,
-        block=k.depthwise_block(ctx.dtype), **_packed(ctx, pw_node, 1, choice.wide),
-        panels=-(-out_channels // choice.nr), out=ctx.ref(dst, True), out_rows=out_rows,
-        out_channels=out_channels, **_bias(pw_node.attrs["bias"], ctx.dtype),
-        **ctx.epilogue(pw_node), **_residual(ctx, pw_node, n, oh, ow), **_tile(choice),
-        scratch=ctx.new_scratch(per_step * wo * channels),
-        s_rows=np.arange(out_rows.size, dtype=np.int64) * channels, taps=np.zeros(1, np.int64),
-        rows_per_step=per_step, out_border=ctx.border(dst), tasks=ctx.tasks)))
-    return (f"depthwise 3x3/{sh}" + (f" dilation {dh}" if dh > 1 else "")
-            + f" + pointwise 1x1{_plus_residual(pw_node)} (fused, register tiles)")
-
-
-def _emit_expanded_separable(ctx: _Context, choice: Choice, steps: list) -> str:
-    """An expand, depthwise and project layer as one kernel
-    (``nhwc.separable.expanded_separable``): the expanded rows into a slab in the task's
-    scratch, the depthwise rows from there into another, the project tiles from that."""
-    k = ctx.kernels
-    expand, dw_node, pw_node = choice.members
-    src, dst = expand.inputs[0], pw_node.output
-    e_spec = conv_spec(expand, ctx.shapes[src])
-    spec = conv_spec(dw_node, ctx.shapes[expand.output])
-    pw_spec = conv_spec(pw_node, ctx.shapes[dw_node.output])
-    height, width = e_spec.output_size
-    c_in, expanded, out_channels = e_spec.in_channels, e_spec.out_channels, pw_spec.out_channels
-    stride = spec.stride[0]
-    ho, wo = spec.output_size
-    per_step = choice.rows_per_step
-    capacity = (per_step - 1) * stride + 3  # the slab's rows: a step's input rows
-    e_mr, e_nr = k.tile_shape(ctx.dtype, choice.expand_wide)
-    weights, dw_bias = _depthwise_weights(ctx, dw_node, spec)
-    x_top, x_left = ctx.origin(src)
-    cols = ctx.buffer(src).dims(1)[2]
-    q = np.arange(capacity * width, dtype=np.int64)
-    e_rows = (q // width * cols + q % width) * c_in
-    slab_rows = (q // width * (width + 2) + 1 + q % width) * expanded
-    n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
-    out_rows = ctx.pixels(dst, n, oh, ow)
-    steps.append(Step("", ExpandedSeparable(
-        x=ctx.ref(src), x_top=x_top, x_left=x_left, height=height, width=width, e_rows=e_rows,
-        **_packed(ctx, expand, 1, choice.expand_wide, "e_"), e_panels=-(-expanded // e_nr),
-        expanded=expanded, **_bias(expand.attrs["bias"], ctx.dtype, "e_"),
-        **ctx.epilogue(expand, "e_"), e_wide=choice.expand_wide, e_mr=e_mr, e_nr=e_nr,
-        slab=ctx.new_scratch(capacity * (width + 2) * expanded),
-        slab_rows=slab_rows, dw_w=weights, dw_bias=dw_bias, **ctx.epilogue(dw_node, "dw_"),
-        stride=stride, ho=ho, wo=wo, block=k.depthwise_block(ctx.dtype),
-        **_packed(ctx, pw_node, 1, choice.wide), panels=-(-out_channels // choice.nr),
-        out=ctx.ref(dst, True), out_rows=out_rows, out_channels=out_channels,
-        **_bias(pw_node.attrs["bias"], ctx.dtype), **ctx.epilogue(pw_node),
-        **_residual(ctx, pw_node, n, oh, ow), **_tile(choice),
-        scratch=ctx.new_scratch(per_step * wo * expanded),
-        s_rows=np.arange(out_rows.size, dtype=np.int64) * expanded, taps=np.zeros(1, np.int64),
-        rows_per_step=per_step, out_border=ctx.border(dst), tasks=ctx.tasks)))
-    return (f"pointwise 1x1 + depthwise 3x3/{stride} + pointwise 1x1"
-            f"{_plus_residual(pw_node)} (fused, register tiles)")
-
-
-def _emit_winograd(ctx: _Context, choice: Choice, steps: list) -> str:
-    """A 3x3 stride-1 convolution as Winograd F(2x2, 3x3), ``choice.block`` tiles at a
-    time."""
-    k, node = ctx.kernels, choice.head
-    src, dst = node.inputs[0], node.output
-    spec = conv_spec(node, ctx.shapes[src])
-    (ph, _), (pw, _) = spec.pads
-    ho, wo = spec.output_size
-    c, o = spec.in_channels, spec.out_channels
-    block, is_wide = choice.block, choice.wide
-    packed = ctx.packed.get((node.name, "winograd", is_wide))
-    if packed is None:
-        packed = ctx.packed[node.name, "winograd", is_wide] = k.winograd_filters(
-            node.attrs["weight"], ctx.dtype, is_wide)
-    bias = node.attrs["bias"]
-    bias = np.zeros(o, ctx.dtype) if bias is None else bias
-    top, left = ctx.origin(src, (ph, pw))
-    o_top, o_left = ctx.origin(dst)
-    residual, mode = _residual_source(node)
-    r_top, r_left = ctx.origin(residual)
-    tiles = np.arange(block, dtype=np.int64)
-    w, panel, panels = packed
-    steps.append(Step("", Winograd(
-        x=ctx.ref(src), top=top, left=left, w=w, panel=panel, panels=panels, channels=c,
-        bias=bias, out=ctx.ref(dst), out_top=o_top, out_left=o_left, ho=ho, wo=wo,
-        **ctx.epilogue(node), res=ctx.ref(residual), res_top=r_top, res_left=r_left,
-        res_channel=ctx.slots.get(residual, 0), res_mode=mode,
-        v=ctx.new_scratch(16 * block * c), m=ctx.new_scratch(16 * block * o), rows=tiles * c,
-        m_rows=tiles * o, taps=np.zeros(1, np.int64), block=block, is_wide=is_wide,
-        mr=choice.mr, nr=choice.nr, out_border=ctx.border(dst), tasks=ctx.tasks)))
-    return f"conv 3x3/1{_plus_residual(node)} as Winograd F(2x2, 3x3) (register tiles)"
-
-
-def _bias(bias, dtype, prefix: str = "") -> dict:
-    """A kernel's ``bias`` and ``has_bias`` (``prefix``ed for a fused kernel's inner layer)."""
-    return {f"{prefix}bias": np.zeros(1, dtype) if bias is None else bias,
-            f"{prefix}has_bias": bias is not None}
-
-
-def _grid(schedule: tuple) -> dict:
-    """``plan_tiles.TileGeometry.schedule``'s answer by name."""
-    return dict(zip(("tile_groups", "unit_groups", "block", "chunk"), schedule))
-
-
-def _residual(ctx, node: Node, n, oh, ow) -> dict:
-    """``res``, ``res_rows`` and ``res_mode`` of the GEMM tiles' epilogue: the residual's
-    buffer (flat), its pixels ``(n, oh, ow)`` (arrays), and 1 (added before the activation)
-    or 2 (after); or the output's own, unread (0), when the node adds none."""
-    value, mode = _residual_source(node)
-    rows = ctx.buffer(value).pixel(n, oh, ow).reshape(-1).astype(np.int64)
-    return dict(res=ctx.ref(value, True), res_rows=rows, res_mode=mode)
-
-
-def _residual_source(node: Node) -> tuple[str, int]:
-    """The value a node's epilogue adds and when: 1 before the activation, 2 after; or its
-    own output, unread (0), when it adds none."""
-    value = node.attrs.get("residual")
-    if value is None:
-        return node.output, 0
-    return value, 2 if node.attrs.get("residual_after") else 1
-
-
-def _emit_linear(ctx: _Context, choice: Choice, steps: list) -> str:
-    """A linear layer as a 1x1 convolution whose pixels are the batch."""
-    node = choice.head
-    src, dst = node.inputs[0], node.output
-    weight = node.attrs["weight"]
-    out_features, in_features = weight.shape
-    is_wide = choice.wide
-    images = np.arange(ctx.batch)
-    rows = ctx.buffer(src).pixel(images, 0, 0).astype(np.int64)
-    out_rows = ctx.buffer(dst).pixel(images, 0, 0).astype(np.int64)
-    steps.append(Step("", Conv(  # as a 1x1 convolution of one pixel per image
-        x=ctx.ref(src, True), rows=rows, taps=np.zeros(1, np.int64), c_in=in_features,
-        groups=1, **_packed(ctx, node, 1, is_wide), out=ctx.ref(dst, True), out_rows=out_rows,
-        out_per_group=out_features, **_bias(node.attrs["bias"], ctx.dtype),
-        **ctx.epilogue(node), res=ctx.ref(dst, True), res_rows=out_rows, res_mode=0,
-        **_tile(choice), **_grid(ctx.kernels.schedule(
-            ctx.batch, in_features, out_features, 1, ctx.dtype, ctx.tasks, is_wide)),
-        out_border=ctx.border(dst))))
-    return f"linear {weight.shape[1]}->{weight.shape[0]} (register tiles)"
-
-
-#: Each kind of choice's emitter (``selection.KINDS`` but "alias", which runs nothing).
-EMITTERS = {
-    "gemm": _emit_gemm, "winograd": _emit_winograd, "depthwise_3x3": _emit_depthwise,
-    "depthwise": _emit_depthwise, "separable": _emit_separable,
-    "expanded_separable": _emit_expanded_separable, "linear": _emit_linear,
-    "affine": _emit_affine, "binary": _emit_binary, "concat": _emit_concat,
-    "max_pool": _emit_pool, "avg_pool": _emit_pool, "global_average": _emit_global_average,
-    "flatten": _emit_flatten,
-}
-#: The kinds whose kernels do not zero their output's border: a border step comes first.
-_BORDER_FIRST = {"affine", "binary", "concat", "max_pool", "avg_pool", "global_average",
-                 "flatten", "depthwise"}
-#: The kinds whose output the GEMM tiles write pixel by pixel, through a table of offsets: into
-#: a concatenation's channel slice as well as into a buffer of their own.
-_WRITES_PER_PIXEL = {"gemm", "separable", "expanded_separable"}
-#: The kinds that read their input through its border (its padding); a fused expand block
-#: pads its expanded rows in its own slab.
-_PADS_ITS_INPUT = {"gemm", "winograd", "depthwise_3x3", "depthwise", "separable"}
-
-
-def _liveness(graph: Graph, steps: list, buffers: list, buffer_of: dict) -> None:
-    """Each buffer's first (writing) and last (reading) step."""
-    for b in buffers:
-        b.first, b.last = math.inf, -1
-    for i, step in enumerate(steps):
-        for arg in step.args:
-            if isinstance(arg, Ref):
-                b = buffers[arg.buffer]
-                b.first, b.last = min(b.first, i), max(b.last, i)
-    buffers[buffer_of[graph.output]].last = len(steps)  # read by the output conversion
-    for b in buffers:
-        if b.last < 0:  # written by nothing and read by nothing: a value no step uses
-            b.first = b.last = 0
-
-
-def _place(buffers: list, batch: int, dtype, output: int) -> tuple[int, list[int]]:
-    """Offsets in one arena: buffers that are live at the same step never overlap (largest
-    first, each at the lowest offset that fits). Returns the arena's length and the buffers
-    whose border no other buffer's memory touches (zeroed once, not every call)."""
-    align = max(1, _ALIGN // np.dtype(dtype).itemsize)
-    placed: list[Buffer] = []
-    for b in sorted(buffers, key=lambda b: -b.size(batch)):
-        size = b.size(batch)
-        clashes = sorted((p.offset, p.offset + p.size(batch)) for p in placed
-                         if p.first <= b.last and b.first <= p.last)
-        offset = 0
-        for lo, hi in clashes:
-            if offset + size <= lo:
-                break
-            offset = max(offset, -(-hi // align) * align)
-        b.offset = offset
-        placed.append(b)
-    end = max((b.offset + b.size(batch) for b in buffers), default=0)
-    static = []
-    for i, b in enumerate(buffers):
-        lo, hi = b.offset, b.offset + b.size(batch)
-        if any(b.border) and not any(o is not b and o.offset < hi and lo < o.offset + o.size(
-                batch) for o in buffers):
-            static.append(i)
-    return end, static

@@ -23,6 +23,13 @@ KINDS = ("gemm", "winograd", "depthwise_3x3", "depthwise", "separable", "expande
          "linear", "affine", "binary", "concat", "max_pool", "avg_pool", "global_average",
          "flatten", "alias")
 
+#: The kinds whose output the GEMM tiles write pixel by pixel, through a table of offsets: into
+#: a concatenation's channel slice as well as into a buffer of their own.
+WRITES_PER_PIXEL = {"gemm", "separable", "expanded_separable"}
+#: The kinds that read their input through its border (its padding); a fused expand block
+#: pads its expanded rows in its own slab.
+PADS_ITS_INPUT = {"gemm", "winograd", "depthwise_3x3", "depthwise", "separable"}
+
 # the op of a node that is not a convolution -> its kind
 _BY_OP = {"batchnorm": "affine", "act": "affine", "add": "binary", "mul": "binary",
           "concat": "concat", "maxpool": "max_pool", "avgpool": "avg_pool",

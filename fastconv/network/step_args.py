@@ -1,8 +1,8 @@
 """Each plan kernel's arguments, one named record per kind of step, defined here once.
 
 The planner fills a record by name (``Conv(x=..., rows=..., ...)``); a
-:class:`~fastconv.network.planner.Step` carries it, and an executor calls its kernel with the
-record's fields in order, bound to the arena (``planner.bound_steps``). The Numba kernels
+:class:`~fastconv.network.emission.Step` carries it, and an executor calls its kernel with the
+record's fields in order, bound to the arena (``arena.bound_steps``). The Numba kernels
 (``kernels/numba/nhwc``) and the Cython ones (``kernels/cython/plan.pyx``, which checks each
 argument and stores it in its C struct) take exactly these parameters, in this order:
 ``tests/test_network.py`` compares their signatures with the records, so a field added in one

@@ -1,0 +1,474 @@
+"""Emission: each selected node's steps, one kernel call each, its arguments a record of
+``step_args`` filled by name. :func:`emit` dispatches on the choice's kind (``EMITTERS``), and
+each emitter returns the label ``print(plan)`` and the profile show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..kernels.epilogue import ACTIVATIONS
+from .arena import Buffer, Ref
+from .graph import Node, conv_spec, pool_spec
+from .selection import Choice, parallel_tasks
+from .step_args import (Affine, AvgPool, Binary, Conv, CopyChannels, Depthwise, Depthwise3x3,
+                        ExpandedSeparable, Flatten, GlobalAverage, MaxPool, Separable,
+                        Winograd, ZeroBorder)
+
+
+@dataclass
+class Step:
+    """One kernel call: the executor's kernel of the record's kind (``step_args``), called with
+    the record's fields once the ``Ref`` among them are arena views."""
+
+    node: str
+    args: tuple  # a record of step_args
+
+    @property
+    def kind(self) -> str:
+        return self.args.kind
+
+
+@dataclass
+class Context:
+    """What the emitters share for one shape plan: the values' shapes, the buffers and which
+    value is in which, the packed weights (filled on first use), the batch, threads and
+    dtype, the executor (its tiles' geometry), the concatenation slots."""
+
+    shapes: dict
+    buffers: list
+    buffer_of: dict
+    packed: dict
+    batch: int
+    threads: int
+    dtype: np.dtype
+    kernels: object
+    slots: dict  # value -> its first channel in the concatenation's buffer it is written into
+
+    def new_scratch(self, elements: int) -> Ref:
+        """A scratch buffer of ``elements`` per task, for the step being planned."""
+        self.buffers.append(Buffer(1, 1, elements, count=self.tasks))
+        return Ref(len(self.buffers) - 1, rows=True)
+
+    @property
+    def tasks(self) -> int:
+        return parallel_tasks(self.threads)
+
+    def buffer(self, value) -> Buffer:
+        return self.buffers[self.buffer_of[value]]
+
+    def border(self, value) -> np.ndarray:
+        """The geometry a kernel zeroes ``value``'s border from (``nhwc.layout``'s
+        ``zero_border_share``): (N, Hb, Wb, C, top, bottom, left, right)."""
+        buf = self.buffer(value)
+        return np.array([*buf.dims(self.batch), *buf.border], np.int64)
+
+    def pixels(self, value, n, h, w) -> np.ndarray:
+        """Element offsets of ``value``'s pixels (n, h, w) (arrays), channel 0 of its own
+        channels: in a concatenation's buffer, where its slice starts."""
+        at = self.buffer(value).pixel(n, h, w) + self.slots.get(value, 0)
+        return np.asarray(at).reshape(-1).astype(np.int64)
+
+    def ref(self, value, flat=False) -> Ref:
+        return Ref(self.buffer_of[value], flat)
+
+    def origin(self, value, pads=(0, 0)) -> tuple[int, int]:
+        """Where the padded input's pixel (0, 0) sits in ``value``'s buffer."""
+        top, _, left, _ = self.buffer(value).border
+        return top - pads[0], left - pads[1]
+
+    def epilogue(self, node: Node, prefix: str = "") -> dict:
+        """The node's activation as a kernel's ``kind, lo, hi, alpha, beta`` (``prefix``ed
+        for a fused kernel's inner layer)."""
+        act = node.act
+        values = (ACTIVATIONS[act.kind], *(self.dtype.type(v) for v in
+                                          (act.lo, act.hi, act.alpha, act.beta)))
+        return {f"{prefix}{name}": v for name, v in zip(("kind", "lo", "hi", "alpha", "beta"),
+                                                        values)}
+
+
+
+# --- emission: each kind of choice's steps, appended in order; each returns its label -----------
+
+
+def _windows(ctx: Context, node: Node):
+    """The node's input, output, its output's shape, and where each image starts in the
+    input's and the output's buffers."""
+    src, dst = node.inputs[0], node.output
+    return src, dst, ctx.shapes[dst], ctx.origin(src), ctx.origin(dst)
+
+
+def _emit_affine(ctx: Context, choice: Choice, steps: list) -> str:
+    node = choice.head
+    src, dst, s, (top, left), (o_top, o_left) = _windows(ctx, node)
+    scale = np.broadcast_to(node.attrs.get("scale", 1.0), (s.channels,))  # per channel
+    shift = np.broadcast_to(node.attrs.get("shift", 0.0), (s.channels,))
+    steps.append(Step("", Affine(
+        x=ctx.ref(src), top=top, left=left, scale=scale.astype(ctx.dtype),
+        shift=shift.astype(ctx.dtype), has_affine=node.op == "batchnorm", out=ctx.ref(dst),
+        out_top=o_top, out_left=o_left, height=s.height, width=s.width,
+        **ctx.epilogue(node), tasks=ctx.tasks)))
+    return "affine" if node.op == "batchnorm" else str(node.act)
+
+
+def _emit_binary(ctx: Context, choice: Choice, steps: list) -> str:
+    node = choice.head
+    src, dst, s, (top, left), (o_top, o_left) = _windows(ctx, node)
+    other = node.inputs[1]
+    b_top, b_left = ctx.origin(other)
+    pixels = ctx.shapes[other] == ctx.shapes[src]
+    steps.append(Step("", Binary(
+        a=ctx.ref(src), a_top=top, a_left=left, b=ctx.ref(other), b_top=b_top, b_left=b_left,
+        b_pixels=pixels, multiply=node.op == "mul", out=ctx.ref(dst), out_top=o_top,
+        out_left=o_left, height=s.height, width=s.width, **ctx.epilogue(node),
+        tasks=ctx.tasks)))
+    return node.op if pixels else f"{node.op} (N, C, 1, 1) over the pixels"
+
+
+def _emit_concat(ctx: Context, choice: Choice, steps: list) -> str:
+    node = choice.head
+    _, dst, s, _, (o_top, o_left) = _windows(ctx, node)
+    c0, copies = 0, 0
+    for value in node.inputs:
+        if value not in ctx.slots:
+            v_top, v_left = ctx.origin(value)
+            steps.append(Step("", CopyChannels(
+                x=ctx.ref(value), top=v_top, left=v_left, out=ctx.ref(dst), out_top=o_top,
+                out_left=o_left, c0=c0, height=s.height, width=s.width, tasks=ctx.tasks)))
+            copies += 1
+        c0 += ctx.shapes[value].channels
+    written = len(node.inputs) - copies
+    return (f"concat of {len(node.inputs)} ({written} written in place by their producers, "
+            f"{copies} copied into channel slices)")
+
+
+def _emit_pool(ctx: Context, choice: Choice, steps: list) -> str:
+    node = choice.head
+    src, dst, _, (top, left), (o_top, o_left) = _windows(ctx, node)
+    spec = pool_spec(node, ctx.shapes[src])
+    (ph, pb), (pw, pr) = spec.pads
+    (height, width), (ho, wo) = spec.input_size, spec.output_size
+    geometry = dict(x=ctx.ref(src), top=top, left=left, height=height, width=width,
+                    out=ctx.ref(dst), out_top=o_top, out_left=o_left, ho=ho, wo=wo,
+                    kh=spec.kernel_size[0], kw=spec.kernel_size[1], sh=spec.stride[0],
+                    sw=spec.stride[1], ph=ph, pw=pw, tasks=ctx.tasks)
+    if choice.kind == "max_pool":
+        steps.append(Step("", MaxPool(**geometry, dh=spec.dilation[0], dw=spec.dilation[1])))
+    else:
+        steps.append(Step("", AvgPool(**geometry, pad_bottom=pb, pad_right=pr,
+                                      count_include_pad=spec.count_include_pad,
+                                      divisor=spec.divisor_override or 0)))
+    kh, kw = spec.kernel_size
+    return f"{spec.kind} pool {kh}x{kw}/{spec.stride[0]}"
+
+
+def _emit_global_average(ctx: Context, choice: Choice, steps: list) -> str:
+    src, dst, _, (top, left), (o_top, o_left) = _windows(ctx, choice.head)
+    s_in = ctx.shapes[src]
+    steps.append(Step("", GlobalAverage(
+        x=ctx.ref(src), top=top, left=left, height=s_in.height, width=s_in.width,
+        out=ctx.ref(dst), out_top=o_top, out_left=o_left, tasks=ctx.tasks)))
+    return "global average"
+
+
+def _emit_flatten(ctx: Context, choice: Choice, steps: list) -> str:
+    """Pixels first, channels inside: to the NCHW order torch flattens in."""
+    src, dst, _, (top, left), _ = _windows(ctx, choice.head)
+    s_in = ctx.shapes[src]
+    steps.append(Step("", Flatten(
+        src=ctx.ref(src), top=top, left=left, out=ctx.ref(dst, True), channels=s_in.channels,
+        height=s_in.height, width=s_in.width, tasks=ctx.tasks)))
+    return "flatten (NCHW order)"
+
+
+def _border_step(ctx: Context, value: str) -> Step | None:
+    border = ctx.buffer(value).border
+    if not any(border):
+        return None
+    return Step("", ZeroBorder(buf=ctx.ref(value, True), border=ctx.border(value),
+                               tasks=ctx.tasks))
+
+
+def _conv_label(spec) -> str:
+    (kh, kw), (sh, _), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
+    return f"{kh}x{kw}/{sh}" + (f" dilation {dh}" if max(dh, dw) > 1 else "")
+
+
+def _emit_depthwise(ctx: Context, choice: Choice, steps: list) -> str:
+    """A depthwise convolution: the 3x3 one (one filter per channel) with its vector rows and
+    its output's border zeroed by it, any other after a border step."""
+    node = choice.head
+    src, dst = node.inputs[0], node.output
+    spec = conv_spec(node, ctx.shapes[src])
+    (ph, _), (pw, _) = spec.pads
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    ho, wo = spec.output_size
+    weights, bias = _depthwise_weights(ctx, node, spec)
+    top, left = ctx.origin(src, (ph, pw))
+    o_top, o_left = ctx.origin(dst)
+    common = dict(x=ctx.ref(src), top=top, left=left, w=weights, bias=bias, out=ctx.ref(dst),
+                  out_top=o_top, out_left=o_left, ho=ho, wo=wo, sh=sh, sw=sw, dh=dh, dw=dw,
+                  **ctx.epilogue(node), tasks=ctx.tasks)
+    if choice.kind == "depthwise_3x3":
+        steps.append(Step("", Depthwise3x3(**common, block=ctx.kernels.depthwise_block(
+            ctx.dtype), out_border=ctx.border(dst))))
+    else:
+        kh, kw = spec.kernel_size
+        steps.append(Step("", Depthwise(**common, kh=kh, kw=kw,
+                                        multiplier=spec.out_channels // spec.in_channels)))
+    return f"depthwise {_conv_label(spec)} (NHWC, channels in vectors)"
+
+
+def _emit_gemm(ctx: Context, choice: Choice, steps: list) -> str:
+    """A convolution on the GEMM tiles: a table of its output pixels' first inputs, one of
+    the kernel's taps."""
+    k, node = ctx.kernels, choice.head
+    src, dst = node.inputs[0], node.output
+    spec = conv_spec(node, ctx.shapes[src])
+    (ph, _), (pw, _) = spec.pads
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    kh, kw = spec.kernel_size
+    ho, wo = spec.output_size
+    n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
+    x_buf = ctx.buffer(src)
+    rows = x_buf.pixel(n, oh * sh - ph, ow * sw - pw).reshape(-1).astype(np.int64)
+    cols = x_buf.dims(1)[2]
+    taps = np.array([(i * dh * cols + j * dw) * spec.in_channels for i in range(kh)
+                     for j in range(kw)], np.int64)
+    c_in = spec.in_channels_per_group
+    grid = _grid(k.schedule(ctx.batch * ho * wo, kh * kw * c_in, spec.out_channels_per_group,
+                            spec.groups, ctx.dtype, ctx.tasks, choice.wide, c_in))
+    if dw == 1 and spec.groups == 1 and kw > 1 and grid["chunk"] >= c_in:
+        # a kernel row's taps are adjacent pixels, whose channels lie end to end in the input
+        # as their weights do in the panel: one tap of kw * C channels per row, so that the
+        # tiles' reductions are longer and their loops over the taps shorter
+        taps, c_in = taps[::kw].copy(), kw * c_in
+        grid["chunk"] = c_in
+    steps.append(Step("", Conv(
+        x=ctx.ref(src, True), rows=rows, taps=taps, c_in=c_in, groups=spec.groups,
+        **_packed(ctx, node, spec.groups, choice.wide), out=ctx.ref(dst, True),
+        out_rows=ctx.pixels(dst, n, oh, ow), out_per_group=spec.out_channels_per_group,
+        **_bias(node.attrs["bias"], ctx.dtype), **ctx.epilogue(node),
+        **_residual(ctx, node, n, oh, ow), **_tile(choice), **grid,
+        out_border=ctx.border(dst))))
+    kind = "pointwise" if spec.kernel_size == (1, 1) else "conv"
+    groups = f", {spec.groups} groups" if spec.groups > 1 else ""
+    return f"{kind} {_conv_label(spec)}{groups}{_plus_residual(node)} (register tiles)"
+
+
+def _tile(choice: Choice, prefix: str = "") -> dict:
+    """The choice's GEMM tile as a kernel's ``wide, mr, nr``."""
+    return {f"{prefix}wide": choice.wide, f"{prefix}mr": choice.mr, f"{prefix}nr": choice.nr}
+
+
+def _plus_residual(node: Node) -> str:
+    return " + residual" if node.attrs.get("residual") else ""
+
+
+def _depthwise_weights(ctx: Context, node: Node, spec) -> tuple[np.ndarray, np.ndarray]:
+    """A depthwise layer's weights as (taps, C) and its bias (zeros where it has none)."""
+    weights = ctx.packed.get(node.name)
+    if weights is None:
+        kh, kw = spec.kernel_size
+        weights = ctx.packed[node.name] = np.ascontiguousarray(
+            node.attrs["weight"].reshape(spec.out_channels, kh * kw).T)
+    bias = node.attrs["bias"]
+    return weights, np.zeros(spec.out_channels, ctx.dtype) if bias is None else bias
+
+
+def _packed(ctx: Context, node: Node, groups: int, is_wide: bool, prefix: str = "") -> dict:
+    """A convolution's (or a linear layer's, as a 1x1's) weights in the panels of its tile
+    (``kernels.pack``), packed once: the kernel's ``w`` and ``panel`` (``prefix``ed)."""
+    packed = ctx.packed.get((node.name, is_wide))
+    if packed is None:
+        weight = node.attrs["weight"]
+        packed = ctx.packed[node.name, is_wide] = ctx.kernels.pack(
+            weight if weight.ndim == 4 else weight[:, :, None, None], groups, ctx.dtype,
+            is_wide)
+    return {f"{prefix}w": packed[0], f"{prefix}panel": packed[1]}
+
+
+def _emit_separable(ctx: Context, choice: Choice, steps: list) -> str:
+    """A depthwise 3x3 layer and the pointwise one after it as one kernel
+    (``nhwc.separable``): a few depthwise rows at a time (``choice.rows_per_step``) into a
+    task's scratch, in cache, and the pointwise tiles from there."""
+    k = ctx.kernels
+    dw_node, pw_node = choice.members
+    src, dst = dw_node.inputs[0], pw_node.output
+    spec = conv_spec(dw_node, ctx.shapes[src])
+    pw_spec = conv_spec(pw_node, ctx.shapes[dw_node.output])
+    (ph, _), (pw, _) = spec.pads
+    ho, wo = spec.output_size
+    channels, out_channels = spec.in_channels, pw_spec.out_channels
+    weights, dw_bias = _depthwise_weights(ctx, dw_node, spec)
+    per_step = choice.rows_per_step
+    top, left = ctx.origin(src, (ph, pw))
+    n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
+    out_rows = ctx.pixels(dst, n, oh, ow)
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    steps.append(Step("", Separable(
+        x=ctx.ref(src), top=top, left=left, dw_w=weights, dw_bias=dw_bias,
+        **ctx.epilogue(dw_node, "dw_"), sh=sh, sw=sw, dh=dh, dw=dw, ho=ho, wo=wo,
+        block=k.depthwise_block(ctx.dtype), **_packed(ctx, pw_node, 1, choice.wide),
+        panels=-(-out_channels // choice.nr), out=ctx.ref(dst, True), out_rows=out_rows,
+        out_channels=out_channels, **_bias(pw_node.attrs["bias"], ctx.dtype),
+        **ctx.epilogue(pw_node), **_residual(ctx, pw_node, n, oh, ow), **_tile(choice),
+        scratch=ctx.new_scratch(per_step * wo * channels),
+        s_rows=np.arange(out_rows.size, dtype=np.int64) * channels, taps=np.zeros(1, np.int64),
+        rows_per_step=per_step, out_border=ctx.border(dst), tasks=ctx.tasks)))
+    return (f"depthwise 3x3/{sh}" + (f" dilation {dh}" if dh > 1 else "")
+            + f" + pointwise 1x1{_plus_residual(pw_node)} (fused, register tiles)")
+
+
+def _emit_expanded_separable(ctx: Context, choice: Choice, steps: list) -> str:
+    """An expand, depthwise and project layer as one kernel
+    (``nhwc.separable.expanded_separable``): the expanded rows into a slab in the task's
+    scratch, the depthwise rows from there into another, the project tiles from that."""
+    k = ctx.kernels
+    expand, dw_node, pw_node = choice.members
+    src, dst = expand.inputs[0], pw_node.output
+    e_spec = conv_spec(expand, ctx.shapes[src])
+    spec = conv_spec(dw_node, ctx.shapes[expand.output])
+    pw_spec = conv_spec(pw_node, ctx.shapes[dw_node.output])
+    height, width = e_spec.output_size
+    c_in, expanded, out_channels = e_spec.in_channels, e_spec.out_channels, pw_spec.out_channels
+    stride = spec.stride[0]
+    ho, wo = spec.output_size
+    per_step = choice.rows_per_step
+    capacity = (per_step - 1) * stride + 3  # the slab's rows: a step's input rows
+    e_mr, e_nr = k.tile_shape(ctx.dtype, choice.expand_wide)
+    weights, dw_bias = _depthwise_weights(ctx, dw_node, spec)
+    x_top, x_left = ctx.origin(src)
+    cols = ctx.buffer(src).dims(1)[2]
+    q = np.arange(capacity * width, dtype=np.int64)
+    e_rows = (q // width * cols + q % width) * c_in
+    slab_rows = (q // width * (width + 2) + 1 + q % width) * expanded
+    n, oh, ow = np.meshgrid(np.arange(ctx.batch), np.arange(ho), np.arange(wo), indexing="ij")
+    out_rows = ctx.pixels(dst, n, oh, ow)
+    steps.append(Step("", ExpandedSeparable(
+        x=ctx.ref(src), x_top=x_top, x_left=x_left, height=height, width=width, e_rows=e_rows,
+        **_packed(ctx, expand, 1, choice.expand_wide, "e_"), e_panels=-(-expanded // e_nr),
+        expanded=expanded, **_bias(expand.attrs["bias"], ctx.dtype, "e_"),
+        **ctx.epilogue(expand, "e_"), e_wide=choice.expand_wide, e_mr=e_mr, e_nr=e_nr,
+        slab=ctx.new_scratch(capacity * (width + 2) * expanded),
+        slab_rows=slab_rows, dw_w=weights, dw_bias=dw_bias, **ctx.epilogue(dw_node, "dw_"),
+        stride=stride, ho=ho, wo=wo, block=k.depthwise_block(ctx.dtype),
+        **_packed(ctx, pw_node, 1, choice.wide), panels=-(-out_channels // choice.nr),
+        out=ctx.ref(dst, True), out_rows=out_rows, out_channels=out_channels,
+        **_bias(pw_node.attrs["bias"], ctx.dtype), **ctx.epilogue(pw_node),
+        **_residual(ctx, pw_node, n, oh, ow), **_tile(choice),
+        scratch=ctx.new_scratch(per_step * wo * expanded),
+        s_rows=np.arange(out_rows.size, dtype=np.int64) * expanded, taps=np.zeros(1, np.int64),
+        rows_per_step=per_step, out_border=ctx.border(dst), tasks=ctx.tasks)))
+    return (f"pointwise 1x1 + depthwise 3x3/{stride} + pointwise 1x1"
+            f"{_plus_residual(pw_node)} (fused, register tiles)")
+
+
+def _emit_winograd(ctx: Context, choice: Choice, steps: list) -> str:
+    """A 3x3 stride-1 convolution as Winograd F(2x2, 3x3), ``choice.block`` tiles at a
+    time."""
+    k, node = ctx.kernels, choice.head
+    src, dst = node.inputs[0], node.output
+    spec = conv_spec(node, ctx.shapes[src])
+    (ph, _), (pw, _) = spec.pads
+    ho, wo = spec.output_size
+    c, o = spec.in_channels, spec.out_channels
+    block, is_wide = choice.block, choice.wide
+    packed = ctx.packed.get((node.name, "winograd", is_wide))
+    if packed is None:
+        packed = ctx.packed[node.name, "winograd", is_wide] = k.winograd_filters(
+            node.attrs["weight"], ctx.dtype, is_wide)
+    bias = node.attrs["bias"]
+    bias = np.zeros(o, ctx.dtype) if bias is None else bias
+    top, left = ctx.origin(src, (ph, pw))
+    o_top, o_left = ctx.origin(dst)
+    residual, mode = _residual_source(node)
+    r_top, r_left = ctx.origin(residual)
+    tiles = np.arange(block, dtype=np.int64)
+    w, panel, panels = packed
+    steps.append(Step("", Winograd(
+        x=ctx.ref(src), top=top, left=left, w=w, panel=panel, panels=panels, channels=c,
+        bias=bias, out=ctx.ref(dst), out_top=o_top, out_left=o_left, ho=ho, wo=wo,
+        **ctx.epilogue(node), res=ctx.ref(residual), res_top=r_top, res_left=r_left,
+        res_channel=ctx.slots.get(residual, 0), res_mode=mode,
+        v=ctx.new_scratch(16 * block * c), m=ctx.new_scratch(16 * block * o), rows=tiles * c,
+        m_rows=tiles * o, taps=np.zeros(1, np.int64), block=block, is_wide=is_wide,
+        mr=choice.mr, nr=choice.nr, out_border=ctx.border(dst), tasks=ctx.tasks)))
+    return f"conv 3x3/1{_plus_residual(node)} as Winograd F(2x2, 3x3) (register tiles)"
+
+
+def _bias(bias, dtype, prefix: str = "") -> dict:
+    """A kernel's ``bias`` and ``has_bias`` (``prefix``ed for a fused kernel's inner layer)."""
+    return {f"{prefix}bias": np.zeros(1, dtype) if bias is None else bias,
+            f"{prefix}has_bias": bias is not None}
+
+
+def _grid(schedule: tuple) -> dict:
+    """``plan_tiles.TileGeometry.schedule``'s answer by name."""
+    return dict(zip(("tile_groups", "unit_groups", "block", "chunk"), schedule))
+
+
+def _residual(ctx, node: Node, n, oh, ow) -> dict:
+    """``res``, ``res_rows`` and ``res_mode`` of the GEMM tiles' epilogue: the residual's
+    buffer (flat), its pixels ``(n, oh, ow)`` (arrays), and 1 (added before the activation)
+    or 2 (after); or the output's own, unread (0), when the node adds none."""
+    value, mode = _residual_source(node)
+    rows = ctx.buffer(value).pixel(n, oh, ow).reshape(-1).astype(np.int64)
+    return dict(res=ctx.ref(value, True), res_rows=rows, res_mode=mode)
+
+
+def _residual_source(node: Node) -> tuple[str, int]:
+    """The value a node's epilogue adds and when: 1 before the activation, 2 after; or its
+    own output, unread (0), when it adds none."""
+    value = node.attrs.get("residual")
+    if value is None:
+        return node.output, 0
+    return value, 2 if node.attrs.get("residual_after") else 1
+
+
+def _emit_linear(ctx: Context, choice: Choice, steps: list) -> str:
+    """A linear layer as a 1x1 convolution whose pixels are the batch."""
+    node = choice.head
+    src, dst = node.inputs[0], node.output
+    weight = node.attrs["weight"]
+    out_features, in_features = weight.shape
+    is_wide = choice.wide
+    images = np.arange(ctx.batch)
+    rows = ctx.buffer(src).pixel(images, 0, 0).astype(np.int64)
+    out_rows = ctx.buffer(dst).pixel(images, 0, 0).astype(np.int64)
+    steps.append(Step("", Conv(  # as a 1x1 convolution of one pixel per image
+        x=ctx.ref(src, True), rows=rows, taps=np.zeros(1, np.int64), c_in=in_features,
+        groups=1, **_packed(ctx, node, 1, is_wide), out=ctx.ref(dst, True), out_rows=out_rows,
+        out_per_group=out_features, **_bias(node.attrs["bias"], ctx.dtype),
+        **ctx.epilogue(node), res=ctx.ref(dst, True), res_rows=out_rows, res_mode=0,
+        **_tile(choice), **_grid(ctx.kernels.schedule(
+            ctx.batch, in_features, out_features, 1, ctx.dtype, ctx.tasks, is_wide)),
+        out_border=ctx.border(dst))))
+    return f"linear {weight.shape[1]}->{weight.shape[0]} (register tiles)"
+
+
+#: Each kind of choice's emitter (``selection.KINDS`` but "alias", which runs nothing).
+EMITTERS = {
+    "gemm": _emit_gemm, "winograd": _emit_winograd, "depthwise_3x3": _emit_depthwise,
+    "depthwise": _emit_depthwise, "separable": _emit_separable,
+    "expanded_separable": _emit_expanded_separable, "linear": _emit_linear,
+    "affine": _emit_affine, "binary": _emit_binary, "concat": _emit_concat,
+    "max_pool": _emit_pool, "avg_pool": _emit_pool, "global_average": _emit_global_average,
+    "flatten": _emit_flatten,
+}
+#: The kinds whose kernels do not zero their output's border: a border step comes first.
+_BORDER_FIRST = {"affine", "binary", "concat", "max_pool", "avg_pool", "global_average",
+                 "flatten", "depthwise"}
+
+
+def emit(ctx: Context, choice: Choice, steps: list) -> str:
+    """Append ``choice``'s steps to ``steps`` (a zero-border step first where its kernel does
+    not zero its output's border); returns its kernel's label, for ``print(plan)`` and the
+    profile."""
+    if choice.kind in _BORDER_FIRST:
+        border_step = _border_step(ctx, choice.tail.output)
+        if border_step is not None:
+            steps.append(border_step)
+    return EMITTERS[choice.kind](ctx, choice, steps)

@@ -1,0 +1,130 @@
+"""The graph rewrites, made once per network before any shape is planned (as XNNPACK's
+``xnn_subgraph_optimize`` passes): identities dropped, each batch norm folded into the
+convolution before it (or kept as a per-channel affine), each activation fused into the
+epilogue of the node producing its input, and a residual addition into the convolution whose
+epilogue can add it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import Graph, Node
+
+
+def optimize(graph: Graph) -> Graph:
+    """Identities removed, batch norms folded, activations and residual additions fused (a
+    new graph)."""
+    graph = graph.copy()
+    for node in [n for n in graph.nodes if n.op == "identity"]:
+        graph.nodes.remove(node)
+        graph.replace_value(node.output, node.inputs[0])
+    for node in [n for n in graph.nodes if n.op == "batchnorm"]:
+        producer = _sole_producer(graph, node)
+        if producer is not None and producer.op == "conv" and _fresh(producer):
+            _fold(producer, node, graph.dtype)
+            _absorb(graph, producer, node)
+    _fuse_activations(graph)
+    for node in [n for n in graph.nodes if n.op == "add"]:
+        _fuse_residual(graph, node)
+    _fuse_activations(graph)  # a ReLU after a residual addition
+    return graph
+
+
+def _fuse_activations(graph: Graph) -> None:
+    for node in [n for n in graph.nodes if n.op == "act"]:
+        producer = _sole_producer(graph, node)
+        if producer is None or producer.op not in ("conv", "linear", "batchnorm", "add", "mul",
+                                                   "act"):
+            continue
+        if producer.attrs.get("residual_after"):  # the addition comes after its activation
+            continue
+        act = producer.act.then(node.act)
+        if act is not None:
+            producer.attrs["act"] = act
+            _absorb(graph, producer, node)
+
+
+def _fuse_residual(graph: Graph, add: Node) -> None:
+    """``conv(x) + r`` as the convolution's epilogue, when ``r`` is ready before the
+    convolution runs (the later of the two producers takes the other as its residual) and
+    the addition is the convolution's only reader. A depthwise convolution's kernels add no
+    residual."""
+    a, b = add.inputs
+    if a == b or _pixelless(graph, a) or _pixelless(graph, b):
+        return
+    order = {n.output: i for i, n in enumerate(graph.nodes)}
+    for value, other in sorted(((a, b), (b, a)), key=lambda pair: -order.get(pair[0], -1)):
+        producer = graph.producer(value)
+        if (producer is None or producer.op != "conv" or producer.attrs.get("residual")
+                or producer.attrs["spec"].kind == "dw" or graph.output == value
+                or len(graph.consumers(value)) != 1
+                or order.get(other, -1) >= order[value]):
+            continue
+        after = producer.act.kind != "none"
+        if after and add.act.kind != "none":  # act(act(conv) + r): two activations
+            continue
+        producer.attrs["residual"] = other
+        producer.attrs["residual_after"] = after
+        if not after:
+            producer.attrs["act"] = add.act
+        _absorb(graph, producer, add)
+        producer.attrs["fused"] += add.attrs.get("fused", [])
+        return
+
+
+def _pixelless(graph: Graph, value: str, known: dict | None = None) -> bool:
+    """Whether ``value`` is one pixel per image, whatever the input's size (a global
+    average, what a linear layer or a 1x1 convolution makes of it): the side of an addition
+    or product that broadcasts."""
+    known = {} if known is None else known
+    if value not in known:
+        producer = graph.producer(value)
+        if producer is None:
+            known[value] = False
+        elif producer.op in ("gap", "unflatten", "linear", "flatten"):
+            known[value] = True
+        elif producer.op == "conv" and not (producer.attrs["spec"].kernel_size == (1, 1)
+                                            and producer.attrs["spec"].pads == ((0, 0), (0, 0))):
+            known[value] = False
+        elif producer.op not in ("conv", "act", "batchnorm", "add", "mul", "identity"):
+            known[value] = False
+        else:
+            known[value] = all(_pixelless(graph, v, known) for v in producer.inputs)
+    return known[value]
+
+
+def _sole_producer(graph: Graph, node: Node) -> Node | None:
+    """The node producing ``node``'s input, if ``node`` is its only reader and the input is
+    not the network's output."""
+    value = node.inputs[0]
+    producer = graph.producer(value)
+    if producer is None or graph.output == value or len(graph.consumers(value)) != 1:
+        return None
+    return producer
+
+
+def _fresh(node: Node) -> bool:
+    """Nothing fused into it yet: a batch norm may still fold into it."""
+    return node.act.kind == "none" and node.attrs.get("residual") is None
+
+
+def _absorb(graph: Graph, producer: Node, node: Node) -> None:
+    """``node`` is now part of ``producer``: its readers read ``producer``'s output."""
+    graph.nodes.remove(node)
+    graph.replace_value(node.output, producer.output)
+    fused = producer.attrs.setdefault("fused", [])
+    fused.append(node.name)
+
+
+def _fold(conv: Node, bn: Node, dtype) -> None:
+    """``bn(conv(x))`` as one convolution: weights scaled per output channel, bias shifted."""
+    channels = conv.attrs["weight"].shape[0]
+    scale = np.broadcast_to(bn.attrs["scale"], (channels,))  # one for all, or per channel
+    shift = np.broadcast_to(bn.attrs["shift"], (channels,))
+    weight = conv.attrs["weight"].astype(np.float64) * scale[:, None, None, None]
+    bias = conv.attrs["bias"]
+    bias = shift if bias is None else bias.astype(np.float64) * scale + shift
+    conv.attrs["weight"] = weight.astype(dtype)
+    conv.attrs["bias"] = bias.astype(dtype)
+    conv.attrs["folded"] = bn.name
