@@ -12,7 +12,7 @@ import pytest
 
 import fastconv as fc
 from fastconv import config
-from fastconv.kernels.depthwise_plan import path
+from fastconv.kernels.depthwise_paths import path
 
 from helpers import (COMPILED_BACKENDS, DTYPES, assert_conv_close, random_array, reference_conv,
                      reference_grads)

@@ -48,7 +48,7 @@ def never(spec: ConvSpec) -> bool:
 def off_3x3_path(spec: ConvSpec) -> bool:
     """The depthwise kernels multiply real zeros on their 3x3 path and run the direct kernel,
     which skips padding, everywhere else."""
-    from .depthwise_plan import uses_3x3_path
+    from .depthwise_paths import uses_3x3_path
 
     return not uses_3x3_path(spec)
 

@@ -15,7 +15,7 @@ defaults of the vector width the kernels run at.
 # --- depthwise ------------------------------------------------------------------------------
 
 # Output rows narrower than this are computed as one flat loop over the plane ("wrapped" and
-# "split" paths, see depthwise_plan), wider ones row by row.
+# "split" paths, see depthwise_paths), wider ones row by row.
 # Re-measure: pytest benches/bench_tuning.py -k flat_below --benchmark-only
 FLAT_BELOW = 32
 

@@ -2,7 +2,7 @@
 """Depthwise convolution, AOT-compiled: the twin of ``fastconv.kernels.numba.depthwise``.
 
 3x3 kernels (any padding, dilation, column stride 1-2): each input plane is copied into a
-flat scratch buffer laid out by one of the paths of ``fastconv.kernels.depthwise_plan`` (a
+flat scratch buffer laid out by one of the paths of ``fastconv.kernels.depthwise_paths`` (a
 zero-padded plane, its four phases for stride 2, its even and odd columns for narrow stride-2
 planes padded by 1, or three wrapped copies for narrow "same" planes), so the nine taps are
 nine constant offsets and every output is written once. The input gradient is the same
@@ -15,7 +15,7 @@ include "_common.pxi"
 from cython.parallel cimport threadid
 import numpy as np
 
-from .. import depthwise_plan as plan
+from .. import depthwise_paths as paths
 from . import _checks, direct
 
 from .. import tuning
@@ -461,7 +461,7 @@ cdef void _backward_weight_3x3(const floating[:, :, :, ::1] grad_output,
                             &offsets[0], sh, sw, ph, pw, dh, dw)
 
 
-# --- Python entry points: shapes checked, scratch sized from the plan, then nogil ----------
+# --- Python entry points: shapes checked, scratch sized from the path, then nogil ----------
 
 
 def _planes(threads, size, dtype):
@@ -483,30 +483,30 @@ def _forward_kernel(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     cdef bint phased, flat
     cdef const Py_ssize_t[::1] offsets
     cdef floating[:, ::1] padded, scratch
-    kind = plan.path(spec)
+    kind = paths.path(spec)
     dh, dw = spec.dilation
     if kind == "wrapped":
-        copy, taps = plan.wrapped_geometry(spec)
+        copy, taps = paths.wrapped_geometry(spec)
         offsets, padded = _offsets(taps), _planes(threads, 3 * copy, _dtype(x))
         with nogil:
             _forward_wrapped(x, weight, bias, out, padded, offsets, copy, dh, dw, threads)
         return
     if kind == "split":
-        copy, taps = plan.split_geometry(spec)
+        copy, taps = paths.split_geometry(spec)
         offsets, padded = _offsets(taps), _planes(threads, 3 * copy, _dtype(x))
         scratch = _planes(threads, 2 * out.shape[2] * out.shape[3], _dtype(x))
         with nogil:
             _forward_split(x, weight, bias, out, padded, scratch, offsets, copy, threads)
         return
     (sh, sw), ((ph, _), (pw, _)) = spec.stride, spec.pads
-    pitch, plane_size, rows, cols = plan.scratch_geometry(spec)
+    pitch, plane_size, rows, cols = paths.scratch_geometry(spec)
     phased = kind == "phases"
     if phased:  # the phases turn the stride-2 layer into a stride-1 one over the phases
         sh = sw = 1
     size = 4 * plane_size if phased else plane_size
-    offsets = _offsets(plan.scratch_offsets(spec))
+    offsets = _offsets(paths.scratch_offsets(spec))
     padded, scratch = _planes(threads, size, _dtype(x)), _planes(threads, size, _dtype(x))
-    flat = plan.flat_rows(spec)
+    flat = paths.flat_rows(spec)
     with nogil:
         _forward_3x3(x, weight, bias, out, padded, scratch, offsets, sh, sw, ph, pw, pitch,
                      plane_size, rows, cols, phased, flat, threads)
@@ -519,24 +519,24 @@ def _backward_input_kernel(const floating[:, :, :, ::1] grad_output,
     cdef const Py_ssize_t[::1] offsets
     cdef floating[:, ::1] spread, scratch
     dtype = _dtype(grad_output)
-    kind = plan.path(spec)
+    kind = paths.path(spec)
     (sh, sw), ((ph, _), (pw, _)), (dh, dw) = spec.stride, spec.pads, spec.dilation
     if kind == "wrapped":
-        copy, taps = plan.wrapped_geometry(spec)
+        copy, taps = paths.wrapped_geometry(spec)
         offsets, spread = _offsets(taps), _planes(threads, 3 * copy, dtype)
         with nogil:
             _backward_input_wrapped(grad_output, weight, grad_input, spread, offsets, copy, dh,
                                     dw, threads)
         return
-    pitch, plane_size, rows, cols = plan.scratch_geometry(spec)
-    if plan.uses_phases(spec):
+    pitch, plane_size, rows, cols = paths.scratch_geometry(spec)
+    if paths.uses_phases(spec):
         spread = _planes(threads, (grad_output.shape[2] + 3) * pitch, dtype)
         scratch = _planes(threads, 4 * plane_size, dtype)
         with nogil:
             _backward_input_phases(grad_output, weight, grad_input, spread, scratch, ph, pw,
                                    pitch, plane_size, rows, cols, threads)
         return
-    pitch, hp, taps = plan.spread_geometry(spec)
+    pitch, hp, taps = paths.spread_geometry(spec)
     offsets = _offsets(taps)
     spread = _planes(threads, (hp + 2 * dh) * pitch, dtype)
     scratch = _planes(threads, hp * pitch, dtype)
@@ -553,20 +553,20 @@ def _backward_weight_kernel(const floating[:, :, :, ::1] grad_output,
     cdef const Py_ssize_t[::1] offsets
     cdef floating[:, ::1] padded, spread
     dtype = _dtype(x)
-    kind = plan.path(spec)
+    kind = paths.path(spec)
     (sh, sw), ((ph, _), (pw, _)), (dh, dw) = spec.stride, spec.pads, spec.dilation
-    wrapped, phased = kind == "wrapped", plan.uses_phases(spec)
+    wrapped, phased = kind == "wrapped", paths.uses_phases(spec)
     if wrapped:
-        copy, taps = plan.wrapped_geometry(spec)
+        copy, taps = paths.wrapped_geometry(spec)
         pitch = rows = cols = 0
         plane_size, size, offsets = copy, 3 * copy, _offsets(taps)
         padded = _planes(threads, size, dtype)
         spread = _planes(threads, 0, dtype)
     else:
-        pitch, plane_size, rows, cols = plan.scratch_geometry(spec)
+        pitch, plane_size, rows, cols = paths.scratch_geometry(spec)
         if phased:  # dY sits at unit stride beside the input's phases
             sh = sw = 1
-        offsets = _offsets(plan.scratch_offsets(spec))
+        offsets = _offsets(paths.scratch_offsets(spec))
         padded = _planes(threads, 4 * plane_size if phased else plane_size, dtype)
         spread = _planes(threads, plane_size, dtype)
     with nogil:
@@ -577,7 +577,7 @@ def _backward_weight_kernel(const floating[:, :, :, ::1] grad_output,
 
 def forward(x, weight, bias, spec):
     """Depthwise forward (see ``fastconv.kernels.numba.depthwise.forward``)."""
-    if not plan.uses_3x3_path(spec):
+    if not paths.uses_3x3_path(spec):
         return direct.forward(x, weight, bias, spec)
     _checks.forward_args(x, weight, bias, spec)
     if spec.groups != spec.in_channels:
@@ -591,7 +591,7 @@ def forward(x, weight, bias, spec):
 
 def backward_input(grad_output, weight, spec):
     """Depthwise gradient of the input."""
-    if not plan.uses_3x3_path(spec):
+    if not paths.uses_3x3_path(spec):
         return direct.backward_input(grad_output, weight, spec)
     n_images = _checks.backward_args(grad_output, spec, weight=weight)
     if spec.groups != spec.in_channels:
@@ -604,7 +604,7 @@ def backward_input(grad_output, weight, spec):
 
 def backward_weight(grad_output, x, spec):
     """Depthwise gradient of the weight."""
-    if not plan.uses_3x3_path(spec):
+    if not paths.uses_3x3_path(spec):
         return direct.backward_weight(grad_output, x, spec)
     _checks.backward_args(grad_output, spec, x=x)
     if spec.groups != spec.in_channels:

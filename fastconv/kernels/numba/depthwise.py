@@ -5,7 +5,7 @@ arithmetic. The 3x3 kernel (any stride, padding and dilation) therefore writes e
 pixel exactly once, summing all nine taps in one expression vectorised along the output row.
 The input plane is first copied into a small scratch buffer (it is in cache, and the copy is
 cheaper than border code: no pixel needs a bounds test), laid out by one of the paths of
-:mod:`fastconv.kernels.depthwise_plan`: a zero-padded plane (wide planes computed row by row,
+:mod:`fastconv.kernels.depthwise_paths`: a zero-padded plane (wide planes computed row by row,
 narrow ones as one flat loop so that they vectorise too), its four phases (stride 2), its even
 and odd columns (narrow stride-2 planes padded by 1), or three wrapped copies (narrow "same"
 planes). Per-plane work avoids array views, whose reference
@@ -26,7 +26,7 @@ from ... import runtime
 from ...runtime import jit
 from ...spec import ConvSpec
 from ..tuning import VECTOR
-from ..depthwise_plan import (flat_rows, path, scratch_geometry, scratch_offsets,
+from ..depthwise_paths import (flat_rows, path, scratch_geometry, scratch_offsets,
                               split_geometry, spread_geometry, uses_3x3_path, uses_phases,
                               wrapped_geometry)
 from . import direct
@@ -186,7 +186,7 @@ def _forward_3x3(x, weight, bias, out, sh, sw, ph, pw, pitch, plane, rows, cols,
                 _plane_by_rows(padded, pitch, offsets, out, n, oc, sh, sw, w, bias[oc], scratch)
 
 
-# The "wrapped" path (see depthwise_plan): three contiguous copies cost less than a padded copy
+# The "wrapped" path (see depthwise_paths): three contiguous copies cost less than a padded copy
 # and a compaction of the result, and the outputs are written once, in order.
 
 
@@ -226,7 +226,7 @@ def _forward_wrapped_3x3(x, weight, bias, out, width, dh, dw, copy, offsets, n_c
                 out[n, oc, p] = b + _taps_3x3(copies, p, offsets, w)
 
 
-# The "split" path (see depthwise_plan): one flat, vectorised pass splits the whole plane into
+# The "split" path (see depthwise_paths): one flat, vectorised pass splits the whole plane into
 # its even and odd columns, instead of deinterleaving rows too short for a vector.
 
 
