@@ -258,9 +258,9 @@ def _emit_gemm(ctx: Context, choice: Choice, steps: list) -> str:
     return f"{kind} {_conv_label(spec)}{groups}{_plus_residual(node)} (register tiles)"
 
 
-def _tile(choice: Choice, prefix: str = "") -> dict:
+def _tile(choice: Choice) -> dict:
     """The choice's GEMM tile as a kernel's ``wide, mr, nr``."""
-    return {f"{prefix}wide": choice.wide, f"{prefix}mr": choice.mr, f"{prefix}nr": choice.nr}
+    return dict(wide=choice.wide, mr=choice.mr, nr=choice.nr)
 
 
 def _plus_residual(node: Node) -> str:
