@@ -278,6 +278,10 @@ def _conv_kernel_input():
     (lambda: ([helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2], name="mp"),
                helper.make_node("Relu", ["i"], ["j"])], []),
      r"node 'mp' \(MaxPool\) is not supported: its Indices output"),
+    (lambda: ([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2],
+                                dilations=[2, 2], ceil_mode=1, name="ap")], []),
+     r"node 'ap' \(AveragePool\) is not supported: dilations=\[2, 2\]: the plan's average "
+     r"pooling is undilated"),
     (lambda: ([helper.make_node("BatchNormalization", ["x", "s", "s", "s", "s"], ["y", "m", "v"],
                                 training_mode=1, name="bn")], [("s", np.ones(3, np.float32))]),
      r"node 'bn' \(BatchNormalization\) is not supported: training mode"),

@@ -385,6 +385,11 @@ class _Reader:
             raise _Refused(f"kernel_shape={list(kernel)}: only 2-D pooling is supported")
         strides = tuple(attrs.get("strides", (1, 1)))
         dilations = tuple(attrs.get("dilations", (1, 1)))
+        if kind == "avg" and dilations != (1, 1):
+            # the average pool's kernels read the window undilated: refused, never a wrong
+            # answer (opset 19's dilated average counts its taps inside the padded input)
+            raise _Refused(f"dilations={list(dilations)}: the plan's average pooling is "
+                           "undilated")
         pads = self._pads(node, attrs, kernel, strides, dilations, label)
         try:
             spec = PoolSpec(kind, 1, kernel, strides, pads, dilations,
