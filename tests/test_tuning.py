@@ -62,6 +62,16 @@ def test_applying_a_tuning_sets_its_thresholds_and_defaults_undo_it():
     assert (tuning.WIDE_BELOW, tuning.PLAN_EXPAND_ROWS) == (64, 2)
 
 
+def test_a_damaged_stored_tuning_warns_and_the_defaults_serve():
+    here = tuned.MachineKey.here(256)
+    path = tuned.save(_tuning(here, WIDE_BELOW=32))
+    with open(path, "w") as fh:
+        fh.write('{"key": {"model": "x"')  # cut short
+    with pytest.warns(RuntimeWarning, match="the stored tuning .* is not read .*defaults apply"):
+        in_force = tuned.apply("stored", vector_bits=256)
+    assert in_force.tuning is None and tuning.WIDE_BELOW == tuned.DEFAULTS["WIDE_BELOW"]
+
+
 def test_a_tuning_file_given_by_path(tmp_path):
     path = tmp_path / "mine.json"
     path.write_text(_tuning(GEMM_CHUNK_BYTES=16384).to_json())

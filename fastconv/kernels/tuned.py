@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 
 from . import tuning
@@ -188,7 +189,13 @@ def apply(setting: str | None = None, vector_bits: int | None = None) -> InForce
         return IN_FORCE
     if setting == "stored":
         key = MachineKey.here(vector_bits)
-        found = load(key)
+        try:
+            found = load(key)
+        except (OSError, ValueError) as exc:  # a damaged file: said, and the defaults serve
+            warnings.warn(f"fastconv: the stored tuning {path_for(key)} is not read ({exc}); "
+                          "kernels/tuning.py's defaults apply. Run fastconv tune again, or "
+                          "delete the file.", RuntimeWarning, stacklevel=2)
+            found = None
         IN_FORCE = InForce("stored", key, found, path_for(key) if found else None)
     else:
         if not os.path.exists(setting):
