@@ -11,7 +11,7 @@ Every threshold is ``kernels/tuning.py``'s (or ``fastconv tune``'s) in force.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -118,7 +118,7 @@ def _tiled(choice: Choice, dtype, kernels) -> Choice:
     if choice.kind not in ("gemm", "winograd", "linear", "separable", "expanded_separable"):
         return choice
     mr, nr = kernels.tile_shape(dtype, choice.wide)
-    return Choice(**{**choice.__dict__, "mr": mr, "nr": nr})
+    return replace(choice, mr=mr, nr=nr)
 
 
 def _conv(node: Node, shapes: dict, batch: int, tasks: int, dtype, kernels) -> Choice:
