@@ -59,8 +59,9 @@ def test_a_checked_step_computes():
     (dict(x=np.zeros(32, np.float64)), TypeError,
      r"expected x of dtype float32, but got float64"),
     (dict(x=np.zeros(64, np.float32)[::2]), ValueError, r"x must be C-contiguous"),
-    (dict(w=np.zeros(8, np.float32)), ValueError,
-     r"the packed weights \(8 elements\) are not 1 panels of 8 x"),
+    (dict(w=np.zeros(8, np.float32)), ValueError,  # 16 channels: panels of NR (the width's)
+     rf"the packed weights \(8 elements\) are not {-(-16 // k.tile_shape(np.float32)[1])} "
+     r"panels of 8 x"),
     (dict(mr=40), ValueError, r"a 40x\d+ tile is not one these kernels were compiled for"),
     (dict(res_mode=3), ValueError, r"res_mode must be 0, 1 or 2, but got 3"),
     (dict(kind=9), ValueError, r"unknown activation kind 9"),
