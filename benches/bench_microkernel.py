@@ -19,11 +19,13 @@ import pytest
 
 import fastconv as fc
 from fastconv.kernels import tuning
+from fastconv.kernels.epilogue import CLAMP
 from fastconv.kernels.numba.microkernel import depthwise_block, tile_shape
 from fastconv.kernels.numba.nhwc import conv as conv_module
 from fastconv.kernels.numba.nhwc.conv import conv, schedule, wide
 from fastconv.kernels.numba.nhwc.depthwise import depthwise_3x3
 from fastconv.models import layer_names
+from fastconv.network.step_args import Conv, Depthwise3x3
 
 NET = fc.models.mobilenet_v1(include_fc=False)
 POINTWISE = [(n, s) for n, s in zip(layer_names(NET), NET) if s.kind == "pw"]
@@ -51,9 +53,11 @@ def _gemm(spec, variant=None, kernel=conv, batch=1):
     bias = np.zeros(n, F)
     taps = np.zeros(1, np.int64)
     border = np.array([pixels, 1, 1, n, 0, 0, 0, 0], np.int64)  # no border to zero
-    return lambda: kernel(x, rows, taps, k, 1, packed, k * nr, out, out_rows, n, bias, True, 1,
-                          F(0), F(np.inf), F(0), F(0), out, out_rows, 0, is_wide, mr, nr, *grid,
-                          border)
+    args = Conv(x=x, rows=rows, taps=taps, c_in=k, groups=1, w=packed, panel=k * nr, out=out,
+                out_rows=out_rows, out_per_group=n, bias=bias, has_bias=True, kind=CLAMP,
+                lo=F(0), hi=F(np.inf), alpha=F(0), beta=F(0), res=out, res_rows=out_rows,
+                res_mode=0, wide=is_wide, mr=mr, nr=nr, **grid._asdict(), out_border=border)
+    return lambda: kernel(*args)
 
 
 def _cython_gemm(spec):
@@ -71,10 +75,13 @@ def _cython_gemm(spec):
     packed, panel = cy.pack(rng.standard_normal((n, k, 1, 1)).astype(F), 1, F, is_wide)
     rows, out_rows = np.arange(pixels, dtype=np.int64) * k, np.arange(pixels, dtype=np.int64) * n
     out = np.empty(pixels * n, F)
-    step = plan.conv(x, rows, np.zeros(1, np.int64), k, 1, packed, panel, out, out_rows, n,
-                     np.zeros(n, F), True, 1, F(0), F(np.inf), F(0), F(0), out, out_rows, 0,
-                     is_wide, mr, nr, *cy.schedule(pixels, k, n, 1, F, threads, is_wide),
-                     np.array([pixels, 1, 1, n, 0, 0, 0, 0], np.int64))
+    step = plan.conv(*Conv(
+        x=x, rows=rows, taps=np.zeros(1, np.int64), c_in=k, groups=1, w=packed, panel=panel,
+        out=out, out_rows=out_rows, out_per_group=n, bias=np.zeros(n, F), has_bias=True,
+        kind=CLAMP, lo=F(0), hi=F(np.inf), alpha=F(0), beta=F(0), res=out, res_rows=out_rows,
+        res_mode=0, wide=is_wide, mr=mr, nr=nr,
+        **cy.schedule(pixels, k, n, 1, F, threads, is_wide)._asdict(),
+        out_border=np.array([pixels, 1, 1, n, 0, 0, 0, 0], np.int64)))
     one = np.zeros((1, 1, 1, 1), F)
     edge = np.array([1, 1, 1, 1, 0, 0, 0, 0], np.int64)
     program = plan.Program([plan.from_nchw(None, one, 0, 0, edge, 1), step,
@@ -150,9 +157,11 @@ def test_depthwise(benchmark, layer, spec, impl):
         block = depthwise_block(F)
         threads = fc.config.get_num_threads()
         border = np.array([1, ho, wo, c, 0, 0, 0, 0], np.int64)  # no border to zero
-        call = lambda: depthwise_3x3(x, 0, 0, w9, np.zeros(c, F), out, 0, 0, ho, wo,  # noqa
-                                     s, s, 1, 1, 1, F(0), F(np.inf), F(0), F(0), block, border,
-                                     threads)
+        args = Depthwise3x3(x=x, top=0, left=0, w=w9, bias=np.zeros(c, F), out=out, out_top=0,
+                            out_left=0, ho=ho, wo=wo, sh=s, sw=s, dh=1, dw=1, kind=CLAMP,
+                            lo=F(0), hi=F(np.inf), alpha=F(0), beta=F(0), block=block,
+                            out_border=border, tasks=threads)
+        call = lambda: depthwise_3x3(*args)  # noqa: E731
     else:
         x = rng.standard_normal((1, c, h, w)).astype(F)
         call = lambda: fc.conv2d(x, weight, None, spec.stride, 1, 1, c)  # noqa: E731

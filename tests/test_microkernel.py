@@ -15,6 +15,8 @@ from fastconv.kernels.numba.microkernel import depthwise_block, tile_shape
 from fastconv.kernels.numba.nhwc.conv import conv, pack, schedule
 from fastconv.kernels.numba.nhwc.depthwise import depthwise, depthwise_3x3
 from fastconv.kernels.plan_tiles import TileGeometry
+from fastconv.network.step_args import (Conv, Depthwise, Depthwise3x3, Separable,
+                                        Winograd)
 
 from helpers import DTYPES
 
@@ -77,9 +79,13 @@ def test_conv_tiles_match_numpy(shape, res_mode, act, is_wide, dtype):
     (lo, hi, alpha, beta), numpy_act = ACT[act]
     out = np.full(expected.size, np.nan, dtype)
     grid = schedule(len(rows), k * k * (c // groups), o // groups, groups, dtype, 2, is_wide)
-    conv(x.ravel(), rows, taps, c // groups, groups, packed, panel, out, out_rows, o // groups,
-         bias, True, ACTIVATIONS[act], *(np.dtype(dtype).type(v) for v in (lo, hi, alpha, beta)),
-         residual, out_rows, res_mode, is_wide, *tile_shape(dtype, is_wide), *grid, NO_BORDER)
+    mr, nr = tile_shape(dtype, is_wide)
+    f = np.dtype(dtype).type
+    conv(*Conv(x=x.ravel(), rows=rows, taps=taps, c_in=c // groups, groups=groups, w=packed,
+               panel=panel, out=out, out_rows=out_rows, out_per_group=o // groups, bias=bias,
+               has_bias=True, kind=ACTIVATIONS[act], lo=f(lo), hi=f(hi), alpha=f(alpha),
+               beta=f(beta), res=residual, res_rows=out_rows, res_mode=res_mode, wide=is_wide,
+               mr=mr, nr=nr, **grid._asdict(), out_border=NO_BORDER))
     y = expected.ravel() + np.tile(bias, len(rows))
     if res_mode == 1:
         y = y + residual
@@ -98,9 +104,12 @@ def test_clamp_keeps_nan():
     packed, panel = pack(weight, 1, np.float32, False)
     out = np.zeros(expected.size, np.float32)
     f = np.float32
-    conv(x.ravel(), rows, taps, 4, 1, packed, panel, out, out_rows, 8, np.zeros(1, f), False,
-         ACTIVATIONS["clamp"], f(0), f(math.inf), f(0), f(0), out, out_rows, 0, False,
-         *tile_shape(f), *schedule(9, 4, 8, 1, f, 2, False), NO_BORDER)
+    mr, nr = tile_shape(f)
+    conv(*Conv(x=x.ravel(), rows=rows, taps=taps, c_in=4, groups=1, w=packed, panel=panel,
+               out=out, out_rows=out_rows, out_per_group=8, bias=np.zeros(1, f), has_bias=False,
+               kind=ACTIVATIONS["clamp"], lo=f(0), hi=f(math.inf), alpha=f(0), beta=f(0),
+               res=out, res_rows=out_rows, res_mode=0, wide=False, mr=mr, nr=nr,
+               **schedule(9, 4, 8, 1, f, 2, False)._asdict(), out_border=NO_BORDER))
     assert np.isnan(out.reshape(9, 8)[4]).all() and not np.isnan(out.reshape(9, 8)[3]).any()
 
 
@@ -119,9 +128,11 @@ def test_depthwise_row_matches_numpy(channels, stride, dilation, dtype):
     out = np.full((n, ho + 1, wo + 3, channels), np.nan, dtype)
     f = np.dtype(dtype).type
     border = np.array([*out.shape, 1, 0, 2, 1], np.int64)  # zeroed by the kernel
-    depthwise_3x3(x, 1, 1, weight, bias, out, 1, 2, ho, wo, stride, stride, dilation, dilation,
-                  ACTIVATIONS["clamp"], f(0), f(6), f(0), f(0), depthwise_block(dtype), border,
-                  2)
+    depthwise_3x3(*Depthwise3x3(
+        x=x, top=1, left=1, w=weight, bias=bias, out=out, out_top=1, out_left=2, ho=ho, wo=wo,
+        sh=stride, sw=stride, dh=dilation, dw=dilation, kind=ACTIVATIONS["clamp"], lo=f(0),
+        hi=f(6), alpha=f(0), beta=f(0), block=depthwise_block(dtype), out_border=border,
+        tasks=2))
     expected = np.broadcast_to(bias, (n, ho, wo, channels)).astype(np.float64)
     for t in range(9):
         i, j = divmod(t, 3)
@@ -140,8 +151,9 @@ def test_generic_depthwise_with_a_multiplier():
     weight = rng.standard_normal((25, 6))
     bias = np.zeros(6)
     out = np.zeros((1, 3, 3, 6))
-    depthwise(x, 0, 0, weight, 5, 5, 2, bias, out, 0, 0, 3, 3, 2, 2, 1, 1, 0, 0.0, 0.0, 0.0,
-              0.0, 2)
+    depthwise(*Depthwise(x=x, top=0, left=0, w=weight, kh=5, kw=5, multiplier=2, bias=bias,
+                         out=out, out_top=0, out_left=0, ho=3, wo=3, sh=2, sw=2, dh=1, dw=1,
+                         kind=0, lo=0.0, hi=0.0, alpha=0.0, beta=0.0, tasks=2))
     expected = np.zeros((1, 3, 3, 6))
     for c in range(6):
         for i in range(5):
@@ -192,12 +204,17 @@ def test_separable_matches_numpy(stride, rows_per_step, tasks, is_wide, dtype):
     f = np.dtype(dtype).type
     scratch = np.full((tasks, rows_per_step * wo * c), np.nan, dtype)
     flat = out.reshape(-1)
-    separable(x, 0, 0, dw_w, dw_b, ACTIVATIONS["clamp"], f(0), f(6), f(0), f(0), stride, stride,
-              1, 1, ho, wo, depthwise_block(dtype), packed, panel, -(-o // nr), flat, out_rows,
-              o, pw_b, True, ACTIVATIONS["clamp"], f(0), f(np.inf), f(0), f(0), flat, out_rows,
-              0, is_wide, mr, nr, scratch, np.arange(out_rows.size, dtype=np.int64) * c,
-              np.zeros(1, np.int64), rows_per_step, np.array([*out.shape, 1, 0, 0, 1], np.int64),
-              tasks)
+    clamp = ACTIVATIONS["clamp"]
+    separable(*Separable(
+        x=x, top=0, left=0, dw_w=dw_w, dw_bias=dw_b, dw_kind=clamp, dw_lo=f(0), dw_hi=f(6),
+        dw_alpha=f(0), dw_beta=f(0), sh=stride, sw=stride, dh=1, dw=1, ho=ho, wo=wo,
+        block=depthwise_block(dtype), w=packed, panel=panel, panels=-(-o // nr), out=flat,
+        out_rows=out_rows, out_channels=o, bias=pw_b, has_bias=True, kind=clamp, lo=f(0),
+        hi=f(np.inf), alpha=f(0), beta=f(0), res=flat, res_rows=out_rows, res_mode=0,
+        wide=is_wide, mr=mr, nr=nr, scratch=scratch,
+        s_rows=np.arange(out_rows.size, dtype=np.int64) * c, taps=np.zeros(1, np.int64),
+        rows_per_step=rows_per_step, out_border=np.array([*out.shape, 1, 0, 0, 1], np.int64),
+        tasks=tasks))
     np.testing.assert_allclose(out[:, 1:, :wo], expected,
                                rtol=1e-4 if dtype == np.float32 else 1e-11, atol=1e-4)
     assert (out[:, 0] == 0).all() and (out[:, :, wo] == 0).all()
@@ -287,10 +304,14 @@ def test_winograd_matches_numpy(shape, res_mode, is_wide, dtype):
     out = np.full((n, h + 1, w + 1, o), np.nan, dtype)
     f = np.dtype(dtype).type
     tiles = np.arange(block, dtype=np.int64)
-    winograd(x, 0, 0, packed, panel, panels, c, bias, out, 1, 0, h, w, ACTIVATIONS["clamp"],
-             f(0), f(np.inf), f(0), f(0), res, 1, 2, 3, res_mode, v, m, tiles * c, tiles * o,
-             np.zeros(1, np.int64), block, is_wide, *tile_shape(dtype, is_wide),
-             np.array([*out.shape, 1, 0, 0, 1], np.int64), tasks)
+    mr, nr = tile_shape(dtype, is_wide)
+    winograd(*Winograd(
+        x=x, top=0, left=0, w=packed, panel=panel, panels=panels, channels=c, bias=bias,
+        out=out, out_top=1, out_left=0, ho=h, wo=w, kind=ACTIVATIONS["clamp"], lo=f(0),
+        hi=f(np.inf), alpha=f(0), beta=f(0), res=res, res_top=1, res_left=2, res_channel=3,
+        res_mode=res_mode, v=v, m=m, rows=tiles * c, m_rows=tiles * o,
+        taps=np.zeros(1, np.int64), block=block, is_wide=is_wide, mr=mr, nr=nr,
+        out_border=np.array([*out.shape, 1, 0, 0, 1], np.int64), tasks=tasks))
     np.testing.assert_allclose(out[:, 1:, :w], expected,
                                rtol=1e-4 if dtype == np.float32 else 1e-11, atol=1e-4)
     assert (out[:, 0] == 0).all() and (out[:, :, w] == 0).all()  # the border, zeroed

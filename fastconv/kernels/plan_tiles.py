@@ -10,6 +10,8 @@ executors share the packing and the schedule.
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 
 from . import tuning
@@ -65,6 +67,11 @@ def aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
     return out
 
 
+#: How a GEMM's tiles are cut (:meth:`TileGeometry.schedule`), by the names the kernels' records
+#: (``network.step_args``) give them.
+Schedule = namedtuple("Schedule", "tile_groups unit_groups block chunk")
+
+
 class TileGeometry:
     """Tile shapes, packing and scheduling for vector registers of ``vector_bits`` (512,
     256 or 128) and a core's L2 cache of ``l2`` bytes (this machine's, :func:`l2_bytes`, when
@@ -114,9 +121,9 @@ class TileGeometry:
                 or share > self.l2 // 2)
 
     def schedule(self, pixels: int, k: int, out_per_group: int, groups: int, dtype,
-                 threads: int, is_wide: bool,
-                 c_in: int | None = None) -> tuple[int, int, int, int]:
-        """``(tile_groups, unit_groups, block, chunk)`` for a layer of ``pixels`` outputs,
+                 threads: int, is_wide: bool, c_in: int | None = None) -> Schedule:
+        """A :class:`Schedule` ``(tile_groups, unit_groups, block, chunk)`` for a layer of
+        ``pixels`` outputs,
         ``k`` inputs per output (taps times ``c_in`` channels) and ``out_per_group`` outputs per
         group on ``threads``.
 
@@ -155,7 +162,7 @@ class TileGeometry:
         if k * nr * size > tuning.GEMM_CHUNK_ABOVE:  # a panel larger than the caches hold
             chunk = max(1, tuning.GEMM_CHUNK_BYTES // (nr * size))
             chunk = -(-c_in // -(-c_in // chunk))  # equal chunks
-        return tile_groups, unit_groups, block, chunk
+        return Schedule(tile_groups, unit_groups, block, chunk)
 
     def pack(self, weight, groups: int, dtype, is_wide: bool) -> tuple[np.ndarray, int]:
         """Weights (O, I/g, kH, kW) as panels ``[g][panel][tap][c][NR]`` (zero past O/g),

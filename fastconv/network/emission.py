@@ -238,8 +238,8 @@ def _emit_gemm(ctx: Context, choice: Choice, steps: list) -> str:
     taps = np.array([(i * dh * cols + j * dw) * spec.in_channels for i in range(kh)
                      for j in range(kw)], np.int64)
     c_in = spec.in_channels_per_group
-    grid = _grid(k.schedule(ctx.batch * ho * wo, kh * kw * c_in, spec.out_channels_per_group,
-                            spec.groups, ctx.dtype, ctx.tasks, choice.wide, c_in))
+    grid = k.schedule(ctx.batch * ho * wo, kh * kw * c_in, spec.out_channels_per_group,
+                      spec.groups, ctx.dtype, ctx.tasks, choice.wide, c_in)._asdict()
     if dw == 1 and spec.groups == 1 and kw > 1 and grid["chunk"] >= c_in:
         # a kernel row's taps are adjacent pixels, whose channels lie end to end in the input
         # as their weights do in the panel: one tap of kw * C channels per row, so that the
@@ -405,11 +405,6 @@ def _bias(bias, dtype, prefix: str = "") -> dict:
             f"{prefix}has_bias": bias is not None}
 
 
-def _grid(schedule: tuple) -> dict:
-    """``plan_tiles.TileGeometry.schedule``'s answer by name."""
-    return dict(zip(("tile_groups", "unit_groups", "block", "chunk"), schedule))
-
-
 def _residual(ctx, node: Node, n, oh, ow) -> dict:
     """``res``, ``res_rows`` and ``res_mode`` of the GEMM tiles' epilogue: the residual's
     buffer (flat), its pixels ``(n, oh, ow)`` (arrays), and 1 (added before the activation)
@@ -443,8 +438,8 @@ def _emit_linear(ctx: Context, choice: Choice, steps: list) -> str:
         groups=1, **_packed(ctx, node, 1, is_wide), out=ctx.ref(dst, True), out_rows=out_rows,
         out_per_group=out_features, **_bias(node.attrs["bias"], ctx.dtype),
         **ctx.epilogue(node), res=ctx.ref(dst, True), res_rows=out_rows, res_mode=0,
-        **_tile(choice), **_grid(ctx.kernels.schedule(
-            ctx.batch, in_features, out_features, 1, ctx.dtype, ctx.tasks, is_wide)),
+        **_tile(choice), **ctx.kernels.schedule(
+            ctx.batch, in_features, out_features, 1, ctx.dtype, ctx.tasks, is_wide)._asdict(),
         out_border=ctx.border(dst))))
     return f"linear {weight.shape[1]}->{weight.shape[0]} (register tiles)"
 
