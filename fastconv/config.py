@@ -102,14 +102,15 @@ def _isa() -> str | None:
 ISA: str | None = _isa()
 #: Its vector width in bits (512 when unset: whatever the CPU has).
 ISA_BITS: int = ISA_WIDTHS[ISA] if ISA else 512
+_HOST_BITS = host_vector_bits()
 if (ISA and "numba" not in sys.modules and not (os.environ.get("NUMBA_CPU_NAME")
                                                 or os.environ.get("NUMBA_CPU_FEATURES"))
-        and ISA_BITS < host_vector_bits()):  # never a width the CPU lacks
+        and ISA_BITS < _HOST_BITS):  # never a width the CPU lacks
     os.environ["NUMBA_CPU_NAME"], os.environ["NUMBA_CPU_FEATURES"] = _NUMBA_TARGETS[ISA]
 
 # The tuning the planner reads (kernels/tuning.py's defaults, or what fastconv tune stored for
 # this CPU), put in force once: kernels.tuned.IN_FORCE says which.
-tuned.apply(vector_bits=min(ISA_BITS, host_vector_bits()))
+tuned.apply(vector_bits=min(ISA_BITS, _HOST_BITS))
 
 _serial_env = os.environ.get("FASTCONV_SERIAL_BELOW")
 #: Elements read and written below which a memory-bound kernel runs on the calling thread,

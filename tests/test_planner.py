@@ -234,3 +234,10 @@ def test_every_other_node_has_its_kind_and_an_unknown_op_is_refused_in_words():
     shapes = {INPUT: Shape(3, 8, 8), "a": Shape(3, 8, 8)}
     with pytest.raises(ValueError, match="swirl: no kernel for 'swirl'"):
         select(swirl, shapes, 1, 2, _geometry(256, 1 << 20))
+
+
+def test_every_kind_but_an_alias_has_its_emitter():
+    from fastconv.network.emission import EMITTERS
+    from fastconv.network.selection import KINDS
+
+    assert set(EMITTERS) == set(KINDS) - {"alias"}

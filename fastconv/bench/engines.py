@@ -157,9 +157,9 @@ def ort_node_times(model: bytes, x: np.ndarray, threads: int, runs: int = 20) ->
 
 
 def _openvino(model: bytes, threads: int):
-    from .peers import _openvino_request, import_openvino
+    from .peers import openvino_request, import_openvino
 
-    return _openvino_request(import_openvino(), model, threads, profiled=False)
+    return openvino_request(import_openvino(), model, threads, profiled=False)
 
 
 def _per_call(module, x: np.ndarray):

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import config, runtime
 from ..kernels import tuning
+from ..kernels.plan_tiles import widest_vectors
 
 
 @dataclass
@@ -30,11 +31,7 @@ class CPU:
 
     @property
     def vector_bits(self) -> int:
-        if "avx512f" in self.flags:
-            return 512
-        if "avx2" in self.flags or "avx" in self.flags:
-            return 256
-        return 128
+        return widest_vectors(self.flags)
 
     @property
     def extensions(self) -> list[str]:

@@ -222,8 +222,8 @@ class OpenVinoNet:
         model = _torch_layers(net, params).to(_torch_dtype(x0.dtype))
         onnx = engines.onnx_bytes(model, x0)
         self.layers, self.x0 = len(net), x0
-        self._request = _openvino_request(ov, onnx, threads, profiled=False)
-        self._profiled = _openvino_request(ov, onnx, threads, profiled=True)
+        self._request = openvino_request(ov, onnx, threads, profiled=False)
+        self._profiled = openvino_request(ov, onnx, threads, profiled=True)
         self._passes: list[list[float]] = []
 
     def run(self):
@@ -285,7 +285,7 @@ class NumbaForkWarningHush:
             os.close(fd)
 
 
-def _openvino_request(ov, onnx: bytes, threads, profiled: bool):
+def openvino_request(ov, onnx: bytes, threads, profiled: bool):
     """OpenVINO's compiled model of ``onnx`` for the CPU: float32 throughout, as the others
     compute (on a CPU with AMX or AVX512-BF16 it would otherwise run in bfloat16), the
     latency hint, ``threads``; with per-node counters when ``profiled``."""

@@ -337,7 +337,7 @@ def _emit_expanded_separable(ctx: Context, choice: Choice, steps: list) -> str:
     stride = spec.stride[0]
     ho, wo = spec.output_size
     per_step = choice.rows_per_step
-    capacity = (per_step - 1) * stride + 3  # the slab's rows: a step's input rows
+    capacity = choice.slab_height
     e_mr, e_nr = k.tile_shape(ctx.dtype, choice.expand_wide)
     weights, dw_bias = _depthwise_weights(ctx, dw_node, spec)
     x_top, x_left = ctx.origin(src)

@@ -43,7 +43,8 @@ class Choice:
     ``members`` are the graph nodes it runs, in order (one, or a fused block's expand,
     depthwise and project layers); ``wide``, ``mr`` and ``nr`` its GEMM tile (the project
     layer's in a fused block), ``expand_wide`` the expand layer's; ``rows_per_step`` the
-    output rows a fused block's step takes; ``block`` Winograd's tiles per block.
+    output rows a fused block's step takes, ``slab_height`` the expanded input rows a step of
+    the expanded block holds; ``block`` Winograd's tiles per block.
     """
 
     kind: str
@@ -53,6 +54,7 @@ class Choice:
     nr: int = 0
     expand_wide: bool = False
     rows_per_step: int = 0
+    slab_height: int = 0
     block: int = 0
 
     @property
@@ -176,8 +178,8 @@ def _expanded(dw: Node, expand: Node, pw: Node, shapes: dict, batch: int, tasks:
     capacity = (per_step - 1) * stride + 3  # the slab's rows: a step's input rows
     expand_wide = kernels.wide(capacity * width, c_in, expanded, 1, dtype, 1)
     wide = kernels.wide(per_step * wo, expanded, out_channels, 1, dtype, 1)
-    return _tiled(Choice("expanded_separable", (expand, dw, pw), wide,
-                         expand_wide=expand_wide, rows_per_step=per_step), dtype, kernels)
+    return _tiled(Choice("expanded_separable", (expand, dw, pw), wide, expand_wide=expand_wide,
+                         rows_per_step=per_step, slab_height=capacity), dtype, kernels)
 
 
 def parallel_tasks(threads: int) -> int:
