@@ -428,15 +428,8 @@ class PoolSpec:
         """Output height and width, rounded down or (``ceil_mode``) up, as in PyTorch."""
         if self.input_size is None:
             raise ValueError("this PoolSpec has no input_size; build it with input_size=(H, W)")
-        out = []
-        for n, (lo, hi), k, s, d in zip(self.input_size, self.pads, self.kernel_size,
-                                        self.stride, self.dilation):
-            span = n + lo + hi - d * (k - 1) - 1
-            size = (span + (s - 1 if self.ceil_mode else 0)) // s + 1
-            if self.ceil_mode and (size - 1) * s >= n + lo:
-                size -= 1  # the last window would start in the padding
-            out.append(size)
-        return tuple(out)
+        return pool_output_size(self.input_size, self.kernel_size, self.stride, self.pads,
+                                self.dilation, self.ceil_mode)
 
     def with_input_size(self, height: int, width: int | None = None) -> "PoolSpec":
         """A copy of this spec for another input size."""
@@ -445,6 +438,20 @@ class PoolSpec:
 
     def output_shape(self, batch: int = 1) -> tuple[int, int, int, int]:
         return (batch, self.channels, *self.output_size)
+
+
+def pool_output_size(size, kernel, stride, pads, dilation, ceil_mode) -> tuple[int, ...]:
+    """A pooling window's output size per axis (PyTorch's and ONNX's rule): ``pads`` a (lo,
+    hi) pair per axis, of any size (ONNX allows pads beyond half the window, which
+    :class:`PoolSpec` refuses as PyTorch does)."""
+    out = []
+    for n, (lo, hi), k, s, d in zip(size, pads, kernel, stride, dilation):
+        span = n + lo + hi - d * (k - 1) - 1
+        count = (span + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (count - 1) * s >= n + lo:
+            count -= 1  # the last window would start in the padding
+        out.append(count)
+    return tuple(out)
 
 
 class ReceptiveField(NamedTuple):

@@ -200,3 +200,374 @@ def mobilenet_v2() -> nn.Module:
 def resnet18() -> nn.Module:
     """ResNet-18, random weights, eval mode."""
     return randomise(ResNet18())
+
+
+# --- the CNN families users bring as ONNX files ----------------------------------------------
+# Each as its reference implementation writes it (torchvision, Ultralytics, PaddleOCR's DBNet,
+# the U-Net paper, CRNN), channels scaled by ``width`` for fast tests. None is trained here.
+
+
+def _conv_bn_act(c_in, c_out, k, s=1, groups=1, act=None):
+    """conv (no bias), batch norm, activation (a module, or None)."""
+    layers = [nn.Conv2d(c_in, c_out, k, s, (k - 1) // 2, groups=groups, bias=False),
+              nn.BatchNorm2d(c_out)]
+    return nn.Sequential(*layers, *([act] if act is not None else []))
+
+
+class HardSwishOps(nn.Module):
+    """HardSwish spelled as exporters of older frameworks write it: ``x * Clip(x + 3, 0, 6) /
+    6`` (Add, Clip, Mul, Div in ONNX)."""
+
+    def forward(self, x):
+        return x * torch.clamp(x + 3, 0, 6) / 6
+
+
+class HardSigmoidOps(nn.Module):
+    """HardSigmoid as ``Clip(x + 3, 0, 6) / 6``."""
+
+    def forward(self, x):
+        return torch.clamp(x + 3, 0, 6) / 6
+
+
+class SqueezeExcite(nn.Module):
+    """torchvision's MobileNet v3 / EfficientNet block: average, 1x1 down, activation, 1x1
+    up, gate, times the input."""
+
+    def __init__(self, c, squeeze, act, gate):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(c, squeeze, 1), nn.Conv2d(squeeze, c, 1)
+        self.act, self.gate = act, gate
+
+    def forward(self, x):
+        s = nn.functional.adaptive_avg_pool2d(x, 1)
+        return x * self.gate(self.fc2(self.act(self.fc1(s))))
+
+
+class MobileNetV3Block(nn.Module):
+    """torchvision's InvertedResidual of MobileNet v3: expand, depthwise k x k, SE, project."""
+
+    def __init__(self, c_in, k, expanded, c_out, se, hs, stride, spelled):
+        super().__init__()
+        act = (HardSwishOps() if spelled else nn.Hardswish()) if hs else nn.ReLU()
+        gate = HardSigmoidOps() if spelled else nn.Hardsigmoid()
+        layers = [] if expanded == c_in else [_conv_bn_act(c_in, expanded, 1, act=act)]
+        layers.append(_conv_bn_act(expanded, expanded, k, stride, expanded, act))
+        if se:
+            layers.append(SqueezeExcite(expanded, _divisible(expanded // 4), nn.ReLU(), gate))
+        layers.append(_conv_bn_act(expanded, c_out, 1))
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        y = self.block(x)
+        return x + y if self.residual else y
+
+
+class MobileNetV3(nn.Module):
+    """torchvision's MobileNet v3 (Howard et al. 2019, Tables 1 and 2), Small or Large.
+
+    ``spelled=True`` writes HardSwish and HardSigmoid as Add/Clip/Mul/Div, as Paddle's and
+    older exporters do. ``features_only`` returns the feature maps at strides 4, 8, 16, 32
+    (the backbone of :class:`DBNet`)."""
+
+    # (kernel, expanded, out, SE, HardSwish, stride) per block
+    LARGE = ((3, 16, 16, 0, 0, 1), (3, 64, 24, 0, 0, 2), (3, 72, 24, 0, 0, 1),
+             (5, 72, 40, 1, 0, 2), (5, 120, 40, 1, 0, 1), (5, 120, 40, 1, 0, 1),
+             (3, 240, 80, 0, 1, 2), (3, 200, 80, 0, 1, 1), (3, 184, 80, 0, 1, 1),
+             (3, 184, 80, 0, 1, 1), (3, 480, 112, 1, 1, 1), (3, 672, 112, 1, 1, 1),
+             (5, 672, 160, 1, 1, 2), (5, 960, 160, 1, 1, 1), (5, 960, 160, 1, 1, 1))
+    SMALL = ((3, 16, 16, 1, 0, 2), (3, 72, 24, 0, 0, 2), (3, 88, 24, 0, 0, 1),
+             (5, 96, 40, 1, 1, 2), (5, 240, 40, 1, 1, 1), (5, 240, 40, 1, 1, 1),
+             (5, 120, 48, 1, 1, 1), (5, 144, 48, 1, 1, 1), (5, 288, 96, 1, 1, 2),
+             (5, 576, 96, 1, 1, 1), (5, 576, 96, 1, 1, 1))
+
+    def __init__(self, size="large", width=1.0, classes=1000, spelled=False,
+                 features_only=False):
+        super().__init__()
+        settings = self.LARGE if size == "large" else self.SMALL
+        hs = HardSwishOps() if spelled else nn.Hardswish()
+        c_in = _divisible(16 * width)
+        self.stem = _conv_bn_act(3, c_in, 3, 2, act=hs)
+        blocks, self.taps, stride = [], [], 2
+        for k, e, c, se, h, s in settings:
+            if s == 2 and stride >= 4:
+                self.taps.append(len(blocks) - 1)  # the last block at the previous stride
+            stride *= s
+            c_out = _divisible(c * width)
+            blocks.append(MobileNetV3Block(c_in, k, _divisible(e * width), c_out, se, h, s,
+                                           spelled))
+            c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.last = _conv_bn_act(c_in, 6 * c_in, 1, act=hs)
+        self.taps.append(len(blocks))  # the last conv, at stride 32
+        self.channels = [blocks[i].block[-1][0].out_channels for i in self.taps[:-1]] + [
+            6 * c_in]
+        self.features_only = features_only
+        hidden = 1280 if size == "large" else 1024
+        self.classifier = nn.Sequential(nn.Linear(6 * c_in, hidden), HardSwishOps() if spelled
+                                        else nn.Hardswish(), nn.Dropout(0.2),
+                                        nn.Linear(hidden, classes))
+
+    def forward(self, x):
+        x = self.stem(x)
+        taps = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.taps:
+                taps.append(x)
+        x = self.last(x)
+        if self.features_only:
+            return [*taps, x]
+        x = nn.functional.adaptive_avg_pool2d(x, 1)
+        return self.classifier(torch.flatten(x, 1))
+
+
+class MBConv(nn.Module):
+    """EfficientNet's block: expand 1x1, depthwise k x k, SE (SiLU, sigmoid), project; SiLU."""
+
+    def __init__(self, c_in, c_out, k, stride, expand):
+        super().__init__()
+        hidden = c_in * expand
+        layers = [] if expand == 1 else [_conv_bn_act(c_in, hidden, 1, act=nn.SiLU())]
+        layers += [_conv_bn_act(hidden, hidden, k, stride, hidden, nn.SiLU()),
+                   SqueezeExcite(hidden, max(1, c_in // 4), nn.SiLU(), nn.Sigmoid()),
+                   _conv_bn_act(hidden, c_out, 1)]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        y = self.block(x)
+        return x + y if self.residual else y
+
+
+class EfficientNetB0(nn.Module):
+    """torchvision's EfficientNet-B0 (Tan and Le 2019, Table 1)."""
+
+    # (expand, channels, repeats, stride, kernel)
+    STAGES = ((1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3),
+              (6, 112, 3, 1, 5), (6, 192, 4, 2, 5), (6, 320, 1, 1, 3))
+
+    def __init__(self, width=1.0, classes=1000):
+        super().__init__()
+        c_in = _divisible(32 * width)
+        layers = [_conv_bn_act(3, c_in, 3, 2, act=nn.SiLU())]
+        for e, c, n, s, k in self.STAGES:
+            c_out = _divisible(c * width)
+            for i in range(n):
+                layers.append(MBConv(c_in, c_out, k, s if i == 0 else 1, e))
+                c_in = c_out
+        last = _divisible(1280 * width)
+        layers.append(_conv_bn_act(c_in, last, 1, act=nn.SiLU()))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last, classes))
+
+    def forward(self, x):
+        x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
+        return self.classifier(torch.flatten(x, 1))
+
+
+def _yolo_conv(c_in, c_out, k=1, s=1):
+    return _conv_bn_act(c_in, c_out, k, s, act=nn.SiLU())
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, c, shortcut=True):
+        super().__init__()
+        self.cv1, self.cv2 = _yolo_conv(c, c, 3), _yolo_conv(c, c, 3)
+        self.add = shortcut
+
+    def forward(self, x):
+        y = self.cv2(self.cv1(x))
+        return x + y if self.add else y
+
+
+class C2f(nn.Module):
+    """Ultralytics' C2f: 1x1, split in two, n bottlenecks on the second half, every output
+    concatenated, 1x1."""
+
+    def __init__(self, c_in, c_out, n=1, shortcut=False):
+        super().__init__()
+        self.c = c_out // 2
+        self.cv1 = _yolo_conv(c_in, 2 * self.c)
+        self.cv2 = _yolo_conv((2 + n) * self.c, c_out)
+        self.m = nn.ModuleList(Bottleneck(self.c, shortcut) for _ in range(n))
+
+    def forward(self, x):
+        y = list(self.cv1(x).split((self.c, self.c), 1))
+        y.extend(m(y[-1]) for m in self.m)
+        return self.cv2(torch.cat(y, 1))
+
+
+class SPPF(nn.Module):
+    """Ultralytics' SPPF: 1x1, three chained 5x5 max pools, concatenated, 1x1."""
+
+    def __init__(self, c_in, c_out, k=5):
+        super().__init__()
+        c = c_in // 2
+        self.cv1, self.cv2 = _yolo_conv(c_in, c), _yolo_conv(4 * c, c_out)
+        self.m = nn.MaxPool2d(k, 1, k // 2)
+
+    def forward(self, x):
+        y = [self.cv1(x)]
+        y.extend(self.m(y[-1]) for _ in range(3))
+        return self.cv2(torch.cat(y, 1))
+
+
+class YOLOv8(nn.Module):
+    """Ultralytics' YOLOv8 detector (the n scale at ``width=0.25``, depth 1/3): backbone of
+    C2f and SPPF, a PAN neck (nearest x2 upsampling, concatenations), and the decoupled
+    Detect head with its DFL (Reshape, Transpose, Softmax, a fixed 1x1 conv), boxes decoded
+    against the anchors, classes through a sigmoid. Output (N, 4 + classes, anchors)."""
+
+    def __init__(self, width=0.25, classes=80, reg_max=16):
+        super().__init__()
+        c = [int(v * width) for v in (64, 128, 256, 512, 1024)]
+        self.backbone = nn.ModuleList([
+            _yolo_conv(3, c[0], 3, 2), _yolo_conv(c[0], c[1], 3, 2), C2f(c[1], c[1], 1, True),
+            _yolo_conv(c[1], c[2], 3, 2), C2f(c[2], c[2], 2, True),
+            _yolo_conv(c[2], c[3], 3, 2), C2f(c[3], c[3], 2, True),
+            _yolo_conv(c[3], c[4], 3, 2), C2f(c[4], c[4], 1, True), SPPF(c[4], c[4])])
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.n1, self.n2 = C2f(c[4] + c[3], c[3]), C2f(c[3] + c[2], c[2])
+        self.d1, self.n3 = _yolo_conv(c[2], c[2], 3, 2), C2f(c[2] + c[3], c[3])
+        self.d2, self.n4 = _yolo_conv(c[3], c[3], 3, 2), C2f(c[3] + c[4], c[4])
+        self.reg_max, self.classes = reg_max, classes
+        levels = (c[2], c[3], c[4])
+        c2, c3 = max(16, levels[0] // 4, reg_max * 4), max(levels[0], min(classes, 100))
+        self.box = nn.ModuleList(nn.Sequential(_yolo_conv(x, c2, 3), _yolo_conv(c2, c2, 3),
+                                               nn.Conv2d(c2, 4 * reg_max, 1)) for x in levels)
+        self.cls = nn.ModuleList(nn.Sequential(_yolo_conv(x, c3, 3), _yolo_conv(c3, c3, 3),
+                                               nn.Conv2d(c3, classes, 1)) for x in levels)
+        self.dfl = nn.Conv2d(reg_max, 1, 1, bias=False).requires_grad_(False)
+        self.dfl.weight.data[:] = torch.arange(reg_max, dtype=torch.float).view(1, reg_max, 1, 1)
+
+    def forward(self, x):
+        taps = []
+        for i, layer in enumerate(self.backbone):
+            x = layer(x)
+            if i in (4, 6):
+                taps.append(x)
+        p3, p4 = taps
+        h4 = self.n1(torch.cat([self.up(x), p4], 1))
+        h3 = self.n2(torch.cat([self.up(h4), p3], 1))
+        h4 = self.n3(torch.cat([self.d1(h3), h4], 1))
+        h5 = self.n4(torch.cat([self.d2(h4), x], 1))
+        outs, anchors, strides = [], [], []
+        for level, (f, stride) in enumerate(((h3, 8), (h4, 16), (h5, 32))):
+            y = torch.cat([self.box[level](f), self.cls[level](f)], 1)
+            n, _, h, w = y.shape
+            outs.append(y.view(n, 4 * self.reg_max + self.classes, -1))
+            sy, sx = torch.meshgrid(torch.arange(h, dtype=y.dtype) + 0.5,
+                                    torch.arange(w, dtype=y.dtype) + 0.5, indexing="ij")
+            anchors.append(torch.stack((sx, sy), -1).view(-1, 2))
+            strides.append(torch.full((h * w, 1), stride, dtype=y.dtype))
+        y = torch.cat(outs, 2)
+        box, cls = y.split((4 * self.reg_max, self.classes), 1)
+        n, _, a = box.shape
+        dist = self.dfl(box.view(n, 4, self.reg_max, a).transpose(2, 1).softmax(1)).view(n, 4, a)
+        anchor = torch.cat(anchors).transpose(0, 1).unsqueeze(0)
+        lt, rb = dist.chunk(2, 1)
+        xy = (anchor + (rb - lt) / 2) * torch.cat(strides).transpose(0, 1)
+        wh = (lt + rb) * torch.cat(strides).transpose(0, 1)
+        return torch.cat((xy, wh, cls.sigmoid()), 1)
+
+
+class DBNet(nn.Module):
+    """PaddleOCR's DBNet text detector: a MobileNet v3 (large) backbone's four feature maps,
+    an FPN (1x1 in, nearest upsampling added top-down, 3x3 out, every level upsampled to
+    stride 4 by nearest x2/x4/x8 and concatenated), and the DB head (3x3, BN, ReLU,
+    ConvTranspose 2x2/2, BN, ReLU, ConvTranspose 2x2/2, sigmoid): the probability map at the
+    input's size."""
+
+    def __init__(self, width=0.5, inner=96):
+        super().__init__()
+        self.backbone = MobileNetV3("large", width, spelled=True, features_only=True)
+        inner = max(8, int(inner * width))
+        self.ins = nn.ModuleList(nn.Conv2d(c, inner, 1, bias=False)
+                                 for c in self.backbone.channels)
+        self.outs = nn.ModuleList(nn.Conv2d(inner, inner // 4, 3, padding=1, bias=False)
+                                  for _ in self.backbone.channels)
+        self.head = nn.Sequential(
+            nn.Conv2d(inner, inner // 4, 3, padding=1, bias=False), nn.BatchNorm2d(inner // 4),
+            nn.ReLU(), nn.ConvTranspose2d(inner // 4, inner // 4, 2, 2),
+            nn.BatchNorm2d(inner // 4), nn.ReLU(), nn.ConvTranspose2d(inner // 4, 1, 2, 2),
+            nn.Sigmoid())
+
+    def forward(self, x):
+        c2, c3, c4, c5 = [f(t) for f, t in zip(self.ins, self.backbone(x))]
+        up = nn.functional.interpolate
+        p4 = c4 + up(c5, scale_factor=2, mode="nearest")
+        p3 = c3 + up(p4, scale_factor=2, mode="nearest")
+        p2 = c2 + up(p3, scale_factor=2, mode="nearest")
+        p5, p4, p3, p2 = (f(t) for f, t in zip(self.outs[::-1], (c5, p4, p3, p2)))
+        fused = torch.cat([up(p5, scale_factor=8, mode="nearest"),
+                           up(p4, scale_factor=4, mode="nearest"),
+                           up(p3, scale_factor=2, mode="nearest"), p2], 1)
+        return self.head(fused)
+
+
+class UNet(nn.Module):
+    """Ronneberger et al.'s U-Net (padded 3x3 convs with BN and ReLU, as most ports write it):
+    four 2x2 max-pool downs, ups by ConvTranspose 2x2/2 (``up="transpose"``) or bilinear
+    upsampling with ``align_corners`` True or False, each resized to its skip's size (a
+    Resize whose size the graph computes from the input's shape), skips concatenated; a 1x1
+    to ``classes``."""
+
+    def __init__(self, width=0.125, classes=2, up="transpose"):
+        super().__init__()
+        c = [max(4, int(v * width)) for v in (64, 128, 256, 512, 1024)]
+
+        def double(c_in, c_out):
+            return nn.Sequential(_conv_bn_act(c_in, c_out, 3, act=nn.ReLU()),
+                                 _conv_bn_act(c_out, c_out, 3, act=nn.ReLU()))
+
+        self.downs = nn.ModuleList([double(3, c[0])] + [double(a, b) for a, b in zip(c, c[1:])])
+        self.mode = up
+        if up == "transpose":
+            self.ups = nn.ModuleList(nn.ConvTranspose2d(b, a, 2, 2) for a, b in zip(c, c[1:]))
+        else:
+            self.ups = nn.ModuleList(nn.Conv2d(b, a, 1) for a, b in zip(c, c[1:]))
+        self.merges = nn.ModuleList(double(2 * a, a) for a in c[:-1])
+        self.last = nn.Conv2d(c[0], classes, 1)
+
+    def forward(self, x):
+        skips = []
+        for i, down in enumerate(self.downs):
+            x = down(x if i == 0 else nn.functional.max_pool2d(x, 2))
+            skips.append(x)
+        x = skips.pop()
+        for up, merge in zip(self.ups[::-1], self.merges[::-1]):
+            skip = skips.pop()
+            if self.mode == "transpose":
+                x = up(x)
+            else:
+                x = up(nn.functional.interpolate(x, scale_factor=2, mode="bilinear",
+                                                 align_corners=self.mode == "align_corners"))
+            x = nn.functional.interpolate(x, size=skip.shape[-2:], mode="nearest")
+            x = merge(torch.cat([skip, x], 1))
+        return self.last(x)
+
+
+class CRNN(nn.Module):
+    """Shi et al.'s CRNN text recogniser, small: conv, BN, ReLU and max pools down to a
+    height of 1, the columns as a sequence, a bidirectional LSTM, a classifier per column.
+    Input (N, 1 or 3, 32, W); output (W / 4, N, classes)."""
+
+    def __init__(self, channels=3, classes=37, width=0.25, hidden=32):
+        super().__init__()
+        c = [max(8, int(v * width)) for v in (64, 128, 256, 256, 512)]
+        self.cnn = nn.Sequential(
+            _conv_bn_act(channels, c[0], 3, act=nn.ReLU()), nn.MaxPool2d(2, 2),
+            _conv_bn_act(c[0], c[1], 3, act=nn.ReLU()), nn.MaxPool2d(2, 2),
+            _conv_bn_act(c[1], c[2], 3, act=nn.ReLU()), _conv_bn_act(c[2], c[3], 3, act=nn.ReLU()),
+            nn.MaxPool2d((2, 1), (2, 1)), _conv_bn_act(c[3], c[4], 3, act=nn.ReLU()),
+            nn.MaxPool2d((2, 1), (2, 1)), _conv_bn_act(c[4], c[4], 3, act=nn.ReLU()),
+            nn.MaxPool2d((2, 1), (2, 1)))
+        self.rnn = nn.LSTM(c[4], hidden, bidirectional=True)
+        self.fc = nn.Linear(2 * hidden, classes)
+
+    def forward(self, x):
+        f = self.cnn(x)  # (N, C, 1, W / 4)
+        seq = f.squeeze(2).permute(2, 0, 1)  # (T, N, C)
+        out, _ = self.rnn(seq)
+        return self.fc(out)

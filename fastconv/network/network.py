@@ -52,6 +52,16 @@ class Network:
     """
 
     def __init__(self, graph: Graph, backend: str = "auto", threads: int | None = None):
+        self._settle(backend, threads)
+        self.source = graph
+        self.graph = optimize(graph)
+        self.dtype = graph.dtype
+        self._packed: dict = {}
+        self._plans: dict[tuple, _Planned] = {}
+        self._lock = threading.Lock()
+
+    def _settle(self, backend, threads) -> None:
+        """The executor and the thread count, checked (a plan of any source)."""
         if not isinstance(backend, str):
             raise TypeError(f"backend must be a str, but got {type(backend).__name__}")
         if backend not in ("auto", *BACKENDS):
@@ -78,12 +88,6 @@ class Network:
             raise ValueError(f"threads must be an int from 1 to {most} ({pool}), but got "
                              f"{threads!r}")
         self.threads = int(threads)
-        self.source = graph
-        self.graph = optimize(graph)
-        self.dtype = graph.dtype
-        self._packed: dict = {}
-        self._plans: dict[tuple, _Planned] = {}
-        self._lock = threading.Lock()
 
     # --- building ---------------------------------------------------------------------------
 
@@ -114,28 +118,58 @@ class Network:
         return cls(from_torch(module), backend, threads)
 
     @classmethod
-    def from_onnx(cls, model, backend: str = "auto", threads: int | None = None) -> "Network":
+    def from_onnx(cls, model, backend: str = "auto", threads: int | None = None, *,
+                  fallback: bool = True) -> "Network":
         """Plan an ONNX model: a path, its bytes, or an ``onnx.ModelProto``.
 
-        The model is checked and its shapes inferred with the ``onnx`` package first. Opsets
-        11 and later; one float32 or float64 input (N, C, H, W), whose batch may be symbolic,
-        and one output. Operators: Conv, BatchNormalization, Relu, Clip, LeakyRelu,
-        HardSigmoid, HardSwish, Sigmoid, Mul and Add (of two activations, one perhaps (N, C,
-        1, 1), or of a constant per channel), Concat on the channels, MaxPool, AveragePool,
-        GlobalAveragePool, Flatten, Reshape (to (N, F) or (N, F, 1, 1)), Gemm, MatMul,
-        Identity, Dropout and Constant, each as the ONNX specification defines it.
+        The model is checked and its shapes inferred with the ``onnx`` package first
+        (opsets 11 and later). Each operator follows the ONNX specification. These run on
+        the plan's kernels: Conv, BatchNormalization, Relu, Clip, LeakyRelu, HardSigmoid,
+        HardSwish, Sigmoid, Mul and Add (of two activations, one perhaps (N, C, 1, 1), or of
+        a constant per channel), Concat on the channels, MaxPool, AveragePool (undilated,
+        pads up to half the kernel), GlobalAveragePool, Flatten and Reshape (to (N, F) or
+        (N, F, 1, 1)), Gemm, MatMul of (N, F) by a constant matrix, Identity, Dropout and
+        Constant.
+
+        A model of one float (N, C, H, W) input and one output whose every node is one of
+        those, with shapes known past the batch, is one plan. Any other model is planned per
+        input shape, as ONNX Runtime plans a session: shape subgraphs and whatever else is
+        computed from constants are folded; runs of plan nodes fed by one value are plan
+        segments; every other node runs in a fallback between them, through the ``onnx``
+        package's reference implementation (``onnx.reference``). ``print(plan)`` and
+        ``plan.profile(x)`` name the fallback nodes. Such a plan takes its inputs in the
+        graph's order (or a dict by name) and returns a tuple when the graph has several
+        outputs.
+
+        Parameters
+        ----------
+        model : str, os.PathLike, bytes or onnx.ModelProto
+        backend : {"auto", "numba", "cython"}
+        threads : int, optional
+        fallback : bool, default True
+            False: refuse a model with nodes the plan has no kernel for, naming every one
+            of them (for the shapes the model declares, a symbolic batch taken as 1).
 
         Raises
         ------
         TypeError
-            Not a path, bytes or ModelProto, or an input neither float32 nor float64.
+            Not a path, bytes or ModelProto.
         ValueError
-            An invalid model, an older opset, or a node the plan cannot serve: the message
-            names the operator type, the node and why.
+            An invalid model, an older opset, a node the ONNX specification forbids, or with
+            ``fallback=False`` nodes the plan has no kernel for: the message names the
+            operator type, the node and why.
         """
-        from .onnx_import import from_onnx
+        from . import onnx_import
 
-        return cls(from_onnx(model), backend, threads)
+        proto = onnx_import.load(model)
+        opset = onnx_import.opset_of(proto)
+        try:
+            graph = onnx_import.one_graph(proto, opset)
+        except onnx_import.NotOneGraph as exc:
+            from .onnx_program import OnnxNetwork
+
+            return OnnxNetwork(proto, opset, backend, threads, fallback=fallback, why=str(exc))
+        return cls(graph, backend, threads)
 
     @classmethod
     def from_specs(cls, specs, weights, biases=None, activation=None, backend: str = "auto",
@@ -245,14 +279,17 @@ class Network:
     def __call__(self, x) -> np.ndarray:
         """Run the network on ``x`` (N, C, H, W), in the plan's dtype and any memory layout;
         returns a new array, (N, C', H', W') or (N, F)."""
-        x = self._check_input(x)
+        return self._run(self._check_input(x))
+
+    def _run(self, x, clock=None) -> np.ndarray:
+        """:meth:`__call__` on a checked input, its steps timed into ``clock`` if given."""
         if x.shape[0] == 0:
             return np.empty(self.output_shape(x.shape), self.dtype)
         planned = self._planned(x.shape)
         arena = planned.acquire()
         previous = self._use_threads()
         try:
-            return arena.run(x)
+            return arena.run(x, clock)
         finally:
             self._use_threads(previous)
             planned.release(arena)

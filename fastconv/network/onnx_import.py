@@ -20,14 +20,19 @@ from .graph import INPUT, RELU, Activation, Graph, Node
 
 MIN_OPSET = 11
 SUPPORTED = ("Conv", "BatchNormalization", "Relu", "Clip", "LeakyRelu", "HardSigmoid",
-             "HardSwish", "Sigmoid", "Mul", "Add", "Concat", "MaxPool", "AveragePool",
-             "GlobalAveragePool", "Flatten", "Reshape", "Gemm", "MatMul", "Identity", "Dropout",
-             "Constant")
+             "HardSwish", "Sigmoid", "Mul", "Add", "Sub", "Div", "Concat", "MaxPool",
+             "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Gemm",
+             "MatMul", "Identity", "Dropout", "Constant")
 _FLOATS = {1: np.float32, 11: np.float64}  # TensorProto.FLOAT, DOUBLE
 
 
 class _Refused(ValueError):
-    """A node the plan cannot serve (becomes the ValueError naming the node)."""
+    """A node the plan has no kernel for (becomes :class:`NotOneGraph`, naming the node)."""
+
+
+class _Invalid(_Refused):
+    """A node the ONNX specification forbids (zero strides, negative pads, ...): refused
+    whatever runs it."""
 
 
 def load(model):
@@ -51,7 +56,16 @@ def load(model):
         raise TypeError(f"Network.from_onnx expects a path, bytes or an onnx.ModelProto, but "
                         f"got {type(model).__name__}")
     try:
-        onnx.checker.check_model(proto)
+        # the checker wants the outputs' shapes declared, as the IR does not (ONNX Runtime
+        # runs a model whose outputs declare only their type): it checks a copy that says
+        # "some shape" where the model says none
+        checked = onnx.ModelProto()
+        checked.CopyFrom(proto)
+        for output in checked.graph.output:
+            tensor = output.type.tensor_type
+            if output.type.HasField("tensor_type") and not tensor.HasField("shape"):
+                tensor.shape.SetInParent()
+        onnx.checker.check_model(checked)
         # not strict: an operator shape inference does not know is refused by name later
         proto = onnx.shape_inference.infer_shapes(proto, check_type=True)
     except Exception as exc:  # the checker's and shape inference's errors
@@ -60,77 +74,142 @@ def load(model):
     return proto
 
 
-def from_onnx(model) -> Graph:
-    """The graph of an ONNX model (see the module docstring).
-
-    Raises
-    ------
-    TypeError
-        Not a path, bytes or ModelProto; an input that is not float32 or float64.
-    ValueError
-        An invalid model, an opset outside the range, a graph of other than one 4-D input
-        and one output, or a node the plan cannot serve (naming it and why).
-    """
-    proto = load(model)
+def opset_of(proto) -> int:
+    """The model's default-domain opset, refused below :data:`MIN_OPSET`."""
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None or opset < MIN_OPSET:
         raise ValueError(f"Network.from_onnx reads opsets {MIN_OPSET} and later, but the model "
                          f"uses opset {opset}")
-    return _Reader(proto, opset).graph()
+    return opset
 
 
-class _Reader:
-    def __init__(self, proto, opset):
-        from onnx import numpy_helper
+class NotOneGraph(ValueError):
+    """The model is valid but is not one plan: a node the plan has no kernel for, several
+    inputs or outputs, an input that is not a float (N, C, H, W), or a shape left to compute
+    from the input's (``Network.from_onnx`` then plans it per input shape, with a fallback)."""
 
+
+def from_onnx(model) -> Graph:
+    """The graph of an ONNX model that is one plan (see the module docstring).
+
+    Raises
+    ------
+    TypeError
+        Not a path, bytes or ModelProto.
+    NotOneGraph
+        A model the plan runs only in segments (see :class:`NotOneGraph`).
+    ValueError
+        An invalid model, an opset outside the range, or a node whose attributes the ONNX
+        specification forbids (naming it).
+    """
+    proto = load(model)
+    return one_graph(proto, opset_of(proto))
+
+
+def declared_shapes(onnx_graph) -> dict:
+    """Value name -> its shape as the model declares it (None for a symbolic dimension)."""
+    shapes = {}
+    for info in [*onnx_graph.value_info, *onnx_graph.input, *onnx_graph.output]:
+        tensor = info.type.tensor_type
+        if tensor.HasField("shape"):
+            shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None
+                                      for d in tensor.shape.dim)
+    return shapes
+
+
+def model_inputs(onnx_graph) -> list:
+    """The graph's inputs a caller gives: those without an initializer (an initializer
+    listed as an input is a constant in practice, as ONNX Runtime folds it)."""
+    constants = {t.name for t in onnx_graph.initializer}
+    return [i for i in onnx_graph.input if i.name not in constants]
+
+
+def one_graph(proto, opset) -> Graph:
+    """The whole model as one :class:`Graph`, or :class:`NotOneGraph`."""
+    from onnx import numpy_helper
+
+    onnx_graph = proto.graph
+    constants = {t.name: numpy_helper.to_array(t) for t in onnx_graph.initializer}
+    shapes = declared_shapes(onnx_graph)
+    inputs = model_inputs(onnx_graph)
+    if len(inputs) != 1 or len(onnx_graph.output) != 1:
+        raise NotOneGraph(f"Network.from_onnx plans graphs of one input and one output as one "
+                          f"plan, but this one has inputs {[i.name for i in inputs]} and "
+                          f"outputs {[o.name for o in onnx_graph.output]}")
+    source = inputs[0]
+    kind = source.type.tensor_type.elem_type
+    if kind not in _FLOATS:
+        raise NotOneGraph(f"Network.from_onnx: input {source.name!r} must be float32 or "
+                          f"float64 to be one plan, but has ONNX element type {kind}")
+    if len(shapes.get(source.name, ())) != 4:
+        raise NotOneGraph(f"Network.from_onnx expects a 4-D input (N, C, H, W) for one plan, "
+                          f"but {source.name!r} has shape {_shown(shapes, source.name)}")
+    reader = Reader(opset, onnx_graph.node, [o.name for o in onnx_graph.output], constants,
+                    shapes, np.dtype(_FLOATS[kind]))
+    reader.values = {source.name: INPUT}
+    for node in onnx_graph.node:
+        reader.read(node)
+    output = onnx_graph.output[0].name
+    if output not in reader.values:
+        raise NotOneGraph(f"Network.from_onnx: the output {output!r} is a constant, not "
+                          "computed from the input")
+    return Graph(reader.nodes, reader.values[output], reader.dtype, source="onnx",
+                 input_name=source.name, declared=shapes[source.name][1:])
+
+
+def _shown(shapes, name) -> str:
+    dims = shapes.get(name)
+    return "unknown" if dims is None else str(["N" if d is None else d for d in dims])
+
+
+class Reader:
+    """Reads ONNX nodes into :class:`Node` s, one at a time (:meth:`read`).
+
+    Parameters
+    ----------
+    opset : int
+    all_nodes : sequence of onnx.NodeProto
+        The whole graph's (to know whether an optional output is read).
+    outputs : list of str
+        The graph's outputs.
+    constants : dict
+        Value name -> ndarray: the initializers, and whatever is folded; ``Constant`` nodes
+        add to it.
+    shapes : dict
+        Value name -> shape (None for an unknown dimension).
+    dtype : numpy.dtype
+        The activations' (weights are cast to it).
+
+    ``values`` maps an ONNX value to the graph's value that holds it: the caller sets the
+    entry (``{name: INPUT}``), and each node read adds its output.
+    """
+
+    def __init__(self, opset, all_nodes, outputs, constants, shapes, dtype):
         self.opset = opset
-        self.onnx = proto.graph
-        self.constants = {t.name: numpy_helper.to_array(t) for t in self.onnx.initializer}
-        self.shapes = {}
-        for info in [*self.onnx.value_info, *self.onnx.input, *self.onnx.output]:
-            dims = info.type.tensor_type.shape.dim
-            if info.type.tensor_type.HasField("shape"):
-                self.shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None
-                                               for d in dims)
-        inputs = [i for i in self.onnx.input if i.name not in self.constants]
-        if len(inputs) != 1 or len(self.onnx.output) != 1:
-            raise ValueError(f"Network.from_onnx plans graphs of one input and one output, but "
-                             f"this one has inputs {[i.name for i in inputs]} and outputs "
-                             f"{[o.name for o in self.onnx.output]}")
-        source = inputs[0]
-        kind = source.type.tensor_type.elem_type
-        if kind not in _FLOATS:
-            raise TypeError(f"Network.from_onnx: input {source.name!r} must be float32 or "
-                            f"float64, but has ONNX element type {kind}")
-        self.dtype = np.dtype(_FLOATS[kind])
-        if len(self.shapes.get(source.name, ())) != 4:
-            raise ValueError(f"Network.from_onnx expects a 4-D input (N, C, H, W), but "
-                             f"{source.name!r} has shape {self._shown(source.name)}")
-        self.values = {source.name: INPUT}
+        self.all_nodes = all_nodes
+        self.outputs = outputs
+        self.constants = constants
+        self.shapes = shapes
+        self.dtype = np.dtype(dtype)
+        self.values: dict[str, str] = {}
         self.nodes: list[Node] = []
 
-    # --- the walk -----------------------------------------------------------------------
-
-    def graph(self) -> Graph:
-        for index, node in enumerate(self.onnx.node):
-            label = f"node '{node.name or node.output[0]}' ({node.op_type})"
-            if node.domain not in ("", "ai.onnx"):
-                raise ValueError(f"{label} is not supported by Network.from_onnx: operators of "
-                                 f"domain {node.domain!r} are not read, only the default one")
-            if node.op_type not in SUPPORTED:
-                raise ValueError(f"{label} is not supported by Network.from_onnx; supported: "
-                                 f"{', '.join(SUPPORTED)}")
-            try:
-                getattr(self, f"_{node.op_type}")(node, label, index)
-            except _Refused as exc:
-                raise ValueError(f"{label} is not supported: {exc}") from None
-        output = self.onnx.output[0].name
-        if output not in self.values:
-            raise ValueError(f"Network.from_onnx: the output {output!r} is a constant, not "
-                             "computed from the input")
-        name = next(i.name for i in self.onnx.input if i.name not in self.constants)
-        return Graph(self.nodes, self.values[output], self.dtype, source="onnx",
-                     input_name=name, declared=self.shapes[name][1:])
+    def read(self, node) -> None:
+        """Add ``node`` to the graph, or raise :class:`NotOneGraph` (a node the plan has no
+        kernel for) or ValueError (a node the ONNX specification forbids), naming it."""
+        label = f"node '{node.name or node.output[0]}' ({node.op_type})"
+        if node.domain not in ("", "ai.onnx"):
+            raise NotOneGraph(f"{label} is not supported by Network.from_onnx: operators of "
+                              f"domain {node.domain!r} are not read, only the default one")
+        if node.op_type not in SUPPORTED:
+            raise NotOneGraph(f"{label} is not supported by Network.from_onnx; supported: "
+                              f"{', '.join(SUPPORTED)}")
+        try:
+            getattr(self, f"_{node.op_type}")(node, label)
+        except _Invalid as exc:
+            raise ValueError(f"{label} is invalid: {exc}") from None
+        except _Refused as exc:
+            raise NotOneGraph(f"{label} is not supported: {exc}") from None
 
     def _emit(self, node, label, op, inputs, **attrs) -> None:
         out = f"onnx:{node.output[0]}"
@@ -164,8 +243,7 @@ class _Reader:
         return name in self.constants
 
     def _shown(self, name) -> str:
-        dims = self.shapes.get(name)
-        return "unknown" if dims is None else str(["N" if d is None else d for d in dims])
+        return _shown(self.shapes, name)
 
     def _rank(self, name):
         dims = self.shapes.get(name)
@@ -176,8 +254,7 @@ class _Reader:
         if len(node.output) <= index or not node.output[index]:
             return False
         name = node.output[index]
-        return any(name in n.input for n in self.onnx.node) or any(
-            o.name == name for o in self.onnx.output)
+        return any(name in n.input for n in self.all_nodes) or name in self.outputs
 
     @staticmethod
     def _refuse_unknown(attrs, known):
@@ -221,7 +298,7 @@ class _Reader:
 
     # --- operators ------------------------------------------------------------------------
 
-    def _Constant(self, node, label, index):
+    def _Constant(self, node, label):
         from onnx import numpy_helper
 
         attrs = {a.name: a for a in node.attribute}
@@ -233,13 +310,13 @@ class _Reader:
             raise _Refused(f"a Constant of {sorted(attrs)} is not handled")
         self.constants[node.output[0]] = value
 
-    def _Identity(self, node, label, index):
+    def _Identity(self, node, label):
         if self._is_constant(node.input[0]):
             self.constants[node.output[0]] = self.constants[node.input[0]]
         else:
             self._alias(node, self._value(node.input[0]))
 
-    def _Dropout(self, node, label, index):
+    def _Dropout(self, node, label):
         if self._used(node, 1):
             raise _Refused("its mask output is read: a plan runs inference only")
         if len(node.input) > 2 and node.input[2]:
@@ -248,7 +325,7 @@ class _Reader:
                 raise _Refused("training_mode is true: a plan runs inference only")
         self._alias(node, self._value(node.input[0]))
 
-    def _Conv(self, node, label, index):
+    def _Conv(self, node, label):
         attrs = self._attrs(node)
         self._refuse_unknown(attrs, ("auto_pad", "dilations", "group", "kernel_shape", "pads",
                                      "strides"))
@@ -271,11 +348,11 @@ class _Reader:
             spec = ConvSpec(weight.shape[1] * group, weight.shape[0], kernel, strides, pads,
                             dilations, group, bias is not None)
         except (TypeError, ValueError) as exc:
-            raise _Refused(str(exc)) from None
+            raise _Invalid(str(exc)) from None
         self._emit(node, label, "conv", [self._value(node.input[0])], spec=spec,
                    weight=np.array(weight, self.dtype), bias=bias)
 
-    def _BatchNormalization(self, node, label, index):
+    def _BatchNormalization(self, node, label):
         attrs = self._attrs(node)
         self._refuse_unknown(attrs, ("epsilon", "momentum", "training_mode", "spatial"))
         if attrs.get("training_mode", 0) or any(self._used(node, i) for i in (1, 2)):
@@ -291,10 +368,10 @@ class _Reader:
     def _act(self, node, label, act):
         self._emit(node, label, "act", [self._value(node.input[0])], act=act)
 
-    def _Relu(self, node, label, index):
+    def _Relu(self, node, label):
         self._act(node, label, RELU)
 
-    def _Clip(self, node, label, index):
+    def _Clip(self, node, label):
         self._refuse_unknown(self._attrs(node), ())  # from opset 11, min and max are inputs
         bounds = []
         for i, default in ((1, -math.inf), (2, math.inf)):
@@ -306,19 +383,19 @@ class _Reader:
         self._act(node, label, Activation("clamp", min(lo, hi), hi) if lo > hi
                   else Activation("clamp", lo, hi))
 
-    def _LeakyRelu(self, node, label, index):
+    def _LeakyRelu(self, node, label):
         self._act(node, label, Activation("leaky", alpha=float(self._attrs(node).get(
             "alpha", 0.01))))
 
-    def _HardSigmoid(self, node, label, index):
+    def _HardSigmoid(self, node, label):
         attrs = self._attrs(node)
         self._act(node, label, Activation("hardsigmoid", alpha=float(attrs.get("alpha", 0.2)),
                                           beta=float(attrs.get("beta", 0.5))))
 
-    def _HardSwish(self, node, label, index):
+    def _HardSwish(self, node, label):
         self._act(node, label, Activation("hardswish"))
 
-    def _Sigmoid(self, node, label, index):
+    def _Sigmoid(self, node, label):
         self._act(node, label, Activation("sigmoid"))
 
     def _binary(self, node, label, op):
@@ -340,32 +417,55 @@ class _Reader:
         return (sa is not None and sb is not None and len(sa) == len(sb) == 4
                 and sa[2:] == (1, 1) and sb[2:] != (1, 1))
 
-    def _affine(self, node, label, op, value, constant):
-        """``x + c`` or ``x * c`` with ``c`` one number or one per channel: a per-channel
-        affine (which folds into a convolution before it)."""
+    def _per_channel(self, value, constant) -> np.ndarray:
+        """``constant`` as one number or one per channel of ``value`` (flattened), or refused:
+        what broadcasts as a per-channel affine without changing ``value``'s shape."""
         rank = self._rank(value)
         c = self._float(constant)
         shape = c.shape
-        if c.size == 1:
-            c = c.reshape(-1)
-        elif rank is not None and len(shape) <= rank and (
-                (len(shape) >= 3 and shape[-2:] == (1, 1) and math.prod(shape[:-3]) == 1)
-                or (rank == 2 and len(shape) <= 2 and math.prod(shape[:-1]) == 1)):
-            c = c.reshape(-1)  # (C, 1, 1), (1, C, 1, 1), or (F,), (1, F) on (N, F)
-        else:
-            raise _Refused(f"a constant of shape {list(shape)} on {self._shown(value)}: only "
-                           "one number, or one per channel, is supported")
-        ones = np.ones_like(c)
-        scale, shift = (c, 0 * c) if op == "mul" else (ones, c)
+        if rank is None or len(shape) > rank:
+            raise _Refused(f"a constant of shape {list(shape)} on {self._shown(value)}: it "
+                           "would change the result's rank")
+        if c.size == 1 or (len(shape) >= 3 and shape[-2:] == (1, 1)
+                           and math.prod(shape[:-3]) == 1) or (
+                rank == 2 and math.prod(shape[:-1]) == 1):
+            return c.reshape(-1)  # (C, 1, 1), (1, C, 1, 1), or (F,), (1, F) on (N, F)
+        raise _Refused(f"a constant of shape {list(shape)} on {self._shown(value)}: only "
+                       "one number, or one per channel, is supported")
+
+    def _affine(self, node, label, op, value, constant):
+        """``x + c`` or ``x * c`` with ``c`` one number or one per channel: a per-channel
+        affine (which folds into a convolution before it)."""
+        c = self._per_channel(value, constant)
+        scale, shift = (c, np.zeros_like(c)) if op == "mul" else (np.ones_like(c), c)
         self._emit(node, label, "batchnorm", [self._value(value)], scale=scale, shift=shift)
 
-    def _Add(self, node, label, index):
+    def _Add(self, node, label):
         self._binary(node, label, "add")
 
-    def _Mul(self, node, label, index):
+    def _Mul(self, node, label):
         self._binary(node, label, "mul")
 
-    def _Concat(self, node, label, index):
+    def _Sub(self, node, label):
+        """``x - c`` (adds -c) or ``c - x`` (scale -1, shift c)."""
+        a, b = node.input[0], node.input[1]
+        if self._is_constant(b) and not self._is_constant(a):
+            return self._affine(node, label, "add", a, -self._float(self.constants[b]))
+        if self._is_constant(a) and not self._is_constant(b):
+            c = self._per_channel(b, self.constants[a])
+            return self._emit(node, label, "batchnorm", [self._value(b)],
+                              scale=-np.ones_like(c), shift=c)
+        raise _Refused("a difference of two activations: the plan subtracts constants only")
+
+    def _Div(self, node, label):
+        """``x / c``: times 1 / c."""
+        a, b = node.input[0], node.input[1]
+        if self._is_constant(b) and not self._is_constant(a):
+            with np.errstate(divide="ignore"):
+                return self._affine(node, label, "mul", a, 1 / self._float(self.constants[b]))
+        raise _Refused("a quotient by an activation: the plan divides by constants only")
+
+    def _Concat(self, node, label):
         axis = self._attrs(node)["axis"]
         rank = self._rank(node.input[0])
         if rank != 4 or axis % 4 != 1:
@@ -391,24 +491,44 @@ class _Reader:
             raise _Refused(f"dilations={list(dilations)}: the plan's average pooling is "
                            "undilated")
         pads = self._pads(node, attrs, kernel, strides, dilations, label)
+        for (lo, hi), k, d in zip(pads, kernel, dilations):
+            if max(lo, hi) > (d * (k - 1) + 1) // 2:  # valid ONNX, beyond the plan's windows
+                raise _Refused(f"pads={[p for pair in zip(*pads) for p in pair]} over half the "
+                               f"kernel {list(kernel)}")
         try:
             spec = PoolSpec(kind, 1, kernel, strides, pads, dilations,
                             bool(attrs.get("ceil_mode", 0)),
                             bool(attrs.get("count_include_pad", 0)))
         except (TypeError, ValueError) as exc:
-            raise _Refused(str(exc)) from None
+            raise _Invalid(str(exc)) from None
         self._emit(node, label, f"{kind}pool", [self._value(node.input[0])], pool=spec)
 
-    def _MaxPool(self, node, label, index):
+    def _MaxPool(self, node, label):
         self._pool(node, label, "max")
 
-    def _AveragePool(self, node, label, index):
+    def _AveragePool(self, node, label):
         self._pool(node, label, "avg")
 
-    def _GlobalAveragePool(self, node, label, index):
+    def _GlobalAveragePool(self, node, label):
         self._emit(node, label, "gap", [self._value(node.input[0])])
 
-    def _Flatten(self, node, label, index):
+    def _ReduceMean(self, node, label):
+        """The mean over the pixels of (N, C, H, W), dims kept: a global average pool (as
+        torch.onnx's dynamo exporter writes adaptive_avg_pool2d(x, 1))."""
+        attrs = self._attrs(node)
+        self._refuse_unknown(attrs, ("axes", "keepdims", "noop_with_empty_axes"))
+        axes = attrs.get("axes")
+        if len(node.input) > 1 and node.input[1]:
+            axes = self._constant(node.input[1], "axes")
+        rank = self._rank(node.input[0])
+        if axes is None or rank != 4 or sorted(int(a) % 4 for a in np.reshape(axes, -1)) != [
+                2, 3] or not attrs.get("keepdims", 1):
+            shown = None if axes is None else [int(a) for a in np.reshape(axes, -1)]
+            raise _Refused(f"the mean over axes {shown} of {self._shown(node.input[0])}: only over the pixels of (N, C, H, "
+                           "W), dims kept")
+        self._emit(node, label, "gap", [self._value(node.input[0])])
+
+    def _Flatten(self, node, label):
         axis = self._attrs(node).get("axis", 1)
         rank = self._rank(node.input[0])
         if rank is None or axis % rank != 1:
@@ -419,7 +539,7 @@ class _Reader:
         else:
             self._emit(node, label, "flatten", [self._value(node.input[0])])
 
-    def _Reshape(self, node, label, index):
+    def _Reshape(self, node, label):
         attrs = self._attrs(node)
         self._refuse_unknown(attrs, ("allowzero",))
         target = [int(v) for v in np.asarray(self._constant(node.input[1], "shape")).reshape(-1)]
@@ -433,7 +553,7 @@ class _Reader:
         keeps_batch = (target[0] == 0 or (source[0] is not None and target[0] == source[0])
                        or (target[0] == -1 and math.prod(rest) == math.prod(source[1:])))
         if keeps_batch and len(out) == 2 and out[1] == math.prod(source[1:]):
-            return self._Flatten(node, label, index) if len(source) == 4 else self._alias(
+            return self._Flatten(node, label) if len(source) == 4 else self._alias(
                 node, self._value(node.input[0]))
         if keeps_batch and len(source) == 2 and len(out) == 4 and out[2:] == (1, 1):
             return self._emit(node, label, "unflatten", [self._value(node.input[0])])
@@ -449,7 +569,7 @@ class _Reader:
                    weight=np.ascontiguousarray(weight, self.dtype),
                    bias=None if bias is None else np.ascontiguousarray(bias, self.dtype))
 
-    def _Gemm(self, node, label, index):
+    def _Gemm(self, node, label):
         attrs = self._attrs(node)
         self._refuse_unknown(attrs, ("alpha", "beta", "transA", "transB"))
         if attrs.get("transA", 0):
@@ -466,7 +586,7 @@ class _Reader:
             bias = np.broadcast_to(c.reshape(-1), (weight.shape[0],))
         self._linear(node, label, node.input[0], weight, bias)
 
-    def _MatMul(self, node, label, index):
+    def _MatMul(self, node, label):
         b = self._float(self._constant(node.input[1], "B"))
         if b.ndim != 2:
             raise _Refused(f"B of shape {list(b.shape)}: only a 2-D matrix is supported")

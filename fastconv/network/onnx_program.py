@@ -1,0 +1,728 @@
+"""Any ONNX model, planned per input shape: shapes folded, plan segments, and a fallback.
+
+A model that is not one plan (``onnx_import.NotOneGraph``: an operator the plan has no kernel
+for, several inputs or outputs, a reshape whose target the graph computes from the input's
+shape) is planned when it first meets an input shape, as ONNX Runtime plans a session:
+
+1. :func:`fold`: the shape subgraphs and everything else computed from constants alone become
+   constants (``Shape`` and ``Size`` of a value whose shape is known, then every node whose
+   inputs are all constants, run once by ``onnx.reference``), and every value's shape is
+   inferred by ``onnx.shape_inference`` for the input shapes at hand;
+2. :func:`partition`: each remaining node either reads into the plan (``onnx_import.Reader``)
+   or runs in the fallback; consecutive plan nodes fed by one value and read outside through
+   one value are a segment, planned as a :class:`~fastconv.network.network.Network` (its own
+   layout, arena and steps; NCHW only at its edges);
+3. :class:`Program`: the segments and the fallback nodes in the graph's order. A fallback node
+   runs through ``onnx.reference`` (the ``onnx`` package's own implementation of the
+   specification), built once per node.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .graph import INPUT, Graph
+from .onnx_import import (_FLOATS, NotOneGraph, Reader, declared_shapes, model_inputs)
+
+#: Operators whose output is not a function of their inputs: never folded.
+NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+              "Multinomial", "Bernoulli"}
+#: Above this many elements, a constant is given to shape inference by its type alone.
+_INFERENCE_DATA = 1 << 12
+FALLBACK = "fallback: onnx.reference"
+
+
+def _elem_dtype(elem_type: int):
+    from onnx import helper
+
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:  # an ONNX type without a NumPy twin (bfloat16, float8, strings)
+        return None
+
+
+def _label(node) -> str:
+    return f"node '{node.name or node.output[0]}' ({node.op_type})"
+
+
+def evaluator(node, opset_imports):
+    """``onnx.reference``'s evaluator of one node, at the model's opsets (an evaluator made
+    from a bare node takes the newest version of its operator)."""
+    import onnx
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    names = list(dict.fromkeys([*(v for v in node.input if v), *outer_reads(node)]))
+    graph = helper.make_graph([node], "node", [helper.make_value_info(v, onnx.TypeProto())
+                                               for v in names],
+                              [helper.make_value_info(v, onnx.TypeProto())
+                               for v in node.output if v])
+    return ReferenceEvaluator(helper.make_model(graph, opset_imports=list(opset_imports)))
+
+
+def _has_subgraph(node) -> bool:
+    from onnx import AttributeProto
+
+    return any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute)
+
+
+@dataclass
+class Folded:
+    """A model specialised to input shapes: what is left to run, and what is known."""
+
+    nodes: list  # onnx.NodeProto, in the graph's order, each reading at least one non-constant
+    constants: dict  # value -> ndarray
+    shapes: dict  # value -> shape (None for an unknown dimension)
+    dtypes: dict  # value -> numpy dtype (None when ONNX has no NumPy twin)
+
+
+def fold(proto, opset: int, inputs: dict) -> Folded:
+    """Fold ``proto`` for ``inputs`` (name -> (shape, dtype)): constants and shapes computed,
+    every value's shape and type inferred. Nothing here runs a node that reads an input."""
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    nodes = list(graph.node)
+    while True:
+        shapes, dtypes = _infer(proto, opset, nodes, constants, inputs)
+        inlined = _inline_constant_ifs(nodes, constants)
+        kept, changed = [], len(inlined) != len(nodes) or any(
+            a is not b for a, b in zip(inlined, nodes))
+        for node in inlined:
+            folded = _fold_node(node, proto.opset_import, constants, shapes)
+            if folded is None:
+                kept.append(node)
+            else:
+                constants.update(folded)
+                changed = True
+        nodes = kept
+        if not changed:
+            break
+    for name, value in constants.items():
+        shapes[name], dtypes[name] = tuple(np.shape(value)), np.asarray(value).dtype
+    return Folded(nodes, constants, shapes, dtypes)
+
+
+def _infer(proto, opset, nodes, constants, inputs):
+    """Every value's shape and dtype by ``onnx.shape_inference`` over the nodes left, the
+    inputs' shapes given; small constants with their data (a Reshape's target, a Resize's
+    scales), large ones by their type."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    used = {v for n in nodes for v in n.input} | {o.name for o in graph.output}
+    initializers, typed = [], []
+    for name in used & set(constants):
+        value = np.asarray(constants[name])
+        if value.size <= _INFERENCE_DATA:
+            initializers.append(numpy_helper.from_array(value, name))
+        else:
+            typed.append(helper.make_tensor_value_info(
+                name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape))
+    given = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(dtype), shape)
+             for name, (shape, dtype) in inputs.items()]
+    outputs = [helper.make_value_info(o.name, onnx.TypeProto()) for o in graph.output]
+    model = helper.make_model(
+        helper.make_graph(nodes, "folded", given + typed, outputs, initializers),
+        ir_version=proto.ir_version)
+    del model.opset_import[:]
+    model.opset_import.extend(proto.opset_import)
+    model.functions.extend(proto.functions)
+    shapes, dtypes = {}, {}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
+        infos = [*inferred.value_info, *inferred.output]
+    except Exception:  # what inference cannot say is left unknown: those nodes fall back
+        infos = []
+    for info in [*given, *typed, *infos]:
+        tensor = info.type.tensor_type
+        if not info.type.HasField("tensor_type"):
+            continue
+        if tensor.elem_type:
+            dtypes[info.name] = _elem_dtype(tensor.elem_type)
+        if tensor.HasField("shape"):
+            shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None
+                                      for d in tensor.shape.dim)
+    return shapes, dtypes
+
+
+def _inline_constant_ifs(nodes, constants) -> list:
+    """The nodes, each ``If`` whose condition is a constant replaced by its branch's nodes
+    (their initializers become constants, their outputs the If's, through Identity)."""
+    from onnx import helper, numpy_helper
+
+    out = []
+    for node in nodes:
+        if node.op_type != "If" or node.input[0] not in constants:
+            out.append(node)
+            continue
+        branches = {a.name: a.g for a in node.attribute}
+        branch = branches["then_branch" if np.asarray(constants[node.input[0]]).reshape(-1)[0]
+                          else "else_branch"]
+        for tensor in branch.initializer:
+            constants[tensor.name] = numpy_helper.to_array(tensor)
+        out += _inline_constant_ifs(list(branch.node), constants)
+        out += [helper.make_node("Identity", [inner.name], [outer])
+                for inner, outer in zip(branch.output, node.output) if outer]
+    return out
+
+
+def outer_reads(node) -> list[str]:
+    """The values of the enclosing graph that ``node``'s subgraphs read (besides its inputs)."""
+    found = []
+    for attr in node.attribute:
+        for graph in [attr.g] if attr.HasField("g") else list(attr.graphs):
+            known = ({i.name for i in graph.input} | {t.name for t in graph.initializer})
+            for inner in graph.node:
+                found += [v for v in [*inner.input, *outer_reads(inner)]
+                          if v and v not in known and v not in found]
+                known |= set(inner.output)
+    return found
+
+
+def _fold_node(node, opset_imports, constants, shapes):
+    """The node's outputs as constants, or None when it must run."""
+    if node.op_type in NOT_FOLDED or _has_subgraph(node) or node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type in ("Shape", "Size"):
+        shape = (np.shape(constants[node.input[0]]) if node.input[0] in constants
+                 else shapes.get(node.input[0]))
+        if shape is None or None in shape:
+            return None
+        if node.op_type == "Size":
+            return {node.output[0]: np.array(int(np.prod(shape)), np.int64)}
+        attrs = {a.name: a.i for a in node.attribute}
+        start, end = attrs.get("start", 0), attrs.get("end", len(shape))
+        return {node.output[0]: np.array(shape[start:end] if end else shape[start:0],
+                                         np.int64).reshape(-1)}
+    present = [v for v in node.input if v]
+    if not all(v in constants for v in present):
+        return None
+    try:
+        results = evaluator(node, opset_imports).run(None, {v: constants[v] for v in present})
+    except Exception:  # left to run, where its error names the node
+        return None
+    return {name: np.asarray(value) for name, value in zip(node.output, results) if name}
+
+
+# --- the segments --------------------------------------------------------------------------
+
+
+@dataclass
+class Segment:
+    """Consecutive plan nodes: one value in (``entry``), one out (``exit``)."""
+
+    nodes: list
+    entry: str
+    exit: str = ""
+    net: object = None  # its Network, once planned
+
+
+@dataclass
+class Fallback:
+    """One node run by ``onnx.reference``."""
+
+    node: object
+    evaluator: object = None
+    shape: str = ""
+    why: str = ""  # why the plan has no kernel for it
+    reads: list = field(default_factory=list)  # its inputs, and what its subgraphs read
+
+
+def _unreadable(node, folded: Folded, opset, all_nodes, outputs) -> str:
+    """Why the plan has no kernel for ``node``, or "" when it has one."""
+    activations = [v for v in node.input if v and v not in folded.constants]
+    dtypes = {folded.dtypes.get(v) for v in activations}
+    if not activations or len(dtypes) != 1 or next(iter(dtypes)) not in _FLOATS.values():
+        return (f"{_label(node)} reads {[str(d) for d in dtypes]}: the plan computes on "
+                "float32 or float64")
+    if any(folded.shapes.get(v) is None or None in folded.shapes[v] for v in activations):
+        return f"{_label(node)}: its input's shape is not known before it runs"
+    reader = Reader(opset, all_nodes, outputs, dict(folded.constants), folded.shapes,
+                    next(iter(dtypes)))
+    reader.values = {v: f"probe:{v}" for v in activations}
+    try:
+        reader.read(node)
+    except NotOneGraph as exc:
+        return str(exc)
+    return ""
+
+
+def partition(folded: Folded, opset: int, outputs: list[str]) -> list:
+    """The nodes left after folding as segments and fallback nodes, in an order that runs.
+
+    Raises
+    ------
+    ValueError
+        A node the ONNX specification forbids (from ``Reader.read``), naming it.
+    """
+    nodes = folded.nodes
+    why = {id(n): _unreadable(n, folded, opset, nodes, outputs) for n in nodes}
+    readers: dict[str, list] = {}
+    for node in nodes:
+        for v in [*node.input, *outer_reads(node)]:
+            readers.setdefault(v, []).append(node)
+
+    def group(run: list) -> list:
+        items, current = [], None
+        for node in run:
+            if why[id(node)]:
+                current = None
+                items.append(Fallback(node, why=why[id(node)]))
+                continue
+            reads = {v for v in node.input if v and v not in folded.constants}
+            if current is not None and reads - _produced(current) <= {current.entry}:
+                current.nodes.append(node)
+                continue
+            current, outside = None, reads
+            if len(outside) == 1 and len(folded.shapes[next(iter(outside))]) == 4:
+                current = Segment([node], next(iter(outside)))
+                items.append(current)
+            else:  # two activations from outside, or a 2-D one: the plan takes one 4-D input
+                items.append(Fallback(node, why=(
+                    f"{_label(node)} reads {sorted(outside)} from outside a plan segment, "
+                    "which takes one (N, C, H, W) input")))
+        return items
+
+    def escaping(segment: Segment) -> list[str]:
+        inside = {id(n) for n in segment.nodes}
+        found = []
+        for node in segment.nodes:
+            for v in node.output:
+                if v and (v in outputs or any(id(r) not in inside for r in readers.get(v, []))):
+                    found.append(v)
+        return found
+
+    items = group(nodes)
+    settled = False
+    while not settled:
+        settled = True
+        for k, item in enumerate(items):
+            if not isinstance(item, Segment):
+                continue
+            out = escaping(item)
+            if len(out) <= 1:
+                item.exit = out[0] if out else ""
+                continue
+            # read outside through two values: the first ends a segment, the rest regroup
+            cut = next(i for i, n in enumerate(item.nodes) if out[0] in n.output) + 1
+            items[k:k + 1] = [Segment(item.nodes[:cut], item.entry), *group(item.nodes[cut:])]
+            settled = False
+            break
+    return [i for i in items if not (isinstance(i, Segment) and not i.exit)]
+
+
+def _produced(segment: Segment) -> set:
+    return {v for n in segment.nodes for v in n.output}
+
+
+class _PassThrough:
+    """An evaluator for nodes that return their input: Identity, and Dropout at inference
+    (its mask all true), whatever the rank or type."""
+
+    def __init__(self, outputs: int):
+        self.outputs = outputs
+
+    def run(self, _, feeds):
+        x = next(iter(feeds.values()))
+        return [x, np.ones(np.shape(x), bool)][:self.outputs]
+
+
+def _passes_through(node, constants):
+    if node.op_type == "Identity" and node.input[0]:
+        return _PassThrough(1)
+    if node.op_type != "Dropout":
+        return None
+    training = node.input[2] if len(node.input) > 2 else ""
+    if training and (training not in constants or bool(np.asarray(constants[training]).any())):
+        return None  # in training mode, dropped at random: onnx.reference's
+    return _PassThrough(len(node.output))
+
+
+# --- the program ---------------------------------------------------------------------------
+
+
+class Program:
+    """One input shape's plan of a model: segments and fallback nodes, run in order.
+
+    Parameters
+    ----------
+    proto : onnx.ModelProto
+    opset : int
+    inputs : dict
+        Input name -> (shape, dtype), in the graph's order.
+    make_network : callable
+        Graph -> Network (the backend and threads the model was planned with).
+    """
+
+    def __init__(self, proto, opset, inputs: dict, make_network):
+        self.inputs = inputs
+        self.outputs = [o.name for o in proto.graph.output]
+        folded = fold(proto, opset, inputs)
+        self.folded = folded
+        self.items = partition(folded, opset, self.outputs)
+        for item in self.items:
+            if isinstance(item, Segment):
+                self._plan_segment(item, folded, opset, make_network)
+        for k, item in enumerate(self.items):
+            if isinstance(item, Fallback):
+                self.items[k] = self._fallback(item.node, proto.opset_import, item.why)
+                self.items[k].reads = list(dict.fromkeys([*(v for v in item.node.input if v),
+                                                          *outer_reads(item.node)]))
+        # the constants the run reads: the nodes' inputs and the outputs
+        needed = {v for i in self.items for v in self._reads(i)} | set(self.outputs)
+        self.constants = {v: folded.constants[v] for v in needed if v in folded.constants}
+        missing = [o for o in self.outputs if o not in self.constants and o not in inputs
+                   and not any(o in self._writes(i) for i in self.items)]
+        if missing:
+            raise ValueError(f"Network.from_onnx: the outputs {missing} are computed by no node")
+        # when a value is last read, so that the run lets it go
+        self.last_read: dict[str, int] = {}
+        for k, item in enumerate(self.items):
+            for v in self._reads(item):
+                self.last_read[v] = k
+
+    def _plan_segment(self, segment: Segment, folded: Folded, opset, make_network) -> None:
+        dtype = folded.dtypes[segment.entry]
+        reader = Reader(opset, folded.nodes, self.outputs, dict(folded.constants),
+                        folded.shapes, dtype)
+        reader.values = {segment.entry: INPUT}
+        for node in segment.nodes:
+            reader.read(node)
+        exit_value = reader.values[segment.exit]
+        graph = Graph(reader.nodes, exit_value, dtype, source="onnx", input_name=segment.entry)
+        segment.net = make_network(graph) if exit_value != INPUT else None
+        if segment.net is not None:
+            shape = folded.shapes[segment.entry]
+            planned = segment.net.output_shape(shape)
+            expected = folded.shapes.get(segment.exit)
+            if expected is not None and None not in expected and tuple(expected) != planned:
+                raise AssertionError(f"the plan of {_label(segment.nodes[-1])} gives "
+                                     f"{list(planned)}, ONNX {list(expected)}")
+
+    def _fallback(self, node, opset_imports, why: str) -> Fallback:
+        shape = self.folded.shapes.get(node.output[0])
+        shown = "?" if shape is None else str(["?" if d is None else d for d in shape])
+        from .fallback_kernels import kernel_for
+
+        own = _passes_through(node, self.folded.constants) or kernel_for(node)
+        if own is not None:
+            return Fallback(node, own, shown, why)
+        if node.domain not in ("", "ai.onnx"):
+            raise ValueError(f"{_label(node)}: operators of domain {node.domain!r} have no "
+                             "kernel here and no reference implementation in onnx")
+        try:
+            run = evaluator(node, opset_imports)
+        except Exception as exc:
+            raise ValueError(f"{_label(node)} has no kernel here, and onnx.reference cannot "
+                             f"run it: {str(exc).strip().splitlines()[0]}") from None
+        return Fallback(node, run, shown, why)
+
+    @staticmethod
+    def _reads(item) -> list[str]:
+        if isinstance(item, Segment):
+            return [item.entry]
+        return item.reads
+
+    @staticmethod
+    def _writes(item) -> list[str]:
+        return [item.exit] if isinstance(item, Segment) else [v for v in item.node.output if v]
+
+    def run(self, feeds: dict, clock=None) -> list:
+        """The outputs for ``feeds`` (input name -> array), in the graph's order. With a
+        ``clock``, the segments' steps and each fallback node are timed into it."""
+        values = dict(self.constants)
+        values.update(feeds)
+        for k, item in enumerate(self.items):
+            if isinstance(item, Segment):
+                if item.net is None:  # nothing but aliases
+                    values[item.exit] = values[item.entry]
+                else:
+                    values[item.exit] = item.net._run(values[item.entry], clock)
+            else:
+                start = time.perf_counter()
+                node = item.node
+                results = item.evaluator.run(None, {v: values[v] for v in self._reads(item)})
+                for name, value in zip(node.output, results):
+                    if name:
+                        values[name] = np.asarray(value)
+                if clock is not None:
+                    clock.add(_label(node), time.perf_counter() - start)
+            for v in self._reads(item):  # let go of what no later item reads
+                if self.last_read.get(v) == k and v not in self.outputs and v not in feeds:
+                    values.pop(v, None)
+        return [np.array(values[o], copy=True) if (o in self.constants or o in feeds)
+                else values[o] for o in self.outputs]
+
+    # --- what it is -------------------------------------------------------------------------
+
+    def node_plans(self, batch: int) -> list:
+        """Per plan node and fallback node, in order: ``planner.NodePlan`` rows."""
+        from .planner import NodePlan
+
+        rows = []
+        for item in self.items:
+            if isinstance(item, Segment):
+                if item.net is not None:
+                    shape = self.folded.shapes[item.entry]
+                    rows += item.net._planned(tuple(shape)).plan.nodes
+            else:
+                node = item.node
+                entry = next((v for v in node.input if v and v not in self.constants), None)
+                shown = self.folded.shapes.get(entry) if entry else None
+                rows.append(NodePlan(_label(node), node.op_type, FALLBACK,
+                                     "?" if shown is None else str(list(shown)), item.shape,
+                                     0, [], 0))
+        return rows
+
+    def describe(self) -> list[str]:
+        lines = []
+        for item in self.items:
+            if isinstance(item, Segment):
+                what = (f"plan segment {item.entry!r} -> {item.exit!r}: "
+                        f"{len(item.nodes)} nodes")
+                lines.append(f"  {what}" + (" (aliases)" if item.net is None else ""))
+                if item.net is not None:
+                    plan = item.net._planned(tuple(self.folded.shapes[item.entry])).plan
+                    lines += [f"    {n.name}: {n.kernel}, {n.input} -> {n.output}"
+                              for n in plan.nodes]
+            else:
+                reason = item.why.removeprefix(_label(item.node)).lstrip(" :")
+                lines.append(f"  {_label(item.node)}: {FALLBACK} -> {item.shape}"
+                             + (f" ({reason})" if reason else ""))
+        return lines
+
+    @property
+    def fallback_nodes(self) -> list[str]:
+        return [_label(i.node) for i in self.items if isinstance(i, Fallback)]
+
+    @property
+    def fallback_reasons(self) -> list[str]:
+        return [i.why for i in self.items if isinstance(i, Fallback)]
+
+    @property
+    def arena_bytes(self) -> int:
+        return sum(i.net._planned(tuple(self.folded.shapes[i.entry])).plan.arena_bytes
+                   for i in self.items if isinstance(i, Segment) and i.net is not None)
+
+
+@dataclass
+class CompositePlan:
+    """A program's rows as ``NetworkProfile`` reads a shape plan's."""
+
+    input_shape: tuple
+    dtype: np.dtype
+    nodes: list
+    arena_bytes: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+# --- the public object ---------------------------------------------------------------------
+
+
+def _network_class():
+    from .network import Network
+
+    return Network
+
+
+class OnnxNetwork(_network_class()):
+    """An ONNX model that is not one plan, planned per input shape (see the module
+    docstring); made by :meth:`Network.from_onnx`, used as a :class:`Network`."""
+
+    def __init__(self, proto, opset, backend="auto", threads=None, *, fallback=True, why=""):
+        import threading
+
+        self._settle(backend, threads)
+        self.proto, self.opset, self.fallback = proto, opset, fallback
+        declared = declared_shapes(proto.graph)
+        self.inputs = []  # (name, dtype, declared shape)
+        for info in model_inputs(proto.graph):
+            dtype = _elem_dtype(info.type.tensor_type.elem_type)
+            if not info.type.HasField("tensor_type") or dtype is None:
+                raise TypeError(f"Network.from_onnx: input {info.name!r} is not a tensor of a "
+                                f"type NumPy has (sequences, optionals, maps, bfloat16 and "
+                                f"float8 are not read)")
+            self.inputs.append((info.name, dtype, declared.get(info.name)))
+        self.output_names = [o.name for o in proto.graph.output]
+        self.dtype = self.inputs[0][1] if self.inputs else None
+        local = {(f.domain, f.name) for f in proto.functions}
+        foreign = [_label(n) for n in proto.graph.node if n.domain not in ("", "ai.onnx")
+                   and (n.domain, n.op_type) not in local]
+        if foreign:
+            raise ValueError(f"{foreign[0]} is not supported by Network.from_onnx: operators of "
+                             f"domain {proto.graph.node[0].domain!r} have no kernel here and "
+                             f"no reference implementation in onnx"
+                             + (f" ({len(foreign) - 1} more such nodes)" if len(foreign) > 1
+                                else ""))
+        self._programs: dict = {}
+        self._lock = threading.Lock()
+        self._why = why
+        if not fallback:
+            self._refuse_fallback()
+
+    def _make_network(self, graph: Graph):
+        net = _network_class()(graph, self._settings[0], self.threads)
+        return net
+
+    def _refuse_fallback(self) -> None:
+        shapes = []
+        for name, dtype, declared in self.inputs:
+            if declared is None or None in declared[1:]:
+                raise ValueError(f"Network.from_onnx(fallback=False): {self._why}")
+            shapes.append((1, *declared[1:]))
+        missing = self._program(tuple(shapes)).fallback_reasons
+        if missing:
+            raise ValueError(f"Network.from_onnx(fallback=False): the plan has no kernel for "
+                             f"{len(missing)} node{'s' * (len(missing) > 1)}: "
+                             + "; ".join(missing))
+
+    # --- running ----------------------------------------------------------------------------
+
+    def _feeds(self, args) -> dict:
+        if len(args) == 1 and isinstance(args[0], dict):
+            given = dict(args[0])
+            unknown = sorted(set(given) - {n for n, _, _ in self.inputs})
+            if unknown:
+                raise ValueError(f"the model has no input {unknown[0]!r}; its inputs are "
+                                 f"{[n for n, _, _ in self.inputs]}")
+            args = tuple(given[n] if n in given else None for n, _, _ in self.inputs)
+        if len(args) != len(self.inputs) or any(a is None for a in args):
+            raise TypeError(f"the model takes {len(self.inputs)} input"
+                            f"{'s' * (len(self.inputs) > 1)} "
+                            f"{[n for n, _, _ in self.inputs]}, but got {len(args)}")
+        feeds = {}
+        for (name, dtype, declared), x in zip(self.inputs, args):
+            if isinstance(x, np.ma.MaskedArray) or not isinstance(x, np.ndarray):
+                raise TypeError(f"input {name!r} must be a numpy.ndarray, but got "
+                                f"{type(x).__name__}")
+            if x.dtype != dtype:
+                raise TypeError(f"input {name!r}: Input type ({x.dtype}) and the model's type "
+                                f"for it ({dtype}) should be the same")
+            if declared is not None and (len(declared) != x.ndim or any(
+                    d is not None and d != n for d, n in zip(declared[1:], x.shape[1:]))):
+                shown = ", ".join(["N" if declared[0] is None else str(declared[0])] + [
+                    "?" if d is None else str(d) for d in declared[1:]]) if declared else ""
+                raise ValueError(f"the model's input {name!r} is [{shown}], but got input of "
+                                 f"size {list(x.shape)}")
+            feeds[name] = x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
+        return feeds
+
+    def _program(self, key) -> Program:
+        program = self._programs.get(key)
+        if program is None:
+            with self._lock:
+                program = self._programs.get(key)
+                if program is None:
+                    inputs = {name: (shape, dtype) for (name, dtype, _), shape
+                              in zip(self.inputs, key)}
+                    program = self._programs[key] = Program(self.proto, self.opset, inputs,
+                                                            self._make_network)
+        return program
+
+    def _run_feeds(self, feeds: dict, clock=None):
+        key = tuple(tuple(int(n) for n in feeds[name].shape) for name, _, _ in self.inputs)
+        outputs = self._program(key).run(feeds, clock)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def __call__(self, *inputs):
+        """Run the model on its inputs (in the graph's order, or one dict by name); returns
+        one array, or a tuple of them in the graph's order when it has several outputs."""
+        return self._run_feeds(self._feeds(inputs))
+
+    def _key(self, input_shapes) -> tuple:
+        shapes = [input_shapes] if len(self.inputs) == 1 else list(input_shapes)
+        fake = [np.lib.stride_tricks.as_strided(np.zeros((), dtype), tuple(s), (0,) * len(s))
+                for (_, dtype, _), s in zip(self.inputs, shapes)]
+        feeds = self._feeds(tuple(fake))
+        return tuple(tuple(feeds[n].shape) for n, _, _ in self.inputs)
+
+    def output_shape(self, input_shape):
+        """The output's shape (a list of them for several outputs) for inputs of these shapes
+        (one shape, or one per input), without running the model."""
+        program = self._program(self._key(input_shape))
+        shapes = [program.folded.shapes.get(o) for o in self.output_names]
+        if any(s is None or None in s for s in shapes):
+            raise ValueError("the model's output shapes are not known without running it")
+        return tuple(shapes[0]) if len(shapes) == 1 else [tuple(s) for s in shapes]
+
+    def counts(self, input_shape) -> list[dict]:
+        """Per node, what it computes (see :meth:`Network.counts`); fallback nodes count 0."""
+        key = self._key(input_shape)
+        return [dict(name=n.name, op=n.op, kernel=n.kernel, input=n.input, output=n.output,
+                     fused=list(n.fused), layers=n.layers, macs=n.macs, flops=2 * n.macs,
+                     params=n.params, bytes=n.bytes)
+                for n in self._program(key).node_plans(key[0][0])]
+
+    def profile(self, *inputs, budget: float = 1.0, min_repeats: int = 5):
+        """Time every node, the fallback's too (see :meth:`Network.profile`)."""
+        from .network import NetworkProfile, _Clock
+
+        feeds = self._feeds(inputs)
+        key = tuple(feeds[n].shape for n, _, _ in self.inputs)
+        if key[0][:1] == (0,):
+            raise ValueError("profile needs at least one image, but got a batch of 0")
+        program = self._program(key)
+        self._run_feeds(feeds)  # compile, or load the cache
+        whole, clock = [], _Clock()
+        end = time.perf_counter() + budget
+        while len(whole) < min_repeats or time.perf_counter() < end:
+            start = time.perf_counter()
+            program.run(feeds)
+            whole.append(time.perf_counter() - start)
+            clock.begin()
+            program.run(feeds, clock)
+        plan = CompositePlan(key[0], self.dtype, program.node_plans(key[0][0]),
+                             program.arena_bytes)
+        return NetworkProfile(plan, clock.times, whole, self.threads, self.backend)
+
+    # --- beyond one process -----------------------------------------------------------------
+
+    def __reduce__(self):
+        backend, threads = self._settings
+        return _restore_onnx, (self.proto.SerializeToString(), self.opset, backend, threads,
+                               self.fallback, self._why)
+
+    def __dask_tokenize__(self):
+        return (type(self).__name__, self._token, self._settings, self.threads)
+
+    def with_threads(self, threads: int):
+        return OnnxNetwork(self.proto, self.opset, self._settings[0], threads,
+                           fallback=self.fallback, why=self._why)
+
+    def map_blocks(self, x):
+        if len(self.inputs) != 1 or len(self.output_names) != 1:
+            raise ValueError("map_blocks maps a model of one input and one output, but this "
+                             f"one has inputs {[n for n, _, _ in self.inputs]} and outputs "
+                             f"{self.output_names}")
+        return super().map_blocks(x)
+
+    def __repr__(self) -> str:
+        return (f"Network({len(self.proto.graph.node)} ONNX nodes, planned per input shape "
+                f"with a fallback, backend={self.backend!r}, threads={self.threads}, "
+                f"inputs={[n for n, _, _ in self.inputs]}, outputs={self.output_names})")
+
+    def __str__(self) -> str:
+        lines = [repr(self), f"  not one plan: {self._why}"]
+        for key, program in self._programs.items():
+            fallbacks = len(program.fallback_nodes)
+            lines.append(f"planned for inputs {[list(s) for s in key]}: "
+                         f"{sum(isinstance(i, Segment) for i in program.items)} plan segments, "
+                         f"{fallbacks} fallback node{'s' * (fallbacks != 1)}, "
+                         f"{len(program.folded.constants)} constants folded or given")
+            lines += program.describe()
+        if not self._programs:
+            lines.append("not yet planned for an input shape (the first call plans it)")
+        return "\n".join(lines)
+
+
+def _restore_onnx(data, opset, backend, threads, fallback, why):
+    import onnx
+
+    return OnnxNetwork(onnx.load_from_string(data), opset, backend, threads, fallback=fallback,
+                       why=why)
