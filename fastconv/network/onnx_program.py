@@ -552,12 +552,12 @@ class OnnxNetwork(_network_class()):
         self.output_names = [o.name for o in proto.graph.output]
         self.dtype = self.inputs[0][1] if self.inputs else None
         local = {(f.domain, f.name) for f in proto.functions}
-        foreign = [_label(n) for n in proto.graph.node if n.domain not in ("", "ai.onnx")
+        foreign = [n for n in proto.graph.node if n.domain not in ("", "ai.onnx")
                    and (n.domain, n.op_type) not in local]
         if foreign:
-            raise ValueError(f"{foreign[0]} is not supported by Network.from_onnx: operators of "
-                             f"domain {proto.graph.node[0].domain!r} have no kernel here and "
-                             f"no reference implementation in onnx"
+            raise ValueError(f"{_label(foreign[0])} is not supported by Network.from_onnx: "
+                             f"operators of domain {foreign[0].domain!r} have no kernel here "
+                             f"and no reference implementation in onnx"
                              + (f" ({len(foreign) - 1} more such nodes)" if len(foreign) > 1
                                 else ""))
         self._programs: dict = {}
