@@ -235,10 +235,44 @@ def _open_model(args, backend="auto"):
         raise CliError(str(exc)) from None
 
 
+def cmd_flops_onnx(args) -> int:
+    """``fastconv flops MODEL.onnx``: every node counted by its rule, nothing planned or run."""
+    from .bench import rows, sources
+
+    for option in ("full_conv", "convs_only"):
+        if getattr(args, option, False):
+            raise CliError(f"--{option.replace('_', '-')} is for the built-in MobileNet, not "
+                           f"{args.model!r}")
+    try:
+        counts = sources.count_onnx(args.model, args.input_shape, args.batch)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    name = os.path.basename(args.model)
+    if args.json:
+        print(json.dumps(dict(model=name, **counts), indent=1))
+        return 0
+    header, body, total = rows.onnx_count_rows(counts)
+    console = _console()
+    console.print(rows.rich(
+        f"{name}, inputs {counts['inputs']}: every node, counted without running it. MACs = "
+        "multiply-adds of the convolutions, matrix products and recurrent layers (FLOPs = 2 x "
+        "MACs); other ops = the element-wise, normalisation, pooling, reduction and resize "
+        "nodes' arithmetic, one per element by each kind's rule (README, 'Counting')",
+        header, body, left=("node", "category", "input -> output"), total=total))
+    console.print(f"{counts['folded']} nodes folded into constants for this shape (not run per "
+                  "call, not counted)")
+    for row in counts["nodes"]:
+        if not row["counted"]:
+            console.print(f"not counted: {row['name']}: {row['why']}")
+    return 0
+
+
 def cmd_flops_model(args) -> int:
     """``fastconv flops MODEL.onnx`` (or a factory): the plan's nodes counted, nothing run."""
     from .bench import rows
 
+    if args.model.endswith(".onnx") or os.path.isfile(args.model):
+        return cmd_flops_onnx(args)
     source = _open_model(args)
     counts = source.network.counts(source.input_shape)
     if args.json:

@@ -111,15 +111,16 @@ def test_a_fused_pair_counts_no_traffic_between_its_layers():
 def test_cli_flops_on_an_onnx_file(resnet, resnet_file, capsys):
     assert cli.main(["flops", str(resnet_file), "--batch", "3", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["input_shape"] == [3, *SIZE] and record["dtype"] == "float32"
+    assert record["input_shape"] == [3, *SIZE] and record["not_counted"] == []
     macs, params = _torch_counts(resnet, 3)
-    assert sum(n["macs"] for n in record["nodes"]) == macs
+    assert sum(n["macs"] for n in record["nodes"]) == record["macs"] == macs
     assert sum(n["params"] for n in record["nodes"]) == params
     assert record["nodes"][0]["name"] == "node '/conv1/Conv' (Conv)"
+    assert record["nodes"][0]["category"] == "convolution"
     assert cli.main(["flops", str(resnet_file)]) == 0
     printed = capsys.readouterr().out
-    assert "resnet.onnx, input [1, 3, 40, 44], float32" in printed
-    assert "conv 3x3/1 + residual" in printed and "total" in printed
+    assert "resnet.onnx, inputs {'image': [1, 3, 40, 44]}" in printed
+    assert "convolution" in printed and "elementwise" in printed and "total" in printed
 
 
 def test_profile_model_on_an_onnx_file(resnet_file):

@@ -213,6 +213,18 @@ def count_rows(counts: Sequence[dict]):
     return header, rows, total
 
 
+def onnx_count_rows(counts: dict):
+    """``fastconv flops MODEL.onnx``: every ONNX node counted (``network.onnx_counts``):
+    ``(header, rows, total)``."""
+    header = ["node", "category", "input -> output", "MACs", "FLOPs", "other ops", "params"]
+    rows = [[r["name"], r["category"] if r["counted"] else f"not counted: {r['why']}",
+             f"{r['input']} -> {r['output']}", human(r["macs"]), human(r["flops"]),
+             human(r["other_ops"]), human(r["params"])] for r in counts["nodes"]]
+    total = ["total", f"{len(counts['not_counted'])} not counted", "", human(counts["macs"]),
+             human(counts["flops"]), human(counts["other_ops"]), human(counts["params"])]
+    return header, rows, total
+
+
 def model_rows(result: dict, digits: int = 3):
     """The node table of :func:`fastconv.bench.profile.profile_model`: ``(header, rows,
     total)``; the % columns where the machine was measured, ONNX Runtime's kernels for the

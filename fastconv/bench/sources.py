@@ -110,17 +110,57 @@ def onnx_source(name: str, data: bytes, input_shape=None, batch: int = 1,
         network = Network.from_onnx(data, backend=backend, threads=threads)
     except TypeError as exc:
         raise ValueError(f"{name}: {exc}") from None
-    declared = network.graph.declared or (None, None, None)
+    inputs = getattr(network, "inputs", None)
+    if inputs is not None and len(inputs) != 1:
+        raise ValueError(f"{name}: the model takes {len(inputs)} inputs "
+                         f"{[i[0] for i in inputs]}; profiling feeds one")
+    input_name, declared = network.declared_input
+    shape = input_shape_of(input_name, declared, input_shape, batch)
     if input_shape is not None:
-        shape = (batch, *input_shape)
         network.counts(shape)  # a size the model does not declare fails here
-    elif any(d is None for d in declared):
-        shown = ", ".join(["N", *["?" if d is None else str(d) for d in declared]])
-        raise ValueError(f"the model's input {network.graph.input_name!r} is [{shown}]: give "
-                         "its size with --input-shape C,H,W")
-    else:
-        shape = (batch, *declared)
     return ModelSource(name, "onnx", network, shape, onnx=data)
+
+
+def input_shape_of(name: str, declared, input_shape, batch: int) -> tuple[int, ...]:
+    """The input's shape: ``(batch, *input_shape)`` if given, else the declared one, whose
+    sizes past the batch must be known."""
+    if input_shape is not None:
+        return (batch, *input_shape)
+    declared = declared or (None, None, None)
+    if any(d is None for d in declared):
+        shown = ", ".join(["N", *["?" if d is None else str(d) for d in declared]])
+        raise ValueError(f"the model's input {name!r} is [{shown}]: give its size with "
+                         "--input-shape C,H,W")
+    return (batch, *declared)
+
+
+def count_onnx(path: str, input_shape=None, batch: int = 1) -> dict:
+    """Every node of an ONNX file counted for its input's shape (``network.onnx_counts``),
+    nothing planned or run; the model's other inputs must declare their shapes."""
+    from onnx import helper
+
+    from ..network import onnx_counts, onnx_import
+
+    if not os.path.isfile(path):
+        raise ValueError(f"no such ONNX file: {path!r}")
+    proto = onnx_import.load(path)
+    inputs = {}
+    for i, info in enumerate(onnx_import.model_inputs(proto.graph)):
+        dims = onnx_import.declared_shapes(proto.graph).get(info.name)
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type))
+        shape = input_shape_of(info.name, None if dims is None else dims[1:],
+                               input_shape if i == 0 else None,
+                               batch if not dims or dims[0] is None else dims[0])
+        if dims is not None and (len(dims) != len(shape) or any(
+                d is not None and d != n for d, n in zip(dims[1:], shape[1:]))):
+            shown = ", ".join(["N", *["?" if d is None else str(d) for d in dims[1:]]])
+            raise ValueError(f"the model's input {info.name!r} is [{shown}], but got input of "
+                             f"size {list(shape)}")
+        inputs[info.name] = (shape, dtype)
+    counts = onnx_counts.count(proto, onnx_import.opset_of(proto), inputs)
+    counts["inputs"] = {k: list(v[0]) for k, v in inputs.items()}
+    counts["input_shape"] = list(next(iter(inputs.values()))[0]) if inputs else []
+    return counts
 
 
 def zoo_onnx(name: str, batch: int = 1, size: int = 224) -> ModelSource:

@@ -201,6 +201,12 @@ class Network:
         shapes = infer_shapes(self.graph, shape)
         return shapes[self.graph.output].batched(shape[0])
 
+    @property
+    def declared_input(self) -> tuple:
+        """The input's name and (C, H, W) as a model file declares it (None where symbolic;
+        None for the whole when nothing is declared)."""
+        return self.graph.input_name, self.graph.declared
+
     # --- beyond one process -----------------------------------------------------------------
 
     def __reduce__(self):

@@ -463,6 +463,7 @@ class Program:
 
     def node_plans(self, batch: int) -> list:
         """Per plan node and fallback node, in order: ``planner.NodePlan`` rows."""
+        from .onnx_counts import node_counts
         from .planner import NodePlan
 
         rows = []
@@ -475,9 +476,10 @@ class Program:
                 node = item.node
                 entry = next((v for v in node.input if v and v not in self.constants), None)
                 shown = self.folded.shapes.get(entry) if entry else None
+                macs, _ = node_counts(node, self.folded)
                 rows.append(NodePlan(_label(node), node.op_type, FALLBACK,
                                      "?" if shown is None else str(list(shown)), item.shape,
-                                     0, [], 0))
+                                     macs, [], 0))
         return rows
 
     def describe(self) -> list[str]:
@@ -565,6 +567,12 @@ class OnnxNetwork(_network_class()):
         self._why = why
         if not fallback:
             self._refuse_fallback()
+
+    @property
+    def declared_input(self) -> tuple:
+        """The first input's name and its dimensions past the batch, as declared."""
+        name, _, declared = self.inputs[0]
+        return name, None if declared is None else tuple(declared[1:])
 
     def _make_network(self, graph: Graph):
         net = _network_class()(graph, self._settings[0], self.threads)
