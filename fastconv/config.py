@@ -59,6 +59,9 @@ __all__ = [
     "get_workspace_budget",
     "set_workspace_budget",
     "workspace_budget",
+    "get_plan_memory_budget",
+    "set_plan_memory_budget",
+    "plan_memory_budget",
     "get_num_threads",
     "set_num_threads",
 ]
@@ -155,6 +158,48 @@ def workspace_budget(nbytes: int):
         yield
     finally:
         set_workspace_budget(previous)
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # a system that does not say
+        return 8 << 30
+
+
+_plan_env = os.environ.get("FASTCONV_PLAN_MEMORY_MB", "").strip()
+_plan_bytes: int = (int(float(_plan_env) * _MIB) if _plan_env
+                    else _physical_memory() // 2)
+
+
+def get_plan_memory_budget() -> int:
+    """Most memory (in bytes) a network plan may take for one input shape: its arena, its
+    tables, its packed weights and its output (and, for an ONNX model planned in segments,
+    any one value the fallback computes). Default: half the machine's memory;
+    ``FASTCONV_PLAN_MEMORY_MB`` sets it."""
+    return _plan_bytes
+
+
+def set_plan_memory_budget(nbytes: int) -> None:
+    """Set the plan memory budget in bytes (see :func:`get_plan_memory_budget`): a shape
+    whose plan would exceed it is refused when it is planned, with a ValueError naming the
+    node, the sizes and the budget, before anything of that size is allocated."""
+    global _plan_bytes
+    if isinstance(nbytes, bool) or int(nbytes) != nbytes or nbytes <= 0:
+        raise ValueError(f"plan memory budget must be a positive number of bytes, got "
+                         f"{nbytes!r}")
+    _plan_bytes = int(nbytes)
+
+
+@contextlib.contextmanager
+def plan_memory_budget(nbytes: int):
+    """Context manager that sets the plan memory budget and restores the previous one."""
+    previous = get_plan_memory_budget()
+    set_plan_memory_budget(nbytes)
+    try:
+        yield
+    finally:
+        set_plan_memory_budget(previous)
 
 
 def get_num_threads() -> int:

@@ -177,3 +177,22 @@ def test_the_throughput_command(tmp_path, capsys):
     assert cli.main(["throughput", "nosuch-net"]) == 2
     assert "unknown model 'nosuch-net'; expected one of ['mobilenet-v1', 'mobilenet-v1-full']" in (
         capsys.readouterr().err)
+
+
+def test_map_blocks_without_dask_says_which_extra(monkeypatch):
+    """Where Dask is not installed, map_blocks names the extra to install."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_dask(name, *args, **kwargs):
+        if name == "dask" or name.startswith("dask."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_dask)
+    net = fc.Network.from_specs([fc.ConvSpec(3, 4, 3, padding=1)],
+                                [np.ones((4, 3, 3, 3), np.float32)])
+    with pytest.raises(ModuleNotFoundError, match=r"Network.map_blocks runs on Dask, which is "
+                                                  r"not installed: pip install 'fastconv\[dask\]'"):
+        net.map_blocks(np.zeros((1, 3, 8, 8), np.float32))

@@ -38,7 +38,7 @@ class Buffer:
         return (rows, self.height + top + bottom, self.width + left + right, self.channels)
 
     def size(self, batch: int) -> int:
-        return int(np.prod(self.dims(batch)))
+        return math.prod(self.dims(batch))  # Python's integers: no overflow on any shape
 
     def pixel(self, n, h, w):
         """Element offsets of pixels (n, h, w) (arrays allowed), channel 0."""

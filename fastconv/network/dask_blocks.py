@@ -19,8 +19,12 @@ from .. import runtime
 
 def map_blocks(net, x):
     """See :meth:`fastconv.network.Network.map_blocks`."""
-    import dask
-    import dask.array as da
+    try:
+        import dask
+        import dask.array as da
+    except ImportError:
+        raise ModuleNotFoundError("Network.map_blocks runs on Dask, which is not installed: "
+                                  "pip install 'fastconv[dask]'") from None
 
     if not isinstance(x, da.Array):
         raise TypeError(f"Network.map_blocks expects a dask.array.Array, but got "

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from ..spec import ConvSpec, PoolSpec
+from ..spec import ConvSpec, PoolSpec, pool_output_size
 from .graph import INPUT, RELU, Activation, Graph, Node
 
 MIN_OPSET = 11
@@ -490,11 +490,36 @@ class Reader:
             # answer (opset 19's dilated average counts its taps inside the padded input)
             raise _Refused(f"dilations={list(dilations)}: the plan's average pooling is "
                            "undilated")
+        for what, values in (("kernel_shape", kernel), ("strides", strides),
+                             ("dilations", dilations)):
+            if min(values) < 1:
+                raise _Invalid(f"{what}={list(values)}: each must be positive")
         pads = self._pads(node, attrs, kernel, strides, dilations, label)
+        shown = [p for pair in zip(*pads) for p in pair]
+        for (lo, hi), k, d in zip(pads, kernel, dilations):
+            if min(lo, hi) < 0 or max(lo, hi) >= d * (k - 1) + 1:
+                # a window wholly in the padding pools nothing (ONNX Runtime refuses it too)
+                raise _Invalid(f"pads={shown}: each must be at least 0 and less than the "
+                               f"kernel {list(kernel)}")
+        size = self.shapes.get(node.input[0], (None,) * 4)[2:]
+        if len(size) == 2 and None not in size:
+            out = pool_output_size(size, kernel, strides, pads, dilations,
+                                   bool(attrs.get("ceil_mode", 0)))
+            if min(out) < 1:
+                raise _Invalid(f"kernel_shape={list(kernel)} with pads={shown} and dilations="
+                               f"{list(dilations)} leaves no window in the input of size "
+                               f"{list(size)}")
+            for n, o, k, s, (lo, _), d in zip(size, out, kernel, strides, pads, dilations):
+                taps = np.arange(o)[:, None] * s - lo + np.arange(k) * d
+                if (((taps < 0) | (taps >= n)).all(axis=1)).any():
+                    # its value is no one's: -inf in PyTorch, the lowest float in ONNX Runtime
+                    raise _Invalid(f"kernel_shape={list(kernel)} with pads={shown}, strides="
+                                   f"{list(strides)} and dilations={list(dilations)} has a "
+                                   f"window that reads only padding in the input of size "
+                                   f"{list(size)}")
         for (lo, hi), k, d in zip(pads, kernel, dilations):
             if max(lo, hi) > (d * (k - 1) + 1) // 2:  # valid ONNX, beyond the plan's windows
-                raise _Refused(f"pads={[p for pair in zip(*pads) for p in pair]} over half the "
-                               f"kernel {list(kernel)}")
+                raise _Refused(f"pads={shown} over half the kernel {list(kernel)}")
         try:
             spec = PoolSpec(kind, 1, kernel, strides, pads, dilations,
                             bool(attrs.get("ceil_mode", 0)),

@@ -89,6 +89,7 @@ def fold(proto, opset: int, inputs: dict) -> Folded:
     nodes = list(graph.node)
     while True:
         shapes, dtypes = _infer(proto, opset, nodes, constants, inputs)
+        _within_budget(nodes, shapes, dtypes)
         inlined = _inline_constant_ifs(nodes, constants)
         kept, changed = [], len(inlined) != len(nodes) or any(
             a is not b for a, b in zip(inlined, nodes))
@@ -149,6 +150,29 @@ def _infer(proto, opset, nodes, constants, inputs):
             shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else None
                                       for d in tensor.shape.dim)
     return shapes, dtypes
+
+
+def _within_budget(nodes, shapes, dtypes) -> None:
+    """Refuse a node whose output, at the shapes inferred, would exceed the plan's memory
+    budget (``config.get_plan_memory_budget``), before it is folded or run."""
+    import math
+
+    from .. import config
+
+    budget = config.get_plan_memory_budget()
+    for node in nodes:
+        for name in node.output:
+            shape = shapes.get(name)
+            if not name or shape is None or None in shape:
+                continue
+            dtype = dtypes.get(name)
+            nbytes = math.prod(shape) * (dtype.itemsize if dtype is not None else 1)
+            if nbytes > budget:
+                raise ValueError(f"{_label(node)}: its output {name!r} of shape {list(shape)} "
+                                 f"takes {nbytes / 2**20:.1f} MiB, over the plan's memory "
+                                 f"budget of {budget / 2**20:.1f} MiB "
+                                 "(fastconv.config.set_plan_memory_budget, or "
+                                 "FASTCONV_PLAN_MEMORY_MB)")
 
 
 def _inline_constant_ifs(nodes, constants) -> list:
@@ -433,6 +457,16 @@ class Program:
     def _writes(item) -> list[str]:
         return [item.exit] if isinstance(item, Segment) else [v for v in item.node.output if v]
 
+    def _check_shape(self, node, name, value) -> None:
+        """A fallback node's result has the shape ONNX's shape inference gives it, or it is
+        refused (never a wrong answer from a reference implementation's corner)."""
+        expected = self.folded.shapes.get(name)
+        if expected is not None and (len(expected) != value.ndim or any(
+                e is not None and e != n for e, n in zip(expected, value.shape))):
+            raise ValueError(f"{_label(node)} (run by onnx.reference) gives {name!r} of shape "
+                             f"{list(value.shape)}, but the ONNX specification's shape is "
+                             f"{['?' if e is None else e for e in expected]}: refused")
+
     def run(self, feeds: dict, clock=None) -> list:
         """The outputs for ``feeds`` (input name -> array), in the graph's order. With a
         ``clock``, the segments' steps and each fallback node are timed into it."""
@@ -447,10 +481,17 @@ class Program:
             else:
                 start = time.perf_counter()
                 node = item.node
-                results = item.evaluator.run(None, {v: values[v] for v in self._reads(item)})
+                try:
+                    results = item.evaluator.run(None, {v: values[v] for v in item.reads})
+                except Exception as exc:  # onnx.reference's own errors, in its words
+                    raise ValueError(f"{_label(node)} (run by onnx.reference) failed: "
+                                     f"{type(exc).__name__}: "
+                                     f"{str(exc).strip().splitlines()[0] if str(exc) else ''}"
+                                     ) from exc
                 for name, value in zip(node.output, results):
                     if name:
-                        values[name] = np.asarray(value)
+                        values[name] = value = np.asarray(value)
+                        self._check_shape(node, name, value)
                 if clock is not None:
                     clock.add(_label(node), time.perf_counter() - start)
             for v in self._reads(item):  # let go of what no later item reads

@@ -14,6 +14,7 @@ interior; the network's input and output are converted at the edges.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +86,7 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
     shapes = infer_shapes(graph, input_shape)
     choices = select(graph, shapes, batch, threads, kernels)
     buffers, buffer_of, slots = _buffers(graph, shapes, choices)
+    _within_budget(graph, shapes, choices, buffers, buffer_of, input_shape)
     steps: list[Step] = []
     nodes: list[NodePlan] = []
     ctx = Context(shapes, buffers, buffer_of, packed, batch, threads, graph.dtype, kernels,
@@ -152,6 +154,63 @@ def _buffers(graph: Graph, shapes: dict, choices: list[Choice]):
             for i, pad in enumerate((top, bottom, left, right)):
                 border[i] = max(border[i], pad)
     return buffers, buffer_of, slots
+
+
+#: Bytes of tables per output pixel of a kind that addresses its pixels through them (its
+#: input's first element, its output's, a residual's: int64 each).
+_TABLE_BYTES = {"gemm": 24, "separable": 24, "expanded_separable": 32, "max_pool": 8,
+                "avg_pool": 8}
+
+
+def _within_budget(graph: Graph, shapes: dict, choices: list[Choice], buffers: list[Buffer],
+                   buffer_of: dict, input_shape) -> None:
+    """Refuse a shape whose plan would take more than ``config.get_plan_memory_budget()``:
+    every buffer (the arena holds at most their sum), the tables, the packed weights and the
+    output, counted before anything of that size is allocated.
+
+    Raises
+    ------
+    ValueError
+        Naming the node that needs the most, the sizes and the budget.
+    """
+    from .. import config
+
+    budget = config.get_plan_memory_budget()
+    batch, itemsize = input_shape[0], np.dtype(graph.dtype).itemsize
+    need, total = {}, 0
+    for choice in choices:
+        if choice.kind == "alias":
+            continue
+        out = shapes[choice.tail.output]
+        pixels = batch * out.height * out.width
+        own = _TABLE_BYTES.get(choice.kind, 0) * pixels + itemsize * sum(
+            _params(m) for m in choice.members)
+        if choice.tail.output in buffer_of:
+            own += buffers[buffer_of[choice.tail.output]].size(batch) * itemsize
+        need[choice.name] = own
+        total += own
+    total += buffers[0].size(batch) * itemsize  # the input's
+    total += math.prod(shapes[graph.output].batched(batch)) * itemsize  # the output
+    if total > budget:
+        worst = max(need, key=need.get) if need else "the input"
+        raise ValueError(
+            f"{worst}: planning input {list(input_shape)} needs {_bytes(total)} (this node "
+            f"{_bytes(need.get(worst, 0))}, its output "
+            f"{_output_of(choices, worst, shapes, batch) if need else '?'}), over the plan's "
+            f"memory budget of {_bytes(budget)} (fastconv.config.set_plan_memory_budget, or "
+            "FASTCONV_PLAN_MEMORY_MB)")
+
+
+def _output_of(choices, name, shapes, batch) -> list:
+    choice = next(c for c in choices if c.name == name)
+    return list(shapes[choice.tail.output].batched(batch))
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _params(node: Node) -> int:
