@@ -243,7 +243,16 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(self.fc2(self.act(self.fc1(s))))
 
 
-class MobileNetV3Block(nn.Module):
+class _MaybeResidual(nn.Module):
+    """A block whose input is added to its output where the stride is 1 and the channels
+    match (``self.residual``)."""
+
+    def forward(self, x):
+        y = self.block(x)
+        return x + y if self.residual else y
+
+
+class MobileNetV3Block(_MaybeResidual):
     """torchvision's InvertedResidual of MobileNet v3: expand, depthwise k x k, SE, project."""
 
     def __init__(self, c_in, k, expanded, c_out, se, hs, stride, spelled):
@@ -257,10 +266,6 @@ class MobileNetV3Block(nn.Module):
         layers.append(_conv_bn_act(expanded, c_out, 1))
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and c_in == c_out
-
-    def forward(self, x):
-        y = self.block(x)
-        return x + y if self.residual else y
 
 
 class MobileNetV3(nn.Module):
@@ -322,7 +327,7 @@ class MobileNetV3(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-class MBConv(nn.Module):
+class MBConv(_MaybeResidual):
     """EfficientNet's block: expand 1x1, depthwise k x k, SE (SiLU, sigmoid), project; SiLU."""
 
     def __init__(self, c_in, c_out, k, stride, expand):
@@ -334,10 +339,6 @@ class MBConv(nn.Module):
                    _conv_bn_act(hidden, c_out, 1)]
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and c_in == c_out
-
-    def forward(self, x):
-        y = self.block(x)
-        return x + y if self.residual else y
 
 
 class EfficientNetB0(nn.Module):

@@ -310,17 +310,11 @@ class Network:
             raise ValueError("profile needs at least one image, but got a batch of 0")
         planned = self._planned(x.shape)
         self(x)  # compile, or load the cache
-        whole, clock = [], _Clock()
         arena = planned.acquire()
         previous = self._use_threads()
         try:
-            end = time.perf_counter() + budget
-            while len(whole) < min_repeats or time.perf_counter() < end:
-                start = time.perf_counter()
-                arena.run(x)
-                whole.append(time.perf_counter() - start)
-                clock.begin()
-                arena.run(x, clock)
+            whole, clock = timed_calls(lambda clock=None: arena.run(x, clock), budget,
+                                       min_repeats)
         finally:
             self._use_threads(previous)
             planned.release(arena)
@@ -462,6 +456,20 @@ class _Planned:
     def release(self, arena) -> None:
         with self._lock:
             self._free.append(arena)
+
+
+def timed_calls(run, budget: float, min_repeats: int):
+    """Call ``run()`` and ``run(clock)`` in turn until ``budget`` seconds and ``min_repeats``
+    calls: the whole calls' seconds (timed without the per-node clock), and the clock."""
+    whole, clock = [], _Clock()
+    end = time.perf_counter() + budget
+    while len(whole) < min_repeats or time.perf_counter() < end:
+        start = time.perf_counter()
+        run()
+        whole.append(time.perf_counter() - start)
+        clock.begin()
+        run(clock)
+    return whole, clock
 
 
 class _Clock:

@@ -710,7 +710,7 @@ class OnnxNetwork(_network_class()):
 
     def profile(self, *inputs, budget: float = 1.0, min_repeats: int = 5):
         """Time every node, the fallback's too (see :meth:`Network.profile`)."""
-        from .network import NetworkProfile, _Clock
+        from .network import NetworkProfile, timed_calls
 
         feeds = self._feeds(inputs)
         key = tuple(feeds[n].shape for n, _, _ in self.inputs)
@@ -718,14 +718,8 @@ class OnnxNetwork(_network_class()):
             raise ValueError("profile needs at least one image, but got a batch of 0")
         program = self._program(key)
         self._run_feeds(feeds)  # compile, or load the cache
-        whole, clock = [], _Clock()
-        end = time.perf_counter() + budget
-        while len(whole) < min_repeats or time.perf_counter() < end:
-            start = time.perf_counter()
-            program.run(feeds)
-            whole.append(time.perf_counter() - start)
-            clock.begin()
-            program.run(feeds, clock)
+        whole, clock = timed_calls(lambda clock=None: program.run(feeds, clock), budget,
+                                   min_repeats)
         plan = CompositePlan(key[0], self.dtype, program.node_plans(key[0][0]),
                              program.arena_bytes)
         return NetworkProfile(plan, clock.times, whole, self.threads, self.backend)
