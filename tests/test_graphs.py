@@ -316,3 +316,34 @@ def test_shapes_that_do_not_fit_are_refused_at_the_call():
 def test_a_single_layer_module():
     _check(nn.Conv2d(3, 4, 3, 2, 1).eval(), np.random.default_rng(4).standard_normal(
         (2, 3, 9, 8)), np.float32)
+
+
+@needs_torch
+def test_conv_transpose_from_torch():
+    """nn.ConvTranspose2d whose kernel is its stride (a U-Net's up-convolution), in a
+    Sequential and traced, against torch; another one is refused naming the layer."""
+    torch.manual_seed(0)
+    up = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1),
+                             torch.nn.ConvTranspose2d(8, 4, 2, 2), torch.nn.BatchNorm2d(4),
+                             torch.nn.ReLU()).eval()
+    up[2].running_mean.uniform_(-1, 1)
+    x = torch.randn(2, 3, 5, 7)
+    traced = _Traced(up).eval()
+    with torch.no_grad():
+        expected, relu = up(x).numpy(), traced(x).numpy()
+    np.testing.assert_allclose(fc.Network.from_torch(up)(x.numpy()), expected, rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(fc.Network.from_torch(traced)(x.numpy()), relu, rtol=1e-5,
+                               atol=1e-5)
+    with pytest.raises(ValueError, match=r"layer 0 \(ConvTranspose2d\): kernel_size=\(3, 3\), "
+                                         r"stride=\(2, 2\).* whose kernel is its stride"):
+        fc.Network.from_torch(torch.nn.Sequential(torch.nn.ConvTranspose2d(3, 4, 3, 2)).eval())
+
+
+class _Traced(torch.nn.Module if torch is not None else object):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return torch.relu(self.inner(x))

@@ -484,3 +484,33 @@ def test_several_inputs_in_order_or_by_name():
         net(x, x)
     with pytest.raises(TypeError, match=r"input 'z': Input type \(float64\)"):
         net(x, z.astype(np.float64))
+
+
+@pytest.mark.parametrize("kernel, c_in, c_out, size, bias, bn, relu", [
+    ((2, 2), 8, 5, (7, 9), True, False, True), ((2, 2), 16, 16, (5, 4), False, True, False),
+    ((3, 3), 4, 6, (3, 5), True, True, True), ((2, 3), 5, 7, (4, 6), True, False, False)])
+def test_conv_transpose_whose_kernel_is_its_stride_runs_on_the_plan(kernel, c_in, c_out, size,
+                                                                   bias, bn, relu):
+    """One pointwise GEMM per output phase (a batch norm after it folded, a ReLU fused)."""
+    rng = _rng(12)
+    inits = [("W", rng.standard_normal((c_in, c_out, *kernel)).astype(np.float32))]
+    inputs = ["x", "W"]
+    if bias:
+        inits.append(("B", rng.standard_normal(c_out).astype(np.float32)))
+        inputs.append("B")
+    nodes = [helper.make_node("ConvTranspose", inputs, ["t"], strides=list(kernel), name="ct")]
+    last = "t"
+    if bn:
+        nodes.append(helper.make_node("BatchNormalization", ["t", "s", "b", "m", "v"], ["n"]))
+        inits += [("s", rng.uniform(0.5, 1.5, c_out).astype(np.float32)),
+                  ("b", rng.standard_normal(c_out).astype(np.float32)),
+                  ("m", rng.standard_normal(c_out).astype(np.float32)),
+                  ("v", rng.uniform(0.5, 2, c_out).astype(np.float32))]
+        last = "n"
+    nodes.append(helper.make_node("Relu" if relu else "Identity", [last], ["y"]))
+    data = _graph(nodes, ["N", c_in, *size], inits)
+    net = fc.Network.from_onnx(data, fallback=False)
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, c_in, *size)).astype(np.float32)
+        _close(net(x), _ort(data, x))
+    assert "transposed conv" in str(net) and ("fused" in str(net)) == (bn or relu)

@@ -258,6 +258,39 @@ def _emit_gemm(ctx: Context, choice: Choice, steps: list) -> str:
     return f"{kind} {_conv_label(spec)}{groups}{_plus_residual(node)} (register tiles)"
 
 
+def _emit_transpose_gemm(ctx: Context, choice: Choice, steps: list) -> str:
+    """A transposed convolution whose kernel is its stride: for each output phase (i, j), a
+    pointwise GEMM of the input by the weights' tap (i, j), each input pixel writing output
+    pixel (kh h + i, kw w + j) through the tiles' table: no scatter, no zero-stuffed input,
+    every output pixel written once (the bias and the activation in the epilogue)."""
+    k, node = ctx.kernels, choice.head
+    src, dst = node.inputs[0], node.output
+    s_in = ctx.shapes[src]
+    weight = node.attrs["weight"]  # (C_out, C_in, kh, kw)
+    c_out, c_in, kh, kw = weight.shape
+    n, h, w = np.meshgrid(np.arange(ctx.batch), np.arange(s_in.height), np.arange(s_in.width),
+                          indexing="ij")
+    rows = ctx.buffer(src).pixel(n, h, w).reshape(-1).astype(np.int64)
+    grid = k.schedule(rows.size, c_in, c_out, 1, ctx.dtype, ctx.tasks, choice.wide,
+                      c_in)._asdict()
+    for i in range(kh):
+        for j in range(kw):
+            packed = ctx.packed.get((node.name, i, j, choice.wide))
+            if packed is None:
+                packed = ctx.packed[node.name, i, j, choice.wide] = k.pack(
+                    np.ascontiguousarray(weight[:, :, i:i + 1, j:j + 1]), 1, ctx.dtype,
+                    choice.wide)
+            out_rows = ctx.pixels(dst, n, h * kh + i, w * kw + j)
+            steps.append(Step("", Conv(
+                x=ctx.ref(src, True), rows=rows, taps=np.zeros(1, np.int64), c_in=c_in,
+                groups=1, w=packed[0], panel=packed[1], out=ctx.ref(dst, True),
+                out_rows=out_rows, out_per_group=c_out, **_bias(node.attrs["bias"], ctx.dtype),
+                **ctx.epilogue(node), res=ctx.ref(dst, True), res_rows=out_rows, res_mode=0,
+                **_tile(choice), **grid, out_border=ctx.border(dst))))
+    return (f"transposed conv {kh}x{kw}/{kh}x{kw} as {kh * kw} pointwise GEMMs, one per "
+            "output phase (register tiles)")
+
+
 def _tile(choice: Choice) -> dict:
     """The choice's GEMM tile as a kernel's ``wide, mr, nr``."""
     return dict(wide=choice.wide, mr=choice.mr, nr=choice.nr)
@@ -446,8 +479,8 @@ def _emit_linear(ctx: Context, choice: Choice, steps: list) -> str:
 
 #: Each kind of choice's emitter (``selection.KINDS`` but "alias", which runs nothing).
 EMITTERS = {
-    "gemm": _emit_gemm, "winograd": _emit_winograd, "depthwise_3x3": _emit_depthwise,
-    "depthwise": _emit_depthwise, "separable": _emit_separable,
+    "gemm": _emit_gemm, "transpose_gemm": _emit_transpose_gemm, "winograd": _emit_winograd,
+    "depthwise_3x3": _emit_depthwise, "depthwise": _emit_depthwise, "separable": _emit_separable,
     "expanded_separable": _emit_expanded_separable, "linear": _emit_linear,
     "affine": _emit_affine, "binary": _emit_binary, "concat": _emit_concat,
     "max_pool": _emit_pool, "avg_pool": _emit_pool, "global_average": _emit_global_average,

@@ -69,6 +69,8 @@ class Node:
     """One operation.
 
     ``op`` is one of ``conv`` (attrs: ``spec`` without input size, ``weight`` OIHW, ``bias``),
+    ``deconv`` (a transposed convolution whose kernel is its ``stride``: ``weight`` as (C_out,
+    C_in, kh, kw), ``bias``; each input pixel writes its own kh x kw output pixels),
     ``linear`` (``weight`` (out, in), ``bias``), ``batchnorm`` (``scale``, ``shift``: the
     inference-time affine, per channel), ``act``, ``add`` and ``mul`` (two values of one
     shape, or the second (N, C, 1, 1) against the first (N, C, H, W): broadcast over the
@@ -207,6 +209,13 @@ def _node_shape(node: Node, shape: Shape, shapes: dict, batch: int) -> Shape:
             raise ValueError(f"{node.name} on input of size {_shown(shape, batch)}: {exc}") \
                 from None
         return Shape(spec.out_channels, *out)
+    if op == "deconv":
+        c_out, c_in = a["weight"].shape[:2]
+        if shape.flat or shape.channels != c_in:
+            raise ValueError(f"{node.name}: expected input of {c_in} channels (N, C, H, W), but "
+                             f"got input of size {_shown(shape, batch)}")
+        kh, kw = a["stride"]
+        return Shape(c_out, shape.height * kh, shape.width * kw)
     if op == "linear":
         features = a["weight"].shape[1]
         if not shape.flat and (shape.height, shape.width) != (1, 1):

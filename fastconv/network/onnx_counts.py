@@ -177,7 +177,6 @@ def _count(node, folded) -> tuple[int, int]:
     if category == "convolution":
         weight = node.input[3] if op == "QLinearConv" else node.input[1]
         w = _known(folded, weight, "weight")
-        group = int(_attr(node, "group", 1))
         if op == "ConvTranspose":
             x = _known(folded, node.input[0], "input")
             return math.prod(x) * (w[1] * math.prod(w[2:])), 0

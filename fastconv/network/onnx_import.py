@@ -19,7 +19,7 @@ from ..spec import ConvSpec, PoolSpec, pool_output_size
 from .graph import INPUT, RELU, Activation, Graph, Node
 
 MIN_OPSET = 11
-SUPPORTED = ("Conv", "BatchNormalization", "Relu", "Clip", "LeakyRelu", "HardSigmoid",
+SUPPORTED = ("Conv", "ConvTranspose", "BatchNormalization", "Relu", "Clip", "LeakyRelu", "HardSigmoid",
              "HardSwish", "Sigmoid", "Mul", "Add", "Sub", "Div", "Concat", "MaxPool",
              "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Gemm",
              "MatMul", "Identity", "Dropout", "Constant")
@@ -351,6 +351,45 @@ class Reader:
             raise _Invalid(str(exc)) from None
         self._emit(node, label, "conv", [self._value(node.input[0])], spec=spec,
                    weight=np.array(weight, self.dtype), bias=bias)
+
+    def _ConvTranspose(self, node, label):
+        """A transposed convolution whose kernel equals its stride (the 2x2 stride-2
+        upsampling of U-Nets and text detectors): each input pixel writes its own kh x kw
+        output pixels, a pointwise GEMM per output phase. Others run in the fallback."""
+        attrs = self._attrs(node)
+        self._refuse_unknown(attrs, ("auto_pad", "dilations", "group", "kernel_shape",
+                                     "output_padding", "output_shape", "pads", "strides"))
+        weight = self._constant(node.input[1], "kernel W")
+        if weight.ndim != 4:
+            raise _Refused(f"only 2-D transposed convolutions are supported, but W has shape "
+                           f"{list(weight.shape)}")
+        kernel = tuple(int(k) for k in attrs.get("kernel_shape", weight.shape[2:]))
+        strides = tuple(int(s) for s in attrs.get("strides", (1, 1)))
+        if min(*strides, *kernel) < 1 or min(attrs.get("dilations", (1, 1))) < 1 or attrs.get(
+                "group", 1) < 1 or kernel != tuple(weight.shape[2:]):
+            raise _Invalid(f"kernel_shape={list(kernel)}, strides={list(strides)}, dilations="
+                           f"{list(attrs.get('dilations', (1, 1)))} and group="
+                           f"{attrs.get('group', 1)} do not fit W of shape "
+                           f"{list(weight.shape)}")
+        auto = attrs.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else auto
+        pads = list(attrs.get("pads", [0, 0, 0, 0])) if auto in ("NOTSET", "") else [0] * 4
+        size = self.shapes.get(node.input[0], (None,) * 4)[2:]
+        wanted = attrs.get("output_shape")
+        if (attrs.get("group", 1) != 1 or tuple(attrs.get("dilations", (1, 1))) != (1, 1)
+                or strides != kernel or any(pads) or any(attrs.get("output_padding", [0, 0]))
+                or (wanted is not None and (None in size or list(wanted)[-2:] != [
+                    n * s for n, s in zip(size, strides)]))):
+            raise _Refused(f"kernel {list(kernel)}, strides {list(strides)}, pads {pads}: the "
+                           "plan's transposed convolution is one whose kernel is its stride, "
+                           "without pads, output_padding, dilation or groups")
+        bias = None
+        if len(node.input) > 2 and node.input[2]:
+            bias = np.array(self._constant(node.input[2], "bias B"), self.dtype).reshape(-1)
+        # as (C_out, C_in, kh, kw): a convolution's layout, so that a batch norm folds alike
+        self._emit(node, label, "deconv", [self._value(node.input[0])],
+                   weight=np.ascontiguousarray(np.transpose(weight, (1, 0, 2, 3)), self.dtype),
+                   bias=bias, stride=strides)
 
     def _BatchNormalization(self, node, label):
         attrs = self._attrs(node)

@@ -158,7 +158,7 @@ def _buffers(graph: Graph, shapes: dict, choices: list[Choice]):
 
 #: Bytes of tables per output pixel of a kind that addresses its pixels through them (its
 #: input's first element, its output's, a residual's: int64 each).
-_TABLE_BYTES = {"gemm": 24, "separable": 24, "expanded_separable": 32, "max_pool": 8,
+_TABLE_BYTES = {"gemm": 24, "transpose_gemm": 24, "separable": 24, "expanded_separable": 32, "max_pool": 8,
                 "avg_pool": 8}
 
 
@@ -214,7 +214,8 @@ def _bytes(n: int) -> str:
 
 
 def _params(node: Node) -> int:
-    names = ("weight", "bias") if node.op in ("conv", "linear") else ("scale", "shift")
+    names = ("weight", "bias") if node.op in ("conv", "deconv", "linear") else ("scale",
+                                                                                "shift")
     return sum(np.size(node.attrs[a]) for a in names if node.attrs.get(a) is not None)
 
 
@@ -235,6 +236,8 @@ def _macs(node: Node, s_in: Shape, s_out: Shape) -> int:
         return conv_spec(node, s_in).macs
     if node.op == "linear":
         return node.attrs["weight"].size
+    if node.op == "deconv":  # every input pixel times every tap's (C_in, C_out)
+        return node.attrs["weight"].size * s_in.height * s_in.width
     return 0
 
 

@@ -21,7 +21,7 @@ def optimize(graph: Graph) -> Graph:
         graph.replace_value(node.output, node.inputs[0])
     for node in [n for n in graph.nodes if n.op == "batchnorm"]:
         producer = _sole_producer(graph, node)
-        if producer is not None and producer.op == "conv" and _fresh(producer):
+        if producer is not None and producer.op in ("conv", "deconv") and _fresh(producer):
             _fold(producer, node, graph.dtype)
             _absorb(graph, producer, node)
     _fuse_activations(graph)
@@ -34,8 +34,8 @@ def optimize(graph: Graph) -> Graph:
 def _fuse_activations(graph: Graph) -> None:
     for node in [n for n in graph.nodes if n.op == "act"]:
         producer = _sole_producer(graph, node)
-        if producer is None or producer.op not in ("conv", "linear", "batchnorm", "add", "mul",
-                                                   "act"):
+        if producer is None or producer.op not in ("conv", "deconv", "linear", "batchnorm",
+                                                   "add", "mul", "act"):
             continue
         if producer.attrs.get("residual_after"):  # the addition comes after its activation
             continue

@@ -19,19 +19,19 @@ from ..kernels import tuning
 from .graph import Graph, Node, conv_spec
 
 #: The kinds of kernel a node runs on.
-KINDS = ("gemm", "winograd", "depthwise_3x3", "depthwise", "separable", "expanded_separable",
+KINDS = ("gemm", "transpose_gemm", "winograd", "depthwise_3x3", "depthwise", "separable", "expanded_separable",
          "linear", "affine", "binary", "concat", "max_pool", "avg_pool", "global_average",
          "flatten", "alias")
 
 #: The kinds whose output the GEMM tiles write pixel by pixel, through a table of offsets: into
 #: a concatenation's channel slice as well as into a buffer of their own.
-WRITES_PER_PIXEL = {"gemm", "separable", "expanded_separable"}
+WRITES_PER_PIXEL = {"gemm", "transpose_gemm", "separable", "expanded_separable"}
 #: The kinds that read their input through its border (its padding); a fused expand block
 #: pads its expanded rows in its own slab.
 PADS_ITS_INPUT = {"gemm", "winograd", "depthwise_3x3", "depthwise", "separable"}
 
 # the op of a node that is not a convolution -> its kind
-_BY_OP = {"batchnorm": "affine", "act": "affine", "add": "binary", "mul": "binary",
+_BY_OP = {"deconv": "transpose_gemm", "batchnorm": "affine", "act": "affine", "add": "binary", "mul": "binary",
           "concat": "concat", "maxpool": "max_pool", "avgpool": "avg_pool",
           "gap": "global_average", "flatten": "flatten", "linear": "linear"}
 
@@ -109,6 +109,10 @@ def select(graph: Graph, shapes: dict, batch: int, threads: int, kernels) -> lis
             if node.op == "linear":
                 out_features, in_features = node.attrs["weight"].shape
                 wide = kernels.wide(batch, in_features, out_features, 1, dtype, tasks)
+            elif node.op == "deconv":  # a pointwise GEMM per output phase
+                s_in = shapes[node.inputs[0]]
+                wide = kernels.wide(batch * s_in.height * s_in.width, s_in.channels,
+                                    node.attrs["weight"].shape[0], 1, dtype, tasks)
             choices.append(_tiled(Choice(_BY_OP[node.op], (node,), wide), dtype, kernels))
         else:
             raise ValueError(f"{node.name}: no kernel for {node.op!r}")
@@ -117,7 +121,8 @@ def select(graph: Graph, shapes: dict, batch: int, threads: int, kernels) -> lis
 
 def _tiled(choice: Choice, dtype, kernels) -> Choice:
     """``choice`` with the shape of its tile (for a kind that has one)."""
-    if choice.kind not in ("gemm", "winograd", "linear", "separable", "expanded_separable"):
+    if choice.kind not in ("gemm", "transpose_gemm", "winograd", "linear", "separable",
+                           "expanded_separable"):
         return choice
     mr, nr = kernels.tile_shape(dtype, choice.wide)
     return replace(choice, mr=mr, nr=nr)

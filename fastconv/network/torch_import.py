@@ -13,7 +13,7 @@ import numpy as np
 from ..spec import ConvSpec, PoolSpec
 from .graph import HARDSIGMOID, INPUT, RELU, RELU6, Activation, Graph, Node
 
-SUPPORTED = ("Conv2d", "BatchNorm2d", "ReLU", "ReLU6", "Hardtanh", "LeakyReLU", "Hardsigmoid",
+SUPPORTED = ("Conv2d", "ConvTranspose2d", "BatchNorm2d", "ReLU", "ReLU6", "Hardtanh", "LeakyReLU", "Hardsigmoid",
              "Hardswish", "Sigmoid", "Identity", "Dropout", "MaxPool2d", "AvgPool2d",
              "AdaptiveAvgPool2d", "Flatten", "Linear")
 
@@ -107,6 +107,20 @@ def _node(layer, kind, label, dtype, value, output) -> Node:
                         layer.padding, layer.dilation, layer.groups, layer.bias is not None)
         bias = None if layer.bias is None else _numpy(layer.bias, dtype)
         return node("conv", spec=spec, weight=_numpy(layer.weight, dtype), bias=bias)
+    if kind == "ConvTranspose2d":
+        if (tuple(layer.kernel_size) != tuple(layer.stride) or any(layer.padding)
+                or any(layer.output_padding) or layer.groups != 1 or any(
+                    d != 1 for d in layer.dilation) or layer.padding_mode != "zeros"):
+            raise ValueError(f"{label}: kernel_size={tuple(layer.kernel_size)}, stride="
+                             f"{tuple(layer.stride)}, padding={tuple(layer.padding)}, "
+                             f"output_padding={tuple(layer.output_padding)}, groups="
+                             f"{layer.groups}, dilation={tuple(layer.dilation)}: "
+                             "Network.from_torch plans a ConvTranspose2d whose kernel is its "
+                             "stride, without padding, output_padding, groups or dilation")
+        bias = None if layer.bias is None else _numpy(layer.bias, dtype)
+        return node("deconv", weight=np.ascontiguousarray(
+            _numpy(layer.weight, dtype).transpose(1, 0, 2, 3)), bias=bias,
+                    stride=tuple(layer.stride))
     if kind == "BatchNorm2d":
         if layer.running_mean is None or layer.running_var is None:
             raise ValueError(f"{label} keeps no running statistics (track_running_stats=False): "
