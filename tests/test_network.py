@@ -344,7 +344,7 @@ class MyBlock(nn.Module if nn is not None else object):
 @pytest.mark.parametrize("make, error, message", [
     (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), MyBlock()).eval(), TypeError,
      r"layer 1 \(MyBlock\) is not supported by Network.from_torch; supported: Conv2d, "
-     r"BatchNorm2d"),
+     r"ConvTranspose2d, BatchNorm2d"),
     (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Softmax(1)).eval(), TypeError,
      r"layer 1 \(Softmax\) is not supported"),
     (lambda: nn.Sequential(nn.Conv2d(3, 4, 3)).train(), ValueError,

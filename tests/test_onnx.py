@@ -419,7 +419,7 @@ def test_graphs_the_plan_cannot_take():
                              fallback=False)
     with pytest.raises(ValueError, match=r"no kernel for 1 node: node 'y' \(Relu\) reads "
                                          r"\['x'\] from outside a plan segment, which takes "
-                                         r"one \(N, C, H, W\) input"):
+                                         r"\(N, C, H, W\) inputs of one batch"):
         fc.Network.from_onnx(_graph(relu, ["N", 3]), fallback=False)
     for shape, dtype in (([2, 3, 7, 9], TensorProto.INT32), ([2, 3], TensorProto.FLOAT)):
         data = _graph(relu, ["N", *shape[1:]], dtype=dtype)
@@ -457,8 +457,8 @@ def test_max_pool_indices_match_onnx_runtime(shape, attrs):
 
 
 def test_several_inputs_in_order_or_by_name():
-    """Two inputs: a convolution of one plus the other (a node of two activations from
-    outside a segment: the fallback's), and a constant listed as an input (an initializer)."""
+    """Two inputs: a convolution of one plus the other (one plan segment of two inputs), and
+    a constant listed as an input (an initializer)."""
     nodes = [_conv(inputs=("x", "W"), out="c", pads=[1, 1, 1, 1], name="c"),
              helper.make_node("Add", ["c", "z"], ["s"], name="add"),
              helper.make_node("Relu", ["s"], ["y"], name="r")]
@@ -477,6 +477,9 @@ def test_several_inputs_in_order_or_by_name():
         None, {"x": x, "z": z})[0]
     _close(net(x, z), expected)
     _close(net({"z": z, "x": x}), expected)
+    # one plan segment of two inputs: the convolution, the addition, the ReLU
+    assert "1 plan segments, 0 fallback nodes" in str(net)
+    assert "plan segment 'x', 'z' -> 'y'" in str(net)
     with pytest.raises(TypeError, match=r"the model takes 2 inputs \['x', 'z'\], but got 1"):
         net(x)
     with pytest.raises(ValueError, match=r"the model's input 'z' is \[N, 4, 7, 9\], but got "

@@ -128,3 +128,17 @@ def test_a_detector_shows_its_fallback_nodes_and_their_time():
     shown = str(net)
     assert "plan segment 'x' ->" in shown and "(Resize): fallback: onnx.reference" in shown
     assert "Softmax" in str(profile)
+
+
+@pytest.mark.parametrize("name, fallback", [("dbnet", {"Resize"}), ("unet_transpose", {"Resize"}),
+                                            ("yolov8n", {"Split", "Resize", "Reshape", "Concat",
+                                                         "Transpose", "Softmax", "Slice", "Sub",
+                                                         "Div", "Add", "Mul", "Sigmoid"})])
+def test_what_runs_in_the_fallback(name, fallback):
+    """The segments take several inputs and give several outputs: only operators without a
+    kernel are left to the fallback (the detector's head is data movement and a softmax)."""
+    net = fc.Network.from_onnx(_export(name, "torchscript-17"))
+    shape = MODELS[name][1][0]
+    net(np.zeros(shape, np.float32))
+    program = next(iter(net._programs.values()))
+    assert {label.split("(")[-1].rstrip(")") for label in program.fallback_nodes} == fallback

@@ -102,7 +102,8 @@ def liveness(graph: Graph, steps: list, buffers: list, buffer_of: dict) -> None:
             if isinstance(arg, Ref):
                 b = buffers[arg.buffer]
                 b.first, b.last = min(b.first, i), max(b.last, i)
-    buffers[buffer_of[graph.output]].last = len(steps)  # read by the output conversion
+    for value in graph.outputs:  # read by the outputs' conversions
+        buffers[buffer_of[value]].last = len(steps)
     for b in buffers:
         if b.last < 0:  # written by nothing and read by nothing: a value no step uses
             b.first = b.last = 0

@@ -60,24 +60,30 @@ class Arena:
                 args[0] = None  # the input comes with each call
             steps.append(kernels[step.kind](*args))
             self.nodes.append(step.node)
-        buf = shape_plan.buffers[shape_plan.output_buffer]
-        top, _, left, _ = buf.border
-        steps.append(plan.to_output(self.views[shape_plan.output_buffer][0], top, left,
-                                    shape_plan.output_shape, shape_plan.output_flat,
-                                    shape_plan.threads))
-        self.nodes.append("output")
-        self.program = plan.Program(steps, shape_plan.threads, shape_plan.input_shape,
-                                    shape_plan.output_shape, shape_plan.dtype)
+        edges = [(shape_plan.output_buffer, shape_plan.output_shape, shape_plan.output_flat),
+                 *shape_plan.extra_outputs]
+        for buffer, shape, flat in edges:
+            top, _, left, _ = shape_plan.buffers[buffer].border
+            steps.append(plan.to_output(self.views[buffer][0], top, left, shape, flat,
+                                        shape_plan.threads))
+            self.nodes.append("output")
+        self.shapes = [shape for _, shape, _ in edges]
+        self.program = plan.Program(steps, shape_plan.threads,
+                                    [shape_plan.input_shape, *shape_plan.extra_inputs],
+                                    self.shapes, shape_plan.dtype)
         self._times = np.zeros(len(steps) + 1)
 
-    def run(self, x, clock=None):
-        """Run every step on input ``x``, the output's conversion included; returns the
-        output, a new array owned by the caller. With a ``clock``, each step's seconds (from
-        the first thread's clock after each barrier) are added to ``clock[node]``."""
-        out = np.empty(self.plan.output_shape, self.plan.dtype)
+    def run(self, x, clock=None, extra=()):
+        """Run every step on input ``x`` (and a segment's ``extra`` inputs), the outputs'
+        conversions included; returns the output, a new array owned by the caller (a list,
+        the extra outputs after it, where the plan has more). With a ``clock``, each step's
+        seconds (from the first thread's clock after each barrier) are added to
+        ``clock[node]``."""
+        outs = [np.empty(shape, self.plan.dtype) for shape in self.shapes]
         if clock is None:
-            return self.program.run(x, out)
-        self.program.run(x, out, self._times)
-        for node, seconds in zip(self.nodes, np.diff(self._times)):
-            clock.add(node, float(seconds))
-        return out
+            self.program.run([x, *extra], outs)
+        else:
+            self.program.run([x, *extra], outs, self._times)
+            for node, seconds in zip(self.nodes, np.diff(self._times)):
+                clock.add(node, float(seconds))
+        return outs if len(outs) > 1 else outs[0]

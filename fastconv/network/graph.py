@@ -104,6 +104,15 @@ class Graph:
     # the input as a model file declares it: its name and (C, H, W), None where symbolic
     input_name: str = ""
     declared: tuple | None = None
+    # a plan segment of an ONNX model may read more values than INPUT, and write more than
+    # ``output``: these (each (N, C, H, W) at its edge)
+    extra_inputs: tuple = ()
+    extra_outputs: tuple = ()
+
+    @property
+    def outputs(self) -> tuple:
+        """Every value the graph gives, ``output`` first."""
+        return (self.output, *self.extra_outputs)
 
     def producer(self, value: str) -> Node | None:
         for node in self.nodes:
@@ -124,6 +133,7 @@ class Graph:
                 node.attrs["residual"] = new
         if self.output == old:
             self.output = new
+        self.extra_outputs = tuple(new if v == old else v for v in self.extra_outputs)
 
     def copy(self) -> "Graph":
         return replace(self, nodes=[replace(n, attrs=dict(n.attrs)) for n in self.nodes])
@@ -170,8 +180,10 @@ def pool_spec(node: Node, shape: Shape) -> PoolSpec:
                    input_size=(shape.height, shape.width))
 
 
-def infer_shapes(graph: Graph, input_shape: tuple[int, ...]) -> dict[str, Shape]:
-    """Every value's shape for an input of ``input_shape`` (N, C, H, W).
+def infer_shapes(graph: Graph, input_shape: tuple[int, ...],
+                 extra_shapes: dict | None = None) -> dict[str, Shape]:
+    """Every value's shape for an input of ``input_shape`` (N, C, H, W) (and the graph's
+    extra inputs of ``extra_shapes``, name -> (N, C, H, W), of the same batch).
 
     Raises
     ------
@@ -180,6 +192,8 @@ def infer_shapes(graph: Graph, input_shape: tuple[int, ...]) -> dict[str, Shape]
     """
     batch = input_shape[0]
     shapes = {INPUT: Shape(*input_shape[1:])}
+    for name, shape in (extra_shapes or {}).items():
+        shapes[name] = Shape(*shape[1:])
     for node in graph.nodes:
         shape = shapes[node.inputs[0]]
         shapes[node.output] = _node_shape(node, shape, shapes, batch)

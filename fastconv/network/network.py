@@ -360,16 +360,36 @@ class Network:
         runtime.set_num_threads(self.threads if threads is None else threads)
         return previous
 
-    def _planned(self, shape) -> "_Planned":
-        planned = self._plans.get(shape)
+    def _planned(self, shape, extra: tuple = ()) -> "_Planned":
+        key = (shape, *extra) if extra else shape
+        planned = self._plans.get(key)
         if planned is None:
             with self._lock:
-                planned = self._plans.get(shape)
+                planned = self._plans.get(key)
                 if planned is None:
                     plan = plan_shape(self.graph, self._packed, shape, self.threads,
-                                      self._executor)
-                    planned = self._plans[shape] = _Planned(plan, self._executor)
+                                      self._executor,
+                                      dict(zip(self.graph.extra_inputs, extra)))
+                    planned = self._plans[key] = _Planned(plan, self._executor)
         return planned
+
+    def _run_segment(self, xs: list, clock=None) -> list:
+        """A plan segment of an ONNX model: its inputs (``INPUT``'s, then
+        ``graph.extra_inputs``'), NCHW and checked; returns its outputs (``graph.outputs``)."""
+        shapes = [tuple(int(n) for n in x.shape) for x in xs]
+        if shapes[0][0] == 0:
+            known = infer_shapes(self.graph, shapes[0], dict(zip(self.graph.extra_inputs,
+                                                                 shapes[1:])))
+            return [np.empty(known[v].batched(0), self.dtype) for v in self.graph.outputs]
+        planned = self._planned(shapes[0], tuple(shapes[1:]))
+        arena = planned.acquire()
+        previous = self._use_threads()
+        try:
+            outs = arena.run(xs[0], clock, xs[1:])
+        finally:
+            self._use_threads(previous)
+            planned.release(arena)
+        return outs if isinstance(outs, list) else [outs]
 
     def __repr__(self) -> str:
         return (f"Network({len(self.graph.nodes)} nodes from {self.source.source or 'a graph'},"

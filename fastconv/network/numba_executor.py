@@ -36,16 +36,23 @@ class Arena:
         self.plan = plan
         self.views = arena_views(plan)
         kernels = globals()
-        self.steps = [(step.node, step.kind == "from_nchw", kernels[step.kind], args)
-                      for step, args in bound_steps(plan, self.views)]
+        self.steps, inputs = [], 0
+        for step, args in bound_steps(plan, self.views):
+            which = None
+            if step.kind == "from_nchw":  # the k-th conversion is the k-th input's
+                which, inputs = inputs, inputs + 1
+            self.steps.append((step.node, which, kernels[step.kind], args))
 
-    def run(self, x, clock=None):
-        """Every step on input ``x``, then the output's conversion; returns the output, a new
-        array owned by the caller: NCHW, or (N, F). With a ``clock``, each step's seconds are
-        added to ``clock[node]``, the conversion's to ``clock["output"]``."""
-        for node, is_input, kernel, args in self.steps:
-            if is_input:
-                args = [x, *args[1:]]
+    def run(self, x, clock=None, extra=()):
+        """Every step on input ``x`` (and a segment's ``extra`` inputs), then the outputs'
+        conversions; returns the output, a new array owned by the caller: NCHW, or (N, F) (a
+        list, the extra outputs after it, where the plan has more). With a ``clock``, each
+        step's seconds are added to ``clock[node]``, the conversions' to
+        ``clock["output"]``."""
+        xs = (x, *extra)
+        for node, which, kernel, args in self.steps:
+            if which is not None:
+                args = [xs[which], *args[1:]]
             if clock is None:
                 kernel(*args)
             else:
@@ -53,14 +60,19 @@ class Arena:
                 kernel(*args)
                 clock.add(node, clock.now() - start)
         plan = self.plan
-        result = self.views[plan.output_buffer][0]
-        top, _, left, _ = plan.buffers[plan.output_buffer].border
-        out = np.empty(plan.output_shape, plan.dtype)
         start = clock.now() if clock is not None else 0.0
-        if plan.output_flat:
-            out[...] = result[:, top, left, :]
-        else:
-            to_nchw(result, top, left, out, plan.threads)
+        outs = [self._output(plan.output_buffer, plan.output_shape, plan.output_flat)]
+        outs += [self._output(*edge) for edge in plan.extra_outputs]
         if clock is not None:
             clock.add("output", clock.now() - start)
+        return outs if plan.extra_outputs else outs[0]
+
+    def _output(self, buffer, shape, flat):
+        result = self.views[buffer][0]
+        top, _, left, _ = self.plan.buffers[buffer].border
+        out = np.empty(shape, self.plan.dtype)
+        if flat:
+            out[...] = result[:, top, left, :]
+        else:
+            to_nchw(result, top, left, out, self.plan.threads)
         return out

@@ -239,12 +239,21 @@ def _fold_node(node, opset_imports, constants, shapes):
 
 @dataclass
 class Segment:
-    """Consecutive plan nodes: one value in (``entry``), one out (``exit``)."""
+    """Consecutive plan nodes: the values they read from outside (``entries``, (N, C, H, W)
+    of one batch and dtype) and those read after them (``exits``)."""
 
     nodes: list
-    entry: str
-    exit: str = ""
+    entries: list
+    dtype: object = None
+    exits: list = field(default_factory=list)
     net: object = None  # its Network, once planned
+    # exit -> the index of the plan's output that gives it, or the entry it equals
+    gives: dict = field(default_factory=dict)
+
+    def key(self, shapes) -> tuple:
+        """Its Network's plan key: the first entry's shape, the others'."""
+        return (tuple(shapes[self.entries[0]]), tuple(tuple(shapes[e])
+                                                      for e in self.entries[1:]))
 
 
 @dataclass
@@ -299,46 +308,35 @@ def partition(folded: Folded, opset: int, outputs: list[str]) -> list:
                 current = None
                 items.append(Fallback(node, why=why[id(node)]))
                 continue
-            reads = {v for v in node.input if v and v not in folded.constants}
-            if current is not None and reads - _produced(current) <= {current.entry}:
-                current.nodes.append(node)
-                continue
-            current, outside = None, reads
-            if len(outside) == 1 and len(folded.shapes[next(iter(outside))]) == 4:
-                current = Segment([node], next(iter(outside)))
+            reads = list(dict.fromkeys(v for v in node.input if v and v not in folded.constants))
+            dtype = folded.dtypes[reads[0]]
+            if current is not None:
+                outside = [v for v in reads if v not in _produced(current)]
+                if dtype == current.dtype and all(_enters(v, current.entries[0]) for v in outside):
+                    current.nodes.append(node)
+                    current.entries += [v for v in outside if v not in current.entries]
+                    continue
+            current = None
+            if all(_enters(v, reads[0]) for v in reads):
+                current = Segment([node], reads, dtype)
                 items.append(current)
-            else:  # two activations from outside, or a 2-D one: the plan takes one 4-D input
+            else:  # a 2-D value from outside, or inputs of two batches: the fallback's
                 items.append(Fallback(node, why=(
-                    f"{_label(node)} reads {sorted(outside)} from outside a plan segment, "
-                    "which takes one (N, C, H, W) input")))
+                    f"{_label(node)} reads {reads} from outside a plan segment, which takes "
+                    "(N, C, H, W) inputs of one batch")))
         return items
 
-    def escaping(segment: Segment) -> list[str]:
-        inside = {id(n) for n in segment.nodes}
-        found = []
-        for node in segment.nodes:
-            for v in node.output:
-                if v and (v in outputs or any(id(r) not in inside for r in readers.get(v, []))):
-                    found.append(v)
-        return found
+    def _enters(value, first) -> bool:
+        shape, lead = folded.shapes[value], folded.shapes[first]
+        return len(shape) == 4 and len(lead) == 4 and shape[0] == lead[0]
 
     items = group(nodes)
-    settled = False
-    while not settled:
-        settled = True
-        for k, item in enumerate(items):
-            if not isinstance(item, Segment):
-                continue
-            out = escaping(item)
-            if len(out) <= 1:
-                item.exit = out[0] if out else ""
-                continue
-            # read outside through two values: the first ends a segment, the rest regroup
-            cut = next(i for i, n in enumerate(item.nodes) if out[0] in n.output) + 1
-            items[k:k + 1] = [Segment(item.nodes[:cut], item.entry), *group(item.nodes[cut:])]
-            settled = False
-            break
-    return [i for i in items if not (isinstance(i, Segment) and not i.exit)]
+    for item in items:
+        if isinstance(item, Segment):
+            inside = {id(n) for n in item.nodes}
+            item.exits = [v for n in item.nodes for v in n.output if v and (
+                v in outputs or any(id(r) not in inside for r in readers.get(v, [])))]
+    return [i for i in items if not (isinstance(i, Segment) and not i.exits)]
 
 
 def _produced(segment: Segment) -> set:
@@ -412,22 +410,41 @@ class Program:
                 self.last_read[v] = k
 
     def _plan_segment(self, segment: Segment, folded: Folded, opset, make_network) -> None:
-        dtype = folded.dtypes[segment.entry]
+        """Its nodes as one Graph of several inputs and outputs, and the Network of it; each
+        exit either a plan output or (through identities) one of its entries."""
+        from .graph import infer_shapes
+
         reader = Reader(opset, folded.nodes, self.outputs, dict(folded.constants),
-                        folded.shapes, dtype)
-        reader.values = {segment.entry: INPUT}
+                        folded.shapes, segment.dtype)
+        names = [INPUT, *(f"in{k}" for k in range(1, len(segment.entries)))]
+        reader.values = dict(zip(segment.entries, names))
         for node in segment.nodes:
             reader.read(node)
-        exit_value = reader.values[segment.exit]
-        graph = Graph(reader.nodes, exit_value, dtype, source="onnx", input_name=segment.entry)
-        segment.net = make_network(graph) if exit_value != INPUT else None
-        if segment.net is not None:
-            shape = folded.shapes[segment.entry]
-            planned = segment.net.output_shape(shape)
-            expected = folded.shapes.get(segment.exit)
-            if expected is not None and None not in expected and tuple(expected) != planned:
-                raise AssertionError(f"the plan of {_label(segment.nodes[-1])} gives "
-                                     f"{list(planned)}, ONNX {list(expected)}")
+        inputs = dict(zip(names, segment.entries))
+        outputs = []
+        for exit_value in segment.exits:
+            value = reader.values[exit_value]
+            if value in inputs:
+                segment.gives[exit_value] = inputs[value]
+            else:
+                if value not in outputs:
+                    outputs.append(value)
+                segment.gives[exit_value] = outputs.index(value)
+        if not outputs:
+            return  # nothing but identities
+        graph = Graph(reader.nodes, outputs[0], segment.dtype, source="onnx",
+                      input_name=segment.entries[0], extra_inputs=tuple(names[1:]),
+                      extra_outputs=tuple(outputs[1:]))
+        segment.net = make_network(graph)
+        first, extra = segment.key(folded.shapes)
+        planned = infer_shapes(segment.net.graph, first, dict(zip(names[1:], extra)))
+        for exit_value, given in segment.gives.items():
+            if isinstance(given, int):
+                expected = folded.shapes.get(exit_value)
+                got = planned[segment.net.graph.outputs[given]].batched(first[0])
+                if expected is not None and None not in expected and tuple(expected) != got:
+                    raise AssertionError(f"the plan of {_label(segment.nodes[-1])} gives "
+                                         f"{list(got)}, ONNX {list(expected)}")
 
     def _fallback(self, node, opset_imports, why: str) -> Fallback:
         shape = self.folded.shapes.get(node.output[0])
@@ -449,13 +466,11 @@ class Program:
 
     @staticmethod
     def _reads(item) -> list[str]:
-        if isinstance(item, Segment):
-            return [item.entry]
-        return item.reads
+        return item.entries if isinstance(item, Segment) else item.reads
 
     @staticmethod
     def _writes(item) -> list[str]:
-        return [item.exit] if isinstance(item, Segment) else [v for v in item.node.output if v]
+        return item.exits if isinstance(item, Segment) else [v for v in item.node.output if v]
 
     def _check_shape(self, node, name, value) -> None:
         """A fallback node's result has the shape ONNX's shape inference gives it, or it is
@@ -474,10 +489,11 @@ class Program:
         values.update(feeds)
         for k, item in enumerate(self.items):
             if isinstance(item, Segment):
-                if item.net is None:  # nothing but aliases
-                    values[item.exit] = values[item.entry]
-                else:
-                    values[item.exit] = item.net._run(values[item.entry], clock)
+                outs = [] if item.net is None else item.net._run_segment(
+                    [values[e] for e in item.entries], clock)
+                for exit_value, given in item.gives.items():
+                    values[exit_value] = outs[given] if isinstance(given, int) else values[
+                        given]
             else:
                 start = time.perf_counter()
                 node = item.node
@@ -511,8 +527,7 @@ class Program:
         for item in self.items:
             if isinstance(item, Segment):
                 if item.net is not None:
-                    shape = self.folded.shapes[item.entry]
-                    rows += item.net._planned(tuple(shape)).plan.nodes
+                    rows += item.net._planned(*item.key(self.folded.shapes)).plan.nodes
             else:
                 node = item.node
                 entry = next((v for v in node.input if v and v not in self.constants), None)
@@ -527,11 +542,11 @@ class Program:
         lines = []
         for item in self.items:
             if isinstance(item, Segment):
-                what = (f"plan segment {item.entry!r} -> {item.exit!r}: "
+                what = (f"plan segment {_names(item.entries)} -> {_names(item.exits)}: "
                         f"{len(item.nodes)} nodes")
                 lines.append(f"  {what}" + (" (aliases)" if item.net is None else ""))
                 if item.net is not None:
-                    plan = item.net._planned(tuple(self.folded.shapes[item.entry])).plan
+                    plan = item.net._planned(*item.key(self.folded.shapes)).plan
                     lines += [f"    {n.name}: {n.kernel}, {n.input} -> {n.output}"
                               for n in plan.nodes]
             else:
@@ -550,8 +565,12 @@ class Program:
 
     @property
     def arena_bytes(self) -> int:
-        return sum(i.net._planned(tuple(self.folded.shapes[i.entry])).plan.arena_bytes
+        return sum(i.net._planned(*i.key(self.folded.shapes)).plan.arena_bytes
                    for i in self.items if isinstance(i, Segment) and i.net is not None)
+
+
+def _names(values: list) -> str:
+    return ", ".join(repr(v) for v in values)
 
 
 @dataclass

@@ -15,7 +15,7 @@ interior; the network's input and output are converted at the edges.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -59,6 +59,10 @@ class ShapePlan:
     nodes: list[NodePlan]
     static_borders: list[int]  # buffers whose border is zeroed once, when the arena is made
     threads: int
+    # a segment's more inputs (their shapes; the steps named "input <k>" convert them) and
+    # more outputs: (buffer, shape, flat) each
+    extra_inputs: list = field(default_factory=list)
+    extra_outputs: list = field(default_factory=list)
 
     @property
     def arena_bytes(self) -> int:
@@ -66,7 +70,7 @@ class ShapePlan:
 
 
 def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads: int,
-               kernels) -> ShapePlan:
+               kernels, extra_shapes: dict | None = None) -> ShapePlan:
     """Plan ``graph`` for inputs of ``input_shape``.
 
     Parameters
@@ -83,7 +87,8 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
         steps name its kernels.
     """
     batch = input_shape[0]
-    shapes = infer_shapes(graph, input_shape)
+    extra_shapes = {name: tuple(extra_shapes[name]) for name in graph.extra_inputs}
+    shapes = infer_shapes(graph, input_shape, extra_shapes)
     choices = select(graph, shapes, batch, threads, kernels)
     buffers, buffer_of, slots = _buffers(graph, shapes, choices)
     _within_budget(graph, shapes, choices, buffers, buffer_of, input_shape)
@@ -91,9 +96,11 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
     nodes: list[NodePlan] = []
     ctx = Context(shapes, buffers, buffer_of, packed, batch, threads, graph.dtype, kernels,
                   slots=slots)
-    steps.append(Step("input", FromNchw(
-        x=None, out=Ref(0), top=buffers[0].border[0], left=buffers[0].border[2],
-        border=ctx.border(INPUT), tasks=ctx.tasks)))
+    for k, value in enumerate((INPUT, *graph.extra_inputs)):  # first, each input's conversion
+        buf = buffers[buffer_of[value]]
+        steps.append(Step("input" if k == 0 else f"input {k}", FromNchw(
+            x=None, out=Ref(buffer_of[value]), top=buf.border[0], left=buf.border[2],
+            border=ctx.border(value), tasks=ctx.tasks)))
     for choice in choices:
         if choice.kind == "alias":
             continue
@@ -113,7 +120,10 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
     arena, static = place(buffers, batch, graph.dtype, buffer_of[graph.output])
     out = shapes[graph.output]
     return ShapePlan(tuple(input_shape), out.batched(batch), graph.dtype, buffers, steps, 0,
-                     buffer_of[graph.output], out.flat, arena, nodes, static, threads)
+                     buffer_of[graph.output], out.flat, arena, nodes, static, threads,
+                     [extra_shapes[v] for v in graph.extra_inputs],
+                     [(buffer_of[v], shapes[v].batched(batch), shapes[v].flat)
+                      for v in graph.extra_outputs])
 
 
 def _buffers(graph: Graph, shapes: dict, choices: list[Choice]):
@@ -131,7 +141,8 @@ def _buffers(graph: Graph, shapes: dict, choices: list[Choice]):
 
     chosen = {m.name: c for c in choices for m in c.members}
     slots = _concat_slots(graph, shapes, chosen)
-    new_buffer(INPUT)
+    for value in (INPUT, *graph.extra_inputs):
+        new_buffer(value)
     for node in graph.nodes:
         choice = chosen[node.name]
         if choice.kind == "alias":
@@ -189,8 +200,9 @@ def _within_budget(graph: Graph, shapes: dict, choices: list[Choice], buffers: l
             own += buffers[buffer_of[choice.tail.output]].size(batch) * itemsize
         need[choice.name] = own
         total += own
-    total += buffers[0].size(batch) * itemsize  # the input's
-    total += math.prod(shapes[graph.output].batched(batch)) * itemsize  # the output
+    total += sum(buffers[buffer_of[v]].size(batch) for v in (INPUT, *graph.extra_inputs)
+                 ) * itemsize  # the inputs'
+    total += sum(math.prod(shapes[v].batched(batch)) for v in graph.outputs) * itemsize
     if total > budget:
         worst = max(need, key=need.get) if need else "the input"
         raise ValueError(
@@ -253,7 +265,7 @@ def _concat_slots(graph: Graph, shapes: dict, chosen: dict) -> dict:
         c0 = 0
         for value in node.inputs:
             producer = graph.producer(value)
-            if (producer is not None and value != graph.output
+            if (producer is not None and value not in graph.outputs
                     and node.inputs.count(value) == 1 and graph.consumers(value) == [node]
                     and chosen[producer.name].kind in WRITES_PER_PIXEL
                     and chosen[producer.name].tail is producer):

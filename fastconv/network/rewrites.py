@@ -57,7 +57,7 @@ def _fuse_residual(graph: Graph, add: Node) -> None:
     for value, other in sorted(((a, b), (b, a)), key=lambda pair: -order.get(pair[0], -1)):
         producer = graph.producer(value)
         if (producer is None or producer.op != "conv" or producer.attrs.get("residual")
-                or producer.attrs["spec"].kind == "dw" or graph.output == value
+                or producer.attrs["spec"].kind == "dw" or value in graph.outputs
                 or len(graph.consumers(value)) != 1
                 or order.get(other, -1) >= order[value]):
             continue
@@ -99,7 +99,7 @@ def _sole_producer(graph: Graph, node: Node) -> Node | None:
     not the network's output."""
     value = node.inputs[0]
     producer = graph.producer(value)
-    if producer is None or graph.output == value or len(graph.consumers(value)) != 1:
+    if producer is None or value in graph.outputs or len(graph.consumers(value)) != 1:
         return None
     return producer
 

@@ -221,7 +221,7 @@ def _separable_pairs(graph: Graph, shapes: dict, dtype, kernels) -> dict[str, No
     depthwise rows (``tuning.PLAN_SEPARABLE_WEIGHTS``)."""
     pairs = {}
     for node in graph.nodes:
-        if node.op != "conv" or node.output == graph.output:
+        if node.op != "conv" or node.output in graph.outputs:
             continue
         spec = conv_spec(node, shapes[node.inputs[0]])
         readers = graph.consumers(node.output)
@@ -261,7 +261,7 @@ def _expansions(graph: Graph, shapes: dict, separable: dict, batch: int, threads
         expand = graph.producer(dw.inputs[0])
         if (expand is None or expand.op != "conv" or expand.attrs.get("residual")
                 or expand.name in projects  # MobileNet v1: already the pointwise of a pair
-                or graph.consumers(expand.output) != [dw] or expand.output == graph.output):
+                or graph.consumers(expand.output) != [dw] or expand.output in graph.outputs):
             continue
         spec = conv_spec(expand, shapes[expand.inputs[0]])
         dw_spec = conv_spec(dw, shapes[dw.inputs[0]])

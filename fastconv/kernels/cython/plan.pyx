@@ -234,6 +234,11 @@ def max_threads():
 # --- the arguments' checks, before any step is built ------------------------------------------
 
 
+def _is_shape(value) -> bool:
+    """Whether ``value`` is one shape (a sequence of ints), not a list of shapes."""
+    return all(isinstance(d, (int, np.integer)) for d in value)
+
+
 cdef void *_data(a):
     return cnp.PyArray_DATA(<cnp.ndarray>a)
 
@@ -826,16 +831,17 @@ def winograd(x, top, left, w, panel, panels, channels, bias, out, out_top, out_l
 
 
 cdef class Program:
-    """A plan's steps, run in one parallel region per call. The first step must be
-    :func:`from_nchw` and the last :func:`to_output`; their input and output arrays come
-    with each call. One call at a time: the steps' buffers are the program's."""
+    """A plan's steps, run in one parallel region per call. The first steps are
+    :func:`from_nchw`, one per input, and the last :func:`to_output`, one per output; their
+    input and output arrays come with each call. One call at a time: the steps' buffers are
+    the program's."""
 
     cdef fc_task *runs
     cdef const void **args
     cdef i64 *tasks
     cdef i64 n
     cdef list steps
-    cdef tuple input_shape, output_shape
+    cdef list input_shapes, output_shapes
     cdef object dtype
     cdef readonly int threads
 
@@ -843,8 +849,15 @@ cdef class Program:
         cdef Step s
         cdef i64 i
         cdef fc_from_nchw_args *first
-        if (len(steps) < 2 or steps[0].kernel != "from_nchw"
-                or steps[len(steps) - 1].kernel != "to_output"):
+        # one shape, or a list of them (one per input, or output)
+        inputs = [tuple(input_shape)] if _is_shape(input_shape) else [tuple(t) for t in
+                                                                       input_shape]
+        outputs = [tuple(output_shape)] if _is_shape(output_shape) else [tuple(t) for t in
+                                                                          output_shape]
+        k, m = len(inputs), len(outputs)
+        if (k < 1 or m < 1 or len(steps) < k + m
+                or any(steps[i].kernel != "from_nchw" for i in range(k))
+                or any(steps[len(steps) - 1 - i].kernel != "to_output" for i in range(m))):
             raise ValueError("a program runs from from_nchw to to_output")
         if threads < 1:
             raise ValueError(f"threads must be at least 1, but got {threads}")
@@ -859,12 +872,13 @@ cdef class Program:
             self.runs[i], self.args[i], self.tasks[i] = s.run, s.args, s.tasks
         self.steps = steps
         self.threads = threads
-        self.input_shape, self.output_shape = tuple(input_shape), tuple(output_shape)
+        self.input_shapes, self.output_shapes = inputs, outputs
         self.dtype = np.dtype(dtype)
-        first = <fc_from_nchw_args *>(<Step>steps[0]).args
-        if (first.n, first.c, first.h, first.w) != self.input_shape:
-            raise ValueError(f"the input step takes {[first.n, first.c, first.h, first.w]}, "
-                             f"not {list(self.input_shape)}")
+        for i in range(k):
+            first = <fc_from_nchw_args *>(<Step>steps[i]).args
+            if (first.n, first.c, first.h, first.w) != inputs[i]:
+                raise ValueError(f"the input step takes {[first.n, first.c, first.h, first.w]}, "
+                                 f"not {list(inputs[i])}")
 
     def __dealloc__(self):
         free(self.runs)
@@ -872,36 +886,51 @@ cdef class Program:
         free(self.tasks)
 
     def run(self, x, out, times=None):
-        """Run every step on ``x`` (N, C, H, W, any strides) into ``out`` (a new C-contiguous
-        array of the output's shape). ``times``, a float64 array of ``len(steps) + 1``, gets
-        the clock at the start and after each step."""
-        if not isinstance(x, np.ndarray) or x.dtype != self.dtype or x.shape != self.input_shape:
-            raise ValueError(f"expected input of size {list(self.input_shape)} and dtype "
-                             f"{self.dtype}, but got {getattr(x, 'shape', None)}")
-        _array("out", out, self.dtype, True)
-        if out.shape != self.output_shape:
-            raise ValueError(f"expected out of size {list(self.output_shape)}, but got "
-                             f"{list(out.shape)}")
-        itemsize = self.dtype.itemsize
-        if any(s % itemsize for s in x.strides) or not x.dtype.isnative:
-            x = np.ascontiguousarray(x)
+        """Run every step on ``x`` (N, C, H, W, any strides; a list of them for several
+        inputs) into ``out`` (a new C-contiguous array of the output's shape; a list for
+        several outputs). ``times``, a float64 array of ``len(steps) + 1``, gets the clock at
+        the start and after each step."""
         cdef double *clock = NULL
         cdef fc_from_nchw_args *first
         cdef fc_to_output_args *last
+        cdef i64 i
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        if len(xs) != len(self.input_shapes) or len(outs) != len(self.output_shapes):
+            raise ValueError(f"expected {len(self.input_shapes)} inputs and "
+                             f"{len(self.output_shapes)} outputs, but got {len(xs)} and "
+                             f"{len(outs)}")
+        itemsize = self.dtype.itemsize
+        for i, shape in enumerate(self.input_shapes):
+            a = xs[i]
+            if not isinstance(a, np.ndarray) or a.dtype != self.dtype or a.shape != shape:
+                raise ValueError(f"expected input of size {list(shape)} and dtype "
+                                 f"{self.dtype}, but got {getattr(a, 'shape', None)}")
+            if any(st % itemsize for st in a.strides) or not a.dtype.isnative:
+                xs[i] = np.ascontiguousarray(a)
+        for i, shape in enumerate(self.output_shapes):
+            _array("out", outs[i], self.dtype, True)
+            if outs[i].shape != shape:
+                raise ValueError(f"expected out of size {list(shape)}, but got "
+                                 f"{list(outs[i].shape)}")
         if times is not None:
             _array("times", times, np.float64, True)
             if times.shape != (self.n + 1,):
                 raise ValueError(f"expected times of size [{self.n + 1}], but got "
                                  f"{list(times.shape)}")
             clock = <double *>_data(times)
-        first = <fc_from_nchw_args *>(<Step>self.steps[0]).args
-        last = <fc_to_output_args *>(<Step>self.steps[self.n - 1]).args
-        # x's data pointer at element (0, 0, 0, 0), whatever the signs of its strides
-        first.x = cnp.PyArray_DATA(<cnp.ndarray>x)
-        first.sn, first.sc, first.sh, first.sw = [s // itemsize for s in x.strides]
-        last.out = _data(out)
+        for i in range(len(xs)):
+            first = <fc_from_nchw_args *>(<Step>self.steps[i]).args
+            # x's data pointer at element (0, 0, 0, 0), whatever the signs of its strides
+            first.x = cnp.PyArray_DATA(<cnp.ndarray>xs[i])
+            first.sn, first.sc, first.sh, first.sw = [st // itemsize for st in xs[i].strides]
+        for i in range(len(outs)):
+            last = <fc_to_output_args *>(<Step>self.steps[self.n - len(outs) + i]).args
+            last.out = _data(outs[i])
         with nogil:
             fc_run(self.runs, self.args, self.tasks, self.n, self.threads, clock)
-        first.x = NULL
-        last.out = NULL
+        for i in range(len(xs)):
+            (<fc_from_nchw_args *>(<Step>self.steps[i]).args).x = NULL
+        for i in range(len(outs)):
+            (<fc_to_output_args *>(<Step>self.steps[self.n - len(outs) + i]).args).out = NULL
         return out
