@@ -517,3 +517,34 @@ def test_conv_transpose_whose_kernel_is_its_stride_runs_on_the_plan(kernel, c_in
         x = rng.standard_normal((batch, c_in, *size)).astype(np.float32)
         _close(net(x), _ort(data, x))
     assert "transposed conv" in str(net) and ("fused" in str(net)) == (bn or relu)
+
+
+@pytest.mark.parametrize("attrs, how, target, planned", [
+    (dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+     "scales", [1, 1, 2, 2], True),
+    (dict(mode="nearest", coordinate_transformation_mode="half_pixel"), "scales", [1, 1, 3, 2],
+     True),
+    (dict(mode="nearest", coordinate_transformation_mode="pytorch_half_pixel",
+          nearest_mode="round_prefer_ceil"), "sizes", [2, 3, 14, 27], True),
+    (dict(mode="linear", coordinate_transformation_mode="align_corners"), "sizes",
+     [2, 3, 7, 9], True),  # the same size: the identity
+    (dict(mode="nearest", coordinate_transformation_mode="half_pixel", nearest_mode="floor"),
+     "scales", [1, 1, 2, 2], False),  # not a repetition: the fallback's
+    (dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+     "scales", [1, 1, 2.5, 2], False),
+    (dict(mode="linear", coordinate_transformation_mode="half_pixel"), "scales", [1, 1, 2, 2],
+     False),
+])
+def test_resize(attrs, how, target, planned):
+    """A nearest upsampling by integer factors (written into the concatenation after it), a
+    resize to the same size, and the others in the fallback: each as ONNX Runtime."""
+    values = np.asarray(target, np.float32 if how == "scales" else np.int64)
+    inputs = ["x", "", "t"] if how == "scales" else ["x", "", "", "t"]
+    nodes = [helper.make_node("Resize", inputs, ["r"], name="rs", **attrs),
+             helper.make_node("Relu", ["r"], ["q"]),
+             helper.make_node("Concat", ["r", "q"], ["y"], axis=1)]
+    data = _graph(nodes, ["N", 3, 7, 9], [("t", values)])
+    net = fc.Network.from_onnx(data)
+    x = _rng(13).standard_normal((2, 3, 7, 9)).astype(np.float32)
+    _close(net(x), _ort(data, x))
+    assert ("node 'rs' (Resize): fallback" not in str(net)) == planned

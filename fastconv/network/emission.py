@@ -136,12 +136,29 @@ def _emit_concat(ctx: Context, choice: Choice, steps: list) -> str:
             v_top, v_left = ctx.origin(value)
             steps.append(Step("", CopyChannels(
                 x=ctx.ref(value), top=v_top, left=v_left, out=ctx.ref(dst), out_top=o_top,
-                out_left=o_left, c0=c0, height=s.height, width=s.width, tasks=ctx.tasks)))
+                out_left=o_left, c0=c0, height=s.height, width=s.width, sh=1, sw=1,
+                tasks=ctx.tasks)))
             copies += 1
         c0 += ctx.shapes[value].channels
     written = len(node.inputs) - copies
     return (f"concat of {len(node.inputs)} ({written} written in place by their producers, "
             f"{copies} copied into channel slices)")
+
+
+def _emit_nearest_upsample(ctx: Context, choice: Choice, steps: list) -> str:
+    """A nearest upsampling by integer factors: each input pixel's channels repeated into
+    its sh x sw output pixels; into a concatenation's slice when the concatenation is its
+    only reader (the upsampled value never stored apart)."""
+    node = choice.head
+    src, dst, _, (top, left), (o_top, o_left) = _windows(ctx, node)
+    s_in = ctx.shapes[src]
+    sh, sw = node.attrs["factors"]
+    steps.append(Step("", CopyChannels(
+        x=ctx.ref(src), top=top, left=left, out=ctx.ref(dst), out_top=o_top, out_left=o_left,
+        c0=ctx.slots.get(dst, 0), height=s_in.height, width=s_in.width, sh=sh, sw=sw,
+        tasks=ctx.tasks)))
+    return f"nearest upsampling x{sh}x{sw}" + (" into its concatenation's slice"
+                                               if dst in ctx.slots else "")
 
 
 def _emit_pool(ctx: Context, choice: Choice, steps: list) -> str:
@@ -484,6 +501,7 @@ EMITTERS = {
     "expanded_separable": _emit_expanded_separable, "linear": _emit_linear,
     "affine": _emit_affine, "binary": _emit_binary, "concat": _emit_concat,
     "max_pool": _emit_pool, "avg_pool": _emit_pool, "global_average": _emit_global_average,
+    "nearest_upsample": _emit_nearest_upsample,
     "flatten": _emit_flatten,
 }
 #: The kinds whose kernels do not zero their output's border: a border step comes first.

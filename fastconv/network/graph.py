@@ -71,6 +71,7 @@ class Node:
     ``op`` is one of ``conv`` (attrs: ``spec`` without input size, ``weight`` OIHW, ``bias``),
     ``deconv`` (a transposed convolution whose kernel is its ``stride``: ``weight`` as (C_out,
     C_in, kh, kw), ``bias``; each input pixel writes its own kh x kw output pixels),
+    ``upsample`` (nearest, by integer ``factors`` (sh, sw): each pixel repeated sh x sw times),
     ``linear`` (``weight`` (out, in), ``bias``), ``batchnorm`` (``scale``, ``shift``: the
     inference-time affine, per channel), ``act``, ``add`` and ``mul`` (two values of one
     shape, or the second (N, C, 1, 1) against the first (N, C, H, W): broadcast over the
@@ -230,6 +231,12 @@ def _node_shape(node: Node, shape: Shape, shapes: dict, batch: int) -> Shape:
                              f"got input of size {_shown(shape, batch)}")
         kh, kw = a["stride"]
         return Shape(c_out, shape.height * kh, shape.width * kw)
+    if op == "upsample":
+        if shape.flat:
+            raise ValueError(f"{node.name} expects a 4-D input, but got input of size "
+                             f"{_shown(shape, batch)}")
+        sh, sw = a["factors"]
+        return Shape(shape.channels, shape.height * sh, shape.width * sw)
     if op == "linear":
         features = a["weight"].shape[1]
         if not shape.flat and (shape.height, shape.width) != (1, 1):

@@ -21,7 +21,8 @@ from .graph import INPUT, RELU, Activation, Graph, Node
 MIN_OPSET = 11
 SUPPORTED = ("Conv", "ConvTranspose", "BatchNormalization", "Relu", "Clip", "LeakyRelu", "HardSigmoid",
              "HardSwish", "Sigmoid", "Mul", "Add", "Sub", "Div", "Concat", "MaxPool",
-             "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Gemm",
+             "AveragePool", "GlobalAveragePool", "ReduceMean", "Resize", "Flatten", "Reshape",
+             "Gemm",
              "MatMul", "Identity", "Dropout", "Constant")
 _FLOATS = {1: np.float32, 11: np.float64}  # TensorProto.FLOAT, DOUBLE
 
@@ -591,6 +592,42 @@ class Reader:
             raise _Refused(f"the mean over axes {shown} of {self._shown(node.input[0])}: only over the pixels of (N, C, H, "
                            "W), dims kept")
         self._emit(node, label, "gap", [self._value(node.input[0])])
+
+    def _Resize(self, node, label):
+        """A resize to the same size (any mode but a crop) is the identity; a nearest
+        upsampling by integer factors, whose coordinates map output pixel o to input pixel
+        floor(o / s) (asymmetric with floor, as torch writes it, or half-pixel with either
+        rounding, which agree there), repeats each pixel. Others run in the fallback."""
+        attrs = self._attrs(node)
+        self._refuse_unknown(attrs, ("mode", "coordinate_transformation_mode", "nearest_mode",
+                                     "cubic_coeff_a", "exclude_outside", "extrapolation_value",
+                                     "antialias", "axes", "keep_aspect_ratio_policy"))
+        text = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+        mode = text.get("mode", "nearest")
+        coordinates = text.get("coordinate_transformation_mode", "half_pixel")
+        rounding = text.get("nearest_mode", "round_prefer_floor")
+        before, after = self.shapes.get(node.input[0]), self.shapes.get(node.output[0])
+        if (before is None or after is None or None in before or None in after
+                or coordinates == "tf_crop_and_resize"):
+            raise _Refused(f"a resize of {self._shown(node.input[0])} to "
+                           f"{self._shown(node.output[0])} ({coordinates}): the plan needs "
+                           "both sizes known, and no crop")
+        if tuple(after) == tuple(before):
+            return self._alias(node, self._value(node.input[0]))
+        factors = [a // b if b and a % b == 0 else 0 for a, b in zip(after, before)]
+        scales = node.input[2] if len(node.input) > 2 and node.input[2] else ""
+        exact = not scales or [float(v) for v in np.reshape(self._constant(
+            scales, "scales"), -1)] == [float(f) for f in factors]
+        mapped = ((coordinates == "asymmetric" and rounding == "floor") or (
+            coordinates in ("half_pixel", "pytorch_half_pixel")
+            and rounding in ("round_prefer_floor", "round_prefer_ceil")))
+        if (mode != "nearest" or len(before) != 4 or factors[:2] != [1, 1] or 0 in factors
+                or not exact or not mapped):
+            raise _Refused(f"a {mode} resize of {self._shown(node.input[0])} to "
+                           f"{self._shown(node.output[0])} ({coordinates}, {rounding}): the "
+                           "plan's is a nearest upsampling of (N, C, H, W) by integer factors")
+        self._emit(node, label, "upsample", [self._value(node.input[0])],
+                   factors=(factors[2], factors[3]))
 
     def _Flatten(self, node, label):
         axis = self._attrs(node).get("axis", 1)

@@ -96,7 +96,7 @@ typedef struct {
 
 typedef struct {
     const void *x; i64 rows, cols, channels, top, left;
-    void *out; i64 out_rows, out_cols, total, out_top, out_left, c0, n, height, width;
+    void *out; i64 out_rows, out_cols, total, out_top, out_left, c0, n, height, width, sh, sw;
 } fc_copy_args;
 
 typedef struct {

@@ -96,7 +96,7 @@ cdef extern from "_plan_kernels.h" nogil:
         const void *x
         i64 rows, cols, channels, top, left
         void *out
-        i64 out_rows, out_cols, total, out_top, out_left, c0, n, height, width
+        i64 out_rows, out_cols, total, out_top, out_left, c0, n, height, width, sh, sw
 
     ctypedef struct fc_flatten_args:
         const void *src
@@ -493,12 +493,16 @@ def binary(a, a_top, a_left, b, b_top, b_left, b_pixels, multiply, out, out_top,
     return s
 
 
-def copy_channels(x, top, left, out, out_top, out_left, c0, height, width, tasks):
+def copy_channels(x, top, left, out, out_top, out_left, c0, height, width, sh, sw, tasks):
+    """``x``'s window of ``height`` x ``width`` into ``out`` from channel ``c0``, each pixel
+    repeated ``sh`` x ``sw`` times (a nearest upsampling; 1 x 1 copies)."""
     dtype = out.dtype
     _buffer("x", x, dtype)
     _buffer("out", out, dtype, True)
+    if sh < 1 or sw < 1:
+        raise ValueError(f"copy_channels: factors must be positive, but got {sh} x {sw}")
     _window("x", x, top, left, height, width)
-    _window("out", out, out_top, out_left, height, width)
+    _window("out", out, out_top, out_left, height * sh, width * sw)
     if c0 < 0 or c0 + x.shape[3] > out.shape[3] or x.shape[0] != out.shape[0]:
         raise ValueError(f"copy_channels: x of size {list(x.shape)} does not fit out of size "
                          f"{list(out.shape)} from channel {c0}")
@@ -509,7 +513,7 @@ def copy_channels(x, top, left, out, out_top, out_left, c0, height, width, tasks
                                                         x.shape[3], top, left)
     a.out, a.out_rows, a.out_cols, a.total = _data(out), out.shape[1], out.shape[2], out.shape[3]
     a.out_top, a.out_left, a.c0 = out_top, out_left, c0
-    a.n, a.height, a.width = x.shape[0], height, width
+    a.n, a.height, a.width, a.sh, a.sw = x.shape[0], height, width, sh, sw
     return s
 
 

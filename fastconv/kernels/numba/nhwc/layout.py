@@ -136,24 +136,29 @@ def binary(a, a_top, a_left, b, b_top, b_left, b_pixels, multiply, out, out_top,
 
 
 @jit(parallel=True)
-def copy_channels(x, top, left, out, out_top, out_left, c0, height, width, tasks):
-    """``out[n, out_top + h, out_left + w, c0 + c] = x[n, top + h, left + w, c]``: one input
-    of a concatenation along the channels, into its slice."""
+def copy_channels(x, top, left, out, out_top, out_left, c0, height, width, sh, sw, tasks):
+    """``out[n, out_top + h * sh + i, out_left + w * sw + j, c0 + c] = x[n, top + h, left + w,
+    c]`` for ``i < sh``, ``j < sw``: a value into its place (one input of a concatenation
+    into its slice, or all of ``out``), each pixel repeated ``sh`` x ``sw`` times (a nearest
+    upsampling by integer factors; 1 x 1 copies)."""
     n_images, rows_in, cols_in, channels = x.shape
     rows_out, cols_out, total = out.shape[1], out.shape[2], out.shape[3]
     xf, of = x.reshape(-1), out.reshape(-1)
-    rows = n_images * height
+    out_height = height * sh
+    rows = n_images * out_height
     for task in prange(tasks):
         for r in range(task * rows // tasks, (task + 1) * rows // tasks):
-            n = r // height
-            h = r - n * height
-            x_at = ((n * rows_in + top + h) * cols_in + left) * channels
-            o_at = ((n * rows_out + out_top + h) * cols_out + out_left) * total + c0
+            n = r // out_height
+            oh = r - n * out_height
+            x_at = ((n * rows_in + top + oh // sh) * cols_in + left) * channels
+            o_at = ((n * rows_out + out_top + oh) * cols_out + out_left) * total + c0
             for w in range(width):
                 src = xf[x_at + w * channels:x_at + (w + 1) * channels]
-                dst = of[o_at + w * total:o_at + w * total + channels]
-                for c in range(channels):
-                    dst[c] = src[c]
+                for j in range(sw):
+                    at = o_at + (w * sw + j) * total
+                    dst = of[at:at + channels]
+                    for c in range(channels):
+                        dst[c] = src[c]
 
 
 @jit(parallel=True)
