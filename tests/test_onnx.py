@@ -548,3 +548,36 @@ def test_resize(attrs, how, target, planned):
     x = _rng(13).standard_normal((2, 3, 7, 9)).astype(np.float32)
     _close(net(x), _ort(data, x))
     assert ("node 'rs' (Resize): fallback" not in str(net)) == planned
+
+
+@pytest.mark.parametrize("how", ["split-input", "split-attribute", "split-equal", "slice"])
+def test_split_and_slice_on_the_channels_run_on_the_plan(how):
+    """Each part a copy of its channels (into the concatenation that reads it alone), read by
+    a padded convolution (whose border the copy's step zeroes) and by the concatenation."""
+    rng = _rng(14)
+    inits = [("W", rng.standard_normal((8, 3, 1, 1)).astype(np.float32)),
+             ("W2", rng.standard_normal((5, 5, 3, 3)).astype(np.float32))]
+    opset = NEWEST
+    if how == "slice":
+        cut = [helper.make_node("Slice", ["c", "s0", "e0", "ax"], ["a"], name="cut0"),
+               helper.make_node("Slice", ["c", "s1", "e1", "ax"], ["b"], name="cut1")]
+        inits += [("s0", np.array([0])), ("e0", np.array([3])), ("s1", np.array([-5])),
+                  ("e1", np.array([2**40])), ("ax", np.array([1]))]
+    elif how == "split-input":
+        cut = [helper.make_node("Split", ["c", "sizes"], ["a", "b"], axis=1, name="cut")]
+        inits.append(("sizes", np.array([3, 5])))
+    elif how == "split-attribute":
+        cut = [helper.make_node("Split", ["c"], ["a", "b"], axis=1, split=[3, 5], name="cut")]
+        opset = 12
+    else:  # opset 18's equal parts: 4 and 4
+        cut = [helper.make_node("Split", ["c"], ["a", "b"], axis=1, num_outputs=2, name="cut")]
+        opset = 18
+        inits[1] = ("W2", rng.standard_normal((5, 4, 3, 3)).astype(np.float32))
+    nodes = [_conv("c1", ("x", "W"), "c"), *cut,
+             _conv("c2", ("b", "W2"), "d", pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["a", "d", "b"], ["y"], axis=1)]
+    data = _graph(nodes, ["N", 3, 7, 9], inits, opset=opset)
+    net = fc.Network.from_onnx(data, fallback=False)
+    x = rng.standard_normal((2, 3, 7, 9)).astype(np.float32)
+    _close(net(x), _ort(data, x))
+    assert "into its concatenation's slice" in str(net)

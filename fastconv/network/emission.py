@@ -135,7 +135,8 @@ def _emit_concat(ctx: Context, choice: Choice, steps: list) -> str:
         if value not in ctx.slots:
             v_top, v_left = ctx.origin(value)
             steps.append(Step("", CopyChannels(
-                x=ctx.ref(value), top=v_top, left=v_left, out=ctx.ref(dst), out_top=o_top,
+                x=ctx.ref(value), top=v_top, left=v_left, x_c0=0,
+                count=ctx.shapes[value].channels, out=ctx.ref(dst), out_top=o_top,
                 out_left=o_left, c0=c0, height=s.height, width=s.width, sh=1, sw=1,
                 tasks=ctx.tasks)))
             copies += 1
@@ -154,11 +155,25 @@ def _emit_nearest_upsample(ctx: Context, choice: Choice, steps: list) -> str:
     s_in = ctx.shapes[src]
     sh, sw = node.attrs["factors"]
     steps.append(Step("", CopyChannels(
-        x=ctx.ref(src), top=top, left=left, out=ctx.ref(dst), out_top=o_top, out_left=o_left,
-        c0=ctx.slots.get(dst, 0), height=s_in.height, width=s_in.width, sh=sh, sw=sw,
-        tasks=ctx.tasks)))
+        x=ctx.ref(src), top=top, left=left, x_c0=0, count=s_in.channels, out=ctx.ref(dst),
+        out_top=o_top, out_left=o_left, c0=ctx.slots.get(dst, 0), height=s_in.height,
+        width=s_in.width, sh=sh, sw=sw, tasks=ctx.tasks)))
     return f"nearest upsampling x{sh}x{sw}" + (" into its concatenation's slice"
                                                if dst in ctx.slots else "")
+
+
+def _emit_channel_slice(ctx: Context, choice: Choice, steps: list) -> str:
+    """Channels c0 .. c0 + count of a value (a Split's part, a Slice on the channels) into
+    its own buffer, or into its concatenation's slice when that is its only reader."""
+    node = choice.head
+    src, dst, s, (top, left), (o_top, o_left) = _windows(ctx, node)
+    steps.append(Step("", CopyChannels(
+        x=ctx.ref(src), top=top, left=left, x_c0=node.attrs["c0"], count=s.channels,
+        out=ctx.ref(dst), out_top=o_top, out_left=o_left, c0=ctx.slots.get(dst, 0),
+        height=s.height, width=s.width, sh=1, sw=1, tasks=ctx.tasks)))
+    c0 = node.attrs["c0"]
+    return f"channels {c0}..{c0 + s.channels - 1}" + (" into its concatenation's slice"
+                                                      if dst in ctx.slots else "")
 
 
 def _emit_pool(ctx: Context, choice: Choice, steps: list) -> str:
@@ -501,12 +516,12 @@ EMITTERS = {
     "expanded_separable": _emit_expanded_separable, "linear": _emit_linear,
     "affine": _emit_affine, "binary": _emit_binary, "concat": _emit_concat,
     "max_pool": _emit_pool, "avg_pool": _emit_pool, "global_average": _emit_global_average,
-    "nearest_upsample": _emit_nearest_upsample,
+    "nearest_upsample": _emit_nearest_upsample, "channel_slice": _emit_channel_slice,
     "flatten": _emit_flatten,
 }
 #: The kinds whose kernels do not zero their output's border: a border step comes first.
 _BORDER_FIRST = {"affine", "binary", "concat", "max_pool", "avg_pool", "global_average",
-                 "flatten", "depthwise"}
+                 "flatten", "depthwise", "nearest_upsample", "channel_slice"}
 
 
 def emit(ctx: Context, choice: Choice, steps: list) -> str:

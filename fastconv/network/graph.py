@@ -72,6 +72,7 @@ class Node:
     ``deconv`` (a transposed convolution whose kernel is its ``stride``: ``weight`` as (C_out,
     C_in, kh, kw), ``bias``; each input pixel writes its own kh x kw output pixels),
     ``upsample`` (nearest, by integer ``factors`` (sh, sw): each pixel repeated sh x sw times),
+    ``slice`` (``channels`` channels from ``c0``: a Split's part, a Slice on the channels),
     ``linear`` (``weight`` (out, in), ``bias``), ``batchnorm`` (``scale``, ``shift``: the
     inference-time affine, per channel), ``act``, ``add`` and ``mul`` (two values of one
     shape, or the second (N, C, 1, 1) against the first (N, C, H, W): broadcast over the
@@ -231,6 +232,11 @@ def _node_shape(node: Node, shape: Shape, shapes: dict, batch: int) -> Shape:
                              f"got input of size {_shown(shape, batch)}")
         kh, kw = a["stride"]
         return Shape(c_out, shape.height * kh, shape.width * kw)
+    if op == "slice":
+        if shape.flat or a["c0"] + a["channels"] > shape.channels:
+            raise ValueError(f"{node.name}: channels {a['c0']} to {a['c0'] + a['channels']} of "
+                             f"input of size {_shown(shape, batch)}")
+        return Shape(a["channels"], shape.height, shape.width)
     if op == "upsample":
         if shape.flat:
             raise ValueError(f"{node.name} expects a 4-D input, but got input of size "

@@ -21,8 +21,8 @@ from .graph import INPUT, RELU, Activation, Graph, Node
 MIN_OPSET = 11
 SUPPORTED = ("Conv", "ConvTranspose", "BatchNormalization", "Relu", "Clip", "LeakyRelu", "HardSigmoid",
              "HardSwish", "Sigmoid", "Mul", "Add", "Sub", "Div", "Concat", "MaxPool",
-             "AveragePool", "GlobalAveragePool", "ReduceMean", "Resize", "Flatten", "Reshape",
-             "Gemm",
+             "AveragePool", "GlobalAveragePool", "ReduceMean", "Resize", "Split", "Slice",
+             "Flatten", "Reshape", "Gemm",
              "MatMul", "Identity", "Dropout", "Constant")
 _FLOATS = {1: np.float32, 11: np.float64}  # TensorProto.FLOAT, DOUBLE
 
@@ -607,14 +607,15 @@ class Reader:
         coordinates = text.get("coordinate_transformation_mode", "half_pixel")
         rounding = text.get("nearest_mode", "round_prefer_floor")
         before, after = self.shapes.get(node.input[0]), self.shapes.get(node.output[0])
-        if (before is None or after is None or None in before or None in after
-                or coordinates == "tf_crop_and_resize"):
+        if (before is None or after is None or None in before[1:] or None in after[1:]
+                or after[0] != before[0] or coordinates == "tf_crop_and_resize"):
             raise _Refused(f"a resize of {self._shown(node.input[0])} to "
                            f"{self._shown(node.output[0])} ({coordinates}): the plan needs "
                            "both sizes known, and no crop")
         if tuple(after) == tuple(before):
             return self._alias(node, self._value(node.input[0]))
-        factors = [a // b if b and a % b == 0 else 0 for a, b in zip(after, before)]
+        factors = [1] + [a // b if b and a % b == 0 else 0 for a, b in zip(after[1:],
+                                                                       before[1:])]
         scales = node.input[2] if len(node.input) > 2 and node.input[2] else ""
         exact = not scales or [float(v) for v in np.reshape(self._constant(
             scales, "scales"), -1)] == [float(f) for f in factors]
@@ -628,6 +629,63 @@ class Reader:
                            "plan's is a nearest upsampling of (N, C, H, W) by integer factors")
         self._emit(node, label, "upsample", [self._value(node.input[0])],
                    factors=(factors[2], factors[3]))
+
+    def _channel_slices(self, node, label, parts) -> None:
+        """``parts``: (output, first channel, channels) of the node's input, each a slice."""
+        value = self._value(node.input[0])
+        for i, (output, c0, count) in enumerate(parts):
+            if not output:
+                continue
+            if count < 1:
+                raise _Refused(f"output {i} would have {count} channels")
+            name = f"onnx:{output}"
+            self.nodes.append(Node("slice", (value,), name,
+                                   label if len(parts) == 1 else f"{label}[{i}]",
+                                   dict(c0=c0, channels=count)))
+            self.values[output] = name
+
+    def _Split(self, node, label):
+        """A split of (N, C, H, W) along the channels: each part a slice (copied once, or
+        straight into the concatenation that reads it)."""
+        attrs = self._attrs(node)
+        self._refuse_unknown(attrs, ("axis", "split", "num_outputs"))
+        shape = self.shapes.get(node.input[0])
+        axis = attrs.get("axis", 0)
+        if shape is None or len(shape) != 4 or axis % 4 != 1 or shape[1] is None:
+            raise _Refused(f"axis={axis} on {self._shown(node.input[0])}: only the channels of "
+                           "(N, C, H, W) are split on the plan")
+        channels, parts = shape[1], len(node.output)
+        if len(node.input) > 1 and node.input[1]:
+            sizes = [int(v) for v in np.reshape(self._constant(node.input[1], "split"), -1)]
+        elif "split" in attrs:
+            sizes = [int(v) for v in attrs["split"]]
+        else:  # equal parts; from opset 18 the last may be smaller
+            size = -(-channels // parts)
+            sizes = [size] * (parts - 1) + [channels - size * (parts - 1)]
+        if len(sizes) != parts or sum(sizes) != channels or min(sizes) < 0:
+            raise _Invalid(f"split={sizes} does not cut {channels} channels into {parts} "
+                           "outputs")
+        starts = np.cumsum([0, *sizes[:-1]])
+        self._channel_slices(node, label, [(o, int(c0), n) for o, c0, n in
+                                           zip(node.output, starts, sizes)])
+
+    def _Slice(self, node, label):
+        """A slice of (N, C, H, W) along the channels alone, step 1."""
+        shape = self.shapes.get(node.input[0])
+        starts, ends = (np.reshape(self._constant(node.input[i], what), -1)
+                        for i, what in ((1, "starts"), (2, "ends")))
+        axes = (np.reshape(self._constant(node.input[3], "axes"), -1)
+                if len(node.input) > 3 and node.input[3] else np.arange(len(starts)))
+        steps = (np.reshape(self._constant(node.input[4], "steps"), -1)
+                 if len(node.input) > 4 and node.input[4] else np.ones(len(starts), np.int64))
+        if (shape is None or len(shape) != 4 or shape[1] is None or len(axes) != 1
+                or int(axes[0]) % 4 != 1 or int(steps[0]) != 1):
+            raise _Refused(f"a slice of {self._shown(node.input[0])} on axes "
+                           f"{[int(a) for a in axes]} by steps {[int(s) for s in steps]}: "
+                           "only the channels of (N, C, H, W), step 1, are sliced on the plan")
+        kept = range(shape[1])[slice(int(max(min(starts[0], 2**62), -2**62)),
+                                     int(max(min(ends[0], 2**62), -2**62)))]
+        self._channel_slices(node, label, [(node.output[0], kept.start, len(kept))])
 
     def _Flatten(self, node, label):
         axis = self._attrs(node).get("axis", 1)

@@ -95,7 +95,7 @@ typedef struct {
 } fc_binary_args;
 
 typedef struct {
-    const void *x; i64 rows, cols, channels, top, left;
+    const void *x; i64 rows, cols, channels, top, left, x_c0, count;
     void *out; i64 out_rows, out_cols, total, out_top, out_left, c0, n, height, width, sh, sw;
 } fc_copy_args;
 

@@ -789,9 +789,9 @@ static void FC(binary_task)(const void *p, i64 task, i64 tasks) {
     }
 }
 
-/* A value into its place: from channel c0 of out (a concatenation's slice, or all of it),
-   each pixel repeated sh x sw times (a nearest upsampling by integer factors; 1 x 1: a copy).
-   The tasks share the output's rows. */
+/* Channels x_c0 .. x_c0 + count of x into out from its channel c0 (a concatenation's slice,
+   a split's part, or all of a value), each pixel repeated sh x sw times (a nearest
+   upsampling by integer factors; 1 x 1: a copy). The tasks share the output's rows. */
 static void FC(copy_channels_task)(const void *p, i64 task, i64 tasks) {
     const fc_copy_args *a = (const fc_copy_args *)p;
     const T *x = (const T *)a->x;
@@ -800,12 +800,12 @@ static void FC(copy_channels_task)(const void *p, i64 task, i64 tasks) {
     const i64 rows = a->n * out_height;
     for (i64 r = task * rows / tasks; r < (task + 1) * rows / tasks; r++) {
         i64 n = r / out_height, oh = r - n * out_height, h = oh / a->sh;
-        const T *s = x + ((n * a->rows + a->top + h) * a->cols + a->left) * channels;
+        const T *s = x + ((n * a->rows + a->top + h) * a->cols + a->left) * channels + a->x_c0;
         T *o = out + ((n * a->out_rows + a->out_top + oh) * a->out_cols + a->out_left) * a->total
                + a->c0;
         for (i64 w = 0; w < a->width; w++)
             for (i64 j = 0; j < a->sw; j++)
-                memcpy(o + (w * a->sw + j) * a->total, s + w * channels, channels * sizeof(T));
+                memcpy(o + (w * a->sw + j) * a->total, s + w * channels, a->count * sizeof(T));
     }
 }
 

@@ -94,7 +94,7 @@ cdef extern from "_plan_kernels.h" nogil:
 
     ctypedef struct fc_copy_args:
         const void *x
-        i64 rows, cols, channels, top, left
+        i64 rows, cols, channels, top, left, x_c0, count
         void *out
         i64 out_rows, out_cols, total, out_top, out_left, c0, n, height, width, sh, sw
 
@@ -493,9 +493,11 @@ def binary(a, a_top, a_left, b, b_top, b_left, b_pixels, multiply, out, out_top,
     return s
 
 
-def copy_channels(x, top, left, out, out_top, out_left, c0, height, width, sh, sw, tasks):
-    """``x``'s window of ``height`` x ``width`` into ``out`` from channel ``c0``, each pixel
-    repeated ``sh`` x ``sw`` times (a nearest upsampling; 1 x 1 copies)."""
+def copy_channels(x, top, left, x_c0, count, out, out_top, out_left, c0, height, width, sh,
+                  sw, tasks):
+    """Channels ``x_c0`` to ``x_c0 + count`` of ``x``'s window of ``height`` x ``width`` into
+    ``out`` from channel ``c0``, each pixel repeated ``sh`` x ``sw`` times (a nearest
+    upsampling; 1 x 1 copies)."""
     dtype = out.dtype
     _buffer("x", x, dtype)
     _buffer("out", out, dtype, True)
@@ -503,14 +505,17 @@ def copy_channels(x, top, left, out, out_top, out_left, c0, height, width, sh, s
         raise ValueError(f"copy_channels: factors must be positive, but got {sh} x {sw}")
     _window("x", x, top, left, height, width)
     _window("out", out, out_top, out_left, height * sh, width * sw)
-    if c0 < 0 or c0 + x.shape[3] > out.shape[3] or x.shape[0] != out.shape[0]:
-        raise ValueError(f"copy_channels: x of size {list(x.shape)} does not fit out of size "
-                         f"{list(out.shape)} from channel {c0}")
+    if (c0 < 0 or x_c0 < 0 or count < 0 or x_c0 + count > x.shape[3]
+            or c0 + count > out.shape[3] or x.shape[0] != out.shape[0]):
+        raise ValueError(f"copy_channels: channels {x_c0} to {x_c0 + count} of x of size "
+                         f"{list(x.shape)} do not fit out of size {list(out.shape)} from "
+                         f"channel {c0}")
     cdef Step s = _step("copy_channels", sizeof(fc_copy_args), K.copy_channels_f,
                         K.copy_channels_d, dtype, tasks, [x, out])
     cdef fc_copy_args *a = <fc_copy_args *>s.args
     a.x, a.rows, a.cols, a.channels, a.top, a.left = (_data(x), x.shape[1], x.shape[2],
                                                         x.shape[3], top, left)
+    a.x_c0, a.count = x_c0, count
     a.out, a.out_rows, a.out_cols, a.total = _data(out), out.shape[1], out.shape[2], out.shape[3]
     a.out_top, a.out_left, a.c0 = out_top, out_left, c0
     a.n, a.height, a.width, a.sh, a.sw = x.shape[0], height, width, sh, sw

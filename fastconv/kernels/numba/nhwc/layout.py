@@ -136,11 +136,12 @@ def binary(a, a_top, a_left, b, b_top, b_left, b_pixels, multiply, out, out_top,
 
 
 @jit(parallel=True)
-def copy_channels(x, top, left, out, out_top, out_left, c0, height, width, sh, sw, tasks):
+def copy_channels(x, top, left, x_c0, count, out, out_top, out_left, c0, height, width, sh, sw,
+                  tasks):
     """``out[n, out_top + h * sh + i, out_left + w * sw + j, c0 + c] = x[n, top + h, left + w,
-    c]`` for ``i < sh``, ``j < sw``: a value into its place (one input of a concatenation
-    into its slice, or all of ``out``), each pixel repeated ``sh`` x ``sw`` times (a nearest
-    upsampling by integer factors; 1 x 1 copies)."""
+    x_c0 + c]`` for ``c < count``, ``i < sh``, ``j < sw``: a value into its place (one input
+    of a concatenation into its slice, a split's part, or all of a value), each pixel
+    repeated ``sh`` x ``sw`` times (a nearest upsampling by integer factors; 1 x 1 copies)."""
     n_images, rows_in, cols_in, channels = x.shape
     rows_out, cols_out, total = out.shape[1], out.shape[2], out.shape[3]
     xf, of = x.reshape(-1), out.reshape(-1)
@@ -150,14 +151,14 @@ def copy_channels(x, top, left, out, out_top, out_left, c0, height, width, sh, s
         for r in range(task * rows // tasks, (task + 1) * rows // tasks):
             n = r // out_height
             oh = r - n * out_height
-            x_at = ((n * rows_in + top + oh // sh) * cols_in + left) * channels
+            x_at = ((n * rows_in + top + oh // sh) * cols_in + left) * channels + x_c0
             o_at = ((n * rows_out + out_top + oh) * cols_out + out_left) * total + c0
             for w in range(width):
-                src = xf[x_at + w * channels:x_at + (w + 1) * channels]
+                src = xf[x_at + w * channels:x_at + w * channels + count]
                 for j in range(sw):
                     at = o_at + (w * sw + j) * total
-                    dst = of[at:at + channels]
-                    for c in range(channels):
+                    dst = of[at:at + count]
+                    for c in range(count):
                         dst[c] = src[c]
 
 
