@@ -75,6 +75,33 @@ def _env_flag(name: str, default: bool) -> bool:
 
 
 CACHE: bool = _env_flag("FASTCONV_CACHE", True)
+
+
+def kernel_cache_dir() -> str:
+    """Where Numba caches fastconv's compiled kernels: a directory per version of the
+    kernels' sources (``fastconv/kernels``), under the user's cache. Numba keys a cached
+    function by its own file alone, not by the intrinsics and inlined helpers of other files
+    it compiles in (the GEMM tiles' IR, the epilogues): after any change to those, a cache
+    beside the sources would serve the old code. A new version of the sources gets a new,
+    empty directory instead."""
+    import hashlib
+
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
+    digest = hashlib.sha256()
+    for folder, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            digest.update(os.path.relpath(path, root).encode())
+            with open(path, "rb") as fh:
+                digest.update(fh.read())
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "fastconv", "numba", digest.hexdigest()[:16])
+
+
+# before Numba is imported (it reads NUMBA_CACHE_DIR once); a user's own setting stands
+if CACHE and "numba" not in sys.modules and not os.environ.get("NUMBA_CACHE_DIR"):
+    os.environ["NUMBA_CACHE_DIR"] = kernel_cache_dir()
 # "contract" lets LLVM fuse multiply-add and "reassoc" lets it vectorise sums (the weight
 # gradients' dot products); no "nnan"/"ninf", so NaN and Inf behave as in IEEE.
 FASTMATH: set[str] | bool = ({"contract", "reassoc"} if _env_flag("FASTCONV_FASTMATH", True)

@@ -347,3 +347,32 @@ class _Traced(torch.nn.Module if torch is not None else object):
 
     def forward(self, x):
         return torch.relu(self.inner(x))
+
+
+class _Gates(torch.nn.Module if torch is not None else object):
+    """SiLU and HardSwish as their exporters spell them: x * sigmoid(x), x * hardsigmoid(x)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.b = torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        y = y * torch.sigmoid(y)
+        z = self.b(y)
+        return z * torch.nn.functional.hardsigmoid(z)
+
+
+@needs_torch
+def test_gated_activations_fuse_into_the_epilogue():
+    torch.manual_seed(1)
+    module = _Gates().eval()
+    x = torch.randn(2, 3, 6, 7)
+    with torch.no_grad():
+        expected = module(x).numpy()
+    plan = fc.Network.from_torch(module)
+    np.testing.assert_allclose(plan(x.numpy()), expected, rtol=1e-5, atol=1e-5)
+    shown = str(plan)
+    assert "epilogue silu" in shown and "epilogue hardswish" in shown
+    assert [n.op for n in plan.graph.nodes] == ["conv", "conv"]

@@ -10,8 +10,9 @@ LEAKY = 2         # y if y >= 0 else alpha * y
 HARDSIGMOID = 3   # min(max(alpha * y + beta, 0), 1)
 HARDSWISH = 4     # y * min(max(y / 6 + 1 / 2, 0), 1)
 SIGMOID = 5       # 1 / (1 + exp(-y))
+SILU = 6          # y / (1 + exp(-y)): y * sigmoid(y), the swish of EfficientNet and YOLO
 
 #: The kinds by name, as the graph's activations spell them. The C kernels' enum
 #: (``_plan_kernels.h``'s ``FC_ACT_*``) has the same numbers; a test holds them together.
 ACTIVATIONS = {"none": NONE, "clamp": CLAMP, "leaky": LEAKY, "hardsigmoid": HARDSIGMOID,
-               "hardswish": HARDSWISH, "sigmoid": SIGMOID}
+               "hardswish": HARDSWISH, "sigmoid": SIGMOID, "silu": SILU}

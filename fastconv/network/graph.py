@@ -62,6 +62,8 @@ NONE = Activation()
 RELU = Activation("clamp", 0.0, math.inf)
 RELU6 = Activation("clamp", 0.0, 6.0)
 HARDSIGMOID = Activation("hardsigmoid", alpha=1 / 6, beta=0.5)  # torch's
+SILU = Activation("silu")
+HARDSWISH = Activation("hardswish")
 
 
 @dataclass

@@ -1,15 +1,16 @@
 """The graph rewrites, made once per network before any shape is planned (as XNNPACK's
 ``xnn_subgraph_optimize`` passes): identities dropped, each batch norm folded into the
-convolution before it (or kept as a per-channel affine), each activation fused into the
-epilogue of the node producing its input, and a residual addition into the convolution whose
-epilogue can add it.
+convolution before it (or kept as a per-channel affine), the gated activations spelled out
+(``x * sigmoid(x)``, ``x * hardsigmoid(x)``) made one activation, each activation fused into
+the epilogue of the node producing its input, and a residual addition into the convolution
+whose epilogue can add it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .graph import Graph, Node
+from .graph import HARDSWISH, SILU, Graph, Node
 
 
 def optimize(graph: Graph) -> Graph:
@@ -24,11 +25,34 @@ def optimize(graph: Graph) -> Graph:
         if producer is not None and producer.op in ("conv", "deconv") and _fresh(producer):
             _fold(producer, node, graph.dtype)
             _absorb(graph, producer, node)
+    for node in [n for n in graph.nodes if n.op == "mul"]:
+        _fuse_gate(graph, node)
     _fuse_activations(graph)
     for node in [n for n in graph.nodes if n.op == "add"]:
         _fuse_residual(graph, node)
     _fuse_activations(graph)  # a ReLU after a residual addition
     return graph
+
+
+def _fuse_gate(graph: Graph, mul: Node) -> None:
+    """``x * sigmoid(x)`` as SiLU, ``x * hardsigmoid(x)`` (torch's 1/6, 1/2) as HardSwish:
+    one activation of ``x``, which the node producing ``x`` then runs in its epilogue."""
+    for x, gate in (mul.inputs, mul.inputs[::-1]):
+        node = graph.producer(gate)
+        if (node is None or node.op != "act" or node.inputs[0] != x or gate in graph.outputs
+                or graph.consumers(gate) != [mul] or mul.attrs.get("residual")):
+            continue
+        act = node.act
+        if act.kind == "sigmoid":
+            fused = SILU
+        elif act.kind == "hardsigmoid" and (act.alpha, act.beta) == (1 / 6, 0.5):
+            fused = HARDSWISH
+        else:
+            continue
+        graph.nodes.remove(node)
+        mul.op, mul.inputs = "act", (x,)
+        mul.attrs = {"act": fused, "fused": [node.name, *node.attrs.get("fused", [])]}
+        return
 
 
 def _fuse_activations(graph: Graph) -> None:
@@ -114,7 +138,7 @@ def _absorb(graph: Graph, producer: Node, node: Node) -> None:
     graph.nodes.remove(node)
     graph.replace_value(node.output, producer.output)
     fused = producer.attrs.setdefault("fused", [])
-    fused.append(node.name)
+    fused += [node.name, *node.attrs.get("fused", [])]  # and what it had fused itself
 
 
 def _fold(conv: Node, bn: Node, dtype) -> None:

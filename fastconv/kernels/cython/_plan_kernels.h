@@ -42,7 +42,8 @@ enum {
     FC_ACT_LEAKY = 2,        /* y if y >= 0 else alpha y */
     FC_ACT_HARDSIGMOID = 3,  /* min(max(alpha y + beta, 0), 1) */
     FC_ACT_HARDSWISH = 4,    /* y min(max(y / 6 + 1/2, 0), 1) */
-    FC_ACT_SIGMOID = 5       /* 1 / (1 + exp(-y)) */
+    FC_ACT_SIGMOID = 5,      /* 1 / (1 + exp(-y)) */
+    FC_ACT_SILU = 6          /* y / (1 + exp(-y)) */
 };
 
 /* an epilogue's activation */

@@ -50,6 +50,9 @@ static inline void FC(activate)(T *restrict y, i64 count, const fc_epi *e) {
     case FC_ACT_SIGMOID:
         for (i64 i = 0; i < count; i++) y[i] = (T)(1.0 / (1.0 + exp(-(double)y[i])));
         break;
+    case FC_ACT_SILU:
+        for (i64 i = 0; i < count; i++) y[i] = (T)((double)y[i] / (1.0 + exp(-(double)y[i])));
+        break;
     default:
         break;
     }

@@ -35,6 +35,7 @@ cdef extern from "_plan_kernels.h" nogil:
         FC_ACT_HARDSIGMOID
         FC_ACT_HARDSWISH
         FC_ACT_SIGMOID
+        FC_ACT_SILU
 
     ctypedef void (*fc_task)(const void *args, i64 task, i64 tasks) noexcept nogil
 
@@ -304,7 +305,7 @@ def _positive(**values):
 #: The activations' numbers in the C kernels (``FC_ACT_*``), by name.
 ACTIVATIONS = {"none": FC_ACT_NONE, "clamp": FC_ACT_CLAMP, "leaky": FC_ACT_LEAKY,
                "hardsigmoid": FC_ACT_HARDSIGMOID, "hardswish": FC_ACT_HARDSWISH,
-               "sigmoid": FC_ACT_SIGMOID}
+               "sigmoid": FC_ACT_SIGMOID, "silu": FC_ACT_SILU}
 
 
 cdef fc_epi _epi(kind, lo, hi, alpha, beta):

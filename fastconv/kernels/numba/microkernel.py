@@ -189,6 +189,7 @@ class _Vectors:
                 b.fadd(b.fmul(a, const([1 / 6] * self.lanes)), const([0.5] * self.lanes)), zero,
                 one)),
             epilogue.SIGMOID: lambda a: b.fdiv(one, b.fadd(one, b.call(exp, [b.fsub(zero, a)]))),
+            epilogue.SILU: lambda a: b.fdiv(a, b.fadd(one, b.call(exp, [b.fsub(zero, a)]))),
         }
         for code, fn in kinds.items():
             flag = b.icmp_signed("==", kind, ir.Constant(kind.type, code))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from ....runtime import jit
-from ...epilogue import CLAMP, HARDSIGMOID, HARDSWISH, LEAKY, NONE
+from ...epilogue import CLAMP, HARDSIGMOID, HARDSWISH, LEAKY, NONE, SIGMOID
 
 
 @jit(inline=True)
@@ -40,6 +40,10 @@ def activate_row(out, n, row, col0, cols, kind, lo, hi, alpha, beta):
                 g = v / 6 + 0.5
                 g = 0 if g < 0 else g
                 out[n, row, col, c] = v * (1 if g > 1 else g)
-        else:  # SIGMOID
+        elif kind == SIGMOID:
             for c in range(channels):
                 out[n, row, col, c] = 1 / (1 + math.exp(-out[n, row, col, c]))
+        else:  # SILU
+            for c in range(channels):
+                v = out[n, row, col, c]
+                out[n, row, col, c] = v / (1 + math.exp(-v))
