@@ -47,23 +47,36 @@ def depthwise_3x3(x, top, left, w, bias, out, out_top, out_left, ho, wo, sh, sw,
 @jit(parallel=True)
 def depthwise(x, top, left, w, kh, kw, multiplier, bias, out, out_top, out_left, ho, wo, sh,
               sw, dh, dw, kind, lo, hi, alpha, beta, tasks):
-    n_images, channels = x.shape[0], w.shape[1]
+    """Any kernel size: each output row accumulates its taps, one vector of channels per
+    output pixel per tap (flat offsets, so that the channel loop vectorises), while the row
+    is in cache; with a channel multiplier, output channel c reads input channel
+    ``c // multiplier``."""
+    n_images, rows_in, cols_in, c_in = x.shape
+    rows_out, cols_out, channels = out.shape[1], out.shape[2], out.shape[3]
+    xf, of = x.reshape(-1), out.reshape(-1)
     rows = n_images * ho
     for task in prange(tasks):
         for r in range(task * rows // tasks, (task + 1) * rows // tasks):
             n = r // ho
             oh = r - n * ho
             row = out_top + oh
+            o_at = ((n * rows_out + row) * cols_out + out_left) * channels
             for ow in range(wo):
+                o = of[o_at + ow * channels:o_at + (ow + 1) * channels]
                 for c in range(channels):
-                    out[n, row, out_left + ow, c] = bias[c]
+                    o[c] = bias[c]
             for i in range(kh):
-                ih = top + oh * sh + i * dh
+                x_row = (n * rows_in + top + oh * sh + i * dh) * cols_in
                 for j in range(kw):
-                    tap = i * kw + j
+                    wt = w[i * kw + j]
                     for ow in range(wo):
-                        iw = left + ow * sw + j * dw
-                        for c in range(channels):
-                            out[n, row, out_left + ow, c] += (w[tap, c]
-                                                              * x[n, ih, iw, c // multiplier])
+                        x_at = (x_row + left + ow * sw + j * dw) * c_in
+                        o = of[o_at + ow * channels:o_at + (ow + 1) * channels]
+                        if multiplier == 1:
+                            xs = xf[x_at:x_at + channels]
+                            for c in range(channels):
+                                o[c] += wt[c] * xs[c]
+                        else:
+                            for c in range(channels):
+                                o[c] += wt[c] * xf[x_at + c // multiplier]
             activate_row(out, n, row, out_left, wo, kind, lo, hi, alpha, beta)
