@@ -18,6 +18,28 @@ static inline void FC(zero_border_share)(T *buf, const fc_border *b, i64 task, i
     fc_zero_border_share(buf, b, (i64)sizeof(T), task, tasks);
 }
 
+/* exp(x): for float, Cephes' polynomial of e^r on |r| <= ln 2 / 2 times 2^n made from the
+ * exponent's bits (about one ulp; plain arithmetic, so that a loop of it vectorises, where a
+ * call of libm's expf would not); for double, libm's exp. */
+static inline T FC(exp)(T x) {
+    if (sizeof(T) != sizeof(float))
+        return (T)exp((double)x);
+    float v = (float)x;
+    v = v < -87.33654f ? -87.33654f : v;  /* 2^n with n in -126..127; NaN stays NaN */
+    v = v > 88.0f ? 88.0f : v;
+    float n = floorf(v * 1.44269504088896341f + 0.5f);
+    float r = v - n * 0.693359375f - n * -2.12194440e-4f;
+    float q = 1.9875691500e-4f;
+    q = q * r + 1.3981999507e-3f;
+    q = q * r + 8.3334519073e-3f;
+    q = q * r + 4.1665795894e-2f;
+    q = q * r + 1.6666665459e-1f;
+    q = q * r + 5.0000001201e-1f;
+    q = q * r * r + r + 1.0f;
+    union { int32_t i; float f; } two = { .i = ((int32_t)n + 127) << 23 };
+    return (T)(q * two.f);
+}
+
 /* ``y[0:count]`` through the activation; NaN stays NaN. One loop per kind, so that each
  * vectorises. */
 static inline void FC(activate)(T *restrict y, i64 count, const fc_epi *e) {
@@ -48,10 +70,10 @@ static inline void FC(activate)(T *restrict y, i64 count, const fc_epi *e) {
         }
         break;
     case FC_ACT_SIGMOID:
-        for (i64 i = 0; i < count; i++) y[i] = (T)(1.0 / (1.0 + exp(-(double)y[i])));
+        for (i64 i = 0; i < count; i++) y[i] = (T)1 / ((T)1 + FC(exp)(-y[i]));
         break;
     case FC_ACT_SILU:
-        for (i64 i = 0; i < count; i++) y[i] = (T)((double)y[i] / (1.0 + exp(-(double)y[i])));
+        for (i64 i = 0; i < count; i++) y[i] = y[i] / ((T)1 + FC(exp)(-y[i]));
         break;
     default:
         break;

@@ -165,6 +165,42 @@ class _Vectors:
             out.append(merged)
         return out
 
+    def _exp_function(self):
+        """``exp`` of a vector: for float32, Cephes' polynomial of ``e ** r`` on |r| <= ln 2 /
+        2 times ``2 ** n`` made from the exponent's bits (about one ulp, and vector
+        instructions only: LLVM's ``llvm.exp`` would call the scalar libm once per lane);
+        for float64, ``llvm.exp``."""
+        b, vt = self.b, self.vt
+        if self.double:
+            return cgutils.get_or_insert_function(b.module, ir.FunctionType(vt, [vt]),
+                                                  f"llvm.exp.{self.name}")
+        name = f"fastconv.exp.{self.name}"
+        if name in b.module.globals:
+            return b.module.globals[name]
+        fn = ir.Function(b.module, ir.FunctionType(vt, [vt]), name)
+        fn.linkage = "internal"
+        fn.attributes.add("alwaysinline")
+        e = ir.IRBuilder(fn.append_basic_block("entry"))
+        const = functools.partial(ir.Constant, vt)
+        splat = lambda v: const([v] * self.lanes)  # noqa: E731
+        x = fn.args[0]
+        # within what 2 ** n of an 8-bit exponent spans (n from -126 to 127); keeps a NaN
+        x = _select_gt(e, _select_lt(e, x, splat(-87.33654)), splat(88.0))
+        floor = cgutils.get_or_insert_function(b.module, ir.FunctionType(vt, [vt]),
+                                               f"llvm.floor.{self.name}")
+        n = e.call(floor, [e.fadd(e.fmul(x, splat(1.44269504088896341)), splat(0.5))])
+        r = e.fsub(e.fsub(x, e.fmul(n, splat(0.693359375))), e.fmul(n, splat(-2.12194440e-4)))
+        p = splat(1.9875691500e-4)
+        for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+                  5.0000001201e-1):
+            p = e.fadd(e.fmul(p, r), splat(c))
+        p = e.fadd(e.fadd(e.fmul(e.fmul(p, r), r), r), splat(1.0))
+        it = ir.VectorType(ir.IntType(32), self.lanes)
+        bits = e.shl(e.add(e.fptosi(n, it), ir.Constant(it, [127] * self.lanes)),
+                     ir.Constant(it, [23] * self.lanes))
+        e.ret(e.fmul(p, e.bitcast(bits, vt)))
+        return fn
+
     def _activate(self, acc, kind, lo, hi, alpha, beta):
         b, vt = self.b, self.vt
         const = functools.partial(ir.Constant, vt)
@@ -178,8 +214,7 @@ class _Vectors:
         def clamp(a, low, high):
             return _select_gt(b, _select_lt(b, a, low), high)
 
-        exp = cgutils.get_or_insert_function(b.module, ir.FunctionType(vt, [vt]),
-                                             f"llvm.exp.{self.name}")
+        exp = self._exp_function()
         kinds = {
             epilogue.CLAMP: lambda a: clamp(a, lo_v, hi_v),
             epilogue.LEAKY: lambda a: b.select(b.fcmp_ordered("<", a, zero), b.fmul(a, alpha_v),
@@ -429,6 +464,36 @@ class _ChannelLoop(_Vectors):
         c.add_incoming(b.add(c, ir.Constant(i64, self.lanes)), b.block)
         b.branch(head)
         b.position_at_end(done)
+
+
+class _ActivateSpan(_ChannelLoop):
+    """The epilogue's activation over ``count`` contiguous values, a vector at a time::
+
+        activate_span(y, at, count, kind, lo, hi, alpha, beta)
+
+    ``y[at:at + count]`` in place (the same IR as the GEMM tiles' epilogue)."""
+
+    def codegen(self, context, builder, signature, args):
+        y, at, count, kind, lo, hi, alpha, beta = args
+        Y = context.make_array(signature.args[0])(context, builder, y).data
+        self._types(builder)
+        b = builder
+
+        def body(c, mask):
+            where = b.add(at, c)
+            value = self._activate([[self._load(Y, where, mask)]], kind, lo, hi, alpha, beta)
+            self._store(value[0][0], Y, where, mask)
+        self._channels(count, body)
+        return context.get_dummy_value()
+
+
+@intrinsic
+def activate_span(typingctx, y, at, count, kind, lo, hi, alpha, beta):
+    """See :class:`_ActivateSpan`."""
+    i = types.int64
+    scalar = y.dtype
+    sig = types.void(y, i, i, i, scalar, scalar, scalar, scalar)
+    return sig, _ActivateSpan(np.dtype(y.dtype.name), 1).codegen
 
 
 class _WinogradInput(_ChannelLoop):
