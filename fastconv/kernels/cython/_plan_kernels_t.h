@@ -21,7 +21,7 @@ static inline void FC(zero_border_share)(T *buf, const fc_border *b, i64 task, i
 /* exp(x): for float, Cephes' polynomial of e^r on |r| <= ln 2 / 2 times 2^n made from the
  * exponent's bits (about one ulp; plain arithmetic, so that a loop of it vectorises, where a
  * call of libm's expf would not); for double, libm's exp. */
-static inline T FC(exp)(T x) {
+static inline __attribute__((always_inline)) T FC(exp)(T x) {
     if (sizeof(T) != sizeof(float))
         return (T)exp((double)x);
     float v = (float)x;
@@ -72,8 +72,11 @@ static inline void FC(activate)(T *restrict y, i64 count, const fc_epi *e) {
     case FC_ACT_SIGMOID:
         for (i64 i = 0; i < count; i++) y[i] = (T)1 / ((T)1 + FC(exp)(-y[i]));
         break;
-    case FC_ACT_SILU:
-        for (i64 i = 0; i < count; i++) y[i] = y[i] / ((T)1 + FC(exp)(-y[i]));
+    case FC_ACT_SILU:  /* y times the sigmoid's form, which GCC vectorises */
+        for (i64 i = 0; i < count; i++) {
+            T v = y[i], g = (T)1 / ((T)1 + FC(exp)(-v));
+            y[i] = v * g;
+        }
         break;
     default:
         break;
