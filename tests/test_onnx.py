@@ -581,3 +581,17 @@ def test_split_and_slice_on_the_channels_run_on_the_plan(how):
     x = rng.standard_normal((2, 3, 7, 9)).astype(np.float32)
     _close(net(x), _ort(data, x))
     assert "into its concatenation's slice" in str(net)
+
+
+def test_a_model_planned_in_segments_pickles():
+    import pickle
+
+    nodes = [_conv(inputs=("x", "W"), out="c", pads=[1, 1, 1, 1], name="c"),
+             helper.make_node("Softplus", ["c"], ["y"], name="soft")]
+    data = _graph(nodes, ["N", 3, 7, 9], [("W", _w(15, 4, 3, 3, 3))])
+    net = fc.Network.from_onnx(data, threads=1)
+    x = _rng(16).standard_normal((2, 3, 7, 9)).astype(np.float32)
+    again = pickle.loads(pickle.dumps(net))
+    assert isinstance(again, fc.Network) and again.threads == 1
+    np.testing.assert_array_equal(again(x), net(x))
+    _close(net(x), _ort(data, x))

@@ -276,7 +276,8 @@ def _unreadable(node, folded: Folded, opset, all_nodes, outputs) -> str:
                 "float32 or float64")
     if any(folded.shapes.get(v) is None or None in folded.shapes[v] for v in activations):
         return f"{_label(node)}: its input's shape is not known before it runs"
-    reader = Reader(opset, all_nodes, outputs, dict(folded.constants), folded.shapes,
+    # the constants are folded already (a Constant node reads into them no more)
+    reader = Reader(opset, all_nodes, outputs, folded.constants, folded.shapes,
                     next(iter(dtypes)))
     reader.values = {v: f"probe:{v}" for v in activations}
     try:
@@ -581,7 +582,6 @@ class CompositePlan:
     dtype: np.dtype
     nodes: list
     arena_bytes: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 # --- the public object ---------------------------------------------------------------------
