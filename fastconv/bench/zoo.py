@@ -572,3 +572,39 @@ class CRNN(nn.Module):
         seq = f.squeeze(2).permute(2, 0, 1)  # (T, N, C)
         out, _ = self.rnn(seq)
         return self.fc(out)
+
+
+def mobilenet_v3_large() -> nn.Module:
+    """MobileNet v3 Large 1.0, random weights, eval mode (``fastconv profile
+    fastconv.bench.zoo:mobilenet_v3_large``)."""
+    return randomise(MobileNetV3("large"))
+
+
+def mobilenet_v3_small() -> nn.Module:
+    """MobileNet v3 Small 1.0, random weights, eval mode."""
+    return randomise(MobileNetV3("small"))
+
+
+def efficientnet_b0() -> nn.Module:
+    """EfficientNet-B0, random weights, eval mode (the statistics of a batch at 224: at a
+    smaller size its activations grow without bound, and sigmoid gates of huge values give
+    denormals, which a benchmark should not measure)."""
+    return randomise(EfficientNetB0(), size=(224, 224))
+
+
+def yolov8n() -> nn.Module:
+    """The YOLOv8n-style detector (80 classes), random weights, eval mode; its input's sides
+    multiples of 32 (``--input-shape 3,320,320`` or ``3,640,640``)."""
+    return randomise(YOLOv8(0.25), size=(320, 320))
+
+
+def dbnet() -> nn.Module:
+    """The DBNet-style text detector (MobileNet v3 Large 0.5 backbone), random weights, eval
+    mode; its input's sides multiples of 32 (``--input-shape 3,640,640``)."""
+    return randomise(DBNet(0.5), size=(640, 640))
+
+
+def unet() -> nn.Module:
+    """The U-Net (a quarter of the paper's channels, ConvTranspose ups), random weights, eval
+    mode (``--input-shape 3,256,256``)."""
+    return randomise(UNet(0.25), size=(256, 256))

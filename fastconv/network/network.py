@@ -97,9 +97,10 @@ class Network:
 
         An ``nn.Sequential`` (nested ones too) is read layer by layer; any other module is
         traced by ``torch.fx``. The layers may be ``Conv2d`` (padding_mode "zeros"),
-        ``BatchNorm2d``, ``ReLU``, ``ReLU6``, ``Hardtanh``, ``LeakyReLU``, ``Hardsigmoid``,
-        ``Hardswish``, ``Sigmoid``, ``Identity``, ``Dropout``, ``MaxPool2d``, ``AvgPool2d``,
-        ``AdaptiveAvgPool2d(1)``, ``Flatten`` and ``Linear``; between them a traced module
+        ``ConvTranspose2d`` whose kernel is its stride, ``BatchNorm2d``, ``ReLU``, ``ReLU6``,
+        ``Hardtanh``, ``LeakyReLU``, ``Hardsigmoid``, ``Hardswish``, ``Sigmoid``, ``SiLU``,
+        ``Identity``, ``Dropout``, ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d(1)``,
+        ``Flatten`` and ``Linear``; between them a traced module
         may add, multiply, concatenate on the channels, flatten, call the activations and
         average globally. The result equals the module's in eval mode, in its dtype
         (float32 or float64).

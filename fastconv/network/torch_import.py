@@ -14,7 +14,7 @@ from ..spec import ConvSpec, PoolSpec
 from .graph import HARDSIGMOID, INPUT, RELU, RELU6, Activation, Graph, Node
 
 SUPPORTED = ("Conv2d", "ConvTranspose2d", "BatchNorm2d", "ReLU", "ReLU6", "Hardtanh", "LeakyReLU", "Hardsigmoid",
-             "Hardswish", "Sigmoid", "Identity", "Dropout", "MaxPool2d", "AvgPool2d",
+             "Hardswish", "Sigmoid", "SiLU", "Identity", "Dropout", "MaxPool2d", "AvgPool2d",
              "AdaptiveAvgPool2d", "Flatten", "Linear")
 
 
@@ -144,7 +144,7 @@ def _node(layer, kind, label, dtype, value, output) -> Node:
         return node("act", act=Activation("leaky", alpha=float(layer.negative_slope)))
     if kind == "Hardsigmoid":  # torch's: relu6(x + 3) / 6
         return node("act", act=HARDSIGMOID)
-    if kind in ("Hardswish", "Sigmoid"):
+    if kind in ("Hardswish", "Sigmoid", "SiLU"):
         return node("act", act=Activation(kind.lower()))
     if kind in ("Identity", "Dropout"):
         return node("identity")
