@@ -177,14 +177,19 @@ def set_workspace_budget(nbytes: int) -> None:
 
 
 @contextlib.contextmanager
-def workspace_budget(nbytes: int):
-    """Context manager that sets the workspace budget and restores the previous one."""
-    previous = get_workspace_budget()
-    set_workspace_budget(nbytes)
+def _for_a_while(get, set_, value):
+    """``set_(value)`` inside the block, the previous value restored after it."""
+    previous = get()
+    set_(value)
     try:
         yield
     finally:
-        set_workspace_budget(previous)
+        set_(previous)
+
+
+def workspace_budget(nbytes: int):
+    """Context manager that sets the workspace budget and restores the previous one."""
+    return _for_a_while(get_workspace_budget, set_workspace_budget, nbytes)
 
 
 def _physical_memory() -> int:
@@ -218,15 +223,9 @@ def set_plan_memory_budget(nbytes: int) -> None:
     _plan_bytes = int(nbytes)
 
 
-@contextlib.contextmanager
 def plan_memory_budget(nbytes: int):
     """Context manager that sets the plan memory budget and restores the previous one."""
-    previous = get_plan_memory_budget()
-    set_plan_memory_budget(nbytes)
-    try:
-        yield
-    finally:
-        set_plan_memory_budget(previous)
+    return _for_a_while(get_plan_memory_budget, set_plan_memory_budget, nbytes)
 
 
 def get_num_threads() -> int:
