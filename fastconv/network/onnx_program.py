@@ -9,12 +9,15 @@ shape) is planned when it first meets an input shape, as ONNX Runtime plans a se
    inputs are all constants, run once by ``onnx.reference``), and every value's shape is
    inferred by ``onnx.shape_inference`` for the input shapes at hand;
 2. :func:`partition`: each remaining node either reads into the plan (``onnx_import.Reader``)
-   or runs in the fallback; consecutive plan nodes fed by one value and read outside through
-   one value are a segment, planned as a :class:`~fastconv.network.network.Network` (its own
-   layout, arena and steps; NCHW only at its edges);
+   or runs in the fallback; a run of consecutive plan nodes is a segment, whatever (N, C, H,
+   W) values of one batch it reads from outside and whoever reads its values after it: a
+   :class:`~fastconv.network.network.Network` of several inputs and outputs (its own layout,
+   arena and steps; NCHW only at its edges);
 3. :class:`Program`: the segments and the fallback nodes in the graph's order. A fallback node
    runs through ``onnx.reference`` (the ``onnx`` package's own implementation of the
-   specification), built once per node.
+   specification), built once per node, or through a NumPy kernel of
+   ``fallback_kernels`` where ``onnx.reference`` is wrong; its result must have the shape
+   ONNX's shape inference gives it.
 """
 
 from __future__ import annotations
