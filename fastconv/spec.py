@@ -193,12 +193,8 @@ class ConvSpec:
     def _resolve_pads(self):
         if self.padding == "valid":
             return ((0, 0), (0, 0))
-        if self.padding == "same":
-            pads = []
-            for k, d in zip(self.kernel_size, self.dilation):
-                total = d * (k - 1)
-                pads.append((total // 2, total - total // 2))  # extra at the end, as PyTorch
-            return tuple(pads)
+        if self.padding == "same":  # stride 1: the extra pad at the end, as PyTorch
+            return same_pads((None, None), self.kernel_size, (1, 1), self.dilation, upper=True)
         if isinstance(self.padding[0], tuple):
             return self.padding
         return tuple((p, p) for p in self.padding)
@@ -452,6 +448,29 @@ def pool_output_size(size, kernel, stride, pads, dilation, ceil_mode) -> tuple[i
             count -= 1  # the last window would start in the padding
         out.append(count)
     return tuple(out)
+
+
+def same_pads(size, kernel, stride, dilation, upper: bool) -> tuple[tuple[int, int], ...]:
+    """``(lo, hi)`` per axis that keep ``ceil(size / stride)`` windows (ONNX's ``SAME_UPPER``
+    and ``SAME_LOWER``, PyTorch's ``"same"``): the odd pad at the end when ``upper``, else at
+    the start. A size may be None where the stride is 1 (the pads do not depend on it)."""
+    out = []
+    for n, k, s, d in zip(size, kernel, stride, dilation):
+        total = d * (k - 1) if s == 1 else max(0, (-(-n // s) - 1) * s + d * (k - 1) + 1 - n)
+        small = total // 2
+        out.append((small, total - small) if upper else (total - small, small))
+    return tuple(out)
+
+
+def pool_reads_only_padding(size, kernel, stride, pads, dilation, ceil_mode) -> bool:
+    """Whether some window of a pooling layer reads no element of its input (every tap in
+    the padding): a window whose value is no one's."""
+    out = pool_output_size(size, kernel, stride, pads, dilation, ceil_mode)
+    for n, o, k, s, (lo, _), d in zip(size, out, kernel, stride, pads, dilation):
+        taps = np.arange(o)[:, None] * s - lo + np.arange(k) * d
+        if (((taps < 0) | (taps >= n)).all(axis=1)).any():
+            return True
+    return False
 
 
 class ReceptiveField(NamedTuple):

@@ -151,11 +151,7 @@ def count_onnx(path: str, input_shape=None, batch: int = 1) -> dict:
         shape = input_shape_of(info.name, None if dims is None else dims[1:],
                                input_shape if i == 0 else None,
                                batch if not dims or dims[0] is None else dims[0])
-        if dims is not None and (len(dims) != len(shape) or any(
-                d is not None and d != n for d, n in zip(dims[1:], shape[1:]))):
-            shown = ", ".join(["N", *["?" if d is None else str(d) for d in dims[1:]]])
-            raise ValueError(f"the model's input {info.name!r} is [{shown}], but got input of "
-                             f"size {list(shape)}")
+        onnx_import.check_declared(info.name, dims, shape)
         inputs[info.name] = (shape, dtype)
     counts = onnx_counts.count(proto, onnx_import.opset_of(proto), inputs)
     counts["inputs"] = {k: list(v[0]) for k, v in inputs.items()}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec import pool_output_size
+from ..spec import pool_output_size, same_pads
 
 
 def _ints(node, name, default):
@@ -44,16 +44,11 @@ class MaxPoolIndices:
         self.outputs = len(node.output)
 
     def _auto_pads(self, size):
-        """``auto_pad``'s pads (ONNX's rule: SAME keeps ceil(size / stride) windows)."""
+        """``auto_pad``'s pads for an input of ``size``."""
         if self.auto_pad == "VALID":
             return ((0, 0), (0, 0))
-        out = []
-        for n, k, s, d in zip(size, self.kernel, self.strides, self.dilations):
-            total = max(0, (-(-n // s) - 1) * s + d * (k - 1) + 1 - n)
-            small = total // 2
-            out.append((small, total - small) if self.auto_pad == "SAME_UPPER"
-                       else (total - small, small))
-        return tuple(out)
+        return same_pads(size, self.kernel, self.strides, self.dilations,
+                         upper=self.auto_pad == "SAME_UPPER")
 
     def run(self, _, feeds):
         x = np.asarray(next(iter(feeds.values())))

@@ -331,12 +331,10 @@ class Network:
 
     def _check_declared(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """``shape``, if it fits the input a model file declares (its batch is free)."""
-        declared = self.graph.declared
-        if declared is not None and any(d is not None and d != n for d, n in zip(declared,
-                                                                                shape[1:])):
-            shown = ", ".join(["N", *["?" if d is None else str(d) for d in declared]])
-            raise ValueError(f"the model's input {self.graph.input_name!r} is [{shown}], but "
-                             f"got input of size {list(shape)}")
+        if self.graph.declared is not None:
+            from .onnx_import import check_declared
+
+            check_declared(self.graph.input_name, (None, *self.graph.declared), shape)
         return shape
 
     def _check_input(self, x) -> np.ndarray:

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from ..spec import ConvSpec, PoolSpec, pool_output_size
+from ..spec import ConvSpec, PoolSpec, pool_output_size, pool_reads_only_padding, same_pads
 from .graph import INPUT, RELU, Activation, Graph, Node
 
 MIN_OPSET = 11
@@ -84,27 +84,22 @@ def opset_of(proto) -> int:
     return opset
 
 
+def check_declared(name: str, declared, shape) -> None:
+    """Refuse an input of ``shape`` where the model declares ``declared`` (its dimensions,
+    None where symbolic; the batch is free): the message names the input and both shapes."""
+    if declared is None:
+        return
+    if len(declared) != len(shape) or any(d is not None and d != n for d, n in zip(
+            declared[1:], shape[1:])):
+        shown = ", ".join(["N", *("?" if d is None else str(d) for d in declared[1:])])
+        raise ValueError(f"the model's input {name!r} is [{shown}], but got input of size "
+                         f"{list(shape)}")
+
+
 class NotOneGraph(ValueError):
     """The model is valid but is not one plan: a node the plan has no kernel for, several
     inputs or outputs, an input that is not a float (N, C, H, W), or a shape left to compute
     from the input's (``Network.from_onnx`` then plans it per input shape, with a fallback)."""
-
-
-def from_onnx(model) -> Graph:
-    """The graph of an ONNX model that is one plan (see the module docstring).
-
-    Raises
-    ------
-    TypeError
-        Not a path, bytes or ModelProto.
-    NotOneGraph
-        A model the plan runs only in segments (see :class:`NotOneGraph`).
-    ValueError
-        An invalid model, an opset outside the range, or a node whose attributes the ONNX
-        specification forbids (naming it).
-    """
-    proto = load(model)
-    return one_graph(proto, opset_of(proto))
 
 
 def declared_shapes(onnx_graph) -> dict:
@@ -283,19 +278,11 @@ class Reader:
             raise _Refused(f"auto_pad={auto!r} is not one of NOTSET, SAME_UPPER, SAME_LOWER, "
                            "VALID")
         size = self.shapes.get(node.input[0], (None,) * 4)[2:]
-        out = []
-        for n, k, s, d in zip(size, kernel, strides, dilations):
-            if s == 1:
-                total = d * (k - 1)  # whatever the input's size
-            elif n is None:
+        for n, s in zip(size, strides):
+            if s != 1 and n is None:
                 raise _Refused(f"auto_pad={auto} with stride {s} needs the input's size, but "
                                f"the model leaves it symbolic ({self._shown(node.input[0])})")
-            else:
-                total = max(0, (-(-n // s) - 1) * s + d * (k - 1) + 1 - n)
-            small = total // 2
-            out.append((small, total - small) if auto == "SAME_UPPER" else
-                       (total - small, small))
-        return tuple(out)
+        return same_pads(size, kernel, strides, dilations, upper=auto == "SAME_UPPER")
 
     # --- operators ------------------------------------------------------------------------
 
@@ -543,20 +530,17 @@ class Reader:
                                f"kernel {list(kernel)}")
         size = self.shapes.get(node.input[0], (None,) * 4)[2:]
         if len(size) == 2 and None not in size:
-            out = pool_output_size(size, kernel, strides, pads, dilations,
-                                   bool(attrs.get("ceil_mode", 0)))
-            if min(out) < 1:
+            ceil = bool(attrs.get("ceil_mode", 0))
+            if min(pool_output_size(size, kernel, strides, pads, dilations, ceil)) < 1:
                 raise _Invalid(f"kernel_shape={list(kernel)} with pads={shown} and dilations="
                                f"{list(dilations)} leaves no window in the input of size "
                                f"{list(size)}")
-            for n, o, k, s, (lo, _), d in zip(size, out, kernel, strides, pads, dilations):
-                taps = np.arange(o)[:, None] * s - lo + np.arange(k) * d
-                if (((taps < 0) | (taps >= n)).all(axis=1)).any():
-                    # its value is no one's: -inf in PyTorch, the lowest float in ONNX Runtime
-                    raise _Invalid(f"kernel_shape={list(kernel)} with pads={shown}, strides="
-                                   f"{list(strides)} and dilations={list(dilations)} has a "
-                                   f"window that reads only padding in the input of size "
-                                   f"{list(size)}")
+            if pool_reads_only_padding(size, kernel, strides, pads, dilations, ceil):
+                # its value is no one's: -inf in PyTorch, the lowest float in ONNX Runtime
+                raise _Invalid(f"kernel_shape={list(kernel)} with pads={shown}, strides="
+                               f"{list(strides)} and dilations={list(dilations)} has a "
+                               f"window that reads only padding in the input of size "
+                               f"{list(size)}")
         for (lo, hi), k, d in zip(pads, kernel, dilations):
             if max(lo, hi) > (d * (k - 1) + 1) // 2:  # valid ONNX, beyond the plan's windows
                 raise _Refused(f"pads={shown} over half the kernel {list(kernel)}")

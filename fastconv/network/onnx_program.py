@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .graph import INPUT, Graph
-from .onnx_import import (_FLOATS, NotOneGraph, Reader, declared_shapes, model_inputs)
+from .onnx_import import (_FLOATS, NotOneGraph, Reader, check_declared, declared_shapes,
+                          model_inputs)
 
 #: Operators whose output is not a function of their inputs: never folded.
 NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
@@ -675,12 +676,7 @@ class OnnxNetwork(_network_class()):
             if x.dtype != dtype:
                 raise TypeError(f"input {name!r}: Input type ({x.dtype}) and the model's type "
                                 f"for it ({dtype}) should be the same")
-            if declared is not None and (len(declared) != x.ndim or any(
-                    d is not None and d != n for d, n in zip(declared[1:], x.shape[1:]))):
-                shown = ", ".join(["N" if declared[0] is None else str(declared[0])] + [
-                    "?" if d is None else str(d) for d in declared[1:]]) if declared else ""
-                raise ValueError(f"the model's input {name!r} is [{shown}], but got input of "
-                                 f"size {list(x.shape)}")
+            check_declared(name, declared, x.shape)
             feeds[name] = x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
         return feeds
 
