@@ -46,6 +46,12 @@ enum {
     FC_ACT_SILU = 6          /* y / (1 + exp(-y)) */
 };
 
+/* The float exponential's bounds (see FC(exp)), declared as ``lo`` and ``hi`` and made opaque
+ * to the optimiser: an empty asm "changes" them in memory. */
+#define FC_EXP_BOUNDS(lo, hi)                \
+    float lo = -87.33654f, hi = 88.0f;       \
+    __asm__("" : "+m"(lo), "+m"(hi))
+
 /* an epilogue's activation */
 typedef struct {
     i64 kind;

@@ -20,13 +20,17 @@ static inline void FC(zero_border_share)(T *buf, const fc_border *b, i64 task, i
 
 /* exp(x): for float, Cephes' polynomial of e^r on |r| <= ln 2 / 2 times 2^n made from the
  * exponent's bits (about one ulp; plain arithmetic, so that a loop of it vectorises, where a
- * call of libm's expf would not); for double, libm's exp. */
-static inline __attribute__((always_inline)) T FC(exp)(T x) {
+ * call of libm's expf would not); for double, libm's exp. ``lo`` and ``hi`` bound x (2^n with
+ * n in -126..127): the caller passes FC_EXP_BOUNDS's, which GCC cannot see through. Seen as
+ * constants, they let it fold a whole branch of the caller (SiLU's y = x * 1 / (1 + exp(88))
+ * for x < -88) and then compute that branch for every lane: a multiply by a subnormal
+ * constant, whose subnormal products cost a microcode assist each. */
+static inline __attribute__((always_inline)) T FC(exp)(T x, float lo, float hi) {
     if (sizeof(T) != sizeof(float))
         return (T)exp((double)x);
     float v = (float)x;
-    v = v < -87.33654f ? -87.33654f : v;  /* 2^n with n in -126..127; NaN stays NaN */
-    v = v > 88.0f ? 88.0f : v;
+    v = v < lo ? lo : v;  /* NaN stays NaN */
+    v = v > hi ? hi : v;
     float n = floorf(v * 1.44269504088896341f + 0.5f);
     float r = v - n * 0.693359375f - n * -2.12194440e-4f;
     float q = 1.9875691500e-4f;
@@ -44,6 +48,7 @@ static inline __attribute__((always_inline)) T FC(exp)(T x) {
  * vectorises. */
 static inline void FC(activate)(T *restrict y, i64 count, const fc_epi *e) {
     const T lo = (T)e->lo, hi = (T)e->hi, alpha = (T)e->alpha, beta = (T)e->beta;
+    FC_EXP_BOUNDS(exp_lo, exp_hi);
     switch (e->kind) {
     case FC_ACT_CLAMP:
         for (i64 i = 0; i < count; i++) {
@@ -70,11 +75,12 @@ static inline void FC(activate)(T *restrict y, i64 count, const fc_epi *e) {
         }
         break;
     case FC_ACT_SIGMOID:
-        for (i64 i = 0; i < count; i++) y[i] = (T)1 / ((T)1 + FC(exp)(-y[i]));
+        for (i64 i = 0; i < count; i++)
+            y[i] = (T)1 / ((T)1 + FC(exp)(-y[i], exp_lo, exp_hi));
         break;
     case FC_ACT_SILU:  /* y times the sigmoid's form, which GCC vectorises */
         for (i64 i = 0; i < count; i++) {
-            T v = y[i], g = (T)1 / ((T)1 + FC(exp)(-v));
+            T v = y[i], g = (T)1 / ((T)1 + FC(exp)(-v, exp_lo, exp_hi));
             y[i] = v * g;
         }
         break;
