@@ -153,7 +153,8 @@ def test_generic_depthwise_with_a_multiplier():
     out = np.zeros((1, 3, 3, 6))
     depthwise(*Depthwise(x=x, top=0, left=0, w=weight, kh=5, kw=5, multiplier=2, bias=bias,
                          out=out, out_top=0, out_left=0, ho=3, wo=3, sh=2, sw=2, dh=1, dw=1,
-                         kind=0, lo=0.0, hi=0.0, alpha=0.0, beta=0.0, tasks=2))
+                         kind=0, lo=0.0, hi=0.0, alpha=0.0, beta=0.0, block=8,
+                         tasks=2))
     expected = np.zeros((1, 3, 3, 6))
     for c in range(6):
         for i in range(5):

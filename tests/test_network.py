@@ -65,6 +65,12 @@ def _layers(case):
         "depthwise-multiplier-5x5": lambda: nn.Sequential(c(3, 6, 5, 2, 2, groups=3),
                                                           c(6, 6, (1, 3), padding=(0, 1),
                                                             groups=6)),
+        # whole register blocks of channels and a part of one; rows not a multiple of the
+        # outputs a step takes
+        "depthwise-kxk": lambda: nn.Sequential(
+            c(40, 40, 5, 1, 2, groups=40), nn.SiLU(), c(40, 40, 7, 2, 3, groups=40), nn.ReLU6(),
+            c(40, 40, 9, 1, 8, 2, groups=40, bias=False), c(40, 40, (1, 5), padding=(0, 2),
+                                                            groups=40), nn.Hardswish()),
         "pointwise-strided-padded": lambda: nn.Sequential(c(5, 9, 1), c(9, 4, 1, 2, 1),
                                                           nn.BatchNorm2d(4, affine=False)),
         "pools": lambda: nn.Sequential(c(3, 4, 3, padding=1), nn.MaxPool2d(3, 2, 1),
@@ -88,9 +94,9 @@ def _layers(case):
 
 
 CASES = ["conv-bn-relu", "conv-bias-dilation-groups", "row-taps-dilated",
-         "same-valid-even-kernels", "depthwise",
-         "depthwise-multiplier-5x5", "pointwise-strided-padded", "pools", "avg-divisor",
-         "classifier", "flatten-pixels", "nested", "activations"]
+         "same-valid-even-kernels", "depthwise", "depthwise-multiplier-5x5", "depthwise-kxk",
+         "pointwise-strided-padded", "pools", "avg-divisor", "classifier", "flatten-pixels",
+         "nested", "activations"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -99,8 +105,8 @@ CASES = ["conv-bn-relu", "conv-bias-dilation-groups", "row-taps-dilated",
 def test_every_layer_matches_torch(case, batch, dtype):
     torch.manual_seed(CASES.index(case))
     module = _randomise(_layers(case), seed=CASES.index(case))
-    channels = 4 if case == "conv-bias-dilation-groups" else 6 if case == "depthwise" else (
-        5 if case == "pointwise-strided-padded" else 3)
+    channels = {"conv-bias-dilation-groups": 4, "depthwise": 6, "depthwise-kxk": 40,
+                "pointwise-strided-padded": 5}.get(case, 3)
     x = _rng(batch).standard_normal((batch, channels, 17, 15))
     _check(module, x, dtype)
 

@@ -249,7 +249,8 @@ def _emit_depthwise(ctx: Context, choice: Choice, steps: list) -> str:
     else:
         kh, kw = spec.kernel_size
         steps.append(Step("", Depthwise(**common, kh=kh, kw=kw,
-                                        multiplier=spec.out_channels // spec.in_channels)))
+                                        multiplier=spec.out_channels // spec.in_channels,
+                                        block=ctx.kernels.depthwise_block(ctx.dtype))))
     return f"depthwise {_conv_label(spec)} (NHWC, channels in vectors)"
 
 

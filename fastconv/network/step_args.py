@@ -58,7 +58,7 @@ GlobalAverage = _record("GlobalAverage", "global_average", (
 
 Depthwise = _record("Depthwise", "depthwise", (
     "x top left w kh kw multiplier bias out out_top out_left ho wo sh sw dh "
-    "dw kind lo hi alpha beta tasks"))
+    "dw kind lo hi alpha beta block tasks"))
 
 Depthwise3x3 = _record("Depthwise3x3", "depthwise_3x3", (
     "x top left w bias out out_top out_left ho wo sh sw dh dw kind lo hi "

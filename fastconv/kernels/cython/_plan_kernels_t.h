@@ -335,7 +335,7 @@ static inline void FC(depthwise_row)(const T *restrict x, i64 x_at, i64 row_step
                                      T *restrict out, i64 out_at, i64 out_step, i64 count,
                                      const fc_epi *e) {
     const i64 n = c1 - c0, d = dil_step, r = row_step;
-    if (n == FC_DW_VECTORS * L && e->kind <= FC_ACT_CLAMP) {
+    if (n == FC_DW_VECTORS * L) {
         /* a whole block: its nine weight vectors (per vector) and bias stay in registers */
         VT wv[9][FC_DW_VECTORS], bv[FC_DW_VECTORS];
         const VT lo = (VT){0} + (T)e->lo, hi = (VT){0} + (T)e->hi;
@@ -359,6 +359,7 @@ static inline void FC(depthwise_row)(const T *restrict x, i64 x_at, i64 row_step
                 if (e->kind == FC_ACT_CLAMP) s = FC(clamp)(s, lo, hi);
                 *(VT *)(o + v * L) = s;
             }
+            if (e->kind > FC_ACT_CLAMP) FC(activate)(o, n, e);
         }
         return;
     }
@@ -394,7 +395,74 @@ static void FC(depthwise_3x3_task)(const void *p, i64 task, i64 tasks) {
     }
 }
 
-/* Any kernel size and channel multiplier: tap by tap into the output row. */
+/* Outputs i .. i + P - 1 of a kh x kw depthwise row over a whole block of channels at c0:
+ * their accumulators stay in registers over every tap, and each tap's weight vector, loaded
+ * once, serves all P. */
+static inline __attribute__((always_inline)) void FC(depthwise_taps_outputs)(
+    const int P, const T *restrict x, i64 x_at, i64 row_step, i64 col_step, i64 dil_step,
+    const T *restrict w, i64 c0, i64 channels, const T *restrict bias, T *restrict out,
+    i64 out_at, i64 out_step, i64 i, i64 kh, i64 kw, const fc_epi *e) {
+    VT acc[4][FC_DW_VECTORS];
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++)
+#pragma GCC unroll 4
+        for (int v = 0; v < FC_DW_VECTORS; v++) acc[p][v] = *(const VT *)(bias + c0 + v * L);
+    const T *first = x + x_at + i * col_step + c0;
+    for (i64 r = 0; r < kh; r++)
+        for (i64 s = 0; s < kw; s++) {
+            const T *q = first + r * row_step + s * dil_step, *wt = w + (r * kw + s) * channels + c0;
+#pragma GCC unroll 4
+            for (int v = 0; v < FC_DW_VECTORS; v++) {
+                const VT wv = *(const VT *)(wt + v * L);
+#pragma GCC unroll 4
+                for (int p = 0; p < P; p++) acc[p][v] += *(const VT *)(q + p * col_step + v * L) * wv;
+            }
+        }
+    const VT lo = (VT){0} + (T)e->lo, hi = (VT){0} + (T)e->hi;
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++) {
+        T *o = out + out_at + (i + p) * out_step + c0;
+#pragma GCC unroll 4
+        for (int v = 0; v < FC_DW_VECTORS; v++)
+            *(VT *)(o + v * L) = e->kind == FC_ACT_CLAMP ? FC(clamp)(acc[p][v], lo, hi) : acc[p][v];
+        if (e->kind > FC_ACT_CLAMP) FC(activate)(o, FC_DW_VECTORS * L, e);
+    }
+}
+
+/* One row of a kh x kw depthwise convolution over channels [c0, c1): as FC(depthwise_row),
+ * tap (r, s) with weights w[(kw r + s) * channels + c]; a whole block four outputs at a
+ * time. */
+static inline void FC(depthwise_taps_row)(const T *restrict x, i64 x_at, i64 row_step,
+                                          i64 col_step, i64 dil_step, const T *restrict w,
+                                          i64 c0, i64 c1, i64 channels, const T *restrict bias,
+                                          T *restrict out, i64 out_at, i64 out_step, i64 count,
+                                          i64 kh, i64 kw, const fc_epi *e) {
+    const i64 n = c1 - c0;
+    if (n == FC_DW_VECTORS * L) {
+        i64 i = 0;
+        for (; i + 4 <= count; i += 4)
+            FC(depthwise_taps_outputs)(4, x, x_at, row_step, col_step, dil_step, w, c0,
+                                       channels, bias, out, out_at, out_step, i, kh, kw, e);
+        for (; i < count; i++)
+            FC(depthwise_taps_outputs)(1, x, x_at, row_step, col_step, dil_step, w, c0,
+                                       channels, bias, out, out_at, out_step, i, kh, kw, e);
+        return;
+    }
+    for (i64 i = 0; i < count; i++) {
+        T *restrict o = out + out_at + i * out_step + c0;
+        for (i64 c = 0; c < n; c++) o[c] = bias[c0 + c];
+        for (i64 r = 0; r < kh; r++)
+            for (i64 s = 0; s < kw; s++) {
+                const T *p = x + x_at + i * col_step + r * row_step + s * dil_step + c0;
+                const T *wt = w + (r * kw + s) * channels + c0;
+                for (i64 c = 0; c < n; c++) o[c] += p[c] * wt[c];
+            }
+        FC(activate)(o, n, e);
+    }
+}
+
+/* Any kernel size: with one filter per channel, in register blocks of channels
+ * (FC(depthwise_taps_row)); with a channel multiplier, tap by tap into the output row. */
 static void FC(depthwise_task)(const void *p, i64 task, i64 tasks) {
     const fc_depthwise_args *a = (const fc_depthwise_args *)p;
     const T *x = (const T *)a->x, *w = (const T *)a->w, *bias = (const T *)a->bias;
@@ -402,8 +470,17 @@ static void FC(depthwise_task)(const void *p, i64 task, i64 tasks) {
     const i64 channels = a->channels, rows = a->n * a->ho, mult = a->multiplier;
     for (i64 row = task * rows / tasks; row < (task + 1) * rows / tasks; row++) {
         i64 n = row / a->ho, oh = row - n * a->ho;
-        T *o = out + ((n * a->out_rows + a->out_top + oh) * a->out_cols + a->out_left)
-                         * channels;
+        i64 o_at = ((n * a->out_rows + a->out_top + oh) * a->out_cols + a->out_left) * channels;
+        T *o = out + o_at;
+        if (mult == 1) {
+            i64 x_at = ((n * a->rows + a->top + oh * a->sh) * a->cols + a->left) * channels;
+            for (i64 c0 = 0; c0 < channels; c0 += a->block)
+                FC(depthwise_taps_row)(x, x_at, a->dh * a->cols * channels, a->sw * channels,
+                                       a->dw * channels, w, c0, FC_MIN(channels, c0 + a->block),
+                                       channels, bias, out, o_at, channels, a->wo, a->kh, a->kw,
+                                       &a->epi);
+            continue;
+        }
         for (i64 ow = 0; ow < a->wo; ow++)
             for (i64 c = 0; c < channels; c++) o[ow * channels + c] = bias[c];
         for (i64 i = 0; i < a->kh; i++) {
@@ -414,10 +491,7 @@ static void FC(depthwise_task)(const void *p, i64 task, i64 tasks) {
                     i64 iw = a->left + ow * a->sw + j * a->dw;
                     const T *xp = x + ((n * a->rows + ih) * a->cols + iw) * a->c_in;
                     T *op = o + ow * channels;
-                    if (mult == 1)
-                        for (i64 c = 0; c < channels; c++) op[c] += wt[c] * xp[c];
-                    else
-                        for (i64 c = 0; c < channels; c++) op[c] += wt[c] * xp[c / mult];
+                    for (i64 c = 0; c < channels; c++) op[c] += wt[c] * xp[c / mult];
                 }
             }
         }

@@ -642,10 +642,10 @@ def depthwise_3x3(x, top, left, w, bias, out, out_top, out_left, ho, wo, sh, sw,
 
 
 def depthwise(x, top, left, w, kh, kw, multiplier, bias, out, out_top, out_left, ho, wo, sh,
-              sw, dh, dw, kind, lo, hi, alpha, beta, tasks):
+              sw, dh, dw, kind, lo, hi, alpha, beta, block, tasks):
     return _depthwise("depthwise", K.depthwise_f, K.depthwise_d, x, top, left, w,
                       kh, kw, multiplier, bias, out, out_top, out_left, ho, wo, sh, sw, dh, dw,
-                      kind, lo, hi, alpha, beta, 1, tasks)
+                      kind, lo, hi, alpha, beta, block, tasks)
 
 
 def conv(x, rows, taps, c_in, groups, w, panel, out, out_rows, out_per_group, bias, has_bias,

@@ -443,6 +443,74 @@ class _DepthwiseRow(_Vectors):
         return context.get_dummy_value()
 
 
+class _DepthwiseRowTaps(_Vectors):
+    """Builds the IR of one row of a depthwise convolution of any kernel size over one block
+    of channels: :class:`_DepthwiseRow`'s arguments and the kernel's ``kh`` and ``kw``::
+
+        row(x, x_at, row_step, col_step, dil_step, w, c0, channels, bias,
+            out, out_at, out_step, count, kh, kw, kind, lo, hi, alpha, beta)
+
+    Tap (r, s) has weights ``w[(kw * r + s) * channels + c]``. Too many taps for their
+    weights to stay in registers, so the row runs ``OUTPUTS`` outputs at a time: their
+    accumulators stay in registers over every tap, and each tap's weight vector, loaded
+    once, serves them all (then one output at a time for the row's last ones).
+    """
+
+    OUTPUTS = 4
+
+    def codegen(self, context, builder, signature, args):
+        (x, x_at, row_step, col_step, dil_step, w, c0, channels, bias, out, out_at, out_step,
+         count, kh, kw, kind, lo, hi, alpha, beta) = args
+        ty = signature.args
+
+        def data(i, value):
+            return context.make_array(ty[i])(context, builder, value).data
+
+        X, W, BIAS, OUT = data(0, x), data(5, w), data(8, bias), data(9, out)
+        fma = self._types(builder)
+        b, i64 = builder, self.i64
+        mask = self._masks(b.sub(channels, c0))
+        lane = [ir.Constant(i64, v * self.lanes) for v in range(self.vectors)]
+        biases = [self._load(BIAS, b.add(c0, lane[v]), mask[v]) for v in range(self.vectors)]
+        x_base, w_base, out_base = b.add(x_at, c0), c0, b.add(out_at, c0)
+        # the accumulators: stack slots that LLVM promotes to registers
+        slots = [[cgutils.alloca_once(b, self.vt) for _ in range(self.vectors)]
+                 for _ in range(self.OUTPUTS)]
+
+        def outputs(start, stop, n):
+            """Outputs start, start + n, ... below stop, n at a time."""
+            with cgutils.for_range_slice(b, start, stop, ir.Constant(i64, n)) as (i, _):
+                for p in range(n):
+                    for v in range(self.vectors):
+                        b.store(biases[v], slots[p][v])
+                first = b.add(x_base, b.mul(i, col_step))
+                with cgutils.for_range(b, kh) as r:
+                    row_at = b.add(first, b.mul(r.index, row_step))
+                    tap_row = b.mul(r.index, kw)
+                    with cgutils.for_range(b, kw) as s:
+                        w_at = b.add(b.mul(b.add(tap_row, s.index), channels), w_base)
+                        weights = [self._load(W, b.add(w_at, lane[v]), mask[v])
+                                   for v in range(self.vectors)]
+                        at = b.add(row_at, b.mul(s.index, dil_step))
+                        for p in range(n):
+                            here = b.add(at, b.mul(ir.Constant(i64, p), col_step))
+                            for v in range(self.vectors):
+                                value = self._load(X, b.add(here, lane[v]), mask[v])
+                                b.store(b.call(fma, [weights[v], value, b.load(slots[p][v])]),
+                                        slots[p][v])
+                acc = self._activate([[b.load(slots[p][v]) for v in range(self.vectors)]
+                                      for p in range(n)], kind, lo, hi, alpha, beta)
+                for p in range(n):
+                    where = b.add(out_base, b.mul(b.add(i, ir.Constant(i64, p)), out_step))
+                    for v in range(self.vectors):
+                        self._store(acc[p][v], OUT, b.add(where, lane[v]), mask[v])
+
+        whole = b.sub(count, b.srem(count, ir.Constant(i64, self.OUTPUTS)))
+        outputs(ir.Constant(i64, 0), whole, self.OUTPUTS)
+        outputs(whole, count, 1)
+        return context.get_dummy_value()
+
+
 class _ChannelLoop(_Vectors):
     """IR that runs along the channels one vector at a time (the last one masked)."""
 
@@ -623,6 +691,19 @@ def depthwise_row(typingctx, x, x_at, row_step, col_step, dil_step, w, c0, chann
     sig = types.void(x, i, i, i, i, w, i, i, bias, out, i, i, i, i, scalar, scalar, scalar,
                      scalar)
     builder = _DepthwiseRow(dtype, tuning.DEPTHWISE_VECTORS[vector_bits()])
+    return sig, builder.codegen
+
+
+@intrinsic
+def depthwise_taps_row(typingctx, x, x_at, row_step, col_step, dil_step, w, c0, channels, bias,
+                       out, out_at, out_step, count, kh, kw, kind, lo, hi, alpha, beta):
+    """One row of a ``kh`` x ``kw`` depthwise convolution over :func:`depthwise_block`
+    channels (see :class:`_DepthwiseRowTaps`)."""
+    i = types.int64
+    scalar = x.dtype
+    sig = types.void(x, i, i, i, i, w, i, i, bias, out, i, i, i, i, i, i, scalar, scalar,
+                     scalar, scalar)
+    builder = _DepthwiseRowTaps(np.dtype(x.dtype.name), tuning.DEPTHWISE_VECTORS[vector_bits()])
     return sig, builder.codegen
 
 
