@@ -11,6 +11,8 @@ OpenVINO on the same file.
     pytest benches/bench_plan.py --benchmark-only -k tasks     # PLAN_TASKS_PER_THREAD
     pytest benches/bench_plan.py --benchmark-only -k separable # PLAN_SEPARABLE_*
     pytest benches/bench_plan.py --benchmark-only -k expand    # PLAN_EXPAND_*
+    pytest benches/bench_plan.py --benchmark-only -k family    # the CNN families from ONNX
+    pytest benches/bench_plan.py --benchmark-only -k deconv    # PLAN_DECONV_SHUFFLE_BELOW
 
 pytest-benchmark runs one benchmark after another, not interleaved; ``fastconv profile
 mobilenet-v1 --plan`` and ``fastconv report`` interleave the engines with a pause between
@@ -133,3 +135,56 @@ def test_expand(benchmark, monkeypatch, batch, rows, scratch):
     call()
     benchmark.group = f"PLAN_EXPAND_*, mobilenet_v2 batch {batch}"
     benchmark(call)
+
+
+#: The families of fastconv.bench.zoo people run on CPUs, at the size each runs at.
+FAMILIES = [("mobilenet_v3_large", 224), ("mobilenet_v3_small", 224), ("efficientnet_b0", 224),
+            ("yolov8n", 320), ("yolov8n", 640), ("dbnet", 640), ("unet", 256)]
+
+
+@pytest.fixture(scope="module", params=FAMILIES, ids=lambda f: f"{f[0]}-{f[1]}")
+def family(request):
+    why = engines.available("onnxruntime") or engines.available("torch")
+    if why:
+        pytest.skip(why)
+    name, size = request.param
+    return f"{name}-{size}", sources.zoo_onnx(name, size=size)
+
+
+@pytest.mark.parametrize("name", ("plan", *report.ONNX_ENGINES))
+def test_family(benchmark, family, name):
+    """A family's ONNX export, batch 1: the plan beside the engines on the same bytes."""
+    label, source = family
+    x = source.input()
+    if name == "plan":
+        def call():
+            return source.network(x)
+    else:
+        why = engines.available(name)
+        if why:
+            pytest.skip(why)
+        call = engines.engine(name, None, x, fc.config.get_num_threads(), source.onnx)
+    call()
+    benchmark.group = f"{label}-onnx-batch1"
+    benchmark(call)
+
+
+@pytest.mark.parametrize("below", [0, 10**9], ids=["per-phase", "depth-to-space"])
+@pytest.mark.parametrize("c_out", [1, 4, 8, 16])
+def test_deconv(benchmark, monkeypatch, c_out, below):
+    """PLAN_DECONV_SHUFFLE_BELOW: a 2x2 stride-2 transposed convolution (a text detector's
+    head, 12 channels at 320 x 320) as a GEMM per output phase, or as one GEMM and a
+    depth-to-space."""
+    if engines.available("torch"):
+        pytest.skip("the model is a torch module")
+    import torch
+
+    monkeypatch.setattr(tuning, "PLAN_DECONV_SHUFFLE_BELOW", below)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.ReLU(),
+                                 torch.nn.ConvTranspose2d(12, c_out, 2, 2),
+                                 torch.nn.Sigmoid()).eval()
+    x = np.random.default_rng(0).standard_normal((1, 3, 320, 320)).astype(np.float32)
+    net = fc.Network.from_torch(module)
+    net(x)
+    benchmark.group = f"PLAN_DECONV_SHUFFLE_BELOW, 12 -> {c_out} channels"
+    benchmark(net, x)

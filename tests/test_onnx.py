@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fastconv as fc
+from fastconv.kernels import tuning
 
 from helpers import assert_like_module, needs_torch, torch
 
@@ -491,10 +492,12 @@ def test_several_inputs_in_order_or_by_name():
 
 @pytest.mark.parametrize("kernel, c_in, c_out, size, bias, bn, relu", [
     ((2, 2), 8, 5, (7, 9), True, False, True), ((2, 2), 16, 16, (5, 4), False, True, False),
-    ((3, 3), 4, 6, (3, 5), True, True, True), ((2, 3), 5, 7, (4, 6), True, False, False)])
+    ((3, 3), 4, 20, (3, 5), True, True, True), ((2, 3), 5, 8, (4, 6), True, False, False),
+    ((2, 2), 12, 1, (6, 7), True, True, True), ((3, 2), 5, 4, (4, 3), False, False, False)])
 def test_conv_transpose_whose_kernel_is_its_stride_runs_on_the_plan(kernel, c_in, c_out, size,
                                                                    bias, bn, relu):
-    """One pointwise GEMM per output phase (a batch norm after it folded, a ReLU fused)."""
+    """One pointwise GEMM per output phase (a batch norm after it folded, a ReLU fused); with
+    fewer output channels, one GEMM of every phase's and a depth-to-space."""
     rng = _rng(12)
     inits = [("W", rng.standard_normal((c_in, c_out, *kernel)).astype(np.float32))]
     inputs = ["x", "W"]
@@ -516,7 +519,33 @@ def test_conv_transpose_whose_kernel_is_its_stride_runs_on_the_plan(kernel, c_in
     for batch in (1, 3):
         x = rng.standard_normal((batch, c_in, *size)).astype(np.float32)
         _close(net(x), _ort(data, x))
-    assert "transposed conv" in str(net) and ("fused" in str(net)) == (bn or relu)
+    shuffled = c_out < tuning.PLAN_DECONV_SHUFFLE_BELOW
+    assert ("depth to space" in str(net)) == shuffled
+    assert ("transposed conv" in str(net)) != shuffled and ("fused" in str(net)) == (bn or relu)
+
+
+@pytest.mark.parametrize("block, mode, channels", [(2, "DCR", 8), (3, "DCR", 18), (2, "CRD", 8)])
+def test_depth_to_space(block, mode, channels):
+    """DepthToSpace of mode DCR on the plan (after a convolution, so that a tap's channels come
+    from its tiles), into a concatenation's slice; CRD in the fallback; both as ONNX Runtime."""
+    rng = _rng(13)
+    w = rng.standard_normal((channels, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("DepthToSpace", ["c"], ["d"], blocksize=block, mode=mode),
+             helper.make_node("Resize", ["x", "", "s"], ["u"], mode="nearest"),
+             helper.make_node("Concat", ["u", "d"], ["y"], axis=1)]
+    inits = [("W", w), ("s", np.array([1, 1, block, block], np.float32))]
+    data = _graph(nodes, ["N", 3, 5, 6], inits)
+    net = fc.Network.from_onnx(data)
+    x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    _close(net(x), _ort(data, x))
+    assert ("depth to space" in str(net)) == (mode == "DCR")
+    if mode == "DCR":
+        assert "depth to space 2x2 into its concatenation's slice" in str(net) or block != 2
+    else:
+        with pytest.raises(ValueError, match=r"node 'd' \(DepthToSpace\) is not supported: mode "
+                                             r"'CRD': the plan's depth-to-space is mode 'DCR'"):
+            fc.Network.from_onnx(data, fallback=False)
 
 
 @pytest.mark.parametrize("attrs, how, target, planned", [

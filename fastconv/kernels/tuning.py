@@ -89,6 +89,12 @@ GEMM_PREFETCH = 512
 # Re-measure: pytest benches/bench_microkernel.py -k depthwise --benchmark-only
 DEPTHWISE_VECTORS = {512: 2, 256: 1, 128: 1}
 
+# A transposed convolution whose kernel is its stride and which has fewer output channels than
+# this runs as one pointwise GEMM to kh * kw * C_out channels and a depth-to-space copy, where
+# kh * kw GEMMs of C_out channels each would leave the tiles' vectors mostly empty.
+# Re-measure: pytest benches/bench_plan.py -k deconv --benchmark-only
+PLAN_DECONV_SHUFFLE_BELOW = 16
+
 # Parallel chunks per thread in each kernel of the plan: more than one, so that a thread that
 # wakes late (after the program idled) still gets a share, few enough that each chunk has
 # work. Re-measure: pytest benches/bench_plan.py -k tasks --benchmark-only

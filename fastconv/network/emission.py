@@ -138,7 +138,7 @@ def _emit_concat(ctx: Context, choice: Choice, steps: list) -> str:
                 x=ctx.ref(value), top=v_top, left=v_left, x_c0=0,
                 count=ctx.shapes[value].channels, out=ctx.ref(dst), out_top=o_top,
                 out_left=o_left, c0=c0, height=s.height, width=s.width, sh=1, sw=1,
-                tasks=ctx.tasks)))
+                phase_step=0, tasks=ctx.tasks)))
             copies += 1
         c0 += ctx.shapes[value].channels
     written = len(node.inputs) - copies
@@ -157,9 +157,24 @@ def _emit_nearest_upsample(ctx: Context, choice: Choice, steps: list) -> str:
     steps.append(Step("", CopyChannels(
         x=ctx.ref(src), top=top, left=left, x_c0=0, count=s_in.channels, out=ctx.ref(dst),
         out_top=o_top, out_left=o_left, c0=ctx.slots.get(dst, 0), height=s_in.height,
-        width=s_in.width, sh=sh, sw=sw, tasks=ctx.tasks)))
+        width=s_in.width, sh=sh, sw=sw, phase_step=0, tasks=ctx.tasks)))
     return f"nearest upsampling x{sh}x{sw}" + (" into its concatenation's slice"
                                                if dst in ctx.slots else "")
+
+
+def _emit_depth_to_space(ctx: Context, choice: Choice, steps: list) -> str:
+    """Each input pixel's bh x bw groups of channels, each to its own output pixel; into a
+    concatenation's slice when that is its only reader."""
+    node = choice.head
+    src, dst, s, (top, left), (o_top, o_left) = _windows(ctx, node)
+    s_in = ctx.shapes[src]
+    bh, bw = node.attrs["block"]
+    steps.append(Step("", CopyChannels(
+        x=ctx.ref(src), top=top, left=left, x_c0=0, count=s.channels, out=ctx.ref(dst),
+        out_top=o_top, out_left=o_left, c0=ctx.slots.get(dst, 0), height=s_in.height,
+        width=s_in.width, sh=bh, sw=bw, phase_step=s.channels, tasks=ctx.tasks)))
+    return f"depth to space {bh}x{bw}" + (" into its concatenation's slice"
+                                          if dst in ctx.slots else "")
 
 
 def _emit_channel_slice(ctx: Context, choice: Choice, steps: list) -> str:
@@ -170,7 +185,7 @@ def _emit_channel_slice(ctx: Context, choice: Choice, steps: list) -> str:
     steps.append(Step("", CopyChannels(
         x=ctx.ref(src), top=top, left=left, x_c0=node.attrs["c0"], count=s.channels,
         out=ctx.ref(dst), out_top=o_top, out_left=o_left, c0=ctx.slots.get(dst, 0),
-        height=s.height, width=s.width, sh=1, sw=1, tasks=ctx.tasks)))
+        height=s.height, width=s.width, sh=1, sw=1, phase_step=0, tasks=ctx.tasks)))
     c0 = node.attrs["c0"]
     return f"channels {c0}..{c0 + s.channels - 1}" + (" into its concatenation's slice"
                                                       if dst in ctx.slots else "")
@@ -518,11 +533,12 @@ EMITTERS = {
     "affine": _emit_affine, "binary": _emit_binary, "concat": _emit_concat,
     "max_pool": _emit_pool, "avg_pool": _emit_pool, "global_average": _emit_global_average,
     "nearest_upsample": _emit_nearest_upsample, "channel_slice": _emit_channel_slice,
+    "depth_to_space": _emit_depth_to_space,
     "flatten": _emit_flatten,
 }
 #: The kinds whose kernels do not zero their output's border: a border step comes first.
 _BORDER_FIRST = {"affine", "binary", "concat", "max_pool", "avg_pool", "global_average",
-                 "flatten", "depthwise", "nearest_upsample", "channel_slice"}
+                 "flatten", "depthwise", "nearest_upsample", "channel_slice", "depth_to_space"}
 
 
 def emit(ctx: Context, choice: Choice, steps: list) -> str:

@@ -74,6 +74,8 @@ class Node:
     ``deconv`` (a transposed convolution whose kernel is its ``stride``: ``weight`` as (C_out,
     C_in, kh, kw), ``bias``; each input pixel writes its own kh x kw output pixels),
     ``upsample`` (nearest, by integer ``factors`` (sh, sw): each pixel repeated sh x sw times),
+    ``depth_to_space`` (ONNX's DepthToSpace, mode DCR, of a ``block`` (bh, bw): input channel
+    ``(i * bw + j) * C + c`` of pixel (h, w) to channel c of pixel (h * bh + i, w * bw + j)),
     ``slice`` (``channels`` channels from ``c0``: a Split's part, a Slice on the channels),
     ``linear`` (``weight`` (out, in), ``bias``), ``batchnorm`` (``scale``, ``shift``: the
     inference-time affine, per channel), ``act``, ``add`` and ``mul`` (two values of one
@@ -245,6 +247,12 @@ def _node_shape(node: Node, shape: Shape, shapes: dict, batch: int) -> Shape:
                              f"{_shown(shape, batch)}")
         sh, sw = a["factors"]
         return Shape(shape.channels, shape.height * sh, shape.width * sw)
+    if op == "depth_to_space":
+        bh, bw = a["block"]
+        if shape.flat or shape.channels % (bh * bw):
+            raise ValueError(f"{node.name}: the channels of input of size {_shown(shape, batch)} "
+                             f"are not a multiple of the block's {bh} x {bw}")
+        return Shape(shape.channels // (bh * bw), shape.height * bh, shape.width * bw)
     if op == "linear":
         features = a["weight"].shape[1]
         if not shape.flat and (shape.height, shape.width) != (1, 1):

@@ -19,11 +19,11 @@ from ..spec import ConvSpec, PoolSpec, pool_output_size, pool_reads_only_padding
 from .graph import INPUT, RELU, Activation, Graph, Node
 
 MIN_OPSET = 11
-SUPPORTED = ("Conv", "ConvTranspose", "BatchNormalization", "Relu", "Clip", "LeakyRelu", "HardSigmoid",
-             "HardSwish", "Sigmoid", "Mul", "Add", "Sub", "Div", "Concat", "MaxPool",
-             "AveragePool", "GlobalAveragePool", "ReduceMean", "Resize", "Split", "Slice",
-             "Flatten", "Reshape", "Gemm",
-             "MatMul", "Identity", "Dropout", "Constant")
+SUPPORTED = ("Conv", "ConvTranspose", "BatchNormalization", "Relu", "Clip", "LeakyRelu",
+             "HardSigmoid", "HardSwish", "Sigmoid", "Mul", "Add", "Sub", "Div", "Concat",
+             "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "Resize",
+             "DepthToSpace", "Split", "Slice", "Flatten", "Reshape", "Gemm", "MatMul",
+             "Identity", "Dropout", "Constant")
 _FLOATS = {1: np.float32, 11: np.float64}  # TensorProto.FLOAT, DOUBLE
 
 
@@ -670,6 +670,19 @@ class Reader:
         kept = range(shape[1])[slice(int(max(min(starts[0], 2**62), -2**62)),
                                      int(max(min(ends[0], 2**62), -2**62)))]
         self._channel_slices(node, label, [(node.output[0], kept.start, len(kept))])
+
+    def _DepthToSpace(self, node, label):
+        attrs = self._attrs(node)
+        block = attrs.get("blocksize")
+        mode = attrs.get("mode", b"DCR")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if block is None or block < 1:
+            raise _Invalid(f"blocksize must be a positive integer, but got {block}")
+        if mode != "DCR":
+            raise _Refused(f"mode {mode!r}: the plan's depth-to-space is mode 'DCR' (channel "
+                           "(i * blocksize + j) * C + c to channel c of output pixel (i, j))")
+        self._emit(node, label, "depth_to_space", [self._value(node.input[0])],
+                   block=(block, block))
 
     def _Flatten(self, node, label):
         axis = self._attrs(node).get("axis", 1)

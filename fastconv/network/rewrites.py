@@ -2,14 +2,17 @@
 ``xnn_subgraph_optimize`` passes): identities dropped, each batch norm folded into the
 convolution before it (or kept as a per-channel affine), the gated activations spelled out
 (``x * sigmoid(x)``, ``x * hardsigmoid(x)``) made one activation, each activation fused into
-the epilogue of the node producing its input, and a residual addition into the convolution
-whose epilogue can add it.
+the epilogue of the node producing its input, a residual addition into the convolution
+whose epilogue can add it, and a transposed convolution of few output channels split into a
+pointwise convolution and a depth-to-space copy.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..kernels import tuning
+from ..spec import ConvSpec
 from .graph import HARDSWISH, SILU, Graph, Node
 
 
@@ -31,7 +34,32 @@ def optimize(graph: Graph) -> Graph:
     for node in [n for n in graph.nodes if n.op == "add"]:
         _fuse_residual(graph, node)
     _fuse_activations(graph)  # a ReLU after a residual addition
+    for node in [n for n in graph.nodes if n.op == "deconv"]:
+        if node.attrs["weight"].shape[0] < tuning.PLAN_DECONV_SHUFFLE_BELOW:
+            _deconv_as_shuffle(graph, node)
     return graph
+
+
+def _deconv_as_shuffle(graph: Graph, node: Node) -> None:
+    """A transposed convolution (kernel = stride) of few output channels as a pointwise
+    convolution to each tap's output channels side by side (``kh * kw * C_out``, tap (i, j)'s
+    at ``(i * kw + j) * C_out``; the bias repeated, the activation kept), then a depth-to-space
+    copy that moves each tap's channels to its output pixel."""
+    weight = node.attrs["weight"]  # (C_out, C_in, kh, kw)
+    c_out, c_in, kh, kw = weight.shape
+    taps = np.ascontiguousarray(weight.transpose(2, 3, 0, 1).reshape(kh * kw * c_out, c_in,
+                                                                     1, 1))
+    bias = node.attrs["bias"]
+    bias = None if bias is None else np.tile(bias, kh * kw)
+    inner = f"{node.output} (taps)"
+    conv = Node("conv", node.inputs, inner, node.name, dict(
+        node.attrs, spec=ConvSpec(c_in, kh * kw * c_out, 1, bias=bias is not None),
+        weight=taps, bias=bias))
+    del conv.attrs["stride"]
+    shuffle = Node("depth_to_space", (inner,), node.output, f"{node.name} (depth to space)",
+                   dict(block=(kh, kw)))
+    at = graph.nodes.index(node)
+    graph.nodes[at:at + 1] = [conv, shuffle]
 
 
 def _fuse_gate(graph: Graph, mul: Node) -> None:

@@ -19,21 +19,23 @@ from ..kernels import tuning
 from .graph import Graph, Node, conv_spec
 
 #: The kinds of kernel a node runs on.
-KINDS = ("gemm", "transpose_gemm", "winograd", "depthwise_3x3", "depthwise", "separable", "expanded_separable",
-         "linear", "affine", "binary", "concat", "max_pool", "avg_pool", "global_average",
-         "flatten", "nearest_upsample", "channel_slice", "alias")
+KINDS = ("gemm", "transpose_gemm", "winograd", "depthwise_3x3", "depthwise", "separable",
+         "expanded_separable", "linear", "affine", "binary", "concat", "max_pool", "avg_pool",
+         "global_average", "flatten", "nearest_upsample", "channel_slice", "depth_to_space",
+         "alias")
 
 #: The kinds whose output may be written straight into a concatenation's channel slice: the
 #: GEMM tiles, pixel by pixel through a table of offsets, and the nearest upsampling.
 WRITES_PER_PIXEL = {"gemm", "transpose_gemm", "separable", "expanded_separable",
-                    "nearest_upsample", "channel_slice"}
+                    "nearest_upsample", "channel_slice", "depth_to_space"}
 #: The kinds that read their input through its border (its padding); a fused expand block
 #: pads its expanded rows in its own slab.
 PADS_ITS_INPUT = {"gemm", "winograd", "depthwise_3x3", "depthwise", "separable"}
 
 # the op of a node that is not a convolution -> its kind
 _BY_OP = {"deconv": "transpose_gemm", "upsample": "nearest_upsample",
-          "slice": "channel_slice", "batchnorm": "affine", "act": "affine", "add": "binary", "mul": "binary",
+          "depth_to_space": "depth_to_space", "slice": "channel_slice", "batchnorm": "affine",
+          "act": "affine", "add": "binary", "mul": "binary",
           "concat": "concat", "maxpool": "max_pool", "avgpool": "avg_pool",
           "gap": "global_average", "flatten": "flatten", "linear": "linear"}
 

@@ -40,7 +40,7 @@ Binary = _record("Binary", "binary", (
     "height width kind lo hi alpha beta tasks"))
 
 CopyChannels = _record("CopyChannels", "copy_channels", (
-    "x top left x_c0 count out out_top out_left c0 height width sh sw tasks"))
+    "x top left x_c0 count out out_top out_left c0 height width sh sw phase_step tasks"))
 
 Flatten = _record("Flatten", "flatten", (
     "src top left out channels height width tasks"))

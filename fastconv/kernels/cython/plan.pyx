@@ -98,6 +98,7 @@ cdef extern from "_plan_kernels.h" nogil:
         i64 rows, cols, channels, top, left, x_c0, count
         void *out
         i64 out_rows, out_cols, total, out_top, out_left, c0, n, height, width, sh, sw
+        i64 phase_step
 
     ctypedef struct fc_flatten_args:
         const void *src
@@ -495,10 +496,11 @@ def binary(a, a_top, a_left, b, b_top, b_left, b_pixels, multiply, out, out_top,
 
 
 def copy_channels(x, top, left, x_c0, count, out, out_top, out_left, c0, height, width, sh,
-                  sw, tasks):
+                  sw, phase_step, tasks):
     """Channels ``x_c0`` to ``x_c0 + count`` of ``x``'s window of ``height`` x ``width`` into
     ``out`` from channel ``c0``, each pixel repeated ``sh`` x ``sw`` times (a nearest
-    upsampling; 1 x 1 copies)."""
+    upsampling; 1 x 1 copies), output phase (i, j) reading ``(i * sw + j) * phase_step``
+    channels further (a depth-to-space)."""
     dtype = out.dtype
     _buffer("x", x, dtype)
     _buffer("out", out, dtype, True)
@@ -506,9 +508,10 @@ def copy_channels(x, top, left, x_c0, count, out, out_top, out_left, c0, height,
         raise ValueError(f"copy_channels: factors must be positive, but got {sh} x {sw}")
     _window("x", x, top, left, height, width)
     _window("out", out, out_top, out_left, height * sh, width * sw)
-    if (c0 < 0 or x_c0 < 0 or count < 0 or x_c0 + count > x.shape[3]
+    last = x_c0 + (sh * sw - 1) * phase_step + count  # past the last phase's channels
+    if (c0 < 0 or x_c0 < 0 or count < 0 or phase_step < 0 or last > x.shape[3]
             or c0 + count > out.shape[3] or x.shape[0] != out.shape[0]):
-        raise ValueError(f"copy_channels: channels {x_c0} to {x_c0 + count} of x of size "
+        raise ValueError(f"copy_channels: channels {x_c0} to {last} of x of size "
                          f"{list(x.shape)} do not fit out of size {list(out.shape)} from "
                          f"channel {c0}")
     cdef Step s = _step("copy_channels", sizeof(fc_copy_args), K.copy_channels_f,
@@ -520,6 +523,7 @@ def copy_channels(x, top, left, x_c0, count, out, out_top, out_left, c0, height,
     a.out, a.out_rows, a.out_cols, a.total = _data(out), out.shape[1], out.shape[2], out.shape[3]
     a.out_top, a.out_left, a.c0 = out_top, out_left, c0
     a.n, a.height, a.width, a.sh, a.sw = x.shape[0], height, width, sh, sw
+    a.phase_step = phase_step
     return s
 
 
