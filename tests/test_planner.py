@@ -76,6 +76,59 @@ def test_activations_fuse_into_their_producer_and_compose():
     assert [n.op for n in g.nodes] == ["conv", "act"] and g.nodes[0].act == RELU
 
 
+def _affine(name, src, out, scale=1.0, shift=0.0, channels=4, act=None):
+    attrs = dict(scale=np.full(channels, scale), shift=np.full(channels, shift))
+    return Node("batchnorm", (src,), out, name, attrs | ({"act": act} if act else {}))
+
+
+CLIP06 = Activation("clamp", 0.0, 6.0)
+
+
+def test_hardswish_spelled_out_is_one_activation_of_the_convolution():
+    """``x * Clip(x + 3, 0, 6) / 6`` (Add, Clip, Mul, Div, as older exporters write it)."""
+    g = optimize(_graph([_conv("c1", INPUT, "x", 3, 4),
+                         _affine("add3", "x", "a", shift=3.0),
+                         Node("act", ("a",), "c", "clip", dict(act=CLIP06)),
+                         Node("mul", ("x", "c"), "m", "mul"),
+                         _affine("div6", "m", "y", scale=1 / 6)], "y"))
+    (conv,) = g.nodes
+    assert str(conv.act) == "hardswish" and g.output == "x"
+    assert set(conv.attrs["fused"]) == {"add3", "clip", "mul", "div6"}
+
+
+def test_hardsigmoid_spelled_out_is_one_activation():
+    """An SE gate's ``Clip(y + 3, 0, 6) / 6`` after its 1x1 (the + 3 folded into the bias):
+    the convolution's hard sigmoid; after another node, one activation node."""
+    g = optimize(_graph([_conv("fc2", INPUT, "y", 3, 4, k=1),
+                         _affine("add3", "y", "a", shift=3.0),
+                         Node("act", ("a",), "c", "clip", dict(act=CLIP06)),
+                         _affine("div6", "c", "g", scale=1 / 6)], "g"))
+    (conv,) = g.nodes
+    assert conv.act == Activation("hardsigmoid", alpha=1 / 6, beta=0.0)
+    g = optimize(_graph([_conv("c1", INPUT, "x", 3, 4),
+                         Node("act", ("x",), "r", "relu", dict(act=RELU)),
+                         _affine("add3", "r", "a", shift=3.0),
+                         Node("act", ("a",), "c", "clip", dict(act=CLIP06)),
+                         _affine("div6", "c", "g", scale=1 / 6)], "g"))
+    assert [n.op for n in g.nodes] == ["conv", "act"]
+    act = g.nodes[1].act
+    assert act.kind == "hardsigmoid" and np.isclose(act.alpha, 1 / 6) and np.isclose(act.beta,
+                                                                                   0.5)
+
+
+def test_an_affine_that_does_not_map_the_clamp_to_0_1_stays():
+    for scale, shift, channels_differ in ((1 / 5, 0.0, False), (1 / 6, 0.1, False),
+                                          (1 / 6, 0.0, True)):
+        div = _affine("div", "c", "g", scale=scale, shift=shift)
+        if channels_differ:
+            div.attrs["scale"] = np.array([1 / 6, 1 / 6, 1 / 6, 1 / 5])
+        g = optimize(_graph([_conv("c1", INPUT, "x", 3, 4),
+                             Node("act", ("x",), "r", "relu", dict(act=RELU)),
+                             _affine("add3", "r", "a", shift=3.0),
+                             Node("act", ("a",), "c", "clip", dict(act=CLIP06)), div], "g"))
+        assert [n.op for n in g.nodes] == ["conv", "batchnorm", "batchnorm"]
+
+
 @pytest.mark.parametrize("relu_first", [False, True])
 def test_a_residual_addition_fuses_into_the_later_convolution(relu_first):
     """ResNet's block: conv, conv, + x, ReLU; the addition before the ReLU (residual added

@@ -1,19 +1,22 @@
 """The graph rewrites, made once per network before any shape is planned (as XNNPACK's
 ``xnn_subgraph_optimize`` passes): identities dropped, each batch norm folded into the
-convolution before it (or kept as a per-channel affine), the gated activations spelled out
-(``x * sigmoid(x)``, ``x * hardsigmoid(x)``) made one activation, each activation fused into
-the epilogue of the node producing its input, a residual addition into the convolution
-whose epilogue can add it, and a transposed convolution of few output channels split into a
-pointwise convolution and a depth-to-space copy.
+convolution before it (or kept as a per-channel affine), the hard sigmoid spelled out
+(``Clip(x + 3, 0, 6) / 6``) made one activation, the gated activations spelled out (``x *
+sigmoid(x)``, ``x * hardsigmoid(x)``, ``x * Clip(x + 3, 0, 6) / 6``) made one activation,
+each activation fused into the epilogue of the node producing its input, a residual addition
+into the convolution whose epilogue can add it, and a transposed convolution of few output
+channels split into a pointwise convolution and a depth-to-space copy.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from ..kernels import tuning
 from ..spec import ConvSpec
-from .graph import HARDSWISH, SILU, Graph, Node
+from .graph import HARDSWISH, SILU, Activation, Graph, Node
 
 
 def optimize(graph: Graph) -> Graph:
@@ -28,6 +31,9 @@ def optimize(graph: Graph) -> Graph:
         if producer is not None and producer.op in ("conv", "deconv") and _fresh(producer):
             _fold(producer, node, graph.dtype)
             _absorb(graph, producer, node)
+    _fuse_activations(graph)  # a Clip into the affine (x + 3) before it
+    for node in [n for n in graph.nodes if n.op == "batchnorm"]:
+        _hard_sigmoid(graph, node)
     for node in [n for n in graph.nodes if n.op == "mul"]:
         _fuse_gate(graph, node)
     _fuse_activations(graph)
@@ -62,6 +68,51 @@ def _deconv_as_shuffle(graph: Graph, node: Node) -> None:
     graph.nodes[at:at + 1] = [conv, shuffle]
 
 
+def _hard_sigmoid(graph: Graph, scale: Node) -> None:
+    """HardSigmoid and HardSwish spelled out, ``Clip(y, lo, hi) * s + t`` (``Clip(x + 3, 0, 6)
+    / 6``) and ``x * Clip(y, lo, hi) * s``: a uniform affine ``scale`` (``s > 0``) after a
+    clamp whose range it maps to [0, 1] is the hard sigmoid ``min(max(s y + t, 0), 1)`` of the
+    clamp's input, run as the clamp's producer's activation; after a product, when its shift
+    is 0, of the product's clamped factor. An affine node left holding only the hard sigmoid
+    becomes one activation of its input, which ``_fuse_gate`` can then recognise."""
+    uniform = _uniform(scale)
+    producer = _sole_producer(graph, scale)
+    if (uniform is None or producer is None or scale.act.kind != "none"
+            or scale.attrs.get("residual") or uniform[0] <= 0):
+        return
+    s, t = uniform
+    gated = producer
+    if producer.op == "mul" and t == 0:  # x * Clip(..) * s: the factor takes the scale
+        gated = next((graph.producer(v) for v in producer.inputs if graph.producer(v) is not None
+                      and graph.producer(v).act.is_clamp and graph.consumers(v) == [producer]
+                      and v not in graph.outputs), None)
+    if gated is None or not gated.act.is_clamp:
+        return
+    lo, hi = gated.act.lo, gated.act.hi
+    if not (math.isclose(s * lo + t, 0, abs_tol=1e-6) and math.isclose(s * hi + t, 1,
+                                                                        rel_tol=1e-6)):
+        return
+    gated.attrs["act"] = Activation("hardsigmoid", alpha=s, beta=t)
+    gated.attrs.setdefault("fused", []).append(scale.name)
+    graph.nodes.remove(scale)
+    graph.replace_value(scale.output, producer.output)
+    affine = _uniform(gated) if gated.op == "batchnorm" else None
+    if affine is not None:  # hardsigmoid(s (a x + b) + t): one activation of x
+        a, b = affine
+        gated.op = "act"
+        gated.attrs = {"act": Activation("hardsigmoid", alpha=s * a, beta=s * b + t),
+                       "fused": gated.attrs["fused"]}
+
+
+def _uniform(node: Node) -> tuple[float, float] | None:
+    """An affine node's scale and shift when they are one number for every channel."""
+    scale = np.asarray(node.attrs.get("scale", 1.0), np.float64)
+    shift = np.asarray(node.attrs.get("shift", 0.0), np.float64)
+    if node.op != "batchnorm" or np.ptp(scale) or np.ptp(shift):
+        return None
+    return float(scale.reshape(-1)[0]), float(shift.reshape(-1)[0])
+
+
 def _fuse_gate(graph: Graph, mul: Node) -> None:
     """``x * sigmoid(x)`` as SiLU, ``x * hardsigmoid(x)`` (torch's 1/6, 1/2) as HardSwish:
     one activation of ``x``, which the node producing ``x`` then runs in its epilogue."""
@@ -73,7 +124,8 @@ def _fuse_gate(graph: Graph, mul: Node) -> None:
         act = node.act
         if act.kind == "sigmoid":
             fused = SILU
-        elif act.kind == "hardsigmoid" and (act.alpha, act.beta) == (1 / 6, 0.5):
+        elif (act.kind == "hardsigmoid" and math.isclose(act.alpha, 1 / 6, rel_tol=1e-6)
+              and math.isclose(act.beta, 0.5, rel_tol=1e-6)):
             fused = HARDSWISH
         else:
             continue
