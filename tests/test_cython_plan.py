@@ -87,6 +87,33 @@ def test_window_refusals():
                            np.array([1, 2, 2, 8, 0, 0, 0, 0], np.int64), 2)
 
 
+def test_the_new_steps_refuse_what_does_not_fit():
+    """The squeeze-excite step's weights and scratch, and the copy's channel phases."""
+    from fastconv.network.step_args import CopyChannels, SqueezeExcite
+
+    f = np.float32
+    x, out = np.zeros((1, 4, 4, 8), f), np.zeros((1, 4, 4, 8), f)
+    se = SqueezeExcite(x=x, top=0, left=0, height=4, width=4, w1=np.zeros((2, 8), f),
+                       b1=np.zeros(2, f), s_kind=0, s_lo=0.0, s_hi=0.0, s_alpha=0.0,
+                       s_beta=0.0, w2=np.zeros((2, 8), f), b2=np.zeros(8, f), kind=0, lo=0.0,
+                       hi=0.0, alpha=0.0, beta=0.0, out=out, out_top=0, out_left=0,
+                       scratch=np.zeros((2, 18), f), tasks=2)
+    plan.squeeze_excite(*se)
+    with pytest.raises(ValueError, match=r"squeeze_excite: x of size \[1, 4, 4, 8\], w1 "
+                                         r"\[2, 6\], b1 \[2\], w2 \[2, 8\]"):
+        plan.squeeze_excite(*se._replace(w1=np.zeros((2, 6), f)))
+    with pytest.raises(ValueError, match=r"expected scratch of at least \(2, 18\), but got "
+                                         r"\[2, 17\]"):
+        plan.squeeze_excite(*se._replace(scratch=np.zeros((2, 17), f)))
+    copy = CopyChannels(x=x, top=0, left=0, x_c0=0, count=2, out=np.zeros((1, 8, 8, 2), f),
+                        out_top=0, out_left=0, c0=0, height=4, width=4, sh=2, sw=2,
+                        phase_step=2, tasks=2)
+    plan.copy_channels(*copy)
+    with pytest.raises(ValueError, match=r"copy_channels: channels 0 to 11 of x of size "
+                                         r"\[1, 4, 4, 8\] do not fit"):
+        plan.copy_channels(*copy._replace(phase_step=3))
+
+
 def test_a_program_refuses_another_input():
     buf = np.zeros((1, 2, 2, 3), np.float32)  # NHWC, between the input and the output
     src = plan.from_nchw(None, buf, 0, 0, np.array([1, 2, 2, 3, 0, 0, 0, 0], np.int64), 1)

@@ -20,6 +20,19 @@ nn = torch.nn if torch is not None else None
 if torch is not None:
     from fastconv.bench import zoo
 
+    class _Chain(nn.Module):
+        """Modules one after the other, as a module of its own (traced, not read layer by
+        layer as a Sequential is)."""
+
+        def __init__(self, *layers):
+            super().__init__()
+            self.layers = nn.ModuleList(layers)
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
 
 def _rng(seed):
     return np.random.default_rng(seed)
@@ -71,6 +84,11 @@ def _layers(case):
             c(40, 40, 5, 1, 2, groups=40), nn.SiLU(), c(40, 40, 7, 2, 3, groups=40), nn.ReLU6(),
             c(40, 40, 9, 1, 8, 2, groups=40, bias=False), c(40, 40, (1, 5), padding=(0, 2),
                                                             groups=40), nn.Hardswish()),
+        # one step each: an SE block per image, over tasks that split an image's rows (a
+        # module of modules, traced)
+        "squeeze-excite": lambda: _Chain(
+            c(3, 24, 3, padding=1), zoo.SqueezeExcite(24, 8, nn.ReLU(), nn.Hardsigmoid()),
+            c(24, 40, 3, 2, 1), zoo.SqueezeExcite(40, 10, nn.SiLU(), nn.Sigmoid())),
         "pointwise-strided-padded": lambda: nn.Sequential(c(5, 9, 1), c(9, 4, 1, 2, 1),
                                                           nn.BatchNorm2d(4, affine=False)),
         "pools": lambda: nn.Sequential(c(3, 4, 3, padding=1), nn.MaxPool2d(3, 2, 1),
@@ -95,7 +113,7 @@ def _layers(case):
 
 CASES = ["conv-bn-relu", "conv-bias-dilation-groups", "row-taps-dilated",
          "same-valid-even-kernels", "depthwise", "depthwise-multiplier-5x5", "depthwise-kxk",
-         "pointwise-strided-padded", "pools", "avg-divisor", "classifier", "flatten-pixels",
+         "squeeze-excite", "pointwise-strided-padded", "pools", "avg-divisor", "classifier", "flatten-pixels",
          "nested", "activations"]
 
 

@@ -273,6 +273,24 @@ def test_a_resnet_block_runs_on_winograd_with_the_residual_in_its_epilogue():
     assert choice.kind == "gemm"
 
 
+def test_a_squeeze_excite_block_is_one_step_unless_a_value_inside_has_another_reader():
+    """MobileNet v3's SE: average, 1x1 + ReLU, 1x1 + hard sigmoid, times the block's input."""
+    def block(extra=()):
+        return [_conv("dw", INPUT, "x", 16, 16, groups=16), Node("gap", ("x",), "g", "gap"),
+                _conv("fc1", "g", "h", 16, 4, k=1), _relu("r", "h", "hr"),
+                _conv("fc2", "hr", "s", 4, 16, k=1),
+                Node("act", ("s",), "sg", "gate", dict(act=Activation(
+                    "hardsigmoid", alpha=1 / 6, beta=0.5))),
+                Node("mul", ("x", "sg"), "y", "scale"), *extra]
+    dw, se = _select(block(), "y", (16, 14, 14))
+    assert se.kind == "squeeze_excite"
+    assert [m.name for m in se.members] == ["gap", "fc1", "fc2", "scale"]
+    assert se.fused == ["fc1", "r", "fc2", "gate", "scale"]
+    # the hidden value read twice: each node on its own
+    shared = _select(block([Node("add", ("hr", "hr"), "z", "twice")]), "y", (16, 14, 14))
+    assert "squeeze_excite" not in [c.kind for c in shared]
+
+
 def test_every_other_node_has_its_kind_and_an_unknown_op_is_refused_in_words():
     nodes = [_conv("c1", INPUT, "a", 3, 8),
              Node("maxpool", ("a",), "b", "pool", dict(pool=PoolSpec("max", 8, 2, stride=2))),

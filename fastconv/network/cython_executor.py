@@ -30,6 +30,7 @@ winograd_filters = _GEOMETRY.winograd_filters
 from_nchw, zero_border = plan.from_nchw, plan.zero_border
 affine, binary, copy_channels, flatten = plan.affine, plan.binary, plan.copy_channels, plan.flatten
 max_pool, avg_pool, global_average = plan.max_pool, plan.avg_pool, plan.global_average
+squeeze_excite = plan.squeeze_excite
 conv, depthwise, depthwise_3x3 = plan.conv, plan.depthwise, plan.depthwise_3x3
 separable, expanded_separable, winograd = (plan.separable, plan.expanded_separable,
                                            plan.winograd)

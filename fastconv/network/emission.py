@@ -15,7 +15,7 @@ from .graph import Node, conv_spec, pool_spec
 from .selection import Choice, parallel_tasks
 from .step_args import (Affine, AvgPool, Binary, Conv, CopyChannels, Depthwise, Depthwise3x3,
                         ExpandedSeparable, Flatten, GlobalAverage, MaxPool, Separable,
-                        Winograd, ZeroBorder)
+                        SqueezeExcite, Winograd, ZeroBorder)
 
 
 @dataclass
@@ -218,6 +218,36 @@ def _emit_global_average(ctx: Context, choice: Choice, steps: list) -> str:
         x=ctx.ref(src), top=top, left=left, height=s_in.height, width=s_in.width,
         out=ctx.ref(dst), out_top=o_top, out_left=o_left, tasks=ctx.tasks)))
     return "global average"
+
+
+def _bias_or_zeros(node: Node, size: int, dtype) -> np.ndarray:
+    bias = node.attrs["bias"]
+    return np.zeros(size, dtype) if bias is None else bias
+
+
+def _emit_squeeze_excite(ctx: Context, choice: Choice, steps: list) -> str:
+    """A squeeze-and-excitation block as one step: each image's average, its two 1x1
+    layers, and the input scaled by their gate."""
+    gap, fc1, fc2, mul = choice.members
+    src, dst = gap.inputs[0], mul.output
+    s_in = ctx.shapes[src]
+    channels, squeeze = s_in.channels, fc1.attrs["weight"].shape[0]
+    weights = ctx.packed.get((gap.name, "squeeze_excite"))
+    if weights is None:  # both (S, C): the second transposed, its loop along the channels
+        weights = ctx.packed[gap.name, "squeeze_excite"] = tuple(
+            np.ascontiguousarray(w, ctx.dtype) for w in (
+                fc1.attrs["weight"].reshape(squeeze, channels),
+                fc2.attrs["weight"].reshape(channels, squeeze).T))
+    (top, left), (o_top, o_left) = ctx.origin(src), ctx.origin(dst)
+    steps.append(Step("", SqueezeExcite(
+        x=ctx.ref(src), top=top, left=left, height=s_in.height, width=s_in.width,
+        w1=weights[0], b1=_bias_or_zeros(fc1, squeeze, ctx.dtype), **ctx.epilogue(fc1, "s_"),
+        w2=weights[1], b2=_bias_or_zeros(fc2, channels, ctx.dtype), **ctx.epilogue(fc2),
+        out=ctx.ref(dst),
+        out_top=o_top, out_left=o_left, scratch=ctx.new_scratch(2 * channels + squeeze),
+        tasks=ctx.tasks)))
+    return (f"squeeze-excite {channels}->{squeeze}->{channels}, {fc1.act}, {fc2.act} "
+            "(one step)")
 
 
 def _emit_flatten(ctx: Context, choice: Choice, steps: list) -> str:
@@ -533,12 +563,13 @@ EMITTERS = {
     "affine": _emit_affine, "binary": _emit_binary, "concat": _emit_concat,
     "max_pool": _emit_pool, "avg_pool": _emit_pool, "global_average": _emit_global_average,
     "nearest_upsample": _emit_nearest_upsample, "channel_slice": _emit_channel_slice,
-    "depth_to_space": _emit_depth_to_space,
+    "depth_to_space": _emit_depth_to_space, "squeeze_excite": _emit_squeeze_excite,
     "flatten": _emit_flatten,
 }
 #: The kinds whose kernels do not zero their output's border: a border step comes first.
 _BORDER_FIRST = {"affine", "binary", "concat", "max_pool", "avg_pool", "global_average",
-                 "flatten", "depthwise", "nearest_upsample", "channel_slice", "depth_to_space"}
+                 "flatten", "depthwise", "nearest_upsample", "channel_slice", "depth_to_space",
+                 "squeeze_excite"}
 
 
 def emit(ctx: Context, choice: Choice, steps: list) -> str:

@@ -16,6 +16,7 @@ from ..kernels.numba.nhwc.layout import (affine, binary, copy_channels, flatten,
                                          to_nchw, zero_border)
 from ..kernels.numba.nhwc.pool import avg_pool, global_average, max_pool
 from ..kernels.numba.nhwc.separable import expanded_separable, separable
+from ..kernels.numba.nhwc.squeeze_excite import squeeze_excite
 from ..kernels.numba.nhwc.winograd import pack_filters as winograd_filters
 from ..kernels.numba.nhwc.winograd import winograd
 from ..kernels.plan_tiles import l2_bytes

@@ -21,8 +21,8 @@ from .graph import Graph, Node, conv_spec
 #: The kinds of kernel a node runs on.
 KINDS = ("gemm", "transpose_gemm", "winograd", "depthwise_3x3", "depthwise", "separable",
          "expanded_separable", "linear", "affine", "binary", "concat", "max_pool", "avg_pool",
-         "global_average", "flatten", "nearest_upsample", "channel_slice", "depth_to_space",
-         "alias")
+         "global_average", "squeeze_excite", "flatten", "nearest_upsample", "channel_slice",
+         "depth_to_space", "alias")
 
 #: The kinds whose output may be written straight into a concatenation's channel slice: the
 #: GEMM tiles, pixel by pixel through a table of offsets, and the nearest upsampling.
@@ -93,7 +93,9 @@ def select(graph: Graph, shapes: dict, batch: int, threads: int, kernels) -> lis
     tasks = parallel_tasks(threads)
     separable = _separable_pairs(graph, shapes, dtype, kernels)
     expansions = _expansions(graph, shapes, separable, batch, threads, dtype, kernels)
+    excites = _squeeze_excites(graph, shapes)
     inside = {n.name for n in (*separable.values(), *expansions.values())}
+    inside |= {n.name for block in excites.values() for n in block}
     choices = []
     for node in graph.nodes:
         if node.name in inside:
@@ -103,6 +105,8 @@ def select(graph: Graph, shapes: dict, batch: int, threads: int, kernels) -> lis
         elif node.name in expansions:
             choices.append(_expanded(node, expansions[node.name], separable[node.name], shapes,
                                      batch, tasks, dtype, kernels))
+        elif node.name in excites:
+            choices.append(Choice("squeeze_excite", (node, *excites[node.name])))
         elif node.name in separable:
             choices.append(_separable(node, separable[node.name], shapes, batch, tasks, dtype,
                                       kernels))
@@ -216,6 +220,38 @@ def _winograd(node: Node, spec, batch: int) -> bool:
         return False
     tiles = batch * ((spec.output_size[0] + 1) // 2) * ((spec.output_size[1] + 1) // 2)
     return tiles >= tuning.PLAN_WINOGRAD_TILES_PER_CHANNEL * spec.in_channels
+
+
+def _squeeze_excites(graph: Graph, shapes: dict) -> dict[str, tuple[Node, Node, Node]]:
+    """Squeeze-and-excitation blocks run as one step (``nhwc.squeeze_excite``): global
+    average name -> the 1x1 convolution reading it, the 1x1 after that, and the product of
+    the average's input by the second's output (the gate). Each value inside is read only by
+    the next node, and the product fuses no activation or residual of its own."""
+    found = {}
+    for gap in graph.nodes:
+        if gap.op != "gap" or shapes[gap.inputs[0]].flat:
+            continue
+        chain = [gap]
+        while len(chain) < 4:
+            value = chain[-1].output
+            readers = graph.consumers(value)
+            if value in graph.outputs or len(readers) != 1:
+                break
+            node = readers[0]
+            if len(chain) < 3:
+                if node.op != "conv" or node.attrs.get("residual"):
+                    break
+                spec = conv_spec(node, shapes[value])
+                if (spec.kernel_size, spec.stride, spec.groups, spec.pads) != (
+                        (1, 1), (1, 1), 1, ((0, 0), (0, 0))):
+                    break
+            elif (node.op != "mul" or sorted(node.inputs) != sorted((gap.inputs[0], value))
+                  or node.act.kind != "none" or node.attrs.get("residual")):
+                break
+            chain.append(node)
+        if len(chain) == 4:
+            found[gap.name] = tuple(chain[1:])
+    return found
 
 
 def _separable_pairs(graph: Graph, shapes: dict, dtype, kernels) -> dict[str, Node]:

@@ -56,6 +56,10 @@ AvgPool = _record("AvgPool", "avg_pool", (
 GlobalAverage = _record("GlobalAverage", "global_average", (
     "x top left height width out out_top out_left tasks"))
 
+SqueezeExcite = _record("SqueezeExcite", "squeeze_excite", (
+    "x top left height width w1 b1 s_kind s_lo s_hi s_alpha s_beta w2 b2 kind lo hi alpha "
+    "beta out out_top out_left scratch tasks"))
+
 Depthwise = _record("Depthwise", "depthwise", (
     "x top left w kh kw multiplier bias out out_top out_left ho wo sh sw dh "
     "dw kind lo hi alpha beta block tasks"))
@@ -91,4 +95,4 @@ Winograd = _record("Winograd", "winograd", (
 #: The record of each kind of step (``executor.STEP_KINDS``), by its kind.
 RECORDS = {record.kind: record for record in (
     FromNchw, ZeroBorder, Affine, Binary, CopyChannels, Flatten, MaxPool, AvgPool, GlobalAverage,
-    Depthwise, Depthwise3x3, Conv, Separable, ExpandedSeparable, Winograd)}
+    SqueezeExcite, Depthwise, Depthwise3x3, Conv, Separable, ExpandedSeparable, Winograd)}

@@ -126,6 +126,14 @@ typedef struct {
 } fc_gap_args;
 
 typedef struct {
+    const void *x; i64 rows, cols, channels, top, left, n, height, width;
+    const void *w1, *b1; i64 squeeze; fc_epi s_epi;  /* the first layer: (S, C) */
+    const void *w2, *b2; fc_epi epi;  /* the second, transposed: (S, C) */
+    void *out; i64 out_rows, out_cols, out_top, out_left;
+    void *scratch; i64 scratch_pitch;  /* per task: 2 C + S */
+} fc_se_args;
+
+typedef struct {
     const void *x; i64 rows, cols, c_in, top, left;
     const void *w; i64 kh, kw, multiplier; const void *bias;
     void *out; i64 out_rows, out_cols, channels, out_top, out_left, n, ho, wo;
@@ -169,8 +177,8 @@ typedef void (*fc_task)(const void *args, i64 task, i64 tasks);
 /* Every task function of the plan, by name: each vector width compiles all of them. */
 #define FC_KERNELS(X)                                                                        \
     X(conv) X(depthwise_3x3) X(depthwise) X(separable) X(expanded_separable) X(winograd)   \
-    X(pool) X(global_average) X(from_nchw) X(to_output) X(zero_border) X(affine) X(binary) \
-    X(copy_channels) X(flatten)
+    X(pool) X(global_average) X(squeeze_excite) X(from_nchw) X(to_output) X(zero_border)   \
+    X(affine) X(binary) X(copy_channels) X(flatten)
 
 /* One vector width's kernels (``_plan_width.h``): float32 (``_f``) and float64 (``_d``). */
 typedef struct {

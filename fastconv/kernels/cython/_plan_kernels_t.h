@@ -799,6 +799,46 @@ static void FC(global_average_task)(const void *p, i64 block, i64 blocks) {
     for (i64 c = c0; c < c1; c++) total[c] *= scale;
 }
 
+/* Squeeze-and-excitation as one step (nhwc.squeeze_excite): each task scales its share of
+ * the rows, computing the gate of every image that share touches from the whole image. */
+static void FC(squeeze_excite_task)(const void *p, i64 task, i64 tasks) {
+    const fc_se_args *a = (const fc_se_args *)p;
+    const i64 channels = a->channels, squeeze = a->squeeze, height = a->height;
+    const i64 rows = a->n * height, r0 = task * rows / tasks, r1 = (task + 1) * rows / tasks;
+    const T *x = (const T *)a->x, *w1 = (const T *)a->w1, *b1 = (const T *)a->b1;
+    const T *w2 = (const T *)a->w2, *b2 = (const T *)a->b2;
+    T *out = (T *)a->out, *mean = (T *)a->scratch + task * a->scratch_pitch;
+    T *gate = mean + channels, *hidden = gate + channels;
+    const T scale = (T)(1.0 / (double)(height * a->width));
+    for (i64 n = r0 / height; n < (r1 + height - 1) / height; n++) {
+        for (i64 c = 0; c < channels; c++) mean[c] = 0;
+        for (i64 h = 0; h < height; h++) {
+            const T *row = x + ((n * a->rows + a->top + h) * a->cols + a->left) * channels;
+            for (i64 w = 0; w < a->width; w++)
+                for (i64 c = 0; c < channels; c++) mean[c] += row[w * channels + c];
+        }
+        for (i64 j = 0; j < squeeze; j++) {
+            T total = 0;
+            for (i64 c = 0; c < channels; c++) total += w1[j * channels + c] * mean[c];
+            hidden[j] = total * scale + b1[j];  /* the mean's scale, once per output */
+        }
+        FC(activate)(hidden, squeeze, &a->s_epi);
+        for (i64 c = 0; c < channels; c++) gate[c] = b2[c];
+        for (i64 j = 0; j < squeeze; j++)
+            for (i64 c = 0; c < channels; c++) gate[c] += w2[j * channels + c] * hidden[j];
+        FC(activate)(gate, channels, &a->epi);
+        for (i64 r = FC_MAX(r0, n * height); r < FC_MIN(r1, (n + 1) * height); r++) {
+            const i64 h = r - n * height;
+            const T *restrict s = x + ((n * a->rows + a->top + h) * a->cols + a->left) * channels;
+            T *restrict o = out + ((n * a->out_rows + a->out_top + h) * a->out_cols
+                                   + a->out_left) * channels;
+            for (i64 w = 0; w < a->width; w++)
+                for (i64 c = 0; c < channels; c++)
+                    o[w * channels + c] = s[w * channels + c] * gate[c];
+        }
+    }
+}
+
 /* --- layout and element-wise steps (nhwc.layout) ------------------------------------------ */
 
 static void FC(from_nchw_task)(const void *p, i64 task, i64 tasks) {

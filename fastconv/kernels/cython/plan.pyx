@@ -120,6 +120,21 @@ cdef extern from "_plan_kernels.h" nogil:
         void *out
         i64 out_rows, out_cols, out_top, out_left
 
+    ctypedef struct fc_se_args:
+        const void *x
+        i64 rows, cols, channels, top, left, n, height, width
+        const void *w1
+        const void *b1
+        i64 squeeze
+        fc_epi s_epi
+        const void *w2
+        const void *b2
+        fc_epi epi
+        void *out
+        i64 out_rows, out_cols, out_top, out_left
+        void *scratch
+        i64 scratch_pitch
+
     ctypedef struct fc_depthwise_args:
         const void *x
         i64 rows, cols, c_in, top, left
@@ -200,6 +215,7 @@ cdef extern from "_plan_kernels.h" nogil:
         fc_task winograd_f, winograd_d
         fc_task pool_f, pool_d
         fc_task global_average_f, global_average_d
+        fc_task squeeze_excite_f, squeeze_excite_d
         fc_task from_nchw_f, from_nchw_d
         fc_task to_output_f, to_output_d
         fc_task zero_border_f, zero_border_d
@@ -581,6 +597,44 @@ def avg_pool(x, top, left, height, width, out, out_top, out_left, ho, wo, kh, kw
     cdef fc_pool_args *a = <fc_pool_args *>s.args
     a.pad_bottom, a.pad_right = pad_bottom, pad_right
     a.count_include_pad, a.divisor, a.average = bool(count_include_pad), divisor, 1
+    return s
+
+
+def squeeze_excite(x, top, left, height, width, w1, b1, s_kind, s_lo, s_hi, s_alpha, s_beta,
+                   w2, b2, kind, lo, hi, alpha, beta, out, out_top, out_left, scratch, tasks):
+    """Squeeze-and-excitation as one step (``nhwc.squeeze_excite``): ``w1`` and ``w2`` both
+    (S, C), ``scratch`` (tasks, 2 C + S)."""
+    dtype = out.dtype
+    _buffer("x", x, dtype)
+    _buffer("out", out, dtype, True)
+    for name, array in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)):
+        _array(name, array, dtype)
+    _array("scratch", scratch, dtype, True)
+    channels = x.shape[3]
+    squeeze = w1.shape[0] if w1.ndim == 2 else 0
+    if (w1.ndim != 2 or w1.shape[1] != channels or w2.ndim != 2 or w2.shape[0] != squeeze
+            or w2.shape[1] != channels or b1.size < squeeze or b2.size < channels
+            or out.shape[3] != channels or x.shape[0] != out.shape[0]):
+        raise ValueError(f"squeeze_excite: x of size {list(x.shape)}, w1 {list(w1.shape)}, b1 "
+                         f"{list(b1.shape)}, w2 {list(w2.shape)}, b2 {list(b2.shape)} and out of "
+                         f"size {list(out.shape)} disagree")
+    if scratch.ndim != 2 or scratch.shape[0] < tasks or scratch.shape[1] < 2 * channels + squeeze:
+        raise ValueError(f"expected scratch of at least ({tasks}, {2 * channels + squeeze}), but "
+                         f"got {list(scratch.shape)}")
+    _window("x", x, top, left, height, width)
+    _window("out", out, out_top, out_left, height, width)
+    cdef Step s = _step("squeeze_excite", sizeof(fc_se_args), K.squeeze_excite_f,
+                        K.squeeze_excite_d, dtype, tasks, [x, w1, b1, w2, b2, out, scratch])
+    cdef fc_se_args *a = <fc_se_args *>s.args
+    a.x, a.rows, a.cols, a.channels, a.top, a.left = (_data(x), x.shape[1], x.shape[2],
+                                                        channels, top, left)
+    a.n, a.height, a.width = x.shape[0], height, width
+    a.w1, a.b1, a.squeeze, a.w2, a.b2 = _data(w1), _data(b1), squeeze, _data(w2), _data(b2)
+    a.s_epi = _epi(s_kind, s_lo, s_hi, s_alpha, s_beta)
+    a.epi = _epi(kind, lo, hi, alpha, beta)
+    a.out, a.out_rows, a.out_cols, a.out_top, a.out_left = (_data(out), out.shape[1],
+                                                              out.shape[2], out_top, out_left)
+    a.scratch, a.scratch_pitch = _data(scratch), scratch.shape[1]
     return s
 
 
