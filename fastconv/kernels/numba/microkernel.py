@@ -188,13 +188,18 @@ class _Vectors:
         x = _select_gt(e, _select_lt(e, x, splat(-87.33654)), splat(88.0))
         floor = cgutils.get_or_insert_function(b.module, ir.FunctionType(vt, [vt]),
                                                f"llvm.floor.{self.name}")
-        n = e.call(floor, [e.fadd(e.fmul(x, splat(1.44269504088896341)), splat(0.5))])
-        r = e.fsub(e.fsub(x, e.fmul(n, splat(0.693359375))), e.fmul(n, splat(-2.12194440e-4)))
+        fma = cgutils.get_or_insert_function(b.module, ir.FunctionType(vt, [vt] * 3),
+                                             f"llvm.fma.{self.name}")
+
+        def madd(a, m, c):  # a * m + c, one instruction
+            return e.call(fma, [a, m, c])
+        n = e.call(floor, [madd(x, splat(1.44269504088896341), splat(0.5))])
+        r = madd(n, splat(2.12194440e-4), madd(n, splat(-0.693359375), x))
         p = splat(1.9875691500e-4)
         for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
                   5.0000001201e-1):
-            p = e.fadd(e.fmul(p, r), splat(c))
-        p = e.fadd(e.fadd(e.fmul(e.fmul(p, r), r), r), splat(1.0))
+            p = madd(p, r, splat(c))
+        p = madd(e.fmul(p, r), r, e.fadd(r, splat(1.0)))
         it = ir.VectorType(ir.IntType(32), self.lanes)
         bits = e.shl(e.add(e.fptosi(n, it), ir.Constant(it, [127] * self.lanes)),
                      ir.Constant(it, [23] * self.lanes))
