@@ -258,3 +258,20 @@ def test_an_onnx_file_without_its_size_needs_the_input_shape(resnet, tmp_path, c
     with pytest.raises(SystemExit):
         cli.main(["flops", str(path), "--input-shape", "3,33"])
     assert "expected three positive integers C,H,W, got '3,33'" in capsys.readouterr().err
+
+
+def test_the_node_table_shows_what_each_plan_node_covers():
+    """A plan node's row names the graph's nodes fused into it by their operators."""
+    from fastconv.bench import rows
+
+    node = dict(name="node '/c/Conv' (Conv)", kernel="conv 3x3/1", input="[3, 8, 8]",
+                output="[4, 8, 8]", fused=["node '/bn' (BatchNormalization)",
+                                           "node '/act/Sigmoid' (Sigmoid)", "layer 2 (ReLU)"],
+                flops=2e6, params=112, bytes=2000, intensity=1000.0, seconds=1e-3,
+                seconds_median=1e-3, gflops=2.0, time_share=1.0)
+    plan = dict(sum_of_nodes=1e-3, flops=2e6, params=112, bytes=2000)
+    _, table, _ = rows.model_rows({"nodes": [node, dict(node, fused=[], name="input")],
+                                   "plan": plan})
+    assert table[0][0] == ("node '/c/Conv' (Conv)\n+ fused: BatchNormalization, Sigmoid, "
+                           "ReLU")
+    assert table[1][0] == "input"

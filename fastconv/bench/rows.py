@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 from typing import Sequence
 
 
@@ -154,7 +156,7 @@ def plan_rows(result: dict, digits: int = 3):
         header += ["onnxruntime ms", "onnxruntime / plan"]
     rows = []
     for r in nodes:
-        row = [r["name"], r["kernel"], _shapes(r), f"{r['flops'] / 1e6:.1f}",
+        row = [_covering(r), r["kernel"], _shapes(r), f"{r['flops'] / 1e6:.1f}",
                ms(r["seconds"], digits), f"{r['gflops']:.1f}"]
         if with_ort:
             row += _ort_cells(r, digits)
@@ -225,6 +227,17 @@ def onnx_count_rows(counts: dict):
     return header, rows, total
 
 
+def _covering(row: dict) -> str:
+    """A plan node's name and, below it, the operators of the graph's nodes fused into it
+    (the type in a label's last parentheses: "node '/x/Sigmoid' (Sigmoid)" -> Sigmoid)."""
+    fused = row.get("fused") or []
+    if not fused:
+        return row["name"]
+    types = [m.group(1) if (m := re.search(r"\(([^()]*)\)$", label)) else label
+             for label in fused]
+    return f"{row['name']}\n+ fused: {', '.join(types)}"
+
+
 def model_rows(result: dict, digits: int = 3):
     """The node table of :func:`fastconv.bench.profile.profile_model`: ``(header, rows,
     total)``; the % columns where the machine was measured, ONNX Runtime's kernels for the
@@ -241,7 +254,7 @@ def model_rows(result: dict, digits: int = 3):
         header += ["onnxruntime ms", "onnxruntime / plan"]
     rows = []
     for r in nodes:
-        row = [r["name"], r["kernel"], _shapes(r), f"{r['flops'] / 1e6:.1f}",
+        row = [_covering(r), r["kernel"], _shapes(r), f"{r['flops'] / 1e6:.1f}",
                human(r["params"]), human(r["bytes"]),
                f"{r['intensity']:.1f}" if r["flops"] else "", ms(r["seconds"], digits),
                ms(r["seconds_median"], digits), f"{r['gflops']:.1f}" if r["flops"] else ""]
