@@ -120,3 +120,19 @@ def test_a_crnn_quantised_by_onnx_runtime(tmp_path):
                                          r"Network.from_onnx: operators of domain "
                                          r"'com.microsoft' have no kernel here"):
         fc.Network.from_onnx(tmp_path / "ql.onnx")
+
+
+@pytest.mark.parametrize("elem, dtype", [(1, np.float32), (11, np.float64)])
+def test_the_fallback_sigmoid_of_a_sequence(elem, dtype):
+    """A detector head's Sigmoid of (N, C, L) scores, on the fallback's own NumPy kernel:
+    as ONNX Runtime, at the ends of the range, infinities and NaN too."""
+    x = _rng().standard_normal((2, 5, 37)).astype(dtype) * 30
+    x[0, 0, :6] = [np.inf, -np.inf, np.nan, 100, -100, -1000]
+    data = _model([helper.make_node("Sigmoid", ["x"], ["y"])],
+                  [_input("x", elem, ["N", 5, 37])], [("y", elem)], {})
+    expected = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    got = fc.Network.from_onnx(data)(x)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    assert np.isnan(got[0, 0, 2]) and got[0, 0, 0] == 1 and got[0, 0, 1] == 0
