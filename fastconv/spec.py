@@ -473,6 +473,60 @@ def pool_reads_only_padding(size, kernel, stride, pads, dilation, ceil_mode) -> 
     return False
 
 
+#: ONNX Resize's coordinate transformations the plan's resize follows, and its rounding modes.
+RESIZE_COORDINATES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
+RESIZE_ROUNDING = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def resize_taps(length: int, resized: int, scale: float, mode: str, coordinates: str,
+                rounding: str = "round_prefer_floor"):
+    """Where each output index of one axis of ONNX's ``Resize`` reads: ``(first, second,
+    weight)`` arrays, the output ``first + weight * (second - first)`` of the two input
+    indices (a nearest resize reads one: weight 0).
+
+    ``scale`` is the one the coordinate transformation divides by (the ``scales`` input, or
+    ``resized / length`` when sizes were given); ``length * scale``, unfloored, is the
+    resized length that ``align_corners`` and ``pytorch_half_pixel`` read. The coordinates are float32, as ONNX
+    Runtime computes them (a coordinate exactly half-way between two pixels in float32 may
+    not be in float64, and would round the other way). Linear interpolation clamps the input
+    coordinate into the axis, as ONNX Runtime does; nearest rounds it by ``rounding`` and
+    clamps the index."""
+    f = np.float32
+    out, scale = np.arange(resized, dtype=f), f(scale)
+    extent = f(length) * scale  # the resized length, before the output's is floored
+    if coordinates == "half_pixel":
+        x = (out + f(0.5)) / scale - f(0.5)
+    elif coordinates == "pytorch_half_pixel":
+        x = (out + f(0.5)) / scale - f(0.5) if extent != 1 else np.zeros(resized, f)
+    elif coordinates == "align_corners":
+        x = out * f(length - 1) / (extent - f(1)) if extent != 1 else np.zeros(resized, f)
+    elif coordinates == "asymmetric":
+        x = out / scale
+    else:
+        raise ValueError(f"coordinate_transformation_mode must be one of "
+                         f"{list(RESIZE_COORDINATES)}, but got {coordinates!r}")
+    if mode == "nearest":
+        half = x == np.floor(x) + f(0.5)
+        if rounding == "round_prefer_floor":
+            index = np.where(half, np.floor(x), np.round(x))
+        elif rounding == "round_prefer_ceil":
+            index = np.where(half, np.ceil(x), np.round(x))
+        elif rounding == "floor":
+            index = np.floor(x)
+        elif rounding == "ceil":
+            index = np.ceil(x)
+        else:
+            raise ValueError(f"nearest_mode must be one of {list(RESIZE_ROUNDING)}, but got "
+                             f"{rounding!r}")
+        index = np.clip(index, 0, length - 1).astype(np.int64)
+        return index, index, np.zeros(resized, f)
+    if mode != "linear":
+        raise ValueError(f"mode must be 'nearest' or 'linear', but got {mode!r}")
+    x = np.clip(x, f(0), f(length - 1))
+    first = np.floor(x).astype(np.int64)
+    return first, np.minimum(first + 1, length - 1), x - first.astype(f)
+
+
 class ReceptiveField(NamedTuple):
     """Receptive field of a stack of convolutions, per axis (height, width)."""
 

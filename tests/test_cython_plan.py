@@ -112,6 +112,17 @@ def test_the_new_steps_refuse_what_does_not_fit():
     with pytest.raises(ValueError, match=r"copy_channels: channels 0 to 11 of x of size "
                                          r"\[1, 4, 4, 8\] do not fit"):
         plan.copy_channels(*copy._replace(phase_step=3))
+    from fastconv.network.step_args import Resize
+
+    rows, cols = np.array([0, 1, 3], np.int64), np.array([0, 2], np.int64)
+    resize = Resize(x=x, top=0, left=0, height=4, width=4, out=np.zeros((1, 3, 2, 8), f),
+                    out_top=0, out_left=0, rows0=rows, rows1=rows, row_w=np.zeros(3, f),
+                    cols0=cols, cols1=cols, col_w=np.zeros(2, f), tasks=2)
+    plan.resize(*resize)
+    with pytest.raises(ValueError, match=r"resize: rows1 reaches outside the input's 4 rows"):
+        plan.resize(*resize._replace(rows1=np.array([0, 1, 4], np.int64)))
+    with pytest.raises(ValueError, match=r"resize: tables of 3 rows and 2 columns, x of size "):
+        plan.resize(*resize._replace(col_w=np.zeros(3, f)))
 
 
 def test_a_program_refuses_another_input():

@@ -558,15 +558,32 @@ def test_depth_to_space(block, mode, channels):
     (dict(mode="linear", coordinate_transformation_mode="align_corners"), "sizes",
      [2, 3, 7, 9], True),  # the same size: the identity
     (dict(mode="nearest", coordinate_transformation_mode="half_pixel", nearest_mode="floor"),
-     "scales", [1, 1, 2, 2], False),  # not a repetition: the fallback's
+     "scales", [1, 1, 2, 2], True),  # not a repetition: the resize's tables
     (dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
-     "scales", [1, 1, 2.5, 2], False),
+     "scales", [1, 1, 2.5, 2], True),
+    (dict(mode="nearest", coordinate_transformation_mode="align_corners",
+          nearest_mode="ceil"), "sizes", [2, 3, 4, 13], True),
+    (dict(mode="nearest", coordinate_transformation_mode="half_pixel",
+          nearest_mode="round_prefer_ceil"), "scales", [1, 1, 0.6, 1.7], True),
     (dict(mode="linear", coordinate_transformation_mode="half_pixel"), "scales", [1, 1, 2, 2],
-     False),
+     True),
+    (dict(mode="linear", coordinate_transformation_mode="pytorch_half_pixel"), "sizes",
+     [2, 3, 1, 20], True),
+    (dict(mode="linear", coordinate_transformation_mode="align_corners"), "sizes",
+     [2, 3, 15, 4], True),
+    (dict(mode="linear", coordinate_transformation_mode="asymmetric"), "scales",
+     [1, 1, 1.5, 0.75], True),
+    (dict(mode="linear", coordinate_transformation_mode="half_pixel"), "scales",
+     [1, 1, 0.5, 0.5], True),
+    (dict(mode="linear", coordinate_transformation_mode="half_pixel", antialias=1), "scales",
+     [1, 1, 0.5, 0.5], False),  # an antialiased reduction: the fallback's
+    (dict(mode="cubic"), "scales", [1, 1, 2, 2], False),
 ])
 def test_resize(attrs, how, target, planned):
     """A nearest upsampling by integer factors (written into the concatenation after it), a
-    resize to the same size, and the others in the fallback: each as ONNX Runtime."""
+    resize to the same size, any other nearest or linear resize through its tables (every
+    coordinate transformation and rounding), and the others in the fallback: each as ONNX
+    Runtime."""
     values = np.asarray(target, np.float32 if how == "scales" else np.int64)
     inputs = ["x", "", "t"] if how == "scales" else ["x", "", "", "t"]
     nodes = [helper.make_node("Resize", inputs, ["r"], name="rs", **attrs),

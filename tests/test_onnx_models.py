@@ -132,7 +132,7 @@ def test_a_detector_shows_its_fallback_nodes_and_their_time():
 
 
 @pytest.mark.parametrize("name, fallback", [
-    ("dbnet", set()), ("unet_transpose", set()), ("unet_align_corners", {"Resize"}),
+    ("dbnet", set()), ("unet_transpose", set()), ("unet_align_corners", set()),
     ("yolov8n", {"Split", "Reshape", "Concat", "Transpose", "Softmax", "Slice", "Sub", "Div",
                  "Add", "Mul", "Sigmoid"})])  # the head's, on (N, 4 + classes, anchors)
 def test_what_runs_in_the_fallback(name, fallback):

@@ -29,6 +29,7 @@ pack = _GEOMETRY.pack
 winograd_filters = _GEOMETRY.winograd_filters
 from_nchw, zero_border = plan.from_nchw, plan.zero_border
 affine, binary, copy_channels, flatten = plan.affine, plan.binary, plan.copy_channels, plan.flatten
+resize = plan.resize
 max_pool, avg_pool, global_average = plan.max_pool, plan.avg_pool, plan.global_average
 squeeze_excite = plan.squeeze_excite
 conv, depthwise, depthwise_3x3 = plan.conv, plan.depthwise, plan.depthwise_3x3

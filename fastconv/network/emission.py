@@ -11,10 +11,11 @@ import numpy as np
 
 from ..kernels.epilogue import ACTIVATIONS
 from .arena import Buffer, Ref
+from ..spec import resize_taps
 from .graph import Node, conv_spec, pool_spec
 from .selection import Choice, parallel_tasks
 from .step_args import (Affine, AvgPool, Binary, Conv, CopyChannels, Depthwise, Depthwise3x3,
-                        ExpandedSeparable, Flatten, GlobalAverage, MaxPool, Separable,
+                        ExpandedSeparable, Flatten, GlobalAverage, MaxPool, Resize, Separable,
                         SqueezeExcite, Winograd, ZeroBorder)
 
 
@@ -160,6 +161,27 @@ def _emit_nearest_upsample(ctx: Context, choice: Choice, steps: list) -> str:
         width=s_in.width, sh=sh, sw=sw, phase_step=0, tasks=ctx.tasks)))
     return f"nearest upsampling x{sh}x{sw}" + (" into its concatenation's slice"
                                                if dst in ctx.slots else "")
+
+
+def _emit_resize(ctx: Context, choice: Choice, steps: list) -> str:
+    """ONNX's Resize, nearest or linear, through each axis's table of the input rows and
+    columns every output pixel reads (``spec.resize_taps``)."""
+    node = choice.head
+    src, dst, s, (top, left), (o_top, o_left) = _windows(ctx, node)
+    s_in, a = ctx.shapes[src], node.attrs
+    scales = a["scales"] or (s.height / s_in.height, s.width / s_in.width)
+    tables = [resize_taps(length, resized, scale, a["mode"], a["coordinates"], a["rounding"])
+              for length, resized, scale in ((s_in.height, s.height, scales[0]),
+                                             (s_in.width, s.width, scales[1]))]
+    (rows0, rows1, row_w), (cols0, cols1, col_w) = tables
+    steps.append(Step("", Resize(
+        x=ctx.ref(src), top=top, left=left, height=s_in.height, width=s_in.width,
+        out=ctx.ref(dst), out_top=o_top, out_left=o_left, rows0=rows0, rows1=rows1,
+        row_w=row_w.astype(ctx.dtype), cols0=cols0, cols1=cols1, col_w=col_w.astype(ctx.dtype),
+        tasks=ctx.tasks)))
+    how = a["mode"] if a["mode"] == "linear" else f"nearest ({a['rounding']})"
+    return (f"resize {s_in.height}x{s_in.width} -> {s.height}x{s.width}, {how}, "
+            f"{a['coordinates']}")
 
 
 def _emit_depth_to_space(ctx: Context, choice: Choice, steps: list) -> str:
@@ -564,12 +586,13 @@ EMITTERS = {
     "max_pool": _emit_pool, "avg_pool": _emit_pool, "global_average": _emit_global_average,
     "nearest_upsample": _emit_nearest_upsample, "channel_slice": _emit_channel_slice,
     "depth_to_space": _emit_depth_to_space, "squeeze_excite": _emit_squeeze_excite,
+    "resize": _emit_resize,
     "flatten": _emit_flatten,
 }
 #: The kinds whose kernels do not zero their output's border: a border step comes first.
 _BORDER_FIRST = {"affine", "binary", "concat", "max_pool", "avg_pool", "global_average",
                  "flatten", "depthwise", "nearest_upsample", "channel_slice", "depth_to_space",
-                 "squeeze_excite"}
+                 "squeeze_excite", "resize"}
 
 
 def emit(ctx: Context, choice: Choice, steps: list) -> str:

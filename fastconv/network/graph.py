@@ -74,6 +74,9 @@ class Node:
     ``deconv`` (a transposed convolution whose kernel is its ``stride``: ``weight`` as (C_out,
     C_in, kh, kw), ``bias``; each input pixel writes its own kh x kw output pixels),
     ``upsample`` (nearest, by integer ``factors`` (sh, sw): each pixel repeated sh x sw times),
+    ``resize`` (ONNX's Resize, nearest or linear, to ``size`` (H', W'): ``mode``,
+    ``coordinates``, ``rounding``, and the ``scales`` (sh, sw) its coordinates divide by, or
+    None for H' / H and W' / W),
     ``depth_to_space`` (ONNX's DepthToSpace, mode DCR, of a ``block`` (bh, bw): input channel
     ``(i * bw + j) * C + c`` of pixel (h, w) to channel c of pixel (h * bh + i, w * bw + j)),
     ``slice`` (``channels`` channels from ``c0``: a Split's part, a Slice on the channels),
@@ -247,6 +250,11 @@ def _node_shape(node: Node, shape: Shape, shapes: dict, batch: int) -> Shape:
                              f"{_shown(shape, batch)}")
         sh, sw = a["factors"]
         return Shape(shape.channels, shape.height * sh, shape.width * sw)
+    if op == "resize":
+        if shape.flat:
+            raise ValueError(f"{node.name} expects a 4-D input, but got input of size "
+                             f"{_shown(shape, batch)}")
+        return Shape(shape.channels, *a["size"])
     if op == "depth_to_space":
         bh, bw = a["block"]
         if shape.flat or shape.channels % (bh * bw):

@@ -15,7 +15,8 @@ import os
 
 import numpy as np
 
-from ..spec import ConvSpec, PoolSpec, pool_output_size, pool_reads_only_padding, same_pads
+from ..spec import (RESIZE_COORDINATES, RESIZE_ROUNDING, ConvSpec, PoolSpec, pool_output_size,
+                    pool_reads_only_padding, same_pads)
 from .graph import INPUT, RELU, Activation, Graph, Node
 
 MIN_OPSET = 11
@@ -581,7 +582,9 @@ class Reader:
         """A resize to the same size (any mode but a crop) is the identity; a nearest
         upsampling by integer factors, whose coordinates map output pixel o to input pixel
         floor(o / s) (asymmetric with floor, as torch writes it, or half-pixel with either
-        rounding, which agree there), repeats each pixel. Others run in the fallback."""
+        rounding, which agree there), repeats each pixel; any other nearest or linear resize
+        of the pixels reads its input through per-axis tables (``spec.resize_taps``). Cubic,
+        a crop, an antialiased reduction run in the fallback."""
         attrs = self._attrs(node)
         self._refuse_unknown(attrs, ("mode", "coordinate_transformation_mode", "nearest_mode",
                                      "cubic_coeff_a", "exclude_outside", "extrapolation_value",
@@ -606,13 +609,32 @@ class Reader:
         mapped = ((coordinates == "asymmetric" and rounding == "floor") or (
             coordinates in ("half_pixel", "pytorch_half_pixel")
             and rounding in ("round_prefer_floor", "round_prefer_ceil")))
-        if (mode != "nearest" or len(before) != 4 or factors[:2] != [1, 1] or 0 in factors
-                or not exact or not mapped):
+        if (mode == "nearest" and len(before) == 4 and factors[:2] == [1, 1]
+                and 0 not in factors and exact and mapped):  # each pixel repeated
+            return self._emit(node, label, "upsample", [self._value(node.input[0])],
+                              factors=(factors[2], factors[3]))
+        given = ([float(v) for v in np.reshape(self._constant(scales, "scales"), -1)]
+                 if scales else None)
+        axes = text.get("axes")
+        if given is not None and axes is not None:  # the scales of the axes named
+            full = [1.0] * len(before)
+            for axis, value in zip(axes, given):
+                full[axis % len(before)] = value
+            given = full
+        downscaled = any(a < b for a, b in zip(after[2:], before[2:]))
+        if (mode not in ("nearest", "linear") or len(before) != 4 or after[1] != before[1]
+                or coordinates not in RESIZE_COORDINATES or rounding not in RESIZE_ROUNDING
+                or (given is not None and given[:2] != [1.0, 1.0])
+                or (text.get("antialias", 0) and downscaled)
+                or text.get("keep_aspect_ratio_policy", "stretch") != "stretch"):
             raise _Refused(f"a {mode} resize of {self._shown(node.input[0])} to "
                            f"{self._shown(node.output[0])} ({coordinates}, {rounding}): the "
-                           "plan's is a nearest upsampling of (N, C, H, W) by integer factors")
-        self._emit(node, label, "upsample", [self._value(node.input[0])],
-                   factors=(factors[2], factors[3]))
+                           "plan resizes the pixels of (N, C, H, W), nearest or linear, by "
+                           f"{', '.join(RESIZE_COORDINATES)}, without antialiasing a "
+                           "reduction")
+        self._emit(node, label, "resize", [self._value(node.input[0])],
+                   size=(after[2], after[3]), mode=mode, coordinates=coordinates,
+                   rounding=rounding, scales=None if given is None else tuple(given[2:]))
 
     def _channel_slices(self, node, label, parts) -> None:
         """``parts``: (output, first channel, channels) of the node's input, each a slice."""

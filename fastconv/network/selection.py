@@ -21,8 +21,8 @@ from .graph import Graph, Node, conv_spec
 #: The kinds of kernel a node runs on.
 KINDS = ("gemm", "transpose_gemm", "winograd", "depthwise_3x3", "depthwise", "separable",
          "expanded_separable", "linear", "affine", "binary", "concat", "max_pool", "avg_pool",
-         "global_average", "squeeze_excite", "flatten", "nearest_upsample", "channel_slice",
-         "depth_to_space", "alias")
+         "global_average", "squeeze_excite", "flatten", "nearest_upsample", "resize",
+         "channel_slice", "depth_to_space", "alias")
 
 #: The kinds whose output may be written straight into a concatenation's channel slice: the
 #: GEMM tiles, pixel by pixel through a table of offsets, and the nearest upsampling.
@@ -33,7 +33,7 @@ WRITES_PER_PIXEL = {"gemm", "transpose_gemm", "separable", "expanded_separable",
 PADS_ITS_INPUT = {"gemm", "winograd", "depthwise_3x3", "depthwise", "separable"}
 
 # the op of a node that is not a convolution -> its kind
-_BY_OP = {"deconv": "transpose_gemm", "upsample": "nearest_upsample",
+_BY_OP = {"deconv": "transpose_gemm", "upsample": "nearest_upsample", "resize": "resize",
           "depth_to_space": "depth_to_space", "slice": "channel_slice", "batchnorm": "affine",
           "act": "affine", "add": "binary", "mul": "binary",
           "concat": "concat", "maxpool": "max_pool", "avgpool": "avg_pool",

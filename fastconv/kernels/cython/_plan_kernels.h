@@ -108,6 +108,12 @@ typedef struct {
 } fc_copy_args;
 
 typedef struct {
+    const void *x; i64 rows, cols, channels, top, left, n;
+    void *out; i64 out_rows, out_cols, out_top, out_left, ho, wo;
+    const i64 *rows0, *rows1, *cols0, *cols1; const void *row_w, *col_w;
+} fc_resize_args;
+
+typedef struct {
     const void *src; i64 rows, cols, channels, top, left, n, height, width;
     void *out;
 } fc_flatten_args;
@@ -178,7 +184,7 @@ typedef void (*fc_task)(const void *args, i64 task, i64 tasks);
 #define FC_KERNELS(X)                                                                        \
     X(conv) X(depthwise_3x3) X(depthwise) X(separable) X(expanded_separable) X(winograd)   \
     X(pool) X(global_average) X(squeeze_excite) X(from_nchw) X(to_output) X(zero_border)   \
-    X(affine) X(binary) X(copy_channels) X(flatten)
+    X(affine) X(binary) X(copy_channels) X(resize) X(flatten)
 
 /* One vector width's kernels (``_plan_width.h``): float32 (``_f``) and float64 (``_d``). */
 typedef struct {

@@ -962,6 +962,35 @@ static void FC(copy_channels_task)(const void *p, i64 task, i64 tasks) {
     }
 }
 
+/* ONNX's Resize through per-axis tables (nhwc.layout.resize). */
+static void FC(resize_task)(const void *p, i64 task, i64 tasks) {
+    const fc_resize_args *a = (const fc_resize_args *)p;
+    const T *x = (const T *)a->x, *row_w = (const T *)a->row_w, *col_w = (const T *)a->col_w;
+    T *out = (T *)a->out;
+    const i64 channels = a->channels, rows = a->n * a->ho;
+    for (i64 r = task * rows / tasks; r < (task + 1) * rows / tasks; r++) {
+        const i64 n = r / a->ho, oh = r - n * a->ho;
+        const T *upper_row = x + ((n * a->rows + a->top + a->rows0[oh]) * a->cols + a->left)
+                                     * channels;
+        const T *lower_row = x + ((n * a->rows + a->top + a->rows1[oh]) * a->cols + a->left)
+                                     * channels;
+        const T wy = row_w[oh];
+        T *o = out + ((n * a->out_rows + a->out_top + oh) * a->out_cols + a->out_left) * channels;
+        for (i64 ow = 0; ow < a->wo; ow++) {
+            const T wx = col_w[ow];
+            const T *restrict u0 = upper_row + a->cols0[ow] * channels;
+            const T *restrict u1 = upper_row + a->cols1[ow] * channels;
+            const T *restrict l0 = lower_row + a->cols0[ow] * channels;
+            const T *restrict l1 = lower_row + a->cols1[ow] * channels;
+            T *restrict to = o + ow * channels;
+            for (i64 c = 0; c < channels; c++) {
+                T upper = u0[c] + wx * (u1[c] - u0[c]), lower = l0[c] + wx * (l1[c] - l0[c]);
+                to[c] = upper + wy * (lower - upper);
+            }
+        }
+    }
+}
+
 /* torch's flatten order, NCHW, into a flat (N, F) output. */
 static void FC(flatten_task)(const void *p, i64 task, i64 tasks) {
     const fc_flatten_args *a = (const fc_flatten_args *)p;

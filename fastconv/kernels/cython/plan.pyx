@@ -100,6 +100,18 @@ cdef extern from "_plan_kernels.h" nogil:
         i64 out_rows, out_cols, total, out_top, out_left, c0, n, height, width, sh, sw
         i64 phase_step
 
+    ctypedef struct fc_resize_args:
+        const void *x
+        i64 rows, cols, channels, top, left, n
+        void *out
+        i64 out_rows, out_cols, out_top, out_left, ho, wo
+        const i64 *rows0
+        const i64 *rows1
+        const i64 *cols0
+        const i64 *cols1
+        const void *row_w
+        const void *col_w
+
     ctypedef struct fc_flatten_args:
         const void *src
         i64 rows, cols, channels, top, left, n, height, width
@@ -222,6 +234,7 @@ cdef extern from "_plan_kernels.h" nogil:
         fc_task affine_f, affine_d
         fc_task binary_f, binary_d
         fc_task copy_channels_f, copy_channels_d
+        fc_task resize_f, resize_d
         fc_task flatten_f, flatten_d
 
     const fc_kernel_table *fc_select_kernels(int max_bits)
@@ -540,6 +553,43 @@ def copy_channels(x, top, left, x_c0, count, out, out_top, out_left, c0, height,
     a.out_top, a.out_left, a.c0 = out_top, out_left, c0
     a.n, a.height, a.width, a.sh, a.sw = x.shape[0], height, width, sh, sw
     a.phase_step = phase_step
+    return s
+
+
+def resize(x, top, left, height, width, out, out_top, out_left, rows0, rows1, row_w, cols0,
+           cols1, col_w, tasks):
+    """ONNX's Resize through per-axis tables (``nhwc.layout.resize``)."""
+    dtype = out.dtype
+    _buffer("x", x, dtype)
+    _buffer("out", out, dtype, True)
+    for name, table in (("rows0", rows0), ("rows1", rows1), ("cols0", cols0), ("cols1", cols1)):
+        _array(name, table, np.int64)
+    _array("row_w", row_w, dtype)
+    _array("col_w", col_w, dtype)
+    ho, wo = rows0.size, cols0.size
+    if (rows1.size != ho or row_w.size != ho or cols1.size != wo or col_w.size != wo
+            or x.shape[3] != out.shape[3] or x.shape[0] != out.shape[0]):
+        raise ValueError(f"resize: tables of {ho} rows and {wo} columns, x of size "
+                         f"{list(x.shape)} and out of size {list(out.shape)} disagree")
+    for name, table, limit in (("rows0", rows0, height), ("rows1", rows1, height),
+                               ("cols0", cols0, width), ("cols1", cols1, width)):
+        if table.size and (table.min() < 0 or table.max() >= limit):
+            raise ValueError(f"resize: {name} reaches outside the input's {limit} "
+                             f"{'rows' if name.startswith('rows') else 'columns'}")
+    _window("x", x, top, left, height, width)
+    _window("out", out, out_top, out_left, ho, wo)
+    cdef Step s = _step("resize", sizeof(fc_resize_args), K.resize_f, K.resize_d, dtype, tasks,
+                        [x, out, rows0, rows1, row_w, cols0, cols1, col_w])
+    cdef fc_resize_args *a = <fc_resize_args *>s.args
+    a.x, a.rows, a.cols, a.channels, a.top, a.left = (_data(x), x.shape[1], x.shape[2],
+                                                        x.shape[3], top, left)
+    a.n = x.shape[0]
+    a.out, a.out_rows, a.out_cols, a.out_top, a.out_left = (_data(out), out.shape[1],
+                                                              out.shape[2], out_top, out_left)
+    a.ho, a.wo = ho, wo
+    a.rows0, a.rows1 = <const i64 *>_data(rows0), <const i64 *>_data(rows1)
+    a.cols0, a.cols1 = <const i64 *>_data(cols0), <const i64 *>_data(cols1)
+    a.row_w, a.col_w = _data(row_w), _data(col_w)
     return s
 
 

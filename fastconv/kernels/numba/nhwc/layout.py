@@ -166,6 +166,37 @@ def copy_channels(x, top, left, x_c0, count, out, out_top, out_left, c0, height,
 
 
 @jit(parallel=True)
+def resize(x, top, left, height, width, out, out_top, out_left, rows0, rows1, row_w, cols0,
+           cols1, col_w, tasks):
+    """ONNX's ``Resize`` (nearest or linear) of ``x``'s ``height`` x ``width`` window from
+    ``(top, left)`` into ``out`` from ``(out_top, out_left)``, through per-axis tables
+    (``spec.resize_taps``): output pixel (i, j) mixes input rows ``rows0[i]``, ``rows1[i]``
+    by ``row_w[i]`` and columns ``cols0[j]``, ``cols1[j]`` by ``col_w[j]``, each pixel's
+    channels one contiguous vector."""
+    n_images, rows_in, cols_in, channels = x.shape
+    rows_out, cols_out = out.shape[1], out.shape[2]
+    xf, of = x.reshape(-1), out.reshape(-1)
+    ho, wo = rows0.size, cols0.size
+    rows = n_images * ho
+    for task in prange(tasks):
+        for r in range(task * rows // tasks, (task + 1) * rows // tasks):
+            n = r // ho
+            oh = r - n * ho
+            a_at = ((n * rows_in + top + rows0[oh]) * cols_in + left) * channels
+            b_at = ((n * rows_in + top + rows1[oh]) * cols_in + left) * channels
+            wy = row_w[oh]
+            o_at = ((n * rows_out + out_top + oh) * cols_out + out_left) * channels
+            for ow in range(wo):
+                wx = col_w[ow]
+                p, q = cols0[ow] * channels, cols1[ow] * channels
+                at = o_at + ow * channels
+                for c in range(channels):
+                    upper = xf[a_at + p + c] + wx * (xf[a_at + q + c] - xf[a_at + p + c])
+                    lower = xf[b_at + p + c] + wx * (xf[b_at + q + c] - xf[b_at + p + c])
+                    of[at + c] = upper + wy * (lower - upper)
+
+
+@jit(parallel=True)
 def flatten(src, top, left, out, channels, height, width, tasks):
     """``out[n * F + (c * H + h) * W + w] = src[n, top + h, left + w, c]``: torch's flatten
     order, NCHW, for a flat output (N, F)."""
