@@ -64,7 +64,7 @@ def test_a_checked_step_computes():
      r"panels of 8 x"),
     (dict(mr=40), ValueError, r"a 40x\d+ tile is not one these kernels were compiled for"),
     (dict(res_mode=3), ValueError, r"res_mode must be 0, 1 or 2, but got 3"),
-    (dict(kind=9), ValueError, r"unknown activation kind 9"),
+    (dict(kind=99), ValueError, r"unknown activation kind 99"),
     (dict(chunk=0), ValueError, r"chunk must be at least 1, but got 0"),
     (dict(out_border=np.array([4, 1, 1, 8, 0, 0, 0, 0], np.int64)), ValueError,
      r"the border \[4, 1, 1, 8, 0, 0, 0, 0\] does not describe out of 64 elements"),

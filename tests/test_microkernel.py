@@ -8,6 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
+from scipy import special
 
 from fastconv.kernels import tuning
 from fastconv.kernels.epilogue import ACTIVATIONS
@@ -29,6 +30,13 @@ ACT = {  # name -> (lo, hi, alpha, beta), NumPy's version
     "hardsigmoid": ((0, 0, 0.2, 0.5), lambda y: np.clip(0.2 * y + 0.5, 0, 1)),
     "hardswish": ((0, 0, 0, 0), lambda y: y * np.clip(y / 6 + 0.5, 0, 1)),
     "sigmoid": ((0, 0, 0, 0), lambda y: 1 / (1 + np.exp(-y))),
+    "silu": ((0, 0, 0, 0), lambda y: y / (1 + np.exp(-y))),
+    "tanh": ((0, 0, 0, 0), np.tanh),
+    "mish": ((0, 0, 0, 0), lambda y: y * np.tanh(np.logaddexp(0, y))),
+    "gelu": ((0, 0, 0, 0), lambda y: y * special.erfc(-y / np.sqrt(2)) / 2),
+    # y (1 + tanh(u)) / 2, without 1 + tanh(u)'s cancellation in the negative tail
+    "gelu_tanh": ((0, 0, 0, 0), lambda y: y / (1 + np.exp(-2 * np.sqrt(2 / np.pi) * (
+        y + 0.044715 * y ** 3)))),
 }
 
 
@@ -339,3 +347,54 @@ def test_the_numba_width_is_numbas_target_and_never_wider_than_the_cpu(monkeypat
     with pytest.raises(RuntimeError, match="NUMBA_CPU_FEATURES='.avx512f,.avx512bw' asks for "
                                            "512-bit vectors, but this CPU's widest are 256"):
         microkernel.vector_bits()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("act", ["sigmoid", "silu", "tanh", "mish", "gelu", "gelu_tanh"])
+def test_the_transcendental_activations_over_their_range(act, dtype):
+    """Each exp-based activation of the epilogue, on Numba and in C, against NumPy/SciPy in
+    float64: from deep in the negative tail (GELU's erfc keeps its digits there) to beyond
+    overflow, near 0 (tanh's polynomial), infinities and NaN."""
+    from fastconv.kernels.epilogue import ACTIVATIONS
+    from fastconv.kernels.numba.microkernel import activate_span
+    from fastconv.runtime import jit
+
+    values = np.concatenate([np.linspace(-30, 30, 601), [0, 1e-4, -1e-4, 1e-7, 0.6, 0.65,
+                                                         -0.63, 88, 100, -100, 1e4, -1e4]])
+    y = values.astype(dtype)
+    expected = ACT[act][1](y.astype(np.float64))
+    special_values = np.array([np.inf, -np.inf, np.nan], dtype)
+
+    @jit()
+    def run(v, kind):
+        z = v.dtype.type(0)
+        activate_span(v, 0, v.size, kind, z, z, z, z)
+
+    got = {}
+    numba_y = np.concatenate([y, special_values])
+    run(numba_y, ACTIVATIONS[act])
+    got["numba"] = numba_y
+    plan = pytest.importorskip("fastconv.kernels.cython.plan")
+    from fastconv.network.step_args import Affine
+
+    c_x = np.concatenate([y, special_values]).reshape(1, 1, -1, 1)
+    c_out = np.zeros_like(c_x)
+    z = dtype(0)
+    step = plan.affine(*Affine(x=c_x, top=0, left=0, scale=np.ones(1, dtype),
+                               shift=np.zeros(1, dtype), has_affine=False, out=c_out, out_top=0,
+                               out_left=0, height=1, width=c_x.shape[2], kind=ACTIVATIONS[act],
+                               lo=z, hi=z, alpha=z, beta=z, tasks=2))
+    src = plan.from_nchw(None, np.zeros((1, 1, 1, 1), dtype), 0, 0,
+                         np.array([1, 1, 1, 1, 0, 0, 0, 0], np.int64), 1)
+    sink = plan.to_output(np.zeros((1, 1, 1, 1), dtype), 0, 0, (1, 1, 1, 1), False, 1)
+    plan.Program([src, step, sink], 2, (1, 1, 1, 1), (1, 1, 1, 1), dtype).run(
+        np.zeros((1, 1, 1, 1), dtype), np.empty((1, 1, 1, 1), dtype))
+    got["c"] = c_out.reshape(-1)
+    tol = dict(rtol=1e-5, atol=1e-30) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-300)
+    for name, result in got.items():
+        np.testing.assert_allclose(result[:y.size], expected, **tol, err_msg=name)
+        assert np.isnan(result[-1]), name  # NaN stays NaN
+        with np.errstate(invalid="ignore", over="ignore"):
+            at_inf = ACT[act][1](np.array([np.inf, -np.inf]))
+        ok = np.isclose(result[-3:-1], at_inf, equal_nan=True) | np.isnan(at_inf)
+        assert ok.all(), (name, result[-3:-1], at_inf)

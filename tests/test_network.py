@@ -86,6 +86,10 @@ def _layers(case):
                                                             groups=40), nn.Hardswish()),
         # one step each: an SE block per image, over tasks that split an image's rows (a
         # module of modules, traced)
+        "transcendental": lambda: nn.Sequential(
+            c(3, 8, 3, padding=1), nn.Tanh(), c(8, 8, 1), nn.Mish(), c(8, 8, 3, groups=8),
+            nn.GELU(), c(8, 24, 1), nn.GELU(approximate="tanh"), nn.BatchNorm2d(24), nn.Mish(),
+            nn.BatchNorm2d(24), nn.Tanh()),
         "squeeze-excite": lambda: _Chain(
             c(3, 24, 3, padding=1), zoo.SqueezeExcite(24, 8, nn.ReLU(), nn.Hardsigmoid()),
             c(24, 40, 3, 2, 1), zoo.SqueezeExcite(40, 10, nn.SiLU(), nn.Sigmoid())),
@@ -113,7 +117,7 @@ def _layers(case):
 
 CASES = ["conv-bn-relu", "conv-bias-dilation-groups", "row-taps-dilated",
          "same-valid-even-kernels", "depthwise", "depthwise-multiplier-5x5", "depthwise-kxk",
-         "squeeze-excite", "pointwise-strided-padded", "pools", "avg-divisor", "classifier", "flatten-pixels",
+         "transcendental", "squeeze-excite", "pointwise-strided-padded", "pools", "avg-divisor", "classifier", "flatten-pixels",
          "nested", "activations"]
 
 

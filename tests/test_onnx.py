@@ -641,3 +641,24 @@ def test_a_model_planned_in_segments_pickles():
     assert isinstance(again, fc.Network) and again.threads == 1
     np.testing.assert_array_equal(again(x), net(x))
     _close(net(x), _ort(data, x))
+
+
+@pytest.mark.parametrize("op, attrs", [("Tanh", {}), ("Mish", {}), ("Gelu", {}),
+                                       ("Gelu", dict(approximate="tanh"))])
+def test_transcendental_activations_fuse_into_the_convolution(op, attrs):
+    """Tanh, Mish (opset 18) and Gelu (opset 20, erf or its tanh form) as ONNX Runtime, each
+    run in the convolution's epilogue."""
+    rng = _rng(15)
+    nodes = [_conv("c", ("x", "W", "B"), "c", pads=[1, 1, 1, 1]),
+             helper.make_node(op, ["c"], ["y"], name="act", **attrs)]
+    inits = [("W", rng.standard_normal((6, 3, 3, 3)).astype(np.float32)),
+             ("B", rng.standard_normal(6).astype(np.float32))]
+    data = _graph(nodes, ["N", 3, 9, 8], inits, opset=max(20, NEWEST))
+    net = fc.Network.from_onnx(data, fallback=False)
+    x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
+    _close(net(x), _ort(data, x))
+    assert [n.op for n in net.graph.nodes] == ["conv"]
+    with pytest.raises(ValueError, match=r"node 'act' \(Gelu\) is invalid: approximate must be "
+                                         r"'none' or 'tanh', but got 'erf'"):
+        bad = [nodes[0], helper.make_node("Gelu", ["c"], ["y"], name="act", approximate="erf")]
+        fc.Network.from_onnx(_graph(bad, ["N", 3, 9, 8], inits, opset=max(20, NEWEST)))

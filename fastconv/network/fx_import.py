@@ -181,4 +181,13 @@ def _activation(target, name, args, kwargs, label):
         return Activation("hardswish")
     if target in (torch.sigmoid, F.sigmoid) or name == "sigmoid":
         return Activation("sigmoid")
+    if target in (torch.tanh, F.tanh) or name == "tanh":
+        return Activation("tanh")
+    if target is F.silu:
+        return Activation("silu")
+    if target is F.mish:
+        return Activation("mish")
+    if target is F.gelu:
+        approximate = kwargs.get("approximate", "none")
+        return Activation("gelu" if approximate == "none" else "gelu_tanh")
     return None

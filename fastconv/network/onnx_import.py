@@ -21,7 +21,8 @@ from .graph import INPUT, RELU, Activation, Graph, Node
 
 MIN_OPSET = 11
 SUPPORTED = ("Conv", "ConvTranspose", "BatchNormalization", "Relu", "Clip", "LeakyRelu",
-             "HardSigmoid", "HardSwish", "Sigmoid", "Mul", "Add", "Sub", "Div", "Concat",
+             "HardSigmoid", "HardSwish", "Sigmoid", "Tanh", "Mish", "Gelu", "Mul", "Add", "Sub",
+             "Div", "Concat",
              "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "Resize",
              "DepthToSpace", "Split", "Slice", "Flatten", "Reshape", "Gemm", "MatMul",
              "Identity", "Dropout", "Constant")
@@ -425,6 +426,19 @@ class Reader:
 
     def _Sigmoid(self, node, label):
         self._act(node, label, Activation("sigmoid"))
+
+    def _Tanh(self, node, label):
+        self._act(node, label, Activation("tanh"))
+
+    def _Mish(self, node, label):
+        self._act(node, label, Activation("mish"))
+
+    def _Gelu(self, node, label):
+        approximate = self._attrs(node).get("approximate", b"none")
+        approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+        if approximate not in ("none", "tanh"):
+            raise _Invalid(f"approximate must be 'none' or 'tanh', but got {approximate!r}")
+        self._act(node, label, Activation("gelu" if approximate == "none" else "gelu_tanh"))
 
     def _binary(self, node, label, op):
         a, b = node.input[0], node.input[1]

@@ -13,9 +13,10 @@ import numpy as np
 from ..spec import ConvSpec, PoolSpec
 from .graph import HARDSIGMOID, INPUT, RELU, RELU6, Activation, Graph, Node
 
-SUPPORTED = ("Conv2d", "ConvTranspose2d", "BatchNorm2d", "ReLU", "ReLU6", "Hardtanh", "LeakyReLU", "Hardsigmoid",
-             "Hardswish", "Sigmoid", "SiLU", "Identity", "Dropout", "MaxPool2d", "AvgPool2d",
-             "AdaptiveAvgPool2d", "Flatten", "Linear")
+SUPPORTED = ("Conv2d", "ConvTranspose2d", "BatchNorm2d", "ReLU", "ReLU6", "Hardtanh",
+             "LeakyReLU", "Hardsigmoid", "Hardswish", "Sigmoid", "SiLU", "Tanh", "Mish", "GELU",
+             "Identity", "Dropout", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten",
+             "Linear")
 
 
 def _layers(module, prefix=""):
@@ -144,8 +145,10 @@ def _node(layer, kind, label, dtype, value, output) -> Node:
         return node("act", act=Activation("leaky", alpha=float(layer.negative_slope)))
     if kind == "Hardsigmoid":  # torch's: relu6(x + 3) / 6
         return node("act", act=HARDSIGMOID)
-    if kind in ("Hardswish", "Sigmoid", "SiLU"):
+    if kind in ("Hardswish", "Sigmoid", "SiLU", "Tanh", "Mish"):
         return node("act", act=Activation(kind.lower()))
+    if kind == "GELU":
+        return node("act", act=Activation("gelu" if layer.approximate == "none" else "gelu_tanh"))
     if kind in ("Identity", "Dropout"):
         return node("identity")
     if kind == "MaxPool2d":

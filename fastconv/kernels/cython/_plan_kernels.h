@@ -43,7 +43,11 @@ enum {
     FC_ACT_HARDSIGMOID = 3,  /* min(max(alpha y + beta, 0), 1) */
     FC_ACT_HARDSWISH = 4,    /* y min(max(y / 6 + 1/2, 0), 1) */
     FC_ACT_SIGMOID = 5,      /* 1 / (1 + exp(-y)) */
-    FC_ACT_SILU = 6          /* y / (1 + exp(-y)) */
+    FC_ACT_SILU = 6,         /* y / (1 + exp(-y)) */
+    FC_ACT_TANH = 7,         /* tanh(y) */
+    FC_ACT_MISH = 8,         /* y tanh(log(1 + exp(y))) */
+    FC_ACT_GELU = 9,         /* y (1 + erf(y / sqrt 2)) / 2 */
+    FC_ACT_GELU_TANH = 10    /* y (1 + tanh(sqrt(2 / pi) (y + 0.044715 y^3))) / 2 */
 };
 
 /* The float exponential's bounds (see FC(exp)), declared as ``lo`` and ``hi`` and made opaque

@@ -44,6 +44,44 @@ static inline __attribute__((always_inline)) T FC(exp)(T x, float lo, float hi) 
     return (T)(q * two.f);
 }
 
+/* tanh: for float, Cephes' odd polynomial below 0.625 and 1 - 2 / (exp(2|x|) + 1) above
+ * (no cancellation near 0), the sign copied; for double, libm's. */
+static inline __attribute__((always_inline)) T FC(tanh)(T x, float lo, float hi) {
+    if (sizeof(T) != sizeof(float))
+        return (T)tanh((double)x);
+    float v = (float)x, size = fabsf(v), z = v * v;
+    float large = 1.0f - 2.0f / ((float)FC(exp)((T)(size + size), lo, hi) + 1.0f);
+    large = copysignf(large, v);
+    float p = -5.70498872745e-3f;
+    p = p * z + 2.06390887954e-2f;
+    p = p * z - 5.37397155531e-2f;
+    p = p * z + 1.33314422036e-1f;
+    p = p * z - 3.33332819422e-1f;
+    float small = p * z * v + v;
+    return (T)(size < 0.625f ? small : large);
+}
+
+/* erfc(z): for float, Numerical Recipes' (relative error below 1.2e-7, so that GELU's
+ * negative tail keeps its digits) of |z|, 2 - it for z < 0; for double, libm's. */
+static inline __attribute__((always_inline)) T FC(erfc)(T z, float lo, float hi) {
+    if (sizeof(T) != sizeof(float))
+        return (T)erfc((double)z);
+    float v = (float)z, size = fabsf(v);
+    float t = 1.0f / (1.0f + 0.5f * size);
+    float p = 0.17087277f;
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    p = p * t - 1.26551223f;
+    float tail = t * (float)FC(exp)((T)(p - size * size), lo, hi);
+    return (T)(v < 0 ? 2.0f - tail : tail);
+}
+
 /* ``y[0:count]`` through the activation; NaN stays NaN. One loop per kind, so that each
  * vectorises. */
 static inline void FC(activate)(T *restrict y, i64 count, const fc_epi *e) {
@@ -82,6 +120,25 @@ static inline void FC(activate)(T *restrict y, i64 count, const fc_epi *e) {
         for (i64 i = 0; i < count; i++) {
             T v = y[i], g = (T)1 / ((T)1 + FC(exp)(-v, exp_lo, exp_hi));
             y[i] = v * g;
+        }
+        break;
+    case FC_ACT_TANH:
+        for (i64 i = 0; i < count; i++) y[i] = FC(tanh)(y[i], exp_lo, exp_hi);
+        break;
+    case FC_ACT_MISH:  /* y n (n + 2) / (n (n + 2) + 2), n = e^y; y itself above 20 */
+        for (i64 i = 0; i < count; i++) {
+            T v = y[i], n = FC(exp)(v, exp_lo, exp_hi), m = n * (n + 2);
+            y[i] = v > 20 ? v : v * (m / (m + 2));
+        }
+        break;
+    case FC_ACT_GELU:
+        for (i64 i = 0; i < count; i++)
+            y[i] = y[i] * (T)0.5 * FC(erfc)(y[i] * (T)-0.7071067811865476, exp_lo, exp_hi);
+        break;
+    case FC_ACT_GELU_TANH:  /* y (1 + tanh(u)) / 2 as y / (1 + exp(-2 u)): no cancellation */
+        for (i64 i = 0; i < count; i++) {
+            T v = y[i], u = (T)(-2 * 0.7978845608028654) * (v + (T)0.044715 * v * v * v);
+            y[i] = v / ((T)1 + FC(exp)(u, exp_lo, exp_hi));
         }
         break;
     default:

@@ -36,6 +36,10 @@ cdef extern from "_plan_kernels.h" nogil:
         FC_ACT_HARDSWISH
         FC_ACT_SIGMOID
         FC_ACT_SILU
+        FC_ACT_TANH
+        FC_ACT_MISH
+        FC_ACT_GELU
+        FC_ACT_GELU_TANH
 
     ctypedef void (*fc_task)(const void *args, i64 task, i64 tasks) noexcept nogil
 
@@ -335,7 +339,8 @@ def _positive(**values):
 #: The activations' numbers in the C kernels (``FC_ACT_*``), by name.
 ACTIVATIONS = {"none": FC_ACT_NONE, "clamp": FC_ACT_CLAMP, "leaky": FC_ACT_LEAKY,
                "hardsigmoid": FC_ACT_HARDSIGMOID, "hardswish": FC_ACT_HARDSWISH,
-               "sigmoid": FC_ACT_SIGMOID, "silu": FC_ACT_SILU}
+               "sigmoid": FC_ACT_SIGMOID, "silu": FC_ACT_SILU, "tanh": FC_ACT_TANH,
+               "mish": FC_ACT_MISH, "gelu": FC_ACT_GELU, "gelu_tanh": FC_ACT_GELU_TANH}
 
 
 cdef fc_epi _epi(kind, lo, hi, alpha, beta):

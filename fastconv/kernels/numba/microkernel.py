@@ -206,6 +206,76 @@ class _Vectors:
         e.ret(e.fmul(p, e.bitcast(bits, vt)))
         return fn
 
+    def _splat(self, value):
+        return ir.Constant(self.vt, [value] * self.lanes)
+
+    def _intrinsic(self, name, arity=1):
+        return cgutils.get_or_insert_function(
+            self.b.module, ir.FunctionType(self.vt, [self.vt] * arity), f"llvm.{name}.{self.name}")
+
+    def _per_lane(self, name, a):
+        """libm's ``name`` of each lane (float64: exact where a polynomial of ours would
+        not be)."""
+        b = self.b
+        fn = cgutils.get_or_insert_function(b.module, ir.FunctionType(self.ft, [self.ft]), name)
+        out = a
+        for i in range(self.lanes):
+            at = ir.Constant(ir.IntType(32), i)
+            out = b.insert_element(out, b.call(fn, [b.extract_element(a, at)]), at)
+        return out
+
+    def _tanh(self, a):
+        """tanh: for float32, Cephes' odd polynomial below 0.625 and 1 - 2 / (exp(2|a|) + 1)
+        above (no cancellation near 0), the sign copied; for float64, libm's."""
+        if self.double:
+            return self._per_lane("tanh", a)
+        b, c = self.b, self._splat
+        size = b.call(self._intrinsic("fabs"), [a])
+        s = b.call(self._exp_function(), [b.fadd(size, size)])
+        large = b.fsub(c(1.0), b.fdiv(c(2.0), b.fadd(s, c(1.0))))
+        large = b.call(self._intrinsic("copysign", 2), [large, a])
+        z = b.fmul(a, a)
+        p = c(-5.70498872745e-3)
+        for k in (2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1, -3.33332819422e-1):
+            p = b.fadd(b.fmul(p, z), c(k))
+        small = b.fadd(b.fmul(b.fmul(p, z), a), a)
+        return b.select(b.fcmp_ordered("<", size, c(0.625)), small, large)
+
+    def _mish(self, a):
+        """a tanh(log(1 + e^a)) = a n (n + 2) / (n (n + 2) + 2) with n = e^a; a itself above 20
+        (where the fraction is 1 and n (n + 2) would overflow)."""
+        b, c = self.b, self._splat
+        n = b.call(self._exp_function(), [a])
+        m = b.fmul(n, b.fadd(n, c(2.0)))
+        y = b.fmul(a, b.fdiv(m, b.fadd(m, c(2.0))))
+        return b.select(b.fcmp_ordered(">", a, c(20.0)), a, y)
+
+    def _gelu(self, a):
+        """a erfc(-a / sqrt 2) / 2: for float32, Numerical Recipes' erfc (relative error below
+        1.2e-7, so a's negative tail keeps its digits) of |z|, 2 - it for z < 0; for float64,
+        libm's erfc."""
+        b, c = self.b, self._splat
+        z = b.fmul(a, c(-0.7071067811865476))
+        if self.double:
+            return b.fmul(b.fmul(a, c(0.5)), self._per_lane("erfc", z))
+        size = b.call(self._intrinsic("fabs"), [z])
+        t = b.fdiv(c(1.0), b.fadd(c(1.0), b.fmul(size, c(0.5))))
+        p = c(0.17087277)
+        for k in (-0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418,
+                  0.37409196, 1.00002368, -1.26551223):
+            p = b.fadd(b.fmul(p, t), c(k))
+        tail = b.fmul(t, b.call(self._exp_function(), [b.fsub(p, b.fmul(size, size))]))
+        erfc = b.select(b.fcmp_ordered("<", z, c(0.0)), b.fsub(c(2.0), tail), tail)
+        return b.fmul(b.fmul(a, c(0.5)), erfc)
+
+    def _gelu_tanh(self, a):
+        """a (1 + tanh(u)) / 2 as a / (1 + exp(-2 u)): the same, without the cancellation of
+        1 + tanh(u) in the negative tail."""
+        b, c = self.b, self._splat
+        u = b.fmul(c(-2 * 0.7978845608028654), b.fadd(a, b.fmul(c(0.044715), b.fmul(
+            b.fmul(a, a), a))))
+        return b.fdiv(a, b.fadd(c(1.0), b.call(self._exp_function(), [u])))
+
     def _activate(self, acc, kind, lo, hi, alpha, beta):
         b, vt = self.b, self.vt
         const = functools.partial(ir.Constant, vt)
@@ -230,6 +300,10 @@ class _Vectors:
                 one)),
             epilogue.SIGMOID: lambda a: b.fdiv(one, b.fadd(one, b.call(exp, [b.fsub(zero, a)]))),
             epilogue.SILU: lambda a: b.fdiv(a, b.fadd(one, b.call(exp, [b.fsub(zero, a)]))),
+            epilogue.TANH: self._tanh,
+            epilogue.MISH: self._mish,
+            epilogue.GELU: self._gelu,
+            epilogue.GELU_TANH: self._gelu_tanh,
         }
         for code, fn in kinds.items():
             flag = b.icmp_signed("==", kind, ir.Constant(kind.type, code))
