@@ -86,6 +86,9 @@ def _layers(case):
                                                             groups=40), nn.Hardswish()),
         # one step each: an SE block per image, over tasks that split an image's rows (a
         # module of modules, traced)
+        "global-max": lambda: nn.Sequential(c(3, 8, 3, padding=1), nn.ReLU(),
+                                            nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+                                            nn.Linear(8, 5)),
         "transcendental": lambda: nn.Sequential(
             c(3, 8, 3, padding=1), nn.Tanh(), c(8, 8, 1), nn.Mish(), c(8, 8, 3, groups=8),
             nn.GELU(), c(8, 24, 1), nn.GELU(approximate="tanh"), nn.BatchNorm2d(24), nn.Mish(),
@@ -117,7 +120,7 @@ def _layers(case):
 
 CASES = ["conv-bn-relu", "conv-bias-dilation-groups", "row-taps-dilated",
          "same-valid-even-kernels", "depthwise", "depthwise-multiplier-5x5", "depthwise-kxk",
-         "transcendental", "squeeze-excite", "pointwise-strided-padded", "pools", "avg-divisor", "classifier", "flatten-pixels",
+         "global-max", "transcendental", "squeeze-excite", "pointwise-strided-padded", "pools", "avg-divisor", "classifier", "flatten-pixels",
          "nested", "activations"]
 
 

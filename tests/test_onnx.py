@@ -662,3 +662,16 @@ def test_transcendental_activations_fuse_into_the_convolution(op, attrs):
                                          r"'none' or 'tanh', but got 'erf'"):
         bad = [nodes[0], helper.make_node("Gelu", ["c"], ["y"], name="act", approximate="erf")]
         fc.Network.from_onnx(_graph(bad, ["N", 3, 9, 8], inits, opset=max(20, NEWEST)))
+
+
+def test_global_max_pool():
+    """GlobalMaxPool on the plan (NaN where a channel has one), as ONNX Runtime."""
+    nodes = [_conv("c", ("x", "W", "B"), "c"), helper.make_node("GlobalMaxPool", ["c"], ["y"])]
+    rng = _rng(16)
+    inits = [("W", rng.standard_normal((5, 3, 3, 3)).astype(np.float32)),
+             ("B", rng.standard_normal(5).astype(np.float32))]
+    data = _graph(nodes, ["N", 3, 7, 6], inits)
+    net = fc.Network.from_onnx(data, fallback=False)
+    x = rng.standard_normal((3, 3, 7, 6)).astype(np.float32)
+    _close(net(x), _ort(data, x))
+    assert "global max" in str(net)

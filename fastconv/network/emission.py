@@ -236,10 +236,11 @@ def _emit_pool(ctx: Context, choice: Choice, steps: list) -> str:
 def _emit_global_average(ctx: Context, choice: Choice, steps: list) -> str:
     src, dst, _, (top, left), (o_top, o_left) = _windows(ctx, choice.head)
     s_in = ctx.shapes[src]
+    maximum = choice.kind == "global_max"
     steps.append(Step("", GlobalAverage(
         x=ctx.ref(src), top=top, left=left, height=s_in.height, width=s_in.width,
-        out=ctx.ref(dst), out_top=o_top, out_left=o_left, tasks=ctx.tasks)))
-    return "global average"
+        maximum=maximum, out=ctx.ref(dst), out_top=o_top, out_left=o_left, tasks=ctx.tasks)))
+    return "global max" if maximum else "global average"
 
 
 def _bias_or_zeros(node: Node, size: int, dtype) -> np.ndarray:
@@ -584,6 +585,7 @@ EMITTERS = {
     "expanded_separable": _emit_expanded_separable, "linear": _emit_linear,
     "affine": _emit_affine, "binary": _emit_binary, "concat": _emit_concat,
     "max_pool": _emit_pool, "avg_pool": _emit_pool, "global_average": _emit_global_average,
+    "global_max": _emit_global_average,
     "nearest_upsample": _emit_nearest_upsample, "channel_slice": _emit_channel_slice,
     "depth_to_space": _emit_depth_to_space, "squeeze_excite": _emit_squeeze_excite,
     "resize": _emit_resize,
@@ -591,6 +593,7 @@ EMITTERS = {
 }
 #: The kinds whose kernels do not zero their output's border: a border step comes first.
 _BORDER_FIRST = {"affine", "binary", "concat", "max_pool", "avg_pool", "global_average",
+                 "global_max",
                  "flatten", "depthwise", "nearest_upsample", "channel_slice", "depth_to_space",
                  "squeeze_excite", "resize"}
 

@@ -125,6 +125,11 @@ def _map(fx_node, modules, values, nodes, dtype):
                          "Network.from_torch")
     if name == "contiguous" or target is torch.nn.functional.dropout:
         return value(args[0])
+    if target is functional.adaptive_max_pool2d:
+        size = args[1] if len(args) > 1 else kwargs.get("output_size")
+        if size in (1, (1, 1), [1, 1]) and not kwargs.get("return_indices", False):
+            return add("gmp", [value(args[0])])
+        _refuse(label, "only global max pooling (output size 1, no indices) is supported")
     if target in (functional.adaptive_avg_pool2d,) or name == "mean":
         return add("gap", [value(args[0])]) if _global_average(target, name, args, kwargs) \
             else _refuse(label, "only global average pooling (output size 1, or mean over "

@@ -84,7 +84,8 @@ class Node:
     inference-time affine, per channel), ``act``, ``add`` and ``mul`` (two values of one
     shape, or the second (N, C, 1, 1) against the first (N, C, H, W): broadcast over the
     pixels), ``concat`` (along the channels), ``maxpool`` / ``avgpool`` (``pool``: a PoolSpec
-    without input size), ``gap`` (global average pool, to (N, C, 1, 1)), ``flatten`` (to (N,
+    without input size), ``gap`` (global average pool, to (N, C, 1, 1)), ``gmp`` (global max
+    pool), ``flatten`` (to (N,
     F), in NCHW order), ``unflatten`` ((N, F) to (N, F, 1, 1)) and ``identity``. Nodes that
     compute may carry a fused ``act`` (an :class:`Activation`, applied last) and, for
     ``conv``, a ``residual``: a value added before the activation (``residual_after`` False)
@@ -286,7 +287,7 @@ def _node_shape(node: Node, shape: Shape, shapes: dict, batch: int) -> Shape:
             raise ValueError(f"{node.name} expects {channels} channels, but got input of size "
                              f"{_shown(shape, batch)}")
         return shape
-    if op == "gap":
+    if op in ("gap", "gmp"):
         if shape.flat:
             raise ValueError(f"{node.name} expects a 4-D input, but got input of size "
                              f"{_shown(shape, batch)}")

@@ -125,12 +125,15 @@ class Network:
 
         The model is checked and its shapes inferred with the ``onnx`` package first
         (opsets 11 and later). Each operator follows the ONNX specification. These run on
-        the plan's kernels: Conv, BatchNormalization, Relu, Clip, LeakyRelu, HardSigmoid,
-        HardSwish, Sigmoid, Mul and Add (of two activations, one perhaps (N, C, 1, 1), or of
-        a constant per channel), Concat on the channels, MaxPool, AveragePool (undilated,
-        pads up to half the kernel), GlobalAveragePool, Flatten and Reshape (to (N, F) or
-        (N, F, 1, 1)), Gemm, MatMul of (N, F) by a constant matrix, Identity, Dropout and
-        Constant.
+        the plan's kernels (``onnx_import.SUPPORTED``; the README says with which
+        attributes): Conv, ConvTranspose whose kernel is its stride, BatchNormalization,
+        Relu, Clip, LeakyRelu, HardSigmoid, HardSwish, Sigmoid, Tanh, Mish, Gelu, Mul and Add
+        (of two activations, one perhaps (N, C, 1, 1), or of a constant per channel), Sub and
+        Div by constants, Concat on the channels, MaxPool, AveragePool (undilated, pads up to
+        half the kernel), GlobalAveragePool, GlobalMaxPool, ReduceMean over the pixels,
+        Resize (nearest or linear), DepthToSpace (DCR), Split and Slice on the channels,
+        Flatten and Reshape (to (N, F) or (N, F, 1, 1)), Gemm, MatMul of (N, F) by a constant
+        matrix, Identity, Dropout and Constant.
 
         A model of one float (N, C, H, W) input and one output whose every node is one of
         those, with shapes known past the batch, is one plan. Any other model is planned per

@@ -23,7 +23,8 @@ MIN_OPSET = 11
 SUPPORTED = ("Conv", "ConvTranspose", "BatchNormalization", "Relu", "Clip", "LeakyRelu",
              "HardSigmoid", "HardSwish", "Sigmoid", "Tanh", "Mish", "Gelu", "Mul", "Add", "Sub",
              "Div", "Concat",
-             "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "Resize",
+             "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
+             "Resize",
              "DepthToSpace", "Split", "Slice", "Flatten", "Reshape", "Gemm", "MatMul",
              "Identity", "Dropout", "Constant")
 _FLOATS = {1: np.float32, 11: np.float64}  # TensorProto.FLOAT, DOUBLE
@@ -574,7 +575,17 @@ class Reader:
         self._pool(node, label, "avg")
 
     def _GlobalAveragePool(self, node, label):
-        self._emit(node, label, "gap", [self._value(node.input[0])])
+        self._global(node, "gap")
+
+    def _GlobalMaxPool(self, node, label):
+        self._global(node, "gmp")
+
+    def _global(self, node, op):
+        if self._rank(node.input[0]) != 4:
+            raise _Refused(f"the plan pools the pixels of (N, C, H, W), not "
+                           f"{self._shown(node.input[0])}")
+        self._emit(node, f"node '{node.name or node.output[0]}' ({node.op_type})", op,
+                   [self._value(node.input[0])])
 
     def _ReduceMean(self, node, label):
         """The mean over the pixels of (N, C, H, W), dims kept: a global average pool (as

@@ -186,7 +186,7 @@ def _pixelless(graph: Graph, value: str, known: dict | None = None) -> bool:
         producer = graph.producer(value)
         if producer is None:
             known[value] = False
-        elif producer.op in ("gap", "unflatten", "linear", "flatten"):
+        elif producer.op in ("gap", "gmp", "unflatten", "linear", "flatten"):
             known[value] = True
         elif producer.op == "conv" and not (producer.attrs["spec"].kernel_size == (1, 1)
                                             and producer.attrs["spec"].pads == ((0, 0), (0, 0))):

@@ -58,7 +58,7 @@ AvgPool = _record("AvgPool", "avg_pool", (
     "pad_bottom pad_right count_include_pad divisor tasks"))
 
 GlobalAverage = _record("GlobalAverage", "global_average", (
-    "x top left height width out out_top out_left tasks"))
+    "x top left height width maximum out out_top out_left tasks"))
 
 SqueezeExcite = _record("SqueezeExcite", "squeeze_excite", (
     "x top left height width w1 b1 s_kind s_lo s_hi s_alpha s_beta w2 b2 kind lo hi alpha "

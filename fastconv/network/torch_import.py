@@ -15,8 +15,8 @@ from .graph import HARDSIGMOID, INPUT, RELU, RELU6, Activation, Graph, Node
 
 SUPPORTED = ("Conv2d", "ConvTranspose2d", "BatchNorm2d", "ReLU", "ReLU6", "Hardtanh",
              "LeakyReLU", "Hardsigmoid", "Hardswish", "Sigmoid", "SiLU", "Tanh", "Mish", "GELU",
-             "Identity", "Dropout", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten",
-             "Linear")
+             "Identity", "Dropout", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+             "AdaptiveMaxPool2d", "Flatten", "Linear")
 
 
 def _layers(module, prefix=""):
@@ -161,12 +161,15 @@ def _node(layer, kind, label, dtype, value, output) -> Node:
         return node("avgpool", pool=PoolSpec("avg", 1, layer.kernel_size, layer.stride,
                                              layer.padding, 1, layer.ceil_mode,
                                              layer.count_include_pad, layer.divisor_override))
-    if kind == "AdaptiveAvgPool2d":
+    if kind in ("AdaptiveAvgPool2d", "AdaptiveMaxPool2d"):
         size = layer.output_size
-        if size not in (1, (1, 1), [1, 1]):
-            raise ValueError(f"{label}: output_size={size} is not supported by "
-                             "Network.from_torch, only 1 (global average pooling)")
-        return node("gap")
+        average = kind == "AdaptiveAvgPool2d"
+        if size not in (1, (1, 1), [1, 1]) or not average and layer.return_indices:
+            raise ValueError(f"{label}: output_size={size}"
+                             + ("" if average else f", return_indices={layer.return_indices}")
+                             + " is not supported by Network.from_torch, only 1 (global "
+                             f"{'average' if average else 'max'} pooling)")
+        return node("gap" if average else "gmp")
     if kind == "Flatten":
         if layer.start_dim != 1 or layer.end_dim != -1:
             raise ValueError(f"{label}: only Flatten(start_dim=1, end_dim=-1) is supported by "

@@ -131,7 +131,7 @@ typedef struct {
 } fc_pool_args;
 
 typedef struct {
-    const void *x; i64 rows, cols, channels, top, left, n, height, width;
+    const void *x; i64 rows, cols, channels, top, left, n, height, width, maximum;
     void *out; i64 out_rows, out_cols, out_top, out_left;
 } fc_gap_args;
 

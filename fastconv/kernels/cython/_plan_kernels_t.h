@@ -847,6 +847,18 @@ static void FC(global_average_task)(const void *p, i64 block, i64 blocks) {
                                  * channels;
     const T *x = (const T *)a->x;
     const T scale = (T)(1.0 / (double)(a->height * a->width));
+    if (a->maximum) {  /* a NaN stays: no later value beats it */
+        for (i64 c = c0; c < c1; c++) total[c] = (T)-INFINITY;
+        for (i64 h = 0; h < a->height; h++) {
+            const T *row = x + ((n * a->rows + a->top + h) * a->cols + a->left) * channels;
+            for (i64 w = 0; w < a->width; w++)
+                for (i64 c = c0; c < c1; c++) {
+                    T v = row[w * channels + c];
+                    total[c] = (v > total[c] || v != v) ? v : total[c];
+                }
+        }
+        return;
+    }
     for (i64 c = c0; c < c1; c++) total[c] = 0;
     for (i64 h = 0; h < a->height; h++) {
         const T *row = x + ((n * a->rows + a->top + h) * a->cols + a->left) * channels;

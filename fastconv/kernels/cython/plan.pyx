@@ -132,7 +132,7 @@ cdef extern from "_plan_kernels.h" nogil:
 
     ctypedef struct fc_gap_args:
         const void *x
-        i64 rows, cols, channels, top, left, n, height, width
+        i64 rows, cols, channels, top, left, n, height, width, maximum
         void *out
         i64 out_rows, out_cols, out_top, out_left
 
@@ -693,7 +693,7 @@ def squeeze_excite(x, top, left, height, width, w1, b1, s_kind, s_lo, s_hi, s_al
     return s
 
 
-def global_average(x, top, left, height, width, out, out_top, out_left, tasks):
+def global_average(x, top, left, height, width, maximum, out, out_top, out_left, tasks):
     dtype = out.dtype
     _buffer("x", x, dtype)
     _buffer("out", out, dtype, True)
@@ -708,7 +708,7 @@ def global_average(x, top, left, height, width, out, out_top, out_left, tasks):
     cdef fc_gap_args *a = <fc_gap_args *>s.args
     a.x, a.rows, a.cols, a.channels, a.top, a.left = (_data(x), x.shape[1], x.shape[2],
                                                         x.shape[3], top, left)
-    a.n, a.height, a.width = x.shape[0], height, width
+    a.n, a.height, a.width, a.maximum = x.shape[0], height, width, bool(maximum)
     a.out, a.out_rows, a.out_cols, a.out_top, a.out_left = (_data(out), out.shape[1],
                                                               out.shape[2], out_top, out_left)
     return s

@@ -77,11 +77,11 @@ def avg_pool(x, top, left, height, width, out, out_top, out_left, ho, wo, kh, kw
 
 
 @jit(parallel=True)
-def global_average(x, top, left, height, width, out, out_top, out_left, tasks):
-    """``out[n, out_top, out_left, c]`` = the mean of channel ``c`` of image ``n``; each task
-    sums its share of the channels, pixel by pixel, along contiguous slices (which
-    vectorise; the arrays' 4-D indices would not: the compiler cannot tell ``out`` from
-    ``x``)."""
+def global_average(x, top, left, height, width, maximum, out, out_top, out_left, tasks):
+    """``out[n, out_top, out_left, c]`` = the mean (with ``maximum``, the maximum; NaN if
+    any is) of channel ``c`` of image ``n``; each task reduces its share of the channels,
+    pixel by pixel, along contiguous slices (which vectorise; the arrays' 4-D indices would
+    not: the compiler cannot tell ``out`` from ``x``)."""
     n_images, rows_in, cols_in, channels = x.shape
     rows_out, cols_out = out.shape[1], out.shape[2]
     xf, of = x.reshape(-1), out.reshape(-1)
@@ -93,6 +93,17 @@ def global_average(x, top, left, height, width, out, out_top, out_left, tasks):
         c0, c1 = part * channels // tasks, (part + 1) * channels // tasks
         at = ((n * rows_out + out_top) * cols_out + out_left) * channels
         total = of[at + c0:at + c1]
+        if maximum:
+            total[:] = -np.inf
+            for h in range(height):
+                row = ((n * rows_in + top + h) * cols_in + left) * channels
+                for w in range(width):
+                    pixel = xf[row + w * channels + c0:row + w * channels + c1]
+                    for c in range(c1 - c0):
+                        v = pixel[c]
+                        if v > total[c] or v != v:  # a NaN stays (no later value beats it)
+                            total[c] = v
+            continue
         total[:] = 0
         for h in range(height):
             row = ((n * rows_in + top + h) * cols_in + left) * channels
