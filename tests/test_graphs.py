@@ -259,8 +259,9 @@ class _Branches(nn.Module if torch is not None else object):
 
 
 @pytest.mark.parametrize("body, error, message", [
-    (lambda m, x: torch.softmax(x, 1), TypeError,
-     r"fx node 'softmax' \(call_function softmax\) is not supported by Network.from_torch"),
+    (lambda m, x: torch.log_softmax(x, 1), TypeError,
+     r"fx node 'log_softmax' \(call_function log_softmax\) is not supported by "
+     r"Network.from_torch"),
     (lambda m, x: torch.cat([x, x], 2), ValueError,
      r"fx node 'cat' \(call_function cat\): torch.cat along dim=2 is not supported"),
     (lambda m, x: torch.flatten(x), ValueError, r"only flatten\(x, 1\) is supported"),

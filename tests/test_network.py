@@ -86,6 +86,9 @@ def _layers(case):
                                                             groups=40), nn.Hardswish()),
         # one step each: an SE block per image, over tasks that split an image's rows (a
         # module of modules, traced)
+        "softmax": lambda: nn.Sequential(c(3, 6, 3, padding=1), nn.Softmax(dim=1),
+                                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4),
+                                         nn.Softmax(dim=-1)),
         "global-max": lambda: nn.Sequential(c(3, 8, 3, padding=1), nn.ReLU(),
                                             nn.AdaptiveMaxPool2d(1), nn.Flatten(),
                                             nn.Linear(8, 5)),
@@ -120,7 +123,7 @@ def _layers(case):
 
 CASES = ["conv-bn-relu", "conv-bias-dilation-groups", "row-taps-dilated",
          "same-valid-even-kernels", "depthwise", "depthwise-multiplier-5x5", "depthwise-kxk",
-         "global-max", "transcendental", "squeeze-excite", "pointwise-strided-padded", "pools", "avg-divisor", "classifier", "flatten-pixels",
+         "softmax", "global-max", "transcendental", "squeeze-excite", "pointwise-strided-padded", "pools", "avg-divisor", "classifier", "flatten-pixels",
          "nested", "activations"]
 
 
@@ -376,8 +379,8 @@ class MyBlock(nn.Module if nn is not None else object):
     (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), MyBlock()).eval(), TypeError,
      r"layer 1 \(MyBlock\) is not supported by Network.from_torch; supported: Conv2d, "
      r"ConvTranspose2d, BatchNorm2d"),
-    (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.Softmax(1)).eval(), TypeError,
-     r"layer 1 \(Softmax\) is not supported"),
+    (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.LogSoftmax(1)).eval(), TypeError,
+     r"layer 1 \(LogSoftmax\) is not supported"),
     (lambda: nn.Sequential(nn.Conv2d(3, 4, 3)).train(), ValueError,
      r"the module is in training mode: call .eval\(\) first"),
     (lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")).eval(),
@@ -496,3 +499,11 @@ def test_each_kernel_takes_its_records_fields_in_order(name):
         kernel = getattr(module, kind)
         kernel = getattr(kernel, "py_func", kernel)  # a Numba dispatcher's Python function
         assert tuple(inspect.signature(kernel).parameters) == record._fields, kind
+
+
+def test_a_softmax_over_another_dim_is_refused_in_words():
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Softmax(dim=-1)).eval()
+    with pytest.raises(ValueError, match=r"layer 1 \(Softmax\): dim=-1 of input of size "
+                                         r"\[2, 4, 3, 3\]: the plan's softmax is over the "
+                                         r"channels"):
+        fc.Network.from_torch(module)(np.zeros((2, 3, 5, 5), np.float32))

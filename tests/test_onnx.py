@@ -675,3 +675,21 @@ def test_global_max_pool():
     x = rng.standard_normal((3, 3, 7, 6)).astype(np.float32)
     _close(net(x), _ort(data, x))
     assert "global max" in str(net)
+
+
+@pytest.mark.parametrize("opset, size, planned", [(NEWEST, (7, 6), True), (11, (7, 6), False),
+                                                  (11, (1, 1), True)])
+def test_softmax_over_the_channels(opset, size, planned):
+    """Softmax on axis 1 (a segmentation head's classes), then Exp: on the plan from opset
+    13; before, axis 1 spans every element of an image, the channels alone for one pixel."""
+    rng = _rng(17)
+    nodes = [_conv("c", ("x", "W", "B"), "c"),
+             helper.make_node("Softmax", ["c"], ["s"], axis=1, name="sm"),
+             helper.make_node("Exp", ["s"], ["y"])]
+    inits = [("W", rng.standard_normal((5, 3, 1, 1)).astype(np.float32) * 4),
+             ("B", rng.standard_normal(5).astype(np.float32))]
+    data = _graph(nodes, ["N", 3, *size], inits, opset=opset)
+    net = fc.Network.from_onnx(data)
+    x = rng.standard_normal((2, 3, *size)).astype(np.float32)
+    _close(net(x), _ort(data, x))
+    assert ("node 'sm' (Softmax): fallback" not in str(net)) == planned

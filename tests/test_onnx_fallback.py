@@ -136,3 +136,16 @@ def test_the_fallback_sigmoid_of_a_sequence(elem, dtype):
     assert got.dtype == dtype
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
     assert np.isnan(got[0, 0, 2]) and got[0, 0, 0] == 1 and got[0, 0, 1] == 0
+
+
+@pytest.mark.parametrize("op, axis", [("Softmax", 1), ("LogSoftmax", 2), ("Softmax", -1)])
+def test_softmax_before_opset_13_spans_every_dimension_from_its_axis(op, axis):
+    """Opset 11's Softmax and LogSoftmax coerce the input to 2-D at the axis, as ONNX
+    Runtime does (``onnx.reference`` knows only opset 13's, along the axis alone)."""
+    x = _rng().standard_normal((2, 3, 4, 5)).astype(np.float32) * 3
+    graph = helper.make_graph([helper.make_node(op, ["x"], ["y"], axis=axis)], "g",
+                              [_input("x", 1, [2, 3, 4, 5])],
+                              [helper.make_tensor_value_info("y", 1, None)])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    data.ir_version = 7
+    _same_as_onnx_runtime(data.SerializeToString(), {"x": x}, exact=False)

@@ -15,9 +15,10 @@ TANH = 7          # tanh(y)
 MISH = 8          # y * tanh(log(1 + exp(y)))
 GELU = 9          # y * (1 + erf(y / sqrt(2))) / 2
 GELU_TANH = 10    # y * (1 + tanh(sqrt(2 / pi) * (y + 0.044715 y^3))) / 2: GELU's tanh form
+EXP = 11          # exp(y): ONNX's Exp, and the softmax's numerators
 
 #: The kinds by name, as the graph's activations spell them. The C kernels' enum
 #: (``_plan_kernels.h``'s ``FC_ACT_*``) has the same numbers; a test holds them together.
 ACTIVATIONS = {"none": NONE, "clamp": CLAMP, "leaky": LEAKY, "hardsigmoid": HARDSIGMOID,
                "hardswish": HARDSWISH, "sigmoid": SIGMOID, "silu": SILU, "tanh": TANH,
-               "mish": MISH, "gelu": GELU, "gelu_tanh": GELU_TANH}
+               "mish": MISH, "gelu": GELU, "gelu_tanh": GELU_TANH, "exp": EXP}

@@ -16,7 +16,7 @@ from .graph import Node, conv_spec, pool_spec
 from .selection import Choice, parallel_tasks
 from .step_args import (Affine, AvgPool, Binary, Conv, CopyChannels, Depthwise, Depthwise3x3,
                         ExpandedSeparable, Flatten, GlobalAverage, MaxPool, Resize, Separable,
-                        SqueezeExcite, Winograd, ZeroBorder)
+                        Softmax, SqueezeExcite, Winograd, ZeroBorder)
 
 
 @dataclass
@@ -246,6 +246,14 @@ def _emit_global_average(ctx: Context, choice: Choice, steps: list) -> str:
 def _bias_or_zeros(node: Node, size: int, dtype) -> np.ndarray:
     bias = node.attrs["bias"]
     return np.zeros(size, dtype) if bias is None else bias
+
+
+def _emit_softmax(ctx: Context, choice: Choice, steps: list) -> str:
+    src, dst, s, (top, left), (o_top, o_left) = _windows(ctx, choice.head)
+    steps.append(Step("", Softmax(
+        x=ctx.ref(src), top=top, left=left, height=s.height, width=s.width, out=ctx.ref(dst),
+        out_top=o_top, out_left=o_left, tasks=ctx.tasks)))
+    return f"softmax over {s.channels} channels"
 
 
 def _emit_squeeze_excite(ctx: Context, choice: Choice, steps: list) -> str:
@@ -588,14 +596,14 @@ EMITTERS = {
     "global_max": _emit_global_average,
     "nearest_upsample": _emit_nearest_upsample, "channel_slice": _emit_channel_slice,
     "depth_to_space": _emit_depth_to_space, "squeeze_excite": _emit_squeeze_excite,
-    "resize": _emit_resize,
+    "resize": _emit_resize, "softmax": _emit_softmax,
     "flatten": _emit_flatten,
 }
 #: The kinds whose kernels do not zero their output's border: a border step comes first.
 _BORDER_FIRST = {"affine", "binary", "concat", "max_pool", "avg_pool", "global_average",
                  "global_max",
                  "flatten", "depthwise", "nearest_upsample", "channel_slice", "depth_to_space",
-                 "squeeze_excite", "resize"}
+                 "squeeze_excite", "resize", "softmax"}
 
 
 def emit(ctx: Context, choice: Choice, steps: list) -> str:

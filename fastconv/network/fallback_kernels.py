@@ -94,8 +94,35 @@ class Sigmoid:
         return [np.reciprocal(out, out=out)]
 
 
-def kernel_for(node):
-    """The NumPy kernel to run ``node`` by, or None for ``onnx.reference``."""
+class CoercedSoftmax:
+    """Softmax and LogSoftmax before opset 13: the input coerced to 2-D at ``axis`` (every
+    dimension from it on is one row), the softmax along each row. ``onnx.reference`` has only
+    opset 13's (along ``axis`` alone), a wrong answer for these."""
+
+    def __init__(self, node):
+        self.axis = _ints(node, "axis", 1)
+        self.log = node.op_type == "LogSoftmax"
+
+    def run(self, _, feeds):
+        x = np.asarray(next(iter(feeds.values())))
+        if x.size == 0:
+            return [x.copy()]
+        axis = self.axis % max(1, x.ndim)
+        rows = x.reshape(int(np.prod(x.shape[:axis])), -1)
+        shifted = rows - rows.max(axis=1, keepdims=True)
+        if self.log:
+            y = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        else:
+            y = np.exp(shifted)
+            y /= y.sum(axis=1, keepdims=True)
+        return [y.reshape(x.shape).astype(x.dtype)]
+
+
+def kernel_for(node, opset: int):
+    """The NumPy kernel to run ``node`` by (at the model's default-domain ``opset``), or None
+    for ``onnx.reference``."""
+    if node.op_type in ("Softmax", "LogSoftmax") and opset < 13:
+        return CoercedSoftmax(node)
     if (node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]
             and len(_ints(node, "kernel_shape", [])) == 2):
         return MaxPoolIndices(node)

@@ -125,6 +125,9 @@ def _map(fx_node, modules, values, nodes, dtype):
                          "Network.from_torch")
     if name == "contiguous" or target is torch.nn.functional.dropout:
         return value(args[0])
+    if target in (functional.softmax, torch.softmax) or name == "softmax":
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        return add("softmax", [value(args[0])], dim=dim)
     if target is functional.adaptive_max_pool2d:
         size = args[1] if len(args) > 1 else kwargs.get("output_size")
         if size in (1, (1, 1), [1, 1]) and not kwargs.get("return_indices", False):

@@ -85,7 +85,7 @@ class Node:
     shape, or the second (N, C, 1, 1) against the first (N, C, H, W): broadcast over the
     pixels), ``concat`` (along the channels), ``maxpool`` / ``avgpool`` (``pool``: a PoolSpec
     without input size), ``gap`` (global average pool, to (N, C, 1, 1)), ``gmp`` (global max
-    pool), ``flatten`` (to (N,
+    pool), ``softmax`` (over the channels, or an (N, F) value's features), ``flatten`` (to (N,
     F), in NCHW order), ``unflatten`` ((N, F) to (N, F, 1, 1)) and ``identity``. Nodes that
     compute may carry a fused ``act`` (an :class:`Activation`, applied last) and, for
     ``conv``, a ``residual``: a value added before the activation (``residual_after`` False)
@@ -286,6 +286,13 @@ def _node_shape(node: Node, shape: Shape, shapes: dict, batch: int) -> Shape:
         if channels not in (1, shape.channels):
             raise ValueError(f"{node.name} expects {channels} channels, but got input of size "
                              f"{_shown(shape, batch)}")
+        return shape
+    if op == "softmax":  # over the channels, or the features of (N, F)
+        dim = a.get("dim", 1)
+        if dim not in ((1, -1) if shape.flat else (1, -3)):
+            raise ValueError(f"{node.name}: dim={dim} of input of size {_shown(shape, batch)}: "
+                             "the plan's softmax is over the channels (or an (N, F) input's "
+                             "features)")
         return shape
     if op in ("gap", "gmp"):
         if shape.flat:

@@ -21,7 +21,8 @@ from .graph import INPUT, RELU, Activation, Graph, Node
 
 MIN_OPSET = 11
 SUPPORTED = ("Conv", "ConvTranspose", "BatchNormalization", "Relu", "Clip", "LeakyRelu",
-             "HardSigmoid", "HardSwish", "Sigmoid", "Tanh", "Mish", "Gelu", "Mul", "Add", "Sub",
+             "HardSigmoid", "HardSwish", "Sigmoid", "Tanh", "Mish", "Gelu", "Exp", "Softmax",
+             "Mul", "Add", "Sub",
              "Div", "Concat",
              "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
              "Resize",
@@ -427,6 +428,23 @@ class Reader:
 
     def _Sigmoid(self, node, label):
         self._act(node, label, Activation("sigmoid"))
+
+    def _Exp(self, node, label):
+        self._act(node, label, Activation("exp"))
+
+    def _Softmax(self, node, label):
+        """Over the channels of (N, C, H, W) or the features of (N, F): axis 1 from opset
+        13; before, axis 1 means every element but the batch's, the channels alone only where
+        an image is one pixel."""
+        rank = self._rank(node.input[0])
+        axis = self._attrs(node).get("axis", -1 if self.opset >= 13 else 1)
+        shape = self.shapes.get(node.input[0])
+        pixel = shape is not None and (len(shape) == 2 or tuple(shape[2:]) == (1, 1))
+        if rank not in (2, 4) or axis % rank != 1 or (self.opset < 13 and not pixel):
+            raise _Refused(f"axis={axis} of {self._shown(node.input[0])} at opset "
+                           f"{self.opset}: the plan's softmax is over the channels of "
+                           "(N, C, H, W) or the features of (N, F)")
+        self._emit(node, label, "softmax", [self._value(node.input[0])])
 
     def _Tanh(self, node, label):
         self._act(node, label, Activation("tanh"))

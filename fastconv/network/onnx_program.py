@@ -456,7 +456,8 @@ class Program:
         shown = "?" if shape is None else str(["?" if d is None else d for d in shape])
         from .fallback_kernels import kernel_for
 
-        own = _passes_through(node, self.folded.constants) or kernel_for(node)
+        opset = next((o.version for o in opset_imports if o.domain in ("", "ai.onnx")), 0)
+        own = _passes_through(node, self.folded.constants) or kernel_for(node, opset)
         if own is not None:
             return Fallback(node, own, shown, why)
         if node.domain not in ("", "ai.onnx"):

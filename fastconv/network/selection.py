@@ -21,7 +21,7 @@ from .graph import Graph, Node, conv_spec
 #: The kinds of kernel a node runs on.
 KINDS = ("gemm", "transpose_gemm", "winograd", "depthwise_3x3", "depthwise", "separable",
          "expanded_separable", "linear", "affine", "binary", "concat", "max_pool", "avg_pool",
-         "global_average", "global_max", "squeeze_excite", "flatten", "nearest_upsample", "resize",
+         "global_average", "global_max", "softmax", "squeeze_excite", "flatten", "nearest_upsample", "resize",
          "channel_slice", "depth_to_space", "alias")
 
 #: The kinds whose output may be written straight into a concatenation's channel slice: the
@@ -37,7 +37,8 @@ _BY_OP = {"deconv": "transpose_gemm", "upsample": "nearest_upsample", "resize": 
           "depth_to_space": "depth_to_space", "slice": "channel_slice", "batchnorm": "affine",
           "act": "affine", "add": "binary", "mul": "binary",
           "concat": "concat", "maxpool": "max_pool", "avgpool": "avg_pool",
-          "gap": "global_average", "gmp": "global_max", "flatten": "flatten", "linear": "linear"}
+          "gap": "global_average", "gmp": "global_max", "softmax": "softmax",
+          "flatten": "flatten", "linear": "linear"}
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,9 @@ Binary = _record("Binary", "binary", (
 CopyChannels = _record("CopyChannels", "copy_channels", (
     "x top left x_c0 count out out_top out_left c0 height width sh sw phase_step tasks"))
 
+Softmax = _record("Softmax", "softmax", (
+    "x top left height width out out_top out_left tasks"))
+
 Resize = _record("Resize", "resize", (
     "x top left height width out out_top out_left rows0 rows1 row_w cols0 cols1 col_w "
     "tasks"))
@@ -98,6 +101,7 @@ Winograd = _record("Winograd", "winograd", (
 
 #: The record of each kind of step (``executor.STEP_KINDS``), by its kind.
 RECORDS = {record.kind: record for record in (
-    FromNchw, ZeroBorder, Affine, Binary, CopyChannels, Resize, Flatten, MaxPool, AvgPool,
+    FromNchw, ZeroBorder, Affine, Binary, CopyChannels, Softmax, Resize, Flatten, MaxPool,
+    AvgPool,
     GlobalAverage,
     SqueezeExcite, Depthwise, Depthwise3x3, Conv, Separable, ExpandedSeparable, Winograd)}

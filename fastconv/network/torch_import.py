@@ -16,7 +16,7 @@ from .graph import HARDSIGMOID, INPUT, RELU, RELU6, Activation, Graph, Node
 SUPPORTED = ("Conv2d", "ConvTranspose2d", "BatchNorm2d", "ReLU", "ReLU6", "Hardtanh",
              "LeakyReLU", "Hardsigmoid", "Hardswish", "Sigmoid", "SiLU", "Tanh", "Mish", "GELU",
              "Identity", "Dropout", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
-             "AdaptiveMaxPool2d", "Flatten", "Linear")
+             "AdaptiveMaxPool2d", "Softmax", "Flatten", "Linear")
 
 
 def _layers(module, prefix=""):
@@ -147,6 +147,8 @@ def _node(layer, kind, label, dtype, value, output) -> Node:
         return node("act", act=HARDSIGMOID)
     if kind in ("Hardswish", "Sigmoid", "SiLU", "Tanh", "Mish"):
         return node("act", act=Activation(kind.lower()))
+    if kind == "Softmax":  # its dim checked against its input's shape
+        return node("softmax", dim=layer.dim)
     if kind == "GELU":
         return node("act", act=Activation("gelu" if layer.approximate == "none" else "gelu_tanh"))
     if kind in ("Identity", "Dropout"):

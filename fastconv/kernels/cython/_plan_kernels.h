@@ -47,7 +47,8 @@ enum {
     FC_ACT_TANH = 7,         /* tanh(y) */
     FC_ACT_MISH = 8,         /* y tanh(log(1 + exp(y))) */
     FC_ACT_GELU = 9,         /* y (1 + erf(y / sqrt 2)) / 2 */
-    FC_ACT_GELU_TANH = 10    /* y (1 + tanh(sqrt(2 / pi) (y + 0.044715 y^3))) / 2 */
+    FC_ACT_GELU_TANH = 10,   /* y (1 + tanh(sqrt(2 / pi) (y + 0.044715 y^3))) / 2 */
+    FC_ACT_EXP = 11          /* exp(y) */
 };
 
 /* The float exponential's bounds (see FC(exp)), declared as ``lo`` and ``hi`` and made opaque
@@ -188,7 +189,7 @@ typedef void (*fc_task)(const void *args, i64 task, i64 tasks);
 #define FC_KERNELS(X)                                                                        \
     X(conv) X(depthwise_3x3) X(depthwise) X(separable) X(expanded_separable) X(winograd)   \
     X(pool) X(global_average) X(squeeze_excite) X(from_nchw) X(to_output) X(zero_border)   \
-    X(affine) X(binary) X(copy_channels) X(resize) X(flatten)
+    X(affine) X(binary) X(copy_channels) X(resize) X(softmax) X(flatten)
 
 /* One vector width's kernels (``_plan_width.h``): float32 (``_f``) and float64 (``_d``). */
 typedef struct {

@@ -135,6 +135,9 @@ static inline void FC(activate)(T *restrict y, i64 count, const fc_epi *e) {
         for (i64 i = 0; i < count; i++)
             y[i] = y[i] * (T)0.5 * FC(erfc)(y[i] * (T)-0.7071067811865476, exp_lo, exp_hi);
         break;
+    case FC_ACT_EXP:
+        for (i64 i = 0; i < count; i++) y[i] = FC(exp)(y[i], exp_lo, exp_hi);
+        break;
     case FC_ACT_GELU_TANH:  /* y (1 + tanh(u)) / 2 as y / (1 + exp(-2 u)): no cancellation */
         for (i64 i = 0; i < count; i++) {
             T v = y[i], u = (T)(-2 * 0.7978845608028654) * (v + (T)0.044715 * v * v * v);
@@ -1028,6 +1031,29 @@ static void FC(copy_channels_task)(const void *p, i64 task, i64 tasks) {
                 const T *restrict from = s + w * channels + j * a->phase_step;
                 for (i64 c = 0; c < a->count; c++) to[c] = from[c];
             }
+    }
+}
+
+/* The softmax over each pixel's channels (nhwc.layout.softmax); an fc_gap_args' window. */
+static void FC(softmax_task)(const void *p, i64 task, i64 tasks) {
+    const fc_gap_args *a = (const fc_gap_args *)p;
+    const T *x = (const T *)a->x;
+    T *out = (T *)a->out;
+    const i64 channels = a->channels, rows = a->n * a->height;
+    FC_EXP_BOUNDS(exp_lo, exp_hi);
+    for (i64 r = task * rows / tasks; r < (task + 1) * rows / tasks; r++) {
+        const i64 n = r / a->height, h = r - n * a->height;
+        const T *s = x + ((n * a->rows + a->top + h) * a->cols + a->left) * channels;
+        T *o = out + ((n * a->out_rows + a->out_top + h) * a->out_cols + a->out_left) * channels;
+        for (i64 w = 0; w < a->width; w++, s += channels, o += channels) {
+            T top = s[0], total = 0;
+            for (i64 c = 1; c < channels; c++)  /* a NaN makes them all NaN */
+                top = (s[c] > top || s[c] != s[c]) ? s[c] : top;
+            for (i64 c = 0; c < channels; c++) o[c] = FC(exp)(s[c] - top, exp_lo, exp_hi);
+            for (i64 c = 0; c < channels; c++) total += o[c];
+            const T inverse = (T)1 / total;
+            for (i64 c = 0; c < channels; c++) o[c] *= inverse;
+        }
     }
 }
 

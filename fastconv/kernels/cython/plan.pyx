@@ -40,6 +40,7 @@ cdef extern from "_plan_kernels.h" nogil:
         FC_ACT_MISH
         FC_ACT_GELU
         FC_ACT_GELU_TANH
+        FC_ACT_EXP
 
     ctypedef void (*fc_task)(const void *args, i64 task, i64 tasks) noexcept nogil
 
@@ -239,6 +240,7 @@ cdef extern from "_plan_kernels.h" nogil:
         fc_task binary_f, binary_d
         fc_task copy_channels_f, copy_channels_d
         fc_task resize_f, resize_d
+        fc_task softmax_f, softmax_d
         fc_task flatten_f, flatten_d
 
     const fc_kernel_table *fc_select_kernels(int max_bits)
@@ -340,7 +342,8 @@ def _positive(**values):
 ACTIVATIONS = {"none": FC_ACT_NONE, "clamp": FC_ACT_CLAMP, "leaky": FC_ACT_LEAKY,
                "hardsigmoid": FC_ACT_HARDSIGMOID, "hardswish": FC_ACT_HARDSWISH,
                "sigmoid": FC_ACT_SIGMOID, "silu": FC_ACT_SILU, "tanh": FC_ACT_TANH,
-               "mish": FC_ACT_MISH, "gelu": FC_ACT_GELU, "gelu_tanh": FC_ACT_GELU_TANH}
+               "mish": FC_ACT_MISH, "gelu": FC_ACT_GELU, "gelu_tanh": FC_ACT_GELU_TANH,
+               "exp": FC_ACT_EXP}
 
 
 cdef fc_epi _epi(kind, lo, hi, alpha, beta):
@@ -558,6 +561,27 @@ def copy_channels(x, top, left, x_c0, count, out, out_top, out_left, c0, height,
     a.out_top, a.out_left, a.c0 = out_top, out_left, c0
     a.n, a.height, a.width, a.sh, a.sw = x.shape[0], height, width, sh, sw
     a.phase_step = phase_step
+    return s
+
+
+def softmax(x, top, left, height, width, out, out_top, out_left, tasks):
+    """The softmax over each pixel's channels (``nhwc.layout.softmax``)."""
+    dtype = out.dtype
+    _buffer("x", x, dtype)
+    _buffer("out", out, dtype, True)
+    _window("x", x, top, left, height, width)
+    _window("out", out, out_top, out_left, height, width)
+    if out.shape[3] != x.shape[3] or x.shape[0] != out.shape[0]:
+        raise ValueError(f"softmax: x of size {list(x.shape)} and out of size "
+                         f"{list(out.shape)} differ in batch or channels")
+    cdef Step s = _step("softmax", sizeof(fc_gap_args), K.softmax_f, K.softmax_d, dtype, tasks,
+                        [x, out])
+    cdef fc_gap_args *a = <fc_gap_args *>s.args
+    a.x, a.rows, a.cols, a.channels, a.top, a.left = (_data(x), x.shape[1], x.shape[2],
+                                                        x.shape[3], top, left)
+    a.n, a.height, a.width, a.maximum = x.shape[0], height, width, 0
+    a.out, a.out_rows, a.out_cols, a.out_top, a.out_left = (_data(out), out.shape[1],
+                                                              out.shape[2], out_top, out_left)
     return s
 
 

@@ -304,6 +304,7 @@ class _Vectors:
             epilogue.MISH: self._mish,
             epilogue.GELU: self._gelu,
             epilogue.GELU_TANH: self._gelu_tanh,
+            epilogue.EXP: lambda a: b.call(exp, [a]),
         }
         for code, fn in kinds.items():
             flag = b.icmp_signed("==", kind, ir.Constant(kind.type, code))

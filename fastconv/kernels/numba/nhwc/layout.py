@@ -1,7 +1,9 @@
 """The plan's edges and element-wise steps on NHWC: NCHW in and out, zeroing a buffer's
 border, a per-channel affine (a batch norm that follows no convolution), an activation on its
 own, the sum or product of two activations (one of them perhaps a pixel per image, as
-squeeze-and-excitation multiplies), and the copy of a concatenation's input into its slice.
+squeeze-and-excitation multiplies), the copy of a concatenation's input into its slice (or of
+a split's part, a nearest upsampling, a depth-to-space), a resize, and the softmax over the
+channels.
 
 Element-wise kernels take their operands as (buffer, top, left) with the (h, w) interior size,
 so that each may have its own border.
@@ -12,6 +14,8 @@ from __future__ import annotations
 from numba import prange
 
 from ....runtime import jit
+from ...epilogue import EXP
+from ..microkernel import activate_span
 from .epilogue import activate_row
 
 
@@ -163,6 +167,40 @@ def copy_channels(x, top, left, x_c0, count, out, out_top, out_left, c0, height,
                     at = o_at + (w * sw + j) * total
                     for c in range(count):  # flat indices: no view per pixel, for few channels
                         of[at + c] = xf[s_at + c]
+
+
+@jit(parallel=True)
+def softmax(x, top, left, height, width, out, out_top, out_left, tasks):
+    """The softmax over each pixel's channels: ``exp(x - max) / sum(exp(x - max))``, the
+    exponentials those of the epilogue (``microkernel.activate_span``)."""
+    n_images, rows_in, cols_in, channels = x.shape
+    rows_out, cols_out = out.shape[1], out.shape[2]
+    xf, of = x.reshape(-1), out.reshape(-1)
+    zero = x.dtype.type(0)
+    rows = n_images * height
+    for task in prange(tasks):
+        for r in range(task * rows // tasks, (task + 1) * rows // tasks):
+            n = r // height
+            h = r - n * height
+            x_at = ((n * rows_in + top + h) * cols_in + left) * channels
+            o_at = ((n * rows_out + out_top + h) * cols_out + out_left) * channels
+            for w in range(width):
+                src = xf[x_at + w * channels:x_at + (w + 1) * channels]
+                at = o_at + w * channels
+                dst = of[at:at + channels]
+                top_value = src[0]
+                for c in range(1, channels):
+                    if src[c] > top_value or src[c] != src[c]:  # a NaN makes them all NaN
+                        top_value = src[c]
+                for c in range(channels):
+                    dst[c] = src[c] - top_value
+                activate_span(of, at, channels, EXP, zero, zero, zero, zero)
+                total = zero
+                for c in range(channels):
+                    total += dst[c]
+                inverse = 1 / total
+                for c in range(channels):
+                    dst[c] = dst[c] * inverse
 
 
 @jit(parallel=True)
