@@ -473,6 +473,33 @@ def pool_reads_only_padding(size, kernel, stride, pads, dilation, ceil_mode) -> 
     return False
 
 
+def transposed_phases(size: int, kernel: int, stride: int, pads: tuple[int, int],
+                      dilation: int = 1, output_padding: int = 0):
+    """One axis of a transposed convolution as ``stride`` ordinary ones, one per output
+    phase: ``(out_size, below, above, phases)``.
+
+    Output index ``p + q * stride`` (phase p) sums tap i's weight times input index ``q +
+    offset``, for each ``(i, offset)`` of its phase (the taps with ``p + pad_begin - i *
+    dilation`` a multiple of the stride): ``phases`` lists ``(p, count, [(i, offset), ...])``
+    for each phase with outputs. An input read outside the axis is zero: ``below`` and
+    ``above`` are the zeros it needs before and after itself."""
+    begin, end = pads
+    out = (size - 1) * stride - begin - end + dilation * (kernel - 1) + 1 + output_padding
+    below = above = 0
+    phases = []
+    for p in range(stride):
+        count = len(range(p, out, stride))
+        if count == 0:
+            continue
+        taps = [(i, (p + begin - i * dilation) // stride) for i in range(kernel)
+                if (p + begin - i * dilation) % stride == 0]
+        for _, offset in taps:
+            below = max(below, -offset)
+            above = max(above, count - 1 + offset - (size - 1))
+        phases.append((p, count, taps))
+    return out, below, above, phases
+
+
 #: ONNX Resize's coordinate transformations the plan's resize follows, and its rounding modes.
 RESIZE_COORDINATES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
 RESIZE_ROUNDING = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")

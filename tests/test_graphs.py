@@ -336,9 +336,36 @@ def test_conv_transpose_from_torch():
                                atol=1e-5)
     np.testing.assert_allclose(fc.Network.from_torch(traced)(x.numpy()), relu, rtol=1e-5,
                                atol=1e-5)
-    with pytest.raises(ValueError, match=r"layer 0 \(ConvTranspose2d\): kernel_size=\(3, 3\), "
-                                         r"stride=\(2, 2\).* whose kernel is its stride"):
-        fc.Network.from_torch(torch.nn.Sequential(torch.nn.ConvTranspose2d(3, 4, 3, 2)).eval())
+    with pytest.raises(ValueError, match=r"layer 0 \(ConvTranspose2d\): padding='same'.*is "
+                                         r"not supported by Network.from_torch"):
+        layer = torch.nn.ConvTranspose2d(3, 4, 3, 2)
+        layer.padding = "same"
+        fc.Network.from_torch(torch.nn.Sequential(layer).eval())
+
+
+@needs_torch
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("args", [
+    dict(kernel_size=3, stride=2, padding=1, output_padding=1),  # the usual 2x up
+    dict(kernel_size=4, stride=2, padding=1),  # a DCGAN's / a segmentation head's
+    dict(kernel_size=(3, 2), stride=(1, 3), padding=(2, 0), dilation=(2, 1)),
+    dict(kernel_size=2, stride=3, groups=2),  # phases without taps: the bias alone
+    dict(kernel_size=5, stride=2, padding=2, output_padding=1, groups=4, bias=False),
+    dict(kernel_size=1, stride=1, padding=0),
+])
+def test_any_conv_transpose_runs_as_one_convolution_per_phase(args, dtype):
+    """nn.ConvTranspose2d of any stride, padding, output padding, dilation and groups (a
+    batch norm after it folded, a ReLU fused) against torch, odd sizes, batch 2."""
+    torch.manual_seed(1)
+    c_in, c_out = 4, 8
+    up = torch.nn.Sequential(torch.nn.Conv2d(3, c_in, 3, padding=1),
+                             torch.nn.ConvTranspose2d(c_in, c_out, **args),
+                             torch.nn.BatchNorm2d(c_out), torch.nn.ReLU()).eval()
+    up[2].running_mean.uniform_(-1, 1)
+    x = np.random.default_rng(2).standard_normal((2, 3, 5, 7))
+    net, _ = check_plan(up, x, dtype)
+    pointwise = args == dict(kernel_size=1, stride=1, padding=0)  # a 1x1 convolution
+    assert ("convolutions, one per output phase" in str(net)) != pointwise
 
 
 class _Traced(torch.nn.Module if torch is not None else object):

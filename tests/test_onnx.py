@@ -693,3 +693,36 @@ def test_softmax_over_the_channels(opset, size, planned):
     x = rng.standard_normal((2, 3, *size)).astype(np.float32)
     _close(net(x), _ort(data, x))
     assert ("node 'sm' (Softmax): fallback" not in str(net)) == planned
+
+
+@pytest.mark.parametrize("attrs", [
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1]),
+    dict(kernel_shape=[4, 3], strides=[2, 1], pads=[1, 0, 2, 1], dilations=[1, 2]),
+    dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+    dict(kernel_shape=[3, 2], strides=[3, 2], auto_pad="SAME_LOWER", group=2),
+    dict(kernel_shape=[3, 3], strides=[2, 2], output_shape=[12, 15]),
+    dict(kernel_shape=[2, 2], strides=[3, 3], group=4),  # phases without a tap
+])
+def test_any_conv_transpose_runs_on_the_plan(attrs):
+    """ConvTranspose of any strides, pads, output_padding, dilations, group, auto_pad and
+    output_shape: one convolution per output phase, as ONNX Runtime."""
+    rng = _rng(18)
+    groups = attrs.get("group", 1)
+    w = rng.standard_normal((4, 8 // groups, *attrs["kernel_shape"])).astype(np.float32)
+    nodes = [helper.make_node("ConvTranspose", ["x", "W", "B"], ["t"], name="ct", **attrs),
+             helper.make_node("Relu", ["t"], ["y"])]
+    data = _graph(nodes, ["N", 4, 6, 7], [("W", w), ("B", rng.standard_normal(8).astype(
+        np.float32))])
+    net = fc.Network.from_onnx(data, fallback=False)
+    for batch in (1, 2):
+        x = rng.standard_normal((batch, 4, 6, 7)).astype(np.float32)
+        _close(net(x), _ort(data, x))
+    assert "one per output phase" in str(net)
+    with pytest.raises(ValueError, match=r"node 'ct' \(ConvTranspose\) is invalid: "
+                                         r"output_padding=\[2, 2\] must be below the stride"):
+        bad = [helper.make_node("ConvTranspose", ["x", "W", "B"], ["y"], name="ct",
+                                kernel_shape=[3, 3], strides=[2, 2], output_padding=[2, 2])]
+        fc.Network.from_onnx(_graph(bad, ["N", 4, 6, 7], [("W", w[:, :, :3, :3]), (
+            "B", np.zeros(8, np.float32))]) if groups == 1 else _graph(
+            bad, ["N", 4, 6, 7], [("W", rng.standard_normal((4, 8, 3, 3)).astype(np.float32)),
+                                  ("B", np.zeros(8, np.float32))]))

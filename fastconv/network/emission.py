@@ -11,8 +11,8 @@ import numpy as np
 
 from ..kernels.epilogue import ACTIVATIONS
 from .arena import Buffer, Ref
-from ..spec import resize_taps
-from .graph import Node, conv_spec, pool_spec
+from ..spec import resize_taps, transposed_phases
+from .graph import Node, conv_spec, deconv_axes, deconv_geometry, pool_spec
 from .selection import Choice, parallel_tasks
 from .step_args import (Affine, AvgPool, Binary, Conv, CopyChannels, Depthwise, Depthwise3x3,
                         ExpandedSeparable, Flatten, GlobalAverage, MaxPool, Resize, Separable,
@@ -400,6 +400,51 @@ def _emit_transpose_gemm(ctx: Context, choice: Choice, steps: list) -> str:
             "output phase (register tiles)")
 
 
+def _emit_transpose_conv(ctx: Context, choice: Choice, steps: list) -> str:
+    """Any transposed convolution (strides, pads, dilations, output padding, groups) as one
+    convolution per output phase on the GEMM tiles (``spec.transposed_phases``): the phase's
+    output pixels read the input at their taps' offsets, its zeros in the input's border, and
+    write their own pixels through the tiles' table (no col2im, no zero-stuffed input)."""
+    k, node = ctx.kernels, choice.head
+    src, dst = node.inputs[0], node.output
+    s_in, weight = ctx.shapes[src], node.attrs["weight"]  # (C_out, C_in / groups, kh, kw)
+    geometry = deconv_geometry(node)
+    groups, (sh, sw) = geometry["groups"], geometry["stride"]
+    c_out, c_group = weight.shape[0], weight.shape[1]
+    rows_axis, cols_axis = (transposed_phases(n, *axis)[3] for n, axis in zip(
+        (s_in.height, s_in.width), deconv_axes(node)))
+    x_buf = ctx.buffer(src)
+    cols = x_buf.dims(1)[2]
+    for ph, count_h, taps_h in rows_axis:
+        for pw, count_w, taps_w in cols_axis:
+            pairs = [(i, oi, j, oj) for i, oi in taps_h for j, oj in taps_w]
+            key = (node.name, "phase", ph, pw, choice.wide)
+            if key not in ctx.packed:  # no tap: a zero weight, the bias alone
+                sub = (weight[:, :, [p[0] for p in taps_h]][:, :, :, [p[0] for p in taps_w]]
+                       if pairs else np.zeros((c_out, c_group, 1, 1), weight.dtype))
+                ctx.packed[key] = k.pack(np.ascontiguousarray(sub), groups, ctx.dtype,
+                                         choice.wide)
+            w, panel = ctx.packed[key]
+            offsets = [(oi, oj) for _, oi, _, oj in pairs] or [(0, 0)]
+            taps = np.array([(oi * cols + oj) * s_in.channels for oi, oj in offsets], np.int64)
+            n, q, r = np.meshgrid(np.arange(ctx.batch), np.arange(count_h), np.arange(count_w),
+                                  indexing="ij")
+            at = (q, r) if pairs else (0 * q, 0 * r)  # a tapless phase reads pixel (0, 0)
+            rows = x_buf.pixel(n, *at).reshape(-1).astype(np.int64)
+            out_rows = ctx.pixels(dst, n, ph + q * sh, pw + r * sw)
+            grid = k.schedule(rows.size, taps.size * c_group, c_out // groups, groups,
+                              ctx.dtype, ctx.tasks, choice.wide, c_group)._asdict()
+            steps.append(Step("", Conv(
+                x=ctx.ref(src, True), rows=rows, taps=taps, c_in=c_group, groups=groups, w=w,
+                panel=panel, out=ctx.ref(dst, True), out_rows=out_rows,
+                out_per_group=c_out // groups, **_bias(node.attrs["bias"], ctx.dtype),
+                **ctx.epilogue(node), res=ctx.ref(dst, True), res_rows=out_rows, res_mode=0,
+                **_tile(choice), **grid, out_border=ctx.border(dst))))
+    kh, kw = weight.shape[2:]
+    return (f"transposed conv {kh}x{kw}/{sh}x{sw} as {len(rows_axis) * len(cols_axis)} "
+            "convolutions, one per output phase (register tiles)")
+
+
 def _tile(choice: Choice) -> dict:
     """The choice's GEMM tile as a kernel's ``wide, mr, nr``."""
     return dict(wide=choice.wide, mr=choice.mr, nr=choice.nr)
@@ -588,7 +633,8 @@ def _emit_linear(ctx: Context, choice: Choice, steps: list) -> str:
 
 #: Each kind of choice's emitter (``selection.KINDS`` but "alias", which runs nothing).
 EMITTERS = {
-    "gemm": _emit_gemm, "transpose_gemm": _emit_transpose_gemm, "winograd": _emit_winograd,
+    "gemm": _emit_gemm, "transpose_gemm": _emit_transpose_gemm,
+    "transpose_conv": _emit_transpose_conv, "winograd": _emit_winograd,
     "depthwise_3x3": _emit_depthwise, "depthwise": _emit_depthwise, "separable": _emit_separable,
     "expanded_separable": _emit_expanded_separable, "linear": _emit_linear,
     "affine": _emit_affine, "binary": _emit_binary, "concat": _emit_concat,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..spec import ConvSpec, PoolSpec
+from ..spec import ConvSpec, PoolSpec, transposed_phases
 
 INPUT = "input"
 
@@ -71,8 +71,9 @@ class Node:
     """One operation.
 
     ``op`` is one of ``conv`` (attrs: ``spec`` without input size, ``weight`` OIHW, ``bias``),
-    ``deconv`` (a transposed convolution whose kernel is its ``stride``: ``weight`` as (C_out,
-    C_in, kh, kw), ``bias``; each input pixel writes its own kh x kw output pixels),
+    ``deconv`` (a transposed convolution: ``weight`` as a grouped convolution's (C_out,
+    C_in / groups, kh, kw), ``bias``, ``stride``, and :func:`deconv_geometry`'s ``pads``,
+    ``dilation``, ``output_padding``, ``groups``),
     ``upsample`` (nearest, by integer ``factors`` (sh, sw): each pixel repeated sh x sw times),
     ``resize`` (ONNX's Resize, nearest or linear, to ``size`` (H', W'): ``mode``,
     ``coordinates``, ``rounding``, and the ``scales`` (sh, sw) its coordinates divide by, or
@@ -178,6 +179,34 @@ def _shown(shape: Shape, batch: int) -> str:
     return str(list(shape.batched(batch)))
 
 
+def deconv_geometry(node: Node) -> dict:
+    """A transposed convolution's ``stride``, ``pads`` ((top, bottom), (left, right)),
+    ``dilation``, ``output_padding`` and ``groups`` (defaults: none of them)."""
+    a = node.attrs
+    return dict(stride=tuple(a["stride"]),
+                pads=tuple(map(tuple, a.get("pads", ((0, 0), (0, 0))))),
+                dilation=tuple(a.get("dilation", (1, 1))),
+                output_padding=tuple(a.get("output_padding", (0, 0))), groups=a.get("groups", 1))
+
+
+def deconv_axes(node: Node) -> list[tuple]:
+    """Each axis's ``spec.transposed_phases`` arguments but its size: (kernel, stride, pads,
+    dilation, output_padding)."""
+    g = deconv_geometry(node)
+    kernel = node.attrs["weight"].shape[2:]
+    return [(kernel[i], g["stride"][i], g["pads"][i], g["dilation"][i], g["output_padding"][i])
+            for i in (0, 1)]
+
+
+def is_shuffle_deconv(node: Node) -> bool:
+    """A transposed convolution whose kernel is its stride, without pads, dilation, output
+    padding or groups: each input pixel writes its own kh x kw output pixels."""
+    g = deconv_geometry(node)
+    return (tuple(node.attrs["weight"].shape[2:]) == g["stride"]
+            and g["pads"] == ((0, 0), (0, 0)) and g["dilation"] == (1, 1)
+            and g["output_padding"] == (0, 0) and g["groups"] == 1)
+
+
 def conv_spec(node: Node, shape: Shape) -> ConvSpec:
     """The node's ConvSpec for an input of ``shape``."""
     return node.attrs["spec"].with_input_size(shape.height, shape.width)
@@ -234,12 +263,17 @@ def _node_shape(node: Node, shape: Shape, shapes: dict, batch: int) -> Shape:
                 from None
         return Shape(spec.out_channels, *out)
     if op == "deconv":
-        c_out, c_in = a["weight"].shape[:2]
+        geometry = deconv_geometry(node)
+        c_out, c_in = a["weight"].shape[0], a["weight"].shape[1] * geometry["groups"]
         if shape.flat or shape.channels != c_in:
             raise ValueError(f"{node.name}: expected input of {c_in} channels (N, C, H, W), but "
                              f"got input of size {_shown(shape, batch)}")
-        kh, kw = a["stride"]
-        return Shape(c_out, shape.height * kh, shape.width * kw)
+        sizes = [transposed_phases(n, *axis)[0] for n, axis in zip(
+            (shape.height, shape.width), deconv_axes(node))]
+        if min(sizes) < 1:
+            raise ValueError(f"{node.name} on input of size {_shown(shape, batch)}: the output "
+                             f"would be {sizes[0]} x {sizes[1]}")
+        return Shape(c_out, *sizes)
     if op == "slice":
         if shape.flat or a["c0"] + a["channels"] > shape.channels:
             raise ValueError(f"{node.name}: channels {a['c0']} to {a['c0'] + a['channels']} of "

@@ -126,7 +126,7 @@ class Network:
         The model is checked and its shapes inferred with the ``onnx`` package first
         (opsets 11 and later). Each operator follows the ONNX specification. These run on
         the plan's kernels (``onnx_import.SUPPORTED``; the README says with which
-        attributes): Conv, ConvTranspose whose kernel is its stride, BatchNormalization,
+        attributes): Conv, ConvTranspose, BatchNormalization,
         Relu, Clip, LeakyRelu, HardSigmoid, HardSwish, Sigmoid, Tanh, Mish, Gelu, Mul and Add
         (of two activations, one perhaps (N, C, 1, 1), or of a constant per channel), Sub and
         Div by constants, Concat on the channels, MaxPool, AveragePool (undilated, pads up to

@@ -365,23 +365,53 @@ class Reader:
                            f"{list(weight.shape)}")
         auto = attrs.get("auto_pad", b"NOTSET")
         auto = auto.decode() if isinstance(auto, bytes) else auto
-        pads = list(attrs.get("pads", [0, 0, 0, 0])) if auto in ("NOTSET", "") else [0] * 4
+        dilations = tuple(int(d) for d in attrs.get("dilations", (1, 1)))
+        extra = tuple(int(p) for p in attrs.get("output_padding", (0, 0)))
+        groups = int(attrs.get("group", 1))
         size = self.shapes.get(node.input[0], (None,) * 4)[2:]
+        if any(p < 0 or p >= max(s, d) for p, s, d in zip(extra, strides, dilations)):
+            raise _Invalid(f"output_padding={list(extra)} must be below the stride or the "
+                           f"dilation ({list(strides)}, {list(dilations)})")
+        if weight.shape[0] % groups:
+            raise _Invalid(f"W of shape {list(weight.shape)} does not split into {groups} groups")
+        if auto in ("SAME_UPPER", "SAME_LOWER"):  # the output is the input times the stride
+            if None in size:
+                raise _Refused("auto_pad SAME needs the input's size known")
+            pads = []
+            for n, k, s, d, p in zip(size, kernel, strides, dilations, extra):
+                total = max(0, s * (n - 1) + p + (k - 1) * d + 1 - n * s)
+                pads.append((total // 2, total - total // 2) if auto == "SAME_UPPER"
+                            else (total - total // 2, total // 2))
+        else:
+            flat = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])] if auto in (
+                "NOTSET", "") else [0] * 4
+            if min(flat) < 0:
+                raise _Invalid(f"pads={flat} must not be negative")
+            pads = [(flat[0], flat[2]), (flat[1], flat[3])]
         wanted = attrs.get("output_shape")
-        if (attrs.get("group", 1) != 1 or tuple(attrs.get("dilations", (1, 1))) != (1, 1)
-                or strides != kernel or any(pads) or any(attrs.get("output_padding", [0, 0]))
-                or (wanted is not None and (None in size or list(wanted)[-2:] != [
-                    n * s for n, s in zip(size, strides)]))):
-            raise _Refused(f"kernel {list(kernel)}, strides {list(strides)}, pads {pads}: the "
-                           "plan's transposed convolution is one whose kernel is its stride, "
-                           "without pads, output_padding, dilation or groups")
+        if wanted is not None:  # the pads it takes: the specification's split of their total
+            if None in size:
+                raise _Refused("output_shape needs the input's size known")
+            pads, grown = [], []
+            for n, k, s, d, p, o in zip(size, kernel, strides, dilations, extra,
+                                        list(wanted)[-2:]):
+                total = s * (n - 1) + p + (k - 1) * d + 1 - int(o)
+                grown.append(p + max(0, -total))  # a larger output: rows the input misses
+                total = max(0, total)
+                pads.append((total // 2, total - total // 2) if auto == "SAME_UPPER"
+                            else (total - total // 2, total // 2))
+            extra = tuple(grown)
         bias = None
         if len(node.input) > 2 and node.input[2]:
             bias = np.array(self._constant(node.input[2], "bias B"), self.dtype).reshape(-1)
-        # as (C_out, C_in, kh, kw): a convolution's layout, so that a batch norm folds alike
+        c_in_group, c_out_group, kh, kw = weight.shape[0] // groups, weight.shape[1], *kernel
+        # as a grouped convolution's (C_out, C_in / groups, kh, kw), so that a batch norm
+        # folds alike
+        ours = np.transpose(np.reshape(weight, (groups, c_in_group, c_out_group, kh, kw)),
+                            (0, 2, 1, 3, 4)).reshape(groups * c_out_group, c_in_group, kh, kw)
         self._emit(node, label, "deconv", [self._value(node.input[0])],
-                   weight=np.ascontiguousarray(np.transpose(weight, (1, 0, 2, 3)), self.dtype),
-                   bias=bias, stride=strides)
+                   weight=np.ascontiguousarray(ours, self.dtype), bias=bias, stride=strides,
+                   pads=tuple(pads), dilation=dilations, output_padding=extra, groups=groups)
 
     def _BatchNormalization(self, node, label):
         attrs = self._attrs(node)

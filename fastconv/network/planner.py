@@ -21,7 +21,8 @@ import numpy as np
 
 from .arena import Buffer, Ref, liveness, place
 from .emission import Context, Step, emit
-from .graph import INPUT, Graph, Node, Shape, conv_spec, infer_shapes
+from ..spec import transposed_phases
+from .graph import INPUT, Graph, Node, Shape, conv_spec, deconv_axes, infer_shapes
 from .selection import PADS_ITS_INPUT, WRITES_PER_PIXEL, Choice, select
 from .step_args import FromNchw
 
@@ -154,6 +155,15 @@ def _buffers(graph: Graph, shapes: dict, choices: list[Choice]):
                 if value in slots:
                     buffer_of[value] = buffer_of[node.output]
     for choice in choices:  # the padding each reader needs, on its input's border
+        if choice.kind == "transpose_conv":  # the zeros its phases read around the input
+            node = choice.head
+            s_in = shapes[node.inputs[0]]
+            (_, top, bottom, _), (_, left, right, _) = (
+                transposed_phases(n, *axis) for n, axis in zip((s_in.height, s_in.width),
+                                                               deconv_axes(node)))
+            border = buffers[buffer_of[node.inputs[0]]].border
+            for i, pad in enumerate((top, bottom, left, right)):
+                border[i] = max(border[i], pad)
         if choice.kind in PADS_ITS_INPUT:  # an expanded input is padded in the slab
             node = choice.head
             spec = conv_spec(node, shapes[node.inputs[0]])
@@ -169,7 +179,7 @@ def _buffers(graph: Graph, shapes: dict, choices: list[Choice]):
 
 #: Bytes of tables per output pixel of a kind that addresses its pixels through them (its
 #: input's first element, its output's, a residual's: int64 each).
-_TABLE_BYTES = {"gemm": 24, "transpose_gemm": 24, "separable": 24, "expanded_separable": 32, "max_pool": 8,
+_TABLE_BYTES = {"gemm": 24, "transpose_gemm": 24, "transpose_conv": 24, "separable": 24, "expanded_separable": 32, "max_pool": 8,
                 "avg_pool": 8}
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..kernels import tuning
 from ..spec import ConvSpec
-from .graph import HARDSWISH, SILU, Activation, Graph, Node
+from .graph import HARDSWISH, SILU, Activation, Graph, Node, is_shuffle_deconv
 
 
 def optimize(graph: Graph) -> Graph:
@@ -41,7 +41,8 @@ def optimize(graph: Graph) -> Graph:
         _fuse_residual(graph, node)
     _fuse_activations(graph)  # a ReLU after a residual addition
     for node in [n for n in graph.nodes if n.op == "deconv"]:
-        if node.attrs["weight"].shape[0] < tuning.PLAN_DECONV_SHUFFLE_BELOW:
+        if (is_shuffle_deconv(node)
+                and node.attrs["weight"].shape[0] < tuning.PLAN_DECONV_SHUFFLE_BELOW):
             _deconv_as_shuffle(graph, node)
     return graph
 
@@ -57,15 +58,16 @@ def _deconv_as_shuffle(graph: Graph, node: Node) -> None:
                                                                      1, 1))
     bias = node.attrs["bias"]
     bias = None if bias is None else np.tile(bias, kh * kw)
-    inner = f"{node.output} (taps)"
+    inner = f"{node.output} (taps)" if (kh, kw) != (1, 1) else node.output
+    attrs = {k: v for k, v in node.attrs.items() if k not in (
+        "stride", "pads", "dilation", "output_padding", "groups")}
     conv = Node("conv", node.inputs, inner, node.name, dict(
-        node.attrs, spec=ConvSpec(c_in, kh * kw * c_out, 1, bias=bias is not None),
-        weight=taps, bias=bias))
-    del conv.attrs["stride"]
-    shuffle = Node("depth_to_space", (inner,), node.output, f"{node.name} (depth to space)",
-                   dict(block=(kh, kw)))
+        attrs, spec=ConvSpec(c_in, kh * kw * c_out, 1, bias=bias is not None), weight=taps,
+        bias=bias))
+    shuffle = [Node("depth_to_space", (inner,), node.output, f"{node.name} (depth to space)",
+                    dict(block=(kh, kw)))] if inner != node.output else []  # 1x1: the conv
     at = graph.nodes.index(node)
-    graph.nodes[at:at + 1] = [conv, shuffle]
+    graph.nodes[at:at + 1] = [conv, *shuffle]
 
 
 def _hard_sigmoid(graph: Graph, scale: Node) -> None:

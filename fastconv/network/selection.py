@@ -16,18 +16,18 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..kernels import tuning
-from .graph import Graph, Node, conv_spec
+from .graph import Graph, Node, conv_spec, deconv_geometry, is_shuffle_deconv
 
 #: The kinds of kernel a node runs on.
-KINDS = ("gemm", "transpose_gemm", "winograd", "depthwise_3x3", "depthwise", "separable",
+KINDS = ("gemm", "transpose_gemm", "transpose_conv", "winograd", "depthwise_3x3", "depthwise", "separable",
          "expanded_separable", "linear", "affine", "binary", "concat", "max_pool", "avg_pool",
          "global_average", "global_max", "softmax", "squeeze_excite", "flatten", "nearest_upsample", "resize",
          "channel_slice", "depth_to_space", "alias")
 
 #: The kinds whose output may be written straight into a concatenation's channel slice: the
 #: GEMM tiles, pixel by pixel through a table of offsets, and the nearest upsampling.
-WRITES_PER_PIXEL = {"gemm", "transpose_gemm", "separable", "expanded_separable",
-                    "nearest_upsample", "channel_slice", "depth_to_space"}
+WRITES_PER_PIXEL = {"gemm", "transpose_gemm", "transpose_conv", "separable",
+                    "expanded_separable", "nearest_upsample", "channel_slice", "depth_to_space"}
 #: The kinds that read their input through its border (its padding); a fused expand block
 #: pads its expanded rows in its own slab.
 PADS_ITS_INPUT = {"gemm", "winograd", "depthwise_3x3", "depthwise", "separable"}
@@ -118,10 +118,16 @@ def select(graph: Graph, shapes: dict, batch: int, threads: int, kernels) -> lis
             if node.op == "linear":
                 out_features, in_features = node.attrs["weight"].shape
                 wide = kernels.wide(batch, in_features, out_features, 1, dtype, tasks)
-            elif node.op == "deconv":  # a pointwise GEMM per output phase
-                s_in = shapes[node.inputs[0]]
-                wide = kernels.wide(batch * s_in.height * s_in.width, s_in.channels,
-                                    node.attrs["weight"].shape[0], 1, dtype, tasks)
+            elif node.op == "deconv":  # a GEMM per output phase, of its phase's taps
+                s_in, weight = shapes[node.inputs[0]], node.attrs["weight"]
+                groups = deconv_geometry(node)["groups"]
+                stride = deconv_geometry(node)["stride"]
+                taps = max(1, weight.shape[2] // stride[0]) * max(1, weight.shape[3] // stride[1])
+                wide = kernels.wide(batch * s_in.height * s_in.width, taps * weight.shape[1],
+                                    weight.shape[0] // groups, groups, dtype, tasks)
+                kind = "transpose_gemm" if is_shuffle_deconv(node) else "transpose_conv"
+                choices.append(_tiled(Choice(kind, (node,), wide), dtype, kernels))
+                continue
             choices.append(_tiled(Choice(_BY_OP[node.op], (node,), wide), dtype, kernels))
         else:
             raise ValueError(f"{node.name}: no kernel for {node.op!r}")
@@ -130,8 +136,8 @@ def select(graph: Graph, shapes: dict, batch: int, threads: int, kernels) -> lis
 
 def _tiled(choice: Choice, dtype, kernels) -> Choice:
     """``choice`` with the shape of its tile (for a kind that has one)."""
-    if choice.kind not in ("gemm", "transpose_gemm", "winograd", "linear", "separable",
-                           "expanded_separable"):
+    if choice.kind not in ("gemm", "transpose_gemm", "transpose_conv", "winograd", "linear",
+                           "separable", "expanded_separable"):
         return choice
     mr, nr = kernels.tile_shape(dtype, choice.wide)
     return replace(choice, mr=mr, nr=nr)

@@ -109,19 +109,21 @@ def _node(layer, kind, label, dtype, value, output) -> Node:
         bias = None if layer.bias is None else _numpy(layer.bias, dtype)
         return node("conv", spec=spec, weight=_numpy(layer.weight, dtype), bias=bias)
     if kind == "ConvTranspose2d":
-        if (tuple(layer.kernel_size) != tuple(layer.stride) or any(layer.padding)
-                or any(layer.output_padding) or layer.groups != 1 or any(
-                    d != 1 for d in layer.dilation) or layer.padding_mode != "zeros"):
-            raise ValueError(f"{label}: kernel_size={tuple(layer.kernel_size)}, stride="
-                             f"{tuple(layer.stride)}, padding={tuple(layer.padding)}, "
-                             f"output_padding={tuple(layer.output_padding)}, groups="
-                             f"{layer.groups}, dilation={tuple(layer.dilation)}: "
-                             "Network.from_torch plans a ConvTranspose2d whose kernel is its "
-                             "stride, without padding, output_padding, groups or dilation")
+        if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+            raise ValueError(f"{label}: padding={layer.padding!r}, padding_mode="
+                             f"{layer.padding_mode!r} is not supported by Network.from_torch, "
+                             "only numbers and 'zeros'")
         bias = None if layer.bias is None else _numpy(layer.bias, dtype)
-        return node("deconv", weight=np.ascontiguousarray(
-            _numpy(layer.weight, dtype).transpose(1, 0, 2, 3)), bias=bias,
-                    stride=tuple(layer.stride))
+        g = layer.groups
+        w = _numpy(layer.weight, dtype)  # (C_in, C_out / groups, kh, kw)
+        c_in_group, c_out_group, kh, kw = w.shape[0] // g, w.shape[1], *w.shape[2:]
+        ours = w.reshape(g, c_in_group, c_out_group, kh, kw).transpose(0, 2, 1, 3, 4)
+        return node("deconv", weight=np.ascontiguousarray(ours.reshape(g * c_out_group,
+                                                                       c_in_group, kh, kw)),
+                    bias=bias, stride=tuple(layer.stride),
+                    pads=tuple((p, p) for p in layer.padding),
+                    dilation=tuple(layer.dilation),
+                    output_padding=tuple(layer.output_padding), groups=g)
     if kind == "BatchNorm2d":
         if layer.running_mean is None or layer.running_var is None:
             raise ValueError(f"{label} keeps no running statistics (track_running_stats=False): "
