@@ -107,7 +107,7 @@ def test_the_new_steps_refuse_what_does_not_fit():
         plan.squeeze_excite(*se._replace(scratch=np.zeros((2, 17), f)))
     copy = CopyChannels(x=x, top=0, left=0, x_c0=0, count=2, out=np.zeros((1, 8, 8, 2), f),
                         out_top=0, out_left=0, c0=0, height=4, width=4, sh=2, sw=2,
-                        phase_step=2, tasks=2)
+                        phase_step=2, row_step=1, col_step=1, tasks=2)
     plan.copy_channels(*copy)
     with pytest.raises(ValueError, match=r"copy_channels: channels 0 to 11 of x of size "
                                          r"\[1, 4, 4, 8\] do not fit"):

@@ -726,3 +726,38 @@ def test_any_conv_transpose_runs_on_the_plan(attrs):
             "B", np.zeros(8, np.float32))]) if groups == 1 else _graph(
             bad, ["N", 4, 6, 7], [("W", rng.standard_normal((4, 8, 3, 3)).astype(np.float32)),
                                   ("B", np.zeros(8, np.float32))]))
+
+
+def _slice(name, out, starts, ends, axes, steps, inits):
+    inits += [(f"{name}_s", np.array(starts)), (f"{name}_e", np.array(ends)),
+              (f"{name}_a", np.array(axes)), (f"{name}_t", np.array(steps))]
+    return helper.make_node("Slice", ["x", f"{name}_s", f"{name}_e", f"{name}_a", f"{name}_t"],
+                            [out], name=name)
+
+
+def test_yolov5_focus_runs_on_the_plan():
+    """YOLOv5's Focus: four Slices of every other row and column, concatenated on the
+    channels (each written straight into its slice), then a convolution; and other strided
+    slices of the pixels, as ONNX Runtime."""
+    rng = _rng(19)
+    inits = [("W", rng.standard_normal((6, 12, 3, 3)).astype(np.float32))]
+    parts = [_slice(f"s{k}", f"p{k}", [dy, dx], [2**40, 2**40], [2, 3], [2, 2], inits)
+             for k, (dy, dx) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)])]
+    nodes = [*parts, helper.make_node("Concat", [f"p{k}" for k in range(4)], ["f"], axis=1),
+             _conv("c", ("f", "W"), "y", pads=[1, 1, 1, 1])]
+    data = _graph(nodes, ["N", 3, 10, 14], inits)
+    net = fc.Network.from_onnx(data, fallback=False)
+    x = rng.standard_normal((2, 3, 10, 14)).astype(np.float32)
+    _close(net(x), _ort(data, x))
+    assert str(net).count("every 2 x 2 into its concatenation's slice") == 4
+    x = rng.standard_normal((2, 3, 10, 13)).astype(np.float32)
+    inits = []
+    other = [_slice("o", "y", [-8, 1], [-1, 12], [-2, 3], [3, 4], inits)]
+    data = _graph(other, ["N", 3, 10, 13], inits)
+    _close(fc.Network.from_onnx(data, fallback=False)(x), _ort(data, x))
+    backwards = [_slice("b", "y", [5], [0], [2], [-1], [])]
+    with pytest.raises(ValueError, match=r"node 'b' \(Slice\) is not supported: a slice of "
+                                         r"\[1, 3, 10, 13\] on axes \[2\] by steps \[-1\]"):
+        fc.Network.from_onnx(_graph(backwards, ["N", 3, 10, 13], [
+            ("b_s", np.array([5])), ("b_e", np.array([0])), ("b_a", np.array([2])),
+            ("b_t", np.array([-1]))]), fallback=False)

@@ -139,7 +139,7 @@ def _emit_concat(ctx: Context, choice: Choice, steps: list) -> str:
                 x=ctx.ref(value), top=v_top, left=v_left, x_c0=0,
                 count=ctx.shapes[value].channels, out=ctx.ref(dst), out_top=o_top,
                 out_left=o_left, c0=c0, height=s.height, width=s.width, sh=1, sw=1,
-                phase_step=0, tasks=ctx.tasks)))
+                phase_step=0, row_step=1, col_step=1, tasks=ctx.tasks)))
             copies += 1
         c0 += ctx.shapes[value].channels
     written = len(node.inputs) - copies
@@ -158,7 +158,7 @@ def _emit_nearest_upsample(ctx: Context, choice: Choice, steps: list) -> str:
     steps.append(Step("", CopyChannels(
         x=ctx.ref(src), top=top, left=left, x_c0=0, count=s_in.channels, out=ctx.ref(dst),
         out_top=o_top, out_left=o_left, c0=ctx.slots.get(dst, 0), height=s_in.height,
-        width=s_in.width, sh=sh, sw=sw, phase_step=0, tasks=ctx.tasks)))
+        width=s_in.width, sh=sh, sw=sw, phase_step=0, row_step=1, col_step=1, tasks=ctx.tasks)))
     return f"nearest upsampling x{sh}x{sw}" + (" into its concatenation's slice"
                                                if dst in ctx.slots else "")
 
@@ -194,9 +194,26 @@ def _emit_depth_to_space(ctx: Context, choice: Choice, steps: list) -> str:
     steps.append(Step("", CopyChannels(
         x=ctx.ref(src), top=top, left=left, x_c0=0, count=s.channels, out=ctx.ref(dst),
         out_top=o_top, out_left=o_left, c0=ctx.slots.get(dst, 0), height=s_in.height,
-        width=s_in.width, sh=bh, sw=bw, phase_step=s.channels, tasks=ctx.tasks)))
+        width=s_in.width, sh=bh, sw=bw, phase_step=s.channels, row_step=1, col_step=1,
+        tasks=ctx.tasks)))
     return f"depth to space {bh}x{bw}" + (" into its concatenation's slice"
                                           if dst in ctx.slots else "")
+
+
+def _emit_pixel_slice(ctx: Context, choice: Choice, steps: list) -> str:
+    """A Slice of the pixels, every ``step``-th row and column from the first: the copy reads
+    its input pixels ``step`` apart; into its concatenation's slice when that is its only
+    reader (YOLOv5's Focus: four such slices, one concatenation, no value apart)."""
+    node = choice.head
+    src, dst, s, (top, left), (o_top, o_left) = _windows(ctx, node)
+    (h0, row_step, _), (w0, col_step, _) = node.attrs["rows"], node.attrs["cols"]
+    steps.append(Step("", CopyChannels(
+        x=ctx.ref(src), top=top + h0, left=left + w0, x_c0=0, count=s.channels,
+        out=ctx.ref(dst), out_top=o_top, out_left=o_left, c0=ctx.slots.get(dst, 0),
+        height=s.height, width=s.width, sh=1, sw=1, phase_step=0, row_step=row_step,
+        col_step=col_step, tasks=ctx.tasks)))
+    return (f"pixels from ({h0}, {w0}) every {row_step} x {col_step}"
+            + (" into its concatenation's slice" if dst in ctx.slots else ""))
 
 
 def _emit_channel_slice(ctx: Context, choice: Choice, steps: list) -> str:
@@ -207,7 +224,7 @@ def _emit_channel_slice(ctx: Context, choice: Choice, steps: list) -> str:
     steps.append(Step("", CopyChannels(
         x=ctx.ref(src), top=top, left=left, x_c0=node.attrs["c0"], count=s.channels,
         out=ctx.ref(dst), out_top=o_top, out_left=o_left, c0=ctx.slots.get(dst, 0),
-        height=s.height, width=s.width, sh=1, sw=1, phase_step=0, tasks=ctx.tasks)))
+        height=s.height, width=s.width, sh=1, sw=1, phase_step=0, row_step=1, col_step=1, tasks=ctx.tasks)))
     c0 = node.attrs["c0"]
     return f"channels {c0}..{c0 + s.channels - 1}" + (" into its concatenation's slice"
                                                       if dst in ctx.slots else "")
@@ -642,14 +659,14 @@ EMITTERS = {
     "global_max": _emit_global_average,
     "nearest_upsample": _emit_nearest_upsample, "channel_slice": _emit_channel_slice,
     "depth_to_space": _emit_depth_to_space, "squeeze_excite": _emit_squeeze_excite,
-    "resize": _emit_resize, "softmax": _emit_softmax,
+    "resize": _emit_resize, "softmax": _emit_softmax, "pixel_slice": _emit_pixel_slice,
     "flatten": _emit_flatten,
 }
 #: The kinds whose kernels do not zero their output's border: a border step comes first.
 _BORDER_FIRST = {"affine", "binary", "concat", "max_pool", "avg_pool", "global_average",
                  "global_max",
                  "flatten", "depthwise", "nearest_upsample", "channel_slice", "depth_to_space",
-                 "squeeze_excite", "resize", "softmax"}
+                 "squeeze_excite", "resize", "softmax", "pixel_slice"}
 
 
 def emit(ctx: Context, choice: Choice, steps: list) -> str:

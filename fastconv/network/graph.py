@@ -81,6 +81,7 @@ class Node:
     ``depth_to_space`` (ONNX's DepthToSpace, mode DCR, of a ``block`` (bh, bw): input channel
     ``(i * bw + j) * C + c`` of pixel (h, w) to channel c of pixel (h * bh + i, w * bw + j)),
     ``slice`` (``channels`` channels from ``c0``: a Split's part, a Slice on the channels),
+    ``pixel_slice`` (a Slice of the pixels: ``rows`` and ``cols`` (first, step, count)),
     ``linear`` (``weight`` (out, in), ``bias``), ``batchnorm`` (``scale``, ``shift``: the
     inference-time affine, per channel), ``act``, ``add`` and ``mul`` (two values of one
     shape, or the second (N, C, 1, 1) against the first (N, C, H, W): broadcast over the
@@ -321,6 +322,12 @@ def _node_shape(node: Node, shape: Shape, shapes: dict, batch: int) -> Shape:
             raise ValueError(f"{node.name} expects {channels} channels, but got input of size "
                              f"{_shown(shape, batch)}")
         return shape
+    if op == "pixel_slice":  # rows and cols: (first, step, count) each
+        if shape.flat or a["rows"][0] + (a["rows"][2] - 1) * a["rows"][1] >= shape.height or (
+                a["cols"][0] + (a["cols"][2] - 1) * a["cols"][1] >= shape.width):
+            raise ValueError(f"{node.name}: rows {a['rows']} and columns {a['cols']} (first, "
+                             f"step, count) of input of size {_shown(shape, batch)}")
+        return Shape(shape.channels, a["rows"][2], a["cols"][2])
     if op == "softmax":  # over the channels, or the features of (N, F)
         dim = a.get("dim", 1)
         if dim not in ((1, -1) if shape.flat else (1, -3)):

@@ -749,22 +749,36 @@ class Reader:
                                            zip(node.output, starts, sizes)])
 
     def _Slice(self, node, label):
-        """A slice of (N, C, H, W) along the channels alone, step 1."""
+        """A slice of (N, C, H, W) along the channels (step 1), or along the pixels (any
+        positive steps: YOLOv5's Focus takes every other row and column)."""
         shape = self.shapes.get(node.input[0])
         starts, ends = (np.reshape(self._constant(node.input[i], what), -1)
                         for i, what in ((1, "starts"), (2, "ends")))
-        axes = (np.reshape(self._constant(node.input[3], "axes"), -1)
-                if len(node.input) > 3 and node.input[3] else np.arange(len(starts)))
-        steps = (np.reshape(self._constant(node.input[4], "steps"), -1)
-                 if len(node.input) > 4 and node.input[4] else np.ones(len(starts), np.int64))
-        if (shape is None or len(shape) != 4 or shape[1] is None or len(axes) != 1
-                or int(axes[0]) % 4 != 1 or int(steps[0]) != 1):
-            raise _Refused(f"a slice of {self._shown(node.input[0])} on axes "
-                           f"{[int(a) for a in axes]} by steps {[int(s) for s in steps]}: "
-                           "only the channels of (N, C, H, W), step 1, are sliced on the plan")
-        kept = range(shape[1])[slice(int(max(min(starts[0], 2**62), -2**62)),
-                                     int(max(min(ends[0], 2**62), -2**62)))]
-        self._channel_slices(node, label, [(node.output[0], kept.start, len(kept))])
+        axes = [int(a) for a in (np.reshape(self._constant(node.input[3], "axes"), -1)
+                                 if len(node.input) > 3 and node.input[3]
+                                 else np.arange(len(starts)))]
+        steps = [int(s) for s in (np.reshape(self._constant(node.input[4], "steps"), -1)
+                                  if len(node.input) > 4 and node.input[4]
+                                  else np.ones(len(starts), np.int64))]
+        dims = {a % 4 for a in axes} if shape is not None and len(shape) == 4 else set()
+        if (shape is None or len(shape) != 4 or None in shape[1:] or len(dims) != len(axes)
+                or 0 in dims or min(steps) < 1 or (1 in dims and (len(dims) > 1
+                                                                   or steps != [1]))):
+            raise _Refused(f"a slice of {self._shown(node.input[0])} on axes {axes} by steps "
+                           f"{steps}: the plan slices the channels of (N, C, H, W) (step 1) "
+                           "or its pixels (positive steps)")
+        kept = {d: range(n) for d, n in zip((1, 2, 3), shape[1:])}
+        for a, s, e, step in zip(axes, starts, ends, steps):
+            kept[a % 4] = kept[a % 4][slice(int(max(min(s, 2**62), -2**62)),
+                                            int(max(min(e, 2**62), -2**62)), step)]
+        if 1 in dims:
+            return self._channel_slices(node, label, [(node.output[0], kept[1].start,
+                                                       len(kept[1]))])
+        if not len(kept[2]) or not len(kept[3]):
+            raise _Refused(f"it leaves no pixel of {self._shown(node.input[0])}")
+        self._emit(node, label, "pixel_slice", [self._value(node.input[0])],
+                   rows=(kept[2].start, kept[2].step, len(kept[2])),
+                   cols=(kept[3].start, kept[3].step, len(kept[3])))
 
     def _DepthToSpace(self, node, label):
         attrs = self._attrs(node)

@@ -40,7 +40,8 @@ Binary = _record("Binary", "binary", (
     "height width kind lo hi alpha beta tasks"))
 
 CopyChannels = _record("CopyChannels", "copy_channels", (
-    "x top left x_c0 count out out_top out_left c0 height width sh sw phase_step tasks"))
+    "x top left x_c0 count out out_top out_left c0 height width sh sw phase_step row_step "
+    "col_step tasks"))
 
 Softmax = _record("Softmax", "softmax", (
     "x top left height width out out_top out_left tasks"))

@@ -109,7 +109,7 @@ typedef struct {
 typedef struct {
     const void *x; i64 rows, cols, channels, top, left, x_c0, count;
     void *out; i64 out_rows, out_cols, total, out_top, out_left, c0, n, height, width, sh, sw;
-    i64 phase_step;
+    i64 phase_step, row_step, col_step;
 } fc_copy_args;
 
 typedef struct {

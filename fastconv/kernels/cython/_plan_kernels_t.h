@@ -1020,15 +1020,15 @@ static void FC(copy_channels_task)(const void *p, i64 task, i64 tasks) {
     const i64 rows = a->n * out_height;
     for (i64 r = task * rows / tasks; r < (task + 1) * rows / tasks; r++) {
         i64 n = r / out_height, oh = r - n * out_height, h = oh / a->sh;
-        const T *s = x + ((n * a->rows + a->top + h) * a->cols + a->left) * channels + a->x_c0
-                     + (oh - h * a->sh) * a->sw * a->phase_step;
+        const T *s = x + ((n * a->rows + a->top + h * a->row_step) * a->cols + a->left) * channels
+                     + a->x_c0 + (oh - h * a->sh) * a->sw * a->phase_step;
         T *o = out + ((n * a->out_rows + a->out_top + oh) * a->out_cols + a->out_left) * a->total
                + a->c0;
         for (i64 w = 0; w < a->width; w++)
             for (i64 j = 0; j < a->sw; j++) {
                 /* a loop, not memcpy: a call per pixel would cost more than a few channels */
                 T *restrict to = o + (w * a->sw + j) * a->total;
-                const T *restrict from = s + w * channels + j * a->phase_step;
+                const T *restrict from = s + w * a->col_step * channels + j * a->phase_step;
                 for (i64 c = 0; c < a->count; c++) to[c] = from[c];
             }
     }

@@ -103,7 +103,7 @@ cdef extern from "_plan_kernels.h" nogil:
         i64 rows, cols, channels, top, left, x_c0, count
         void *out
         i64 out_rows, out_cols, total, out_top, out_left, c0, n, height, width, sh, sw
-        i64 phase_step
+        i64 phase_step, row_step, col_step
 
     ctypedef struct fc_resize_args:
         const void *x
@@ -533,7 +533,7 @@ def binary(a, a_top, a_left, b, b_top, b_left, b_pixels, multiply, out, out_top,
 
 
 def copy_channels(x, top, left, x_c0, count, out, out_top, out_left, c0, height, width, sh,
-                  sw, phase_step, tasks):
+                  sw, phase_step, row_step, col_step, tasks):
     """Channels ``x_c0`` to ``x_c0 + count`` of ``x``'s window of ``height`` x ``width`` into
     ``out`` from channel ``c0``, each pixel repeated ``sh`` x ``sw`` times (a nearest
     upsampling; 1 x 1 copies), output phase (i, j) reading ``(i * sw + j) * phase_step``
@@ -541,9 +541,10 @@ def copy_channels(x, top, left, x_c0, count, out, out_top, out_left, c0, height,
     dtype = out.dtype
     _buffer("x", x, dtype)
     _buffer("out", out, dtype, True)
-    if sh < 1 or sw < 1:
-        raise ValueError(f"copy_channels: factors must be positive, but got {sh} x {sw}")
-    _window("x", x, top, left, height, width)
+    if sh < 1 or sw < 1 or row_step < 1 or col_step < 1:
+        raise ValueError(f"copy_channels: factors and steps must be positive, but got {sh} x "
+                         f"{sw} and {row_step} x {col_step}")
+    _window("x", x, top, left, (height - 1) * row_step + 1, (width - 1) * col_step + 1)
     _window("out", out, out_top, out_left, height * sh, width * sw)
     last = x_c0 + (sh * sw - 1) * phase_step + count  # past the last phase's channels
     if (c0 < 0 or x_c0 < 0 or count < 0 or phase_step < 0 or last > x.shape[3]
@@ -560,7 +561,7 @@ def copy_channels(x, top, left, x_c0, count, out, out_top, out_left, c0, height,
     a.out, a.out_rows, a.out_cols, a.total = _data(out), out.shape[1], out.shape[2], out.shape[3]
     a.out_top, a.out_left, a.c0 = out_top, out_left, c0
     a.n, a.height, a.width, a.sh, a.sw = x.shape[0], height, width, sh, sw
-    a.phase_step = phase_step
+    a.phase_step, a.row_step, a.col_step = phase_step, row_step, col_step
     return s
 
 

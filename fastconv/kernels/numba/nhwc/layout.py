@@ -141,13 +141,15 @@ def binary(a, a_top, a_left, b, b_top, b_left, b_pixels, multiply, out, out_top,
 
 @jit(parallel=True)
 def copy_channels(x, top, left, x_c0, count, out, out_top, out_left, c0, height, width, sh, sw,
-                  phase_step, tasks):
+                  phase_step, row_step, col_step, tasks):
     """``out[n, out_top + h * sh + i, out_left + w * sw + j, c0 + c] = x[n, top + h, left + w,
     x_c0 + (i * sw + j) * phase_step + c]`` for ``c < count``, ``i < sh``, ``j < sw``: a value
     into its place (one input of a concatenation into its slice, a split's part, or all of a
     value), each pixel repeated ``sh`` x ``sw`` times (``phase_step`` 0: a nearest upsampling
     by integer factors; 1 x 1 copies), or each of its ``sh * sw`` groups of ``phase_step``
-    channels into its own output pixel (``phase_step`` = ``count``: a depth-to-space)."""
+    channels into its own output pixel (``phase_step`` = ``count``: a depth-to-space). Input
+    pixel (h, w) is ``(top + h * row_step, left + w * col_step)``: 1, 1 but for a strided
+    slice of the pixels."""
     n_images, rows_in, cols_in, channels = x.shape
     rows_out, cols_out, total = out.shape[1], out.shape[2], out.shape[3]
     xf, of = x.reshape(-1), out.reshape(-1)
@@ -158,12 +160,12 @@ def copy_channels(x, top, left, x_c0, count, out, out_top, out_left, c0, height,
             n = r // out_height
             oh = r - n * out_height
             h = oh // sh
-            x_at = (((n * rows_in + top + h) * cols_in + left) * channels + x_c0
+            x_at = (((n * rows_in + top + h * row_step) * cols_in + left) * channels + x_c0
                     + (oh - h * sh) * sw * phase_step)
             o_at = ((n * rows_out + out_top + oh) * cols_out + out_left) * total + c0
             for w in range(width):
                 for j in range(sw):
-                    s_at = x_at + w * channels + j * phase_step
+                    s_at = x_at + w * col_step * channels + j * phase_step
                     at = o_at + (w * sw + j) * total
                     for c in range(count):  # flat indices: no view per pixel, for few channels
                         of[at + c] = xf[s_at + c]
