@@ -170,3 +170,27 @@ def test_an_onnx_model_not_measured_is_not_judged():
     rows = report.onnx_target_rows(graphs)
     assert [row[2] for row in rows] == ["yes", "n/a", "n/a"]
     assert rows[1][1] == "not measured"
+
+
+def _family(ours, cython, theirs, fallback=0):
+    result = _plan(ours, onnxruntime=theirs, **{"plan-cython": cython})
+    result["nodes"] = [dict(kernel="fallback: onnx.reference")] * fallback + [
+        dict(kernel="conv 3x3/1 (register tiles)")]
+    return result
+
+
+def test_the_family_targets_judge_each_executor_and_the_fallback():
+    rows = report.family_target_rows({("yolov8n", 320): _family(9e-3, 11e-3, 10e-3),
+                                      ("dbnet", 640): _family(9e-3, 9e-3, 10e-3, fallback=2)})
+    assert rows[0] == ["yolov8n at 320, the plan on Numba: ≤ 1.0x ONNX Runtime, no node in the "
+                       "fallback", "9.00 ms against 10.00: 0.90x, 0 fallback nodes", "yes"]
+    assert rows[1][2] == "no"  # Cython: 1.10x
+    assert [row[2] for row in rows[2:]] == ["no", "no"]  # faster, but two fallback nodes
+    assert rows[3][1] == "9.00 ms against 10.00: 0.90x, 2 fallback nodes"
+
+
+def test_a_markdown_cell_keeps_its_line_breaks_in_one_row():
+    from fastconv.bench.rows import markdown
+
+    assert markdown(["a", "b"], [["x\n+ fused: Relu", 1]]).splitlines()[-1] == (
+        "| x<br>+ fused: Relu | 1 |")

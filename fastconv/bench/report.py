@@ -361,9 +361,18 @@ def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
             progress(f"the plan from ONNX: {name}")
             graphs[name] = profile.profile_model(sources.zoo_onnx(name), engines=ONNX_ENGINES,
                                                  budget=budget, threads=threads)
+    families = {}
+    if peers.torch_available() and peers.onnxruntime_available():
+        for name, size in FAMILIES:
+            progress(f"the CNN families from ONNX: {name} at {size}")
+            families[name, size] = profile.profile_model(
+                sources.zoo_onnx(name, size=size), engines=FAMILY_ENGINES, budget=budget,
+                threads=threads)
     sections = [_head(peaks, threads), _plan_section(plans)]
     if graphs:
         sections.append(_onnx_section(graphs))
+    if families:
+        sections.append(_families_section(families))
     sections.append(_networks_section(results))
     sections += [f"## {title}\n\n{totals_line(results[key])}\n\n{layer_table(results[key])}"
                  for key, title in LAYER_TABLES]
@@ -526,6 +535,77 @@ def onnx_target_rows(graphs) -> list[list[str]]:
         rows.append([target, f"{_ms(ours)} ms against {_ms(theirs)}: {ours / theirs:.2f}x",
                      "yes" if ours / theirs <= limit else "no"])
     return rows
+
+
+#: The CNN families users run on CPUs (``fastconv.bench.zoo``), at the size each runs at.
+FAMILIES = (("mobilenet_v3_large", 224), ("mobilenet_v3_small", 224), ("efficientnet_b0", 224),
+            ("yolov8n", 320), ("yolov8n", 640), ("dbnet", 640), ("unet", 256))
+FAMILY_ENGINES = ("plan-cython", "onnxruntime", "openvino")
+
+
+def _fallback_nodes(result) -> int:
+    return sum(1 for r in result["nodes"] if r["kernel"].startswith("fallback"))
+
+
+def family_target_rows(families) -> list[list[str]]:
+    """Each family's target (its ONNX export at batch 1, on each executor: at most ONNX
+    Runtime's time on the same file, with no node in the fallback) with this run's figures;
+    "n/a" where ONNX Runtime did not run.
+
+    Parameters
+    ----------
+    families : dict
+        :func:`fastconv.bench.profile.profile_model` results keyed by (model, size).
+    """
+    rows = []
+    for (name, size), result in families.items():
+        e, fallback = result["engines"], _fallback_nodes(result)
+        for executor, key in (("Numba", "plan"), ("Cython", "plan-cython")):
+            target = (f"{name} at {size}, the plan on {executor}: ≤ 1.0x ONNX Runtime, no node "
+                      "in the fallback")
+            if key not in e or "onnxruntime" not in e:
+                rows.append([target, "not measured", "n/a"])
+                continue
+            ours, theirs = e[key]["seconds"], e["onnxruntime"]["seconds"]
+            rows.append([target, f"{_ms(ours)} ms against {_ms(theirs)}: "
+                         f"{ours / theirs:.2f}x, {fallback} fallback nodes",
+                         "yes" if ours <= theirs and not fallback else "no"])
+    return rows
+
+
+def _families_section(families) -> str:
+    """The CNN families from their ONNX exports against the engines, their targets, and the
+    nodes of the one furthest behind ONNX Runtime beside its kernels."""
+    engines = ("plan", *FAMILY_ENGINES)
+    rows = []
+    for (name, size), result in families.items():
+        e, plan = result["engines"], result["plan"]
+        cells = [_ms(e[n]["seconds"]) if n in e else "n/a" for n in engines]
+        rows.append([name, str(size), f"{plan['macs'] / 1e6:.0f}", *cells,
+                     _ratio(e["plan"]["seconds"], e["onnxruntime"]["seconds"])
+                     if "onnxruntime" in e else "", str(_fallback_nodes(result))])
+    missing = sorted({f"{n} ({why})" for r in families.values()
+                      for n, why in r["missing"].items()})
+
+    def behind(key):
+        e = families[key]["engines"]
+        return e["plan"]["seconds"] / e["onnxruntime"]["seconds"] if "onnxruntime" in e else 0
+
+    slowest = max(families, key=behind)
+    header, body, total = plan_rows(families[slowest])
+    return (
+        "## The CNN families from ONNX files (float32, batch 1, ms)\n\n"
+        "The families of `fastconv.bench.zoo` users run on CPUs (MobileNet v3, EfficientNet-B0, "
+        "a YOLOv8n-style detector, a DBNet-style text detector, a U-Net; random weights), "
+        "exported by `torch.onnx` at the size each runs at; the plan (on Numba, and on "
+        "Cython) reads the file with `from_onnx`, ONNX Runtime and OpenVINO run the same "
+        "file, interleaved. As `fastconv profile MODEL.onnx --compare "
+        "plan-cython,onnxruntime,openvino` measures it.\n\n"
+        + _tables(markdown(["model", "size", "MMACs", *engines, "plan / onnxruntime",
+                            "fallback nodes"], rows), missing,
+                  "Targets of the families", family_target_rows(families),
+                  f"{slowest[0]} at {slowest[1]}: the plan node by node, beside ONNX Runtime's "
+                  "kernels for the same ONNX nodes", [header, [*body, total]]))
 
 
 def _onnx_section(graphs) -> str:

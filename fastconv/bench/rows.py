@@ -37,9 +37,10 @@ def human(n: float) -> str:
 
 
 def markdown(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A Markdown table."""
+    """A Markdown table (a cell's line breaks as ``<br>``, which keep it one table row)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(str(c).replace("\n", "<br>") for c in row) + " |"
+              for row in rows]
     return "\n".join(lines)
 
 
