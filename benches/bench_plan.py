@@ -170,7 +170,7 @@ def test_family(benchmark, family, name):
 
 
 @pytest.mark.parametrize("below", [0, 10**9], ids=["per-phase", "depth-to-space"])
-@pytest.mark.parametrize("c_out", [1, 4, 8, 16])
+@pytest.mark.parametrize("c_out", [1, 4, 8, 12, 16])
 def test_deconv(benchmark, monkeypatch, c_out, below):
     """PLAN_DECONV_SHUFFLE_BELOW: a 2x2 stride-2 transposed convolution (a text detector's
     head, 12 channels at 320 x 320) as a GEMM per output phase, or as one GEMM and a

@@ -91,9 +91,10 @@ DEPTHWISE_VECTORS = {512: 2, 256: 1, 128: 1}
 
 # A transposed convolution whose kernel is its stride and which has fewer output channels than
 # this runs as one pointwise GEMM to kh * kw * C_out channels and a depth-to-space copy, where
-# kh * kw GEMMs of C_out channels each would leave the tiles' vectors mostly empty.
+# kh * kw GEMMs of C_out channels each would leave the tiles' vectors mostly empty (the copy
+# costs more than it saves from about 12 channels on: the DBNet-style head's 12-channel layer).
 # Re-measure: pytest benches/bench_plan.py -k deconv --benchmark-only
-PLAN_DECONV_SHUFFLE_BELOW = 16
+PLAN_DECONV_SHUFFLE_BELOW = 12
 
 # Parallel chunks per thread in each kernel of the plan: more than one, so that a thread that
 # wakes late (after the program idled) still gets a share, few enough that each chunk has
