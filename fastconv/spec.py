@@ -513,11 +513,11 @@ def resize_taps(length: int, resized: int, scale: float, mode: str, coordinates:
 
     ``scale`` is the one the coordinate transformation divides by (the ``scales`` input, or
     ``resized / length`` when sizes were given); ``length * scale``, unfloored, is the
-    resized length that ``align_corners`` and ``pytorch_half_pixel`` read. The coordinates are float32, as ONNX
-    Runtime computes them (a coordinate exactly half-way between two pixels in float32 may
-    not be in float64, and would round the other way). Linear interpolation clamps the input
-    coordinate into the axis, as ONNX Runtime does; nearest rounds it by ``rounding`` and
-    clamps the index."""
+    resized length that ``align_corners`` and ``pytorch_half_pixel`` read. The coordinates
+    are float32, as ONNX Runtime computes them (a coordinate exactly half-way between two
+    pixels in float32 may not be in float64, and would round the other way). Linear
+    interpolation clamps the input coordinate into the axis, as ONNX Runtime does; nearest
+    rounds it by ``rounding`` and clamps the index."""
     f = np.float32
     out, scale = np.arange(resized, dtype=f), f(scale)
     extent = f(length) * scale  # the resized length, before the output's is floored

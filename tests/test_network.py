@@ -123,8 +123,8 @@ def _layers(case):
 
 CASES = ["conv-bn-relu", "conv-bias-dilation-groups", "row-taps-dilated",
          "same-valid-even-kernels", "depthwise", "depthwise-multiplier-5x5", "depthwise-kxk",
-         "softmax", "global-max", "transcendental", "squeeze-excite", "pointwise-strided-padded", "pools", "avg-divisor", "classifier", "flatten-pixels",
-         "nested", "activations"]
+         "softmax", "global-max", "transcendental", "squeeze-excite", "pointwise-strided-padded",
+         "pools", "avg-divisor", "classifier", "flatten-pixels", "nested", "activations"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)

@@ -224,7 +224,8 @@ def _emit_channel_slice(ctx: Context, choice: Choice, steps: list) -> str:
     steps.append(Step("", CopyChannels(
         x=ctx.ref(src), top=top, left=left, x_c0=node.attrs["c0"], count=s.channels,
         out=ctx.ref(dst), out_top=o_top, out_left=o_left, c0=ctx.slots.get(dst, 0),
-        height=s.height, width=s.width, sh=1, sw=1, phase_step=0, row_step=1, col_step=1, tasks=ctx.tasks)))
+        height=s.height, width=s.width, sh=1, sw=1, phase_step=0, row_step=1, col_step=1,
+        tasks=ctx.tasks)))
     c0 = node.attrs["c0"]
     return f"channels {c0}..{c0 + s.channels - 1}" + (" into its concatenation's slice"
                                                       if dst in ctx.slots else "")

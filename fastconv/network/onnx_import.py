@@ -647,8 +647,8 @@ class Reader:
         if axes is None or rank != 4 or sorted(int(a) % 4 for a in np.reshape(axes, -1)) != [
                 2, 3] or not attrs.get("keepdims", 1):
             shown = None if axes is None else [int(a) for a in np.reshape(axes, -1)]
-            raise _Refused(f"the mean over axes {shown} of {self._shown(node.input[0])}: only over the pixels of (N, C, H, "
-                           "W), dims kept")
+            raise _Refused(f"the mean over axes {shown} of {self._shown(node.input[0])}: only "
+                           "over the pixels of (N, C, H, W), dims kept")
         self._emit(node, label, "gap", [self._value(node.input[0])])
 
     def _Resize(self, node, label):

@@ -179,7 +179,8 @@ def _buffers(graph: Graph, shapes: dict, choices: list[Choice]):
 
 #: Bytes of tables per output pixel of a kind that addresses its pixels through them (its
 #: input's first element, its output's, a residual's: int64 each).
-_TABLE_BYTES = {"gemm": 24, "transpose_gemm": 24, "transpose_conv": 24, "separable": 24, "expanded_separable": 32, "max_pool": 8,
+_TABLE_BYTES = {"gemm": 24, "transpose_gemm": 24, "transpose_conv": 24, "separable": 24,
+                "expanded_separable": 32, "max_pool": 8,
                 "avg_pool": 8}
 
 

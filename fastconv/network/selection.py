@@ -19,10 +19,11 @@ from ..kernels import tuning
 from .graph import Graph, Node, conv_spec, deconv_geometry, is_shuffle_deconv
 
 #: The kinds of kernel a node runs on.
-KINDS = ("gemm", "transpose_gemm", "transpose_conv", "winograd", "depthwise_3x3", "depthwise", "separable",
-         "expanded_separable", "linear", "affine", "binary", "concat", "max_pool", "avg_pool",
-         "global_average", "global_max", "softmax", "squeeze_excite", "flatten", "nearest_upsample", "resize",
-         "channel_slice", "pixel_slice", "depth_to_space", "alias")
+KINDS = ("gemm", "transpose_gemm", "transpose_conv", "winograd", "depthwise_3x3", "depthwise",
+         "separable", "expanded_separable", "linear", "affine", "binary", "concat", "max_pool",
+         "avg_pool", "global_average", "global_max", "softmax", "squeeze_excite", "flatten",
+         "nearest_upsample", "resize", "channel_slice", "pixel_slice", "depth_to_space",
+         "alias")
 
 #: The kinds whose output may be written straight into a concatenation's channel slice: the
 #: GEMM tiles, pixel by pixel through a table of offsets, and the nearest upsampling.

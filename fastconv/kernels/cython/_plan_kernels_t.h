@@ -470,12 +470,14 @@ static inline __attribute__((always_inline)) void FC(depthwise_taps_outputs)(
     const T *first = x + x_at + i * col_step + c0;
     for (i64 r = 0; r < kh; r++)
         for (i64 s = 0; s < kw; s++) {
-            const T *q = first + r * row_step + s * dil_step, *wt = w + (r * kw + s) * channels + c0;
+            const T *q = first + r * row_step + s * dil_step;
+            const T *wt = w + (r * kw + s) * channels + c0;
 #pragma GCC unroll 4
             for (int v = 0; v < FC_DW_VECTORS; v++) {
                 const VT wv = *(const VT *)(wt + v * L);
 #pragma GCC unroll 4
-                for (int p = 0; p < P; p++) acc[p][v] += *(const VT *)(q + p * col_step + v * L) * wv;
+                for (int p = 0; p < P; p++)
+                    acc[p][v] += *(const VT *)(q + p * col_step + v * L) * wv;
             }
         }
     const VT lo = (VT){0} + (T)e->lo, hi = (VT){0} + (T)e->hi;
