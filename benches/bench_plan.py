@@ -100,9 +100,8 @@ def onnx_model(request):
     return request.param, sources.zoo_onnx(request.param)
 
 
-@pytest.mark.parametrize("name", ("plan", *report.ONNX_ENGINES))
-def test_onnx_model(benchmark, onnx_model, name):
-    model, source = onnx_model
+def _bench_onnx(benchmark, label, source, name):
+    """The plan from the ONNX file, or engine ``name`` on the same bytes, batch 1."""
     x = source.input()
     if name == "plan":
         def call():
@@ -113,8 +112,13 @@ def test_onnx_model(benchmark, onnx_model, name):
             pytest.skip(why)
         call = engines.engine(name, None, x, fc.config.get_num_threads(), source.onnx)
     call()
-    benchmark.group = f"{model}-onnx-batch1"
+    benchmark.group = f"{label}-onnx-batch1"
     benchmark(call)
+
+
+@pytest.mark.parametrize("name", ("plan", *report.ONNX_ENGINES))
+def test_onnx_model(benchmark, onnx_model, name):
+    _bench_onnx(benchmark, *onnx_model, name)
 
 
 @pytest.mark.parametrize("rows, scratch", [(2, 0.25), (8, 0.25), (32, 0.25), (2, 0.125),
@@ -137,12 +141,7 @@ def test_expand(benchmark, monkeypatch, batch, rows, scratch):
     benchmark(call)
 
 
-#: The families of fastconv.bench.zoo people run on CPUs, at the size each runs at.
-FAMILIES = [("mobilenet_v3_large", 224), ("mobilenet_v3_small", 224), ("efficientnet_b0", 224),
-            ("yolov8n", 320), ("yolov8n", 640), ("dbnet", 640), ("unet", 256)]
-
-
-@pytest.fixture(scope="module", params=FAMILIES, ids=lambda f: f"{f[0]}-{f[1]}")
+@pytest.fixture(scope="module", params=report.FAMILIES, ids=lambda f: f"{f[0]}-{f[1]}")
 def family(request):
     why = engines.available("onnxruntime") or engines.available("torch")
     if why:
@@ -153,20 +152,9 @@ def family(request):
 
 @pytest.mark.parametrize("name", ("plan", *report.ONNX_ENGINES))
 def test_family(benchmark, family, name):
-    """A family's ONNX export, batch 1: the plan beside the engines on the same bytes."""
-    label, source = family
-    x = source.input()
-    if name == "plan":
-        def call():
-            return source.network(x)
-    else:
-        why = engines.available(name)
-        if why:
-            pytest.skip(why)
-        call = engines.engine(name, None, x, fc.config.get_num_threads(), source.onnx)
-    call()
-    benchmark.group = f"{label}-onnx-batch1"
-    benchmark(call)
+    """A family's ONNX export (``report.FAMILIES``), batch 1: the plan beside the engines on
+    the same bytes."""
+    _bench_onnx(benchmark, *family, name)
 
 
 @pytest.mark.parametrize("below", [0, 10**9], ids=["per-phase", "depth-to-space"])

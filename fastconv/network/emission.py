@@ -147,20 +147,28 @@ def _emit_concat(ctx: Context, choice: Choice, steps: list) -> str:
             f"{copies} copied into channel slices)")
 
 
+def _copy(ctx: Context, choice: Choice, steps: list, what: str, **changes) -> str:
+    """A copy step (``CopyChannels``) of the node's input into its output, or into its
+    concatenation's slice when that is its only reader: every channel of the whole window,
+    each pixel once, unless ``changes`` say otherwise; returns ``what``, and where it goes."""
+    node = choice.head
+    src, dst, s, (top, left), (o_top, o_left) = _windows(ctx, node)
+    args = dict(x=ctx.ref(src), top=top, left=left, x_c0=0, count=s.channels, out=ctx.ref(dst),
+                out_top=o_top, out_left=o_left, c0=ctx.slots.get(dst, 0), height=s.height,
+                width=s.width, sh=1, sw=1, phase_step=0, row_step=1, col_step=1,
+                tasks=ctx.tasks)
+    steps.append(Step("", CopyChannels(**{**args, **changes})))
+    return what + (" into its concatenation's slice" if dst in ctx.slots else "")
+
+
 def _emit_nearest_upsample(ctx: Context, choice: Choice, steps: list) -> str:
     """A nearest upsampling by integer factors: each input pixel's channels repeated into
-    its sh x sw output pixels; into a concatenation's slice when the concatenation is its
-    only reader (the upsampled value never stored apart)."""
-    node = choice.head
-    src, dst, _, (top, left), (o_top, o_left) = _windows(ctx, node)
-    s_in = ctx.shapes[src]
-    sh, sw = node.attrs["factors"]
-    steps.append(Step("", CopyChannels(
-        x=ctx.ref(src), top=top, left=left, x_c0=0, count=s_in.channels, out=ctx.ref(dst),
-        out_top=o_top, out_left=o_left, c0=ctx.slots.get(dst, 0), height=s_in.height,
-        width=s_in.width, sh=sh, sw=sw, phase_step=0, row_step=1, col_step=1, tasks=ctx.tasks)))
-    return f"nearest upsampling x{sh}x{sw}" + (" into its concatenation's slice"
-                                               if dst in ctx.slots else "")
+    its sh x sw output pixels (the upsampled value never stored apart when a concatenation
+    reads it alone)."""
+    s_in = ctx.shapes[choice.head.inputs[0]]
+    sh, sw = choice.head.attrs["factors"]
+    return _copy(ctx, choice, steps, f"nearest upsampling x{sh}x{sw}", height=s_in.height,
+                 width=s_in.width, sh=sh, sw=sw)
 
 
 def _emit_resize(ctx: Context, choice: Choice, steps: list) -> str:
@@ -185,50 +193,27 @@ def _emit_resize(ctx: Context, choice: Choice, steps: list) -> str:
 
 
 def _emit_depth_to_space(ctx: Context, choice: Choice, steps: list) -> str:
-    """Each input pixel's bh x bw groups of channels, each to its own output pixel; into a
-    concatenation's slice when that is its only reader."""
-    node = choice.head
-    src, dst, s, (top, left), (o_top, o_left) = _windows(ctx, node)
-    s_in = ctx.shapes[src]
-    bh, bw = node.attrs["block"]
-    steps.append(Step("", CopyChannels(
-        x=ctx.ref(src), top=top, left=left, x_c0=0, count=s.channels, out=ctx.ref(dst),
-        out_top=o_top, out_left=o_left, c0=ctx.slots.get(dst, 0), height=s_in.height,
-        width=s_in.width, sh=bh, sw=bw, phase_step=s.channels, row_step=1, col_step=1,
-        tasks=ctx.tasks)))
-    return f"depth to space {bh}x{bw}" + (" into its concatenation's slice"
-                                          if dst in ctx.slots else "")
+    """Each input pixel's bh x bw groups of channels, each to its own output pixel."""
+    s_in = ctx.shapes[choice.head.inputs[0]]
+    bh, bw = choice.head.attrs["block"]
+    return _copy(ctx, choice, steps, f"depth to space {bh}x{bw}", height=s_in.height,
+                 width=s_in.width, sh=bh, sw=bw, phase_step=s_in.channels // (bh * bw))
 
 
 def _emit_pixel_slice(ctx: Context, choice: Choice, steps: list) -> str:
     """A Slice of the pixels, every ``step``-th row and column from the first: the copy reads
-    its input pixels ``step`` apart; into its concatenation's slice when that is its only
-    reader (YOLOv5's Focus: four such slices, one concatenation, no value apart)."""
-    node = choice.head
-    src, dst, s, (top, left), (o_top, o_left) = _windows(ctx, node)
-    (h0, row_step, _), (w0, col_step, _) = node.attrs["rows"], node.attrs["cols"]
-    steps.append(Step("", CopyChannels(
-        x=ctx.ref(src), top=top + h0, left=left + w0, x_c0=0, count=s.channels,
-        out=ctx.ref(dst), out_top=o_top, out_left=o_left, c0=ctx.slots.get(dst, 0),
-        height=s.height, width=s.width, sh=1, sw=1, phase_step=0, row_step=row_step,
-        col_step=col_step, tasks=ctx.tasks)))
-    return (f"pixels from ({h0}, {w0}) every {row_step} x {col_step}"
-            + (" into its concatenation's slice" if dst in ctx.slots else ""))
+    its input pixels ``step`` apart (YOLOv5's Focus: four such slices into one
+    concatenation, no value apart)."""
+    (h0, row_step, _), (w0, col_step, _) = choice.head.attrs["rows"], choice.head.attrs["cols"]
+    top, left = ctx.origin(choice.head.inputs[0])
+    return _copy(ctx, choice, steps, f"pixels from ({h0}, {w0}) every {row_step} x {col_step}",
+                 top=top + h0, left=left + w0, row_step=row_step, col_step=col_step)
 
 
 def _emit_channel_slice(ctx: Context, choice: Choice, steps: list) -> str:
-    """Channels c0 .. c0 + count of a value (a Split's part, a Slice on the channels) into
-    its own buffer, or into its concatenation's slice when that is its only reader."""
-    node = choice.head
-    src, dst, s, (top, left), (o_top, o_left) = _windows(ctx, node)
-    steps.append(Step("", CopyChannels(
-        x=ctx.ref(src), top=top, left=left, x_c0=node.attrs["c0"], count=s.channels,
-        out=ctx.ref(dst), out_top=o_top, out_left=o_left, c0=ctx.slots.get(dst, 0),
-        height=s.height, width=s.width, sh=1, sw=1, phase_step=0, row_step=1, col_step=1,
-        tasks=ctx.tasks)))
-    c0 = node.attrs["c0"]
-    return f"channels {c0}..{c0 + s.channels - 1}" + (" into its concatenation's slice"
-                                                      if dst in ctx.slots else "")
+    """Channels c0 .. c0 + count of a value (a Split's part, a Slice on the channels)."""
+    c0, count = choice.head.attrs["c0"], ctx.shapes[choice.head.output].channels
+    return _copy(ctx, choice, steps, f"channels {c0}..{c0 + count - 1}", x_c0=c0)
 
 
 def _emit_pool(ctx: Context, choice: Choice, steps: list) -> str:

@@ -623,17 +623,16 @@ class Reader:
         self._pool(node, label, "avg")
 
     def _GlobalAveragePool(self, node, label):
-        self._global(node, "gap")
+        self._global(node, label, "gap")
 
     def _GlobalMaxPool(self, node, label):
-        self._global(node, "gmp")
+        self._global(node, label, "gmp")
 
-    def _global(self, node, op):
+    def _global(self, node, label, op):
         if self._rank(node.input[0]) != 4:
             raise _Refused(f"the plan pools the pixels of (N, C, H, W), not "
                            f"{self._shown(node.input[0])}")
-        self._emit(node, f"node '{node.name or node.output[0]}' ({node.op_type})", op,
-                   [self._value(node.input[0])])
+        self._emit(node, label, op, [self._value(node.input[0])])
 
     def _ReduceMean(self, node, label):
         """The mean over the pixels of (N, C, H, W), dims kept: a global average pool (as

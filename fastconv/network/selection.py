@@ -123,8 +123,8 @@ def select(graph: Graph, shapes: dict, batch: int, threads: int, kernels) -> lis
                 wide = kernels.wide(batch, in_features, out_features, 1, dtype, tasks)
             elif node.op == "deconv":  # a GEMM per output phase, of its phase's taps
                 s_in, weight = shapes[node.inputs[0]], node.attrs["weight"]
-                groups = deconv_geometry(node)["groups"]
-                stride = deconv_geometry(node)["stride"]
+                geometry = deconv_geometry(node)
+                groups, stride = geometry["groups"], geometry["stride"]
                 taps = max(1, weight.shape[2] // stride[0]) * max(1, weight.shape[3] // stride[1])
                 wide = kernels.wide(batch * s_in.height * s_in.width, taps * weight.shape[1],
                                     weight.shape[0] // groups, groups, dtype, tasks)
