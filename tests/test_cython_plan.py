@@ -125,6 +125,43 @@ def test_the_new_steps_refuse_what_does_not_fit():
         plan.resize(*resize._replace(col_w=np.zeros(3, f)))
 
 
+def test_the_gather_and_binary_steps_refuse_what_does_not_fit():
+    """The gather's tables stay inside its arrays (its last channel too), and the element-
+    wise step knows its operations."""
+    from fastconv.network.step_args import Binary, Gather
+
+    f = np.float32
+    gather = Gather(x=np.zeros(24, f), rows=np.array([0, 1, 2], np.int64), c_step=6,
+                    out=np.zeros(12, f), out_rows=np.array([0, 4, 8], np.int64), channels=4,
+                    tasks=2)
+    plan.gather(*gather)
+    with pytest.raises(ValueError, match=r"rows addresses elements outside \[0, 21\): from 0 "
+                                         r"to 22"):
+        plan.gather(*gather._replace(rows=np.array([0, 1, 3], np.int64), c_step=6,
+                                     channels=4, x=np.zeros(21, f)))
+    with pytest.raises(ValueError, match=r"out_rows addresses elements outside \[0, 12\): "
+                                         r"from 0 to 13"):
+        plan.gather(*gather._replace(out_rows=np.array([0, 4, 9], np.int64)))
+    with pytest.raises(ValueError, match=r"expected rows to be 1-D with at least 3 entries"):
+        plan.gather(*gather._replace(rows=np.array([0, 1], np.int64)))
+    with pytest.raises(ValueError, match=r"gather: channels must be positive and c_step not "
+                                         r"negative, but got 4 and -1"):
+        plan.gather(*gather._replace(c_step=-1))
+    a = np.ones((1, 2, 2, 3), f)
+    binary = Binary(a=a, a_top=0, a_left=0, b=a, b_top=0, b_left=0, b_pixels=True, op=3,
+                    out=np.zeros_like(a), out_top=0, out_left=0, height=2, width=2, kind=0,
+                    lo=0.0, hi=0.0, alpha=0.0, beta=0.0, tasks=2)
+    plan.binary(*binary)
+    with pytest.raises(ValueError, match=r"binary: unknown operation 7"):
+        plan.binary(*binary._replace(op=7))
+
+
+def test_the_c_kernels_number_the_binary_operations_as_python_does():
+    from fastconv.kernels.epilogue import BINARY_OPS
+
+    assert plan.BINARY_OPS == BINARY_OPS
+
+
 def test_a_program_refuses_another_input():
     buf = np.zeros((1, 2, 2, 3), np.float32)  # NHWC, between the input and the output
     src = plan.from_nchw(None, buf, 0, 0, np.array([1, 2, 2, 3, 0, 0, 0, 0], np.int64), 1)

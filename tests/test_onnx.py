@@ -271,8 +271,9 @@ NO_KERNEL = [
                 r"supported: Conv"),
     (_conv_kernel_input, r"node 'c' \(Conv\) is not supported: its kernel W \('x'\) must be "
                          r"a constant"),
-    (lambda: ([helper.make_node("Concat", ["x", "x"], ["y"], axis=2, name="cat")], []),
-     r"node 'cat' \(Concat\) is not supported: axis=2 on \[1, 3, 7, 9\]: only the channels"),
+    (lambda: ([helper.make_node("Concat", ["x", "x"], ["y"], axis=0, name="cat")], []),
+     r"node 'cat' \(Concat\) is not supported: axis=0 on \[1, 3, 7, 9\]: the plan "
+     r"concatenates .* along any axis but the batch"),
     (lambda: ([helper.make_node("Flatten", ["x"], ["y"], axis=2, name="fl")], []),
      r"node 'fl' \(Flatten\) is not supported: axis=2 .* keeps the batch"),
     (lambda: ([helper.make_node("Flatten", ["x"], ["f"]),
@@ -292,10 +293,13 @@ NO_KERNEL = [
                                 training_mode=1, name="bn")], [("s", np.ones(3, np.float32))]),
      r"node 'bn' \(BatchNormalization\) is not supported: training mode"),
     (lambda: ([helper.make_node("Reshape", ["x", "shape"], ["y"], name="rs")],
-              [("shape", np.array([0, 3, 63], np.int64))]),
-     r"node 'rs' \(Reshape\) is not supported: reshape of \[1, 3, 7, 9\] to \[0, 3, 63\]"),
-    (lambda: ([helper.make_node("Add", ["x", "k"], ["y"], name="add")], [("k", _w(1, 7, 9))]),
-     r"node 'add' \(Add\) is not supported: a constant of shape \[7, 9\]"),
+              [("shape", np.array([0, 7, 27], np.int64))]),
+     r"node 'rs' \(Reshape\) is not supported: a reshape of \[1, 3, 7, 9\] to \['N', 7, "
+     r"27\]: an output pixel's channels are not a constant step apart"),
+    (lambda: ([helper.make_node("Add", ["x", "k"], ["y"], name="add")],
+              [("k", _w(1, 2, 1, 1, 1))]),
+     r"node 'add' \(Add\) is not supported: a constant of shape \[2, 1, 1, 1\] on "
+     r"\[1, 3, 7, 9\]"),
     (lambda: ([helper.make_node("MatMul", ["x", "k"], ["y"], name="mm")], [("k", _w(1, 9, 4))]),
      r"node 'mm' \(MatMul\) is not supported: its input has shape \[1, 3, 7, 9\]"),
 ]
@@ -761,3 +765,211 @@ def test_yolov5_focus_runs_on_the_plan():
         fc.Network.from_onnx(_graph(backwards, ["N", 3, 10, 13], [
             ("b_s", np.array([5])), ("b_e", np.array([0])), ("b_a", np.array([2])),
             ("b_t", np.array([-1]))]), fallback=False)
+
+
+def _yolo_head(batch_dim="N", classes=3, bins=4):
+    """A YOLOv8-style head, as its export writes it: two scales' box and class maps joined on
+    the channels, flattened to (N, C, L), joined along L, split into the box distribution and
+    the classes; the distribution's softmax over ``bins`` bins (a Reshape and a Transpose),
+    its expectation (a 1x1 convolution of weights 0 .. bins - 1), back to (N, 4, L); the
+    boxes from anchors and strides (Slice, Sub, Div, Add, Mul by constants of (1, 2, L) and
+    (1, L)); the classes' sigmoid; all joined on the channels."""
+    rng = _rng(21)
+    box = 4 * bins
+    inits = [("W1", rng.standard_normal((box + classes, 3, 3, 3)).astype(np.float32)),
+             ("W2", rng.standard_normal((box + classes, 3, 3, 3)).astype(np.float32)),
+             ("dfl", np.arange(bins, dtype=np.float32).reshape(1, bins, 1, 1)),
+             ("flat", np.array([0, box + classes, -1])), ("sizes", np.array([box, classes])),
+             ("bins", np.array([0, 4, bins, -1])), ("four", np.array([0, 4, -1])),
+             ("s0", np.array([0])), ("e0", np.array([2])), ("s1", np.array([2])),
+             ("e1", np.array([4])), ("ax", np.array([1])), ("two", np.float32(2.0))]
+    # input 3 x 8 x 6: the scales are 8 x 6 (stride 1) and 4 x 3 (stride 2): L = 48 + 12
+    length = 8 * 6 + 4 * 3
+    inits += [("anchors", rng.uniform(0, 8, (1, 2, length)).astype(np.float32)),
+              ("strides", np.repeat([[1.0, 2.0]], [48, 12]).astype(np.float32)[None, :])]
+    nodes = [_conv("p1", ("x", "W1"), "p1", pads=[1, 1, 1, 1]),
+             _conv("p2", ("x", "W2"), "p2", pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Reshape", ["p1", "flat"], ["f1"], name="flat1"),
+             helper.make_node("Reshape", ["p2", "flat"], ["f2"], name="flat2"),
+             helper.make_node("Concat", ["f1", "f2"], ["f"], axis=2, name="join"),
+             helper.make_node("Split", ["f", "sizes"], ["d", "k"], axis=1, name="split"),
+             helper.make_node("Reshape", ["d", "bins"], ["d4"], name="unflat"),
+             helper.make_node("Transpose", ["d4"], ["dt"], perm=[0, 2, 1, 3], name="swap"),
+             helper.make_node("Softmax", ["dt"], ["sm"], axis=1, name="softmax"),
+             _conv("dfl", ("sm", "dfl"), "e"),
+             helper.make_node("Reshape", ["e", "four"], ["dist"], name="dist"),
+             helper.make_node("Slice", ["dist", "s0", "e0", "ax"], ["lt"], name="lt"),
+             helper.make_node("Slice", ["dist", "s1", "e1", "ax"], ["rb"], name="rb"),
+             helper.make_node("Sub", ["rb", "lt"], ["wh"], name="sub"),
+             helper.make_node("Div", ["wh", "two"], ["half"], name="div"),
+             helper.make_node("Add", ["anchors", "half"], ["c"], name="centre"),
+             helper.make_node("Mul", ["c", "strides"], ["xy"], name="scale_xy"),
+             helper.make_node("Add", ["lt", "rb"], ["size"], name="add"),
+             helper.make_node("Mul", ["size", "strides"], ["wh2"], name="scale_wh"),
+             helper.make_node("Sigmoid", ["k"], ["score"], name="score"),
+             helper.make_node("Concat", ["xy", "wh2", "score"], ["y"], axis=1, name="out")]
+    return _graph(nodes, [batch_dim, 3, 8, 6], inits)
+
+
+def test_a_yolov8_head_runs_on_the_plan():
+    """Every node of the head on the plan, the (N, C, L) values as (N, C, 1, L): the
+    reshapes and the transpose as gathers, the joins along L as copies, the box arithmetic as
+    element-wise steps with its constants; as ONNX Runtime, for two batch sizes."""
+    data = _yolo_head()
+    net = fc.Network.from_onnx(data, fallback=False)
+    for batch in (1, 3):
+        x = _rng(22).standard_normal((batch, 3, 8, 6)).astype(np.float32)
+        got = net(x)
+        assert got.shape == (batch, 4 + 3, 60)
+        _close(got, _ort(data, x))
+    shown = str(net)
+    assert "0 fallback nodes" in shown and "fallback: onnx.reference" not in shown
+    for what in ("node 'flat1' (Reshape): gather, each pixel's channels 1 apart",
+                 "node 'unflat' (Reshape): gather, each pixel's channels 1 apart",
+                 "node 'dist' (Reshape): gather, each pixel's channels 60 apart",
+                 "concat of 2 along the width", "(Sub): sub", "(Add): add of a constant",
+                 "(Mul): mul of a constant", "softmax over 4 channels"):
+        assert what in shown, what
+    # the Reshape to (N, 4, 4, L) and the Transpose after it: one gather
+    assert "node 'swap' (Transpose)" not in shown
+
+
+@pytest.mark.parametrize("perm, shape", [([0, 2, 1, 3], (2, 5, 3, 4)), ([0, 3, 1, 2], (2, 5, 3, 4)),
+                                         ([0, 1, 3, 2], (1, 4, 3, 5)), ([0, 2, 1], (2, 6, 5))])
+def test_a_transpose_that_keeps_the_batch(perm, shape):
+    """A transpose of (N, C, H, W) or (N, C, L) after a convolution and before another: a
+    gather on the plan, as ONNX Runtime; one that moves the batch runs in the fallback."""
+    rng = _rng(23)
+    rank = len(shape)
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=perm, name="t"),
+             helper.make_node("Sigmoid", ["t"], ["y"])]
+    data = _graph(nodes, ["N", *shape[1:]], [])
+    net = fc.Network.from_onnx(data, fallback=False)
+    x = rng.standard_normal(shape).astype(np.float32)
+    _close(net(x), _ort(data, x))
+    assert "gather" in str(net) or perm == list(range(rank))
+    moved = _graph([helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, *range(2, rank)],
+                                     name="t"), helper.make_node("Relu", ["t"], ["y"])],
+                   list(shape), [])
+    with pytest.raises(ValueError, match=r"node 't' \(Transpose\) is not supported: perm=\[1, "
+                                         r"0.*moves the batch: the plan keeps it first"):
+        fc.Network.from_onnx(moved, fallback=False)
+    _close(fc.Network.from_onnx(moved)(x), _ort(moved, x))
+
+
+@pytest.mark.parametrize("target, planned", [
+    ([0, 6, -1], True),           # the pixels into one row: (N, C, L)
+    ([0, 3, 2, 20], True),        # the channels into the rows: each pixel's channels a step apart
+    ([0, 2, 3, 20], True),
+    ([0, 120], True),             # a flatten, (N, C * H * W)
+    ([0, 1, 6, 20], True),        # every channel into a row of its own
+    ([0, 12, 10], False),         # half a row of pixels per channel: no constant step
+])
+def test_a_reshape_between_images_of_the_batch_kept(target, planned):
+    """A reshape of (N, 6, 4, 5) keeping the batch: a gather on the plan where each output
+    pixel's channels are a constant step apart in the input, else the fallback (named); as
+    ONNX Runtime either way."""
+    rng = _rng(24)
+    nodes = [_conv("c", ("x", "W"), "c"),
+             helper.make_node("Reshape", ["c", "shape"], ["r"], name="rs"),
+             helper.make_node("Relu", ["r"], ["y"])]
+    inits = [("W", rng.standard_normal((6, 3, 1, 1)).astype(np.float32)),
+             ("shape", np.array(target))]
+    data = _graph(nodes, [2, 3, 4, 5], inits)
+    net = fc.Network.from_onnx(data)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    _close(net(x), _ort(data, x))
+    assert ("node 'rs' (Reshape): fallback" not in str(net)) == planned
+    if not planned:
+        with pytest.raises(ValueError, match=r"node 'rs' \(Reshape\) is not supported: a "
+                                             r"reshape of \[1, 6, 4, 5\] to \['N', 12, 10\]: an "
+                                             r"output pixel's channels are not a constant step"):
+            fc.Network.from_onnx(data, fallback=False)
+
+
+@pytest.mark.parametrize("op", ["Sub", "Div"])
+@pytest.mark.parametrize("form", ["values", "broadcast", "constant-first", "pixels"])
+def test_differences_and_quotients(op, form):
+    """Sub and Div of two activations (one of them perhaps a pixel per image, on either
+    side), of a constant by an activation, and by a constant that varies over the pixels:
+    element-wise steps on the plan, exactly as ONNX Runtime divides."""
+    rng = _rng(25)
+    inits = [("W", rng.standard_normal((4, 3, 1, 1)).astype(np.float32)),
+             ("K", rng.uniform(0.5, 2, (4, 1, 1)).astype(np.float32)),
+             ("P", rng.uniform(0.5, 2, (1, 1, 5, 6)).astype(np.float32))]
+    first = [_conv("c", ("x", "W"), "c"), helper.make_node("Clip", ["c", "lo", "hi"], ["s"])]
+    inits += [("lo", np.float32(0.5)), ("hi", np.float32(3.0))]  # exact, away from zero
+    if form == "values":
+        ops = [helper.make_node(op, ["c", "s"], ["y"], name="op")]
+    elif form == "broadcast":
+        ops = [helper.make_node("GlobalAveragePool", ["s"], ["g"]),
+               helper.make_node(op, ["g", "s"], ["y"], name="op")]
+    elif form == "constant-first":
+        ops = [helper.make_node(op, ["K", "s"], ["y"], name="op")]
+    else:
+        ops = [helper.make_node(op, ["c", "P"], ["y"], name="op")]
+    data = _graph(first + ops, ["N", 3, 5, 6], inits)
+    net = fc.Network.from_onnx(data, fallback=False)
+    x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    _close(net(x), _ort(data, x), rtol=1e-6)
+
+
+def test_a_constant_that_would_grow_the_activation_is_refused():
+    """A constant whose shape broadcasts the activation to more channels (or another batch)
+    is not an element-wise step of the activation's shape: the fallback's, named."""
+    inits = [("K", _w(26, 2, 4, 5, 6))]
+    data = _graph([helper.make_node("Add", ["x", "K"], ["y"], name="grow")], ["N", 1, 5, 6],
+                  inits)
+    with pytest.raises(ValueError, match=r"node 'grow' \(Add\) is not supported: a constant of "
+                                         r"shape \[2, 4, 5, 6\] on \[1, 1, 5, 6\]"):
+        fc.Network.from_onnx(data, fallback=False)
+    x = _rng(27).standard_normal((1, 1, 5, 6)).astype(np.float32)
+    _close(fc.Network.from_onnx(data)(x), _ort(data, x))
+
+
+@pytest.mark.parametrize("slope_shape", [(1,), (5, 1, 1), (1, 5, 1, 1), (5, 6, 7), (7,)])
+def test_prelu(slope_shape):
+    """PRelu after a convolution: one slope is a LeakyRelu in the convolution's epilogue; one
+    per channel, or any that broadcasts to the activation's shape, an element-wise step; as
+    ONNX Runtime (NaN and negative zero through as it gives them)."""
+    rng = _rng(28)
+    inits = [("W", rng.standard_normal((5, 3, 3, 3)).astype(np.float32)),
+             ("slope", rng.uniform(-1, 1, slope_shape).astype(np.float32))]
+    nodes = [_conv("c", ("x", "W"), "c", pads=[1, 1, 1, 1]),
+             helper.make_node("PRelu", ["c", "slope"], ["y"], name="prelu")]
+    data = _graph(nodes, ["N", 3, 6, 7], inits)
+    net = fc.Network.from_onnx(data, fallback=False)
+    x = rng.standard_normal((2, 3, 6, 7)).astype(np.float32)
+    x[0, :, 2, 3] = np.nan
+    got, expected = net(x), _ort(data, x)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    _close(np.nan_to_num(got), np.nan_to_num(expected))
+    shown = str(net)
+    if slope_shape == (1,):
+        assert [n.op for n in net.graph.nodes] == ["conv"]
+    else:
+        assert "prelu of a constant" + (" per channel" if slope_shape[-2:] == (1, 1) else "") \
+            in shown
+
+
+@pytest.mark.parametrize("op", ["Exp", "Sigmoid", "Tanh"])
+def test_activations_at_the_ends_of_the_float_range(op):
+    """Exp, Sigmoid and Tanh in the plan's float32 kernels, from far below exp's underflow to
+    past its overflow, infinities and NaN: infinity where exp overflows, 0 below the smallest
+    normal float (as float32's own exp, to within 1.2e-38), one ulp or so between."""
+    g = helper.make_graph([helper.make_node(op, ["x"], ["y"], name="act")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 1, 400])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 1, 400])])
+    data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    x = np.linspace(-120, 100, 3200, dtype=np.float32).reshape(1, 8, 1, 400)
+    x[0, 0, 0, :3] = [np.inf, -np.inf, np.nan]
+    got = fc.Network.from_onnx(data, fallback=False)(x)
+    wide = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        expected = {"Exp": np.exp(wide), "Sigmoid": 1 / (1 + np.exp(-wide)),
+                    "Tanh": np.tanh(wide)}[op].astype(np.float32)
+    np.testing.assert_allclose(got, expected, rtol=3e-6, atol=1.2e-38)
+    if op == "Exp":
+        assert got[0, 0, 0, 0] == np.inf and np.isinf(got[x > 88.73]).all()
+        assert np.isfinite(got[x < 88.72]).all() and got[0, 0, 0, 1] == 0

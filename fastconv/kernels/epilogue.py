@@ -22,3 +22,18 @@ EXP = 11          # exp(y): ONNX's Exp, and the softmax's numerators
 ACTIVATIONS = {"none": NONE, "clamp": CLAMP, "leaky": LEAKY, "hardsigmoid": HARDSIGMOID,
                "hardswish": HARDSWISH, "sigmoid": SIGMOID, "silu": SILU, "tanh": TANH,
                "mish": MISH, "gelu": GELU, "gelu_tanh": GELU_TANH, "exp": EXP}
+
+# The operations of a plan's element-wise step of two operands (``nhwc.layout.binary``):
+# ``a op b``, or ``b op a`` for the reversed ones. The C kernels' ``FC_BINARY_*`` have the
+# same numbers; a test holds them together.
+ADD = 0           # a + b
+MUL = 1           # a * b
+SUB = 2           # a - b
+DIV = 3           # a / b
+SUB_FROM = 4      # b - a
+DIV_INTO = 5      # b / a
+PRELU = 6         # a where a >= 0, else a * b: ONNX's PRelu, b its slope
+
+#: The operations by name, as the graph's element-wise nodes spell them.
+BINARY_OPS = {"add": ADD, "mul": MUL, "sub": SUB, "div": DIV, "sub_from": SUB_FROM,
+              "div_into": DIV_INTO, "prelu": PRELU}

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels.epilogue import ACTIVATIONS
+from ..kernels.epilogue import ACTIVATIONS, BINARY_OPS
 from .arena import Buffer, Ref
 from ..spec import resize_taps, transposed_phases
-from .graph import Node, conv_spec, deconv_axes, deconv_geometry, pool_spec
+from .graph import CONCAT_AXES, Node, conv_spec, deconv_axes, deconv_geometry, pool_spec
 from .selection import Choice, parallel_tasks
 from .step_args import (Affine, AvgPool, Binary, Conv, CopyChannels, Depthwise, Depthwise3x3,
-                        ExpandedSeparable, Flatten, GlobalAverage, MaxPool, Resize, Separable,
-                        Softmax, SqueezeExcite, Winograd, ZeroBorder)
+                        ExpandedSeparable, Flatten, Gather, GlobalAverage, MaxPool, Resize,
+                        Separable, Softmax, SqueezeExcite, Winograd, ZeroBorder)
 
 
 @dataclass
@@ -115,33 +115,55 @@ def _emit_affine(ctx: Context, choice: Choice, steps: list) -> str:
 
 
 def _emit_binary(ctx: Context, choice: Choice, steps: list) -> str:
+    """Two values (or a value and a constant of its shape) added, multiplied, subtracted or
+    divided, the activation after."""
     node = choice.head
     src, dst, s, (top, left), (o_top, o_left) = _windows(ctx, node)
-    other = node.inputs[1]
-    b_top, b_left = ctx.origin(other)
-    pixels = ctx.shapes[other] == ctx.shapes[src]
+    operation = node.attrs.get("operation", node.op)
+    if "constant" in node.attrs:  # NHWC, repeated for each image of the batch, made once
+        constant = node.attrs["constant"]
+        pixels = constant.shape[1:] == (s.height, s.width)  # else one number per channel
+        other = ctx.packed.get((node.name, "constant", ctx.batch))
+        if other is None:
+            other = ctx.packed[node.name, "constant", ctx.batch] = np.ascontiguousarray(
+                np.broadcast_to(constant.transpose(1, 2, 0).astype(ctx.dtype),
+                                (ctx.batch, *constant.shape[1:], s.channels)))
+        b_top = b_left = 0
+        what = f"{operation} of a constant" + ("" if pixels else " per channel")
+    else:
+        value = node.inputs[1]
+        other, (b_top, b_left) = ctx.ref(value), ctx.origin(value)
+        pixels = ctx.shapes[value] == ctx.shapes[src]
+        what = operation if pixels else f"{operation} (N, C, 1, 1) over the pixels"
     steps.append(Step("", Binary(
-        a=ctx.ref(src), a_top=top, a_left=left, b=ctx.ref(other), b_top=b_top, b_left=b_left,
-        b_pixels=pixels, multiply=node.op == "mul", out=ctx.ref(dst), out_top=o_top,
+        a=ctx.ref(src), a_top=top, a_left=left, b=other, b_top=b_top, b_left=b_left,
+        b_pixels=pixels, op=BINARY_OPS[operation], out=ctx.ref(dst), out_top=o_top,
         out_left=o_left, height=s.height, width=s.width, **ctx.epilogue(node),
         tasks=ctx.tasks)))
-    return node.op if pixels else f"{node.op} (N, C, 1, 1) over the pixels"
+    return what
 
 
 def _emit_concat(ctx: Context, choice: Choice, steps: list) -> str:
+    """Each input not written in place by its producer copied into its slice of the
+    channels, or into its rows or columns for a concatenation of the pixels."""
     node = choice.head
     _, dst, s, _, (o_top, o_left) = _windows(ctx, node)
-    c0, copies = 0, 0
+    axis = node.attrs.get("axis", "channels")
+    at, copies = 0, 0
     for value in node.inputs:
+        part = ctx.shapes[value]
         if value not in ctx.slots:
             v_top, v_left = ctx.origin(value)
             steps.append(Step("", CopyChannels(
-                x=ctx.ref(value), top=v_top, left=v_left, x_c0=0,
-                count=ctx.shapes[value].channels, out=ctx.ref(dst), out_top=o_top,
-                out_left=o_left, c0=c0, height=s.height, width=s.width, sh=1, sw=1,
-                phase_step=0, row_step=1, col_step=1, tasks=ctx.tasks)))
+                x=ctx.ref(value), top=v_top, left=v_left, x_c0=0, count=part.channels,
+                out=ctx.ref(dst), out_top=o_top + (at if axis == "height" else 0),
+                out_left=o_left + (at if axis == "width" else 0),
+                c0=at if axis == "channels" else 0, height=part.height, width=part.width,
+                sh=1, sw=1, phase_step=0, row_step=1, col_step=1, tasks=ctx.tasks)))
             copies += 1
-        c0 += ctx.shapes[value].channels
+        at += part.batched(1)[1 + CONCAT_AXES.index(axis)]
+    if axis != "channels":
+        return f"concat of {len(node.inputs)} along the {axis} (copied)"
     written = len(node.inputs) - copies
     return (f"concat of {len(node.inputs)} ({written} written in place by their producers, "
             f"{copies} copied into channel slices)")
@@ -214,6 +236,29 @@ def _emit_channel_slice(ctx: Context, choice: Choice, steps: list) -> str:
     """Channels c0 .. c0 + count of a value (a Split's part, a Slice on the channels)."""
     c0, count = choice.head.attrs["c0"], ctx.shapes[choice.head.output].channels
     return _copy(ctx, choice, steps, f"channels {c0}..{c0 + count - 1}", x_c0=c0)
+
+
+def _emit_gather(ctx: Context, choice: Choice, steps: list) -> str:
+    """A Reshape or Transpose that moves values between the pixels and the channels: each
+    output pixel's channels read from its first one's input element, ``delta`` apart (into
+    its concatenation's slice when that is its only reader)."""
+    node = choice.head
+    src, dst = node.inputs[0], node.output
+    s = ctx.shapes[dst]
+    c, h, w = node.attrs["source"]
+    dc, dh, dw = node.attrs["delta"]
+    x_buf = ctx.buffer(src)
+    cols, channels = x_buf.dims(1)[2], x_buf.channels
+    n = np.arange(ctx.batch)[:, None]
+    rows = (x_buf.pixel(n, h[None, :], w[None, :]) + c[None, :]).reshape(-1).astype(np.int64)
+    q = np.arange(s.height * s.width)
+    out_rows = ctx.pixels(dst, n, (q // s.width)[None, :], (q % s.width)[None, :])
+    c_step = int(dc + (dh * cols + dw) * channels)
+    steps.append(Step("", Gather(
+        x=ctx.ref(src, True), rows=rows, c_step=c_step, out=ctx.ref(dst, True),
+        out_rows=out_rows, channels=s.channels, tasks=ctx.tasks)))
+    return (f"gather, each pixel's channels {c_step} apart in the input"
+            + (" into its concatenation's slice" if dst in ctx.slots else ""))
 
 
 def _emit_pool(ctx: Context, choice: Choice, steps: list) -> str:
@@ -646,13 +691,13 @@ EMITTERS = {
     "nearest_upsample": _emit_nearest_upsample, "channel_slice": _emit_channel_slice,
     "depth_to_space": _emit_depth_to_space, "squeeze_excite": _emit_squeeze_excite,
     "resize": _emit_resize, "softmax": _emit_softmax, "pixel_slice": _emit_pixel_slice,
-    "flatten": _emit_flatten,
+    "flatten": _emit_flatten, "gather": _emit_gather,
 }
 #: The kinds whose kernels do not zero their output's border: a border step comes first.
 _BORDER_FIRST = {"affine", "binary", "concat", "max_pool", "avg_pool", "global_average",
                  "global_max",
                  "flatten", "depthwise", "nearest_upsample", "channel_slice", "depth_to_space",
-                 "squeeze_excite", "resize", "softmax", "pixel_slice"}
+                 "squeeze_excite", "resize", "softmax", "pixel_slice", "gather"}
 
 
 def emit(ctx: Context, choice: Choice, steps: list) -> str:

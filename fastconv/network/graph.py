@@ -2,7 +2,7 @@
 values and writing one.
 
 Every value is an activation of shape (N, C, H, W) or, after a flatten or a linear layer,
-(N, F). The graph holds no input size: :func:`infer_shapes` derives every value's shape from
+(N, F); an ONNX value of shape (N, C, L) is the plan's (N, C, 1, L). The graph holds no input size: :func:`infer_shapes` derives every value's shape from
 the input's, with the geometry from :class:`~fastconv.spec.ConvSpec` and
 :class:`~fastconv.spec.PoolSpec`, and its errors name the node and the shapes.
 """
@@ -85,7 +85,12 @@ class Node:
     ``linear`` (``weight`` (out, in), ``bias``), ``batchnorm`` (``scale``, ``shift``: the
     inference-time affine, per channel), ``act``, ``add`` and ``mul`` (two values of one
     shape, or the second (N, C, 1, 1) against the first (N, C, H, W): broadcast over the
-    pixels), ``concat`` (along the channels), ``maxpool`` / ``avgpool`` (``pool``: a PoolSpec
+    pixels), ``elementwise`` (``operation``, a name of ``kernels.epilogue.BINARY_OPS``, of
+    its input and a second value as ``add``'s, or its input and a ``constant`` of its shape,
+    (C, H, W), or of one number per channel, (C, 1, 1)), ``gather`` (a Reshape or Transpose of an ONNX value, from (C, H, W)
+    ``from_shape`` to ``shape``: output pixel p's channel c reads input element ``source[:,
+    p] + c * delta`` in (c, h, w) coordinates), ``concat`` (along the channels, or the
+    ``axis`` "height" or "width"), ``maxpool`` / ``avgpool`` (``pool``: a PoolSpec
     without input size), ``gap`` (global average pool, to (N, C, 1, 1)), ``gmp`` (global max
     pool), ``softmax`` (over the channels, or an (N, F) value's features), ``flatten`` (to (N,
     F), in NCHW order), ``unflatten`` ((N, F) to (N, F, 1, 1)) and ``identity``. Nodes that
@@ -170,10 +175,34 @@ class Shape:
                 else f"[{self.channels}, {self.height}, {self.width}]")
 
 
+#: The axes a concatenation may join, in the order of (C, H, W).
+CONCAT_AXES = ("channels", "height", "width")
+
+
 def broadcasts(small: Shape, full: Shape) -> bool:
     """Whether ``small`` (N, C, 1, 1) broadcasts over the pixels of ``full`` (N, C, H, W)."""
     return (not small.flat and not full.flat and small.channels == full.channels
             and (small.height, small.width) == (1, 1))
+
+
+def channel_steps(coords: np.ndarray):
+    """A gather's ``source`` and ``delta`` from ``coords`` (3, C, P), the (c, h, w) input
+    element of each output channel and pixel: where every pixel's channels are a constant
+    step apart, ``coords[:, c, p] = source[:, p] + c * delta`` with ``delta`` not negative;
+    None otherwise."""
+    channels = coords.shape[1]
+    delta = coords[:, 1, 0] - coords[:, 0, 0] if channels > 1 else np.zeros(3, np.int64)
+    steps = coords[:, :1, :] + delta[:, None, None] * np.arange(channels)[None, :, None]
+    if delta.min() < 0 or not np.array_equal(coords, steps):
+        return None
+    return np.ascontiguousarray(coords[:, 0, :], np.int64), tuple(int(d) for d in delta)
+
+
+def gather_coords(node: Node) -> np.ndarray:
+    """A gather node's input element (c, h, w) of each output channel and pixel: (3, C, P)."""
+    channels = node.attrs["shape"][0]
+    return (node.attrs["source"][:, None, :]
+            + np.asarray(node.attrs["delta"])[:, None, None] * np.arange(channels)[None, :, None])
 
 
 def _shown(shape: Shape, batch: int) -> str:
@@ -349,12 +378,36 @@ def _node_shape(node: Node, shape: Shape, shapes: dict, batch: int) -> Shape:
             raise ValueError(f"{node.name}: the size of tensor a ({_shown(shape, batch)}) must "
                              f"match the size of tensor b ({_shown(other, batch)})")
         return shape
-    if op == "concat":
+    if op == "concat":  # along the channels, or the rows or columns of the pixels
         parts = [shapes[v] for v in node.inputs]
-        if any(p.flat for p in parts) or len({(p.height, p.width) for p in parts}) != 1:
-            raise ValueError(f"{node.name}: Sizes of tensors must match except in dimension 1; "
-                             f"got {', '.join(_shown(p, batch) for p in parts)}")
-        return Shape(sum(p.channels for p in parts), shape.height, shape.width)
+        axis = CONCAT_AXES.index(a.get("axis", "channels"))
+        kept = [[p.channels, p.height, p.width] for p in parts]
+        for k in kept:
+            k[axis] = 0
+        if any(p.flat for p in parts) or len({tuple(k) for k in kept}) != 1:
+            raise ValueError(f"{node.name}: Sizes of tensors must match except in dimension "
+                             f"{axis + 1}; got {', '.join(_shown(p, batch) for p in parts)}")
+        dims = [shape.channels, shape.height, shape.width]
+        dims[axis] = sum(p.batched(1)[axis + 1] for p in parts)
+        return Shape(*dims)
+    if op == "elementwise":  # with a constant of the output's shape, or a second value
+        if "constant" in a:  # of the output's shape, or one number per channel
+            if a["constant"].shape not in ((shape.channels, shape.height, shape.width),
+                                           (shape.channels, 1, 1)):
+                raise ValueError(f"{node.name}: a constant of size {list(a['constant'].shape)} "
+                                 f"on input of size {_shown(shape, batch)}")
+            return shape
+        other = shapes[node.inputs[1]]
+        if other != shape and not broadcasts(other, shape):
+            raise ValueError(f"{node.name}: the size of tensor a ({_shown(shape, batch)}) must "
+                             f"match the size of tensor b ({_shown(other, batch)})")
+        return shape
+    if op == "gather":
+        if shape.flat or (shape.channels, shape.height, shape.width) != a["from_shape"]:
+            raise ValueError(f"{node.name} rearranges input of size "
+                             f"{[batch, *a['from_shape']]}, but got input of size "
+                             f"{_shown(shape, batch)}")
+        return Shape(*a["shape"])
     if op == "unflatten":
         if not shape.flat and (shape.height, shape.width) != (1, 1):
             raise ValueError(f"{node.name} expects (N, F) input, but got input of size "

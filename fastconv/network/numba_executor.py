@@ -13,7 +13,7 @@ from ..kernels.numba.microkernel import depthwise_block, tile_shape
 from ..kernels.numba.nhwc.conv import conv, pack, schedule, wide
 from ..kernels.numba.nhwc.depthwise import depthwise, depthwise_3x3
 from ..kernels.numba.nhwc.layout import (affine, binary, copy_channels, flatten, from_nchw,
-                                         resize, softmax, to_nchw, zero_border)
+                                         gather, resize, softmax, to_nchw, zero_border)
 from ..kernels.numba.nhwc.pool import avg_pool, global_average, max_pool
 from ..kernels.numba.nhwc.separable import expanded_separable, separable
 from ..kernels.numba.nhwc.squeeze_excite import squeeze_excite

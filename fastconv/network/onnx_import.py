@@ -17,16 +17,18 @@ import numpy as np
 
 from ..spec import (RESIZE_COORDINATES, RESIZE_ROUNDING, ConvSpec, PoolSpec, pool_output_size,
                     pool_reads_only_padding, same_pads)
-from .graph import INPUT, RELU, Activation, Graph, Node
+from .graph import CONCAT_AXES, INPUT, RELU, Activation, Graph, Node, channel_steps
 
 MIN_OPSET = 11
 SUPPORTED = ("Conv", "ConvTranspose", "BatchNormalization", "Relu", "Clip", "LeakyRelu",
              "HardSigmoid", "HardSwish", "Sigmoid", "Tanh", "Mish", "Gelu", "Exp", "Softmax",
+             "PRelu",
              "Mul", "Add", "Sub",
              "Div", "Concat",
              "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
              "Resize",
-             "DepthToSpace", "Split", "Slice", "Flatten", "Reshape", "Gemm", "MatMul",
+             "DepthToSpace", "Split", "Slice", "Flatten", "Reshape", "Transpose", "Squeeze",
+             "Unsqueeze", "Gemm", "MatMul",
              "Identity", "Dropout", "Constant")
 _FLOATS = {1: np.float32, 11: np.float64}  # TensorProto.FLOAT, DOUBLE
 
@@ -150,6 +152,9 @@ def one_graph(proto, opset) -> Graph:
     for node in onnx_graph.node:
         reader.read(node)
     output = onnx_graph.output[0].name
+    if len(shapes.get(output, ())) == 3:  # the plan's (N, C, 1, L): reshaped by a Program
+        raise NotOneGraph(f"Network.from_onnx: the output {output!r} has shape "
+                          f"{_shown(shapes, output)}, which a plan gives as (N, C, 1, L)")
     if output not in reader.values:
         raise NotOneGraph(f"Network.from_onnx: the output {output!r} is a constant, not "
                           "computed from the input")
@@ -160,6 +165,14 @@ def one_graph(proto, opset) -> Graph:
 def _shown(shapes, name) -> str:
     dims = shapes.get(name)
     return "unknown" if dims is None else str(["N" if d is None else d for d in dims])
+
+
+def plan_dims(shape):
+    """The plan's (C, H, W) of an ONNX shape (N, C, H, W), or of (N, C, L) as (N, C, 1, L);
+    None for another rank or a size past the batch not known."""
+    if shape is None or len(shape) not in (3, 4) or None in shape[1:]:
+        return None
+    return tuple(shape[1:]) if len(shape) == 4 else (shape[1], 1, shape[2])
 
 
 class Reader:
@@ -248,6 +261,20 @@ class Reader:
     def _rank(self, name):
         dims = self.shapes.get(name)
         return None if dims is None else len(dims)
+
+    def _plan_dims(self, name):
+        """The plan's (C, H, W) of ONNX value ``name``, (N, C, H, W) or (N, C, L) (as (N, C,
+        1, L)), or None (another rank, or a size not known)."""
+        return plan_dims(self.shapes.get(name))
+
+    def _plan_axis(self, name, axis) -> int | None:
+        """ONNX ``axis`` of value ``name`` as the plan's axis of (N, C, H, W) (an (N, C, L)
+        value's L is W), or None where its rank is not 3 or 4 or the axis is out of it."""
+        rank = self._rank(name)
+        if rank not in (3, 4) or not -rank <= int(axis) < rank:
+            return None
+        axis = int(axis) % rank
+        return axis if rank == 4 else (0, 1, 3)[axis]
 
     def _used(self, node, index) -> bool:
         """Whether the node's optional output ``index`` is read by anything."""
@@ -469,11 +496,11 @@ class Reader:
         rank = self._rank(node.input[0])
         axis = self._attrs(node).get("axis", -1 if self.opset >= 13 else 1)
         shape = self.shapes.get(node.input[0])
-        pixel = shape is not None and (len(shape) == 2 or tuple(shape[2:]) == (1, 1))
-        if rank not in (2, 4) or axis % rank != 1 or (self.opset < 13 and not pixel):
+        pixel = shape is not None and all(d == 1 for d in shape[2:])
+        if rank not in (2, 3, 4) or axis % rank != 1 or (self.opset < 13 and not pixel):
             raise _Refused(f"axis={axis} of {self._shown(node.input[0])} at opset "
                            f"{self.opset}: the plan's softmax is over the channels of "
-                           "(N, C, H, W) or the features of (N, F)")
+                           "(N, C, H, W) or (N, C, L), or the features of (N, F)")
         self._emit(node, label, "softmax", [self._value(node.input[0])])
 
     def _Tanh(self, node, label):
@@ -490,46 +517,93 @@ class Reader:
         self._act(node, label, Activation("gelu" if approximate == "none" else "gelu_tanh"))
 
     def _binary(self, node, label, op):
+        """``a op b``, ``op`` add, mul, sub or div: of two activations of one shape (or one
+        of them (N, C, 1, 1) or (N, C, 1), broadcast over the other's pixels), or of an
+        activation and a constant (:meth:`_with_constant`)."""
         a, b = node.input[0], node.input[1]
         if self._is_constant(a) and self._is_constant(b):
             raise _Refused("both inputs are constants (fold them before exporting)")
-        if self._is_constant(a):
-            a, b = b, a
-        if self._is_constant(b):
-            return self._affine(node, label, op, a, self.constants[b])
-        full, small = (a, b)
-        if self._broadcasts(a, b):
-            full, small = b, a
-        self._emit(node, label, op, [self._value(full), self._value(small)])
+        if self._is_constant(a) or self._is_constant(b):
+            first = self._is_constant(a)
+            value, constant = (b, a) if first else (a, b)
+            return self._with_constant(node, label, op, value, self.constants[constant], first)
+        sa, sb = self.shapes.get(a), self.shapes.get(b)
+        swapped = self._broadcasts(a, b)
+        if (sa is not None and sb is not None and tuple(sa[1:]) != tuple(sb[1:])
+                and not swapped and not self._broadcasts(b, a)):
+            raise _Refused(f"{self._shown(a)} and {self._shown(b)}: the plan's element-wise "
+                           "steps take two activations of one shape, or one of a pixel per "
+                           "image against the other")
+        full, small = (b, a) if swapped else (a, b)
+        if op in ("add", "mul"):
+            return self._emit(node, label, op, [self._value(full), self._value(small)])
+        operation = {"sub": "sub_from", "div": "div_into"}[op] if swapped else op
+        self._emit(node, label, "elementwise", [self._value(full), self._value(small)],
+                   operation=operation)
 
     def _broadcasts(self, a, b) -> bool:
-        """Whether ``a`` is the side of one pixel per image and ``b`` the full one."""
+        """Whether ``a`` is the side of one pixel per image and ``b`` the full one, both (N,
+        C, H, W) or both (N, C, L) of the same channels."""
         sa, sb = self.shapes.get(a), self.shapes.get(b)
-        return (sa is not None and sb is not None and len(sa) == len(sb) == 4
-                and sa[2:] == (1, 1) and sb[2:] != (1, 1))
+        return (sa is not None and sb is not None and len(sa) == len(sb) in (3, 4)
+                and sa[1] == sb[1] and all(d == 1 for d in sa[2:])
+                and not all(d == 1 for d in sb[2:]))
 
-    def _per_channel(self, value, constant) -> np.ndarray:
-        """``constant`` as one number or one per channel of ``value`` (flattened), or refused:
-        what broadcasts as a per-channel affine without changing ``value``'s shape."""
+    def _per_channel(self, value, c) -> np.ndarray | None:
+        """Constant ``c`` as one number or one per channel of ``value`` (flattened): what
+        broadcasts as a per-channel affine without changing ``value``'s shape; None for any
+        other constant."""
         rank = self._rank(value)
-        c = self._float(constant)
         shape = c.shape
         if rank is None or len(shape) > rank:
-            raise _Refused(f"a constant of shape {list(shape)} on {self._shown(value)}: it "
-                           "would change the result's rank")
-        if c.size == 1 or (len(shape) >= 3 and shape[-2:] == (1, 1)
-                           and math.prod(shape[:-3]) == 1) or (
-                rank == 2 and math.prod(shape[:-1]) == 1):
-            return c.reshape(-1)  # (C, 1, 1), (1, C, 1, 1), or (F,), (1, F) on (N, F)
-        raise _Refused(f"a constant of shape {list(shape)} on {self._shown(value)}: only "
-                       "one number, or one per channel, is supported")
+            return None
+        padded = (1,) * (rank - len(shape)) + tuple(shape)
+        channels = self.shapes[value][1] if rank >= 2 else None
+        if c.size == 1 or (rank >= 2 and padded[0] == 1 and all(d == 1 for d in padded[2:])
+                           and channels in (None, padded[1])):
+            return c.reshape(-1)  # (C, 1, 1), (1, C, 1, 1), (C, 1) on (N, C, L), (1, F) ...
+        return None
 
-    def _affine(self, node, label, op, value, constant):
-        """``x + c`` or ``x * c`` with ``c`` one number or one per channel: a per-channel
-        affine (which folds into a convolution before it)."""
-        c = self._per_channel(value, constant)
-        scale, shift = (c, np.zeros_like(c)) if op == "mul" else (np.ones_like(c), c)
-        self._emit(node, label, "batchnorm", [self._value(value)], scale=scale, shift=shift)
+    def _with_constant(self, node, label, op, value, constant, constant_first):
+        """``value op c`` (``c op value`` when ``constant_first``): a per-channel affine
+        (which folds into a convolution before it) where ``c`` is one number or one per
+        channel, but for ``c / value``; an element-wise step with ``c`` broadcast to
+        ``value``'s shape where ``c`` varies over its pixels."""
+        c = self._float(constant)
+        per = self._per_channel(value, c)
+        dims = self._plan_dims(value)
+        if op == "prelu" and per is not None and dims is not None:  # one slope per channel
+            return self._emit(node, label, "elementwise", [self._value(value)], operation=op,
+                              constant=np.ascontiguousarray(np.broadcast_to(
+                                  per, (dims[0],)).reshape(dims[0], 1, 1), self.dtype))
+        if per is not None and not (op == "div" and constant_first):
+            ones, zeros = np.ones_like(per), np.zeros_like(per)
+            with np.errstate(divide="ignore"):
+                scale, shift = {"add": (ones, per), "mul": (per, zeros),
+                                "sub": (-ones, per) if constant_first else (ones, -per),
+                                "div": (1 / per, zeros)}[op]
+            return self._emit(node, label, "batchnorm", [self._value(value)], scale=scale,
+                              shift=shift)
+        shape = self.shapes.get(value)
+        padded = None if shape is None or c.ndim > len(shape) else (
+            (1,) * (len(shape) - c.ndim) + c.shape)
+        if dims is None or padded is None or padded[0] != 1 or any(
+                p not in (1, d) for p, d in zip(padded[1:], shape[1:])):
+            raise _Refused(f"a constant of shape {list(c.shape)} on {self._shown(value)}: the "
+                           "plan takes constants that broadcast to the activation's shape of "
+                           "(N, C, H, W) or (N, C, L), one image's")
+        full = np.broadcast_to(c.reshape(padded[1:]), tuple(shape[1:])).reshape(dims)
+        operation = {"sub": "sub_from", "div": "div_into"}.get(op, op) if constant_first else op
+        self._emit(node, label, "elementwise", [self._value(value)], operation=operation,
+                   constant=np.ascontiguousarray(full, self.dtype))
+
+    def _PRelu(self, node, label):
+        """``x`` where ``x >= 0``, ``slope * x`` elsewhere: one slope, a LeakyRelu; one per
+        channel, or any that broadcasts to ``x``'s shape, an element-wise step with it."""
+        slope = self._float(self._constant(node.input[1], "slope"))
+        if slope.size == 1:
+            return self._act(node, label, Activation("leaky", alpha=float(slope.reshape(-1)[0])))
+        self._with_constant(node, label, "prelu", node.input[0], slope, False)
 
     def _Add(self, node, label):
         self._binary(node, label, "add")
@@ -538,31 +612,22 @@ class Reader:
         self._binary(node, label, "mul")
 
     def _Sub(self, node, label):
-        """``x - c`` (adds -c) or ``c - x`` (scale -1, shift c)."""
-        a, b = node.input[0], node.input[1]
-        if self._is_constant(b) and not self._is_constant(a):
-            return self._affine(node, label, "add", a, -self._float(self.constants[b]))
-        if self._is_constant(a) and not self._is_constant(b):
-            c = self._per_channel(b, self.constants[a])
-            return self._emit(node, label, "batchnorm", [self._value(b)],
-                              scale=-np.ones_like(c), shift=c)
-        raise _Refused("a difference of two activations: the plan subtracts constants only")
+        self._binary(node, label, "sub")
 
     def _Div(self, node, label):
-        """``x / c``: times 1 / c."""
-        a, b = node.input[0], node.input[1]
-        if self._is_constant(b) and not self._is_constant(a):
-            with np.errstate(divide="ignore"):
-                return self._affine(node, label, "mul", a, 1 / self._float(self.constants[b]))
-        raise _Refused("a quotient by an activation: the plan divides by constants only")
+        self._binary(node, label, "div")
 
     def _Concat(self, node, label):
+        """Along the channels of (N, C, H, W) or (N, C, L) (written in place where the
+        producers can), or along their pixels' rows or columns (copied)."""
         axis = self._attrs(node)["axis"]
-        rank = self._rank(node.input[0])
-        if rank != 4 or axis % 4 != 1:
-            raise _Refused(f"axis={axis} on {self._shown(node.input[0])}: only the channels "
-                           "of 4-D tensors (axis 1) are supported")
-        self._emit(node, label, "concat", [self._value(v) for v in node.input])
+        first = node.input[0]
+        where = self._plan_axis(first, axis)
+        if where in (None, 0) or any(self._rank(v) != self._rank(first) for v in node.input):
+            raise _Refused(f"axis={axis} on {self._shown(first)}: the plan concatenates (N, C, "
+                           "H, W) or (N, C, L) along any axis but the batch")
+        self._emit(node, label, "concat", [self._value(v) for v in node.input],
+                   axis=CONCAT_AXES[where - 1])
 
     def _pool(self, node, label, kind):
         attrs = self._attrs(node)
@@ -723,15 +788,15 @@ class Reader:
             self.values[output] = name
 
     def _Split(self, node, label):
-        """A split of (N, C, H, W) along the channels: each part a slice (copied once, or
-        straight into the concatenation that reads it)."""
+        """A split of (N, C, H, W) or (N, C, L) along the channels: each part a slice (copied
+        once, or straight into the concatenation that reads it)."""
         attrs = self._attrs(node)
         self._refuse_unknown(attrs, ("axis", "split", "num_outputs"))
         shape = self.shapes.get(node.input[0])
         axis = attrs.get("axis", 0)
-        if shape is None or len(shape) != 4 or axis % 4 != 1 or shape[1] is None:
+        if self._plan_axis(node.input[0], axis) != 1 or shape[1] is None:
             raise _Refused(f"axis={axis} on {self._shown(node.input[0])}: only the channels of "
-                           "(N, C, H, W) are split on the plan")
+                           "(N, C, H, W) or (N, C, L) are split on the plan")
         channels, parts = shape[1], len(node.output)
         if len(node.input) > 1 and node.input[1]:
             sizes = [int(v) for v in np.reshape(self._constant(node.input[1], "split"), -1)]
@@ -748,9 +813,8 @@ class Reader:
                                            zip(node.output, starts, sizes)])
 
     def _Slice(self, node, label):
-        """A slice of (N, C, H, W) along the channels (step 1), or along the pixels (any
-        positive steps: YOLOv5's Focus takes every other row and column)."""
-        shape = self.shapes.get(node.input[0])
+        """A slice of (N, C, H, W) or (N, C, L) along the channels (step 1), or along the
+        pixels (any positive steps: YOLOv5's Focus takes every other row and column)."""
         starts, ends = (np.reshape(self._constant(node.input[i], what), -1)
                         for i, what in ((1, "starts"), (2, "ends")))
         axes = [int(a) for a in (np.reshape(self._constant(node.input[3], "axes"), -1)
@@ -759,17 +823,18 @@ class Reader:
         steps = [int(s) for s in (np.reshape(self._constant(node.input[4], "steps"), -1)
                                   if len(node.input) > 4 and node.input[4]
                                   else np.ones(len(starts), np.int64))]
-        dims = {a % 4 for a in axes} if shape is not None and len(shape) == 4 else set()
-        if (shape is None or len(shape) != 4 or None in shape[1:] or len(dims) != len(axes)
-                or 0 in dims or min(steps) < 1 or (1 in dims and (len(dims) > 1
-                                                                   or steps != [1]))):
+        sizes = self._plan_dims(node.input[0])
+        planned = [self._plan_axis(node.input[0], a) for a in axes]
+        dims = set(planned)
+        if (sizes is None or None in dims or len(dims) != len(axes) or 0 in dims
+                or min(steps) < 1 or (1 in dims and (len(dims) > 1 or steps != [1]))):
             raise _Refused(f"a slice of {self._shown(node.input[0])} on axes {axes} by steps "
-                           f"{steps}: the plan slices the channels of (N, C, H, W) (step 1) "
-                           "or its pixels (positive steps)")
-        kept = {d: range(n) for d, n in zip((1, 2, 3), shape[1:])}
-        for a, s, e, step in zip(axes, starts, ends, steps):
-            kept[a % 4] = kept[a % 4][slice(int(max(min(s, 2**62), -2**62)),
-                                            int(max(min(e, 2**62), -2**62)), step)]
+                           f"{steps}: the plan slices the channels of (N, C, H, W) or (N, C, "
+                           "L) (step 1) or their pixels (positive steps)")
+        kept = {d: range(n) for d, n in zip((1, 2, 3), sizes)}
+        for a, s, e, step in zip(planned, starts, ends, steps):
+            kept[a] = kept[a][slice(int(max(min(s, 2**62), -2**62)),
+                                    int(max(min(e, 2**62), -2**62)), step)]
         if 1 in dims:
             return self._channel_slices(node, label, [(node.output[0], kept[1].start,
                                                        len(kept[1]))])
@@ -817,13 +882,87 @@ class Reader:
         keeps_batch = (target[0] == 0 or (source[0] is not None and target[0] == source[0])
                        or (target[0] == -1 and math.prod(rest) == math.prod(source[1:])))
         if keeps_batch and len(out) == 2 and out[1] == math.prod(source[1:]):
-            return self._Flatten(node, label) if len(source) == 4 else self._alias(
+            return self._Flatten(node, label) if len(source) in (3, 4) else self._alias(
                 node, self._value(node.input[0]))
         if keeps_batch and len(source) == 2 and len(out) == 4 and out[2:] == (1, 1):
             return self._emit(node, label, "unflatten", [self._value(node.input[0])])
+        if (keeps_batch and len(source) in (3, 4) and len(out) in (3, 4)
+                and math.prod(out[1:]) == math.prod(source[1:])):
+            return self._rearrange(node, label, np.arange(math.prod(source[1:])).reshape(
+                out[1:]), "a reshape")
         raise _Refused(f"reshape of {self._shown(node.input[0])} to {target} (giving "
-                       f"{self._shown(node.output[0])}): only (N, C, H, W) to (N, C*H*W) and "
-                       "(N, F) to (N, F, 1, 1) are supported")
+                       f"{self._shown(node.output[0])}): only (N, C, H, W) to (N, C*H*W), "
+                       "(N, F) to (N, F, 1, 1), and between (N, C, H, W) and (N, C, L) shapes "
+                       "of the batch kept are supported")
+
+    def _Transpose(self, node, label):
+        """A permutation of the axes of (N, C, H, W) or (N, C, L) but the batch's."""
+        attrs = self._attrs(node)
+        self._refuse_unknown(attrs, ("perm",))
+        shape, rank = self.shapes.get(node.input[0]), self._rank(node.input[0])
+        if shape is None or None in shape[1:]:
+            raise _Refused(f"a transpose of {self._shown(node.input[0])}: the plan needs the "
+                           "sizes past the batch known")
+        perm = [int(p) for p in attrs.get("perm", range(rank - 1, -1, -1))]
+        if sorted(perm) != list(range(rank)):
+            raise _Invalid(f"perm={perm} is not a permutation of the {rank} axes of "
+                           f"{self._shown(node.input[0])}")
+        if perm[0] != 0:
+            raise _Refused(f"perm={perm} moves the batch: the plan keeps it first")
+        order = np.arange(math.prod(shape[1:])).reshape(shape[1:]).transpose(
+            [p - 1 for p in perm[1:]])
+        self._rearrange(node, label, order, f"a transpose by {perm}")
+
+    def _Squeeze(self, node, label):
+        self._same_order(node, label, "a squeeze")
+
+    def _Unsqueeze(self, node, label):
+        self._same_order(node, label, "an unsqueeze")
+
+    def _same_order(self, node, label, what):
+        """Squeeze or Unsqueeze: the same elements in the same order, of the shape inferred
+        for the output, its axes (an attribute before opset 13, an input from it) never the
+        batch."""
+        attrs = self._attrs(node)
+        self._refuse_unknown(attrs, ("axes",))
+        axes = attrs.get("axes")
+        if len(node.input) > 1 and node.input[1]:
+            axes = np.reshape(self._constant(node.input[1], "axes"), -1)
+        source, out = self.shapes.get(node.input[0]), self.shapes.get(node.output[0])
+        if source is None or out is None or None in source[1:] or None in out[1:]:
+            raise _Refused(f"{what} of {self._shown(node.input[0])}: the plan needs the sizes "
+                           "past the batch known")
+        rank = len(out) if node.op_type == "Unsqueeze" else len(source)
+        if (axes is None and source[0] in (None, 1)) or (axes is not None and any(
+                int(a) % rank == 0 for a in axes)):
+            raise _Refused(f"{what} of {self._shown(node.input[0])} on axes "
+                           f"{None if axes is None else [int(a) for a in axes]}: the plan "
+                           "keeps the batch first")
+        self._rearrange(node, label, np.arange(math.prod(source[1:])).reshape(out[1:]), what)
+
+    def _rearrange(self, node, label, order, what):
+        """An ONNX value's elements in a new shape or order, the batch kept: ``order`` holds,
+        for each element of one image of the output (in ONNX's shape), its index in one image
+        of the input. Nothing where the plan's layout stays (the value aliased); else a gather
+        in which each output pixel reads its channels a constant step apart; or refused."""
+        src = node.input[0]
+        before, after = self._plan_dims(src), plan_dims((None, *order.shape))
+        if before is None or after is None:
+            raise _Refused(f"{what} of {self._shown(src)} to {['N', *order.shape]}: the plan "
+                           "holds (N, C, H, W) and (N, C, L) values")
+        flat = order.reshape(-1)
+        if before == after and np.array_equal(flat, np.arange(flat.size)):
+            return self._alias(node, self._value(src))
+        _, height, width = before
+        index = order.reshape(after[0], -1)  # (C', pixels)
+        steps = channel_steps(np.stack([index // (height * width), index // width % height,
+                                        index % width]))
+        if steps is None:
+            raise _Refused(f"{what} of {self._shown(src)} to {['N', *order.shape]}: an "
+                           "output pixel's channels are not a constant step apart in the "
+                           "input")
+        self._emit(node, label, "gather", [self._value(src)], from_shape=before, shape=after,
+                   source=steps[0], delta=steps[1])
 
     def _linear(self, node, label, value, weight, bias):
         if self._rank(value) not in (2, None):

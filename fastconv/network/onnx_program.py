@@ -29,7 +29,7 @@ import numpy as np
 
 from .graph import INPUT, Graph
 from .onnx_import import (_FLOATS, NotOneGraph, Reader, check_declared, declared_shapes,
-                          model_inputs)
+                          model_inputs, plan_dims)
 
 #: Operators whose output is not a function of their inputs: never folded.
 NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
@@ -255,9 +255,20 @@ class Segment:
     gives: dict = field(default_factory=dict)
 
     def key(self, shapes) -> tuple:
-        """Its Network's plan key: the first entry's shape, the others'."""
-        return (tuple(shapes[self.entries[0]]), tuple(tuple(shapes[e])
-                                                      for e in self.entries[1:]))
+        """Its Network's plan key: the first entry's shape, the others' (an (N, C, L) value
+        as the plan's (N, C, 1, L))."""
+        return (planned(shapes[self.entries[0]]), tuple(planned(shapes[e])
+                                                        for e in self.entries[1:]))
+
+
+def planned(shape) -> tuple:
+    """An ONNX shape (N, C, H, W) or (N, C, L) as the plan's (N, C, H, W)."""
+    return (shape[0], *plan_dims(shape))
+
+
+def as_planned(x: np.ndarray) -> np.ndarray:
+    """An (N, C, L) array as the plan's (N, C, 1, L) (a view); (N, C, H, W) as it is."""
+    return x.reshape(x.shape[0], x.shape[1], 1, x.shape[2]) if x.ndim == 3 else x
 
 
 @dataclass
@@ -333,7 +344,8 @@ def partition(folded: Folded, opset: int, outputs: list[str]) -> list:
 
     def _enters(value, first) -> bool:
         shape, lead = folded.shapes[value], folded.shapes[first]
-        return len(shape) == 4 and len(lead) == 4 and shape[0] == lead[0]
+        return (plan_dims(shape) is not None and plan_dims(lead) is not None
+                and shape[0] == lead[0])
 
     items = group(nodes)
     for item in items:
@@ -442,12 +454,14 @@ class Program:
                       extra_outputs=tuple(outputs[1:]))
         segment.net = make_network(graph)
         first, extra = segment.key(folded.shapes)
-        planned = infer_shapes(segment.net.graph, first, dict(zip(names[1:], extra)))
+        shapes = infer_shapes(segment.net.graph, first, dict(zip(names[1:], extra)))
         for exit_value, given in segment.gives.items():
             if isinstance(given, int):
                 expected = folded.shapes.get(exit_value)
-                got = planned[segment.net.graph.outputs[given]].batched(first[0])
-                if expected is not None and None not in expected and tuple(expected) != got:
+                got = shapes[segment.net.graph.outputs[given]].batched(first[0])
+                if expected is None or None in expected:
+                    continue
+                if (planned(expected) if len(expected) == 3 else tuple(expected)) != got:
                     raise AssertionError(f"the plan of {_label(segment.nodes[-1])} gives "
                                          f"{list(got)}, ONNX {list(expected)}")
 
@@ -496,10 +510,13 @@ class Program:
         for k, item in enumerate(self.items):
             if isinstance(item, Segment):
                 outs = [] if item.net is None else item.net._run_segment(
-                    [values[e] for e in item.entries], clock)
+                    [as_planned(values[e]) for e in item.entries], clock)
                 for exit_value, given in item.gives.items():
-                    values[exit_value] = outs[given] if isinstance(given, int) else values[
-                        given]
+                    value = outs[given] if isinstance(given, int) else values[given]
+                    shape = self.folded.shapes.get(exit_value)
+                    if shape is not None and len(shape) != value.ndim:
+                        value = value.reshape(shape)  # the plan's (N, C, 1, L) as (N, C, L)
+                    values[exit_value] = value
             else:
                 start = time.perf_counter()
                 node = item.node

@@ -271,7 +271,7 @@ def _concat_slots(graph: Graph, shapes: dict, chosen: dict) -> dict:
     fused block), and the concatenation is its output's only reader."""
     slots = {}
     for node in graph.nodes:
-        if node.op != "concat":
+        if node.op != "concat" or node.attrs.get("axis", "channels") != "channels":
             continue
         c0 = 0
         for value in node.inputs:

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..kernels import tuning
 from ..spec import ConvSpec
-from .graph import HARDSWISH, SILU, Activation, Graph, Node, is_shuffle_deconv
+from .graph import (HARDSWISH, SILU, Activation, Graph, Node, channel_steps, gather_coords,
+                    is_shuffle_deconv)
 
 
 def optimize(graph: Graph) -> Graph:
@@ -40,11 +41,30 @@ def optimize(graph: Graph) -> Graph:
     for node in [n for n in graph.nodes if n.op == "add"]:
         _fuse_residual(graph, node)
     _fuse_activations(graph)  # a ReLU after a residual addition
+    for node in [n for n in graph.nodes if n.op == "gather"]:
+        _compose_gathers(graph, node)
     for node in [n for n in graph.nodes if n.op == "deconv"]:
         if (is_shuffle_deconv(node)
                 and node.attrs["weight"].shape[0] < tuning.PLAN_DECONV_SHUFFLE_BELOW):
             _deconv_as_shuffle(graph, node)
     return graph
+
+
+def _compose_gathers(graph: Graph, node: Node) -> None:
+    """A gather of a gather that nothing else reads (a Reshape, then a Transpose) as one,
+    where each output pixel's channels stay a constant step apart in the first's input."""
+    first = _sole_producer(graph, node)
+    if first is None or first.op != "gather":
+        return
+    c, h, w = gather_coords(node)  # in the first's output
+    width = first.attrs["shape"][2]
+    pixel = h * width + w
+    inner = first.attrs["source"][:, pixel] + np.asarray(first.attrs["delta"])[:, None, None] * c
+    steps = channel_steps(inner)
+    if steps is None:
+        return
+    first.attrs.update(shape=node.attrs["shape"], source=steps[0], delta=steps[1])
+    _absorb(graph, first, node)
 
 
 def _deconv_as_shuffle(graph: Graph, node: Node) -> None:
@@ -141,7 +161,7 @@ def _fuse_activations(graph: Graph) -> None:
     for node in [n for n in graph.nodes if n.op == "act"]:
         producer = _sole_producer(graph, node)
         if producer is None or producer.op not in ("conv", "deconv", "linear", "batchnorm",
-                                                   "add", "mul", "act"):
+                                                   "add", "mul", "elementwise", "act"):
             continue
         if producer.attrs.get("residual_after"):  # the addition comes after its activation
             continue

@@ -23,13 +23,13 @@ KINDS = ("gemm", "transpose_gemm", "transpose_conv", "winograd", "depthwise_3x3"
          "separable", "expanded_separable", "linear", "affine", "binary", "concat", "max_pool",
          "avg_pool", "global_average", "global_max", "softmax", "squeeze_excite", "flatten",
          "nearest_upsample", "resize", "channel_slice", "pixel_slice", "depth_to_space",
-         "alias")
+         "gather", "alias")
 
 #: The kinds whose output may be written straight into a concatenation's channel slice: the
 #: GEMM tiles, pixel by pixel through a table of offsets, and the nearest upsampling.
 WRITES_PER_PIXEL = {"gemm", "transpose_gemm", "transpose_conv", "separable",
                     "expanded_separable", "nearest_upsample", "channel_slice", "pixel_slice",
-                    "depth_to_space"}
+                    "depth_to_space", "gather"}
 #: The kinds that read their input through its border (its padding); a fused expand block
 #: pads its expanded rows in its own slab.
 PADS_ITS_INPUT = {"gemm", "winograd", "depthwise_3x3", "depthwise", "separable"}
@@ -38,7 +38,8 @@ PADS_ITS_INPUT = {"gemm", "winograd", "depthwise_3x3", "depthwise", "separable"}
 _BY_OP = {"deconv": "transpose_gemm", "upsample": "nearest_upsample", "resize": "resize",
           "depth_to_space": "depth_to_space", "slice": "channel_slice",
           "pixel_slice": "pixel_slice", "batchnorm": "affine",
-          "act": "affine", "add": "binary", "mul": "binary",
+          "act": "affine", "add": "binary", "mul": "binary", "elementwise": "binary",
+          "gather": "gather",
           "concat": "concat", "maxpool": "max_pool", "avgpool": "avg_pool",
           "gap": "global_average", "gmp": "global_max", "softmax": "softmax",
           "flatten": "flatten", "linear": "linear"}

@@ -36,12 +36,15 @@ Affine = _record("Affine", "affine", (
     "kind lo hi alpha beta tasks"))
 
 Binary = _record("Binary", "binary", (
-    "a a_top a_left b b_top b_left b_pixels multiply out out_top out_left "
+    "a a_top a_left b b_top b_left b_pixels op out out_top out_left "
     "height width kind lo hi alpha beta tasks"))
 
 CopyChannels = _record("CopyChannels", "copy_channels", (
     "x top left x_c0 count out out_top out_left c0 height width sh sw phase_step row_step "
     "col_step tasks"))
+
+Gather = _record("Gather", "gather", (
+    "x rows c_step out out_rows channels tasks"))
 
 Softmax = _record("Softmax", "softmax", (
     "x top left height width out out_top out_left tasks"))
@@ -102,7 +105,7 @@ Winograd = _record("Winograd", "winograd", (
 
 #: The record of each kind of step (``executor.STEP_KINDS``), by its kind.
 RECORDS = {record.kind: record for record in (
-    FromNchw, ZeroBorder, Affine, Binary, CopyChannels, Softmax, Resize, Flatten, MaxPool,
+    FromNchw, ZeroBorder, Affine, Binary, CopyChannels, Gather, Softmax, Resize, Flatten, MaxPool,
     AvgPool,
     GlobalAverage,
     SqueezeExcite, Depthwise, Depthwise3x3, Conv, Separable, ExpandedSeparable, Winograd)}

@@ -51,10 +51,22 @@ enum {
     FC_ACT_EXP = 11          /* exp(y) */
 };
 
+/* the operations of the element-wise step of two operands: fastconv.kernels.epilogue's
+ * BINARY_OPS (a test holds the two together) */
+enum {
+    FC_BINARY_ADD = 0,       /* a + b */
+    FC_BINARY_MUL = 1,       /* a * b */
+    FC_BINARY_SUB = 2,       /* a - b */
+    FC_BINARY_DIV = 3,       /* a / b */
+    FC_BINARY_SUB_FROM = 4,  /* b - a */
+    FC_BINARY_DIV_INTO = 5,  /* b / a */
+    FC_BINARY_PRELU = 6      /* a >= 0 ? a : a * b */
+};
+
 /* The float exponential's bounds (see FC(exp)), declared as ``lo`` and ``hi`` and made opaque
  * to the optimiser: an empty asm "changes" them in memory. */
 #define FC_EXP_BOUNDS(lo, hi)                \
-    float lo = -87.33654f, hi = 88.0f;       \
+    float lo = -87.33654f, hi = 88.72284f;   \
     __asm__("" : "+m"(lo), "+m"(hi))
 
 /* an epilogue's activation */
@@ -101,7 +113,7 @@ typedef struct {
 
 typedef struct {
     const void *a; i64 a_rows, a_cols, channels, a_top, a_left;
-    const void *b; i64 b_rows, b_cols, b_top, b_left; int b_pixels, multiply;
+    const void *b; i64 b_rows, b_cols, b_top, b_left; int b_pixels, op;
     void *out; i64 out_rows, out_cols, out_top, out_left, n, height, width;
     fc_epi epi;
 } fc_binary_args;
@@ -111,6 +123,11 @@ typedef struct {
     void *out; i64 out_rows, out_cols, total, out_top, out_left, c0, n, height, width, sh, sw;
     i64 phase_step, row_step, col_step;
 } fc_copy_args;
+
+typedef struct {
+    const void *x; const i64 *rows; i64 c_step;
+    void *out; const i64 *out_rows; i64 pixels, channels;
+} fc_gather_args;
 
 typedef struct {
     const void *x; i64 rows, cols, channels, top, left, n;
@@ -189,7 +206,7 @@ typedef void (*fc_task)(const void *args, i64 task, i64 tasks);
 #define FC_KERNELS(X)                                                                        \
     X(conv) X(depthwise_3x3) X(depthwise) X(separable) X(expanded_separable) X(winograd)   \
     X(pool) X(global_average) X(squeeze_excite) X(from_nchw) X(to_output) X(zero_border)   \
-    X(affine) X(binary) X(copy_channels) X(resize) X(softmax) X(flatten)
+    X(affine) X(binary) X(copy_channels) X(gather) X(resize) X(softmax) X(flatten)
 
 /* One vector width's kernels (``_plan_width.h``): float32 (``_f``) and float64 (``_d``). */
 typedef struct {

@@ -20,15 +20,17 @@ static inline void FC(zero_border_share)(T *buf, const fc_border *b, i64 task, i
 
 /* exp(x): for float, Cephes' polynomial of e^r on |r| <= ln 2 / 2 times 2^n made from the
  * exponent's bits (about one ulp; plain arithmetic, so that a loop of it vectorises, where a
- * call of libm's expf would not); for double, libm's exp. ``lo`` and ``hi`` bound x (2^n with
- * n in -126..127): the caller passes FC_EXP_BOUNDS's, which GCC cannot see through. Seen as
+ * call of libm's expf would not); for double, libm's exp. ``lo`` and ``hi`` bound x: below lo
+ * (the smallest normal float's logarithm) it is 0, above hi (the largest float's) infinity,
+ * and 2^n, n up to 128, is 2^min(n, 127) doubled where n is 128. The caller passes
+ * FC_EXP_BOUNDS's, which GCC cannot see through. Seen as
  * constants, they let it fold a whole branch of the caller (SiLU's y = x * 1 / (1 + exp(88))
  * for x < -88) and then compute that branch for every lane: a multiply by a subnormal
  * constant, whose subnormal products cost a microcode assist each. */
 static inline __attribute__((always_inline)) T FC(exp)(T x, float lo, float hi) {
     if (sizeof(T) != sizeof(float))
         return (T)exp((double)x);
-    float v = (float)x;
+    float given = (float)x, v = given;
     v = v < lo ? lo : v;  /* NaN stays NaN */
     v = v > hi ? hi : v;
     float n = floorf(v * 1.44269504088896341f + 0.5f);
@@ -40,8 +42,11 @@ static inline __attribute__((always_inline)) T FC(exp)(T x, float lo, float hi) 
     q = q * r + 1.6666665459e-1f;
     q = q * r + 5.0000001201e-1f;
     q = q * r * r + r + 1.0f;
-    union { int32_t i; float f; } two = { .i = ((int32_t)n + 127) << 23 };
-    return (T)(q * two.f);
+    float m = n > 127.0f ? 127.0f : n;
+    union { int32_t i; float f; } two = { .i = ((int32_t)m + 127) << 23 };
+    float out = q * (n > m ? 2.0f : 1.0f) * two.f;
+    out = given > hi ? INFINITY : out;
+    return (T)(given < lo ? 0.0f : out);
 }
 
 /* tanh: for float, Cephes' odd polynomial below 0.625 and 1 - 2 / (exp(2|x|) + 1) above
@@ -1002,10 +1007,21 @@ static void FC(binary_task)(const void *p, i64 task, i64 tasks) {
         for (i64 w = 0; w < a->width; w++) {
             const T *xw = x + w * channels, *yw = y + w * b_step;
             T *ow = o + w * channels;
-            if (a->multiply)
-                for (i64 c = 0; c < channels; c++) ow[c] = xw[c] * yw[c];
-            else
-                for (i64 c = 0; c < channels; c++) ow[c] = xw[c] + yw[c];
+            switch (a->op) {
+            case FC_BINARY_ADD: for (i64 c = 0; c < channels; c++) ow[c] = xw[c] + yw[c]; break;
+            case FC_BINARY_MUL: for (i64 c = 0; c < channels; c++) ow[c] = xw[c] * yw[c]; break;
+            case FC_BINARY_SUB: for (i64 c = 0; c < channels; c++) ow[c] = xw[c] - yw[c]; break;
+            case FC_BINARY_DIV: for (i64 c = 0; c < channels; c++) ow[c] = xw[c] / yw[c]; break;
+            case FC_BINARY_SUB_FROM:
+                for (i64 c = 0; c < channels; c++) ow[c] = yw[c] - xw[c];
+                break;
+            case FC_BINARY_DIV_INTO:
+                for (i64 c = 0; c < channels; c++) ow[c] = yw[c] / xw[c];
+                break;
+            default:  /* PRelu; NaN takes the product and stays NaN */
+                for (i64 c = 0; c < channels; c++) ow[c] = xw[c] >= 0 ? xw[c] : xw[c] * yw[c];
+                break;
+            }
         }
         FC(activate)(o, a->width * channels, &a->epi);
     }
@@ -1033,6 +1049,24 @@ static void FC(copy_channels_task)(const void *p, i64 task, i64 tasks) {
                 const T *restrict from = s + w * a->col_step * channels + j * a->phase_step;
                 for (i64 c = 0; c < a->count; c++) to[c] = from[c];
             }
+    }
+}
+
+/* out[out_rows[p] + c] = x[rows[p] + c * c_step] (nhwc.layout.gather): a reshape or a
+   transpose that moves values between the pixels and the channels. The tasks share the
+   output's pixels. */
+static void FC(gather_task)(const void *p, i64 task, i64 tasks) {
+    const fc_gather_args *a = (const fc_gather_args *)p;
+    const T *x = (const T *)a->x;
+    T *out = (T *)a->out;
+    const i64 channels = a->channels, step = a->c_step;
+    for (i64 q = task * a->pixels / tasks; q < (task + 1) * a->pixels / tasks; q++) {
+        T *restrict to = out + a->out_rows[q];
+        const T *restrict from = x + a->rows[q];
+        if (step == 1)
+            for (i64 c = 0; c < channels; c++) to[c] = from[c];
+        else
+            for (i64 c = 0; c < channels; c++) to[c] = from[c * step];
     }
 }
 

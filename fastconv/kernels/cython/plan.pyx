@@ -41,6 +41,14 @@ cdef extern from "_plan_kernels.h" nogil:
         FC_ACT_GELU
         FC_ACT_GELU_TANH
         FC_ACT_EXP
+    enum:
+        FC_BINARY_ADD
+        FC_BINARY_MUL
+        FC_BINARY_SUB
+        FC_BINARY_DIV
+        FC_BINARY_SUB_FROM
+        FC_BINARY_DIV_INTO
+        FC_BINARY_PRELU
 
     ctypedef void (*fc_task)(const void *args, i64 task, i64 tasks) noexcept nogil
 
@@ -93,7 +101,7 @@ cdef extern from "_plan_kernels.h" nogil:
         i64 a_rows, a_cols, channels, a_top, a_left
         const void *b
         i64 b_rows, b_cols, b_top, b_left
-        int b_pixels, multiply
+        int b_pixels, op
         void *out
         i64 out_rows, out_cols, out_top, out_left, n, height, width
         fc_epi epi
@@ -104,6 +112,14 @@ cdef extern from "_plan_kernels.h" nogil:
         void *out
         i64 out_rows, out_cols, total, out_top, out_left, c0, n, height, width, sh, sw
         i64 phase_step, row_step, col_step
+
+    ctypedef struct fc_gather_args:
+        const void *x
+        const i64 *rows
+        i64 c_step
+        void *out
+        const i64 *out_rows
+        i64 pixels, channels
 
     ctypedef struct fc_resize_args:
         const void *x
@@ -239,6 +255,7 @@ cdef extern from "_plan_kernels.h" nogil:
         fc_task affine_f, affine_d
         fc_task binary_f, binary_d
         fc_task copy_channels_f, copy_channels_d
+        fc_task gather_f, gather_d
         fc_task resize_f, resize_d
         fc_task softmax_f, softmax_d
         fc_task flatten_f, flatten_d
@@ -344,6 +361,11 @@ ACTIVATIONS = {"none": FC_ACT_NONE, "clamp": FC_ACT_CLAMP, "leaky": FC_ACT_LEAKY
                "sigmoid": FC_ACT_SIGMOID, "silu": FC_ACT_SILU, "tanh": FC_ACT_TANH,
                "mish": FC_ACT_MISH, "gelu": FC_ACT_GELU, "gelu_tanh": FC_ACT_GELU_TANH,
                "exp": FC_ACT_EXP}
+
+#: The element-wise operations' numbers in the C kernels (``FC_BINARY_*``), by name.
+BINARY_OPS = {"add": FC_BINARY_ADD, "mul": FC_BINARY_MUL, "sub": FC_BINARY_SUB,
+              "div": FC_BINARY_DIV, "sub_from": FC_BINARY_SUB_FROM,
+              "div_into": FC_BINARY_DIV_INTO, "prelu": FC_BINARY_PRELU}
 
 
 cdef fc_epi _epi(kind, lo, hi, alpha, beta):
@@ -503,9 +525,11 @@ def affine(x, top, left, scale, shift, has_affine, out, out_top, out_left, heigh
     return s
 
 
-def binary(a, a_top, a_left, b, b_top, b_left, b_pixels, multiply, out, out_top, out_left,
-           height, width, kind, lo, hi, alpha, beta, tasks):
+def binary(a, a_top, a_left, b, b_top, b_left, b_pixels, op, out, out_top, out_left, height,
+           width, kind, lo, hi, alpha, beta, tasks):
     dtype = out.dtype
+    if op not in BINARY_OPS.values():
+        raise ValueError(f"binary: unknown operation {op}")
     _buffer("a", a, dtype)
     _buffer("b", b, dtype)
     _buffer("out", out, dtype, True)
@@ -524,7 +548,7 @@ def binary(a, a_top, a_left, b, b_top, b_left, b_pixels, multiply, out, out_top,
     r.a, r.a_rows, r.a_cols, r.channels, r.a_top, r.a_left = (_data(a), a.shape[1], a.shape[2],
                                                               channels, a_top, a_left)
     r.b, r.b_rows, r.b_cols, r.b_top, r.b_left = _data(b), b.shape[1], b.shape[2], b_top, b_left
-    r.b_pixels, r.multiply = bool(b_pixels), bool(multiply)
+    r.b_pixels, r.op = bool(b_pixels), op
     r.out, r.out_rows, r.out_cols, r.out_top, r.out_left = (_data(out), out.shape[1],
                                                             out.shape[2], out_top, out_left)
     r.n, r.height, r.width = a.shape[0], height, width
@@ -562,6 +586,26 @@ def copy_channels(x, top, left, x_c0, count, out, out_top, out_left, c0, height,
     a.out_top, a.out_left, a.c0 = out_top, out_left, c0
     a.n, a.height, a.width, a.sh, a.sw = x.shape[0], height, width, sh, sw
     a.phase_step, a.row_step, a.col_step = phase_step, row_step, col_step
+    return s
+
+
+def gather(x, rows, c_step, out, out_rows, channels, tasks):
+    """``out[out_rows[p] + c] = x[rows[p] + c * c_step]`` (``nhwc.layout.gather``), ``x``
+    and ``out`` flat, every table entry checked against its array's size."""
+    dtype = out.dtype
+    _array("x", x, dtype)
+    _array("out", out, dtype, True)
+    if channels < 1 or c_step < 0:
+        raise ValueError(f"gather: channels must be positive and c_step not negative, but got "
+                         f"{channels} and {c_step}")
+    _table("out_rows", out_rows, 0, channels, out.size)
+    _table("rows", rows, 0, (channels - 1) * c_step + 1, x.size, out_rows.shape[0])
+    cdef Step s = _step("gather", sizeof(fc_gather_args), K.gather_f, K.gather_d, dtype, tasks,
+                        [x, out, rows, out_rows])
+    cdef fc_gather_args *a = <fc_gather_args *>s.args
+    a.x, a.rows, a.c_step = _data(x), <const i64 *>_data(rows), c_step
+    a.out, a.out_rows = _data(out), <const i64 *>_data(out_rows)
+    a.pixels, a.channels = out_rows.shape[0], channels
     return s
 
 

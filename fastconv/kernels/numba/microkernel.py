@@ -36,6 +36,7 @@ after it.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 from llvmlite import ir
@@ -183,9 +184,11 @@ class _Vectors:
         e = ir.IRBuilder(fn.append_basic_block("entry"))
         const = functools.partial(ir.Constant, vt)
         splat = lambda v: const([v] * self.lanes)  # noqa: E731
-        x = fn.args[0]
-        # within what 2 ** n of an 8-bit exponent spans (n from -126 to 127); keeps a NaN
-        x = _select_gt(e, _select_lt(e, x, splat(-87.33654)), splat(88.0))
+        given = fn.args[0]
+        # the smallest normal float's logarithm and the largest float's (n from -126 to
+        # 128); keeps a NaN
+        lo, hi = splat(-87.33654), splat(88.72284)
+        x = _select_gt(e, _select_lt(e, given, lo), hi)
         floor = cgutils.get_or_insert_function(b.module, ir.FunctionType(vt, [vt]),
                                                f"llvm.floor.{self.name}")
         fma = cgutils.get_or_insert_function(b.module, ir.FunctionType(vt, [vt] * 3),
@@ -200,10 +203,15 @@ class _Vectors:
                   5.0000001201e-1):
             p = madd(p, r, splat(c))
         p = madd(e.fmul(p, r), r, e.fadd(r, splat(1.0)))
+        # 2 ** n as 2 ** min(n, 127), doubled where n is 128
         it = ir.VectorType(ir.IntType(32), self.lanes)
-        bits = e.shl(e.add(e.fptosi(n, it), ir.Constant(it, [127] * self.lanes)),
+        m = _select_gt(e, n, splat(127.0))
+        bits = e.shl(e.add(e.fptosi(m, it), ir.Constant(it, [127] * self.lanes)),
                      ir.Constant(it, [23] * self.lanes))
-        e.ret(e.fmul(p, e.bitcast(bits, vt)))
+        p = e.fmul(e.select(e.fcmp_ordered(">", n, m), e.fadd(p, p), p), e.bitcast(bits, vt))
+        # beyond the bounds: infinity above, 0 below (NaN compares false: stays NaN)
+        p = e.select(e.fcmp_ordered(">", given, hi), splat(math.inf), p)
+        e.ret(e.select(e.fcmp_ordered("<", given, lo), splat(0.0), p))
         return fn
 
     def _splat(self, value):

@@ -1,9 +1,10 @@
 """The plan's edges and element-wise steps on NHWC: NCHW in and out, zeroing a buffer's
 border, a per-channel affine (a batch norm that follows no convolution), an activation on its
-own, the sum or product of two activations (one of them perhaps a pixel per image, as
-squeeze-and-excitation multiplies), the copy of a concatenation's input into its slice (or of
-a split's part, a nearest upsampling, a depth-to-space), a resize, and the softmax over the
-channels.
+own, the sum, product, difference or quotient of two activations (one of them perhaps a
+pixel per image, as squeeze-and-excitation multiplies, or a constant), the copy of a
+concatenation's input into its slice (or of a split's part, a nearest upsampling, a
+depth-to-space), a resize, the softmax over the channels, and a gather of values between
+the pixels and the channels (a reshape or a transpose).
 
 Element-wise kernels take their operands as (buffer, top, left) with the (h, w) interior size,
 so that each may have its own border.
@@ -14,7 +15,7 @@ from __future__ import annotations
 from numba import prange
 
 from ....runtime import jit
-from ...epilogue import EXP
+from ...epilogue import ADD, DIV, DIV_INTO, EXP, MUL, SUB, SUB_FROM
 from ..microkernel import activate_span
 from .epilogue import activate_row
 
@@ -109,10 +110,13 @@ def affine(x, top, left, scale, shift, has_affine, out, out_top, out_left, heigh
 
 
 @jit(parallel=True)
-def binary(a, a_top, a_left, b, b_top, b_left, b_pixels, multiply, out, out_top, out_left,
-           height, width, kind, lo, hi, alpha, beta, tasks):
-    """``out = act(a + b)``, or ``act(a * b)`` when ``multiply``; without ``b_pixels``, ``b``
-    is one pixel per image (N, 1, 1, C), broadcast over ``a``'s pixels."""
+def binary(a, a_top, a_left, b, b_top, b_left, b_pixels, op, out, out_top, out_left, height,
+           width, kind, lo, hi, alpha, beta, tasks):
+    """``out = act(a op b)``, ``op`` one of ``epilogue.BINARY_OPS`` (sum, product,
+    difference, quotient, the last two reversed: ``b - a``, ``b / a``, and PRelu: ``a``
+    where ``a >= 0``, else ``a * b``); without
+    ``b_pixels``, ``b`` is one pixel per image (N, 1, 1, C), broadcast over ``a``'s
+    pixels."""
     n_images, rows_a, cols_a, channels = a.shape
     rows_b, cols_b = b.shape[1], b.shape[2]
     rows_out, cols_out = out.shape[1], out.shape[2]
@@ -130,12 +134,27 @@ def binary(a, a_top, a_left, b, b_top, b_left, b_pixels, multiply, out, out_top,
                 x = af[a_at + w * channels:a_at + (w + 1) * channels]
                 y = bf[b_at + w * b_step:b_at + w * b_step + channels]
                 z = of[o_at + w * channels:o_at + (w + 1) * channels]
-                if multiply:
-                    for c in range(channels):
-                        z[c] = x[c] * y[c]
-                else:
+                if op == ADD:
                     for c in range(channels):
                         z[c] = x[c] + y[c]
+                elif op == MUL:
+                    for c in range(channels):
+                        z[c] = x[c] * y[c]
+                elif op == SUB:
+                    for c in range(channels):
+                        z[c] = x[c] - y[c]
+                elif op == DIV:
+                    for c in range(channels):
+                        z[c] = x[c] / y[c]
+                elif op == SUB_FROM:
+                    for c in range(channels):
+                        z[c] = y[c] - x[c]
+                elif op == DIV_INTO:
+                    for c in range(channels):
+                        z[c] = y[c] / x[c]
+                else:  # PRelu: NaN takes the product, and stays NaN
+                    for c in range(channels):
+                        z[c] = x[c] if x[c] >= 0 else x[c] * y[c]
             activate_row(out, n, out_top + h, out_left, width, kind, lo, hi, alpha, beta)
 
 
@@ -169,6 +188,24 @@ def copy_channels(x, top, left, x_c0, count, out, out_top, out_left, c0, height,
                     at = o_at + (w * sw + j) * total
                     for c in range(count):  # flat indices: no view per pixel, for few channels
                         of[at + c] = xf[s_at + c]
+
+
+@jit(parallel=True)
+def gather(x, rows, c_step, out, out_rows, channels, tasks):
+    """``out[out_rows[p] + c] = x[rows[p] + c * c_step]`` for every output pixel ``p`` and
+    ``c < channels`` (``x`` and ``out`` flat): a Reshape or Transpose that moves values
+    between the pixels and the channels, each output pixel's channels read ``c_step``
+    apart."""
+    pixels = out_rows.size
+    for task in prange(tasks):
+        for p in range(task * pixels // tasks, (task + 1) * pixels // tasks):
+            at, s_at = out_rows[p], rows[p]
+            if c_step == 1:
+                for c in range(channels):
+                    out[at + c] = x[s_at + c]
+            else:
+                for c in range(channels):
+                    out[at + c] = x[s_at + c * c_step]
 
 
 @jit(parallel=True)
