@@ -149,3 +149,24 @@ def test_softmax_before_opset_13_spans_every_dimension_from_its_axis(op, axis):
     data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
     data.ir_version = 7
     _same_as_onnx_runtime(data.SerializeToString(), {"x": x}, exact=False)
+
+
+@pytest.mark.parametrize("attrs", [
+    dict(kernel_shape=[3, 4], strides=[3, 1], pads=[1, 0, 0, 3], ceil_mode=1),
+    dict(kernel_shape=[3, 4], strides=[3, 1], pads=[1, 0, 0, 3], ceil_mode=1,
+         count_include_pad=1),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[2, 2, 2, 2], count_include_pad=1),
+    dict(kernel_shape=[2, 3], strides=[2, 2], pads=[0, 2, 1, 2], ceil_mode=1),
+    dict(kernel_shape=[3, 3], strides=[2, 3], auto_pad="SAME_UPPER", count_include_pad=1),
+])
+def test_an_average_pool_the_plan_refuses_is_averaged_as_onnx_runtime(attrs):
+    """Pads beyond half the window (which the plan refuses): the fallback's NumPy kernel
+    divides each window as ONNX Runtime does, the overhang of ceil_mode not counted, where
+    ``onnx.reference`` gives other averages."""
+    x = _rng().standard_normal((2, 3, 7, 5)).astype(np.float32)
+    data = _model([helper.make_node("AveragePool", ["x"], ["y"], name="ap", **attrs)],
+                  [_input("x", 1, ["N", 3, 7, 5])], [("y", 1)], {})
+    _same_as_onnx_runtime(data, {"x": x}, exact=False)
+    net = fc.Network.from_onnx(data)
+    net(x)
+    assert ("node 'ap' (AveragePool): fallback" in str(net)) == ("pads" in attrs)

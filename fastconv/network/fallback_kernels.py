@@ -27,11 +27,8 @@ def _auto_pad(node) -> str:
     return "NOTSET"
 
 
-class MaxPoolIndices:
-    """2-D MaxPool whose Indices output is read: ``onnx.reference`` gives wrong indices when
-    windows overlap (strides below the kernel). Indices are into the flattened input, row
-    major (``storage_order`` 0) or column major within each channel (1), the first maximum
-    of a window in row-major order."""
+class _Pool2d:
+    """A 2-D pooling node's attributes, and the windows it reads from an input."""
 
     def __init__(self, node):
         self.kernel = _ints(node, "kernel_shape", None)
@@ -41,8 +38,6 @@ class MaxPoolIndices:
         self.pads = ((pads[0], pads[2]), (pads[1], pads[3]))
         self.auto_pad = _auto_pad(node)
         self.ceil = bool(_ints(node, "ceil_mode", 0))
-        self.column_major = bool(_ints(node, "storage_order", 0))
-        self.outputs = len(node.output)
 
     def _auto_pads(self, size):
         """``auto_pad``'s pads for an input of ``size``."""
@@ -51,21 +46,40 @@ class MaxPoolIndices:
         return same_pads(size, self.kernel, self.strides, self.dilations,
                          upper=self.auto_pad == "SAME_UPPER")
 
-    def run(self, _, feeds):
-        x = np.asarray(next(iter(feeds.values())))
-        n, c, h, w = x.shape
+    def windows(self, x):
+        """``x``'s windows (n, c, oh, ow, kh, kw) (edge values where a tap is outside), the
+        taps' rows (oh, kh) and columns (ow, kw) in the unpadded input, and the pads."""
+        h, w = x.shape[2:]
         pads = self.pads if self.auto_pad in ("NOTSET", "") else self._auto_pads((h, w))
         oh, ow = pool_output_size((h, w), self.kernel, self.strides, pads, self.dilations,
                                   self.ceil)
         (top, _), (left, _) = pads
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
-        # the rows and columns each window reads, in the unpadded input (outside: -1)
         rows = (np.arange(oh) * sh - top)[:, None] + np.arange(kh) * dh  # (oh, kh)
         cols = (np.arange(ow) * sw - left)[:, None] + np.arange(kw) * dw  # (ow, kw)
+        windows = x[:, :, np.clip(rows, 0, h - 1)[:, None, :, None],
+                    np.clip(cols, 0, w - 1)[None, :, None, :]]
+        return windows, rows, cols, pads
+
+
+class MaxPoolIndices(_Pool2d):
+    """2-D MaxPool whose Indices output is read: ``onnx.reference`` gives wrong indices when
+    windows overlap (strides below the kernel). Indices are into the flattened input, row
+    major (``storage_order`` 0) or column major within each channel (1), the first maximum
+    of a window in row-major order."""
+
+    def __init__(self, node):
+        super().__init__(node)
+        self.column_major = bool(_ints(node, "storage_order", 0))
+        self.outputs = len(node.output)
+
+    def run(self, _, feeds):
+        x = np.asarray(next(iter(feeds.values())))
+        n, c, h, w = x.shape
+        windows, rows, cols, _ = self.windows(x)
+        oh, kh, ow, kw = *rows.shape, *cols.shape
         inside = (((rows >= 0) & (rows < h))[:, None, :, None]
                   & ((cols >= 0) & (cols < w))[None, :, None, :])  # (oh, ow, kh, kw)
-        windows = x[:, :, np.clip(rows, 0, h - 1)[:, None, :, None],
-                    np.clip(cols, 0, w - 1)[None, :, None, :]]  # (n, c, oh, ow, kh, kw)
         lowest = -np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
         windows = np.where(inside, windows, lowest).reshape(n, c, oh, ow, kh * kw)
         best = windows.argmax(axis=-1)
@@ -77,6 +91,33 @@ class MaxPoolIndices:
         plane = (np.arange(n)[:, None] * c + np.arange(c)[None, :])[:, :, None, None] * (h * w)
         index = plane + (q * h + r if self.column_major else r * w + q)
         return [y, index.astype(np.int64)][:self.outputs]
+
+
+class AveragePool2d(_Pool2d):
+    """2-D AveragePool of a float input: ``onnx.reference`` gives wrong averages where the
+    pads exceed half the window and the last window of ``ceil_mode`` overhangs them. Each
+    window's sum over its taps inside the input, divided by its taps inside the padded input
+    (``count_include_pad``: a tap past the pads, in the overhang, is not counted) or inside
+    the input, as ONNX Runtime divides."""
+
+    def __init__(self, node):
+        super().__init__(node)
+        self.include_pad = bool(_ints(node, "count_include_pad", 0))
+
+    def run(self, _, feeds):
+        x = np.asarray(next(iter(feeds.values())))
+        h, w = x.shape[2:]
+        windows, rows, cols, ((top, bottom), (left, right)) = self.windows(x)
+        inside = (((rows >= 0) & (rows < h))[:, None, :, None]
+                  & ((cols >= 0) & (cols < w))[None, :, None, :])  # (oh, ow, kh, kw)
+        if self.include_pad:
+            counted = (((rows >= -top) & (rows < h + bottom))[:, None, :, None]
+                       & ((cols >= -left) & (cols < w + right))[None, :, None, :])
+        else:
+            counted = inside
+        total = np.where(inside, windows, 0).sum(axis=(-2, -1), dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return [(total / counted.sum(axis=(-2, -1))).astype(x.dtype)]
 
 
 class Sigmoid:
@@ -128,4 +169,6 @@ def kernel_for(node, opset: int):
         return MaxPoolIndices(node)
     if node.op_type == "Sigmoid":
         return Sigmoid()
+    if node.op_type == "AveragePool" and len(_ints(node, "kernel_shape", [])) == 2:
+        return AveragePool2d(node)
     return None

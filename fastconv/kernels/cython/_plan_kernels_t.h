@@ -20,33 +20,31 @@ static inline void FC(zero_border_share)(T *buf, const fc_border *b, i64 task, i
 
 /* exp(x): for float, Cephes' polynomial of e^r on |r| <= ln 2 / 2 times 2^n made from the
  * exponent's bits (about one ulp; plain arithmetic, so that a loop of it vectorises, where a
- * call of libm's expf would not); for double, libm's exp. ``lo`` and ``hi`` bound x: below lo
- * (the smallest normal float's logarithm) it is 0, above hi (the largest float's) infinity,
- * and 2^n, n up to 128, is 2^min(n, 127) doubled where n is 128. The caller passes
- * FC_EXP_BOUNDS's, which GCC cannot see through. Seen as
- * constants, they let it fold a whole branch of the caller (SiLU's y = x * 1 / (1 + exp(88))
- * for x < -88) and then compute that branch for every lane: a multiply by a subnormal
- * constant, whose subnormal products cost a microcode assist each. */
+ * call of libm's expf would not); for double, libm's exp. ``lo`` and ``hi`` bound x, at the
+ * logarithms of the smallest normal float and (just past) the largest: the polynomial's
+ * coefficients are doubled and the power is 2^(n - 1), n from -126 to 128, so that past the
+ * largest float the product overflows to infinity, and below about 1.8e-38 the power is 0:
+ * no compare beyond the bounds. The caller passes FC_EXP_BOUNDS's, which GCC cannot see
+ * through. Seen as constants, they let it fold a whole branch of the caller (SiLU's y = x * 1 /
+ * (1 + exp(88)) for x < -88) and then compute that branch for every lane: a multiply by a
+ * subnormal constant, whose subnormal products cost a microcode assist each. */
 static inline __attribute__((always_inline)) T FC(exp)(T x, float lo, float hi) {
     if (sizeof(T) != sizeof(float))
         return (T)exp((double)x);
-    float given = (float)x, v = given;
+    float v = (float)x;
     v = v < lo ? lo : v;  /* NaN stays NaN */
     v = v > hi ? hi : v;
     float n = floorf(v * 1.44269504088896341f + 0.5f);
     float r = v - n * 0.693359375f - n * -2.12194440e-4f;
-    float q = 1.9875691500e-4f;
-    q = q * r + 1.3981999507e-3f;
-    q = q * r + 8.3334519073e-3f;
-    q = q * r + 4.1665795894e-2f;
-    q = q * r + 1.6666665459e-1f;
-    q = q * r + 5.0000001201e-1f;
-    q = q * r * r + r + 1.0f;
-    float m = n > 127.0f ? 127.0f : n;
-    union { int32_t i; float f; } two = { .i = ((int32_t)m + 127) << 23 };
-    float out = q * (n > m ? 2.0f : 1.0f) * two.f;
-    out = given > hi ? INFINITY : out;
-    return (T)(given < lo ? 0.0f : out);
+    float q = 3.9751383000e-4f;  /* twice Cephes': 2 e^r, exactly */
+    q = q * r + 2.7963999014e-3f;
+    q = q * r + 1.66669038146e-2f;
+    q = q * r + 8.3331591788e-2f;
+    q = q * r + 3.3333330918e-1f;
+    q = q * r + 1.00000002402f;
+    q = q * r * r + (r + r) + 2.0f;
+    union { int32_t i; float f; } half = { .i = ((int32_t)n + 126) << 23 };  /* 2^(n - 1) */
+    return (T)(q * half.f);
 }
 
 /* tanh: for float, Cephes' odd polynomial below 0.625 and 1 - 2 / (exp(2|x|) + 1) above

@@ -36,7 +36,6 @@ after it.
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 from llvmlite import ir
@@ -184,11 +183,12 @@ class _Vectors:
         e = ir.IRBuilder(fn.append_basic_block("entry"))
         const = functools.partial(ir.Constant, vt)
         splat = lambda v: const([v] * self.lanes)  # noqa: E731
-        given = fn.args[0]
-        # the smallest normal float's logarithm and the largest float's (n from -126 to
-        # 128); keeps a NaN
-        lo, hi = splat(-87.33654), splat(88.72284)
-        x = _select_gt(e, _select_lt(e, given, lo), hi)
+        x = fn.args[0]
+        # the logarithms of the smallest normal float and (just past) the largest; keeps a
+        # NaN. With the coefficients doubled and the power 2 ** (n - 1), n from -126 to 128,
+        # the product overflows to infinity past the largest float and is 0 below about
+        # 1.8e-38: no compare beyond the bounds
+        x = _select_gt(e, _select_lt(e, x, splat(-87.33654)), splat(88.72284))
         floor = cgutils.get_or_insert_function(b.module, ir.FunctionType(vt, [vt]),
                                                f"llvm.floor.{self.name}")
         fma = cgutils.get_or_insert_function(b.module, ir.FunctionType(vt, [vt] * 3),
@@ -198,20 +198,15 @@ class _Vectors:
             return e.call(fma, [a, m, c])
         n = e.call(floor, [madd(x, splat(1.44269504088896341), splat(0.5))])
         r = madd(n, splat(2.12194440e-4), madd(n, splat(-0.693359375), x))
-        p = splat(1.9875691500e-4)
-        for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
-                  5.0000001201e-1):
+        p = splat(3.9751383000e-4)  # twice Cephes': 2 e ** r, exactly
+        for c in (2.7963999014e-3, 1.66669038146e-2, 8.3331591788e-2, 3.3333330918e-1,
+                  1.00000002402):
             p = madd(p, r, splat(c))
-        p = madd(e.fmul(p, r), r, e.fadd(r, splat(1.0)))
-        # 2 ** n as 2 ** min(n, 127), doubled where n is 128
+        p = madd(e.fmul(p, r), r, madd(r, splat(2.0), splat(2.0)))
         it = ir.VectorType(ir.IntType(32), self.lanes)
-        m = _select_gt(e, n, splat(127.0))
-        bits = e.shl(e.add(e.fptosi(m, it), ir.Constant(it, [127] * self.lanes)),
+        bits = e.shl(e.add(e.fptosi(n, it), ir.Constant(it, [126] * self.lanes)),
                      ir.Constant(it, [23] * self.lanes))
-        p = e.fmul(e.select(e.fcmp_ordered(">", n, m), e.fadd(p, p), p), e.bitcast(bits, vt))
-        # beyond the bounds: infinity above, 0 below (NaN compares false: stays NaN)
-        p = e.select(e.fcmp_ordered(">", given, hi), splat(math.inf), p)
-        e.ret(e.select(e.fcmp_ordered("<", given, lo), splat(0.0), p))
+        e.ret(e.fmul(p, e.bitcast(bits, vt)))
         return fn
 
     def _splat(self, value):
