@@ -824,10 +824,12 @@ def test_a_yolov8_head_runs_on_the_plan():
         _close(got, _ort(data, x))
     shown = str(net)
     assert "0 fallback nodes" in shown and "fallback: onnx.reference" not in shown
-    for what in ("node 'flat1' (Reshape): gather, each pixel's channels 1 apart",
+    for what in ("node 'flat1' (Reshape): gather, each pixel's channels 1 apart in the input "
+                 "into its concatenation's slice",
                  "node 'unflat' (Reshape): gather, each pixel's channels 1 apart",
                  "node 'dist' (Reshape): gather, each pixel's channels 60 apart",
-                 "concat of 2 along the width", "(Sub): sub", "(Add): add of a constant",
+                 "(Concat): concat of 2 (2 written in place by their producers, 0 copied into "
+                 "its width)", "(Sub): sub", "(Add): add of a constant",
                  "(Mul): mul of a constant", "softmax over 4 channels"):
         assert what in shown, what
     # the Reshape to (N, 4, 4, L) and the Transpose after it: one gather
@@ -973,3 +975,26 @@ def test_activations_at_the_ends_of_the_float_range(op):
     if op == "Exp":
         assert got[0, 0, 0, 0] == np.inf and np.isinf(got[x > 88.73]).all()
         assert np.isfinite(got[x < 88.72]).all() and got[0, 0, 0, 1] == 0
+
+
+@pytest.mark.parametrize("axis", [2, 3])
+def test_gathers_written_into_a_concatenation_of_the_pixels(axis):
+    """Two transposes of (N, C, H, W) to (N, C, W, H), joined along the rows or the columns:
+    each gather writes its pixels straight into the concatenation's buffer (padded for the
+    convolution after it), as ONNX Runtime."""
+    rng = _rng(29)
+    inits = [("W1", rng.standard_normal((4, 3, 1, 1)).astype(np.float32)),
+             ("W2", rng.standard_normal((4, 3, 3, 3)).astype(np.float32)),
+             ("W3", rng.standard_normal((2, 4, 3, 3)).astype(np.float32))]
+    nodes = [_conv("a", ("x", "W1"), "a"), _conv("b", ("x", "W2"), "b", pads=[1, 1, 1, 1]),
+             helper.make_node("Transpose", ["a"], ["ta"], perm=[0, 1, 3, 2]),
+             helper.make_node("Transpose", ["b"], ["tb"], perm=[0, 1, 3, 2]),
+             helper.make_node("Concat", ["ta", "tb"], ["c"], axis=axis, name="join"),
+             _conv("d", ("c", "W3"), "y", pads=[1, 1, 1, 1])]
+    data = _graph(nodes, ["N", 3, 5, 7], inits)
+    net = fc.Network.from_onnx(data, fallback=False)
+    x = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
+    _close(net(x), _ort(data, x))
+    along = {2: "height", 3: "width"}[axis]
+    assert f"concat of 2 (2 written in place by their producers, 0 copied into its {along})" \
+        in str(net)

@@ -46,7 +46,9 @@ class Context:
     threads: int
     dtype: np.dtype
     kernels: object
-    slots: dict  # value -> its first channel in the concatenation's buffer it is written into
+    # value -> where in the concatenation's buffer it is written: (axis, first channel, row
+    # or column)
+    slots: dict
 
     def new_scratch(self, elements: int) -> Ref:
         """A scratch buffer of ``elements`` per task, for the step being planned."""
@@ -68,9 +70,21 @@ class Context:
 
     def pixels(self, value, n, h, w) -> np.ndarray:
         """Element offsets of ``value``'s pixels (n, h, w) (arrays), channel 0 of its own
-        channels: in a concatenation's buffer, where its slice starts."""
-        at = self.buffer(value).pixel(n, h, w) + self.slots.get(value, 0)
+        channels: in a concatenation's buffer, where its slice starts (its first channel, or
+        its rows or columns)."""
+        axis, first = self.slots.get(value, ("channels", 0))
+        if axis == "height":
+            h = h + first
+        elif axis == "width":
+            w = w + first
+        at = self.buffer(value).pixel(n, h, w) + self.channel(value)
         return np.asarray(at).reshape(-1).astype(np.int64)
+
+    def channel(self, value) -> int:
+        """``value``'s first channel in its buffer: where its slice of a concatenation of the
+        channels starts, else 0."""
+        axis, first = self.slots.get(value, ("channels", 0))
+        return first if axis == "channels" else 0
 
     def ref(self, value, flat=False) -> Ref:
         return Ref(self.buffer_of[value], flat)
@@ -162,11 +176,10 @@ def _emit_concat(ctx: Context, choice: Choice, steps: list) -> str:
                 sh=1, sw=1, phase_step=0, row_step=1, col_step=1, tasks=ctx.tasks)))
             copies += 1
         at += part.batched(1)[1 + CONCAT_AXES.index(axis)]
-    if axis != "channels":
-        return f"concat of {len(node.inputs)} along the {axis} (copied)"
     written = len(node.inputs) - copies
+    along = "channel slices" if axis == "channels" else f"its {axis}"
     return (f"concat of {len(node.inputs)} ({written} written in place by their producers, "
-            f"{copies} copied into channel slices)")
+            f"{copies} copied into {along})")
 
 
 def _copy(ctx: Context, choice: Choice, steps: list, what: str, **changes) -> str:
@@ -176,7 +189,7 @@ def _copy(ctx: Context, choice: Choice, steps: list, what: str, **changes) -> st
     node = choice.head
     src, dst, s, (top, left), (o_top, o_left) = _windows(ctx, node)
     args = dict(x=ctx.ref(src), top=top, left=left, x_c0=0, count=s.channels, out=ctx.ref(dst),
-                out_top=o_top, out_left=o_left, c0=ctx.slots.get(dst, 0), height=s.height,
+                out_top=o_top, out_left=o_left, c0=ctx.channel(dst), height=s.height,
                 width=s.width, sh=1, sw=1, phase_step=0, row_step=1, col_step=1,
                 tasks=ctx.tasks)
     steps.append(Step("", CopyChannels(**{**args, **changes})))
@@ -627,7 +640,7 @@ def _emit_winograd(ctx: Context, choice: Choice, steps: list) -> str:
         x=ctx.ref(src), top=top, left=left, w=w, panel=panel, panels=panels, channels=c,
         bias=bias, out=ctx.ref(dst), out_top=o_top, out_left=o_left, ho=ho, wo=wo,
         **ctx.epilogue(node), res=ctx.ref(residual), res_top=r_top, res_left=r_left,
-        res_channel=ctx.slots.get(residual, 0), res_mode=mode,
+        res_channel=ctx.channel(residual), res_mode=mode,
         v=ctx.new_scratch(16 * block * c), m=ctx.new_scratch(16 * block * o), rows=tiles * c,
         m_rows=tiles * o, taps=np.zeros(1, np.int64), block=block, is_wide=is_wide,
         mr=choice.mr, nr=choice.nr, out_border=ctx.border(dst), tasks=ctx.tasks)))

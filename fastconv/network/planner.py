@@ -22,7 +22,8 @@ import numpy as np
 from .arena import Buffer, Ref, liveness, place
 from .emission import Context, Step, emit
 from ..spec import transposed_phases
-from .graph import INPUT, Graph, Node, Shape, conv_spec, deconv_axes, infer_shapes
+from .graph import (CONCAT_AXES, INPUT, Graph, Node, Shape, conv_spec, deconv_axes,
+                    infer_shapes)
 from .selection import PADS_ITS_INPUT, WRITES_PER_PIXEL, Choice, select
 from .step_args import FromNchw
 
@@ -129,9 +130,9 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
 
 def _buffers(graph: Graph, shapes: dict, choices: list[Choice]):
     """The buffers of the arena (not yet placed): the input's, and each choice's output's
-    unless it aliases its input or is written into a concatenation's channel slice; each
-    with the border its readers' padding needs. Returns them, value -> buffer, and the
-    concatenation slots (value -> its first channel in the concatenation's buffer)."""
+    unless it aliases its input or is written into a concatenation's slice; each with the
+    border its readers' padding needs. Returns them, value -> buffer, and the concatenation
+    slots (``_concat_slots``)."""
     buffer_of: dict[str, int] = {}
     buffers: list[Buffer] = []
 
@@ -265,23 +266,24 @@ def _macs(node: Node, s_in: Shape, s_out: Shape) -> int:
 
 
 def _concat_slots(graph: Graph, shapes: dict, chosen: dict) -> dict:
-    """The inputs of channel concatenations that their producers write straight into the
-    concatenation's buffer: value -> its first channel there. A producer qualifies when it
-    runs on the GEMM tiles addressed per pixel (a ``gemm`` choice, or the pointwise end of a
-    fused block), and the concatenation is its output's only reader."""
+    """The inputs of concatenations that their producers write straight into the
+    concatenation's buffer: value -> (axis, its first channel, row or column there). A
+    producer qualifies when the concatenation is its output's only reader and it addresses
+    its output pixels through a table: along the channels, a kind of ``WRITES_PER_PIXEL``
+    (the GEMM tiles, the copies, the gathers); along the rows or columns, a gather."""
     slots = {}
     for node in graph.nodes:
-        if node.op != "concat" or node.attrs.get("axis", "channels") != "channels":
+        if node.op != "concat":
             continue
-        c0 = 0
+        axis = node.attrs.get("axis", "channels")
+        at = 0
         for value in node.inputs:
             producer = graph.producer(value)
+            kind = None if producer is None else chosen[producer.name].kind
             if (producer is not None and value not in graph.outputs
                     and node.inputs.count(value) == 1 and graph.consumers(value) == [node]
-                    and chosen[producer.name].kind in WRITES_PER_PIXEL
-                    and chosen[producer.name].tail is producer):
-                slots[value] = c0
-            c0 += shapes[value].channels
+                    and chosen[producer.name].tail is producer
+                    and (kind in WRITES_PER_PIXEL if axis == "channels" else kind == "gather")):
+                slots[value] = (axis, at)
+            at += shapes[value].batched(1)[1 + CONCAT_AXES.index(axis)]
     return slots
-
-
