@@ -8,6 +8,9 @@
 #define L ((int)(FC_VBYTES / sizeof(T)))
 
 typedef T VT __attribute__((vector_size(FC_VBYTES), aligned(sizeof(T))));
+/* half of VT's lanes (a depthwise block's last channels) */
+#define HT FC(half_vec)
+typedef T HT __attribute__((vector_size(FC_VBYTES / 2), aligned(sizeof(T))));
 /* the integer vector of the same lanes, for masks */
 typedef __typeof__((VT){0} < (VT){0}) FC(ivec);
 
@@ -458,61 +461,78 @@ static void FC(depthwise_3x3_task)(const void *p, i64 task, i64 tasks) {
     }
 }
 
-/* Outputs i .. i + P - 1 of a kh x kw depthwise row over a whole block of channels at c0:
- * their accumulators stay in registers over every tap, and each tap's weight vector, loaded
- * once, serves all P. */
-static inline __attribute__((always_inline)) void FC(depthwise_taps_outputs)(
-    const int P, const T *restrict x, i64 x_at, i64 row_step, i64 col_step, i64 dil_step,
-    const T *restrict w, i64 c0, i64 channels, const T *restrict bias, T *restrict out,
-    i64 out_at, i64 out_step, i64 i, i64 kh, i64 kw, const fc_epi *e) {
-    VT acc[4][FC_DW_VECTORS];
-#pragma GCC unroll 4
-    for (int p = 0; p < P; p++)
-#pragma GCC unroll 4
-        for (int v = 0; v < FC_DW_VECTORS; v++) acc[p][v] = *(const VT *)(bias + c0 + v * L);
-    const T *first = x + x_at + i * col_step + c0;
-    for (i64 r = 0; r < kh; r++)
-        for (i64 s = 0; s < kw; s++) {
-            const T *q = first + r * row_step + s * dil_step;
-            const T *wt = w + (r * kw + s) * channels + c0;
-#pragma GCC unroll 4
-            for (int v = 0; v < FC_DW_VECTORS; v++) {
-                const VT wv = *(const VT *)(wt + v * L);
-#pragma GCC unroll 4
-                for (int p = 0; p < P; p++)
-                    acc[p][v] += *(const VT *)(q + p * col_step + v * L) * wv;
-            }
-        }
-    const VT lo = (VT){0} + (T)e->lo, hi = (VT){0} + (T)e->hi;
-#pragma GCC unroll 4
-    for (int p = 0; p < P; p++) {
-        T *o = out + out_at + (i + p) * out_step + c0;
-#pragma GCC unroll 4
-        for (int v = 0; v < FC_DW_VECTORS; v++)
-            *(VT *)(o + v * L) = e->kind == FC_ACT_CLAMP ? FC(clamp)(acc[p][v], lo, hi) : acc[p][v];
-        if (e->kind > FC_ACT_CLAMP) FC(activate)(o, FC_DW_VECTORS * L, e);
-    }
+/* Outputs i .. i + P - 1 (P up to 4) of a kh x kw depthwise row over V vectors of type VTYPE
+ * (LANES lanes) from channel c0: their accumulators stay in registers over every tap, and each
+ * tap's weight vectors, loaded once, serve all P. A whole block takes V = FC_DW_VECTORS of
+ * VT; a block's last channels one VT, then one vector of half of VT's lanes (HT), so that
+ * only fewer than L / 2 channels of a block are left to plain loops. */
+#define FC_DW_TAPS_OUTPUTS(NAME, VTYPE, LANES)                                                \
+static inline __attribute__((always_inline)) void NAME(                                       \
+    const int P, const int V, const T *restrict x, i64 x_at, i64 row_step, i64 col_step,       \
+    i64 dil_step, const T *restrict w, i64 c0, i64 channels, const T *restrict bias,          \
+    T *restrict out, i64 out_at, i64 out_step, i64 i, i64 kh, i64 kw, const fc_epi *e) {      \
+    VTYPE acc[4][FC_DW_VECTORS];                                                              \
+    _Pragma("GCC unroll 4")                                                                   \
+    for (int p = 0; p < P; p++)                                                               \
+        _Pragma("GCC unroll 4")                                                               \
+        for (int v = 0; v < V; v++) acc[p][v] = *(const VTYPE *)(bias + c0 + v * (LANES));    \
+    const T *first = x + x_at + i * col_step + c0;                                            \
+    for (i64 r = 0; r < kh; r++)                                                              \
+        for (i64 s = 0; s < kw; s++) {                                                        \
+            const T *q = first + r * row_step + s * dil_step;                                 \
+            const T *wt = w + (r * kw + s) * channels + c0;                                   \
+            _Pragma("GCC unroll 4")                                                           \
+            for (int v = 0; v < V; v++) {                                                     \
+                const VTYPE wv = *(const VTYPE *)(wt + v * (LANES));                          \
+                _Pragma("GCC unroll 4")                                                       \
+                for (int p = 0; p < P; p++)                                                   \
+                    acc[p][v] += *(const VTYPE *)(q + p * col_step + v * (LANES)) * wv;       \
+            }                                                                                 \
+        }                                                                                     \
+    _Pragma("GCC unroll 4")                                                                   \
+    for (int p = 0; p < P; p++) {                                                             \
+        T *o = out + out_at + (i + p) * out_step + c0;                                        \
+        _Pragma("GCC unroll 4")                                                               \
+        for (int v = 0; v < V; v++) *(VTYPE *)(o + v * (LANES)) = acc[p][v];                  \
+        if (e->kind != FC_ACT_NONE) FC(activate)(o, V * (LANES), e);                          \
+    }                                                                                         \
 }
 
+FC_DW_TAPS_OUTPUTS(FC(depthwise_taps_outputs), VT, L)
+FC_DW_TAPS_OUTPUTS(FC(depthwise_taps_half), HT, L / 2)
+#undef FC_DW_TAPS_OUTPUTS
+
 /* One row of a kh x kw depthwise convolution over channels [c0, c1): as FC(depthwise_row),
- * tap (r, s) with weights w[(kw r + s) * channels + c]; a whole block four outputs at a
- * time. */
+ * tap (r, s) with weights w[(kw r + s) * channels + c]; in vectors (FC_DW_TAPS_OUTPUTS),
+ * four outputs at a time, and the few channels left past the last half vector tap by tap. */
 static inline void FC(depthwise_taps_row)(const T *restrict x, i64 x_at, i64 row_step,
                                           i64 col_step, i64 dil_step, const T *restrict w,
                                           i64 c0, i64 c1, i64 channels, const T *restrict bias,
                                           T *restrict out, i64 out_at, i64 out_step, i64 count,
                                           i64 kh, i64 kw, const fc_epi *e) {
-    const i64 n = c1 - c0;
-    if (n == FC_DW_VECTORS * L) {
-        i64 i = 0;
-        for (; i + 4 <= count; i += 4)
-            FC(depthwise_taps_outputs)(4, x, x_at, row_step, col_step, dil_step, w, c0,
-                                       channels, bias, out, out_at, out_step, i, kh, kw, e);
-        for (; i < count; i++)
-            FC(depthwise_taps_outputs)(1, x, x_at, row_step, col_step, dil_step, w, c0,
-                                       channels, bias, out, out_at, out_step, i, kh, kw, e);
+#define FC_DW_TAPS_SPAN(FN, V, AT)                                                            \
+    do {                                                                                      \
+        i64 i = 0;                                                                            \
+        for (; i + 4 <= count; i += 4)                                                        \
+            FN(4, V, x, x_at, row_step, col_step, dil_step, w, AT, channels, bias, out,       \
+               out_at, out_step, i, kh, kw, e);                                               \
+        for (; i < count; i++)                                                                \
+            FN(1, V, x, x_at, row_step, col_step, dil_step, w, AT, channels, bias, out,       \
+               out_at, out_step, i, kh, kw, e);                                               \
+    } while (0)
+    if (c1 - c0 == FC_DW_VECTORS * L) {
+        FC_DW_TAPS_SPAN(FC(depthwise_taps_outputs), FC_DW_VECTORS, c0);
         return;
     }
+    for (; c0 + L <= c1; c0 += L) FC_DW_TAPS_SPAN(FC(depthwise_taps_outputs), 1, c0);
+    if (L > 1 && c0 + L / 2 <= c1) {
+        FC_DW_TAPS_SPAN(FC(depthwise_taps_half), 1, c0);
+        c0 += L / 2;
+    }
+#undef FC_DW_TAPS_SPAN
+    const i64 n = c1 - c0;
+    if (n <= 0)
+        return;
     for (i64 i = 0; i < count; i++) {
         T *restrict o = out + out_at + i * out_step + c0;
         for (i64 c = 0; c < n; c++) o[c] = bias[c0 + c];
@@ -1149,4 +1169,5 @@ static void FC(flatten_task)(const void *p, i64 task, i64 tasks) {
 #undef FC_MAX
 #undef L
 #undef VT
+#undef HT
 #undef T
