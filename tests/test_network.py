@@ -80,12 +80,14 @@ def _layers(case):
                                                             groups=6)),
         # whole register blocks of channels and a part of one (61: whole vectors, a half
         # vector and single channels past it, at every width); rows not a multiple of the
-        # outputs a step takes
+        # outputs a step takes; a stride equal to the dilation (a tap's column is the next
+        # output's) and not
         "depthwise-kxk": lambda: nn.Sequential(
             c(40, 40, 5, 1, 2, groups=40), nn.SiLU(), c(40, 40, 7, 2, 3, groups=40), nn.ReLU6(),
             c(40, 40, 9, 1, 8, 2, groups=40, bias=False), c(40, 40, (1, 5), padding=(0, 2),
                                                             groups=40), nn.Hardswish(),
-            c(40, 61, 1), c(61, 61, 5, 2, 2, groups=61), nn.ReLU()),
+            c(40, 61, 1), c(61, 61, 5, 2, 2, groups=61), nn.ReLU(),
+            c(61, 61, 5, 2, 4, 2, groups=61)),
         # one step each: an SE block per image, over tasks that split an image's rows (a
         # module of modules, traced)
         "softmax": lambda: nn.Sequential(c(3, 6, 3, padding=1), nn.Softmax(dim=1),

@@ -477,6 +477,32 @@ static inline __attribute__((always_inline)) void NAME(                         
         _Pragma("GCC unroll 4")                                                               \
         for (int v = 0; v < V; v++) acc[p][v] = *(const VTYPE *)(bias + c0 + v * (LANES));    \
     const T *first = x + x_at + i * col_step + c0;                                            \
+    if (col_step == dil_step) {                                                               \
+        /* output p's tap s reads the column of output p + s's tap 0: a window of P columns   \
+           slides along the kernel's row, one column loaded per tap */                        \
+        for (i64 r = 0; r < kh; r++) {                                                        \
+            const T *row = first + r * row_step;                                              \
+            VTYPE win[4][FC_DW_VECTORS];                                                      \
+            _Pragma("GCC unroll 4")                                                           \
+            for (int p = 0; p + 1 < P; p++)                                                   \
+                _Pragma("GCC unroll 4")                                                       \
+                for (int v = 0; v < V; v++)                                                   \
+                    win[p][v] = *(const VTYPE *)(row + p * col_step + v * (LANES));           \
+            for (i64 s = 0; s < kw; s++) {                                                    \
+                const T *wt = w + (r * kw + s) * channels + c0;                               \
+                _Pragma("GCC unroll 4")                                                       \
+                for (int v = 0; v < V; v++) {                                                 \
+                    win[P - 1][v] = *(const VTYPE *)(row + (s + P - 1) * col_step             \
+                                                      + v * (LANES));                         \
+                    const VTYPE wv = *(const VTYPE *)(wt + v * (LANES));                      \
+                    _Pragma("GCC unroll 4")                                                   \
+                    for (int p = 0; p < P; p++) acc[p][v] += win[p][v] * wv;                  \
+                    _Pragma("GCC unroll 4")                                                   \
+                    for (int p = 0; p + 1 < P; p++) win[p][v] = win[p + 1][v];                \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+    } else                                                                                    \
     for (i64 r = 0; r < kh; r++)                                                              \
         for (i64 s = 0; s < kw; s++) {                                                        \
             const T *q = first + r * row_step + s * dil_step;                                 \
