@@ -111,13 +111,18 @@ static inline void FC(activate)(T *restrict y, i64 count, const fc_epi *e) {
             y[i] = v > 1 ? 1 : v;
         }
         break;
-    case FC_ACT_HARDSWISH:
+    case FC_ACT_HARDSWISH: {
+        /* the gate's lower bound opaque: seen as 0, GCC turns v * 0 into 0 below -3, where
+           -inf * 0 is NaN (ONNX Runtime's and the specification's answer) */
+        T zero = 0;
+        __asm__("" : "+m"(zero));
         for (i64 i = 0; i < count; i++) {
             T v = y[i], g = v / 6 + (T)0.5;
-            g = g < 0 ? 0 : g;
+            g = g < zero ? zero : g;
             y[i] = v * (g > 1 ? 1 : g);
         }
         break;
+    }
     case FC_ACT_SIGMOID:
         for (i64 i = 0; i < count; i++)
             y[i] = (T)1 / ((T)1 + FC(exp)(-y[i], exp_lo, exp_hi));
