@@ -953,10 +953,8 @@ class Reader:
         flat = order.reshape(-1)
         if before == after and np.array_equal(flat, np.arange(flat.size)):
             return self._alias(node, self._value(src))
-        _, height, width = before
         index = order.reshape(after[0], -1)  # (C', pixels)
-        steps = channel_steps(np.stack([index // (height * width), index // width % height,
-                                        index % width]))
+        steps = channel_steps(np.stack(np.unravel_index(index, before)))
         if steps is None:
             raise _Refused(f"{what} of {self._shown(src)} to {['N', *order.shape]}: an "
                            "output pixel's channels are not a constant step apart in the "
