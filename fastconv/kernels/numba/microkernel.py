@@ -536,10 +536,16 @@ class _DepthwiseRowTaps(_Vectors):
     Tap (r, s) has weights ``w[(kw * r + s) * channels + c]``. Too many taps for their
     weights to stay in registers, so the row runs ``OUTPUTS`` outputs at a time: their
     accumulators stay in registers over every tap, and each tap's weight vector, loaded
-    once, serves them all (then one output at a time for the row's last ones).
+    once, serves them all. For the common widths (``WIDTHS``) with a stride of one or two
+    dilations, a kernel row's taps are unrolled and the outputs share their input columns
+    (output p's tap s reads column ``p * stride + s``), each column loaded once; other shapes
+    loop over the taps. A row's last outputs are its last ``OUTPUTS`` again (each output is
+    written once from its own sums, so recomputing one stores the same value); a row shorter
+    than that runs one output at a time.
     """
 
     OUTPUTS = 4
+    WIDTHS = (3, 5, 7, 9)
 
     def codegen(self, context, builder, signature, args):
         (x, x_at, row_step, col_step, dil_step, w, c0, channels, bias, out, out_at, out_step,
@@ -552,45 +558,91 @@ class _DepthwiseRowTaps(_Vectors):
         X, W, BIAS, OUT = data(0, x), data(5, w), data(8, bias), data(9, out)
         fma = self._types(builder)
         b, i64 = builder, self.i64
+        const = functools.partial(ir.Constant, i64)
         mask = self._masks(b.sub(channels, c0))
-        lane = [ir.Constant(i64, v * self.lanes) for v in range(self.vectors)]
+        lane = [const(v * self.lanes) for v in range(self.vectors)]
         biases = [self._load(BIAS, b.add(c0, lane[v]), mask[v]) for v in range(self.vectors)]
-        x_base, w_base, out_base = b.add(x_at, c0), c0, b.add(out_at, c0)
+        x_base, out_base = b.add(x_at, c0), b.add(out_at, c0)
         # the accumulators: stack slots that LLVM promotes to registers
         slots = [[cgutils.alloca_once(b, self.vt) for _ in range(self.vectors)]
                  for _ in range(self.OUTPUTS)]
+        # which tap code runs: kw * 4 + the stride in dilations (1 or 2; 0 for any other)
+        stride = b.select(b.icmp_signed("==", col_step, dil_step), const(1),
+                          b.select(b.icmp_signed("==", col_step, b.mul(dil_step, const(2))),
+                                   const(2), const(0)))
+        key = b.add(b.mul(kw, const(4)), stride)
 
-        def outputs(start, stop, n):
-            """Outputs start, start + n, ... below stop, n at a time."""
-            with cgutils.for_range_slice(b, start, stop, ir.Constant(i64, n)) as (i, _):
-                for p in range(n):
-                    for v in range(self.vectors):
-                        b.store(biases[v], slots[p][v])
-                first = b.add(x_base, b.mul(i, col_step))
-                with cgutils.for_range(b, kh) as r:
-                    row_at = b.add(first, b.mul(r.index, row_step))
-                    tap_row = b.mul(r.index, kw)
-                    with cgutils.for_range(b, kw) as s:
-                        w_at = b.add(b.mul(b.add(tap_row, s.index), channels), w_base)
-                        weights = [self._load(W, b.add(w_at, lane[v]), mask[v])
-                                   for v in range(self.vectors)]
-                        at = b.add(row_at, b.mul(s.index, dil_step))
-                        for p in range(n):
-                            here = b.add(at, b.mul(ir.Constant(i64, p), col_step))
-                            for v in range(self.vectors):
-                                value = self._load(X, b.add(here, lane[v]), mask[v])
-                                b.store(b.call(fma, [weights[v], value, b.load(slots[p][v])]),
-                                        slots[p][v])
-                acc = self._activate([[b.load(slots[p][v]) for v in range(self.vectors)]
-                                      for p in range(n)], kind, lo, hi, alpha, beta)
-                for p in range(n):
-                    where = b.add(out_base, b.mul(b.add(i, ir.Constant(i64, p)), out_step))
-                    for v in range(self.vectors):
-                        self._store(acc[p][v], OUT, b.add(where, lane[v]), mask[v])
+        def fma_into(p, v, weight, value):
+            b.store(b.call(fma, [weight, value, b.load(slots[p][v])]), slots[p][v])
 
-        whole = b.sub(count, b.srem(count, ir.Constant(i64, self.OUTPUTS)))
-        outputs(ir.Constant(i64, 0), whole, self.OUTPUTS)
-        outputs(whole, count, 1)
+        def weight_vectors(tap):
+            at = b.add(b.mul(tap, channels), c0)
+            return [self._load(W, b.add(at, lane[v]), mask[v]) for v in range(self.vectors)]
+
+        def unrolled_taps(first, n, width, step):
+            """A kernel row's ``width`` taps written out; columns shared between outputs."""
+            with cgutils.for_range(b, kh) as r:
+                row_at = b.add(first, b.mul(r.index, row_step))
+                columns = {}
+                for s in range(width):
+                    weights = weight_vectors(b.add(b.mul(r.index, const(width)), const(s)))
+                    for p in range(n):
+                        j = p * step + s
+                        if j not in columns:
+                            at = b.add(row_at, b.mul(const(j), dil_step))
+                            columns[j] = [self._load(X, b.add(at, lane[v]), mask[v])
+                                          for v in range(self.vectors)]
+                        for v in range(self.vectors):
+                            fma_into(p, v, weights[v], columns[j][v])
+
+        def looped_taps(first, n):
+            with cgutils.for_range(b, kh) as r:
+                row_at = b.add(first, b.mul(r.index, row_step))
+                with cgutils.for_range(b, kw) as s:
+                    weights = weight_vectors(b.add(b.mul(r.index, kw), s.index))
+                    at = b.add(row_at, b.mul(s.index, dil_step))
+                    for p in range(n):
+                        here = b.add(at, b.mul(const(p), col_step))
+                        for v in range(self.vectors):
+                            fma_into(p, v, weights[v],
+                                     self._load(X, b.add(here, lane[v]), mask[v]))
+
+        def outputs(i, n):
+            """Outputs i .. i + n - 1: their sums over every tap, the epilogue, the store."""
+            for p in range(n):
+                for v in range(self.vectors):
+                    b.store(biases[v], slots[p][v])
+            first = b.add(x_base, b.mul(i, col_step))
+            merge = b.append_basic_block("taps_done")
+            generic = b.append_basic_block("taps_looped")
+            switch = b.switch(key, generic)
+            for width in self.WIDTHS:
+                for step in (1, 2):
+                    case = b.append_basic_block(f"taps_{width}_{step}")
+                    switch.add_case(const(width * 4 + step), case)
+                    b.position_at_end(case)
+                    unrolled_taps(first, n, width, step)
+                    b.branch(merge)
+            b.position_at_end(generic)
+            looped_taps(first, n)
+            b.branch(merge)
+            b.position_at_end(merge)
+            acc = self._activate([[b.load(slots[p][v]) for v in range(self.vectors)]
+                                  for p in range(n)], kind, lo, hi, alpha, beta)
+            for p in range(n):
+                where = b.add(out_base, b.mul(b.add(i, const(p)), out_step))
+                for v in range(self.vectors):
+                    self._store(acc[p][v], OUT, b.add(where, lane[v]), mask[v])
+
+        n = self.OUTPUTS
+        with b.if_else(b.icmp_signed(">=", count, const(n))) as (whole, short):
+            with whole:
+                last = b.sub(count, const(n))
+                with cgutils.for_range_slice(b, const(0), count, const(n)) as (i, _):
+                    outputs(b.select(b.icmp_signed(">", i, last), last, i), n)
+            with short:
+                with cgutils.for_range(b, count) as loop:
+                    outputs(loop.index, 1)
         return context.get_dummy_value()
 
 
