@@ -278,3 +278,56 @@ def test_backend_auto_takes_cython_without_numba(monkeypatch):
     assert network._resolve("auto") == "cython"
     with pytest.raises(ValueError, match=r"backend 'numba' needs Numba: pip install numba"):
         network._resolve("numba")
+
+
+def test_the_plans_workers_serve_threads_and_a_forked_child(tmp_path):
+    """A fresh process: calls from several Python threads at once (one on the plan's own
+    workers, the others in OpenMP regions) and calls in forked children (which start their
+    own workers) give the answer of a call on one thread."""
+    code = """
+import multiprocessing, threading
+import numpy as np
+import torch
+from torch import nn
+import fastconv as fc
+torch.manual_seed(0)
+module = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(),
+                       nn.Conv2d(8, 8, 5, padding=2, groups=8), nn.Conv2d(8, 16, 1)).eval()
+net = fc.Network.from_torch(module, backend="cython", threads=2)
+alone = fc.Network.from_torch(module, backend="cython", threads=1)
+x = np.random.default_rng(0).standard_normal((2, 3, 19, 17)).astype(np.float32)
+expected = alone(x)
+assert np.allclose(expected, module(torch.from_numpy(x)).detach().numpy(), atol=1e-4)
+errors, start = [], threading.Barrier(3)
+def work():
+    start.wait()
+    for _ in range(50):
+        if not np.allclose(net(x), expected, rtol=1e-5, atol=1e-5):
+            errors.append(1)
+threads = [threading.Thread(target=work) for _ in range(3)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert not errors, "a call from a thread differs"
+def child(queue):
+    queue.put(bool(np.allclose(net(x), expected, rtol=1e-5, atol=1e-5)))
+context = multiprocessing.get_context("fork")
+queue = context.Queue()
+children = [context.Process(target=child, args=(queue,), daemon=True) for _ in range(2)]
+for c in children:
+    c.start()
+try:
+    assert [queue.get(timeout=60) for _ in children] == [True, True], "a child differs"
+finally:
+    for c in children:
+        c.join(timeout=10)
+        if c.exitcode is None:
+            c.kill()  # a child stuck waiting for workers it does not have
+for c in children:
+    assert c.exitcode == 0, "a child failed"
+"""
+    pytest.importorskip("torch")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr

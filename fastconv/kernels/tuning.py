@@ -101,6 +101,12 @@ PLAN_DECONV_SHUFFLE_BELOW = 12
 # work. Re-measure: pytest benches/bench_plan.py -k tasks --benchmark-only
 PLAN_TASKS_PER_THREAD = 1
 
+# Seconds the Cython plan's worker threads spin after a call, waiting for the next one, before
+# they sleep: calls made back to back then start without waking a thread.
+# Re-measure: fastconv profile models/mobilenet_v3_small.onnx --backend cython (the whole
+# call beside ONNX Runtime's, whose pool spins too), with other values set here
+PLAN_SPIN_SECONDS = 0.002
+
 # The plan runs a dense 3x3 stride-1 convolution of at least this many input channels as
 # Winograd F(2x2, 3x3), in blocks of at most PLAN_WINOGRAD_BLOCK_MAX tiles (fewer where a
 # block's transformed inputs and products would not fit the L2 cache).

@@ -4,10 +4,11 @@
  * packed weights (``fastconv.kernels.plan_tiles``), and of ``numba.microkernel``'s register
  * tiles, written with GCC's vector extensions so that a tile's accumulators stay in vector
  * registers. Each kernel is a task function: ``run(args, task, tasks)`` does task ``task`` of
- * ``tasks`` of one plan step. ``fc_run`` runs every step of a call inside one OpenMP parallel
- * region, each thread taking tasks ``tid, tid + threads, ...`` of a step, with a spinning
- * barrier between steps (OpenMP's own would sleep under the passive wait policy fastconv
- * loads OpenMP with, and wake at every step).
+ * ``tasks`` of one plan step. ``fc_run`` runs every step of a call on the plan's own worker
+ * threads (an OpenMP parallel region when another call has them), each thread taking tasks
+ * ``tid, tid + threads, ...`` of a step, with a spinning barrier between steps (OpenMP's own
+ * would sleep under the passive wait policy fastconv loads OpenMP with, and wake at every
+ * step).
  *
  * Every array is reached through a pointer and offsets the Python side checked against the
  * arrays' sizes before it dropped the GIL.
@@ -16,6 +17,7 @@
 #define FASTCONV_PLAN_KERNELS_H
 
 #include <math.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
 #include <string.h>
@@ -259,13 +261,145 @@ static inline void fc_barrier_wait(fc_barrier *b, int *local_sense) {
     }
 }
 
-/* Run ``n`` steps in one parallel region of ``threads`` threads: step ``s`` is
- * ``runs[s](args[s], task, tasks[s])`` for every task, a barrier after each. With ``times``,
- * the first thread records the clock after each step's barrier (``times[0]`` at the start). */
+/* One call of a plan: ``n`` steps, step ``s`` being ``runs[s](args[s], task, tasks[s])`` for
+ * every task, run by ``team`` threads with a barrier after each step. With ``times``, the
+ * first thread records the clock after each step's barrier (``times[0]`` at the start). */
+typedef struct {
+    const fc_task *runs;
+    const void *const *args;
+    const i64 *tasks;
+    i64 n;
+    int team;
+    double *times;
+    fc_barrier *barrier;
+} fc_job;
+
+/* Thread ``tid``'s share of a job: tasks tid, tid + team, ... of each step. */
+static void fc_job_share(const fc_job *job, int tid) {
+    int sense = 0;
+    for (i64 s = 0; s < job->n; s++) {
+        for (i64 t = tid; t < job->tasks[s]; t += job->team)
+            job->runs[s](job->args[s], t, job->tasks[s]);
+        if (job->team > 1) fc_barrier_wait(job->barrier, &sense);
+        if (job->times && tid == 0) job->times[s + 1] = fc_now();
+    }
+}
+
+/* The plan's own worker threads. OpenMP, loaded with the passive wait policy (for the BLAS
+ * calls of the per-call API), puts its workers to sleep at the end of every region, so each
+ * call would start by waking them. These workers spin for ``spin`` seconds after a call,
+ * waiting for the next one, and only then sleep: calls made back to back start at once, and
+ * a plan left idle costs no core. One call runs on them at a time (``busy``); a call made
+ * while another runs, from another Python thread, takes an OpenMP region instead. */
+static struct {
+    pthread_mutex_t busy;
+    pthread_mutex_t lock; /* with wake: the sleeping workers */
+    pthread_cond_t wake;
+    int workers, sleepers, fork_handler;
+    unsigned generation;  /* bumped for each job */
+    int done;             /* workers through the current job */
+    double spin;
+    fc_job job;
+} fc_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+             0, 0, 0, 0, 0, 0.0, {0}};
+
+static void fc_pool_set_spin(double seconds) { fc_pool.spin = seconds; }
+
+/* A forked child has none of the parent's workers (and maybe a held lock): a new pool. */
+static void fc_pool_after_fork(void) {
+    pthread_mutex_init(&fc_pool.busy, NULL);
+    pthread_mutex_init(&fc_pool.lock, NULL);
+    pthread_cond_init(&fc_pool.wake, NULL);
+    fc_pool.workers = fc_pool.sleepers = 0;
+}
+
+static void *fc_pool_worker(void *arg) {
+    const int id = (int)((intptr_t)arg >> 32);
+    unsigned seen = (unsigned)((intptr_t)arg & 0xffffffff);
+    for (;;) {
+        unsigned generation;
+        double since = 0.0;
+        long spins = 0;
+        while ((generation = __atomic_load_n(&fc_pool.generation, __ATOMIC_ACQUIRE)) == seen) {
+            fc_cpu_relax();
+            if ((++spins & 255) != 0) continue;
+            double now = fc_now();
+            if (since == 0.0) {
+                since = now;
+            } else if (now - since > fc_pool.spin) {
+                pthread_mutex_lock(&fc_pool.lock);
+                fc_pool.sleepers++;
+                while (__atomic_load_n(&fc_pool.generation, __ATOMIC_ACQUIRE) == seen)
+                    pthread_cond_wait(&fc_pool.wake, &fc_pool.lock);
+                fc_pool.sleepers--;
+                pthread_mutex_unlock(&fc_pool.lock);
+                since = 0.0;
+            }
+        }
+        seen = generation;
+        if (id < fc_pool.job.team) fc_job_share(&fc_pool.job, id);
+        /* every worker, in the team or not, reports: none is left reading a finished job */
+        __atomic_add_fetch(&fc_pool.done, 1, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
+/* ``job`` on the pool (its workers started as needed); 0 if the pool is taken or a worker
+ * cannot start, and nothing ran. */
+static int fc_pool_run(const fc_job *job) {
+    if (pthread_mutex_trylock(&fc_pool.busy) != 0) return 0;
+    if (!fc_pool.fork_handler) {
+        fc_pool.fork_handler = 1;
+        pthread_atfork(NULL, NULL, fc_pool_after_fork);
+    }
+    const unsigned generation = fc_pool.generation;
+    while (fc_pool.workers < job->team - 1) {
+        pthread_attr_t attr;
+        pthread_t thread;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        intptr_t arg = ((intptr_t)(fc_pool.workers + 1) << 32) | (intptr_t)generation;
+        int failed = pthread_create(&thread, &attr, fc_pool_worker, (void *)arg);
+        pthread_attr_destroy(&attr);
+        if (failed) break;
+        fc_pool.workers++;
+    }
+    if (fc_pool.workers < job->team - 1) {
+        pthread_mutex_unlock(&fc_pool.busy);
+        return 0;
+    }
+    const int workers = fc_pool.workers;
+    fc_pool.job = *job;
+    __atomic_store_n(&fc_pool.done, 0, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&fc_pool.lock);
+    __atomic_store_n(&fc_pool.generation, generation + 1, __ATOMIC_RELEASE);
+    if (fc_pool.sleepers) pthread_cond_broadcast(&fc_pool.wake);
+    pthread_mutex_unlock(&fc_pool.lock);
+    fc_job_share(&fc_pool.job, 0);
+    long spins = 0;
+    while (__atomic_load_n(&fc_pool.done, __ATOMIC_ACQUIRE) < workers) {
+        if (++spins < FC_SPINS)
+            fc_cpu_relax();
+        else
+            sched_yield();
+    }
+    pthread_mutex_unlock(&fc_pool.busy);
+    return 1;
+}
+
+/* Run ``n`` steps on ``threads`` threads (see fc_job): on the plan's pool, else (the pool
+ * taken by another call) in one OpenMP parallel region. */
 static void fc_run(const fc_task *runs, const void *const *args, const i64 *tasks, i64 n,
                    int threads, double *times) {
-    fc_barrier barrier = {0, 0, 1};
+    fc_barrier barrier = {0, 0, threads};
+    fc_job job = {runs, args, tasks, n, threads, times, &barrier};
     if (times) times[0] = fc_now();
+    if (threads <= 1) {
+        job.team = 1;
+        fc_job_share(&job, 0);
+        return;
+    }
+    if (fc_pool_run(&job)) return;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads)
 #endif
@@ -275,20 +409,18 @@ static void fc_run(const fc_task *runs, const void *const *args, const i64 *task
 #else
         int tid = 0, team = 1;
 #endif
-        int sense = 0;
         /* the team may be smaller than asked (nested, or a thread limit): its own size */
-        __atomic_store_n(&barrier.threads, team, __ATOMIC_RELAXED);
+        if (tid == 0) {
+            job.team = team;
+            __atomic_store_n(&barrier.threads, team, __ATOMIC_RELAXED);
+        }
         if (team > 1) {
-            /* every thread has stored the size before anyone counts on it */
+            /* every thread sees the team's size before anyone counts on it */
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
         }
-        for (i64 s = 0; s < n; s++) {
-            for (i64 t = tid; t < tasks[s]; t += team) runs[s](args[s], t, tasks[s]);
-            if (team > 1) fc_barrier_wait(&barrier, &sense);
-            if (times && tid == 0) times[s + 1] = fc_now();
-        }
+        fc_job_share(&job, tid);
     }
 }
 

@@ -235,6 +235,7 @@ cdef extern from "_plan_kernels.h" nogil:
 
     void fc_run(const fc_task *runs, const void *const *args, const i64 *tasks, i64 n,
                 int threads, double *times)
+    void fc_pool_set_spin(double seconds)
 
     # one vector width's kernels (_plan_kernels.h's FC_KERNELS, for float32 and float64)
     ctypedef struct fc_kernel_table:
@@ -1119,6 +1120,7 @@ cdef class Program:
         for i in range(len(outs)):
             last = <fc_to_output_args *>(<Step>self.steps[self.n - len(outs) + i]).args
             last.out = _data(outs[i])
+        fc_pool_set_spin(tuning.PLAN_SPIN_SECONDS)
         with nogil:
             fc_run(self.runs, self.args, self.tasks, self.n, self.threads, clock)
         for i in range(len(xs)):
