@@ -33,6 +33,23 @@ if torch is not None:
                 x = layer(x)
             return x
 
+    class _PartialPanels(nn.Module):
+        """Output channels that leave a panel's last part in whole vectors at every width
+        (48 and 96 against panels of 8 to 64), under activations applied past the registers,
+        a residual after the activation and one before it."""
+
+        def __init__(self):
+            super().__init__()
+            c = nn.Conv2d
+            self.a, self.b, self.c, self.d = c(3, 48, 3, padding=1), c(48, 96, 1), \
+                c(96, 48, 1), c(48, 48, 1)
+
+        def forward(self, x):
+            y = nn.functional.silu(self.a(x))
+            z = nn.functional.hardswish(self.b(y))
+            w = y + torch.tanh(self.c(z))
+            return torch.sigmoid(self.d(w) + w)
+
 
 def _rng(seed):
     return np.random.default_rng(seed)
@@ -118,6 +135,7 @@ def _layers(case):
                                                 nn.Linear(4 * 9 * 8, 5, bias=False)),
         "nested": lambda: nn.Sequential(nn.Sequential(c(3, 4, 3), nn.Sequential(nn.ReLU())),
                                         nn.Sequential(), nn.Identity()),
+        "partial-panels": lambda: _PartialPanels(),
         "activations": lambda: nn.Sequential(c(3, 8, 3, padding=1), nn.LeakyReLU(0.2),
                                              c(8, 8, 1), nn.Hardswish(), c(8, 8, 3, groups=8),
                                              nn.Hardsigmoid(), nn.BatchNorm2d(8), nn.Sigmoid(),
@@ -128,7 +146,8 @@ def _layers(case):
 CASES = ["conv-bn-relu", "conv-bias-dilation-groups", "row-taps-dilated",
          "same-valid-even-kernels", "depthwise", "depthwise-multiplier-5x5", "depthwise-kxk",
          "softmax", "global-max", "transcendental", "squeeze-excite", "pointwise-strided-padded",
-         "pools", "avg-divisor", "classifier", "flatten-pixels", "nested", "activations"]
+         "pools", "avg-divisor", "classifier", "flatten-pixels", "nested", "activations",
+         "partial-panels"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)

@@ -179,31 +179,38 @@ static inline VT FC(clamp)(VT v, VT lo, VT hi) {
 #endif
 }
 
-/* A whole tile's epilogue in registers, for no activation or a clamp: bias, a residual
- * before or after it. */
+/* A tile's epilogue in registers, on its first nvv vectors (those it stores): bias, a
+ * residual before the activation, a clamp (ReLU, ReLU6), a residual after it. With
+ * ``activate`` 0 (another activation, applied to the stored values), only the bias and the
+ * residual before it. */
 static inline __attribute__((always_inline)) void FC(tile_epilogue)(
     const int MR, const int NV, VT acc[FC_MAX_MR][FC_MAX_NV], const i64 *at, i64 n_shift,
-    const fc_gemm *g) {
+    int nvv, int activate, const fc_gemm *g) {
     const T *bias = (const T *)g->bias, *res = (const T *)g->res;
     const VT lo = (VT){0} + (T)g->epi.lo, hi = (VT){0} + (T)g->epi.hi;
+    /* one test per step, each loop unrolled: the accumulators stay in registers */
     if (g->has_bias)
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) {
-            VT b = *(const VT *)(bias + n_shift + v * L);
+        for (int v = 0; v < NV; v++)
+            if (v < nvv) {
+                VT b = *(const VT *)(bias + n_shift + v * L);
 #pragma GCC unroll 16
-            for (int m = 0; m < MR; m++) acc[m][v] += b;
-        }
-    for (int m = 0; m < MR; m++) {
-        const T *r = g->res_mode ? res + g->res_rows[at[m]] + n_shift : NULL;
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) {
-            VT y = acc[m][v];
-            if (g->res_mode == 1) y += *(const VT *)(r + v * L);
-            if (g->epi.kind == FC_ACT_CLAMP) y = FC(clamp)(y, lo, hi);
-            if (g->res_mode == 2) y += *(const VT *)(r + v * L);
-            acc[m][v] = y;
-        }
+                for (int m = 0; m < MR; m++) acc[m][v] += b;
+            }
+#define FC_RESIDUAL()                                                                     \
+    _Pragma("GCC unroll 16") for (int m = 0; m < MR; m++) {                                \
+        const T *r = res + g->res_rows[at[m]] + n_shift;                                   \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                               \
+            if (v < nvv) acc[m][v] += *(const VT *)(r + v * L);                            \
     }
+    if (g->res_mode == 1) FC_RESIDUAL();
+    if (activate && g->epi.kind == FC_ACT_CLAMP)
+#pragma GCC unroll 16
+        for (int m = 0; m < MR; m++)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) acc[m][v] = FC(clamp)(acc[m][v], lo, hi);
+    if (activate && g->res_mode == 2) FC_RESIDUAL();
+#undef FC_RESIDUAL
 }
 
 /* --- the GEMM tile (numba.microkernel's _Tile) ---------------------------------------------
@@ -229,13 +236,16 @@ static inline __attribute__((always_inline)) void FC(tile_body)(
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) acc[m][v] = (VT){0};
     }
-    const int full = n_valid == NR;  /* a whole panel: vector loads and stores */
+    /* whole vectors of channels (a whole panel, or its first nvv vectors): vector loads and
+       stores of those alone, the rest of the panel computed and dropped */
+    const int whole = n_valid % L == 0, nvv = (int)(n_valid / L);
     if (!start) {
-        if (full) {
+        if (whole) {
             for (int m = 0; m < MR; m++)
 #pragma GCC unroll 4
                 for (int v = 0; v < NV; v++)
-                    acc[m][v] = *(const VT *)(out + out_rows[at[m]] + n_shift + v * L);
+                    if (v < nvv)
+                        acc[m][v] = *(const VT *)(out + out_rows[at[m]] + n_shift + v * L);
         } else {
             memset(buf, 0, sizeof(buf));
             for (int m = 0; m < MR; m++) {
@@ -272,13 +282,24 @@ static inline __attribute__((always_inline)) void FC(tile_body)(
         }
     }
 #undef FC_STEP
-    if (full && (!finish || g->epi.kind <= FC_ACT_CLAMP)) {
-        /* in registers: bias, a residual, a clamp (ReLU, ReLU6) or none, then the stores */
-        if (finish) FC(tile_epilogue)(MR, NV, acc, at, n_shift, g);
+    if (whole) {
+        /* in registers: bias, a residual, a clamp (ReLU, ReLU6) or none, then the stores; any
+           other activation (and a residual after it) on the stored rows, still in cache */
+        const int in_registers = g->epi.kind <= FC_ACT_CLAMP;
+        if (finish) FC(tile_epilogue)(MR, NV, acc, at, n_shift, nvv, in_registers, g);
         for (int m = 0; m < MR; m++)
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++)
-                *(VT *)(out + out_rows[at[m]] + n_shift + v * L) = acc[m][v];
+                if (v < nvv) *(VT *)(out + out_rows[at[m]] + n_shift + v * L) = acc[m][v];
+        if (finish && !in_registers)
+            for (int m = 0; m < m_valid; m++) {  /* once per pixel: the last may repeat */
+                T *y = out + out_rows[at[m]] + n_shift;
+                FC(activate)(y, n_valid, &g->epi);
+                if (g->res_mode == 2) {
+                    const T *r = (const T *)g->res + g->res_rows[at[m]] + n_shift;
+                    for (i64 n = 0; n < n_valid; n++) y[n] += r[n];
+                }
+            }
         return;
     }
 #pragma GCC unroll 16
