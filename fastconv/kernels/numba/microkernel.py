@@ -434,15 +434,37 @@ class _Tile(_Vectors):
         acc = [[a for a in r] for r in acc_t]
         res_rows_m = [builder.add(row(RES_ROWS, m), n_shift) for m in range(self.mr)]
 
-        def epilogue(values):  # after the last chunk: bias, residual, activation
+        def before(values):  # after the last chunk: bias, a residual before the activation
             values = self._add_bias(values, BIAS, n_shift, has_bias, mask)
-            values = self._add_residual(values, RES, res_rows_m, res_mode, 1, mask)
+            return self._add_residual(values, RES, res_rows_m, res_mode, 1, mask)
+
+        def after(values):  # the activation, a residual after it
             values = self._activate(values, kind, lo, hi, alpha, beta)
             return self._add_residual(values, RES, res_rows_m, res_mode, 2, mask)
-        acc = self._when(finish, acc, epilogue)
+        # an activation of a few instructions in registers; one with an exponential (and its
+        # temporaries) would spill the tile's accumulators: on the stored rows instead
+        costly = builder.icmp_signed(">=", kind, ir.Constant(kind.type, epilogue.SIGMOID))
+        acc = self._when(finish, acc, before)
+        acc = self._when(builder.and_(finish, builder.not_(costly)), acc, after)
         for m in range(self.mr):
             for v in range(self.vectors):
                 self._store(acc[m][v], OUT, builder.add(out_at[m], lane[v]), mask[v])
+        with builder.if_then(builder.and_(finish, costly)):
+            # each stored pixel once (the last one repeats in a short tile)
+            with cgutils.for_range(builder, m_valid) as pixel:
+                at = builder.load(builder.gep(OUT_ROWS, [builder.add(m0, pixel.index)]))
+                at = builder.add(at, n_shift)
+                res_at = builder.add(builder.load(builder.gep(
+                    RES_ROWS, [builder.add(m0, pixel.index)])), n_shift)
+                for v in range(self.vectors):
+                    where = builder.add(at, lane[v])
+                    value = [[self._load(OUT, where, mask[v])]]
+                    value = self._activate(value, kind, lo, hi, alpha, beta)
+                    value = self._when(
+                        builder.icmp_signed("==", res_mode, ir.Constant(res_mode.type, 2)),
+                        value, lambda y: [[builder.fadd(y[0][0], self._load(
+                            RES, builder.add(res_at, lane[v]), mask[v]))]])
+                    self._store(value[0][0], OUT, where, mask[v])
         return context.get_dummy_value()
 
     def _add_bias(self, acc, bias, n_shift, has_bias, mask):
