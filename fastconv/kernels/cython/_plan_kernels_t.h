@@ -562,15 +562,20 @@ static inline void FC(depthwise_taps_row)(const T *restrict x, i64 x_at, i64 row
                                           i64 c0, i64 c1, i64 channels, const T *restrict bias,
                                           T *restrict out, i64 out_at, i64 out_step, i64 count,
                                           i64 kh, i64 kw, const fc_epi *e) {
+/* four outputs at a time, the last four again for the row's last ones (each output is
+ * written once from its own sums: recomputed, it is stored alike); one at a time in a row of
+ * fewer than four */
 #define FC_DW_TAPS_SPAN(FN, V, AT)                                                            \
     do {                                                                                      \
-        i64 i = 0;                                                                            \
-        for (; i + 4 <= count; i += 4)                                                        \
+        if (count < 4) {                                                                      \
+            for (i64 i = 0; i < count; i++)                                                   \
+                FN(1, V, x, x_at, row_step, col_step, dil_step, w, AT, channels, bias, out,   \
+                   out_at, out_step, i, kh, kw, e);                                           \
+            break;                                                                            \
+        }                                                                                     \
+        for (i64 i = 0; i < count; i += 4)                                                    \
             FN(4, V, x, x_at, row_step, col_step, dil_step, w, AT, channels, bias, out,       \
-               out_at, out_step, i, kh, kw, e);                                               \
-        for (; i < count; i++)                                                                \
-            FN(1, V, x, x_at, row_step, col_step, dil_step, w, AT, channels, bias, out,       \
-               out_at, out_step, i, kh, kw, e);                                               \
+               out_at, out_step, FC_MIN(i, count - 4), kh, kw, e);                            \
     } while (0)
     if (c1 - c0 == FC_DW_VECTORS * L) {
         FC_DW_TAPS_SPAN(FC(depthwise_taps_outputs), FC_DW_VECTORS, c0);
