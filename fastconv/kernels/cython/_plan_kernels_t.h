@@ -420,7 +420,14 @@ static void FC(conv_task)(const void *p, i64 task, i64 tasks) {
 
 /* One row of a 3x3 depthwise convolution over channels [c0, c1): output i reads
  * x[x_at + i * col_step + r * row_step + s * dil_step + c] for tap (r, s), weights
- * w[(3 r + s) * channels + c], and is stored at out[out_at + i * out_step + c]. */
+ * w[(3 r + s) * channels + c], and is stored at out[out_at + i * out_step + c]. Of the
+ * activations, only a clamp: the caller applies any other to the whole row, every block
+ * done (FC(activate_row)), in one pass instead of one per pixel and block. */
+/* An activation other than a clamp on ``count`` contiguous values (a depthwise row's). */
+static inline void FC(activate_row)(T *y, i64 count, const fc_epi *e) {
+    if (e->kind > FC_ACT_CLAMP) FC(activate)(y, count, e);
+}
+
 static inline void FC(depthwise_row)(const T *restrict x, i64 x_at, i64 row_step,
                                      i64 col_step, i64 dil_step, const T *restrict w, i64 c0,
                                      i64 c1, i64 channels, const T *restrict bias,
@@ -451,7 +458,6 @@ static inline void FC(depthwise_row)(const T *restrict x, i64 x_at, i64 row_step
                 if (e->kind == FC_ACT_CLAMP) s = FC(clamp)(s, lo, hi);
                 *(VT *)(o + v * L) = s;
             }
-            if (e->kind > FC_ACT_CLAMP) FC(activate)(o, n, e);
         }
         return;
     }
@@ -466,7 +472,7 @@ static inline void FC(depthwise_row)(const T *restrict x, i64 x_at, i64 row_step
                    + p[r + c] * w3[c] + p[r + d + c] * w4[c] + p[r + 2 * d + c] * w5[c]
                    + p[2 * r + c] * w6[c] + p[2 * r + d + c] * w7[c]
                    + p[2 * r + 2 * d + c] * w8[c];
-        FC(activate)(o, n, e);
+        if (e->kind == FC_ACT_CLAMP) FC(activate)(o, n, e);
     }
 }
 
@@ -484,6 +490,7 @@ static void FC(depthwise_3x3_task)(const void *p, i64 task, i64 tasks) {
                               a->sw * channels, a->dw * channels, (const T *)a->w, c0,
                               FC_MIN(channels, c0 + a->block), channels, (const T *)a->bias,
                               out, o_at, channels, a->wo, &a->epi);
+        FC(activate_row)(out + o_at, a->wo * channels, &a->epi);
     }
 }
 
@@ -546,7 +553,7 @@ static inline __attribute__((always_inline)) void NAME(                         
         T *o = out + out_at + (i + p) * out_step + c0;                                        \
         _Pragma("GCC unroll 4")                                                               \
         for (int v = 0; v < V; v++) *(VTYPE *)(o + v * (LANES)) = acc[p][v];                  \
-        if (e->kind != FC_ACT_NONE) FC(activate)(o, V * (LANES), e);                          \
+        if (e->kind == FC_ACT_CLAMP) FC(activate)(o, V * (LANES), e);                         \
     }                                                                                         \
 }
 
@@ -556,7 +563,8 @@ FC_DW_TAPS_OUTPUTS(FC(depthwise_taps_half), HT, L / 2)
 
 /* One row of a kh x kw depthwise convolution over channels [c0, c1): as FC(depthwise_row),
  * tap (r, s) with weights w[(kw r + s) * channels + c]; in vectors (FC_DW_TAPS_OUTPUTS),
- * four outputs at a time, and the few channels left past the last half vector tap by tap. */
+ * four outputs at a time, and the few channels left past the last half vector tap by tap;
+ * of the activations, only a clamp (as FC(depthwise_row)). */
 static inline void FC(depthwise_taps_row)(const T *restrict x, i64 x_at, i64 row_step,
                                           i64 col_step, i64 dil_step, const T *restrict w,
                                           i64 c0, i64 c1, i64 channels, const T *restrict bias,
@@ -599,7 +607,7 @@ static inline void FC(depthwise_taps_row)(const T *restrict x, i64 x_at, i64 row
                 const T *wt = w + (r * kw + s) * channels + c0;
                 for (i64 c = 0; c < n; c++) o[c] += p[c] * wt[c];
             }
-        FC(activate)(o, n, e);
+        if (e->kind == FC_ACT_CLAMP) FC(activate)(o, n, e);
     }
 }
 
@@ -621,6 +629,7 @@ static void FC(depthwise_task)(const void *p, i64 task, i64 tasks) {
                                        a->dw * channels, w, c0, FC_MIN(channels, c0 + a->block),
                                        channels, bias, out, o_at, channels, a->wo, a->kh, a->kw,
                                        &a->epi);
+            FC(activate_row)(o, a->wo * channels, &a->epi);
             continue;
         }
         for (i64 ow = 0; ow < a->wo; ow++)
@@ -652,6 +661,7 @@ static inline void FC(depthwise_rows)(const fc_separable_args *a, const T *x, i6
         FC(depthwise_row)(x, x_at, row_step, col_step, dil_step, (const T *)a->dw_w, c0,
                           FC_MIN(channels, c0 + a->block), channels, (const T *)a->dw_bias,
                           out, out_at, channels, a->wo, &a->dw_epi);
+    FC(activate_row)(out + out_at, a->wo * channels, &a->dw_epi);
 }
 
 /* A pair's pointwise layer on pixels p0 to p1, read from the task's scratch (pixel p0 at
