@@ -34,15 +34,17 @@ if torch is not None:
             return x
 
     class _PartialPanels(nn.Module):
-        """Output channels that leave a panel's last part in whole vectors at every width
-        (48 and 96 against panels of 8 to 64), under activations applied past the registers,
-        a residual after the activation and one before it."""
+        """Output channels whose last panel ends on a whole vector short of the panel: 48
+        with 512-bit vectors (panels of 32 and 64 floats, or of 16 and 32 doubles), 40 with
+        256- and 128-bit ones (panels of 16 and 24, or of 8 and 12 floats) and for doubles at
+        512 bits; under activations applied past the registers, a residual after the
+        activation and one before it."""
 
         def __init__(self):
             super().__init__()
             c = nn.Conv2d
-            self.a, self.b, self.c, self.d = c(3, 48, 3, padding=1), c(48, 96, 1), \
-                c(96, 48, 1), c(48, 48, 1)
+            self.a, self.b, self.c, self.d = c(3, 48, 3, padding=1), c(48, 40, 1), \
+                c(40, 48, 1), c(48, 48, 1)
 
         def forward(self, x):
             y = nn.functional.silu(self.a(x))

@@ -213,6 +213,17 @@ static inline __attribute__((always_inline)) void FC(tile_epilogue)(
 #undef FC_RESIDUAL
 }
 
+/* The activation of a tile row of ``n_valid`` values in memory, then the residual after it
+ * (pixel ``at``'s); out of line, so that the tile's register code stays as it was. */
+static __attribute__((noinline)) void FC(tile_activate_row)(T *y, i64 n_valid, i64 at,
+                                                            i64 n_shift, const fc_gemm *g) {
+    FC(activate)(y, n_valid, &g->epi);
+    if (g->res_mode == 2) {
+        const T *r = (const T *)g->res + g->res_rows[at] + n_shift;
+        for (i64 n = 0; n < n_valid; n++) y[n] += r[n];
+    }
+}
+
 /* --- the GEMM tile (numba.microkernel's _Tile) ---------------------------------------------
  * MR pixels by NV vectors of channels: the accumulators stay in registers through the
  * reduction over the taps and the channels [c_lo, c_hi); pixels past m_valid repeat the last
@@ -292,14 +303,9 @@ static inline __attribute__((always_inline)) void FC(tile_body)(
             for (int v = 0; v < NV; v++)
                 if (v < nvv) *(VT *)(out + out_rows[at[m]] + n_shift + v * L) = acc[m][v];
         if (finish && !in_registers)
-            for (int m = 0; m < m_valid; m++) {  /* once per pixel: the last may repeat */
-                T *y = out + out_rows[at[m]] + n_shift;
-                FC(activate)(y, n_valid, &g->epi);
-                if (g->res_mode == 2) {
-                    const T *r = (const T *)g->res + g->res_rows[at[m]] + n_shift;
-                    for (i64 n = 0; n < n_valid; n++) y[n] += r[n];
-                }
-            }
+            for (int m = 0; m < m_valid; m++)  /* once per pixel: the last may repeat */
+                FC(tile_activate_row)(out + out_rows[at[m]] + n_shift, n_valid, at[m], n_shift,
+                                      g);
         return;
     }
 #pragma GCC unroll 16
@@ -316,11 +322,7 @@ static inline __attribute__((always_inline)) void FC(tile_body)(
                 const T *r = res + g->res_rows[at[m]] + n_shift;
                 for (i64 n = 0; n < n_valid; n++) y[n] += r[n];
             }
-            FC(activate)(y, n_valid, &g->epi);
-            if (g->res_mode == 2) {
-                const T *r = res + g->res_rows[at[m]] + n_shift;
-                for (i64 n = 0; n < n_valid; n++) y[n] += r[n];
-            }
+            FC(tile_activate_row)(y, n_valid, at[m], n_shift, g);
         }
     }
     for (int m = 0; m < MR; m++)
@@ -418,16 +420,17 @@ static void FC(conv_task)(const void *p, i64 task, i64 tasks) {
 
 /* --- depthwise (nhwc.depthwise) ----------------------------------------------------------- */
 
+/* An activation other than a clamp on ``count`` contiguous values (a 3x3 depthwise row's,
+ * whose clamp is applied in registers). */
+static inline void FC(activate_row)(T *y, i64 count, const fc_epi *e) {
+    if (e->kind > FC_ACT_CLAMP) FC(activate)(y, count, e);
+}
+
 /* One row of a 3x3 depthwise convolution over channels [c0, c1): output i reads
  * x[x_at + i * col_step + r * row_step + s * dil_step + c] for tap (r, s), weights
  * w[(3 r + s) * channels + c], and is stored at out[out_at + i * out_step + c]. Of the
  * activations, only a clamp: the caller applies any other to the whole row, every block
  * done (FC(activate_row)), in one pass instead of one per pixel and block. */
-/* An activation other than a clamp on ``count`` contiguous values (a depthwise row's). */
-static inline void FC(activate_row)(T *y, i64 count, const fc_epi *e) {
-    if (e->kind > FC_ACT_CLAMP) FC(activate)(y, count, e);
-}
-
 static inline void FC(depthwise_row)(const T *restrict x, i64 x_at, i64 row_step,
                                      i64 col_step, i64 dil_step, const T *restrict w, i64 c0,
                                      i64 c1, i64 channels, const T *restrict bias,
@@ -503,7 +506,7 @@ static void FC(depthwise_3x3_task)(const void *p, i64 task, i64 tasks) {
 static inline __attribute__((always_inline)) void NAME(                                       \
     const int P, const int V, const T *restrict x, i64 x_at, i64 row_step, i64 col_step,       \
     i64 dil_step, const T *restrict w, i64 c0, i64 channels, const T *restrict bias,          \
-    T *restrict out, i64 out_at, i64 out_step, i64 i, i64 kh, i64 kw, const fc_epi *e) {      \
+    T *restrict out, i64 out_at, i64 out_step, i64 i, i64 kh, i64 kw) {                       \
     VTYPE acc[4][FC_DW_VECTORS];                                                              \
     _Pragma("GCC unroll 4")                                                                   \
     for (int p = 0; p < P; p++)                                                               \
@@ -553,7 +556,6 @@ static inline __attribute__((always_inline)) void NAME(                         
         T *o = out + out_at + (i + p) * out_step + c0;                                        \
         _Pragma("GCC unroll 4")                                                               \
         for (int v = 0; v < V; v++) *(VTYPE *)(o + v * (LANES)) = acc[p][v];                  \
-        if (e->kind == FC_ACT_CLAMP) FC(activate)(o, V * (LANES), e);                         \
     }                                                                                         \
 }
 
@@ -564,12 +566,12 @@ FC_DW_TAPS_OUTPUTS(FC(depthwise_taps_half), HT, L / 2)
 /* One row of a kh x kw depthwise convolution over channels [c0, c1): as FC(depthwise_row),
  * tap (r, s) with weights w[(kw r + s) * channels + c]; in vectors (FC_DW_TAPS_OUTPUTS),
  * four outputs at a time, and the few channels left past the last half vector tap by tap;
- * of the activations, only a clamp (as FC(depthwise_row)). */
+ * no activation: the caller applies it to the whole row, every block done. */
 static inline void FC(depthwise_taps_row)(const T *restrict x, i64 x_at, i64 row_step,
                                           i64 col_step, i64 dil_step, const T *restrict w,
                                           i64 c0, i64 c1, i64 channels, const T *restrict bias,
                                           T *restrict out, i64 out_at, i64 out_step, i64 count,
-                                          i64 kh, i64 kw, const fc_epi *e) {
+                                          i64 kh, i64 kw) {
 /* four outputs at a time, the last four again for the row's last ones (each output is
  * written once from its own sums: recomputed, it is stored alike); one at a time in a row of
  * fewer than four */
@@ -578,12 +580,12 @@ static inline void FC(depthwise_taps_row)(const T *restrict x, i64 x_at, i64 row
         if (count < 4) {                                                                      \
             for (i64 i = 0; i < count; i++)                                                   \
                 FN(1, V, x, x_at, row_step, col_step, dil_step, w, AT, channels, bias, out,   \
-                   out_at, out_step, i, kh, kw, e);                                           \
+                   out_at, out_step, i, kh, kw);                                           \
             break;                                                                            \
         }                                                                                     \
         for (i64 i = 0; i < count; i += 4)                                                    \
             FN(4, V, x, x_at, row_step, col_step, dil_step, w, AT, channels, bias, out,       \
-               out_at, out_step, FC_MIN(i, count - 4), kh, kw, e);                            \
+               out_at, out_step, FC_MIN(i, count - 4), kh, kw);                            \
     } while (0)
     if (c1 - c0 == FC_DW_VECTORS * L) {
         FC_DW_TAPS_SPAN(FC(depthwise_taps_outputs), FC_DW_VECTORS, c0);
@@ -607,7 +609,6 @@ static inline void FC(depthwise_taps_row)(const T *restrict x, i64 x_at, i64 row
                 const T *wt = w + (r * kw + s) * channels + c0;
                 for (i64 c = 0; c < n; c++) o[c] += p[c] * wt[c];
             }
-        if (e->kind == FC_ACT_CLAMP) FC(activate)(o, n, e);
     }
 }
 
@@ -627,9 +628,9 @@ static void FC(depthwise_task)(const void *p, i64 task, i64 tasks) {
             for (i64 c0 = 0; c0 < channels; c0 += a->block)
                 FC(depthwise_taps_row)(x, x_at, a->dh * a->cols * channels, a->sw * channels,
                                        a->dw * channels, w, c0, FC_MIN(channels, c0 + a->block),
-                                       channels, bias, out, o_at, channels, a->wo, a->kh, a->kw,
-                                       &a->epi);
-            FC(activate_row)(o, a->wo * channels, &a->epi);
+                                       channels, bias, out, o_at, channels, a->wo, a->kh,
+                                       a->kw);
+            FC(activate)(o, a->wo * channels, &a->epi);
             continue;
         }
         for (i64 ow = 0; ow < a->wo; ow++)

@@ -458,12 +458,10 @@ class _Tile(_Vectors):
                     RES_ROWS, [builder.add(m0, pixel.index)])), n_shift)
                 for v in range(self.vectors):
                     where = builder.add(at, lane[v])
-                    value = [[self._load(OUT, where, mask[v])]]
-                    value = self._activate(value, kind, lo, hi, alpha, beta)
-                    value = self._when(
-                        builder.icmp_signed("==", res_mode, ir.Constant(res_mode.type, 2)),
-                        value, lambda y: [[builder.fadd(y[0][0], self._load(
-                            RES, builder.add(res_at, lane[v]), mask[v]))]])
+                    value = self._activate([[self._load(OUT, where, mask[v])]], kind, lo, hi,
+                                           alpha, beta)
+                    value = self._add_residual(value, RES, [builder.add(res_at, lane[v])],
+                                               res_mode, 2, [mask[v]])
                     self._store(value[0][0], OUT, where, mask[v])
         return context.get_dummy_value()
 
