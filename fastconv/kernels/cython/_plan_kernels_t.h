@@ -426,6 +426,12 @@ static inline void FC(activate_row)(T *y, i64 count, const fc_epi *e) {
     if (e->kind > FC_ACT_CLAMP) FC(activate)(y, count, e);
 }
 
+static inline void FC(depthwise_taps_row)(const T *restrict x, i64 x_at, i64 row_step,
+                                          i64 col_step, i64 dil_step, const T *restrict w,
+                                          i64 c0, i64 c1, i64 channels, const T *restrict bias,
+                                          T *restrict out, i64 out_at, i64 out_step, i64 count,
+                                          i64 kh, i64 kw);
+
 /* One row of a 3x3 depthwise convolution over channels [c0, c1): output i reads
  * x[x_at + i * col_step + r * row_step + s * dil_step + c] for tap (r, s), weights
  * w[(3 r + s) * channels + c], and is stored at out[out_at + i * out_step + c]. Of the
@@ -436,8 +442,8 @@ static inline void FC(depthwise_row)(const T *restrict x, i64 x_at, i64 row_step
                                      i64 c1, i64 channels, const T *restrict bias,
                                      T *restrict out, i64 out_at, i64 out_step, i64 count,
                                      const fc_epi *e) {
-    const i64 n = c1 - c0, d = dil_step, r = row_step;
-    if (n == FC_DW_VECTORS * L) {
+    const i64 d = dil_step, r = row_step;
+    if (c1 - c0 == FC_DW_VECTORS * L) {
         /* a whole block: its nine weight vectors (per vector) and bias stay in registers */
         VT wv[9][FC_DW_VECTORS], bv[FC_DW_VECTORS];
         const VT lo = (VT){0} + (T)e->lo, hi = (VT){0} + (T)e->hi;
@@ -464,19 +470,13 @@ static inline void FC(depthwise_row)(const T *restrict x, i64 x_at, i64 row_step
         }
         return;
     }
-    const T *w0 = w + c0, *w1 = w0 + channels, *w2 = w1 + channels, *w3 = w2 + channels;
-    const T *w4 = w3 + channels, *w5 = w4 + channels, *w6 = w5 + channels;
-    const T *w7 = w6 + channels, *w8 = w7 + channels, *b = bias + c0;
-    for (i64 i = 0; i < count; i++) {
-        const T *restrict p = x + x_at + i * col_step + c0;
-        T *restrict o = out + out_at + i * out_step + c0;
-        for (i64 c = 0; c < n; c++)
-            o[c] = b[c] + p[c] * w0[c] + p[d + c] * w1[c] + p[2 * d + c] * w2[c]
-                   + p[r + c] * w3[c] + p[r + d + c] * w4[c] + p[r + 2 * d + c] * w5[c]
-                   + p[2 * r + c] * w6[c] + p[2 * r + d + c] * w7[c]
-                   + p[2 * r + 2 * d + c] * w8[c];
-        if (e->kind == FC_ACT_CLAMP) FC(activate)(o, n, e);
-    }
+    /* a block's last channels (fewer than a whole block): as a k x k row at 3 x 3, four
+     * outputs at a time in whole and half vectors, then the clamp */
+    FC(depthwise_taps_row)(x, x_at, row_step, col_step, dil_step, w, c0, c1, channels, bias,
+                           out, out_at, out_step, count, 3, 3);
+    if (e->kind == FC_ACT_CLAMP)
+        for (i64 i = 0; i < count; i++)
+            FC(activate)(out + out_at + i * out_step + c0, c1 - c0, e);
 }
 
 static void FC(depthwise_3x3_task)(const void *p, i64 task, i64 tasks) {
