@@ -138,8 +138,11 @@ def _layers(case):
         "nested": lambda: nn.Sequential(nn.Sequential(c(3, 4, 3), nn.Sequential(nn.ReLU())),
                                         nn.Sequential(), nn.Identity()),
         "partial-panels": lambda: _PartialPanels(),
-        "activations": lambda: nn.Sequential(c(3, 8, 3, padding=1), nn.LeakyReLU(0.2),
-                                             c(8, 8, 1), nn.Hardswish(), c(8, 8, 3, groups=8),
+        # 16 channels: whole vectors at every width (the tile's epilogue in registers); 8:
+        # half of one at 512 bits in float32 (the epilogue on the stored rows)
+        "activations": lambda: nn.Sequential(c(3, 16, 3, padding=1), nn.LeakyReLU(0.2),
+                                             c(16, 16, 1), nn.Hardsigmoid(), c(16, 8, 1),
+                                             nn.Hardswish(), c(8, 8, 3, groups=8),
                                              nn.Hardsigmoid(), nn.BatchNorm2d(8), nn.Sigmoid(),
                                              nn.ReLU(), nn.LeakyReLU()),
     }[case]()

@@ -117,7 +117,7 @@ static inline void FC(activate)(T *restrict y, i64 count, const fc_epi *e) {
         T zero = 0;
         __asm__("" : "+m"(zero));
         for (i64 i = 0; i < count; i++) {
-            T v = y[i], g = v / 6 + (T)0.5;
+            T v = y[i], g = v * (T)(1.0 / 6) + (T)0.5;  /* as FC(activate_tile) */
             g = g < zero ? zero : g;
             y[i] = v * (g > 1 ? 1 : g);
         }
@@ -179,15 +179,43 @@ static inline VT FC(clamp)(VT v, VT lo, VT hi) {
 #endif
 }
 
+/* The activations without an exponential (a clamp, leaky ReLU, hard sigmoid, hard swish) on
+ * a tile's accumulators, in registers; a NaN stays NaN (FC(clamp)). */
+static inline __attribute__((always_inline)) void FC(activate_tile)(
+    const int MR, const int NV, VT acc[FC_MAX_MR][FC_MAX_NV], const fc_epi *e) {
+    typedef FC(ivec) IVT;
+    const VT zero = (VT){0}, one = zero + 1, lo = zero + (T)e->lo, hi = zero + (T)e->hi;
+    const VT alpha = zero + (T)e->alpha, beta = zero + (T)e->beta;
+    const VT sixth = zero + (T)(1.0 / 6), half = zero + (T)0.5;
+#define FC_EACH(EXPR)                                                                     \
+    _Pragma("GCC unroll 16") for (int m = 0; m < MR; m++)                                 \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) {                            \
+            const VT a = acc[m][v];                                                       \
+            acc[m][v] = (EXPR);                                                           \
+        }
+    switch (e->kind) {
+    case FC_ACT_CLAMP: FC_EACH(FC(clamp)(a, lo, hi)); break;
+    case FC_ACT_LEAKY: FC_EACH((VT)(((IVT)(a * alpha) & (IVT)(a < zero))
+                                    | ((IVT)a & ~(IVT)(a < zero)))); break;
+    case FC_ACT_HARDSIGMOID: FC_EACH(FC(clamp)(a * alpha + beta, zero, one)); break;
+    case FC_ACT_HARDSWISH: FC_EACH(a * FC(clamp)(a * sixth + half, zero, one)); break;
+    default: break;
+    }
+#undef FC_EACH
+}
+
+/* Whether FC(activate_tile) applies the epilogue's activation: any other (with an
+ * exponential) runs on the stored rows, where its temporaries spill no accumulator. */
+#define FC_IN_REGISTERS(kind) ((kind) <= FC_ACT_HARDSWISH)
+
 /* A tile's epilogue in registers, on its first nvv vectors (those it stores): bias, a
- * residual before the activation, a clamp (ReLU, ReLU6), a residual after it. With
- * ``activate`` 0 (another activation, applied to the stored values), only the bias and the
- * residual before it. */
+ * residual before the activation, an activation without an exponential, a residual after
+ * it. With ``activate`` 0 (another activation, applied to the stored values), only the bias
+ * and the residual before it. */
 static inline __attribute__((always_inline)) void FC(tile_epilogue)(
     const int MR, const int NV, VT acc[FC_MAX_MR][FC_MAX_NV], const i64 *at, i64 n_shift,
     int nvv, int activate, const fc_gemm *g) {
     const T *bias = (const T *)g->bias, *res = (const T *)g->res;
-    const VT lo = (VT){0} + (T)g->epi.lo, hi = (VT){0} + (T)g->epi.hi;
     /* one test per step, each loop unrolled: the accumulators stay in registers */
     if (g->has_bias)
 #pragma GCC unroll 4
@@ -204,11 +232,7 @@ static inline __attribute__((always_inline)) void FC(tile_epilogue)(
             if (v < nvv) acc[m][v] += *(const VT *)(r + v * L);                            \
     }
     if (g->res_mode == 1) FC_RESIDUAL();
-    if (activate && g->epi.kind == FC_ACT_CLAMP)
-#pragma GCC unroll 16
-        for (int m = 0; m < MR; m++)
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) acc[m][v] = FC(clamp)(acc[m][v], lo, hi);
+    if (activate) FC(activate_tile)(MR, NV, acc, &g->epi);
     if (activate && g->res_mode == 2) FC_RESIDUAL();
 #undef FC_RESIDUAL
 }
@@ -294,9 +318,10 @@ static inline __attribute__((always_inline)) void FC(tile_body)(
     }
 #undef FC_STEP
     if (whole) {
-        /* in registers: bias, a residual, a clamp (ReLU, ReLU6) or none, then the stores; any
-           other activation (and a residual after it) on the stored rows, still in cache */
-        const int in_registers = g->epi.kind <= FC_ACT_CLAMP;
+        /* in registers: bias, a residual, an activation without an exponential, then the
+           stores; any other activation (and a residual after it) on the stored rows, still
+           in cache */
+        const int in_registers = FC_IN_REGISTERS(g->epi.kind);
         if (finish) FC(tile_epilogue)(MR, NV, acc, at, n_shift, nvv, in_registers, g);
         for (int m = 0; m < MR; m++)
 #pragma GCC unroll 4
