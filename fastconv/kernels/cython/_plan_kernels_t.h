@@ -499,7 +499,11 @@ static inline void FC(depthwise_row)(const T *restrict x, i64 x_at, i64 row_step
      * outputs at a time in whole and half vectors, then the clamp */
     FC(depthwise_taps_row)(x, x_at, row_step, col_step, dil_step, w, c0, c1, channels, bias,
                            out, out_at, out_step, count, 3, 3);
-    if (e->kind == FC_ACT_CLAMP)
+    if (e->kind != FC_ACT_CLAMP)
+        return;
+    if (out_step == c1 - c0)  /* the block is every channel: the row is one run */
+        FC(activate)(out + out_at + c0, count * out_step, e);
+    else
         for (i64 i = 0; i < count; i++)
             FC(activate)(out + out_at + i * out_step + c0, c1 - c0, e);
 }
