@@ -138,6 +138,8 @@ def _layers(case):
         "nested": lambda: nn.Sequential(nn.Sequential(c(3, 4, 3), nn.Sequential(nn.ReLU())),
                                         nn.Sequential(), nn.Identity()),
         "partial-panels": lambda: _PartialPanels(),
+        # an output row of more channels than the NCHW conversion's runs of pixels hold
+        "many-channels-out": lambda: nn.Sequential(c(3, 200, 1), nn.ReLU()),
         # 16 channels: whole vectors at every width (the tile's epilogue in registers); 8:
         # half of one at 512 bits in float32 (the epilogue on the stored rows)
         "activations": lambda: nn.Sequential(c(3, 16, 3, padding=1), nn.LeakyReLU(0.2),
@@ -152,7 +154,7 @@ CASES = ["conv-bn-relu", "conv-bias-dilation-groups", "row-taps-dilated",
          "same-valid-even-kernels", "depthwise", "depthwise-multiplier-5x5", "depthwise-kxk",
          "softmax", "global-max", "transcendental", "squeeze-excite", "pointwise-strided-padded",
          "pools", "avg-divisor", "classifier", "flatten-pixels", "nested", "activations",
-         "partial-panels"]
+         "partial-panels", "many-channels-out"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)

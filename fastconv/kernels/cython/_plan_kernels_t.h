@@ -1070,13 +1070,18 @@ static void FC(to_output_task)(const void *p, i64 task, i64 tasks) {
                                              * a->channels, a->c * sizeof(T));
         return;
     }
-    const i64 planes = a->n * a->c;
-    for (i64 q = task * planes / tasks; q < (task + 1) * planes / tasks; q++) {
-        i64 n = q / a->c, c = q - n * a->c;
-        T *o = out + q * a->h * a->w;
-        for (i64 h = 0; h < a->h; h++) {
-            const T *s = src + ((n * a->rows + a->top + h) * a->cols + a->left) * a->channels + c;
-            for (i64 w = 0; w < a->w; w++) o[h * a->w + w] = s[w * a->channels];
+    /* by rows, and along a row in runs of pixels whose channels stay in L1 while each plane's
+     * part of the run is written: a plane at a time would read the whole buffer per plane */
+    const i64 rows = a->n * a->h, plane = a->h * a->w;
+    const i64 run = FC_MAX(1, 8192 / (i64)sizeof(T) / a->channels);
+    for (i64 q = task * rows / tasks; q < (task + 1) * rows / tasks; q++) {
+        i64 n = q / a->h, h = q - n * a->h;
+        const T *s = src + ((n * a->rows + a->top + h) * a->cols + a->left) * a->channels;
+        T *o = out + n * a->c * plane + h * a->w;
+        for (i64 w0 = 0; w0 < a->w; w0 += run) {
+            const i64 w1 = FC_MIN(a->w, w0 + run);
+            for (i64 c = 0; c < a->c; c++)
+                for (i64 w = w0; w < w1; w++) o[c * plane + w] = s[w * a->channels + c];
         }
     }
 }
