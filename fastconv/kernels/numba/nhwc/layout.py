@@ -39,16 +39,20 @@ def from_nchw(x, out, top, left, border, tasks):
 
 @jit(parallel=True)
 def to_nchw(src, top, left, out, tasks):
-    """``out[n, c, h, w] = src[n, top + h, left + w, c]``."""
+    """``out[n, c, h, w] = src[n, top + h, left + w, c]``: by rows, each row in runs of pixels
+    whose channels stay in L1 while every plane's part of the run is written (a plane at a
+    time would read the whole buffer per plane)."""
     n_images, channels, height, width = out.shape
-    planes = n_images * channels
+    rows = n_images * height
+    run = max(1, 8192 // src.itemsize // max(1, src.shape[3]))
     for task in prange(tasks):
-        for p in range(task * planes // tasks, (task + 1) * planes // tasks):
-            n = p // channels
-            c = p - n * channels
-            for h in range(height):
-                for w in range(width):
-                    out[n, c, h, w] = src[n, top + h, left + w, c]
+        for r in range(task * rows // tasks, (task + 1) * rows // tasks):
+            n = r // height
+            h = r - n * height
+            for w0 in range(0, width, run):
+                for c in range(channels):
+                    for w in range(w0, min(width, w0 + run)):
+                        out[n, c, h, w] = src[n, top + h, left + w, c]
 
 
 @jit(parallel=True)
