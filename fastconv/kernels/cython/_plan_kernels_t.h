@@ -251,13 +251,15 @@ static __attribute__((noinline)) void FC(tile_activate_row)(T *y, i64 n_valid, i
 /* --- the GEMM tile (numba.microkernel's _Tile) ---------------------------------------------
  * MR pixels by NV vectors of channels: the accumulators stay in registers through the
  * reduction over the taps and the channels [c_lo, c_hi); pixels past m_valid repeat the last
- * one; n_valid (at most NV * L) channels are stored. start: the sums start from zero, else
- * from the partial sums in out; finish: bias, residual and activation are applied. */
+ * one; n_valid (at most NV * L) channels are stored. The weights are packed in panels of PV
+ * vectors (PV >= NV: a panel's last channels take fewer vectors than the panel's). start:
+ * the sums start from zero, else from the partial sums in out; finish: bias, residual and
+ * activation are applied. */
 static inline __attribute__((always_inline)) void FC(tile_body)(
-    const int MR, const int NV, const T *x, const i64 *rows, i64 m0, i64 m_valid, i64 x_shift,
+    const int MR, const int NV, const int PV, const T *x, const i64 *rows, i64 m0, i64 m_valid, i64 x_shift,
     const i64 *taps, i64 n_taps, i64 c_in, i64 c_lo, i64 c_hi, const fc_gemm *g, i64 w_at,
     T *out, const i64 *out_rows, i64 n_shift, i64 n_valid, int start, int finish) {
-    const int NR = NV * L;
+    const int NR = PV * L;
     const T *w = (const T *)g->w;
     const i64 prefetch = g->prefetch;
     VT acc[FC_MAX_MR][FC_MAX_NV];
@@ -308,7 +310,7 @@ static inline __attribute__((always_inline)) void FC(tile_body)(
          * accumulators would spill */
         if (prefetch) {  /* the weights a few steps ahead: they may come from memory */
             for (i64 k = c_lo; k < c_hi; k++, wp += NR) {
-                for (int line = 0; line < NR * (int)sizeof(T); line += 64)
+                for (int line = 0; line < NV * L * (int)sizeof(T); line += 64)
                     __builtin_prefetch((const char *)(wp + prefetch) + line, 0, 3);
                 FC_STEP();
             }
@@ -357,7 +359,7 @@ static inline __attribute__((always_inline)) void FC(tile_body)(
 #define FC_TILE_ARGS x, rows, m0, m_valid, x_shift, taps, n_taps, c_in, c_lo, c_hi, g, w_at, \
     out, out_rows, n_shift, n_valid, start, finish
 #define FC_TILE_CASE(M, V) \
-    if (mr == M && nv == V) { FC(tile_body)(M, V, FC_TILE_ARGS); return; }
+    if (mr == M && nv == V) { FC(tile_body)(M, V, V, FC_TILE_ARGS); return; }
 
 /* One tile of ``mr`` pixels (tuning's shapes compiled for, others through a slower generic
  * loop). */
@@ -368,18 +370,18 @@ static __attribute__((noinline)) void FC(tile)(
     FC_TILE_CASE(12, 2) FC_TILE_CASE(6, 2) FC_TILE_CASE(4, 2) FC_TILE_CASE(2, 2)
     FC_TILE_CASE(1, 2) FC_TILE_CASE(6, 4) FC_TILE_CASE(4, 4) FC_TILE_CASE(2, 4)
     FC_TILE_CASE(1, 4) FC_TILE_CASE(4, 3) FC_TILE_CASE(2, 3) FC_TILE_CASE(1, 3)
-    FC(tile_body)(mr, nv, FC_TILE_ARGS);
+    FC(tile_body)(mr, nv, nv, FC_TILE_ARGS);
 }
 
 /* The full tiles of a strip, the tile's body inlined in the loop (short reductions, a
  * pointwise layer of few channels, pay a call per tile otherwise); returns where they end. */
 static inline __attribute__((always_inline)) i64 FC(full_tiles)(
-    const int MR, const int NV, const T *x, const i64 *rows, i64 p0, i64 p1, i64 x_shift,
+    const int MR, const int NV, const int PV, const T *x, const i64 *rows, i64 p0, i64 p1, i64 x_shift,
     const i64 *taps, i64 n_taps, i64 c_in, i64 c_lo, i64 c_hi, const fc_gemm *g, i64 w_at,
     T *out, const i64 *out_rows, i64 n_shift, i64 n_valid, int start, int finish) {
     i64 m0 = p0;
     for (; m0 + MR <= p1; m0 += MR)
-        FC(tile_body)(MR, NV, x, rows, m0, MR, x_shift, taps, n_taps, c_in, c_lo, c_hi, g,
+        FC(tile_body)(MR, NV, PV, x, rows, m0, MR, x_shift, taps, n_taps, c_in, c_lo, c_hi, g,
                       w_at, out, out_rows, n_shift, n_valid, start, finish);
     return m0;
 }
@@ -393,16 +395,17 @@ static void FC(tiles)(const T *x, const i64 *rows, i64 p0, i64 p1, i64 x_shift,
                       const i64 *taps, i64 n_taps, i64 c_in, i64 c_lo, i64 c_hi,
                       const fc_gemm *g, i64 w_at, T *out, const i64 *out_rows, i64 n_shift,
                       i64 n_valid, int start, int finish) {
-    const int nv = (int)(g->nr / L);
+    const int nv = (int)(g->nr / L), needed = (int)((n_valid + L - 1) / L);
     i64 m0 = p0;
-    if (g->mr == 12 && nv == 2)
-        m0 = FC(full_tiles)(12, 2, FC_STRIP_ARGS);
-    else if (g->mr == 6 && nv == 2)
-        m0 = FC(full_tiles)(6, 2, FC_STRIP_ARGS);
-    else if (g->mr == 6 && nv == 4)
-        m0 = FC(full_tiles)(6, 4, FC_STRIP_ARGS);
-    else if (g->mr == 4 && nv == 3)
-        m0 = FC(full_tiles)(4, 3, FC_STRIP_ARGS);
+    /* a panel whose channels end in fewer vectors than the panel's (16 channels of a 32-wide
+     * panel) multiplies those alone: the rest would be computed and dropped */
+#define FC_FULL_TILES(M, V, P) \
+    if (g->mr == M && nv == P && needed == V) m0 = FC(full_tiles)(M, V, P, FC_STRIP_ARGS); else
+    FC_FULL_TILES(12, 2, 2) FC_FULL_TILES(12, 1, 2) FC_FULL_TILES(6, 2, 2)
+    FC_FULL_TILES(6, 1, 2) FC_FULL_TILES(6, 4, 4) FC_FULL_TILES(6, 3, 4)
+    FC_FULL_TILES(6, 2, 4) FC_FULL_TILES(6, 1, 4) FC_FULL_TILES(4, 3, 3)
+    FC_FULL_TILES(4, 2, 3) FC_FULL_TILES(4, 1, 3) {}
+#undef FC_FULL_TILES
     while (m0 < p1) {
         i64 left = p1 - m0;
         i64 m_valid = left >= g->mr ? g->mr : (left >= 4 ? 4 : left);
