@@ -463,7 +463,7 @@ def cmd_profile_model(args) -> int:
     from .bench import machine
 
     threads = _threads(args)
-    source = _open_model(args)
+    source = _open_model(args, args.backend)
     with Console(stderr=True).status("measuring the machine, then the plan and the engines"):
         peaks = machine.measure_machine(threads, dtypes=(source.dtype.name,), seconds=0.5)
         result = profile.profile_model(source, engines=engines, budget=args.budget,
@@ -472,7 +472,8 @@ def cmd_profile_model(args) -> int:
     header, body, total = rows.model_rows(result)
     console.print(rows.rich(
         f"{source.name}, input {list(source.input_shape)}, {source.dtype.name}, {threads} "
-        "threads: fastconv.Network node by node (the min of its profiled calls)", header,
+        f"threads: fastconv.Network on {result['plan']['backend']} node by node (the min of "
+        "its profiled calls)", header,
         body, left=("node", "kernel", "input -> output"), total=total))
     header, body = rows.engine_rows(result)
     console.print(rows.rich("Whole model, interleaved with a pause of "

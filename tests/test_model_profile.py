@@ -162,10 +162,10 @@ def test_cli_profile_on_an_onnx_file(resnet_file, tmp_path, capfd):
     printed, errors = capfd.readouterr()
     # OpenVINO's compiler forks from its own thread after Numba's pool started: not a word
     assert "Attempted to fork" not in errors
-    assert "fastconv.Network node by node" in printed and "plan / engine" in printed
+    assert "fastconv.Network on numba node by node" in printed and "plan / engine" in printed
     assert "sum of nodes" in printed and "against the whole call's" in printed
     result = json.loads(out.read_text())
-    assert "plan" in result["engines"]
+    assert "plan" in result["engines"] and result["plan"]["backend"] == "numba"
     for engine, available in (("onnxruntime", peers.onnxruntime_available()),
                               ("openvino", peers.openvino_available())):
         assert (engine in result["engines"]) == available
@@ -175,6 +175,16 @@ def test_cli_profile_on_an_onnx_file(resnet_file, tmp_path, capfd):
     assert [r["name"] for r in rows] == [n["name"] for n in result["nodes"]]
     assert sorted(p.name for p in plots.iterdir()) == ["roofline.png", "share_by_kind.png",
                                                        "time_vs_flops.png"]
+
+
+def test_cli_profile_plans_an_onnx_file_on_the_backend_asked_for(resnet_file, tmp_path,
+                                                                  capsys):
+    pytest.importorskip("fastconv.kernels.cython.plan")
+    out = tmp_path / "r.json"
+    assert cli.main(["profile", str(resnet_file), "--budget", "0.05", "--compare", "",
+                     "--backend", "cython", "--json", str(out)]) == 0
+    assert "fastconv.Network on cython node by node" in capsys.readouterr().out
+    assert json.loads(out.read_text())["plan"]["backend"] == "cython"
 
 
 def test_a_fork_from_another_thread_writes_nothing_to_standard_error(capfd):
