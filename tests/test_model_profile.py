@@ -285,3 +285,26 @@ def test_the_node_table_shows_what_each_plan_node_covers():
     assert table[0][0] == ("node '/c/Conv' (Conv)\n+ fused: BatchNormalization, Sigmoid, "
                            "ReLU")
     assert table[1][0] == "input"
+
+
+def test_onnx_runtimes_own_fusions_count_for_the_row_that_ran_their_nodes():
+    """ONNX Runtime names a node of its own fusions after the node it replaced (SiLU's
+    Sigmoid and Mul as ``.../Mul/QuickGeluFusion/``); the plan's row that fused those nodes
+    takes its time, beside the convolution's (named after the value it writes)."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 1, 1], [0.0] * 12)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="/b/Conv"),
+         helper.make_node("Sigmoid", ["c"], ["s"], name="/b/act/Sigmoid"),
+         helper.make_node("Mul", ["c", "s"], ["y"], name="/b/act/Mul")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])], [w])
+    rows = [dict(name="node '/b/Conv' (Conv)", layers=1,
+                 fused=["node '/b/act/Mul' (Mul)", "node '/b/act/Sigmoid' (Sigmoid)"])]
+    ort_nodes = [("c_nchwc", "Conv", 2e-6), ("/b/act/Mul/QuickGeluFusion/", "QuickGelu", 3e-6),
+                 ("ReorderOutput", "ReorderOutput", 1e-6)]
+    profile._beside_ort_by_name(rows, ort_nodes, helper.make_model(graph).SerializeToString())
+    assert rows[0]["onnxruntime"] == dict(node="c_nchwc + /b/act/Mul/QuickGeluFusion/",
+                                          op="Conv + QuickGelu", seconds=pytest.approx(5e-6))

@@ -681,10 +681,11 @@ def _beside_ort_by_name(rows, ort_nodes, model: bytes):
     """Give each plan row the time of ONNX Runtime's kernels that ran the same ONNX nodes.
 
     ONNX Runtime names a kernel after its node, or, once its NCHWc transformer has rewritten
-    the node, after the value it writes (with ``_nchwc``); either leads back to one node of
-    the file, and the plan's row that ran that node (itself or fused into it) takes the
-    kernel's time. Kernels that lead to no node of the file (its layout conversions) are
-    left out."""
+    the node, after the value it writes (with ``_nchwc``), or, for a node its own fusions
+    made, after the node it replaced (``.../Mul/QuickGeluFusion/``: SiLU's Sigmoid and Mul);
+    each leads back to one node of the file, and the plan's row that ran that node (itself
+    or fused into it) takes the kernel's time. Kernels that lead to no node of the file (its
+    layout conversions) are left out."""
     import re
 
     import onnx
@@ -693,6 +694,7 @@ def _beside_ort_by_name(rows, ort_nodes, model: bytes):
     names = {n.name for n in graph.node}
     producer = {out: n.name for n in graph.node for out in n.output}
     quoted = re.compile(r"^node (['\"])(.*)\1 \(\w+\)$")
+    fusion = re.compile(r"^(.*)/\w+Fusion/?$")
     row_of = {}
     for row in rows:
         for label in (row["name"].split(" + ") if row["layers"] > 1 else [row["name"]]) + \
@@ -702,6 +704,8 @@ def _beside_ort_by_name(rows, ort_nodes, model: bytes):
                 row_of[match.group(2)] = row
     for name, op, seconds in ort_nodes:
         base = name[:-len("_nchwc")] if name.endswith("_nchwc") else name
+        fused = fusion.match(base)
+        base = fused.group(1) if fused else base
         node = base if base in names else producer.get(base)
         row = row_of.get(node)
         if row is None:
