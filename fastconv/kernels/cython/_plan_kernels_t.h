@@ -1048,6 +1048,15 @@ static void FC(from_nchw_task)(const void *p, i64 task, i64 tasks) {
         i64 n = r / a->h, h = r - n * a->h;
         T *o = out + ((n * a->border.rows + a->top + h) * a->border.cols + a->left) * channels;
         const T *xr = x + n * a->sn + h * a->sh;
+        if (channels == 3 && a->sw == 1) {  /* an image's: the three rows interleaved */
+            const T *r0 = xr, *r1 = xr + a->sc, *r2 = xr + 2 * a->sc;
+            for (i64 w = 0; w < a->w; w++) {
+                o[3 * w] = r0[w];
+                o[3 * w + 1] = r1[w];
+                o[3 * w + 2] = r2[w];
+            }
+            continue;
+        }
         if (channels <= 8) {  /* few channels: each plane's row read along, in vectors */
             for (i64 c = 0; c < channels; c++) {
                 const T *xc = xr + c * a->sc;
