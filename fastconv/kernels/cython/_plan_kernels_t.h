@@ -256,9 +256,10 @@ static __attribute__((noinline)) void FC(tile_activate_row)(T *y, i64 n_valid, i
  * the sums start from zero, else from the partial sums in out; finish: bias, residual and
  * activation are applied. */
 static inline __attribute__((always_inline)) void FC(tile_body)(
-    const int MR, const int NV, const int PV, const T *x, const i64 *rows, i64 m0, i64 m_valid, i64 x_shift,
-    const i64 *taps, i64 n_taps, i64 c_in, i64 c_lo, i64 c_hi, const fc_gemm *g, i64 w_at,
-    T *out, const i64 *out_rows, i64 n_shift, i64 n_valid, int start, int finish) {
+    const int MR, const int NV, const int PV, const T *x, const i64 *rows, i64 m0,
+    i64 m_valid, i64 x_shift, const i64 *taps, i64 n_taps, i64 c_in, i64 c_lo, i64 c_hi,
+    const fc_gemm *g, i64 w_at, T *out, const i64 *out_rows, i64 n_shift, i64 n_valid,
+    int start, int finish) {
     const int NR = PV * L;
     const T *w = (const T *)g->w;
     const i64 prefetch = g->prefetch;
@@ -376,9 +377,9 @@ static __attribute__((noinline)) void FC(tile)(
 /* The full tiles of a strip, the tile's body inlined in the loop (short reductions, a
  * pointwise layer of few channels, pay a call per tile otherwise); returns where they end. */
 static inline __attribute__((always_inline)) i64 FC(full_tiles)(
-    const int MR, const int NV, const int PV, const T *x, const i64 *rows, i64 p0, i64 p1, i64 x_shift,
-    const i64 *taps, i64 n_taps, i64 c_in, i64 c_lo, i64 c_hi, const fc_gemm *g, i64 w_at,
-    T *out, const i64 *out_rows, i64 n_shift, i64 n_valid, int start, int finish) {
+    const int MR, const int NV, const int PV, const T *x, const i64 *rows, i64 p0, i64 p1,
+    i64 x_shift, const i64 *taps, i64 n_taps, i64 c_in, i64 c_lo, i64 c_hi, const fc_gemm *g,
+    i64 w_at, T *out, const i64 *out_rows, i64 n_shift, i64 n_valid, int start, int finish) {
     i64 m0 = p0;
     for (; m0 + MR <= p1; m0 += MR)
         FC(tile_body)(MR, NV, PV, x, rows, m0, MR, x_shift, taps, n_taps, c_in, c_lo, c_hi, g,
