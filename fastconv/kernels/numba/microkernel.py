@@ -316,12 +316,14 @@ class _Vectors:
 
 
 class _Tile(_Vectors):
-    """Builds the IR of one (MR, NR, dtype) tile function."""
+    """Builds the IR of one (MR, NR, dtype) tile function; with ``vectors``, one that
+    computes only the first ``vectors`` vectors of a panel of NR channels (a panel whose
+    channels end sooner: the rest would be computed and dropped)."""
 
-    def __init__(self, mr: int, nr: int, dtype):
+    def __init__(self, mr: int, nr: int, dtype, vectors: int | None = None):
         if nr % lanes(dtype):
             raise ValueError(f"NR={nr} is not a whole number of {lanes(dtype)}-lane vectors")
-        super().__init__(dtype, nr // lanes(dtype))
+        super().__init__(dtype, vectors or nr // lanes(dtype))
         self.mr, self.nr = mr, nr
 
     def codegen(self, context, builder, signature, args):
@@ -400,7 +402,7 @@ class _Tile(_Vectors):
                 ir.VoidType(), [ir.IntType(8).as_pointer(), ir.IntType(32), ir.IntType(32),
                                 ir.IntType(32)]), "llvm.prefetch.p0")
             ahead = builder.gep(W, [builder.add(wk, ir.Constant(i64, tuning.GEMM_PREFETCH))])
-            for line in range(0, self.nr * (8 if self.double else 4), 64):
+            for line in range(0, self.vectors * self.lanes * (8 if self.double else 4), 64):
                 ptr = builder.gep(builder.bitcast(ahead, ir.IntType(8).as_pointer()),
                                   [ir.Constant(i64, line)])
                 builder.call(prefetch, [ptr, ir.Constant(ir.IntType(32), 0),
@@ -863,14 +865,15 @@ def depthwise_taps_row(typingctx, x, x_at, row_step, col_step, dil_step, w, c0, 
 
 
 @functools.lru_cache(maxsize=None)
-def _builder(mr: int, nr: int, dtype_name: str) -> _Tile:
-    return _Tile(mr, nr, dtype_name)
+def _builder(mr: int, nr: int, dtype_name: str, vectors: int | None = None) -> _Tile:
+    return _Tile(mr, nr, dtype_name, vectors)
 
 
-def tile_function(rows: int | None = None, wide: bool = False):
+def tile_function(rows: int | None = None, wide: bool = False, vectors: int | None = None):
     """A Numba intrinsic computing one tile (see the module docstring for its arguments) of
-    ``rows`` pixels, or of the dtype's full ``MR`` when None, by the dtype's ``NR`` channels;
-    the dtype is ``x``'s, and :func:`tile_shape` (``wide`` or not) gives ``MR`` and ``NR``."""
+    ``rows`` pixels, or of the dtype's full ``MR`` when None, by the dtype's ``NR`` channels
+    (only the first ``vectors`` vectors of them, where given); the dtype is ``x``'s, and
+    :func:`tile_shape` (``wide`` or not) gives ``MR`` and ``NR``."""
 
     @intrinsic
     def tile(typingctx, x, rows_, m0, m_valid, x_shift, taps, n_taps, c_in, c_lo, c_hi, w,
@@ -884,9 +887,10 @@ def tile_function(rows: int | None = None, wide: bool = False):
         b = types.boolean
         sig = types.void(x, rows_, i, i, i, taps, i, i, i, i, w, i, out, out_rows, i, i, b, b,
                          bias, b, i, scalar, scalar, scalar, scalar, res, res_rows, i)
-        return sig, _builder(mr, nr, dtype.name).codegen
+        return sig, _builder(mr, nr, dtype.name, vectors).codegen
 
-    tile.__name__ = f"tile_{rows or 'full'}{'_wide' if wide else ''}"
+    tile.__name__ = (f"tile_{rows or 'full'}{'_wide' if wide else ''}"
+                     f"{f'_{vectors}v' if vectors else ''}")
     return tile
 
 
@@ -895,3 +899,7 @@ def tile_function(rows: int | None = None, wide: bool = False):
 #: the same for the wide tile (fewer pixels, more channels), for layers of few channels.
 tile_full, tile_4, tile_2, tile_1 = (tile_function(r) for r in (None, 4, 2, 1))
 wide_full, wide_4, wide_2, wide_1 = (tile_function(r, True) for r in (None, 4, 2, 1))
+#: Full tiles of a panel whose channels end in fewer vectors than the panel's: the narrow
+#: tile's first of its two, the wide tile's first one, two or three of its three or four.
+tile_full_1v = tile_function(None, False, 1)
+wide_full_1v, wide_full_2v, wide_full_3v = (tile_function(None, True, v) for v in (1, 2, 3))

@@ -11,11 +11,16 @@ threads (or more) get equal work whatever the layer's shape.
 
 from __future__ import annotations
 
+import numpy as np
 from numba import prange
 
 from ....runtime import jit
-from ..microkernel import (GEOMETRY, tile_1, tile_2, tile_4, tile_full, wide_1, wide_2, wide_4,
-                           wide_full)
+from ..microkernel import (GEOMETRY, tile_1, tile_2, tile_4, tile_full, tile_full_1v, wide_1,
+                           wide_2, wide_4, wide_full, wide_full_1v, wide_full_2v, wide_full_3v)
+
+# the vector width in bytes, and the wide tile's vectors (its panel's), for _tiles
+_VECTOR_BYTES = GEOMETRY.vector_bits // 8
+_WIDE_VECTORS = GEOMETRY.tile_shape(np.float32, True)[1] // GEOMETRY.lanes(np.float32)
 from .layout import zero_border_share
 
 
@@ -68,7 +73,10 @@ def _tiles(x, rows, p0, p1, x_shift, taps, n_taps, c_in, c0, c1, w, w_at, out, o
            n_shift, n_valid, start, finish, bias, has_bias, kind, lo, hi, alpha, beta, res,
            res_rows, res_mode, wide, mr):
     """The pixels ``p0`` to ``p1`` of one panel and one chunk of input channels, in full
-    tiles, the last few in narrower ones (a full one would repeat a pixel)."""
+    tiles, the last few in narrower ones (a full one would repeat a pixel). A panel whose
+    channels end in fewer vectors than the panel's (16 channels of a 32-wide panel) takes
+    full tiles of those vectors alone."""
+    needed = -(-n_valid // (_VECTOR_BYTES // x.itemsize))
     m = p0
     while m < p1:
         left = p1 - m
@@ -78,7 +86,16 @@ def _tiles(x, rows, p0, p1, x_shift, taps, n_taps, c_in, c0, c1, w, w_at, out, o
                 res, res_rows, res_mode)
         if step == mr:
             if wide:
-                wide_full(*args)
+                if needed == 1:
+                    wide_full_1v(*args)
+                elif needed == 2:
+                    wide_full_2v(*args)
+                elif needed == 3 and _WIDE_VECTORS == 4:
+                    wide_full_3v(*args)
+                else:
+                    wide_full(*args)
+            elif needed == 1:
+                tile_full_1v(*args)
             else:
                 tile_full(*args)
         elif wide:
