@@ -17,11 +17,11 @@ from numba import prange
 from ....runtime import jit
 from ..microkernel import (GEOMETRY, tile_1, tile_2, tile_4, tile_full, tile_full_1v, wide_1,
                            wide_2, wide_4, wide_full, wide_full_1v, wide_full_2v, wide_full_3v)
+from .layout import zero_border_share
 
 # the vector width in bytes, and the wide tile's vectors (its panel's), for _tiles
 _VECTOR_BYTES = GEOMETRY.vector_bits // 8
 _WIDE_VECTORS = GEOMETRY.tile_shape(np.float32, True)[1] // GEOMETRY.lanes(np.float32)
-from .layout import zero_border_share
 
 
 # the geometry of the tiles compiled here (``plan_tiles``), as functions
