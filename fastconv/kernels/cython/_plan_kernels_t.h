@@ -449,10 +449,14 @@ static void FC(conv_task)(const void *p, i64 task, i64 tasks) {
 
 /* --- depthwise (nhwc.depthwise) ----------------------------------------------------------- */
 
-/* An activation other than a clamp on ``count`` contiguous values (a 3x3 depthwise row's,
- * whose clamp is applied in registers). */
-static inline void FC(activate_row)(T *y, i64 count, const fc_epi *e) {
-    if (e->kind > FC_ACT_CLAMP) FC(activate)(y, count, e);
+/* What a 3x3 depthwise row leaves of its activation, on the ``count`` contiguous values of
+ * its output row, every block done: any activation but a clamp, which the row applies in
+ * registers to its whole blocks; the clamp too when the channels end in part of a block
+ * (run as a k x k row, which has no epilogue; a clamp applied twice is the same clamp). */
+static inline void FC(activate_row)(T *y, i64 count, i64 channels, i64 block,
+                                    const fc_epi *e) {
+    if (e->kind > FC_ACT_CLAMP || (e->kind == FC_ACT_CLAMP && channels % block))
+        FC(activate)(y, count, e);
 }
 
 static inline void FC(depthwise_taps_row)(const T *restrict x, i64 x_at, i64 row_step,
@@ -464,8 +468,8 @@ static inline void FC(depthwise_taps_row)(const T *restrict x, i64 x_at, i64 row
 /* One row of a 3x3 depthwise convolution over channels [c0, c1): output i reads
  * x[x_at + i * col_step + r * row_step + s * dil_step + c] for tap (r, s), weights
  * w[(3 r + s) * channels + c], and is stored at out[out_at + i * out_step + c]. Of the
- * activations, only a clamp: the caller applies any other to the whole row, every block
- * done (FC(activate_row)), in one pass instead of one per pixel and block. */
+ * activations, only a clamp, on a whole block: the caller applies the rest to the whole row,
+ * every block done (FC(activate_row)), in one pass instead of one per pixel and block. */
 static inline void FC(depthwise_row)(const T *restrict x, i64 x_at, i64 row_step,
                                      i64 col_step, i64 dil_step, const T *restrict w, i64 c0,
                                      i64 c1, i64 channels, const T *restrict bias,
@@ -500,16 +504,9 @@ static inline void FC(depthwise_row)(const T *restrict x, i64 x_at, i64 row_step
         return;
     }
     /* a block's last channels (fewer than a whole block): as a k x k row at 3 x 3, four
-     * outputs at a time in whole and half vectors, then the clamp */
+     * outputs at a time in whole and half vectors; the caller clamps them with the row */
     FC(depthwise_taps_row)(x, x_at, row_step, col_step, dil_step, w, c0, c1, channels, bias,
                            out, out_at, out_step, count, 3, 3);
-    if (e->kind != FC_ACT_CLAMP)
-        return;
-    if (out_step == c1 - c0)  /* the block is every channel: the row is one run */
-        FC(activate)(out + out_at + c0, count * out_step, e);
-    else
-        for (i64 i = 0; i < count; i++)
-            FC(activate)(out + out_at + i * out_step + c0, c1 - c0, e);
 }
 
 static void FC(depthwise_3x3_task)(const void *p, i64 task, i64 tasks) {
@@ -526,7 +523,7 @@ static void FC(depthwise_3x3_task)(const void *p, i64 task, i64 tasks) {
                               a->sw * channels, a->dw * channels, (const T *)a->w, c0,
                               FC_MIN(channels, c0 + a->block), channels, (const T *)a->bias,
                               out, o_at, channels, a->wo, &a->epi);
-        FC(activate_row)(out + o_at, a->wo * channels, &a->epi);
+        FC(activate_row)(out + o_at, a->wo * channels, channels, a->block, &a->epi);
     }
 }
 
@@ -695,7 +692,7 @@ static inline void FC(depthwise_rows)(const fc_separable_args *a, const T *x, i6
         FC(depthwise_row)(x, x_at, row_step, col_step, dil_step, (const T *)a->dw_w, c0,
                           FC_MIN(channels, c0 + a->block), channels, (const T *)a->dw_bias,
                           out, out_at, channels, a->wo, &a->dw_epi);
-    FC(activate_row)(out + out_at, a->wo * channels, &a->dw_epi);
+    FC(activate_row)(out + out_at, a->wo * channels, channels, a->block, &a->dw_epi);
 }
 
 /* A pair's pointwise layer on pixels p0 to p1, read from the task's scratch (pixel p0 at
