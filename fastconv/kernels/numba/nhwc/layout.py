@@ -23,7 +23,9 @@ from .epilogue import activate_row
 @jit(parallel=True)
 def from_nchw(x, out, top, left, border, tasks):
     """``out[n, top + h, left + w, c] = x[n, c, h, w]`` (``x`` in any memory layout), and
-    ``out``'s border zeroed (:func:`zero_border_share`)."""
+    ``out``'s border zeroed (:func:`zero_border_share`). By rows, a plane's part of the row at
+    a time: its reads run along the input's row, and the row's pixels stay in L1 for the
+    next plane's."""
     n_images, channels, height, width = x.shape
     rows = n_images * height
     flat = out.reshape(-1)
@@ -32,9 +34,11 @@ def from_nchw(x, out, top, left, border, tasks):
         for r in range(task * rows // tasks, (task + 1) * rows // tasks):
             n = r // height
             h = r - n * height
-            for w in range(width):
-                for c in range(channels):
-                    out[n, top + h, left + w, c] = x[n, c, h, w]
+            out_row = out[n, top + h, left:left + width, :]
+            for c in range(channels):
+                plane_row = x[n, c, h]
+                for w in range(width):
+                    out_row[w, c] = plane_row[w]
 
 
 @jit(parallel=True)
