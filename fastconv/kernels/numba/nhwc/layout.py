@@ -16,28 +16,39 @@ from numba import prange
 
 from ....runtime import jit
 from ...epilogue import ADD, DIV, DIV_INTO, EXP, MUL, SUB, SUB_FROM
-from ..microkernel import activate_span
+from ..microkernel import GEOMETRY, activate_span, interleave3
 from .epilogue import activate_row
+
+_VECTOR_BYTES = GEOMETRY.vector_bits // 8
 
 
 @jit(parallel=True)
 def from_nchw(x, out, top, left, border, tasks):
     """``out[n, top + h, left + w, c] = x[n, c, h, w]`` (``x`` in any memory layout), and
-    ``out``'s border zeroed (:func:`zero_border_share`). By rows, a plane's part of the row at
-    a time: its reads run along the input's row, and the row's pixels stay in L1 for the
-    next plane's."""
+    ``out``'s border zeroed (:func:`zero_border_share`). By rows: an image's three planes
+    whose rows are contiguous a vector of pixels at a time (``microkernel.interleave3``),
+    else (and the row's last pixels) a plane's part of the row at a time, its reads running
+    along the input's row while the row's pixels stay in L1 for the next plane's."""
     n_images, channels, height, width = x.shape
     rows = n_images * height
     flat = out.reshape(-1)
+    cols_out = out.shape[2]
+    lanes = _VECTOR_BYTES // x.itemsize
+    # an image's three planes with their rows contiguous: a vector of pixels at a time
+    vectors = width // lanes if channels == 3 and x.strides[3] == x.itemsize else 0
     for task in prange(tasks):
         zero_border_share(flat, border, task, tasks)
         for r in range(task * rows // tasks, (task + 1) * rows // tasks):
             n = r // height
             h = r - n * height
+            at = ((n * out.shape[1] + top + h) * cols_out + left) * channels
+            for v in range(vectors):
+                interleave3(flat, at + 3 * v * lanes, x[n, 0, h], x[n, 1, h], x[n, 2, h],
+                            v * lanes)
             out_row = out[n, top + h, left:left + width, :]
             for c in range(channels):
                 plane_row = x[n, c, h]
-                for w in range(width):
+                for w in range(vectors * lanes, width):
                     out_row[w, c] = plane_row[w]
 
 
