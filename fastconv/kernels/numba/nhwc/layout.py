@@ -32,7 +32,7 @@ def from_nchw(x, out, top, left, border, tasks):
     n_images, channels, height, width = x.shape
     rows = n_images * height
     flat = out.reshape(-1)
-    cols_out = out.shape[2]
+    rows_out, cols_out = out.shape[1], out.shape[2]
     lanes = _VECTOR_BYTES // x.itemsize
     # an image's three planes with their rows contiguous: a vector of pixels at a time
     vectors = width // lanes if channels == 3 and x.strides[3] == x.itemsize else 0
@@ -41,7 +41,7 @@ def from_nchw(x, out, top, left, border, tasks):
         for r in range(task * rows // tasks, (task + 1) * rows // tasks):
             n = r // height
             h = r - n * height
-            at = ((n * out.shape[1] + top + h) * cols_out + left) * channels
+            at = ((n * rows_out + top + h) * cols_out + left) * channels
             for v in range(vectors):
                 interleave3(flat, at + 3 * v * lanes, x[n, 0, h], x[n, 1, h], x[n, 2, h],
                             v * lanes)
