@@ -68,6 +68,9 @@ def vector_bits() -> int:
 #: and schedule.
 GEOMETRY = TileGeometry(vector_bits())
 
+#: A vector's bytes at that width: a kernel's lanes are ``VECTOR_BYTES // x.itemsize``.
+VECTOR_BYTES = GEOMETRY.vector_bits // 8
+
 
 def tile_shape(dtype, wide: bool = False) -> tuple[int, int]:
     """``(MR, NR)``, the pixels and channels of one tile on this CPU (``tuning.GEMM_TILE``,
@@ -865,42 +868,44 @@ class _ByBlockWidth:
         return context.get_dummy_value()
 
 
+class _Interleave3(_Vectors):
+    """Builds the IR of :func:`interleave3`: three vector loads, two shuffles, one store."""
+
+    def codegen(self, context, builder, signature, args):
+        out, out_at, a, b, c, at = args
+        ty = signature.args
+        self._types(builder)
+        n, i32 = self.lanes, ir.IntType(32)
+
+        def load(k, value):
+            data = context.make_array(ty[k])(context, builder, value).data
+            ptr = builder.bitcast(builder.gep(data, [at]), self.vt.as_pointer())
+            return builder.load(ptr, align=8 if self.double else 4)
+
+        def indices(values):
+            return ir.Constant(ir.VectorType(i32, len(values)), values)
+
+        first, second, third = load(2, a), load(3, b), load(4, c)
+        both = builder.shuffle_vector(first, second, indices(list(range(2 * n))))
+        third = builder.shuffle_vector(third, third, indices([*range(n), *range(n)]))
+        pixels = builder.shuffle_vector(both, third, indices(
+            [k * n + p for p in range(n) for k in range(3)]))
+        data = context.make_array(ty[0])(context, builder, out).data
+        ptr = builder.bitcast(builder.gep(data, [out_at]),
+                              ir.VectorType(self.ft, 3 * n).as_pointer())
+        builder.store(pixels, ptr, align=8 if self.double else 4)
+        return context.get_dummy_value()
+
+
 @intrinsic
 def interleave3(typingctx, out, out_at, a, b, c, at):
     """``out[out_at + 3 i + k]`` = the ``k``-th of ``a``, ``b``, ``c`` at ``at + i``, for
     the ``i`` of one vector (:func:`lanes`): three planes' runs of pixels as the pixels'
     three channels, in vector loads, shuffles and stores (a loop of scalars would write
     every third value). The four arrays are 1-D and contiguous where read and written."""
-    dtype = np.dtype(a.dtype.name)
-    n = lanes(dtype)
     i = types.int64
     sig = types.void(out, i, a, b, c, i)
-
-    def codegen(context, builder, signature, args):
-        out_, out_at_, a_, b_, c_, at_ = args
-        ty = signature.args
-        ft = ir.DoubleType() if dtype == np.float64 else ir.FloatType()
-        vt = ir.VectorType(ft, n)
-        i32 = ir.IntType(32)
-
-        def load(k, value):
-            data = context.make_array(ty[k])(context, builder, value).data
-            ptr = builder.bitcast(builder.gep(data, [at_]), vt.as_pointer())
-            return builder.load(ptr, align=dtype.itemsize)
-
-        first, second, third = load(2, a_), load(3, b_), load(4, c_)
-        both = builder.shuffle_vector(first, second, ir.Constant(ir.VectorType(i32, 2 * n),
-                                                                 list(range(2 * n))))
-        third = builder.shuffle_vector(third, third, ir.Constant(ir.VectorType(i32, 2 * n),
-                                                                 [*range(n), *range(n)]))
-        pixels = builder.shuffle_vector(both, third, ir.Constant(
-            ir.VectorType(i32, 3 * n), [k * n + p for p in range(n) for k in range(3)]))
-        data = context.make_array(ty[0])(context, builder, out_).data
-        ptr = builder.bitcast(builder.gep(data, [out_at_]), ir.VectorType(ft, 3 * n).as_pointer())
-        builder.store(pixels, ptr, align=dtype.itemsize)
-        return context.get_dummy_value()
-
-    return sig, codegen
+    return sig, _Interleave3(np.dtype(a.dtype.name), 1).codegen
 
 
 @intrinsic

@@ -15,12 +15,12 @@ import numpy as np
 from numba import prange
 
 from ....runtime import jit
-from ..microkernel import (GEOMETRY, tile_1, tile_2, tile_4, tile_full, tile_full_1v, wide_1,
-                           wide_2, wide_4, wide_full, wide_full_1v, wide_full_2v, wide_full_3v)
+from ..microkernel import (GEOMETRY, VECTOR_BYTES, tile_1, tile_2, tile_4, tile_full,
+                           tile_full_1v, wide_1, wide_2, wide_4, wide_full, wide_full_1v,
+                           wide_full_2v, wide_full_3v)
 from .layout import zero_border_share
 
-# the vector width in bytes, and the wide tile's vectors (its panel's), for _tiles
-_VECTOR_BYTES = GEOMETRY.vector_bits // 8
+# the wide tile's vectors (its panel's), for _tiles
 _WIDE_VECTORS = GEOMETRY.tile_shape(np.float32, True)[1] // GEOMETRY.lanes(np.float32)
 
 
@@ -76,7 +76,7 @@ def _tiles(x, rows, p0, p1, x_shift, taps, n_taps, c_in, c0, c1, w, w_at, out, o
     tiles, the last few in narrower ones (a full one would repeat a pixel). A panel whose
     channels end in fewer vectors than the panel's (16 channels of a 32-wide panel) takes
     full tiles of those vectors alone."""
-    needed = -(-n_valid // (_VECTOR_BYTES // x.itemsize))
+    needed = -(-n_valid // (VECTOR_BYTES // x.itemsize))
     m = p0
     while m < p1:
         left = p1 - m

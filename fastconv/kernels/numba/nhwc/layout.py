@@ -16,10 +16,8 @@ from numba import prange
 
 from ....runtime import jit
 from ...epilogue import ADD, DIV, DIV_INTO, EXP, MUL, SUB, SUB_FROM
-from ..microkernel import GEOMETRY, activate_span, interleave3
+from ..microkernel import VECTOR_BYTES, activate_span, interleave3
 from .epilogue import activate_row
-
-_VECTOR_BYTES = GEOMETRY.vector_bits // 8
 
 
 @jit(parallel=True)
@@ -33,7 +31,7 @@ def from_nchw(x, out, top, left, border, tasks):
     rows = n_images * height
     flat = out.reshape(-1)
     rows_out, cols_out = out.shape[1], out.shape[2]
-    lanes = _VECTOR_BYTES // x.itemsize
+    lanes = VECTOR_BYTES // x.itemsize
     # an image's three planes with their rows contiguous: a vector of pixels at a time
     vectors = width // lanes if channels == 3 and x.strides[3] == x.itemsize else 0
     for task in prange(tasks):
