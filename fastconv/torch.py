@@ -3,6 +3,7 @@
 >>> import torch, fastconv.torch as fct                                   # doctest: +SKIP
 >>> layer = fct.Conv2d(16, 32, 3, padding=1)       # same constructor as torch.nn.Conv2d
 >>> y = layer(torch.randn(8, 16, 28, 28)); y.sum().backward()
+>>> model = fct.Planned(net)            # a whole network's forward and backward in fastconv
 
 Importable only where torch is installed. Tensors are shared with NumPy without copying
 (``Tensor.numpy()`` / ``torch.from_numpy``), so the adapter costs a few microseconds per call.
@@ -16,7 +17,7 @@ from torch import nn
 
 from . import api
 
-__all__ = ["Conv2dFunction", "conv2d", "Conv2d"]
+__all__ = ["Conv2dFunction", "conv2d", "Conv2d", "Planned"]
 
 
 def _as_numpy(tensor, name):
@@ -76,3 +77,86 @@ class Conv2d(nn.Conv2d):
     def forward(self, x):
         return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                       self.groups, algorithm=self.algorithm)
+
+
+class _PlannedFunction(torch.autograd.Function):
+    """A training network's forward and backward inside autograd: the parameters are inputs,
+    so that autograd hands their gradients to the module's parameters."""
+
+    @staticmethod
+    def forward(ctx, x, network, names, *parameters):
+        ctx.network = network
+        ctx.names = names
+        y = network.forward(_as_numpy(x, "input"))
+        ctx.tape = network._tape  # this call's, whatever calls come before its backward
+        return torch.from_numpy(y)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        network = ctx.network
+        network._tape, ctx.tape = ctx.tape, None
+        gx = network.backward(np.ascontiguousarray(_as_numpy(grad_output, "grad_output")))
+        grads = [torch.from_numpy(network.grads[name]) for name in ctx.names]
+        return (torch.from_numpy(gx), None, None, *grads)
+
+
+class Planned(nn.Module):
+    """A torch module whose whole network runs on fastconv: in training mode, forward and
+    backward of every layer (``Network.from_torch(module, training=True)``); in eval mode,
+    the inference plan (``Network.from_torch(module)``).
+
+    Its parameters and buffers are the wrapped module's (its state dict, under
+    ``module.``), so any torch optimizer trains it: the networks read the parameters' memory,
+    and an update in place is seen by the next call. The eval plan is planned again when a
+    parameter or buffer has changed since it was planned.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The layers ``Network.from_torch`` reads (in training, without ``ConvTranspose2d``);
+        its parameters float32 or float64 on the CPU.
+    backend : {"auto", "numba", "cython"}
+    seed : int, optional
+        Seeds the dropout layers' generator.
+    """
+
+    def __init__(self, module: nn.Module, backend: str = "auto", seed: int | None = None):
+        super().__init__()
+        self.module = module
+        self.training = module.training
+        self._backend, self._seed = backend, seed
+        self._training_net = None
+        self._training_key = None
+        self._plan = None
+        self._plan_key = None
+
+    def _tensors(self):
+        return [*self.module.parameters(), *self.module.buffers()]
+
+    def _memory(self):
+        """Where the tensors are: a network built on other memory is built again."""
+        return tuple(t.data_ptr() for t in self._tensors())
+
+    def _versions(self):
+        return tuple(t._version for t in self._tensors())
+
+    def forward(self, x):
+        if not self.training:
+            key = (self._memory(), self._versions())
+            if self._plan is None or self._plan_key != key:
+                from .network import Network
+
+                self._plan = Network.from_torch(self.module, self._backend)
+                self._plan_key = key
+            return torch.from_numpy(self._plan(_as_numpy(x, "input")))
+        if self._training_net is None or self._training_key != self._memory():
+            from .network.training import TrainingNetwork
+
+            self._training_net = TrainingNetwork(self.module, share=True, backend=self._backend,
+                                                 seed=self._seed)
+            self._training_key = self._memory()
+        network = self._training_net
+        self._plan = None  # the running statistics change, and torch does not see it
+        names = tuple(network.parameters)
+        named = dict(self.module.named_parameters())
+        return _PlannedFunction.apply(x, network, names, *(named[n] for n in names))

@@ -16,7 +16,7 @@ from .graph import HARDSIGMOID, INPUT, RELU, RELU6, Activation, Graph, Node
 from .torch_import import layer_node
 
 
-def from_fx(module, dtype) -> Graph:
+def from_fx(module, dtype, training: bool = False) -> Graph:
     """The graph of ``module`` as ``torch.fx.symbolic_trace`` sees it.
 
     Raises
@@ -53,7 +53,7 @@ def from_fx(module, dtype) -> Graph:
                                 f"{type(module).__name__}.forward returns {result!r}")
             output = values[result]
         else:
-            values[fx_node] = _map(fx_node, modules, values, nodes, dtype)
+            values[fx_node] = _map(fx_node, modules, values, nodes, dtype, training)
     return Graph(nodes, output, dtype, source="torch.fx")
 
 
@@ -63,7 +63,7 @@ def _describe(fx_node) -> str:
     return f"fx node {fx_node.name!r} ({fx_node.op} {name})"
 
 
-def _map(fx_node, modules, values, nodes, dtype):
+def _map(fx_node, modules, values, nodes, dtype, training):
     """Append the graph node of ``fx_node``; returns the value it makes."""
     import torch
 
@@ -82,7 +82,7 @@ def _map(fx_node, modules, values, nodes, dtype):
 
     if fx_node.op == "call_module":
         layer = modules[fx_node.target]
-        node = layer_node(layer, fx_node.target, dtype, value(fx_node.args[0]), out)
+        node = layer_node(layer, fx_node.target, dtype, value(fx_node.args[0]), out, training)
         nodes.append(node)
         return out
     if fx_node.op == "get_attr":
@@ -123,7 +123,11 @@ def _map(fx_node, modules, values, nodes, dtype):
             return add("flatten", [value(args[0])])
         raise ValueError(f"{label}: only x.{name}(x.size(0), -1) is supported by "
                          "Network.from_torch")
-    if name == "contiguous" or target is torch.nn.functional.dropout:
+    if target is functional.dropout and training:  # as the call says (training=True its default)
+        p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
+        if (args[2] if len(args) > 2 else kwargs.get("training", True)) and p > 0:
+            return add("identity", [value(args[0])], dropout=float(p))
+    if name == "contiguous" or target is functional.dropout:
         return value(args[0])
     if target in (functional.softmax, torch.softmax) or name == "softmax":
         dim = args[1] if len(args) > 1 else kwargs.get("dim")
@@ -139,7 +143,9 @@ def _map(fx_node, modules, values, nodes, dtype):
                                 "dims (2, 3) keeping them) is supported")
     act = _activation(target, name, args, kwargs, label)
     if act is not None:
-        return add("act", [value(args[0])], act=act)
+        # torch.clamp passes the gradient at its bounds, ReLU and Hardtanh do not
+        closed = target is torch.clamp or name in ("clamp", "clip")
+        return add("act", [value(args[0])], act=act, **({"closed": True} if closed else {}))
     raise TypeError(f"{label} is not supported by Network.from_torch; it maps layers "
                     "(nn.Conv2d, nn.BatchNorm2d, ...), +, *, torch.cat(dim=1), flatten, "
                     "the activations and global average pooling")

@@ -83,12 +83,13 @@ class Node:
     ``slice`` (``channels`` channels from ``c0``: a Split's part, a Slice on the channels),
     ``pixel_slice`` (a Slice of the pixels: ``rows`` and ``cols`` (first, step, count)),
     ``linear`` (``weight`` (out, in), ``bias``), ``batchnorm`` (``scale``, ``shift``: the
-    inference-time affine, per channel), ``act``, ``add`` and ``mul`` (two values of one
-    shape, or the second (N, C, 1, 1) against the first (N, C, H, W): broadcast over the
-    pixels), ``elementwise`` (``operation``, a name of ``kernels.epilogue.BINARY_OPS``, of
-    its input and a second value as ``add``'s, or its input and a ``constant`` of its shape,
-    (C, H, W), or of one number per channel, (C, 1, 1)), ``gather`` (a Reshape or Transpose of an ONNX value, from (C, H, W)
-    ``from_shape`` to ``shape``: output pixel p's channel c reads input element ``source[:,
+    inference-time affine, per channel; in a training graph, its ``channels`` alone),
+    ``act``, ``add`` and ``mul`` (two values of one shape, or the second (N, C, 1, 1) against
+    the first (N, C, H, W): broadcast over the pixels), ``elementwise`` (``operation``, a
+    name of ``kernels.epilogue.BINARY_OPS``, of its input and a second value as ``add``'s, or
+    its input and a ``constant`` of its shape, (C, H, W), or of one number per channel, (C, 1,
+    1)), ``gather`` (a Reshape or Transpose of an ONNX value, from (C, H, W) ``from_shape`` to
+    ``shape``: output pixel p's channel c reads input element ``source[:,
     p] + c * delta`` in (c, h, w) coordinates), ``concat`` (along the channels, or the
     ``axis`` "height" or "width"), ``maxpool`` / ``avgpool`` (``pool``: a PoolSpec
     without input size), ``gap`` (global average pool, to (N, C, 1, 1)), ``gmp`` (global max
@@ -96,7 +97,9 @@ class Node:
     F), in NCHW order), ``unflatten`` ((N, F) to (N, F, 1, 1)) and ``identity``. Nodes that
     compute may carry a fused ``act`` (an :class:`Activation`, applied last) and, for
     ``conv``, a ``residual``: a value added before the activation (``residual_after`` False)
-    or after it.
+    or after it. A torch layer's node names the layer (``module``, for its parameters); in a
+    training graph, an ``identity`` may be a dropout (its probability ``dropout``), and an
+    ``act`` of ``torch.clamp`` is ``closed`` (its gradient passes at the bounds).
     """
 
     op: str
@@ -346,7 +349,7 @@ def _node_shape(node: Node, shape: Shape, shapes: dict, batch: int) -> Shape:
                 from None
         return Shape(shape.channels, *spec.output_size)
     if op == "batchnorm":  # per channel, or per feature of (N, F); or one for all
-        channels = a["scale"].shape[0]
+        channels = a["scale"].shape[0] if "scale" in a else a["channels"]
         if channels not in (1, shape.channels):
             raise ValueError(f"{node.name} expects {channels} channels, but got input of size "
                              f"{_shown(shape, batch)}")

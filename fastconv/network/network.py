@@ -92,8 +92,11 @@ class Network:
     # --- building ---------------------------------------------------------------------------
 
     @classmethod
-    def from_torch(cls, module, backend: str = "auto", threads: int | None = None) -> "Network":
-        """Plan an eval-mode torch module.
+    def from_torch(cls, module, backend: str = "auto", threads: int | None = None, *,
+                   training: bool = False):
+        """Plan an eval-mode torch module; or, with ``training``, a module in training mode
+        (a :class:`~fastconv.network.training.TrainingNetwork`: ``forward``, ``backward``,
+        ``parameters``, ``grads``).
 
         An ``nn.Sequential`` (nested ones too) is read layer by layer; any other module is
         traced by ``torch.fx``. The layers may be ``Conv2d`` (padding_mode "zeros"),
@@ -111,9 +114,16 @@ class Network:
             A layer or call not supported (naming it), a module torch.fx cannot trace, or
             parameters of mixed dtypes.
         ValueError
-            A module in training mode ("call .eval() first"), or a setting the plan does not
-            serve.
+            A module in training mode ("call .eval() first"; with ``training``, one in eval
+            mode), or a setting the plan does not serve.
         """
+        if training:
+            from .training import TrainingNetwork
+
+            if threads is not None:
+                raise ValueError("Network.from_torch(training=True) takes no threads: its "
+                                 "convolutions run on fastconv's thread settings (config)")
+            return TrainingNetwork(module, backend=backend)
         from .torch_import import from_torch
 
         return cls(from_torch(module), backend, threads)

@@ -1,9 +1,12 @@
-"""``Network.from_torch``: an eval-mode torch module as a graph.
+"""``Network.from_torch``: a torch module as a graph.
 
 A ``torch.nn.Sequential`` (nested ones too) is read layer by layer; any other module is traced
 by ``torch.fx`` (a module with residual additions, concatenations, squeeze-and-excitation
 products), each fx node mapped to one node of the graph. The parameters are copied: changing
-the module afterwards does not change the plan.
+the module afterwards does not change the plan. A node of a layer with parameters names it
+(``attrs["module"]``, its qualified name in the module), so that a training graph
+(``training=True``: batch norms kept as layers, dropout kept) finds the parameters by the names
+torch gives them.
 """
 
 from __future__ import annotations
@@ -48,8 +51,8 @@ def _dtype(module) -> np.dtype:
     return np.dtype(np.float64 if dtypes == {torch.float64} else np.float32)
 
 
-def from_torch(module) -> Graph:
-    """The graph of an eval-mode Sequential.
+def from_torch(module, training: bool = False) -> Graph:
+    """The graph of an eval-mode module, or (``training``) of a module in training mode.
 
     Raises
     ------
@@ -57,18 +60,21 @@ def from_torch(module) -> Graph:
         A layer or call not supported (naming it), a module torch.fx cannot trace, or
         parameters of mixed dtypes.
     ValueError
-        A module in training mode, or a layer's setting the plan does not serve.
+        A module in the other mode than asked for, or a layer's setting the plan does not
+        serve.
     """
     import torch
 
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"Network.from_torch expects a torch.nn.Module, but got "
                         f"{type(module).__name__}")
+    wanted, call = ("training", ".train()") if training else ("eval", ".eval()")
     for name, layer in module.named_modules():
-        if layer.training:
+        if layer.training != training:
             where = f"layer {name} ({type(layer).__name__}) is" if name else "the module is"
-            raise ValueError(f"Network.from_torch needs a module in eval mode, but {where} "
-                             "in training mode: call .eval() first")
+            raise ValueError(f"Network.from_torch{'(training=True)' if training else ''} "
+                             f"needs a module in {wanted} mode, but {where} in "
+                             f"{'eval' if training else 'training'} mode: call {call} first")
     dtype = _dtype(module)
     if type(module).__name__ in SUPPORTED and type(module).__module__.split(".")[0] == "torch":
         layers = [("0", module)]  # one layer alone
@@ -77,26 +83,30 @@ def from_torch(module) -> Graph:
     else:
         from .fx_import import from_fx
 
-        return from_fx(module, dtype)
+        return from_fx(module, dtype, training)
     nodes, value = [], INPUT
     for i, (name, layer) in enumerate(layers):
-        node = layer_node(layer, name, dtype, value, f"v{i}")
+        node = layer_node(layer, name, dtype, value, f"v{i}", training)
         nodes.append(node)
         value = node.output
     return Graph(nodes, value, dtype, source="torch")
 
 
-def layer_node(layer, name, dtype, value, output) -> Node:
-    """The node of one torch layer (its qualified ``name``) reading ``value``."""
+def layer_node(layer, name, dtype, value, output, training: bool = False) -> Node:
+    """The node of one torch layer (its qualified ``name``) reading ``value``; for a training
+    graph where ``training``."""
     label = f"layer {name} ({type(layer).__name__})"
     kind = type(layer).__name__
     if kind not in SUPPORTED or type(layer).__module__.split(".")[0] != "torch":
         raise TypeError(f"{label} is not supported by Network.from_torch; supported: "
                         f"{', '.join(SUPPORTED)}")
-    return _node(layer, kind, label, dtype, value, output)
+    node = _node(layer, kind, label, dtype, value, output, training)
+    if any(True for _ in layer.parameters()) or kind == "BatchNorm2d":
+        node.attrs["module"] = name
+    return node
 
 
-def _node(layer, kind, label, dtype, value, output) -> Node:
+def _node(layer, kind, label, dtype, value, output, training) -> Node:
     def node(op, **attrs):
         return Node(op, (value,), output, label, attrs)
 
@@ -125,6 +135,8 @@ def _node(layer, kind, label, dtype, value, output) -> Node:
                     dilation=tuple(layer.dilation),
                     output_padding=tuple(layer.output_padding), groups=g)
     if kind == "BatchNorm2d":
+        if training:  # the layer itself: batch statistics, and its running ones updated
+            return node("batchnorm", channels=layer.num_features)
         if layer.running_mean is None or layer.running_var is None:
             raise ValueError(f"{label} keeps no running statistics (track_running_stats=False): "
                              "it normalises each batch by its own, which a plan cannot fold")
@@ -153,6 +165,8 @@ def _node(layer, kind, label, dtype, value, output) -> Node:
         return node("softmax", dim=layer.dim)
     if kind == "GELU":
         return node("act", act=Activation("gelu" if layer.approximate == "none" else "gelu_tanh"))
+    if kind == "Dropout" and training and layer.p > 0:
+        return node("identity", dropout=float(layer.p))
     if kind in ("Identity", "Dropout"):
         return node("identity")
     if kind == "MaxPool2d":

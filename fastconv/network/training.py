@@ -1,0 +1,603 @@
+"""Training a torch module's network: the forward and backward of its whole graph.
+
+``Network.from_torch(module, training=True)`` gives a :class:`TrainingNetwork`: the module's
+graph read once (``torch_import``, with batch norms and dropout kept as layers), its parameters
+and running statistics as arrays named as torch names them. :meth:`~TrainingNetwork.forward`
+computes the output in training mode (batch norms on batch statistics, their running
+statistics updated as torch updates them, dropout with the network's own generator) and keeps
+what the backward needs; :meth:`~TrainingNetwork.backward` gives the input's gradient and
+every parameter's (:attr:`~TrainingNetwork.grads`).
+
+Each node runs on its own in NCHW: the convolutions through :func:`fastconv.conv2d` and
+:func:`fastconv.conv2d_backward`, the other layers in NumPy (one room per operation below,
+forward and backward side by side). This is the reference the plan's training kernels (NHWC,
+register tiles, one arena) are checked against.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special
+
+from .. import api
+from .graph import INPUT, Graph, Node, Shape, infer_shapes, pool_spec
+
+@dataclass
+class _Tape:
+    """What a forward keeps for its backward: each node's (by its output) and the shapes."""
+
+    kept: dict
+    input_shape: tuple
+    output_shape: tuple
+
+
+@dataclass(frozen=True)
+class _BatchNorm:
+    """A batch norm layer's settings, as its torch layer has them."""
+
+    eps: float
+    momentum: float | None
+    affine: bool
+    track: bool
+
+
+class TrainingNetwork:
+    """A torch module's network in training mode: forward, backward, parameters, gradients.
+
+    Build one with ``Network.from_torch(module, training=True)``; ``fastconv.torch.Planned``
+    wraps one as a ``torch.nn.Module``. A network serves one call at a time (a forward keeps
+    its tape for the next backward); concurrent calls take one network each.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        In training mode, float32 or float64; the layers and calls ``Network.from_torch``
+        reads, except ``ConvTranspose2d``.
+    share : bool, default False
+        The arrays of :attr:`parameters` and :attr:`buffers` are views of the module's
+        tensors (an optimizer's updates of the module are seen, and the running statistics
+        are the module's), instead of copies.
+    backend : {"auto", "numba", "cython"}
+        The convolutions' kernels (:func:`fastconv.conv2d`'s ``backend``).
+    seed : int, optional
+        Seeds the dropout layers' generator.
+
+    Attributes
+    ----------
+    parameters : dict of str to ndarray
+        Every parameter, by its torch name; change them in place between steps.
+    buffers : dict of str to ndarray
+        The batch norms' running statistics (``running_mean``, ``running_var``,
+        ``num_batches_tracked``), by their torch names.
+    grads : dict of str to ndarray
+        Every parameter's gradient from the last :meth:`backward` (zero where the output does
+        not depend on it).
+    """
+
+    def __init__(self, module, *, share: bool = False, backend: str = "auto",
+                 seed: int | None = None):
+        from .network import BACKENDS
+        from .torch_import import from_torch
+
+        if backend not in ("auto", *BACKENDS):
+            raise ValueError(f"Network supports backend 'auto' or one of {list(BACKENDS)}, "
+                             f"but got backend={backend!r}")
+        graph = from_torch(module, training=True)
+        for node in graph.nodes:
+            if node.op not in _OPERATIONS:
+                raise TypeError(f"{node.name} is not supported by Network.from_torch("
+                                f"training=True) yet; the training graph's layers: "
+                                f"{', '.join(_TRAINABLE)}")
+        self.graph: Graph = graph
+        self.dtype = graph.dtype
+        self.backend = backend
+        tensors = dict(module.named_parameters(remove_duplicate=False))
+        # a tied parameter is one array, its gradient summed over its uses, under its first name
+        first: dict[int, str] = {}
+        self._canonical = {name: first.setdefault(id(t), name) for name, t in tensors.items()}
+        self.parameters: dict[str, np.ndarray] = {
+            name: self._array(t, share) for name, t in tensors.items()
+            if self._canonical[name] == name}
+        self.buffers: dict[str, np.ndarray] = {
+            name: self._array(b, share) for name, b in module.named_buffers()}
+        self.grads: dict[str, np.ndarray] = {}
+        self._norms = {node.output: self._batch_norm(module.get_submodule(node.attrs["module"]))
+                       for node in graph.nodes if node.op == "batchnorm"}
+        self._rng = np.random.default_rng(seed)
+        self._tape: _Tape | None = None
+
+    def _array(self, tensor, share: bool) -> np.ndarray:
+        if tensor.device.type != "cpu":
+            raise ValueError(f"Network.from_torch(training=True) runs on the CPU, but the "
+                             f"module has a tensor on {tensor.device}")
+        array = tensor.detach().numpy()
+        return array if share else np.array(array, copy=True)
+
+    @staticmethod
+    def _batch_norm(layer) -> _BatchNorm:
+        return _BatchNorm(float(layer.eps), layer.momentum, layer.affine,
+                          layer.track_running_stats)
+
+    def __repr__(self) -> str:
+        lines = [f"TrainingNetwork({len(self.graph.nodes)} nodes from {self.graph.source}, "
+                 f"dtype={self.dtype}, {len(self.parameters)} parameters)"]
+        lines += [f"  {node.name}: {node.op}" for node in self.graph.nodes]
+        return "\n".join(lines)
+
+    # --- the passes ---------------------------------------------------------------------
+
+    def forward(self, x) -> np.ndarray:
+        """The output for NCHW input ``x`` in training mode; keeps what :meth:`backward`
+        needs, and updates the batch norms' running statistics.
+
+        Raises
+        ------
+        TypeError
+            ``x`` not an array of the network's dtype.
+        ValueError
+            ``x`` of a shape the first layer cannot take (naming the node and the shapes),
+            or a batch norm given one value per channel.
+        """
+        x = self._input(x)
+        infer_shapes(self.graph, x.shape)  # every shape checked before anything runs
+        values = {INPUT: x}
+        tape = {}
+        for node in self.graph.nodes:
+            run = _OPERATIONS[node.op][0]
+            values[node.output], tape[node.output] = run(
+                self, node, [values[v] for v in node.inputs])
+        y = values[self.graph.output]
+        self._tape = _Tape(tape, x.shape, y.shape)
+        return y
+
+    def backward(self, grad_output) -> np.ndarray:
+        """The input's gradient for ``grad_output`` (the loss's gradient with respect to the
+        last :meth:`forward`'s output); every parameter's gradient into :attr:`grads`.
+
+        Raises
+        ------
+        RuntimeError
+            No forward to go back through (none yet, or its backward already ran).
+        TypeError, ValueError
+            ``grad_output`` not an array of the output's dtype and shape.
+        """
+        tape = self._tape
+        if tape is None:
+            raise RuntimeError("TrainingNetwork.backward needs a forward first: each forward "
+                               "is gone back through once")
+        gy = _checked(grad_output, "grad_output", self.dtype, tape.output_shape,
+                      "TrainingNetwork.backward")
+        self._tape = None
+        grads = {name: np.zeros_like(p) for name, p in self.parameters.items()}
+        pending = {self.graph.output: gy}
+        for node in reversed(self.graph.nodes):
+            g = pending.pop(node.output, None)
+            if g is None:  # the output does not depend on this node
+                continue
+            back = _OPERATIONS[node.op][1]
+            for value, gx in zip(node.inputs, back(self, node, g, tape.kept[node.output],
+                                                   grads)):
+                if gx is not None:
+                    pending[value] = pending[value] + gx if value in pending else gx
+        self.grads = grads
+        gx = pending.get(INPUT)
+        return np.zeros(tape.input_shape, self.dtype) if gx is None else gx
+
+    def _input(self, x) -> np.ndarray:
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"TrainingNetwork.forward expects a NumPy array as input, but got "
+                            f"{type(x).__name__}")
+        if x.dtype != self.dtype:
+            raise TypeError(f"TrainingNetwork.forward expects input of dtype {self.dtype} (the "
+                            f"module's), but got {x.dtype}")
+        if x.ndim != 4:
+            raise ValueError(f"TrainingNetwork.forward expects 4-D input (N, C, H, W), but got "
+                             f"input of size {list(x.shape)}")
+        return np.ascontiguousarray(x)
+
+    # --- what the operations read -------------------------------------------------------
+
+    def _param(self, node: Node, name: str) -> np.ndarray | None:
+        full = f"{node.attrs['module']}.{name}"
+        canonical = self._canonical.get(full)
+        return None if canonical is None else self.parameters[canonical]
+
+    def _add_grad(self, grads: dict, node: Node, name: str, value) -> None:
+        canonical = self._canonical.get(f"{node.attrs['module']}.{name}")
+        if canonical is not None:
+            grads[canonical] += value
+
+
+def _checked(array, name: str, dtype, shape, where: str) -> np.ndarray:
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{where} expects a NumPy array as {name}, but got "
+                        f"{type(array).__name__}")
+    if array.dtype != dtype:
+        raise TypeError(f"{where} expects {name} of dtype {dtype}, but got {array.dtype}")
+    if array.shape != tuple(shape):
+        raise ValueError(f"{where}: {name} of size {list(array.shape)} does not match the "
+                         f"output's size {list(shape)}")
+    return np.ascontiguousarray(array)
+
+
+# Each operation: forward(net, node, inputs) -> (output, what backward keeps), and
+# backward(net, node, grad, kept, grads) -> the inputs' gradients (None for none), adding its
+# parameters' gradients into grads.
+
+# --- convolution ---------------------------------------------------------------------------
+
+def _conv_forward(net, node, inputs):
+    (x,) = inputs
+    spec = node.attrs["spec"]
+    y = api.conv2d(x, net._param(node, "weight"), net._param(node, "bias"), spec.stride,
+                   spec.padding, spec.dilation, spec.groups, backend=net.backend)
+    return y, x
+
+
+def _conv_backward(net, node, g, x, grads):
+    spec = node.attrs["spec"]
+    gx, gw, gb = api.conv2d_backward(g, x, net._param(node, "weight"), spec.stride,
+                                     spec.padding, spec.dilation, spec.groups, bias=spec.bias,
+                                     backend=net.backend)
+    net._add_grad(grads, node, "weight", gw)
+    if spec.bias:
+        net._add_grad(grads, node, "bias", gb)
+    return [gx]
+
+
+# --- batch norm in training mode -----------------------------------------------------------
+
+_PIXELS = (0, 2, 3)
+
+
+def _per_channel(v):
+    return v[None, :, None, None]
+
+
+def _batchnorm_forward(net, node, inputs):
+    (x,) = inputs
+    norm = net._norms[node.output]
+    if x.ndim != 4:
+        raise ValueError(f"{node.name}: expected 4D input (got {x.ndim}D input of size "
+                         f"{list(x.shape)})")
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    if count <= 1:
+        raise ValueError(f"{node.name}: expected more than 1 value per channel when training, "
+                         f"got input size {list(x.shape)}")
+    mean = x.mean(axis=_PIXELS)
+    var = x.var(axis=_PIXELS)  # biased: the normalisation's
+    inv_std = 1 / np.sqrt(var + norm.eps)
+    x_hat = (x - _per_channel(mean)) * _per_channel(inv_std)
+    y = x_hat
+    if norm.affine:
+        y = x_hat * _per_channel(net._param(node, "weight")) + _per_channel(
+            net._param(node, "bias"))
+    if norm.track:
+        prefix = node.attrs["module"]
+        batches = net.buffers[f"{prefix}.num_batches_tracked"]
+        batches += 1
+        factor = 1 / float(batches) if norm.momentum is None else norm.momentum
+        for name, stat in (("running_mean", mean), ("running_var", var * count / (count - 1))):
+            running = net.buffers[f"{prefix}.{name}"]
+            running *= 1 - factor
+            running += factor * stat.astype(running.dtype)
+    return y.astype(x.dtype, copy=False), (x_hat, inv_std)
+
+
+def _batchnorm_backward(net, node, g, kept, grads):
+    x_hat, inv_std = kept
+    norm = net._norms[node.output]
+    g_hat = g
+    if norm.affine:
+        net._add_grad(grads, node, "weight", (g * x_hat).sum(axis=_PIXELS))
+        net._add_grad(grads, node, "bias", g.sum(axis=_PIXELS))
+        g_hat = g * _per_channel(net._param(node, "weight"))
+    gx = _per_channel(inv_std) * (g_hat - _per_channel(g_hat.mean(axis=_PIXELS))
+                                  - x_hat * _per_channel((g_hat * x_hat).mean(axis=_PIXELS)))
+    return [gx.astype(g.dtype, copy=False)]
+
+
+# --- activations ---------------------------------------------------------------------------
+
+_SQRT_2_PI = math.sqrt(2 / math.pi)
+
+
+def _act_forward(net, node, inputs):
+    (x,) = inputs
+    act = node.act
+    kind, dtype = act.kind, x.dtype
+    if kind == "clamp":
+        y = np.clip(x, act.lo, act.hi)
+    elif kind == "leaky":
+        y = np.where(x > 0, x, x * dtype.type(act.alpha))
+    elif kind == "hardsigmoid":
+        y = np.clip(x * dtype.type(act.alpha) + dtype.type(act.beta), 0, 1)
+    elif kind == "hardswish":
+        y = x * np.clip(x / 6 + dtype.type(0.5), 0, 1)
+    elif kind == "sigmoid":
+        y = special.expit(x)
+    elif kind == "silu":
+        y = x * special.expit(x)
+    elif kind == "tanh":
+        y = np.tanh(x)
+    elif kind == "mish":
+        y = x * np.tanh(np.logaddexp(0, x))
+    elif kind == "gelu":
+        y = x * (special.erf(x / dtype.type(math.sqrt(2))) + 1) / 2
+    else:  # gelu_tanh
+        y = x * (np.tanh(dtype.type(_SQRT_2_PI) * (x + dtype.type(0.044715) * x ** 3)) + 1) / 2
+    y = y.astype(dtype, copy=False)
+    return y, (x, y)
+
+
+def _act_backward(net, node, g, kept, grads):
+    x, y = kept
+    act = node.act
+    kind, one = act.kind, x.dtype.type(1)
+    if kind == "clamp":  # where the input is inside the bounds (at them too, for torch.clamp)
+        closed = node.attrs.get("closed", False)
+        inside = np.ones(x.shape, bool)
+        if act.lo > -math.inf:
+            inside &= (x >= act.lo) if closed else (x > act.lo)
+        if act.hi < math.inf:
+            inside &= (x <= act.hi) if closed else (x < act.hi)
+        d = inside
+    elif kind == "leaky":
+        d = np.where(x > 0, one, x.dtype.type(act.alpha))
+    elif kind == "hardsigmoid":
+        u = x * x.dtype.type(act.alpha) + x.dtype.type(act.beta)
+        d = np.where((u > 0) & (u < 1), x.dtype.type(act.alpha), 0)
+    elif kind == "hardswish":  # torch's: 0 below -3, x / 3 + 1/2 up to 3, then 1
+        d = np.where(x < -3, 0, np.where(x <= 3, x / 3 + x.dtype.type(0.5), one))
+    elif kind == "sigmoid":
+        d = y * (one - y)
+    elif kind == "silu":
+        s = special.expit(x)
+        d = s * (one + x * (one - s))
+    elif kind == "tanh":
+        d = one - y * y
+    elif kind == "mish":
+        t = np.tanh(np.logaddexp(0, x))
+        d = t + x * (one - t * t) * special.expit(x)
+    elif kind == "gelu":
+        d = (special.erf(x / x.dtype.type(math.sqrt(2))) + one) / 2 + x * np.exp(
+            -x * x / 2) / x.dtype.type(math.sqrt(2 * math.pi))
+    else:  # gelu_tanh
+        k, c = x.dtype.type(_SQRT_2_PI), x.dtype.type(0.044715)
+        t = np.tanh(k * (x + c * x ** 3))
+        d = (one + t) / 2 + x * (one - t * t) * k * (one + 3 * c * x * x) / 2
+    return [(g * d).astype(g.dtype, copy=False)]
+
+
+# --- pooling -------------------------------------------------------------------------------
+
+def _windows(node, x):
+    """The pooling's taps: rows (oh, kh) and columns (ow, kw) in the unpadded input, the
+    output's (oh, ow), and which taps fall inside the input (oh, ow, kh, kw)."""
+    n, c, h, w = x.shape
+    spec = pool_spec(node, Shape(c, h, w))
+    oh, ow = spec.output_size
+    (top, _), (left, _) = spec.pads
+    (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
+    rows = (np.arange(oh) * sh - top)[:, None] + np.arange(kh) * dh
+    cols = (np.arange(ow) * sw - left)[:, None] + np.arange(kw) * dw
+    inside = (((rows >= 0) & (rows < h))[:, None, :, None]
+              & ((cols >= 0) & (cols < w))[None, :, None, :])
+    return spec, rows, cols, inside
+
+
+def _gather(x, rows, cols):
+    """``x``'s windows (n, c, oh, ow, kh, kw), a tap outside the input read at the edge."""
+    h, w = x.shape[2:]
+    return x[:, :, np.clip(rows, 0, h - 1)[:, None, :, None],
+             np.clip(cols, 0, w - 1)[None, :, None, :]]
+
+
+def _scatter(values, rows, cols, inside, shape):
+    """The sum, into an array of ``shape`` (n, c, h, w), of ``values`` (n, c, oh, ow, kh, kw)
+    at their taps inside the input."""
+    n, c, h, w = shape
+    pixel = (np.clip(rows, 0, h - 1)[:, None, :, None] * w
+             + np.clip(cols, 0, w - 1)[None, :, None, :])  # (oh, ow, kh, kw)
+    planes = np.arange(n * c)[:, None, None, None, None] * (h * w)
+    at = (planes + pixel).reshape(n * c, -1)
+    weights = np.where(inside, values.reshape(n * c, *inside.shape), 0).reshape(n * c, -1)
+    total = np.bincount(at.ravel(), weights=weights.ravel(), minlength=n * c * h * w)
+    return total.reshape(shape)
+
+
+def _maxpool_forward(net, node, inputs):
+    (x,) = inputs
+    spec, rows, cols, inside = _windows(node, x)
+    windows = np.where(inside, _gather(x, rows, cols), -np.inf)
+    n, c, oh, ow = windows.shape[:4]
+    flat = windows.reshape(n, c, oh, ow, -1)
+    first = flat.argmax(axis=-1)  # the first maximum, or the first NaN, as torch's
+    y = np.take_along_axis(flat, first[..., None], -1)[..., 0].astype(x.dtype)
+    return y, (x.shape, rows, cols, inside, first)
+
+
+def _maxpool_backward(net, node, g, kept, grads):
+    shape, rows, cols, inside, first = kept
+    taps = inside.shape[2] * inside.shape[3]
+    chosen = (np.arange(taps) == first[..., None]).reshape(*first.shape, *inside.shape[2:])
+    values = np.where(chosen, g[..., None, None], 0)
+    return [_scatter(values, rows, cols, inside, shape).astype(g.dtype)]
+
+
+def _avg_divisors(spec, rows, cols, inside, size):
+    """Each window's divisor (oh, ow), as torch's average pooling takes it."""
+    if spec.divisor_override is not None:
+        return np.full(inside.shape[:2], float(spec.divisor_override))
+    if not spec.count_include_pad:
+        return inside.sum(axis=(2, 3)).astype(float)
+    # the window's part inside the padded input (its pads, not ceil_mode's overhang)
+    (top, bottom), (left, right) = spec.pads
+    h, w = size
+    in_rows = ((rows >= -top) & (rows < h + bottom)).sum(axis=1)
+    in_cols = ((cols >= -left) & (cols < w + right)).sum(axis=1)
+    return (in_rows[:, None] * in_cols[None, :]).astype(float)
+
+
+def _avgpool_forward(net, node, inputs):
+    (x,) = inputs
+    spec, rows, cols, inside = _windows(node, x)
+    divisors = _avg_divisors(spec, rows, cols, inside, x.shape[2:])
+    total = np.where(inside, _gather(x, rows, cols), 0).sum(axis=(4, 5))
+    return (total / divisors).astype(x.dtype), (x.shape, rows, cols, inside, divisors)
+
+
+def _avgpool_backward(net, node, g, kept, grads):
+    shape, rows, cols, inside, divisors = kept
+    share = (g / divisors)[..., None, None] * np.ones(inside.shape[2:])
+    return [_scatter(share, rows, cols, inside, shape).astype(g.dtype)]
+
+
+def _gap_forward(net, node, inputs):
+    (x,) = inputs
+    return x.mean(axis=(2, 3), keepdims=True), x.shape
+
+
+def _gap_backward(net, node, g, shape, grads):
+    h, w = shape[2:]
+    return [np.broadcast_to(g / g.dtype.type(h * w), shape).copy()]
+
+
+def _gmp_forward(net, node, inputs):
+    (x,) = inputs
+    flat = x.reshape(*x.shape[:2], -1)
+    first = flat.argmax(axis=-1)
+    return np.take_along_axis(flat, first[..., None], -1)[..., None], (x.shape, first)
+
+
+def _gmp_backward(net, node, g, kept, grads):
+    shape, first = kept
+    gx = np.zeros((*shape[:2], shape[2] * shape[3]), g.dtype)
+    np.put_along_axis(gx, first[..., None], g.reshape(*shape[:2], 1), -1)
+    return [gx.reshape(shape)]
+
+
+# --- linear layers and reshapes ------------------------------------------------------------
+
+def _linear_forward(net, node, inputs):
+    (x,) = inputs
+    y = x @ net._param(node, "weight").T
+    bias = net._param(node, "bias")
+    return (y if bias is None else y + bias), x
+
+
+def _linear_backward(net, node, g, x, grads):
+    net._add_grad(grads, node, "weight", g.T @ x)
+    if net._param(node, "bias") is not None:
+        net._add_grad(grads, node, "bias", g.sum(axis=0))
+    return [g @ net._param(node, "weight")]
+
+
+def _flatten_forward(net, node, inputs):
+    (x,) = inputs
+    return x.reshape(x.shape[0], -1), x.shape
+
+
+def _unflatten_forward(net, node, inputs):
+    (x,) = inputs
+    return x.reshape(*x.shape, 1, 1), x.shape
+
+
+def _reshape_backward(net, node, g, shape, grads):
+    return [g.reshape(shape)]
+
+
+# --- element-wise and joins ----------------------------------------------------------------
+
+def _reduced(g, shape):
+    """``g`` summed over the axes where a broadcast operand of ``shape`` was repeated."""
+    axes = tuple(i for i, (a, b) in enumerate(zip(g.shape, shape)) if b == 1 and a != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+def _add_forward(net, node, inputs):
+    a, b = inputs
+    return a + b, (a.shape, b.shape)
+
+
+def _add_backward(net, node, g, shapes, grads):
+    return [_reduced(g, shape) for shape in shapes]
+
+
+def _mul_forward(net, node, inputs):
+    a, b = inputs
+    return a * b, (a, b)
+
+
+def _mul_backward(net, node, g, kept, grads):
+    a, b = kept
+    return [_reduced(g * b, a.shape), _reduced(g * a, b.shape)]
+
+
+_AXES = {"height": 2, "width": 3}
+
+
+def _concat_forward(net, node, inputs):
+    axis = _AXES.get(node.attrs.get("axis"), 1)
+    return np.concatenate(inputs, axis=axis), [x.shape[axis] for x in inputs]
+
+
+def _concat_backward(net, node, g, sizes, grads):
+    axis = _AXES.get(node.attrs.get("axis"), 1)
+    return np.split(g, np.cumsum(sizes)[:-1], axis=axis)
+
+
+def _softmax_forward(net, node, inputs):  # over the channels, or an (N, F) input's features
+    (x,) = inputs
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    y = e / e.sum(axis=1, keepdims=True)
+    return y, y
+
+
+def _softmax_backward(net, node, g, y, grads):
+    return [y * (g - (g * y).sum(axis=1, keepdims=True))]
+
+
+def _identity_forward(net, node, inputs):  # dropout, when the node carries its probability
+    (x,) = inputs
+    p = node.attrs.get("dropout", 0.0)
+    if p == 0:
+        return x, None
+    keep = net._rng.random(x.shape) >= p
+    scale = x.dtype.type(0 if p >= 1 else 1 / (1 - p))
+    return np.where(keep, x * scale, x.dtype.type(0)), (keep, scale)
+
+
+def _identity_backward(net, node, g, kept, grads):
+    if kept is None:
+        return [g]
+    keep, scale = kept
+    return [np.where(keep, g * scale, g.dtype.type(0))]
+
+
+#: (forward, backward) of each operation a training graph may hold.
+_OPERATIONS = {
+    "conv": (_conv_forward, _conv_backward),
+    "batchnorm": (_batchnorm_forward, _batchnorm_backward),
+    "act": (_act_forward, _act_backward),
+    "maxpool": (_maxpool_forward, _maxpool_backward),
+    "avgpool": (_avgpool_forward, _avgpool_backward),
+    "gap": (_gap_forward, _gap_backward),
+    "gmp": (_gmp_forward, _gmp_backward),
+    "linear": (_linear_forward, _linear_backward),
+    "flatten": (_flatten_forward, _reshape_backward),
+    "unflatten": (_unflatten_forward, _reshape_backward),
+    "add": (_add_forward, _add_backward),
+    "mul": (_mul_forward, _mul_backward),
+    "concat": (_concat_forward, _concat_backward),
+    "softmax": (_softmax_forward, _softmax_backward),
+    "identity": (_identity_forward, _identity_backward),
+}
+
+#: The torch layers a training graph serves, for the refusal's message.
+_TRAINABLE = ("Conv2d", "BatchNorm2d", "the activations", "Dropout", "MaxPool2d", "AvgPool2d",
+              "AdaptiveAvgPool2d(1)", "AdaptiveMaxPool2d(1)", "Softmax", "Flatten", "Linear",
+              "+", "*", "torch.cat")
