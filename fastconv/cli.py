@@ -501,6 +501,80 @@ def cmd_profile_model(args) -> int:
     return 0
 
 
+def cmd_profile_train(args) -> int:
+    """``fastconv profile package.module:function --train``: a training network's forward
+    and backward node by node, and whole training steps beside torch's (and the per-call
+    layers'), with torch's profiler per operator."""
+    from rich.console import Console
+
+    from .bench import rows, training
+
+    engines = [e for e in (args.compare or ",".join(training.ENGINES)).split(",") if e]
+    for engine in engines:
+        if engine not in training.ENGINES:
+            raise CliError(f"unknown engine {engine!r} for --compare with --train; expected "
+                           f"some of {','.join(training.ENGINES)}")
+    if ":" not in args.model or os.path.isfile(args.model):
+        raise CliError(f"--train needs a torch module: a factory package.module:function "
+                       f"(e.g. fastconv.bench.zoo:mobilenet_v1), but got {args.model!r}")
+    if args.json:
+        _writable_file(args.json)
+    import torch
+
+    from .bench import sources
+    from .network.training import TrainingNetwork
+
+    try:
+        module = sources.factory_module(args.model).to(getattr(torch, args.dtype)).train()
+        network = TrainingNetwork(module, backend=args.backend)
+    except (TypeError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    shape = (args.batch, *(args.input_shape or (3, 224, 224)))
+    x = np.random.default_rng(0).standard_normal(shape).astype(args.dtype)
+    with Console(stderr=True).status("timing the training network, then whole steps"):
+        try:
+            profiled = network.profile(x, budget=args.budget / 2)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        steps = training.compare_steps(module, x, engines, budget=args.budget / 2)
+        operators = training.torch_operators(module, x) if "torch" in engines else []
+    console = _console()
+    result = dict(profiled.to_dict(), model=args.model, input=list(shape), steps=steps,
+                  torch_operators=operators, threads=_threads(args))
+    header = ["node", "op", "output", "fwd GFLOP", "fwd ms", "fwd GFLOP/s", "bwd ms",
+              "bwd GFLOP/s"]
+    body = []
+    for r in result["nodes"]:
+        (ff, fb), (sf, sb) = r["flops"], r["seconds"]
+        body.append([r["name"], r["op"], rows.shape(r["output"][1:]),
+                     f"{ff / 1e9:.3f}" if ff else "", rows.ms(sf, 3),
+                     f"{ff / sf / 1e9:.1f}" if ff and sf else "", rows.ms(sb, 3),
+                     f"{fb / sb / 1e9:.1f}" if fb and sb else ""])
+    total = ["total", "", "", f"{sum(r['flops'][0] for r in result['nodes']) / 1e9:.3f}",
+             rows.ms(sum(r["seconds"][0] for r in result["nodes"]), 2), "",
+             rows.ms(sum(r["seconds"][1] for r in result["nodes"]), 2), ""]
+    console.print(rows.rich(
+        f"{args.model}, input {list(shape)}, {args.dtype}: the training network node by node "
+        "(the min of its profiled calls; backward: the input's and the parameters' gradients)",
+        header, body, left=("node", "op", "output"), total=total))
+    console.print(rows.rich(
+        "Whole training steps (forward, cross entropy, backward, SGD), interleaved with a pause "
+        f"of {training.SETTLE:g} s before each engine's step",
+        ["engine", "min ms", "median ms", "vs torch"],
+        [[e, rows.ms(v["seconds"]), rows.ms(v["seconds_median"]),
+          "" if v["ratio"] is None else f"{v['ratio']:.2f}"] for e, v in steps.items()],
+        left=("engine",)))
+    if operators:
+        console.print(rows.rich(
+            "torch's profiler, one training step: the operators by their own time",
+            ["operator", "calls", "ms"],
+            [[o["operator"], str(o["calls"]), rows.ms(o["seconds"])] for o in operators],
+            left=("operator",)))
+    if args.json:
+        _write_json(args.json, result)
+    return 0
+
+
 def _nodes_against_call(plan: dict) -> str:
     """How far a call's node times fall short of the whole call: the medians of the profiled
     calls, back to back (the node table's sum adds each node's best time, which no one call
@@ -524,6 +598,8 @@ def cmd_profile(args) -> int:
     """Profile a network: per-layer wall time against FLOPs, the machine's peak and peers."""
     from .bench import sources
 
+    if args.train:
+        return cmd_profile_train(args)
     if sources.is_model_source(args.model):
         return cmd_profile_model(args)
     _built_in_only(args)
@@ -932,6 +1008,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "engines, node by node")
     prof.add_argument("--convs-only", action="store_true",
                       help="with --plan: the convolutions alone, no batch norm or ReLU")
+    prof.add_argument("--train", action="store_true",
+                      help="a factory's module in training: forward and backward node by "
+                           "node, whole training steps beside torch's (--compare: of planned, "
+                           "per-call, torch)")
     prof.add_argument("--json", metavar="FILE", help="write the records as JSON")
     prof.add_argument("--csv", metavar="FILE", help="write the per-layer records as CSV")
     prof.add_argument("--plot", metavar="DIR", help="write PNG figures into DIR (matplotlib)")

@@ -79,7 +79,7 @@ def open_model(source: str, input_shape=None, batch: int = 1, threads: int | Non
     from ..network import Network
 
     if ":" in source and not os.path.isfile(source):
-        module = _factory_module(source)
+        module = factory_module(source)
         shape = (batch, *(input_shape or (3, 224, 224)))
         try:
             network = Network.from_torch(module, backend=backend, threads=threads)
@@ -170,8 +170,9 @@ def zoo_onnx(name: str, batch: int = 1, size: int = 224) -> ModelSource:
     return onnx_source(f"{name}.onnx", data, batch=batch)
 
 
-def _factory_module(source: str):
-    """The torch module ``package.module:function`` returns, in eval mode."""
+def factory_module(source: str):
+    """The torch module ``package.module:function`` returns, in eval mode (``ValueError``
+    where it cannot be read)."""
     module_name, _, attr = source.partition(":")
     if not module_name or not attr:
         raise ValueError(f"expected package.module:function, got {source!r}")

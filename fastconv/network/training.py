@@ -9,7 +9,8 @@ what the backward needs; :meth:`~TrainingNetwork.backward` gives the input's gra
 every parameter's (:attr:`~TrainingNetwork.grads`).
 
 Each node runs on its own in NCHW: the convolutions through :func:`fastconv.conv2d` and
-:func:`fastconv.conv2d_backward`, the other layers in NumPy (one room per operation below,
+:func:`fastconv.conv2d_backward`, batch norms and clamps through Numba's kernels
+(``kernels/numba/training.py``), the other layers in NumPy (one room per operation below,
 forward and backward side by side). This is the reference the plan's training kernels (NHWC,
 register tiles, one arena) are checked against.
 """
@@ -23,6 +24,9 @@ import numpy as np
 from scipy import special
 
 from .. import api
+from ..kernels.numba.training import (batch_norm_backward_sums, batch_norm_statistics,
+                                      channel_affine, channel_affine2, channels_view,
+                                      clamp_backward, clamp_forward)
 from .graph import INPUT, Graph, Node, Shape, infer_shapes, pool_spec
 
 @dataclass
@@ -143,12 +147,18 @@ class TrainingNetwork:
         """
         x = self._input(x)
         infer_shapes(self.graph, x.shape)  # every shape checked before anything runs
+        return self._forward(x)
+
+    def _forward(self, x, clock=None) -> np.ndarray:
         values = {INPUT: x}
         tape = {}
         for node in self.graph.nodes:
             run = _OPERATIONS[node.op][0]
+            start = clock.now() if clock is not None else 0.0
             values[node.output], tape[node.output] = run(
                 self, node, [values[v] for v in node.inputs])
+            if clock is not None:
+                clock.add((node.output, "forward"), clock.now() - start)
         y = values[self.graph.output]
         self._tape = _Tape(tape, x.shape, y.shape)
         return y
@@ -170,7 +180,10 @@ class TrainingNetwork:
                                "is gone back through once")
         gy = _checked(grad_output, "grad_output", self.dtype, tape.output_shape,
                       "TrainingNetwork.backward")
-        self._tape = None
+        return self._backward(gy)
+
+    def _backward(self, gy, clock=None) -> np.ndarray:
+        tape, self._tape = self._tape, None
         grads = {name: np.zeros_like(p) for name, p in self.parameters.items()}
         pending = {self.graph.output: gy}
         for node in reversed(self.graph.nodes):
@@ -178,13 +191,60 @@ class TrainingNetwork:
             if g is None:  # the output does not depend on this node
                 continue
             back = _OPERATIONS[node.op][1]
+            start = clock.now() if clock is not None else 0.0
             for value, gx in zip(node.inputs, back(self, node, g, tape.kept[node.output],
                                                    grads)):
                 if gx is not None:
                     pending[value] = pending[value] + gx if value in pending else gx
+            if clock is not None:
+                clock.add((node.output, "backward"), clock.now() - start)
         self.grads = grads
         gx = pending.get(INPUT)
         return np.zeros(tape.input_shape, self.dtype) if gx is None else gx
+
+    def profile(self, x, budget: float = 1.0, min_repeats: int = 3) -> "TrainingProfile":
+        """Time the forward and backward of every node on input ``x`` (a backward of ones
+        after each forward), for about ``budget`` seconds; the whole steps are timed without
+        the per-node clock. The running statistics and the dropout generator are as they
+        were before (the steps timed are not training steps)."""
+        from .graph import conv_spec
+        from .network import timed_calls
+
+        x = self._input(x)
+        shapes = infer_shapes(self.graph, x.shape)
+        saved = {name: b.copy() for name, b in self.buffers.items()}
+        generator = self._rng.bit_generator.state
+        ones = None
+
+        def step(clock=None):
+            nonlocal ones
+            y = self._forward(x, clock)
+            ones = np.ones(y.shape, self.dtype) if ones is None else ones
+            self._backward(ones, clock)
+
+        try:
+            whole, clock = timed_calls(step, budget, min_repeats)
+        finally:
+            for name, b in self.buffers.items():
+                b[...] = saved[name]
+            self._rng.bit_generator.state = generator
+        batch = x.shape[0]
+        rows = []
+        for node in self.graph.nodes:
+            shape = shapes[node.inputs[0]]
+            macs = 0
+            if node.op == "conv":
+                macs = conv_spec(node, shape).macs * batch
+            elif node.op == "linear":
+                macs = batch * self._param(node, "weight").size
+            seconds = [min(clock.times.get((node.output, p), [0.0])) for p in
+                       ("forward", "backward")]
+            rows.append({"name": node.name, "op": node.op,
+                         "input": shapes[node.inputs[0]].batched(batch),
+                         "output": shapes[node.output].batched(batch),
+                         # backward: the input's gradient and the weights', each a forward's
+                         "flops": [2 * macs, 4 * macs], "seconds": seconds})
+        return TrainingProfile(rows, whole, str(self.dtype))
 
     def _input(self, x) -> np.ndarray:
         if not isinstance(x, np.ndarray):
@@ -209,6 +269,25 @@ class TrainingNetwork:
         canonical = self._canonical.get(f"{node.attrs['module']}.{name}")
         if canonical is not None:
             grads[canonical] += value
+
+
+@dataclass
+class TrainingProfile:
+    """:meth:`TrainingNetwork.profile`'s result: per node, its ``flops`` and ``seconds``
+    (fastest call) forward and backward; and the whole steps' seconds."""
+
+    rows: list[dict]
+    whole: list[float]
+    dtype: str
+
+    @property
+    def seconds(self) -> float:
+        """The fastest whole step (forward and backward)."""
+        return min(self.whole)
+
+    def to_dict(self) -> dict:
+        return {"dtype": self.dtype, "seconds": self.seconds,
+                "seconds_median": float(np.median(self.whole)), "nodes": self.rows}
 
 
 def _checked(array, name: str, dtype, shape, where: str) -> np.ndarray:
@@ -250,11 +329,12 @@ def _conv_backward(net, node, g, x, grads):
 
 # --- batch norm in training mode -----------------------------------------------------------
 
-_PIXELS = (0, 2, 3)
-
-
-def _per_channel(v):
-    return v[None, :, None, None]
+def _affine(net, node, channels):
+    """A batch norm's weight and bias, float64: ones and zeros without an affine."""
+    if not net._norms[node.output].affine:
+        return np.ones(channels), np.zeros(channels)
+    return (net._param(node, "weight").astype(np.float64),
+            net._param(node, "bias").astype(np.float64))
 
 
 def _batchnorm_forward(net, node, inputs):
@@ -267,14 +347,16 @@ def _batchnorm_forward(net, node, inputs):
     if count <= 1:
         raise ValueError(f"{node.name}: expected more than 1 value per channel when training, "
                          f"got input size {list(x.shape)}")
-    mean = x.mean(axis=_PIXELS)
-    var = x.var(axis=_PIXELS)  # biased: the normalisation's
+    x = np.ascontiguousarray(x)
+    channels = x.shape[1]
+    mean, var = np.empty(channels), np.empty(channels)  # var biased: the normalisation's
+    batch_norm_statistics(channels_view(x), mean, var)
     inv_std = 1 / np.sqrt(var + norm.eps)
-    x_hat = (x - _per_channel(mean)) * _per_channel(inv_std)
-    y = x_hat
-    if norm.affine:
-        y = x_hat * _per_channel(net._param(node, "weight")) + _per_channel(
-            net._param(node, "bias"))
+    weight, bias = _affine(net, node, channels)
+    scale = inv_std * weight
+    y = np.empty(x.shape, x.dtype)
+    channel_affine(channels_view(x), scale.astype(x.dtype), (bias - mean * scale).astype(x.dtype),
+                   channels_view(y))
     if norm.track:
         prefix = node.attrs["module"]
         batches = net.buffers[f"{prefix}.num_batches_tracked"]
@@ -284,20 +366,29 @@ def _batchnorm_forward(net, node, inputs):
             running = net.buffers[f"{prefix}.{name}"]
             running *= 1 - factor
             running += factor * stat.astype(running.dtype)
-    return y.astype(x.dtype, copy=False), (x_hat, inv_std)
+    return y, (x, mean, inv_std)
 
 
 def _batchnorm_backward(net, node, g, kept, grads):
-    x_hat, inv_std = kept
-    norm = net._norms[node.output]
-    g_hat = g
-    if norm.affine:
-        net._add_grad(grads, node, "weight", (g * x_hat).sum(axis=_PIXELS))
-        net._add_grad(grads, node, "bias", g.sum(axis=_PIXELS))
-        g_hat = g * _per_channel(net._param(node, "weight"))
-    gx = _per_channel(inv_std) * (g_hat - _per_channel(g_hat.mean(axis=_PIXELS))
-                                  - x_hat * _per_channel((g_hat * x_hat).mean(axis=_PIXELS)))
-    return [gx.astype(g.dtype, copy=False)]
+    x, mean, inv_std = kept
+    channels = x.shape[1]
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    sum_g, sum_g_hat = np.empty(channels), np.empty(channels)
+    g = np.ascontiguousarray(g)
+    batch_norm_backward_sums(channels_view(g), channels_view(x), mean, inv_std, sum_g,
+                             sum_g_hat)
+    if net._norms[node.output].affine:
+        net._add_grad(grads, node, "weight", sum_g_hat)
+        net._add_grad(grads, node, "bias", sum_g)
+    weight, _ = _affine(net, node, channels)
+    # gx = a (g - mean(g) - x_hat mean(g x_hat)), x_hat = (x - mean) inv_std, a = weight inv_std
+    a = weight * inv_std
+    k = a * inv_std * sum_g_hat / count
+    b = k * mean - a * sum_g / count
+    gx = np.empty(x.shape, x.dtype)
+    channel_affine2(channels_view(g), channels_view(x), a.astype(x.dtype), k.astype(x.dtype),
+                    b.astype(x.dtype), channels_view(gx))
+    return [gx]
 
 
 # --- activations ---------------------------------------------------------------------------
@@ -310,7 +401,9 @@ def _act_forward(net, node, inputs):
     act = node.act
     kind, dtype = act.kind, x.dtype
     if kind == "clamp":
-        y = np.clip(x, act.lo, act.hi)
+        x = np.ascontiguousarray(x)
+        y = np.empty(x.shape, x.dtype)
+        clamp_forward(x.reshape(-1), dtype.type(act.lo), dtype.type(act.hi), y.reshape(-1))
     elif kind == "leaky":
         y = np.where(x > 0, x, x * dtype.type(act.alpha))
     elif kind == "hardsigmoid":
@@ -338,14 +431,11 @@ def _act_backward(net, node, g, kept, grads):
     act = node.act
     kind, one = act.kind, x.dtype.type(1)
     if kind == "clamp":  # where the input is inside the bounds (at them too, for torch.clamp)
-        closed = node.attrs.get("closed", False)
-        inside = np.ones(x.shape, bool)
-        if act.lo > -math.inf:
-            inside &= (x >= act.lo) if closed else (x > act.lo)
-        if act.hi < math.inf:
-            inside &= (x <= act.hi) if closed else (x < act.hi)
-        d = inside
-    elif kind == "leaky":
+        gx = np.empty(x.shape, x.dtype)
+        clamp_backward(np.ascontiguousarray(g).reshape(-1), x.reshape(-1), x.dtype.type(act.lo),
+                       x.dtype.type(act.hi), node.attrs.get("closed", False), gx.reshape(-1))
+        return [gx]
+    if kind == "leaky":
         d = np.where(x > 0, one, x.dtype.type(act.alpha))
     elif kind == "hardsigmoid":
         u = x * x.dtype.type(act.alpha) + x.dtype.type(act.beta)

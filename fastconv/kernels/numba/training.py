@@ -1,0 +1,111 @@
+"""The training network's per-channel and element-wise kernels, on NCHW arrays: batch norm in
+training mode (its statistics, the normalisation, its backward) and a clamp's forward and
+backward (ReLU, ReLU6, Hardtanh), each a parallel pass or two instead of NumPy's several.
+
+A channel's values are its plane in each image: ``x[n, c]``, contiguous. The batch norm's sums
+are taken in float64 whatever the dtype (a float32 sum of a million values loses digits),
+around the mean (two passes: the variance of values far from zero keeps its digits). Its
+backward recomputes the normalised input from ``x``, the mean and ``1 / std`` rather than
+keeping it: one array less per layer between the passes, for one multiply-add per value. The
+per-channel coefficients (C values) are computed by the caller, in NumPy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ...runtime import jit
+
+
+@jit(parallel=True)
+def batch_norm_statistics(x, mean, var):
+    """Each channel's mean and biased variance of ``x`` (N, C, P) into ``mean`` and ``var``
+    (C,), float64."""
+    n_images, channels, pixels = x.shape
+    count = n_images * pixels
+    for c in prange(channels):
+        total = 0.0
+        for n in range(n_images):
+            for p in range(pixels):
+                total += x[n, c, p]
+        m = total / count
+        squares = 0.0
+        for n in range(n_images):
+            for p in range(pixels):
+                d = x[n, c, p] - m
+                squares += d * d
+        mean[c] = m
+        var[c] = squares / count
+
+
+@jit(parallel=True)
+def channel_affine(x, scale, shift, out):
+    """``out = x * scale + shift`` per channel: ``x`` and ``out`` (N, C, P), ``scale`` and
+    ``shift`` (C,) of their dtype (a batch norm's normalisation and affine, as one)."""
+    n_images, channels, pixels = x.shape
+    for c in prange(channels):
+        s, t = scale[c], shift[c]
+        for n in range(n_images):
+            for p in range(pixels):
+                out[n, c, p] = x[n, c, p] * s + t
+
+
+@jit(parallel=True)
+def batch_norm_backward_sums(g, x, mean, inv_std, sum_g, sum_g_hat):
+    """Per channel, the sums a batch norm's backward needs, float64 (C,): ``sum_g`` of ``g``,
+    ``sum_g_hat`` of ``g`` times the normalised input ``(x - mean) * inv_std``; ``g`` and
+    ``x`` (N, C, P)."""
+    n_images, channels, pixels = x.shape
+    for c in prange(channels):
+        m, r = mean[c], inv_std[c]
+        total = 0.0
+        weighted = 0.0
+        for n in range(n_images):
+            for p in range(pixels):
+                gv = g[n, c, p]
+                total += gv
+                weighted += gv * ((x[n, c, p] - m) * r)
+        sum_g[c] = total
+        sum_g_hat[c] = weighted
+
+
+@jit(parallel=True)
+def channel_affine2(g, x, a, k, b, out):
+    """``out = g * a - x * k + b`` per channel (a batch norm's input gradient, its
+    coefficients from :func:`batch_norm_backward_sums`); arrays (N, C, P) and (C,)."""
+    n_images, channels, pixels = x.shape
+    for c in prange(channels):
+        av, kv, bv = a[c], k[c], b[c]
+        for n in range(n_images):
+            for p in range(pixels):
+                out[n, c, p] = g[n, c, p] * av - x[n, c, p] * kv + bv
+
+
+@jit(parallel=True)
+def clamp_forward(x, lo, hi, out):
+    """``out = min(max(x, lo), hi)``, NaN kept; ``x`` and ``out`` flat, ``lo`` and ``hi`` of
+    their dtype."""
+    for i in prange(x.shape[0]):
+        v = x[i]
+        out[i] = hi if v > hi else (lo if v < lo else v)
+
+
+@jit(parallel=True)
+def clamp_backward(g, x, lo, hi, closed, gx):
+    """``gx = g`` where ``x`` is inside the bounds (``lo < x < hi``; ``closed``: ``lo <= x <=
+    hi``, torch.clamp's; an infinite bound is no bound), else 0; all flat."""
+    any_lo, any_hi = lo > -np.inf, hi < np.inf
+    for i in prange(x.shape[0]):
+        v = x[i]
+        above = (not any_lo) or (v >= lo if closed else v > lo)
+        below = (not any_hi) or (v <= hi if closed else v < hi)
+        if above and below:
+            gx[i] = g[i]
+        else:
+            gx[i] = 0
+
+
+def channels_view(a: np.ndarray) -> np.ndarray:
+    """An (N, C, H, W) array as (N, C, H * W), without a copy where it is contiguous."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
