@@ -6,13 +6,16 @@ data set, and the refusals."""
 from __future__ import annotations
 
 import copy
+import json
 import re
+import textwrap
 
 import numpy as np
 import pytest
 from helpers import needs_torch, torch
 
 import fastconv as fc
+from fastconv import cli
 from fastconv.network.training import TrainingNetwork
 
 pytestmark = needs_torch
@@ -308,6 +311,60 @@ def test_digits_reach_torchs_accuracy():
     accuracy = [(p == labels[test]).mean() for p in predictions]
     assert min(accuracy) >= 0.95, accuracy
     np.testing.assert_array_equal(predictions[1], predictions[0])
+
+
+def test_profile_leaves_the_network_as_it_was():
+    """Each node's forward and backward timed, the convolutions' and linear layers' FLOPs
+    counted; the running statistics and the dropout generator as before."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8),
+                           nn.ReLU(), nn.Dropout(0.5), nn.Flatten(), nn.Linear(8 * 5 * 6, 3))
+    ours = TrainingNetwork(module, seed=1)
+    x = np.random.default_rng(12).standard_normal((2, 3, 9, 11)).astype(np.float32)
+    before = {name: b.copy() for name, b in ours.buffers.items()}
+    result = ours.profile(x, budget=0.05)
+    for name, b in ours.buffers.items():
+        np.testing.assert_array_equal(b, before[name])
+    np.testing.assert_array_equal(ours.forward(x), TrainingNetwork(module, seed=1).forward(x))
+    rows = result.to_dict()["nodes"]
+    assert [r["op"] for r in rows] == ["conv", "batchnorm", "act", "identity", "flatten",
+                                       "linear"]
+    conv_macs, linear_macs = 2 * 5 * 6 * 8 * 27, 2 * 8 * 5 * 6 * 3
+    assert rows[0]["flops"] == [2 * conv_macs, 4 * conv_macs]
+    assert rows[5]["flops"] == [2 * linear_macs, 4 * linear_macs]
+    assert rows[0]["output"] == (2, 8, 5, 6) and rows[5]["output"] == (2, 3)
+    assert all(t > 0 for r in rows for t in r["seconds"]) and result.seconds > 0
+
+
+def test_cli_profile_train(tmp_path, monkeypatch, capsys):
+    (tmp_path / "tinytrain.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+        def build():
+            return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+        """))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "t.json"
+    assert cli.main(["profile", "tinytrain:build", "--train", "--input-shape", "3,9,11",
+                     "--batch", "2", "--budget", "0.1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["steps"]) == {"planned", "per-call", "torch"}
+    assert result["steps"]["torch"]["ratio"] == 1.0
+    assert result["input"] == [2, 3, 9, 11]
+    assert [n["op"] for n in result["nodes"]][:3] == ["conv", "batchnorm", "act"]
+    assert any(o["operator"].startswith("aten::") for o in result["torch_operators"])
+    printed = capsys.readouterr().out
+    assert "Whole training steps" in printed and "layer 0 (Conv2d)" in printed
+    for argv, message in (
+            (["profile", "tinytrain:build", "--train", "--compare", "onnxruntime"],
+             "unknown engine 'onnxruntime' for --compare with --train"),
+            (["profile", "mobilenet-v1", "--train"], "--train needs a torch module: a factory"),
+            (["profile", "tinytrain:build", "--train", "--input-shape", "4,9,11"],
+             "layer 0 (Conv2d)")):
+        assert cli.main(argv) == 2
+        assert message in capsys.readouterr().err
 
 
 # --- refusals ------------------------------------------------------------------------------
