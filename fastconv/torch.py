@@ -95,9 +95,11 @@ class _PlannedFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         network = ctx.network
         network._tape, ctx.tape = ctx.tape, None
-        gx = network.backward(np.ascontiguousarray(_as_numpy(grad_output, "grad_output")))
+        wanted = ctx.needs_input_grad[0]
+        gx = network.backward(np.ascontiguousarray(_as_numpy(grad_output, "grad_output")),
+                              input_grad=wanted)
         grads = [torch.from_numpy(network.grads[name]) for name in ctx.names]
-        return (torch.from_numpy(gx), None, None, *grads)
+        return (torch.from_numpy(gx) if wanted else None, None, None, *grads)
 
 
 class Planned(nn.Module):

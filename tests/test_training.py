@@ -144,6 +144,20 @@ def test_activation_gradients_by_finite_differences(name):
                                atol=1e-12)
 
 
+def test_backward_without_the_input_gradient():
+    torch.manual_seed(0)
+    ours = fc.Network.from_torch(Residual().double(), training=True)
+    x = np.random.default_rng(13).standard_normal((2, 3, 8, 9))
+    g = np.random.default_rng(14).standard_normal((2, 6))
+    ours.forward(x)
+    full = ours.backward(g)
+    expected = {name: v.copy() for name, v in ours.grads.items()}
+    ours.forward(x)
+    assert ours.backward(g, input_grad=False) is None and full.shape == x.shape
+    for name, v in ours.grads.items():
+        np.testing.assert_array_equal(v, expected[name])
+
+
 @pytest.mark.parametrize("layout", ["fortran", "negative strides", "read-only"])
 def test_any_input_layout(layout):
     torch.manual_seed(0)

@@ -112,6 +112,7 @@ class TrainingNetwork:
                        for node in graph.nodes if node.op == "batchnorm"}
         self._rng = np.random.default_rng(seed)
         self._tape: _Tape | None = None
+        self._unwanted: frozenset = frozenset()  # values whose gradient backward skips
 
     def _array(self, tensor, share: bool) -> np.ndarray:
         if tensor.device.type != "cpu":
@@ -163,9 +164,10 @@ class TrainingNetwork:
         self._tape = _Tape(tape, x.shape, y.shape)
         return y
 
-    def backward(self, grad_output) -> np.ndarray:
+    def backward(self, grad_output, input_grad: bool = True) -> np.ndarray | None:
         """The input's gradient for ``grad_output`` (the loss's gradient with respect to the
-        last :meth:`forward`'s output); every parameter's gradient into :attr:`grads`.
+        last :meth:`forward`'s output), or None where ``input_grad`` is False (its
+        computation skipped); every parameter's gradient into :attr:`grads`.
 
         Raises
         ------
@@ -180,10 +182,11 @@ class TrainingNetwork:
                                "is gone back through once")
         gy = _checked(grad_output, "grad_output", self.dtype, tape.output_shape,
                       "TrainingNetwork.backward")
-        return self._backward(gy)
+        return self._backward(gy, input_grad=input_grad)
 
-    def _backward(self, gy, clock=None) -> np.ndarray:
+    def _backward(self, gy, clock=None, input_grad: bool = True) -> np.ndarray | None:
         tape, self._tape = self._tape, None
+        self._unwanted = frozenset() if input_grad else frozenset((INPUT,))
         grads = {name: np.zeros_like(p) for name, p in self.parameters.items()}
         pending = {self.graph.output: gy}
         for node in reversed(self.graph.nodes):
@@ -199,13 +202,15 @@ class TrainingNetwork:
             if clock is not None:
                 clock.add((node.output, "backward"), clock.now() - start)
         self.grads = grads
+        if not input_grad:
+            return None
         gx = pending.get(INPUT)
         return np.zeros(tape.input_shape, self.dtype) if gx is None else gx
 
     def profile(self, x, budget: float = 1.0, min_repeats: int = 3) -> "TrainingProfile":
         """Time the forward and backward of every node on input ``x`` (a backward of ones
-        after each forward), for about ``budget`` seconds; the whole steps are timed without
-        the per-node clock. The running statistics and the dropout generator are as they
+        after each forward, without the input's gradient, as in a training step), for about
+        ``budget`` seconds; the whole steps are timed without the per-node clock. The running statistics and the dropout generator are as they
         were before (the steps timed are not training steps)."""
         from .graph import conv_spec
         from .network import timed_calls
@@ -220,7 +225,7 @@ class TrainingNetwork:
             nonlocal ones
             y = self._forward(x, clock)
             ones = np.ones(y.shape, self.dtype) if ones is None else ones
-            self._backward(ones, clock)
+            self._backward(ones, clock, input_grad=False)
 
         try:
             whole, clock = timed_calls(step, budget, min_repeats)
@@ -318,9 +323,12 @@ def _conv_forward(net, node, inputs):
 
 def _conv_backward(net, node, g, x, grads):
     spec = node.attrs["spec"]
+    needs = ["weight"] + (["bias"] if spec.bias else [])
+    if node.inputs[0] not in net._unwanted:
+        needs.append("input")
     gx, gw, gb = api.conv2d_backward(g, x, net._param(node, "weight"), spec.stride,
                                      spec.padding, spec.dilation, spec.groups, bias=spec.bias,
-                                     backend=net.backend)
+                                     needs=needs, backend=net.backend)
     net._add_grad(grads, node, "weight", gw)
     if spec.bias:
         net._add_grad(grads, node, "bias", gb)
