@@ -341,8 +341,8 @@ def test_profile_leaves_the_network_as_it_was():
         np.testing.assert_array_equal(b, before[name])
     np.testing.assert_array_equal(ours.forward(x), TrainingNetwork(module, seed=1).forward(x))
     rows = result.to_dict()["nodes"]
-    assert [r["op"] for r in rows] == ["conv", "batchnorm", "act", "identity", "flatten",
-                                       "linear"]
+    assert [r["op"] for r in rows] == ["conv", "batchnorm", "act (fused)", "identity",
+                                       "flatten", "linear"]
     conv_macs, linear_macs = 2 * 5 * 6 * 8 * 27, 2 * 8 * 5 * 6 * 3
     assert rows[0]["flops"] == [2 * conv_macs, 4 * conv_macs]
     assert rows[5]["flops"] == [2 * linear_macs, 4 * linear_macs]
@@ -367,7 +367,7 @@ def test_cli_profile_train(tmp_path, monkeypatch, capsys):
     assert set(result["steps"]) == {"planned", "per-call", "torch"}
     assert result["steps"]["torch"]["ratio"] == 1.0
     assert result["input"] == [2, 3, 9, 11]
-    assert [n["op"] for n in result["nodes"]][:3] == ["conv", "batchnorm", "act"]
+    assert [n["op"] for n in result["nodes"]][:3] == ["conv", "batchnorm", "act (fused)"]
     assert any(o["operator"].startswith("aten::") for o in result["torch_operators"])
     printed = capsys.readouterr().out
     assert "Whole training steps" in printed and "layer 0 (Conv2d)" in printed

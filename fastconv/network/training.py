@@ -24,8 +24,8 @@ import numpy as np
 from scipy import special
 
 from .. import api
-from ..kernels.numba.training import (batch_norm_backward_sums, batch_norm_statistics,
-                                      channel_affine, channel_affine2, channels_view,
+from ..kernels.numba.training import (batch_norm_backward_sums, batch_norm_input_gradient,
+                                      batch_norm_statistics, channel_affine, channels_view,
                                       clamp_backward, clamp_forward)
 from .graph import INPUT, Graph, Node, Shape, infer_shapes, pool_spec
 
@@ -110,6 +110,15 @@ class TrainingNetwork:
         self.grads: dict[str, np.ndarray] = {}
         self._norms = {node.output: self._batch_norm(module.get_submodule(node.attrs["module"]))
                        for node in graph.nodes if node.op == "batchnorm"}
+        # a clamp (ReLU, ReLU6, Hardtanh) that alone reads a batch norm: one pass forward and
+        # backward, its gradient's mask recomputed from the batch norm's input
+        self._clamp_after: dict[str, Node] = {}
+        for node in graph.nodes:
+            readers = graph.consumers(node.output)
+            if (node.op == "batchnorm" and node.output != graph.output and len(readers) == 1
+                    and readers[0].op == "act" and readers[0].act.kind == "clamp"):
+                self._clamp_after[node.output] = readers[0]
+        self._fused_clamps = {act.output for act in self._clamp_after.values()}
         self._rng = np.random.default_rng(seed)
         self._tape: _Tape | None = None
         self._unwanted: frozenset = frozenset()  # values whose gradient backward skips
@@ -210,8 +219,9 @@ class TrainingNetwork:
     def profile(self, x, budget: float = 1.0, min_repeats: int = 3) -> "TrainingProfile":
         """Time the forward and backward of every node on input ``x`` (a backward of ones
         after each forward, without the input's gradient, as in a training step), for about
-        ``budget`` seconds; the whole steps are timed without the per-node clock. The running statistics and the dropout generator are as they
-        were before (the steps timed are not training steps)."""
+        ``budget`` seconds; the whole steps are timed without the per-node clock. The running
+        statistics and the dropout generator are left as they were (the steps timed are not
+        training steps)."""
         from .graph import conv_spec
         from .network import timed_calls
 
@@ -244,7 +254,8 @@ class TrainingNetwork:
                 macs = batch * self._param(node, "weight").size
             seconds = [min(clock.times.get((node.output, p), [0.0])) for p in
                        ("forward", "backward")]
-            rows.append({"name": node.name, "op": node.op,
+            fused = node.output in self._fused_clamps  # run by the batch norm before it
+            rows.append({"name": node.name, "op": "act (fused)" if fused else node.op,
                          "input": shapes[node.inputs[0]].batched(batch),
                          "output": shapes[node.output].batched(batch),
                          # backward: the input's gradient and the weights', each a forward's
@@ -345,6 +356,16 @@ def _affine(net, node, channels):
             net._param(node, "bias").astype(np.float64))
 
 
+def _clamp_after(net, node, dtype):
+    """The bounds (``lo``, ``hi``, ``closed``) of the clamp fused after a batch norm (its
+    forward applies it, its backward lets the gradient through where it does), or infinite
+    bounds for none."""
+    act = net._clamp_after.get(node.output)
+    if act is None:
+        return dtype.type(-np.inf), dtype.type(np.inf), False
+    return dtype.type(act.act.lo), dtype.type(act.act.hi), act.attrs.get("closed", False)
+
+
 def _batchnorm_forward(net, node, inputs):
     (x,) = inputs
     norm = net._norms[node.output]
@@ -361,10 +382,11 @@ def _batchnorm_forward(net, node, inputs):
     batch_norm_statistics(channels_view(x), mean, var)
     inv_std = 1 / np.sqrt(var + norm.eps)
     weight, bias = _affine(net, node, channels)
-    scale = inv_std * weight
+    scale = (inv_std * weight).astype(x.dtype)
+    shift = (bias - mean * inv_std * weight).astype(x.dtype)
+    lo, hi, _ = _clamp_after(net, node, x.dtype)
     y = np.empty(x.shape, x.dtype)
-    channel_affine(channels_view(x), scale.astype(x.dtype), (bias - mean * scale).astype(x.dtype),
-                   channels_view(y))
+    channel_affine(channels_view(x), scale, shift, lo, hi, channels_view(y))
     if norm.track:
         prefix = node.attrs["module"]
         batches = net.buffers[f"{prefix}.num_batches_tracked"]
@@ -374,16 +396,17 @@ def _batchnorm_forward(net, node, inputs):
             running = net.buffers[f"{prefix}.{name}"]
             running *= 1 - factor
             running += factor * stat.astype(running.dtype)
-    return y, (x, mean, inv_std)
+    return y, (x, mean, inv_std, scale, shift)
 
 
 def _batchnorm_backward(net, node, g, kept, grads):
-    x, mean, inv_std = kept
+    x, mean, inv_std, scale, shift = kept
     channels = x.shape[1]
     count = x.shape[0] * x.shape[2] * x.shape[3]
+    lo, hi, closed = _clamp_after(net, node, x.dtype)
     sum_g, sum_g_hat = np.empty(channels), np.empty(channels)
-    g = np.ascontiguousarray(g)
-    batch_norm_backward_sums(channels_view(g), channels_view(x), mean, inv_std, sum_g,
+    g, x3 = channels_view(np.ascontiguousarray(g)), channels_view(x)
+    batch_norm_backward_sums(g, x3, mean, inv_std, scale, shift, lo, hi, closed, sum_g,
                              sum_g_hat)
     if net._norms[node.output].affine:
         net._add_grad(grads, node, "weight", sum_g_hat)
@@ -394,8 +417,8 @@ def _batchnorm_backward(net, node, g, kept, grads):
     k = a * inv_std * sum_g_hat / count
     b = k * mean - a * sum_g / count
     gx = np.empty(x.shape, x.dtype)
-    channel_affine2(channels_view(g), channels_view(x), a.astype(x.dtype), k.astype(x.dtype),
-                    b.astype(x.dtype), channels_view(gx))
+    batch_norm_input_gradient(g, x3, a.astype(x.dtype), k.astype(x.dtype), b.astype(x.dtype),
+                              scale, shift, lo, hi, closed, channels_view(gx))
     return [gx]
 
 
@@ -406,6 +429,8 @@ _SQRT_2_PI = math.sqrt(2 / math.pi)
 
 def _act_forward(net, node, inputs):
     (x,) = inputs
+    if node.output in net._fused_clamps:  # applied by the batch norm before it
+        return x, None
     act = node.act
     kind, dtype = act.kind, x.dtype
     if kind == "clamp":
@@ -435,6 +460,8 @@ def _act_forward(net, node, inputs):
 
 
 def _act_backward(net, node, g, kept, grads):
+    if kept is None:  # fused into the batch norm before it, which masks the gradient
+        return [g]
     x, y = kept
     act = node.act
     kind, one = act.kind, x.dtype.type(1)

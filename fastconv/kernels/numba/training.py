@@ -39,47 +39,71 @@ def batch_norm_statistics(x, mean, var):
         var[c] = squares / count
 
 
+@jit(inline=True)
+def _inside(v, lo, hi, any_lo, any_hi, closed):
+    """Whether a clamp passes the gradient at ``v``, as torch's do: ReLU's and Hardtanh's
+    unless ``v <= lo`` or ``v >= hi`` (NaN passes), torch.clamp's (``closed``) where ``lo <=
+    v <= hi`` (NaN does not); an infinite bound (``any_lo``, ``any_hi`` False) is none."""
+    if closed:
+        return ((not any_lo) or v >= lo) and ((not any_hi) or v <= hi)
+    return not ((any_lo and v <= lo) or (any_hi and v >= hi))
+
+
 @jit(parallel=True)
-def channel_affine(x, scale, shift, out):
-    """``out = x * scale + shift`` per channel: ``x`` and ``out`` (N, C, P), ``scale`` and
-    ``shift`` (C,) of their dtype (a batch norm's normalisation and affine, as one)."""
+def channel_affine(x, scale, shift, lo, hi, out):
+    """``out = clamp(x * scale + shift, lo, hi)`` per channel (NaN kept): ``x`` and ``out``
+    (N, C, P), ``scale`` and ``shift`` (C,), ``lo`` and ``hi`` of their dtype (a batch
+    norm's normalisation and affine, and the clamp after it, as one; infinite bounds for
+    none)."""
     n_images, channels, pixels = x.shape
     for c in prange(channels):
         s, t = scale[c], shift[c]
         for n in range(n_images):
             for p in range(pixels):
-                out[n, c, p] = x[n, c, p] * s + t
+                v = x[n, c, p] * s + t
+                out[n, c, p] = hi if v > hi else (lo if v < lo else v)
 
 
 @jit(parallel=True)
-def batch_norm_backward_sums(g, x, mean, inv_std, sum_g, sum_g_hat):
-    """Per channel, the sums a batch norm's backward needs, float64 (C,): ``sum_g`` of ``g``,
-    ``sum_g_hat`` of ``g`` times the normalised input ``(x - mean) * inv_std``; ``g`` and
-    ``x`` (N, C, P)."""
+def batch_norm_backward_sums(g, x, mean, inv_std, scale, shift, lo, hi, closed, sum_g,
+                             sum_g_hat):
+    """Per channel, the sums a batch norm's backward needs, float64 (C,): ``sum_g`` of the
+    gradient ``g`` let through by the clamp after it (at ``x * scale + shift``, the batch
+    norm's output, see :func:`channel_affine`), ``sum_g_hat`` of that gradient times the
+    normalised input ``(x - mean) * inv_std``; ``g`` and ``x`` (N, C, P)."""
     n_images, channels, pixels = x.shape
+    any_lo, any_hi = lo > -np.inf, hi < np.inf
     for c in prange(channels):
-        m, r = mean[c], inv_std[c]
+        m, r, s, t = mean[c], inv_std[c], scale[c], shift[c]
         total = 0.0
         weighted = 0.0
         for n in range(n_images):
             for p in range(pixels):
-                gv = g[n, c, p]
-                total += gv
-                weighted += gv * ((x[n, c, p] - m) * r)
+                xv = x[n, c, p]
+                if _inside(xv * s + t, lo, hi, any_lo, any_hi, closed):
+                    gv = g[n, c, p]
+                    total += gv
+                    weighted += gv * ((xv - m) * r)
         sum_g[c] = total
         sum_g_hat[c] = weighted
 
 
 @jit(parallel=True)
-def channel_affine2(g, x, a, k, b, out):
-    """``out = g * a - x * k + b`` per channel (a batch norm's input gradient, its
-    coefficients from :func:`batch_norm_backward_sums`); arrays (N, C, P) and (C,)."""
+def batch_norm_input_gradient(g, x, a, k, b, scale, shift, lo, hi, closed, out):
+    """``out = g' * a - x * k + b`` per channel, ``g'`` the gradient the clamp lets through
+    (as :func:`batch_norm_backward_sums`): a batch norm's input gradient, its coefficients
+    from those sums; arrays (N, C, P) and (C,)."""
     n_images, channels, pixels = x.shape
+    any_lo, any_hi = lo > -np.inf, hi < np.inf
     for c in prange(channels):
-        av, kv, bv = a[c], k[c], b[c]
+        av, kv, bv, s, t = a[c], k[c], b[c], scale[c], shift[c]
         for n in range(n_images):
             for p in range(pixels):
-                out[n, c, p] = g[n, c, p] * av - x[n, c, p] * kv + bv
+                xv = x[n, c, p]
+                if _inside(xv * s + t, lo, hi, any_lo, any_hi, closed):
+                    out[n, c, p] = g[n, c, p] * av - xv * kv + bv
+                else:
+                    out[n, c, p] = bv - xv * kv
 
 
 @jit(parallel=True)
@@ -93,14 +117,11 @@ def clamp_forward(x, lo, hi, out):
 
 @jit(parallel=True)
 def clamp_backward(g, x, lo, hi, closed, gx):
-    """``gx = g`` where ``x`` is inside the bounds (``lo < x < hi``; ``closed``: ``lo <= x <=
-    hi``, torch.clamp's; an infinite bound is no bound), else 0; all flat."""
+    """``gx = g`` where the clamp passes the gradient at ``x`` (:func:`_inside`), else 0;
+    all flat."""
     any_lo, any_hi = lo > -np.inf, hi < np.inf
     for i in prange(x.shape[0]):
-        v = x[i]
-        above = (not any_lo) or (v >= lo if closed else v > lo)
-        below = (not any_hi) or (v <= hi if closed else v < hi)
-        if above and below:
+        if _inside(x[i], lo, hi, any_lo, any_hi, closed):
             gx[i] = g[i]
         else:
             gx[i] = 0
