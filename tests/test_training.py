@@ -144,6 +144,38 @@ def test_activation_gradients_by_finite_differences(name):
                                atol=1e-12)
 
 
+@pytest.mark.parametrize("clamp", ["relu", "hardtanh", "torch.clamp"])
+@pytest.mark.parametrize("after_batch_norm", [False, True])
+def test_a_nan_through_a_clamp_as_torch(clamp, after_batch_norm):
+    """ReLU passes a NaN's gradient, Hardtanh and torch.clamp do not, as torch's vectorised
+    kernels (alone, and fused after a batch norm)."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 1)
+            self.norm = nn.BatchNorm2d(3) if after_batch_norm else nn.Identity()
+
+        def forward(self, x):
+            y = self.norm(self.conv(x))
+            if clamp == "relu":
+                return F.relu(y)
+            return F.hardtanh(y, -0.5, 0.5) if clamp == "hardtanh" else torch.clamp(y, -0.5, 0.5)
+
+    torch.manual_seed(0)
+    module = Net().double()
+    x = np.random.default_rng(15).standard_normal((2, 2, 8, 8))  # torch's vectorised kernels
+    x[1, 0, 2, 3] = np.nan
+    g = np.random.default_rng(16).standard_normal((2, 3, 8, 8))
+    ours = fc.Network.from_torch(module, training=True)
+    y = ours.forward(x)
+    gx = ours.backward(g)
+    y_ref, gx_ref = _torch_step(module, x, g)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gx, gx_ref, rtol=1e-12, atol=1e-12)
+    for name, p in module.named_parameters():
+        np.testing.assert_allclose(ours.grads[name], p.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
 def test_backward_without_the_input_gradient():
     torch.manual_seed(0)
     ours = fc.Network.from_torch(Residual().double(), training=True)

@@ -41,12 +41,15 @@ def batch_norm_statistics(x, mean, var):
 
 @jit(inline=True)
 def _inside(v, lo, hi, any_lo, any_hi, closed):
-    """Whether a clamp passes the gradient at ``v``, as torch's do: ReLU's and Hardtanh's
-    unless ``v <= lo`` or ``v >= hi`` (NaN passes), torch.clamp's (``closed``) where ``lo <=
-    v <= hi`` (NaN does not); an infinite bound (``any_lo``, ``any_hi`` False) is none."""
+    """Whether a clamp passes the gradient at ``v``, as torch's vectorised kernels do:
+    torch.clamp's (``closed``) where ``lo <= v <= hi``, Hardtanh's and ReLU6's where ``lo < v
+    < hi``, ReLU's unless ``v <= lo``: a NaN's gradient passes ReLU alone. An infinite bound
+    (``any_lo``, ``any_hi`` False) is none."""
     if closed:
         return ((not any_lo) or v >= lo) and ((not any_hi) or v <= hi)
-    return not ((any_lo and v <= lo) or (any_hi and v >= hi))
+    if any_hi:
+        return ((not any_lo) or v > lo) and v < hi
+    return not (any_lo and v <= lo)
 
 
 @jit(parallel=True)
@@ -80,10 +83,10 @@ def batch_norm_backward_sums(g, x, mean, inv_std, scale, shift, lo, hi, closed, 
         for n in range(n_images):
             for p in range(pixels):
                 xv = x[n, c, p]
-                if _inside(xv * s + t, lo, hi, any_lo, any_hi, closed):
-                    gv = g[n, c, p]
-                    total += gv
-                    weighted += gv * ((xv - m) * r)
+                # a gradient stopped is a zero, which a NaN input still makes NaN (torch's)
+                gv = g[n, c, p] if _inside(xv * s + t, lo, hi, any_lo, any_hi, closed) else 0.0
+                total += gv
+                weighted += gv * ((xv - m) * r)
         sum_g[c] = total
         sum_g_hat[c] = weighted
 
