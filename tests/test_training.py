@@ -39,7 +39,8 @@ if torch is not None:
             self.b = nn.Conv2d(8, 4, 1)
             self.squeeze = nn.Conv2d(12, 4, 1)
             self.excite = nn.Conv2d(4, 12, 1)
-            self.pool = nn.MaxPool2d(2, ceil_mode=True)
+            self.pool = nn.MaxPool2d(3, 2, 1, dilation=2, ceil_mode=True)
+            self.average = nn.AvgPool2d(3, 2, 1, ceil_mode=True)  # the padding counted
             self.fc = nn.Linear(12, 6)
 
         def forward(self, x):
@@ -47,7 +48,7 @@ if torch is not None:
             y = torch.clamp(self.bn_a(self.a(x)), -0.5, 1.0) + x
             y = torch.cat([y, F.gelu(self.b(y))], dim=1)
             gate = torch.sigmoid(self.excite(F.silu(self.squeeze(F.adaptive_avg_pool2d(y, 1)))))
-            y = self.pool(y * gate)
+            y = self.average(self.pool(y * gate))
             y = torch.tanh(y).mean((2, 3), keepdim=True)
             return F.softmax(self.fc(y.view(y.size(0), -1)), dim=1)
 

@@ -9,7 +9,7 @@ what the backward needs; :meth:`~TrainingNetwork.backward` gives the input's gra
 every parameter's (:attr:`~TrainingNetwork.grads`).
 
 Each node runs on its own in NCHW: the convolutions through :func:`fastconv.conv2d` and
-:func:`fastconv.conv2d_backward`, batch norms and clamps through Numba's kernels
+:func:`fastconv.conv2d_backward`, batch norms, clamps and pooling through Numba's kernels
 (``kernels/numba/training.py``), the other layers in NumPy (one room per operation below,
 forward and backward side by side). This is the reference the plan's training kernels (NHWC,
 register tiles, one arena) are checked against.
@@ -24,9 +24,11 @@ import numpy as np
 from scipy import special
 
 from .. import api
-from ..kernels.numba.training import (batch_norm_backward_sums, batch_norm_input_gradient,
+from ..kernels.numba.training import (avg_pool_backward, avg_pool_forward,
+                                      batch_norm_backward_sums, batch_norm_input_gradient,
                                       batch_norm_statistics, channel_affine, channels_view,
-                                      clamp_backward, clamp_forward)
+                                      clamp_backward, clamp_forward, max_pool_backward,
+                                      max_pool_forward)
 from .graph import INPUT, Graph, Node, Shape, infer_shapes, pool_spec
 
 @dataclass
@@ -500,8 +502,8 @@ def _act_backward(net, node, g, kept, grads):
 # --- pooling -------------------------------------------------------------------------------
 
 def _windows(node, x):
-    """The pooling's taps: rows (oh, kh) and columns (ow, kw) in the unpadded input, the
-    output's (oh, ow), and which taps fall inside the input (oh, ow, kh, kw)."""
+    """The pooling's spec and taps: rows (oh, kh) and columns (ow, kw) in the unpadded input
+    (a tap outside it is skipped)."""
     n, c, h, w = x.shape
     spec = pool_spec(node, Shape(c, h, w))
     oh, ow = spec.output_size
@@ -509,76 +511,54 @@ def _windows(node, x):
     (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
     rows = (np.arange(oh) * sh - top)[:, None] + np.arange(kh) * dh
     cols = (np.arange(ow) * sw - left)[:, None] + np.arange(kw) * dw
-    inside = (((rows >= 0) & (rows < h))[:, None, :, None]
-              & ((cols >= 0) & (cols < w))[None, :, None, :])
-    return spec, rows, cols, inside
-
-
-def _gather(x, rows, cols):
-    """``x``'s windows (n, c, oh, ow, kh, kw), a tap outside the input read at the edge."""
-    h, w = x.shape[2:]
-    return x[:, :, np.clip(rows, 0, h - 1)[:, None, :, None],
-             np.clip(cols, 0, w - 1)[None, :, None, :]]
-
-
-def _scatter(values, rows, cols, inside, shape):
-    """The sum, into an array of ``shape`` (n, c, h, w), of ``values`` (n, c, oh, ow, kh, kw)
-    at their taps inside the input."""
-    n, c, h, w = shape
-    pixel = (np.clip(rows, 0, h - 1)[:, None, :, None] * w
-             + np.clip(cols, 0, w - 1)[None, :, None, :])  # (oh, ow, kh, kw)
-    planes = np.arange(n * c)[:, None, None, None, None] * (h * w)
-    at = (planes + pixel).reshape(n * c, -1)
-    weights = np.where(inside, values.reshape(n * c, *inside.shape), 0).reshape(n * c, -1)
-    total = np.bincount(at.ravel(), weights=weights.ravel(), minlength=n * c * h * w)
-    return total.reshape(shape)
+    return spec, rows, cols
 
 
 def _maxpool_forward(net, node, inputs):
-    (x,) = inputs
-    spec, rows, cols, inside = _windows(node, x)
-    windows = np.where(inside, _gather(x, rows, cols), -np.inf)
-    n, c, oh, ow = windows.shape[:4]
-    flat = windows.reshape(n, c, oh, ow, -1)
-    first = flat.argmax(axis=-1)  # the first maximum, or the first NaN, as torch's
-    y = np.take_along_axis(flat, first[..., None], -1)[..., 0].astype(x.dtype)
-    return y, (x.shape, rows, cols, inside, first)
+    x = np.ascontiguousarray(inputs[0])
+    spec, rows, cols = _windows(node, x)
+    out = np.empty((*x.shape[:2], rows.shape[0], cols.shape[0]), x.dtype)
+    index = np.empty(out.shape, np.int64)
+    max_pool_forward(x, rows, cols, out, index)
+    return out, (x.shape, index)
 
 
 def _maxpool_backward(net, node, g, kept, grads):
-    shape, rows, cols, inside, first = kept
-    taps = inside.shape[2] * inside.shape[3]
-    chosen = (np.arange(taps) == first[..., None]).reshape(*first.shape, *inside.shape[2:])
-    values = np.where(chosen, g[..., None, None], 0)
-    return [_scatter(values, rows, cols, inside, shape).astype(g.dtype)]
+    shape, index = kept
+    gx = np.empty(shape, g.dtype)
+    max_pool_backward(np.ascontiguousarray(g), index, channels_view(gx))
+    return [gx]
 
 
-def _avg_divisors(spec, rows, cols, inside, size):
+def _avg_divisors(spec, rows, cols, size):
     """Each window's divisor (oh, ow), as torch's average pooling takes it."""
     if spec.divisor_override is not None:
-        return np.full(inside.shape[:2], float(spec.divisor_override))
-    if not spec.count_include_pad:
-        return inside.sum(axis=(2, 3)).astype(float)
-    # the window's part inside the padded input (its pads, not ceil_mode's overhang)
-    (top, bottom), (left, right) = spec.pads
+        return np.full((rows.shape[0], cols.shape[0]), float(spec.divisor_override))
     h, w = size
-    in_rows = ((rows >= -top) & (rows < h + bottom)).sum(axis=1)
-    in_cols = ((cols >= -left) & (cols < w + right)).sum(axis=1)
+    if spec.count_include_pad:  # the window's part inside the padded input (not ceil_mode's)
+        (top, bottom), (left, right) = spec.pads
+        in_rows = ((rows >= -top) & (rows < h + bottom)).sum(axis=1)
+        in_cols = ((cols >= -left) & (cols < w + right)).sum(axis=1)
+    else:
+        in_rows = ((rows >= 0) & (rows < h)).sum(axis=1)
+        in_cols = ((cols >= 0) & (cols < w)).sum(axis=1)
     return (in_rows[:, None] * in_cols[None, :]).astype(float)
 
 
 def _avgpool_forward(net, node, inputs):
-    (x,) = inputs
-    spec, rows, cols, inside = _windows(node, x)
-    divisors = _avg_divisors(spec, rows, cols, inside, x.shape[2:])
-    total = np.where(inside, _gather(x, rows, cols), 0).sum(axis=(4, 5))
-    return (total / divisors).astype(x.dtype), (x.shape, rows, cols, inside, divisors)
+    x = np.ascontiguousarray(inputs[0])
+    spec, rows, cols = _windows(node, x)
+    divisors = _avg_divisors(spec, rows, cols, x.shape[2:])
+    out = np.empty((*x.shape[:2], rows.shape[0], cols.shape[0]), x.dtype)
+    avg_pool_forward(x, rows, cols, divisors, out)
+    return out, (x.shape, rows, cols, divisors)
 
 
 def _avgpool_backward(net, node, g, kept, grads):
-    shape, rows, cols, inside, divisors = kept
-    share = (g / divisors)[..., None, None] * np.ones(inside.shape[2:])
-    return [_scatter(share, rows, cols, inside, shape).astype(g.dtype)]
+    shape, rows, cols, divisors = kept
+    gx = np.empty(shape, g.dtype)
+    avg_pool_backward(np.ascontiguousarray(g), rows, cols, divisors, gx)
+    return [gx]
 
 
 def _gap_forward(net, node, inputs):

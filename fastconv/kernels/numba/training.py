@@ -133,3 +133,96 @@ def clamp_backward(g, x, lo, hi, closed, gx):
 def channels_view(a: np.ndarray) -> np.ndarray:
     """An (N, C, H, W) array as (N, C, H * W), without a copy where it is contiguous."""
     return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+@jit(parallel=True)
+def max_pool_forward(x, rows, cols, out, index):
+    """Max pooling of each plane of ``x`` (N, C, H, W): output (i, j) is the largest of
+    ``x[n, c, rows[i, a], cols[j, b]]`` over the taps inside the input (``rows`` (OH, KH),
+    ``cols`` (OW, KW), the taps' coordinates in the unpadded input), a NaN if one is there,
+    as torch's (the first of equal values, the last NaN); ``index`` its flat position in the
+    plane, -1 for a window of padding only."""
+    n_images, channels, height, width = x.shape
+    out_h, taps_h = rows.shape
+    out_w, taps_w = cols.shape
+    for plane in prange(n_images * channels):
+        n, c = plane // channels, plane % channels
+        for i in range(out_h):
+            for j in range(out_w):
+                best = -np.inf
+                at = -1
+                for a in range(taps_h):
+                    r = rows[i, a]
+                    if r < 0 or r >= height:
+                        continue
+                    for b in range(taps_w):
+                        q = cols[j, b]
+                        if q < 0 or q >= width:
+                            continue
+                        v = x[n, c, r, q]
+                        if v > best or v != v or at < 0:
+                            best = v
+                            at = r * width + q
+                out[n, c, i, j] = best
+                index[n, c, i, j] = at
+
+
+@jit(parallel=True)
+def max_pool_backward(g, index, gx):
+    """Each output's gradient ``g`` (N, C, OH, OW) added at its maximum's position
+    (``index``, from :func:`max_pool_forward`) in ``gx`` (N, C, H * W), zeroed first."""
+    n_images, channels, out_h, out_w = g.shape
+    for plane in prange(n_images * channels):
+        n, c = plane // channels, plane % channels
+        gx[n, c, :] = 0
+        for i in range(out_h):
+            for j in range(out_w):
+                at = index[n, c, i, j]
+                if at >= 0:
+                    gx[n, c, at] += g[n, c, i, j]
+
+
+@jit(parallel=True)
+def avg_pool_forward(x, rows, cols, divisors, out):
+    """Average pooling of each plane of ``x`` (N, C, H, W): output (i, j) is the sum of its
+    taps inside the input (as :func:`max_pool_forward`'s) over ``divisors[i, j]``."""
+    n_images, channels, height, width = x.shape
+    out_h, taps_h = rows.shape
+    out_w, taps_w = cols.shape
+    for plane in prange(n_images * channels):
+        n, c = plane // channels, plane % channels
+        for i in range(out_h):
+            for j in range(out_w):
+                total = 0.0
+                for a in range(taps_h):
+                    r = rows[i, a]
+                    if r < 0 or r >= height:
+                        continue
+                    for b in range(taps_w):
+                        q = cols[j, b]
+                        if 0 <= q < width:
+                            total += x[n, c, r, q]
+                out[n, c, i, j] = total / divisors[i, j]
+
+
+@jit(parallel=True)
+def avg_pool_backward(g, rows, cols, divisors, gx):
+    """The gradient of :func:`avg_pool_forward`: each output's ``g`` over its divisor, added
+    at each of its taps inside the input, into ``gx`` (N, C, H, W), zeroed first."""
+    n_images, channels, height, width = gx.shape
+    out_h, taps_h = rows.shape
+    out_w, taps_w = cols.shape
+    for plane in prange(n_images * channels):
+        n, c = plane // channels, plane % channels
+        gx[n, c] = 0
+        for i in range(out_h):
+            for j in range(out_w):
+                share = g[n, c, i, j] / divisors[i, j]
+                for a in range(taps_h):
+                    r = rows[i, a]
+                    if r < 0 or r >= height:
+                        continue
+                    for b in range(taps_w):
+                        q = cols[j, b]
+                        if 0 <= q < width:
+                            gx[n, c, r, q] += share
