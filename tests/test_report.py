@@ -194,3 +194,24 @@ def test_a_markdown_cell_keeps_its_line_breaks_in_one_row():
 
     assert markdown(["a", "b"], [["x\n+ fused: Relu", 1]]).splitlines()[-1] == (
         "| x<br>+ fused: Relu | 1 |")
+
+
+def _training(planned, per_call, torch_, target):
+    steps = {"planned": {"seconds": planned}, "per-call": {"seconds": per_call},
+             "torch": {"seconds": torch_}}
+    return {"steps": steps, "target": target, "nodes": []}
+
+
+def test_the_training_targets_judge_torch_and_the_per_call_layers():
+    rows = report.training_target_rows({
+        ("mobilenet_v1", 224, 8, 0.5): _training(0.4, 0.6, 1.0, 0.5),
+        ("resnet18", 224, 8, 0.8): _training(0.9, 0.8, 1.0, 0.8)})
+    assert rows[0] == ["mobilenet_v1 at 224, batch 8: the planned step ≤ 0.5x PyTorch's",
+                       "400.00 ms against 1000.00: 0.40x", "yes"]
+    assert rows[1] == ["mobilenet_v1 at 224, batch 8: the planned step ≤ 1x the per-call "
+                       "layers'", "400.00 ms against 600.00: 0.67x", "yes"]
+    assert [row[2] for row in rows[2:]] == ["no", "no"]  # 0.9x torch; slower than per-call
+    partial = _training(0.4, 0.6, 1.0, 0.5)
+    del partial["steps"]["per-call"]
+    assert report.training_target_rows({("m", 32, 1, 0.5): partial})[1][1:] == [
+        "not measured", "n/a"]

@@ -368,11 +368,18 @@ def run(budget: float = 5.0, threads: int | None = None, progress=print) -> str:
             families[name, size] = profile.profile_model(
                 sources.zoo_onnx(name, size=size), engines=FAMILY_ENGINES, budget=budget,
                 threads=threads)
+    trainings = {}
+    if peers.torch_available():
+        for case in TRAINING_RUNS:
+            progress("training steps: {} at {}, batch {}".format(*case))
+            trainings[case] = training_run(*case, budget=budget)
     sections = [_head(peaks, threads), _plan_section(plans)]
     if graphs:
         sections.append(_onnx_section(graphs))
     if families:
         sections.append(_families_section(families))
+    if trainings:
+        sections.append(_training_section(trainings))
     sections.append(_networks_section(results))
     sections += [f"## {title}\n\n{totals_line(results[key])}\n\n{layer_table(results[key])}"
                  for key, title in LAYER_TABLES]
@@ -571,6 +578,87 @@ def family_target_rows(families) -> list[list[str]]:
                          f"{ours / theirs:.2f}x, {fallback} fallback nodes",
                          "yes" if ours <= theirs and not fallback else "no"])
     return rows
+
+
+#: (zoo network, input size, batch, the planned step's target as a fraction of torch's)
+TRAINING_RUNS = (("mobilenet_v1", 224, 8, 0.5), ("mobilenet_v1", 224, 32, 0.5),
+                 ("resnet18", 224, 8, 0.8), ("mobilenet_v2", 32, 128, 0.6),
+                 ("resnet18", 32, 128, 0.6))
+
+
+def training_run(name: str, size: int, batch: int, target: float, budget: float) -> dict:
+    """One network's training steps on each engine (``fastconv.bench.training``), interleaved,
+    and the training network's nodes (``TrainingNetwork.profile``)."""
+    import torch
+
+    from ..network.training import TrainingNetwork
+    from . import training, zoo
+
+    torch.manual_seed(0)
+    module = getattr(zoo, name)().train()
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+    steps = training.compare_steps(module, x, budget=budget)
+    nodes = TrainingNetwork(module).profile(x, budget=budget / 2).to_dict()["nodes"]
+    return {"steps": steps, "nodes": nodes, "target": target}
+
+
+def training_target_rows(trainings) -> list[list[str]]:
+    """Each training target (a whole step planned: at most the target's fraction of torch's
+    step; and never slower than the per-call layers') with this run's figures.
+
+    Parameters
+    ----------
+    trainings : dict
+        :func:`training_run` results keyed by (network, size, batch, target).
+    """
+    rows = []
+    for (name, size, batch, _), result in trainings.items():
+        steps, target = result["steps"], result["target"]
+        ours = steps["planned"]["seconds"]
+        for peer, limit in (("torch", target), ("per-call", 1.0)):
+            whose = "PyTorch's" if peer == "torch" else "the per-call layers'"
+            label = f"{name} at {size}, batch {batch}: the planned step ≤ {limit:g}x {whose}"
+            if peer not in steps:
+                rows.append([label, "not measured", "n/a"])
+                continue
+            theirs = steps[peer]["seconds"]
+            rows.append([label, f"{_ms(ours)} ms against {_ms(theirs)}: {ours / theirs:.2f}x",
+                         "yes" if ours <= limit * theirs else "no"])
+    return rows
+
+
+def _training_section(trainings) -> str:
+    """Whole training steps against torch's and the per-call layers', the targets, and the
+    nodes of the network furthest behind torch."""
+    rows = []
+    for (name, size, batch, _), result in trainings.items():
+        steps = result["steps"]
+        rows.append([name, str(size), str(batch),
+                     *[_ms(steps[e]["seconds"]) if e in steps else "n/a"
+                       for e in ("planned", "per-call", "torch")],
+                     _ratio(steps["planned"]["seconds"], steps["torch"]["seconds"])])
+
+    def behind(key):
+        steps = trainings[key]["steps"]
+        return steps["planned"]["seconds"] / steps["torch"]["seconds"]
+
+    slowest = max(trainings, key=behind)
+    nodes = [[r["name"], r["op"], "x".join(map(str, r["output"][1:])), _ms(r["seconds"][0], 3),
+              _ms(r["seconds"][1], 3)] for r in trainings[slowest]["nodes"]]
+    return (
+        "## Training steps (float32, ms)\n\n"
+        "A whole training step (forward, cross entropy, backward, SGD with momentum) of the "
+        "zoo's networks: `fastconv.torch.Planned` (the network in fastconv), the same module "
+        "with its `Conv2d` layers as `fastconv.torch.Conv2d` (per-call), and torch; "
+        "interleaved, as `fastconv profile fastconv.bench.zoo:NETWORK --train` measures "
+        "them.\n\n"
+        + markdown(["network", "size", "batch", "planned", "per-call", "torch",
+                    "planned / torch"], rows)
+        + "\n\n### Targets of the training steps\n\n"
+        + markdown(["target", "measured", "met"], training_target_rows(trainings))
+        + f"\n\n### {slowest[0]} at {slowest[1]}, batch {slowest[2]}: the training network "
+        "node by node (ms)\n\n"
+        + markdown(["node", "op", "output", "forward", "backward"], nodes))
 
 
 def _families_section(families) -> str:
