@@ -23,6 +23,16 @@ BACKENDS = ("numba", "cython")
 _ACTIVATIONS = {None: NONE, "none": NONE, "relu": RELU, "relu6": RELU6}
 
 
+def check_backend(backend) -> None:
+    """A network's ``backend`` argument: "auto" or one of :data:`BACKENDS` (TypeError,
+    ValueError)."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, but got {type(backend).__name__}")
+    if backend not in ("auto", *BACKENDS):
+        raise ValueError(f"Network supports backend 'auto' or one of {list(BACKENDS)}, "
+                         f"but got {backend!r}")
+
+
 class Network:
     """A network planned once: batch norms folded, activations fused into the kernels that
     produce their inputs, weights packed into the kernels' layouts, activations in NHWC with
@@ -62,11 +72,7 @@ class Network:
 
     def _settle(self, backend, threads) -> None:
         """The executor and the thread count, checked (a plan of any source)."""
-        if not isinstance(backend, str):
-            raise TypeError(f"backend must be a str, but got {type(backend).__name__}")
-        if backend not in ("auto", *BACKENDS):
-            raise ValueError(f"Network supports backend 'auto' or one of {list(BACKENDS)}, "
-                             f"but got {backend!r}")
+        check_backend(backend)
         self.backend = _resolve(backend)
         if self.backend == "numba":
             from . import numba_executor as executor  # Numba loads here, not with fastconv

@@ -11,8 +11,8 @@ every parameter's (:attr:`~TrainingNetwork.grads`).
 Each node runs on its own in NCHW: the convolutions through :func:`fastconv.conv2d` and
 :func:`fastconv.conv2d_backward`, batch norms, clamps and pooling through Numba's kernels
 (``kernels/numba/training.py``), the other layers in NumPy (one room per operation below,
-forward and backward side by side). This is the reference the plan's training kernels (NHWC,
-register tiles, one arena) are checked against.
+forward and backward side by side): the reference for the plan's training kernels to come
+(NHWC, register tiles, one arena for both passes).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ..kernels.numba.training import (avg_pool_backward, avg_pool_forward,
                                       clamp_backward, clamp_forward, max_pool_backward,
                                       max_pool_forward)
 from .graph import INPUT, Graph, Node, Shape, infer_shapes, pool_spec
+
 
 @dataclass
 class _Tape:
@@ -85,12 +86,10 @@ class TrainingNetwork:
 
     def __init__(self, module, *, share: bool = False, backend: str = "auto",
                  seed: int | None = None):
-        from .network import BACKENDS
+        from .network import check_backend
         from .torch_import import from_torch
 
-        if backend not in ("auto", *BACKENDS):
-            raise ValueError(f"Network supports backend 'auto' or one of {list(BACKENDS)}, "
-                             f"but got backend={backend!r}")
+        check_backend(backend)
         graph = from_torch(module, training=True)
         for node in graph.nodes:
             if node.op not in _OPERATIONS:
@@ -191,8 +190,10 @@ class TrainingNetwork:
         if tape is None:
             raise RuntimeError("TrainingNetwork.backward needs a forward first: each forward "
                                "is gone back through once")
-        gy = _checked(grad_output, "grad_output", self.dtype, tape.output_shape,
-                      "TrainingNetwork.backward")
+        gy = _array_of(grad_output, "grad_output", self.dtype, "TrainingNetwork.backward")
+        if gy.shape != tape.output_shape:
+            raise ValueError(f"TrainingNetwork.backward: grad_output of size {list(gy.shape)} "
+                             f"does not match the output's size {list(tape.output_shape)}")
         return self._backward(gy, input_grad=input_grad)
 
     def _backward(self, gy, clock=None, input_grad: bool = True) -> np.ndarray | None:
@@ -257,20 +258,17 @@ class TrainingNetwork:
             seconds = [min(clock.times.get((node.output, p), [0.0])) for p in
                        ("forward", "backward")]
             fused = node.output in self._fused_clamps  # run by the batch norm before it
+            # backward: the weights' gradient, and the input's but for the network's input,
+            # each a forward's
+            backward = 2 * macs if node.inputs[0] == INPUT else 4 * macs
             rows.append({"name": node.name, "op": "act (fused)" if fused else node.op,
                          "input": shapes[node.inputs[0]].batched(batch),
                          "output": shapes[node.output].batched(batch),
-                         # backward: the input's gradient and the weights', each a forward's
-                         "flops": [2 * macs, 4 * macs], "seconds": seconds})
+                         "flops": [2 * macs, backward], "seconds": seconds})
         return TrainingProfile(rows, whole, str(self.dtype))
 
     def _input(self, x) -> np.ndarray:
-        if not isinstance(x, np.ndarray):
-            raise TypeError(f"TrainingNetwork.forward expects a NumPy array as input, but got "
-                            f"{type(x).__name__}")
-        if x.dtype != self.dtype:
-            raise TypeError(f"TrainingNetwork.forward expects input of dtype {self.dtype} (the "
-                            f"module's), but got {x.dtype}")
+        x = _array_of(x, "input", self.dtype, "TrainingNetwork.forward", " (the module's)")
         if x.ndim != 4:
             raise ValueError(f"TrainingNetwork.forward expects 4-D input (N, C, H, W), but got "
                              f"input of size {list(x.shape)}")
@@ -308,15 +306,13 @@ class TrainingProfile:
                 "seconds_median": float(np.median(self.whole)), "nodes": self.rows}
 
 
-def _checked(array, name: str, dtype, shape, where: str) -> np.ndarray:
+def _array_of(array, name: str, dtype, where: str, whose: str = "") -> np.ndarray:
+    """``array`` as a C-contiguous array, after checking it is a NumPy array of ``dtype``."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{where} expects a NumPy array as {name}, but got "
                         f"{type(array).__name__}")
     if array.dtype != dtype:
-        raise TypeError(f"{where} expects {name} of dtype {dtype}, but got {array.dtype}")
-    if array.shape != tuple(shape):
-        raise ValueError(f"{where}: {name} of size {list(array.shape)} does not match the "
-                         f"output's size {list(shape)}")
+        raise TypeError(f"{where} expects {name} of dtype {dtype}{whose}, but got {array.dtype}")
     return np.ascontiguousarray(array)
 
 
