@@ -3,7 +3,7 @@
 >>> import torch, fastconv.torch as fct                                   # doctest: +SKIP
 >>> layer = fct.Conv2d(16, 32, 3, padding=1)       # same constructor as torch.nn.Conv2d
 >>> y = layer(torch.randn(8, 16, 28, 28)); y.sum().backward()
->>> model = fct.Planned(net)            # a whole network's forward and backward in fastconv
+>>> model = fct.Planned(module)   # any module's whole forward and backward in fastconv
 
 Importable only where torch is installed. Tensors are shared with NumPy without copying
 (``Tensor.numpy()`` / ``torch.from_numpy``), so the adapter costs a few microseconds per call.
@@ -87,17 +87,16 @@ class _PlannedFunction(torch.autograd.Function):
     def forward(ctx, x, network, names, *parameters):
         ctx.network = network
         ctx.names = names
-        y = network.forward(_as_numpy(x, "input"))
-        ctx.tape = network._tape  # this call's, whatever calls come before its backward
+        # this call's tape, whatever calls come before its backward
+        y, ctx.tape = network.forward_taped(_as_numpy(x, "input"))
         return torch.from_numpy(y)
 
     @staticmethod
     def backward(ctx, grad_output):
-        network = ctx.network
-        network._tape, ctx.tape = ctx.tape, None
+        network, tape, ctx.tape = ctx.network, ctx.tape, None
         wanted = ctx.needs_input_grad[0]
-        gx = network.backward(np.ascontiguousarray(_as_numpy(grad_output, "grad_output")),
-                              input_grad=wanted)
+        gx = network.backward_taped(tape, _as_numpy(grad_output, "grad_output"),
+                                    input_grad=wanted)
         grads = [torch.from_numpy(network.grads[name]) for name in ctx.names]
         return (torch.from_numpy(gx) if wanted else None, None, None, *grads)
 

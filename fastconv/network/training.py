@@ -156,11 +156,18 @@ class TrainingNetwork:
             ``x`` of a shape the first layer cannot take (naming the node and the shapes),
             or a batch norm given one value per channel.
         """
+        y, self._tape = self.forward_taped(x)
+        return y
+
+    def forward_taped(self, x) -> tuple[np.ndarray, "_Tape"]:
+        """:meth:`forward`, returning what the backward needs instead of keeping it: for a
+        caller that keeps several forwards' tapes (as autograd does), each for
+        :meth:`backward_taped`."""
         x = self._input(x)
         infer_shapes(self.graph, x.shape)  # every shape checked before anything runs
         return self._forward(x)
 
-    def _forward(self, x, clock=None) -> np.ndarray:
+    def _forward(self, x, clock=None) -> tuple[np.ndarray, "_Tape"]:
         values = {INPUT: x}
         tape = {}
         for node in self.graph.nodes:
@@ -171,8 +178,7 @@ class TrainingNetwork:
             if clock is not None:
                 clock.add((node.output, "forward"), clock.now() - start)
         y = values[self.graph.output]
-        self._tape = _Tape(tape, x.shape, y.shape)
-        return y
+        return y, _Tape(tape, x.shape, y.shape)
 
     def backward(self, grad_output, input_grad: bool = True) -> np.ndarray | None:
         """The input's gradient for ``grad_output`` (the loss's gradient with respect to the
@@ -186,18 +192,23 @@ class TrainingNetwork:
         TypeError, ValueError
             ``grad_output`` not an array of the output's dtype and shape.
         """
-        tape = self._tape
-        if tape is None:
+        if self._tape is None:
             raise RuntimeError("TrainingNetwork.backward needs a forward first: each forward "
                                "is gone back through once")
+        gx = self.backward_taped(self._tape, grad_output, input_grad)
+        self._tape = None
+        return gx
+
+    def backward_taped(self, tape: "_Tape", grad_output,
+                       input_grad: bool = True) -> np.ndarray | None:
+        """:meth:`backward` through the forward whose ``tape`` :meth:`forward_taped` gave."""
         gy = _array_of(grad_output, "grad_output", self.dtype, "TrainingNetwork.backward")
         if gy.shape != tape.output_shape:
             raise ValueError(f"TrainingNetwork.backward: grad_output of size {list(gy.shape)} "
                              f"does not match the output's size {list(tape.output_shape)}")
-        return self._backward(gy, input_grad=input_grad)
+        return self._backward(gy, tape, input_grad=input_grad)
 
-    def _backward(self, gy, clock=None, input_grad: bool = True) -> np.ndarray | None:
-        tape, self._tape = self._tape, None
+    def _backward(self, gy, tape, clock=None, input_grad: bool = True) -> np.ndarray | None:
         self._unwanted = frozenset() if input_grad else frozenset((INPUT,))
         grads = {name: np.zeros_like(p) for name, p in self.parameters.items()}
         pending = {self.graph.output: gy}
@@ -236,9 +247,9 @@ class TrainingNetwork:
 
         def step(clock=None):
             nonlocal ones
-            y = self._forward(x, clock)
+            y, tape = self._forward(x, clock)
             ones = np.ones(y.shape, self.dtype) if ones is None else ones
-            self._backward(ones, clock, input_grad=False)
+            self._backward(ones, tape, clock, input_grad=False)
 
         try:
             whole, clock = timed_calls(step, budget, min_repeats)
