@@ -53,8 +53,7 @@ def trainer(engine: str, module, x: np.ndarray, seed: int = 0):
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     inputs = torch.from_numpy(x)
     with torch.no_grad():
-        classes = module.eval()(inputs[:1]).shape[1]
-    module.train()
+        classes = copy.deepcopy(module).eval()(inputs).shape[1]
     targets = torch.from_numpy(np.random.default_rng(seed).integers(0, classes, len(x)))
 
     def step():

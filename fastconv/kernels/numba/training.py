@@ -1,6 +1,7 @@
 """The training network's per-channel and element-wise kernels, on NCHW arrays: batch norm in
-training mode (its statistics, the normalisation, its backward) and a clamp's forward and
-backward (ReLU, ReLU6, Hardtanh), each a parallel pass or two instead of NumPy's several.
+training mode (its statistics, the normalisation, its backward), a clamp's forward and backward
+(ReLU, ReLU6, Hardtanh, torch.clamp), alone or fused after a batch norm, and max and average
+pooling: each a parallel pass or two where NumPy took several.
 
 A channel's values are its plane in each image: ``x[n, c]``, contiguous. The batch norm's sums
 are taken in float64 whatever the dtype (a float32 sum of a million values loses digits),
