@@ -517,6 +517,10 @@ def cmd_profile_train(args) -> int:
     if ":" not in args.model or os.path.isfile(args.model):
         raise CliError(f"--train needs a torch module: a factory package.module:function "
                        f"(e.g. fastconv.bench.zoo:mobilenet_v1), but got {args.model!r}")
+    if getattr(args, "pass") != "forward" or args.plan or args.convs_only or args.csv \
+            or args.plot:
+        raise CliError("--train times forward and backward of the whole network: --pass, "
+                       "--plan, --convs-only, --csv and --plot do not apply")
     if args.json:
         _writable_file(args.json)
     import torch
@@ -531,6 +535,7 @@ def cmd_profile_train(args) -> int:
         raise CliError(str(exc)) from None
     shape = (args.batch, *(args.input_shape or (3, 224, 224)))
     x = np.random.default_rng(0).standard_normal(shape).astype(args.dtype)
+    threads = _threads(args)
     with Console(stderr=True).status("timing the training network, then whole steps"):
         try:
             profiled = network.profile(x, budget=args.budget / 2)
@@ -540,7 +545,7 @@ def cmd_profile_train(args) -> int:
         operators = training.torch_operators(module, x) if "torch" in engines else []
     console = _console()
     result = dict(profiled.to_dict(), model=args.model, input=list(shape), steps=steps,
-                  torch_operators=operators, threads=_threads(args))
+                  torch_operators=operators, threads=threads)
     header = ["node", "op", "output", "fwd GFLOP", "fwd ms", "fwd GFLOP/s", "bwd ms",
               "bwd GFLOP/s"]
     body = []
@@ -554,12 +559,13 @@ def cmd_profile_train(args) -> int:
              rows.ms(sum(r["seconds"][0] for r in result["nodes"]), 2), "",
              rows.ms(sum(r["seconds"][1] for r in result["nodes"]), 2), ""]
     console.print(rows.rich(
-        f"{args.model}, input {list(shape)}, {args.dtype}: the training network node by node "
-        "(the min of its profiled calls; backward: the input's and the parameters' gradients)",
+        f"{args.model}, input {list(shape)}, {args.dtype}, {threads} threads: the training "
+        "network node by node (the min of its profiled calls; backward: the input's and the "
+        "parameters' gradients)",
         header, body, left=("node", "op", "output"), total=total))
     console.print(rows.rich(
         "Whole training steps (forward, cross entropy, backward, SGD), interleaved with a pause "
-        f"of {training.SETTLE:g} s before each engine's step",
+        f"of {training.PLAN_SETTLE:g} s before each engine's step",
         ["engine", "min ms", "median ms", "vs torch"],
         [[e, rows.ms(v["seconds"]), rows.ms(v["seconds_median"]),
           "" if v["ratio"] is None else f"{v['ratio']:.2f}"] for e, v in steps.items()],

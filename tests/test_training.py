@@ -408,6 +408,8 @@ def test_cli_profile_train(tmp_path, monkeypatch, capsys):
             (["profile", "tinytrain:build", "--train", "--compare", "onnxruntime"],
              "unknown engine 'onnxruntime' for --compare with --train"),
             (["profile", "mobilenet-v1", "--train"], "--train needs a torch module: a factory"),
+            (["profile", "tinytrain:build", "--train", "--pass", "backward"],
+             "--pass, --plan, --convs-only, --csv and --plot do not apply"),
             (["profile", "tinytrain:build", "--train", "--input-shape", "4,9,11"],
              "layer 0 (Conv2d)")):
         assert cli.main(argv) == 2

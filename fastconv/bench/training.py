@@ -1,6 +1,7 @@
 """Training steps timed side by side: a whole step (forward, cross entropy, backward, an SGD
 step with momentum) of one torch module's copies, each trained by another engine, interleaved
-with a pause before each engine's calls; and torch's own profiler per operator.
+with a pause before each engine's calls (``harness.pause`` of ``profile.PLAN_SETTLE``, as the
+plan's comparisons take it); and torch's own profiler per operator.
 
 The engines: ``planned`` (``fastconv.torch.Planned``: the whole network in fastconv),
 ``per-call`` (the module with each ``Conv2d`` a ``fastconv.torch.Conv2d``, the rest torch's),
@@ -14,8 +15,10 @@ import time
 
 import numpy as np
 
+from .harness import pause
+from .profile import PLAN_SETTLE
+
 ENGINES = ("planned", "per-call", "torch")
-SETTLE = 0.25
 
 
 def _per_call(module):
@@ -38,10 +41,14 @@ def _per_call(module):
 
 def trainer(engine: str, module, x: np.ndarray, seed: int = 0):
     """A function running one training step of ``engine`` on a copy of ``module`` (in training
-    mode) with input ``x`` and random targets of the output's classes."""
+    mode) with input ``x`` and random targets of the output's classes; torch on as many
+    threads as fastconv."""
     import torch
 
+    from .. import config
     from ..torch import Planned
+
+    torch.set_num_threads(config.get_num_threads())
 
     model = copy.deepcopy(module).train()
     if engine == "planned":
@@ -75,7 +82,7 @@ def compare_steps(module, x: np.ndarray, engines=ENGINES, budget: float = 3.0,
     end = time.perf_counter() + budget
     while min(len(t) for t in times.values()) < min_repeats or time.perf_counter() < end:
         for engine, step in steps.items():
-            time.sleep(SETTLE)
+            pause(PLAN_SETTLE)
             start = time.perf_counter()
             step()
             times[engine].append(time.perf_counter() - start)
