@@ -87,15 +87,15 @@ class TrainingNetwork:
     def __init__(self, module, *, share: bool = False, backend: str = "auto",
                  seed: int | None = None):
         from .network import check_backend
-        from .torch_import import from_torch
+        from .torch_import import SUPPORTED, from_torch
 
         check_backend(backend)
         graph = from_torch(module, training=True)
         for node in graph.nodes:
             if node.op not in _OPERATIONS:
+                served = [k for k in SUPPORTED if k not in _NOT_TRAINED]
                 raise TypeError(f"{node.name} is not supported by Network.from_torch("
-                                f"training=True) yet; the training graph's layers: "
-                                f"{', '.join(_TRAINABLE)}")
+                                f"training=True) yet; it serves {', '.join(served)}")
         self.graph: Graph = graph
         self.dtype = graph.dtype
         self.backend = backend
@@ -709,7 +709,5 @@ _OPERATIONS = {
     "identity": (_identity_forward, _identity_backward),
 }
 
-#: The torch layers a training graph serves, for the refusal's message.
-_TRAINABLE = ("Conv2d", "BatchNorm2d", "the activations", "Dropout", "MaxPool2d", "AvgPool2d",
-              "AdaptiveAvgPool2d(1)", "AdaptiveMaxPool2d(1)", "Softmax", "Flatten", "Linear",
-              "+", "*", "torch.cat")
+#: The torch layers the importers read that a training graph does not serve yet.
+_NOT_TRAINED = ("ConvTranspose2d",)
