@@ -177,6 +177,24 @@ def test_a_nan_through_a_clamp_as_torch(clamp, after_batch_norm):
         np.testing.assert_allclose(ours.grads[name], p.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
+def test_a_batch_of_no_images_as_torch():
+    """Empty outputs and gradients, zero parameter gradients; each batch norm counts the
+    batch and keeps its statistics."""
+    torch.manual_seed(0)
+    module = sequential().double()
+    ours = fc.Network.from_torch(copy.deepcopy(module), training=True)
+    x = np.zeros((0, 3, 12, 13))
+    y = ours.forward(x)
+    gx = ours.backward(np.zeros(y.shape))
+    y_ref, gx_ref = _torch_step(module, x, np.zeros(y.shape))
+    assert y.shape == y_ref.shape == (0, 4) and gx.shape == gx_ref.shape == x.shape
+    for name, p in module.named_parameters():
+        np.testing.assert_array_equal(ours.grads[name], np.zeros(p.shape))
+    for name, b in module.named_buffers():
+        np.testing.assert_array_equal(ours.buffers[name], b.numpy())
+    assert ours.buffers["1.num_batches_tracked"] == 1
+
+
 def test_backward_without_the_input_gradient():
     torch.manual_seed(0)
     ours = fc.Network.from_torch(Residual().double(), training=True)

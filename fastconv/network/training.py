@@ -382,7 +382,7 @@ def _batchnorm_forward(net, node, inputs):
         raise ValueError(f"{node.name}: expected 4D input (got {x.ndim}D input of size "
                          f"{list(x.shape)})")
     count = x.shape[0] * x.shape[2] * x.shape[3]
-    if count <= 1:
+    if count == 1:
         raise ValueError(f"{node.name}: expected more than 1 value per channel when training, "
                          f"got input size {list(x.shape)}")
     x = np.ascontiguousarray(x)
@@ -399,9 +399,10 @@ def _batchnorm_forward(net, node, inputs):
     if norm.track:
         prefix = node.attrs["module"]
         batches = net.buffers[f"{prefix}.num_batches_tracked"]
-        batches += 1
+        batches += 1  # an empty batch counts, and leaves the statistics as they are (torch's)
         factor = 1 / float(batches) if norm.momentum is None else norm.momentum
-        for name, stat in (("running_mean", mean), ("running_var", var * count / (count - 1))):
+        for name, stat in (("running_mean", mean),
+                           ("running_var", var * count / (count - 1))) if count else ():
             running = net.buffers[f"{prefix}.{name}"]
             running *= 1 - factor
             running += factor * stat.astype(running.dtype)
@@ -423,8 +424,9 @@ def _batchnorm_backward(net, node, g, kept, grads):
     weight, _ = _affine(net, node, channels)
     # gx = a (g - mean(g) - x_hat mean(g x_hat)), x_hat = (x - mean) inv_std, a = weight inv_std
     a = weight * inv_std
-    k = a * inv_std * sum_g_hat / count
-    b = k * mean - a * sum_g / count
+    per_value = 1 / max(count, 1)  # an empty batch: no gradient, and no 0 / 0 on the way
+    k = a * inv_std * sum_g_hat * per_value
+    b = k * mean - a * sum_g * per_value
     gx = np.empty(x.shape, x.dtype)
     batch_norm_input_gradient(g, x3, a.astype(x.dtype), k.astype(x.dtype), b.astype(x.dtype),
                               scale, shift, lo, hi, closed, channels_view(gx))
@@ -580,7 +582,7 @@ def _gap_backward(net, node, g, shape, grads):
 
 def _gmp_forward(net, node, inputs):
     (x,) = inputs
-    flat = x.reshape(*x.shape[:2], -1)
+    flat = channels_view(x)
     first = flat.argmax(axis=-1)
     return np.take_along_axis(flat, first[..., None], -1)[..., None], (x.shape, first)
 
@@ -610,7 +612,7 @@ def _linear_backward(net, node, g, x, grads):
 
 def _flatten_forward(net, node, inputs):
     (x,) = inputs
-    return x.reshape(x.shape[0], -1), x.shape
+    return x.reshape(x.shape[0], math.prod(x.shape[1:])), x.shape  # -1 fails for 0 images
 
 
 def _unflatten_forward(net, node, inputs):

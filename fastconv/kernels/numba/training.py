@@ -133,7 +133,7 @@ def clamp_backward(g, x, lo, hi, closed, gx):
 
 def channels_view(a: np.ndarray) -> np.ndarray:
     """An (N, C, H, W) array as (N, C, H * W), without a copy where it is contiguous."""
-    return a.reshape(a.shape[0], a.shape[1], -1)
+    return a.reshape(a.shape[0], a.shape[1], a.shape[2] * a.shape[3])  # -1 fails for 0 images
 
 
 @jit(parallel=True)
