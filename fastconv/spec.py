@@ -243,6 +243,31 @@ class ConvSpec:
         """The same convolution applied to the explicitly zero-padded input (padding 0)."""
         return replace(self, padding=0, input_size=self.padded_input_size)
 
+    def live_window(self):
+        """The kernel taps some output reads inside the input, where others read only padding
+        (a 3x3 layer on one pixel reads its centre alone): ``((h0, h1), (w0, w1), padding)``,
+        the taps ``[h0, h1) x [w0, w1)`` and the padding (a pair of ints) under which those
+        taps alone give the same output; None where every tap is read, or where that padding
+        is not the same on both sides of an axis."""
+        if self.input_size is None:
+            raise ValueError("this ConvSpec has no input_size; build it with input_size=(H, W)")
+        window, padding = [], []
+        for n, o, k, s, d, (lo, _) in zip(self.input_size, self.output_size, self.kernel_size,
+                                          self.stride, self.dilation, self.pads):
+            at = np.arange(o)[:, None] * s - lo + np.arange(k) * d  # (output, tap)
+            read = np.flatnonzero(((at >= 0) & (at < n)).any(axis=0))
+            first, stop = int(read[0]), int(read[-1]) + 1
+            top = lo - first * d
+            # the least padding after the input that keeps every output
+            bottom = max(0, (o - 1) * s + d * (stop - first - 1) + 1 - n - top)
+            if top != bottom:
+                return None
+            window.append((first, stop))
+            padding.append(top)
+        if window == [(0, k) for k in self.kernel_size]:
+            return None
+        return window[0], window[1], tuple(padding)
+
     # --- shapes ----------------------------------------------------------------------------
 
     @property

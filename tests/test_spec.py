@@ -127,3 +127,28 @@ def test_receptive_field_by_impulse():
     rows, cols = np.nonzero(reach)
     field = receptive_field(layers)
     assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == field.size
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding, dilation", [
+    ((1, 1), 3, 1, 1, 1), ((2, 2), 3, 2, 1, 1), ((1, 5), 3, 1, 1, 1), ((1, 1), 3, 1, 2, 2),
+    ((2, 3), 7, 2, 3, 1), ((3, 3), 5, 1, 2, 1), ((4, 4), 3, 2, 1, 1)])
+def test_live_window_gives_the_same_output(size, kernel, stride, padding, dilation):
+    """The taps some output reads inside the input, with their padding, give the whole
+    kernel's output (NumPy reference, float64); None where every tap is read."""
+    from fastconv.kernels import reference
+
+    spec = ConvSpec(2, 3, kernel, stride=stride, padding=padding, dilation=dilation, bias=False,
+                    input_size=size)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(spec.input_shape(2))
+    w = rng.standard_normal(spec.weight_shape)
+    live = spec.live_window()
+    if size in ((3, 3), (4, 4)):
+        assert live is None
+        return
+    (h0, h1), (w0, w1), pads = live
+    assert (h1 - h0, w1 - w0) != spec.kernel_size
+    trimmed = ConvSpec(2, 3, (h1 - h0, w1 - w0), stride=stride, padding=pads,
+                       dilation=dilation, bias=False, input_size=size)
+    np.testing.assert_allclose(reference.forward(x, w[:, :, h0:h1, w0:w1], None, trimmed),
+                               reference.forward(x, w, None, spec), rtol=1e-12, atol=1e-12)

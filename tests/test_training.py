@@ -195,6 +195,34 @@ def test_a_batch_of_no_images_as_torch():
     assert ours.buffers["1.num_batches_tracked"] == 1
 
 
+def test_taps_reading_only_padding_as_torch():
+    """On maps of one and two pixels a 3x3 layer's outer taps read only padding: the same
+    outputs and gradients as torch's; and where such a tap's weight or the gradient is not
+    finite, torch's NaNs (the whole kernel runs)."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                           nn.Conv2d(8, 8, 3, padding=1), nn.Flatten(), nn.Linear(8, 2)).double()
+    x = np.random.default_rng(17).standard_normal((4, 3, 2, 2))
+    g = np.random.default_rng(18).standard_normal((4, 2))
+    for case in ("finite", "an infinite weight", "a NaN gradient"):
+        if case == "an infinite weight":
+            with torch.no_grad():
+                module[2].weight[0, 0, 0, 0] = np.inf  # a corner: read only padding
+        if case == "a NaN gradient":
+            g[1, 0] = np.nan
+        ours = fc.Network.from_torch(module, training=True)
+        y = ours.forward(x)
+        gx = ours.backward(g)
+        module.zero_grad()
+        y_ref, gx_ref = _torch_step(module, x, g)
+        np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12, err_msg=case)
+        np.testing.assert_allclose(gx, gx_ref, rtol=1e-12, atol=1e-12, err_msg=case)
+        for name, p in module.named_parameters():
+            np.testing.assert_allclose(ours.grads[name], p.grad.numpy(), rtol=1e-12,
+                                       atol=1e-12, err_msg=f"{case}: {name}")
+    assert np.isnan(y).any() and np.isnan(ours.grads["2.weight"]).any()
+
+
 def test_backward_without_the_input_gradient():
     torch.manual_seed(0)
     ours = fc.Network.from_torch(Residual().double(), training=True)

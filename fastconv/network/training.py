@@ -29,7 +29,7 @@ from ..kernels.numba.training import (avg_pool_backward, avg_pool_forward,
                                       batch_norm_statistics, channel_affine, channels_view,
                                       clamp_backward, clamp_forward, max_pool_backward,
                                       max_pool_forward)
-from .graph import INPUT, Graph, Node, Shape, infer_shapes, pool_spec
+from .graph import INPUT, Graph, Node, Shape, conv_spec, infer_shapes, pool_spec
 
 
 @dataclass
@@ -236,7 +236,6 @@ class TrainingNetwork:
         ``budget`` seconds; the whole steps are timed without the per-node clock. The running
         statistics and the dropout generator are left as they were (the steps timed are not
         training steps)."""
-        from .graph import conv_spec
         from .network import timed_calls
 
         x = self._input(x)
@@ -333,22 +332,41 @@ def _array_of(array, name: str, dtype, where: str, whose: str = "") -> np.ndarra
 
 # --- convolution ---------------------------------------------------------------------------
 
+def _live(node, x, weight, *arrays):
+    """The convolution's taps some output reads inside ``x`` (``ConvSpec.live_window``) and
+    the padding they take, or the whole kernel and its padding: a tap that reads only padding
+    adds weight times zero, nothing, unless that weight (or one of ``arrays``) is not finite
+    (torch's NaN)."""
+    spec = node.attrs["spec"]
+    full = (slice(None), slice(None)), spec.padding
+    live = conv_spec(node, Shape(*x.shape[1:])).live_window()
+    if live is None or not all(np.isfinite(a).all() for a in (weight, *arrays)):
+        return full
+    (h0, h1), (w0, w1), padding = live
+    return (slice(h0, h1), slice(w0, w1)), padding
+
+
 def _conv_forward(net, node, inputs):
     (x,) = inputs
-    spec = node.attrs["spec"]
-    y = api.conv2d(x, net._param(node, "weight"), net._param(node, "bias"), spec.stride,
-                   spec.padding, spec.dilation, spec.groups, backend=net.backend)
+    spec, weight = node.attrs["spec"], net._param(node, "weight")
+    taps, padding = _live(node, x, weight)
+    y = api.conv2d(x, weight[(..., *taps)], net._param(node, "bias"), spec.stride, padding,
+                   spec.dilation, spec.groups, backend=net.backend)
     return y, x
 
 
 def _conv_backward(net, node, g, x, grads):
-    spec = node.attrs["spec"]
+    spec, weight = node.attrs["spec"], net._param(node, "weight")
     needs = ["weight"] + (["bias"] if spec.bias else [])
     if node.inputs[0] not in net._unwanted:
         needs.append("input")
-    gx, gw, gb = api.conv2d_backward(g, x, net._param(node, "weight"), spec.stride,
-                                     spec.padding, spec.dilation, spec.groups, bias=spec.bias,
-                                     needs=needs, backend=net.backend)
+    # a tap that reads only padding has the gradient zero (g times zeros) unless g is not finite
+    taps, padding = _live(node, x, weight, g)
+    gx, g_taps, gb = api.conv2d_backward(g, x, weight[(..., *taps)], spec.stride, padding,
+                                         spec.dilation, spec.groups, bias=spec.bias,
+                                         needs=needs, backend=net.backend)
+    gw = np.zeros_like(weight)
+    gw[(..., *taps)] = g_taps
     net._add_grad(grads, node, "weight", gw)
     if spec.bias:
         net._add_grad(grads, node, "bias", gb)
