@@ -254,7 +254,7 @@ class ConvSpec:
         window, padding = [], []
         for n, o, k, s, d, (lo, _) in zip(self.input_size, self.output_size, self.kernel_size,
                                           self.stride, self.dilation, self.pads):
-            at = np.arange(o)[:, None] * s - lo + np.arange(k) * d  # (output, tap)
+            at = tap_positions(o, k, s, lo, d)
             read = np.flatnonzero(((at >= 0) & (at < n)).any(axis=0))
             first, stop = int(read[0]), int(read[-1]) + 1
             top = lo - first * d
@@ -452,6 +452,32 @@ class PoolSpec:
         return pool_output_size(self.input_size, self.kernel_size, self.stride, self.pads,
                                 self.dilation, self.ceil_mode)
 
+    def tap_table(self) -> np.ndarray:
+        """Each window's taps as flat positions in an input plane (``row * W + column``), -1
+        for a tap in the padding: (OH * OW, KH * KW), windows and taps row by row."""
+        (h, w), (oh, ow) = self.input_size, self.output_size
+        rows, cols = (tap_positions(o, k, s, lo, d) for o, k, s, (lo, _), d in zip(
+            (oh, ow), self.kernel_size, self.stride, self.pads, self.dilation))
+        inside = (((rows >= 0) & (rows < h))[:, None, :, None]
+                  & ((cols >= 0) & (cols < w))[None, :, None, :])
+        flat = rows[:, None, :, None] * w + cols[None, :, None, :]
+        return np.where(inside, flat, -1).reshape(oh * ow, -1)
+
+    def divisors(self) -> np.ndarray:
+        """Average pooling: what each window's sum is divided by, (OH * OW,) float64, as
+        PyTorch takes it: ``divisor_override``; or the window's taps inside the padded input
+        (``count_include_pad``: its pads, not ceil_mode's overhang), or inside the input."""
+        (oh, ow) = self.output_size
+        if self.divisor_override is not None:
+            return np.full(oh * ow, float(self.divisor_override))
+        counts = []
+        for n, o, k, s, (lo, hi), d in zip(self.input_size, (oh, ow), self.kernel_size,
+                                           self.stride, self.pads, self.dilation):
+            at = tap_positions(o, k, s, lo, d)
+            first, stop = (-lo, n + hi) if self.count_include_pad else (0, n)
+            counts.append(((at >= first) & (at < stop)).sum(axis=1))
+        return (counts[0][:, None] * counts[1][None, :]).reshape(-1).astype(float)
+
     def with_input_size(self, height: int, width: int | None = None) -> "PoolSpec":
         """A copy of this spec for another input size."""
         return replace(self, padding=self.pads,
@@ -487,12 +513,19 @@ def same_pads(size, kernel, stride, dilation, upper: bool) -> tuple[tuple[int, i
     return tuple(out)
 
 
+def tap_positions(outputs: int, kernel: int, stride: int, lo: int, dilation: int) -> np.ndarray:
+    """Along one axis, where each output's taps land in the unpadded input: (outputs, kernel),
+    output ``i``'s tap ``t`` at ``i * stride - lo + t * dilation`` (outside ``[0, size)``: in
+    the padding)."""
+    return np.arange(outputs)[:, None] * stride - lo + np.arange(kernel) * dilation
+
+
 def pool_reads_only_padding(size, kernel, stride, pads, dilation, ceil_mode) -> bool:
     """Whether some window of a pooling layer reads no element of its input (every tap in
     the padding): a window whose value is no one's."""
     out = pool_output_size(size, kernel, stride, pads, dilation, ceil_mode)
     for n, o, k, s, (lo, _), d in zip(size, out, kernel, stride, pads, dilation):
-        taps = np.arange(o)[:, None] * s - lo + np.arange(k) * d
+        taps = tap_positions(o, k, s, lo, d)
         if (((taps < 0) | (taps >= n)).all(axis=1)).any():
             return True
     return False

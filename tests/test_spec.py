@@ -9,6 +9,7 @@ import pytest
 
 import fastconv as fc
 from fastconv import ConvSpec, receptive_field
+from fastconv.spec import PoolSpec
 
 from helpers import F, needs_torch, torch
 
@@ -152,3 +153,21 @@ def test_live_window_gives_the_same_output(size, kernel, stride, padding, dilati
                        dilation=dilation, bias=False, input_size=size)
     np.testing.assert_allclose(reference.forward(x, w[:, :, h0:h1, w0:w1], None, trimmed),
                                reference.forward(x, w, None, spec), rtol=1e-12, atol=1e-12)
+
+
+@needs_torch
+@pytest.mark.parametrize("kernel, stride, padding, ceil, include, override", [
+    (3, 2, 1, True, True, None), (3, 2, 1, True, False, None), (2, 2, 0, False, True, 3),
+    ((3, 2), (1, 2), (1, 0), True, True, None)])
+def test_pool_taps_and_divisors_as_torch(kernel, stride, padding, ceil, include, override):
+    """PoolSpec's tap table and divisors give torch's average pooling (and the table, each
+    window's taps inside the input)."""
+    spec = PoolSpec("avg", 2, kernel, stride, padding, ceil_mode=ceil, count_include_pad=include,
+                    divisor_override=override, input_size=(7, 6))
+    x = np.random.default_rng(0).standard_normal((1, 2, 7, 6))
+    taps = spec.tap_table()
+    plane = x.reshape(2, -1)
+    sums = np.where(taps >= 0, plane[:, np.maximum(taps, 0)], 0).sum(axis=-1)
+    expected = F.avg_pool2d(torch.from_numpy(x), kernel, stride, padding, ceil, include,
+                            override).numpy().reshape(2, -1)
+    np.testing.assert_allclose(sums / spec.divisors(), expected, rtol=1e-12, atol=1e-12)

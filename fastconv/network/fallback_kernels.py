@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec import pool_output_size, same_pads
+from ..spec import pool_output_size, same_pads, tap_positions
 
 
 def _ints(node, name, default):
@@ -55,8 +55,8 @@ class _Pool2d:
                                   self.ceil)
         (top, _), (left, _) = pads
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
-        rows = (np.arange(oh) * sh - top)[:, None] + np.arange(kh) * dh  # (oh, kh)
-        cols = (np.arange(ow) * sw - left)[:, None] + np.arange(kw) * dw  # (ow, kw)
+        rows = tap_positions(oh, kh, sh, top, dh)  # (oh, kh)
+        cols = tap_positions(ow, kw, sw, left, dw)  # (ow, kw)
         windows = x[:, :, np.clip(rows, 0, h - 1)[:, None, :, None],
                     np.clip(cols, 0, w - 1)[None, :, None, :]]
         return windows, rows, cols, pads

@@ -123,6 +123,7 @@ class TrainingNetwork:
         self._rng = np.random.default_rng(seed)
         self._tape: _Tape | None = None
         self._unwanted: frozenset = frozenset()  # values whose gradient backward skips
+        self._geometries: dict = {}  # see _geometry
 
     def _array(self, tensor, share: bool) -> np.ndarray:
         if tensor.device.type != "cpu":
@@ -286,6 +287,14 @@ class TrainingNetwork:
 
     # --- what the operations read -------------------------------------------------------
 
+    def _geometry(self, node: Node, shape: tuple, compute):
+        """What ``compute()`` gives for ``node`` on an input of ``shape`` (its taps, its
+        windows), kept: a training step asks for the same shapes step after step."""
+        key = (node.output, shape[1:])
+        if key not in self._geometries:  # None is an answer too (no live window)
+            self._geometries[key] = compute()
+        return self._geometries[key]
+
     def _param(self, node: Node, name: str) -> np.ndarray | None:
         full = f"{node.attrs['module']}.{name}"
         canonical = self._canonical.get(full)
@@ -332,14 +341,15 @@ def _array_of(array, name: str, dtype, where: str, whose: str = "") -> np.ndarra
 
 # --- convolution ---------------------------------------------------------------------------
 
-def _live(node, x, weight, *arrays):
+def _live(net, node, x, weight, *arrays):
     """The convolution's taps some output reads inside ``x`` (``ConvSpec.live_window``) and
     the padding they take, or the whole kernel and its padding: a tap that reads only padding
     adds weight times zero, nothing, unless that weight (or one of ``arrays``) is not finite
     (torch's NaN)."""
     spec = node.attrs["spec"]
     full = (slice(None), slice(None)), spec.padding
-    live = conv_spec(node, Shape(*x.shape[1:])).live_window()
+    live = net._geometry(node, x.shape, lambda: conv_spec(node, Shape(*x.shape[1:]))
+                         .live_window())
     if live is None or not all(np.isfinite(a).all() for a in (weight, *arrays)):
         return full
     (h0, h1), (w0, w1), padding = live
@@ -349,7 +359,7 @@ def _live(node, x, weight, *arrays):
 def _conv_forward(net, node, inputs):
     (x,) = inputs
     spec, weight = node.attrs["spec"], net._param(node, "weight")
-    taps, padding = _live(node, x, weight)
+    taps, padding = _live(net, node, x, weight)
     y = api.conv2d(x, weight[(..., *taps)], net._param(node, "bias"), spec.stride, padding,
                    spec.dilation, spec.groups, backend=net.backend)
     return y, x
@@ -361,7 +371,7 @@ def _conv_backward(net, node, g, x, grads):
     if node.inputs[0] not in net._unwanted:
         needs.append("input")
     # a tap that reads only padding has the gradient zero (g times zeros) unless g is not finite
-    taps, padding = _live(node, x, weight, g)
+    taps, padding = _live(net, node, x, weight, g)
     gx, g_taps, gb = api.conv2d_backward(g, x, weight[(..., *taps)], spec.stride, padding,
                                          spec.dilation, spec.groups, bias=spec.bias,
                                          needs=needs, backend=net.backend)
@@ -528,63 +538,46 @@ def _act_backward(net, node, g, kept, grads):
 
 # --- pooling -------------------------------------------------------------------------------
 
-def _windows(node, x):
-    """The pooling's spec and taps: rows (oh, kh) and columns (ow, kw) in the unpadded input
-    (a tap outside it is skipped)."""
-    n, c, h, w = x.shape
-    spec = pool_spec(node, Shape(c, h, w))
-    oh, ow = spec.output_size
-    (top, _), (left, _) = spec.pads
-    (kh, kw), (sh, sw), (dh, dw) = spec.kernel_size, spec.stride, spec.dilation
-    rows = (np.arange(oh) * sh - top)[:, None] + np.arange(kh) * dh
-    cols = (np.arange(ow) * sw - left)[:, None] + np.arange(kw) * dw
-    return spec, rows, cols
+def _pool_geometry(net, node, x):
+    """The pooling's taps (``PoolSpec.tap_table``), output size and (average) divisors for
+    an input of ``x``'s shape, worked out once per shape."""
+    def geometry():
+        spec = pool_spec(node, Shape(*x.shape[1:]))
+        divisors = spec.divisors() if spec.kind == "avg" else None
+        return spec.tap_table(), spec.output_size, divisors
+    return net._geometry(node, x.shape, geometry)
 
 
 def _maxpool_forward(net, node, inputs):
     x = np.ascontiguousarray(inputs[0])
-    spec, rows, cols = _windows(node, x)
-    out = np.empty((*x.shape[:2], rows.shape[0], cols.shape[0]), x.dtype)
+    taps, size, _ = _pool_geometry(net, node, x)
+    out = np.empty((*x.shape[:2], *size), x.dtype)
     index = np.empty(out.shape, np.int64)
-    max_pool_forward(x, rows, cols, out, index)
+    max_pool_forward(channels_view(x), taps, channels_view(out), channels_view(index))
     return out, (x.shape, index)
 
 
 def _maxpool_backward(net, node, g, kept, grads):
     shape, index = kept
     gx = np.empty(shape, g.dtype)
-    max_pool_backward(np.ascontiguousarray(g), index, channels_view(gx))
+    max_pool_backward(channels_view(np.ascontiguousarray(g)), channels_view(index),
+                      channels_view(gx))
     return [gx]
-
-
-def _avg_divisors(spec, rows, cols, size):
-    """Each window's divisor (oh, ow), as torch's average pooling takes it."""
-    if spec.divisor_override is not None:
-        return np.full((rows.shape[0], cols.shape[0]), float(spec.divisor_override))
-    h, w = size
-    if spec.count_include_pad:  # the window's part inside the padded input (not ceil_mode's)
-        (top, bottom), (left, right) = spec.pads
-        in_rows = ((rows >= -top) & (rows < h + bottom)).sum(axis=1)
-        in_cols = ((cols >= -left) & (cols < w + right)).sum(axis=1)
-    else:
-        in_rows = ((rows >= 0) & (rows < h)).sum(axis=1)
-        in_cols = ((cols >= 0) & (cols < w)).sum(axis=1)
-    return (in_rows[:, None] * in_cols[None, :]).astype(float)
 
 
 def _avgpool_forward(net, node, inputs):
     x = np.ascontiguousarray(inputs[0])
-    spec, rows, cols = _windows(node, x)
-    divisors = _avg_divisors(spec, rows, cols, x.shape[2:])
-    out = np.empty((*x.shape[:2], rows.shape[0], cols.shape[0]), x.dtype)
-    avg_pool_forward(x, rows, cols, divisors, out)
-    return out, (x.shape, rows, cols, divisors)
+    taps, size, divisors = _pool_geometry(net, node, x)
+    out = np.empty((*x.shape[:2], *size), x.dtype)
+    avg_pool_forward(channels_view(x), taps, divisors, channels_view(out))
+    return out, (x.shape, taps, divisors)
 
 
 def _avgpool_backward(net, node, g, kept, grads):
-    shape, rows, cols, divisors = kept
+    shape, taps, divisors = kept
     gx = np.empty(shape, g.dtype)
-    avg_pool_backward(np.ascontiguousarray(g), rows, cols, divisors, gx)
+    avg_pool_backward(channels_view(np.ascontiguousarray(g)), taps, divisors,
+                      channels_view(gx))
     return [gx]
 
 

@@ -137,93 +137,72 @@ def channels_view(a: np.ndarray) -> np.ndarray:
 
 
 @jit(parallel=True)
-def max_pool_forward(x, rows, cols, out, index):
-    """Max pooling of each plane of ``x`` (N, C, H, W): output (i, j) is the largest of
-    ``x[n, c, rows[i, a], cols[j, b]]`` over the taps inside the input (``rows`` (OH, KH),
-    ``cols`` (OW, KW), the taps' coordinates in the unpadded input), a NaN if one is there,
-    as torch's (the first of equal values, the last NaN); ``index`` its flat position in the
-    plane, -1 for a window of padding only."""
-    n_images, channels, height, width = x.shape
-    out_h, taps_h = rows.shape
-    out_w, taps_w = cols.shape
+def max_pool_forward(x, taps, out, index):
+    """Max pooling of each plane of ``x`` (N, C, P): output ``q`` is the largest of its taps
+    inside the input (``taps``, ``PoolSpec.tap_table``: flat positions, -1 in the padding), a
+    NaN if one is there, as torch's (the first of equal values, the last NaN); ``index`` its
+    position, -1 for a window of padding only; ``out`` and ``index`` (N, C, Q)."""
+    n_images, channels = x.shape[:2]
+    windows, size = taps.shape
     for plane in prange(n_images * channels):
         n, c = plane // channels, plane % channels
-        for i in range(out_h):
-            for j in range(out_w):
-                best = -np.inf
-                at = -1
-                for a in range(taps_h):
-                    r = rows[i, a]
-                    if r < 0 or r >= height:
-                        continue
-                    for b in range(taps_w):
-                        q = cols[j, b]
-                        if q < 0 or q >= width:
-                            continue
-                        v = x[n, c, r, q]
-                        if v > best or v != v or at < 0:
-                            best = v
-                            at = r * width + q
-                out[n, c, i, j] = best
-                index[n, c, i, j] = at
+        for q in range(windows):
+            best = -np.inf
+            at = -1
+            for t in range(size):
+                p = taps[q, t]
+                if p >= 0:
+                    v = x[n, c, p]
+                    if v > best or v != v or at < 0:
+                        best = v
+                        at = p
+            out[n, c, q] = best
+            index[n, c, q] = at
 
 
 @jit(parallel=True)
 def max_pool_backward(g, index, gx):
-    """Each output's gradient ``g`` (N, C, OH, OW) added at its maximum's position
-    (``index``, from :func:`max_pool_forward`) in ``gx`` (N, C, H * W), zeroed first."""
-    n_images, channels, out_h, out_w = g.shape
+    """Each output's gradient ``g`` (N, C, Q) added at its maximum's position (``index``,
+    from :func:`max_pool_forward`) in ``gx`` (N, C, P), zeroed first."""
+    n_images, channels, windows = g.shape
     for plane in prange(n_images * channels):
         n, c = plane // channels, plane % channels
         gx[n, c, :] = 0
-        for i in range(out_h):
-            for j in range(out_w):
-                at = index[n, c, i, j]
-                if at >= 0:
-                    gx[n, c, at] += g[n, c, i, j]
+        for q in range(windows):
+            at = index[n, c, q]
+            if at >= 0:
+                gx[n, c, at] += g[n, c, q]
 
 
 @jit(parallel=True)
-def avg_pool_forward(x, rows, cols, divisors, out):
-    """Average pooling of each plane of ``x`` (N, C, H, W): output (i, j) is the sum of its
-    taps inside the input (as :func:`max_pool_forward`'s) over ``divisors[i, j]``."""
-    n_images, channels, height, width = x.shape
-    out_h, taps_h = rows.shape
-    out_w, taps_w = cols.shape
+def avg_pool_forward(x, taps, divisors, out):
+    """Average pooling of each plane of ``x`` (N, C, P): output ``q`` is the sum of its taps
+    inside the input (as :func:`max_pool_forward`'s) over ``divisors[q]``."""
+    n_images, channels = x.shape[:2]
+    windows, size = taps.shape
     for plane in prange(n_images * channels):
         n, c = plane // channels, plane % channels
-        for i in range(out_h):
-            for j in range(out_w):
-                total = 0.0
-                for a in range(taps_h):
-                    r = rows[i, a]
-                    if r < 0 or r >= height:
-                        continue
-                    for b in range(taps_w):
-                        q = cols[j, b]
-                        if 0 <= q < width:
-                            total += x[n, c, r, q]
-                out[n, c, i, j] = total / divisors[i, j]
+        for q in range(windows):
+            total = 0.0
+            for t in range(size):
+                p = taps[q, t]
+                if p >= 0:
+                    total += x[n, c, p]
+            out[n, c, q] = total / divisors[q]
 
 
 @jit(parallel=True)
-def avg_pool_backward(g, rows, cols, divisors, gx):
+def avg_pool_backward(g, taps, divisors, gx):
     """The gradient of :func:`avg_pool_forward`: each output's ``g`` over its divisor, added
-    at each of its taps inside the input, into ``gx`` (N, C, H, W), zeroed first."""
-    n_images, channels, height, width = gx.shape
-    out_h, taps_h = rows.shape
-    out_w, taps_w = cols.shape
+    at each of its taps inside the input, into ``gx`` (N, C, P), zeroed first."""
+    n_images, channels, windows = g.shape
+    size = taps.shape[1]
     for plane in prange(n_images * channels):
         n, c = plane // channels, plane % channels
-        gx[n, c] = 0
-        for i in range(out_h):
-            for j in range(out_w):
-                share = g[n, c, i, j] / divisors[i, j]
-                for a in range(taps_h):
-                    r = rows[i, a]
-                    if r < 0 or r >= height:
-                        continue
-                    for b in range(taps_w):
-                        q = cols[j, b]
-                        if 0 <= q < width:
-                            gx[n, c, r, q] += share
+        gx[n, c, :] = 0
+        for q in range(windows):
+            share = g[n, c, q] / divisors[q]
+            for t in range(size):
+                p = taps[q, t]
+                if p >= 0:
+                    gx[n, c, p] += share
