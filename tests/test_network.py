@@ -12,7 +12,7 @@ import pytest
 import fastconv as fc
 from fastconv.models import FullyConnected
 
-from helpers import DTYPES, assert_like_module, check_plan, needs_torch, torch
+from helpers import DTYPES, F, assert_like_module, check_plan, needs_torch, torch
 
 pytestmark = [needs_torch, pytest.mark.usefixtures("plan_backend")]
 
@@ -537,3 +537,51 @@ def test_a_softmax_over_another_dim_is_refused_in_words():
                                          r"\[2, 4, 3, 3\]: the plan's softmax is over the "
                                          r"channels"):
         fc.Network.from_torch(module)(np.zeros((2, 3, 5, 5), np.float32))
+
+
+def test_weights_changed_in_place_are_repacked():
+    """``Network._repack`` after the plan's weights changed in place (a training step's):
+    every packing (GEMM panels, Winograd filters, depthwise taps, a transposed convolution's
+    phases, squeeze-and-excitation, a linear layer) runs the new weights, as torch does."""
+    import copy
+
+    from torch import nn
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.wide = nn.Conv2d(3, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1)
+            self.dw = nn.Conv2d(64, 64, 3, padding=1, groups=64)
+            self.squeeze, self.excite = nn.Conv2d(64, 16, 1), nn.Conv2d(16, 64, 1)
+            self.up = nn.ConvTranspose2d(64, 8, 3, stride=2, padding=1, output_padding=1)
+            self.shuffle = nn.ConvTranspose2d(8, 8, 2, stride=2)
+            self.fc = nn.Linear(8, 5)
+
+        def forward(self, x):
+            x = self.dw(torch.relu(self.wide(torch.relu(self.stem(x)))))
+            gate = self.excite(torch.relu(self.squeeze(F.adaptive_avg_pool2d(x, 1))))
+            x = self.shuffle(self.up(x * F.hardsigmoid(gate)))
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    torch.manual_seed(0)
+    module = Model().eval()
+    net = fc.Network.from_torch(module)
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    before = net(x)
+    kernels = " ".join(n.kernel for n in net._planned(x.shape).plan.nodes)
+    for kind in ("Winograd", "depthwise", "squeeze-excite", "output phase", "linear"):
+        assert kind in kernels
+    changed = copy.deepcopy(module)
+    seen = set()
+    with torch.no_grad():
+        for p in changed.parameters():
+            p.mul_(-0.5)
+        for node in net.graph.nodes:  # every array once (a shuffle's are reshaped copies)
+            for value in node.attrs.values():
+                if isinstance(value, np.ndarray) and id(value) not in seen:
+                    seen.add(id(value))
+                    value *= -0.5
+    net._repack()
+    expected = changed(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(net(x), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    assert not np.allclose(before, expected, rtol=1e-2)

@@ -10,6 +10,7 @@ executors share the packing and the schedule.
 
 from __future__ import annotations
 
+import math
 from collections import namedtuple
 
 import numpy as np
@@ -60,11 +61,18 @@ def aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
     """A C-contiguous copy of ``array`` whose data starts on an ``alignment``-byte boundary
     (a cache line): the tiles' vector loads of packed weights then never straddle two
     lines."""
-    flat = np.empty(array.size * array.itemsize + alignment, np.uint8)
-    start = -flat.ctypes.data % alignment
-    out = flat[start:start + array.size * array.itemsize].view(array.dtype).reshape(array.shape)
+    out = aligned_empty(array.shape, array.dtype, alignment)
     out[...] = array
     return out
+
+
+def aligned_empty(shape, dtype, alignment: int = 64) -> np.ndarray:
+    """:func:`aligned`'s memory, uninitialised."""
+    dtype = np.dtype(dtype)
+    size = math.prod(shape) * dtype.itemsize
+    flat = np.empty(size + alignment, np.uint8)
+    start = -flat.ctypes.data % alignment
+    return flat[start:start + size].view(dtype).reshape(shape)
 
 
 #: How a GEMM's tiles are cut (:meth:`TileGeometry.schedule`), by the names the kernels' records
@@ -170,20 +178,30 @@ class TileGeometry:
         _, nr = self.tile_shape(dtype, is_wide)
         out_channels, c_in, kh, kw = weight.shape
         og = out_channels // groups
-        panels = -(-og // nr)
-        w = np.zeros((groups, panels * nr, kh * kw, c_in), dtype)
-        w[:, :og] = weight.reshape(groups, og, c_in, kh * kw).transpose(0, 1, 3, 2)
-        w = w.reshape(groups, panels, nr, kh * kw, c_in).transpose(0, 1, 3, 4, 2)
-        return aligned(w.reshape(-1)), kh * kw * c_in * nr
+        whole, rest = divmod(og, nr)
+        source = weight.reshape(groups, og, c_in, kh * kw)
+        # one strided copy into the panels: a training step re-packs every layer's weights
+        w = aligned_empty((groups, whole + (rest > 0), kh * kw, c_in, nr), dtype)
+        w[:, :whole] = source[:, :whole * nr].reshape(groups, whole, nr, c_in, kh * kw
+                                                      ).transpose(0, 1, 4, 3, 2)
+        if rest:
+            w[:, whole, ..., rest:] = 0
+            w[:, whole, ..., :rest] = source[:, whole * nr:].transpose(0, 3, 2, 1)
+        return w.reshape(-1), kh * kw * c_in * nr
 
     def winograd_filters(self, weight, dtype, is_wide: bool) -> tuple[np.ndarray, int, int]:
         """Filters (O, C, 3, 3) transformed and packed as 16 GEMMs' panels
         ``[xi][panel][C][NR]``; returns them, a panel's length and the panels per
         position."""
-        u = np.einsum("ai,ocij,bj->abco", WINOGRAD_G, weight.astype(np.float64), WINOGRAD_G)
-        u = u.reshape(16, *u.shape[2:])  # (16, C, O)
-        parts = [self.pack(u[xi].T[:, :, None, None].astype(dtype), 1, dtype, is_wide)
-                 for xi in range(16)]
-        panel = parts[0][1]
-        return (aligned(np.concatenate([p for p, _ in parts])), panel,
-                len(parts[0][0]) // panel)
+        _, nr = self.tile_shape(dtype, is_wide)
+        out_channels, c_in = weight.shape[:2]
+        panels = -(-out_channels // nr)
+        w = weight.reshape(out_channels, c_in, 9).astype(dtype, copy=False)
+        if out_channels % nr:  # zero filters past O
+            w = np.concatenate([w, np.zeros((panels * nr - out_channels, c_in, 9), dtype)])
+        # G w G^T of every filter as one product, kron(G, G) (16, 9) by the taps (9, ...)
+        # already in the panels' order [panel][C][NR]
+        taps = w.reshape(panels, nr, c_in, 9).transpose(3, 0, 2, 1).reshape(9, -1)
+        u = aligned_empty((16, panels * c_in * nr), dtype)
+        np.matmul(np.kron(WINOGRAD_G, WINOGRAD_G).astype(dtype), taps, out=u)
+        return u.reshape(-1), c_in * nr, panels

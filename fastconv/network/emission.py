@@ -32,6 +32,37 @@ class Step:
         return self.args.kind
 
 
+class PackedWeights:
+    """A plan's weights in its kernels' layouts, by key: each made on first use by the
+    function given with it, which :meth:`refresh` runs again to re-pack in place (the steps
+    keep the arrays) after the graph's weights were changed in place."""
+
+    def __init__(self):
+        self._made: dict = {}  # key -> (value, make)
+
+    def once(self, key, make):
+        """The value of ``key``, made by ``make()`` if it is not yet."""
+        entry = self._made.get(key)
+        if entry is None:
+            entry = self._made[key] = (make(), make)
+        return entry[0]
+
+    def refresh(self) -> None:
+        """Every value made again from the graph's weights, into its own arrays."""
+        for value, make in self._made.values():
+            _copy_into(value, make())
+
+
+def _copy_into(value, fresh) -> None:
+    if isinstance(value, np.ndarray):
+        value[...] = fresh
+    elif isinstance(value, tuple):
+        for part, new in zip(value, fresh):
+            _copy_into(part, new)
+    elif value != fresh:  # a panel's width or count: the weights' shapes are the plan's
+        raise ValueError(f"re-packed weights changed their layout ({value} to {fresh})")
+
+
 @dataclass
 class Context:
     """What the emitters share for one shape plan: the values' shapes, the buffers and which
@@ -41,7 +72,7 @@ class Context:
     shapes: dict
     buffers: list
     buffer_of: dict
-    packed: dict
+    packed: PackedWeights
     batch: int
     threads: int
     dtype: np.dtype
@@ -137,11 +168,9 @@ def _emit_binary(ctx: Context, choice: Choice, steps: list) -> str:
     if "constant" in node.attrs:  # NHWC, repeated for each image of the batch, made once
         constant = node.attrs["constant"]
         pixels = constant.shape[1:] == (s.height, s.width)  # else one number per channel
-        other = ctx.packed.get((node.name, "constant", ctx.batch))
-        if other is None:
-            other = ctx.packed[node.name, "constant", ctx.batch] = np.ascontiguousarray(
-                np.broadcast_to(constant.transpose(1, 2, 0).astype(ctx.dtype),
-                                (ctx.batch, *constant.shape[1:], s.channels)))
+        other = ctx.packed.once((node.name, "constant", ctx.batch), lambda: np.ascontiguousarray(
+            np.broadcast_to(constant.transpose(1, 2, 0).astype(ctx.dtype),
+                            (ctx.batch, *constant.shape[1:], s.channels))))
         b_top = b_left = 0
         what = f"{operation} of a constant" + ("" if pixels else " per channel")
     else:
@@ -324,12 +353,11 @@ def _emit_squeeze_excite(ctx: Context, choice: Choice, steps: list) -> str:
     src, dst = gap.inputs[0], mul.output
     s_in = ctx.shapes[src]
     channels, squeeze = s_in.channels, fc1.attrs["weight"].shape[0]
-    weights = ctx.packed.get((gap.name, "squeeze_excite"))
-    if weights is None:  # both (S, C): the second transposed, its loop along the channels
-        weights = ctx.packed[gap.name, "squeeze_excite"] = tuple(
-            np.ascontiguousarray(w, ctx.dtype) for w in (
-                fc1.attrs["weight"].reshape(squeeze, channels),
-                fc2.attrs["weight"].reshape(channels, squeeze).T))
+    # both (S, C): the second transposed, its loop along the channels
+    weights = ctx.packed.once((gap.name, "squeeze_excite"), lambda: tuple(
+        np.ascontiguousarray(w, ctx.dtype) for w in (
+            fc1.attrs["weight"].reshape(squeeze, channels),
+            fc2.attrs["weight"].reshape(channels, squeeze).T)))
     (top, left), (o_top, o_left) = ctx.origin(src), ctx.origin(dst)
     steps.append(Step("", SqueezeExcite(
         x=ctx.ref(src), top=top, left=left, height=s_in.height, width=s_in.width,
@@ -445,11 +473,9 @@ def _emit_transpose_gemm(ctx: Context, choice: Choice, steps: list) -> str:
                       c_in)._asdict()
     for i in range(kh):
         for j in range(kw):
-            packed = ctx.packed.get((node.name, i, j, choice.wide))
-            if packed is None:
-                packed = ctx.packed[node.name, i, j, choice.wide] = k.pack(
-                    np.ascontiguousarray(weight[:, :, i:i + 1, j:j + 1]), 1, ctx.dtype,
-                    choice.wide)
+            packed = ctx.packed.once((node.name, i, j, choice.wide), lambda i=i, j=j: k.pack(
+                np.ascontiguousarray(weight[:, :, i:i + 1, j:j + 1]), 1, ctx.dtype,
+                choice.wide))
             out_rows = ctx.pixels(dst, n, h * kh + i, w * kw + j)
             steps.append(Step("", Conv(
                 x=ctx.ref(src, True), rows=rows, taps=np.zeros(1, np.int64), c_in=c_in,
@@ -479,13 +505,14 @@ def _emit_transpose_conv(ctx: Context, choice: Choice, steps: list) -> str:
     for ph, count_h, taps_h in rows_axis:
         for pw, count_w, taps_w in cols_axis:
             pairs = [(i, oi, j, oj) for i, oi in taps_h for j, oj in taps_w]
-            key = (node.name, "phase", ph, pw, choice.wide)
-            if key not in ctx.packed:  # no tap: a zero weight, the bias alone
-                sub = (weight[:, :, [p[0] for p in taps_h]][:, :, :, [p[0] for p in taps_w]]
-                       if pairs else np.zeros((c_out, c_group, 1, 1), weight.dtype))
-                ctx.packed[key] = k.pack(np.ascontiguousarray(sub), groups, ctx.dtype,
-                                         choice.wide)
-            w, panel = ctx.packed[key]
+
+            def phase_weights(taps_h=taps_h, taps_w=taps_w, pairs=pairs):
+                sub = (weight[:, :, _progression(taps_h), _progression(taps_w)] if pairs
+                       else np.zeros((c_out, c_group, 1, 1), weight.dtype))
+                return k.pack(sub, groups, ctx.dtype, choice.wide)
+
+            # no tap: a zero weight, the bias alone
+            w, panel = ctx.packed.once((node.name, "phase", ph, pw, choice.wide), phase_weights)
             offsets = [(oi, oj) for _, oi, _, oj in pairs] or [(0, 0)]
             taps = np.array([(oi * cols + oj) * s_in.channels for oi, oj in offsets], np.int64)
             n, q, r = np.meshgrid(np.arange(ctx.batch), np.arange(count_h), np.arange(count_w),
@@ -506,6 +533,14 @@ def _emit_transpose_conv(ctx: Context, choice: Choice, steps: list) -> str:
             "convolutions, one per output phase (register tiles)")
 
 
+def _progression(taps) -> slice:
+    """A phase's taps ``(i, offset)``, every stride / gcd(stride, dilation)-th of the
+    kernel, as the slice of their indices i (a view, where a list would copy)."""
+    first, last = taps[0][0], taps[-1][0]
+    step = taps[1][0] - first if len(taps) > 1 else 1
+    return slice(first, last + 1, step)
+
+
 def _tile(choice: Choice) -> dict:
     """The choice's GEMM tile as a kernel's ``wide, mr, nr``."""
     return dict(wide=choice.wide, mr=choice.mr, nr=choice.nr)
@@ -517,11 +552,9 @@ def _plus_residual(node: Node) -> str:
 
 def _depthwise_weights(ctx: Context, node: Node, spec) -> tuple[np.ndarray, np.ndarray]:
     """A depthwise layer's weights as (taps, C) and its bias (zeros where it has none)."""
-    weights = ctx.packed.get(node.name)
-    if weights is None:
-        kh, kw = spec.kernel_size
-        weights = ctx.packed[node.name] = np.ascontiguousarray(
-            node.attrs["weight"].reshape(spec.out_channels, kh * kw).T)
+    kh, kw = spec.kernel_size
+    weights = ctx.packed.once(node.name, lambda: np.ascontiguousarray(
+        node.attrs["weight"].reshape(spec.out_channels, kh * kw).T))
     bias = node.attrs["bias"]
     return weights, np.zeros(spec.out_channels, ctx.dtype) if bias is None else bias
 
@@ -529,12 +562,9 @@ def _depthwise_weights(ctx: Context, node: Node, spec) -> tuple[np.ndarray, np.n
 def _packed(ctx: Context, node: Node, groups: int, is_wide: bool, prefix: str = "") -> dict:
     """A convolution's (or a linear layer's, as a 1x1's) weights in the panels of its tile
     (``kernels.pack``), packed once: the kernel's ``w`` and ``panel`` (``prefix``ed)."""
-    packed = ctx.packed.get((node.name, is_wide))
-    if packed is None:
-        weight = node.attrs["weight"]
-        packed = ctx.packed[node.name, is_wide] = ctx.kernels.pack(
-            weight if weight.ndim == 4 else weight[:, :, None, None], groups, ctx.dtype,
-            is_wide)
+    weight = node.attrs["weight"]
+    packed = ctx.packed.once((node.name, is_wide), lambda: ctx.kernels.pack(
+        weight if weight.ndim == 4 else weight[:, :, None, None], groups, ctx.dtype, is_wide))
     return {f"{prefix}w": packed[0], f"{prefix}panel": packed[1]}
 
 
@@ -624,10 +654,8 @@ def _emit_winograd(ctx: Context, choice: Choice, steps: list) -> str:
     ho, wo = spec.output_size
     c, o = spec.in_channels, spec.out_channels
     block, is_wide = choice.block, choice.wide
-    packed = ctx.packed.get((node.name, "winograd", is_wide))
-    if packed is None:
-        packed = ctx.packed[node.name, "winograd", is_wide] = k.winograd_filters(
-            node.attrs["weight"], ctx.dtype, is_wide)
+    packed = ctx.packed.once((node.name, "winograd", is_wide), lambda: k.winograd_filters(
+        node.attrs["weight"], ctx.dtype, is_wide))
     bias = node.attrs["bias"]
     bias = np.zeros(o, ctx.dtype) if bias is None else bias
     top, left = ctx.origin(src, (ph, pw))

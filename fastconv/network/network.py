@@ -15,6 +15,7 @@ import numpy as np
 from .. import runtime
 from ..spec import ConvSpec
 from .graph import INPUT, NONE, RELU, RELU6, Activation, Graph, Node, infer_shapes
+from .emission import PackedWeights
 from .planner import ShapePlan, plan_shape
 from .rewrites import optimize
 
@@ -66,7 +67,7 @@ class Network:
         self.source = graph
         self.graph = optimize(graph)
         self.dtype = graph.dtype
-        self._packed: dict = {}
+        self._packed = PackedWeights()
         self._plans: dict[tuple, _Planned] = {}
         self._lock = threading.Lock()
 
@@ -377,6 +378,12 @@ class Network:
         previous = runtime.get_num_threads()
         runtime.set_num_threads(self.threads if threads is None else threads)
         return previous
+
+    def _repack(self) -> None:
+        """Pack the weights of ``self.graph`` again, in place, after they were changed in
+        place (a training step's): every plan made runs on the new weights."""
+        with self._lock:
+            self._packed.refresh()
 
     def _planned(self, shape, extra: tuple = ()) -> "_Planned":
         key = (shape, *extra) if extra else shape

@@ -79,9 +79,9 @@ def plan_shape(graph: Graph, packed: dict, input_shape: tuple[int, ...], threads
     ----------
     graph : Graph
         Rewritten (``rewrites.optimize``).
-    packed : dict
-        Node name -> weights in their kernel's layout, filled on first use (shared by every
-        shape plan).
+    packed : PackedWeights
+        The weights in their kernels' layouts, packed on first use (shared by every shape
+        plan).
     input_shape : (N, C, H, W)
     threads : int
     kernels : module
