@@ -47,3 +47,50 @@ def test_training_step(benchmark, case, engine):
     step()
     benchmark.group = _label(params)
     benchmark.pedantic(step, rounds=3, iterations=1)
+
+
+# One convolution's passes in a training step, on the plan's kernels (one-node plans
+# converting NCHW to NHWC and back, ``network.training._PlannedConv``) and on the per-call
+# ones: what ``tuning.TRAIN_PLAN_MIN_CHANNELS`` and the rule beside it were chosen from.
+#     pytest benches/bench_training.py --benchmark-only -k convolution
+# (batch, in, out, size, kernel, stride, groups): the target networks' kinds of layer
+LAYERS = [(8, 3, 32, 224, 3, 2, 1), (128, 3, 64, 32, 7, 2, 1), (8, 3, 64, 224, 7, 2, 1),
+          (128, 16, 16, 32, 3, 1, 1), (8, 64, 64, 56, 3, 1, 1), (8, 256, 256, 14, 3, 1, 1),
+          (128, 64, 64, 8, 3, 1, 1), (8, 32, 64, 112, 1, 1, 1), (8, 512, 512, 14, 1, 1, 1),
+          (8, 64, 64, 112, 3, 2, 64)]
+
+
+def _layer_label(layer):
+    n, c, o, size, k, s, g = layer
+    return f"n{n}-{c}to{o}-{size}px-{k}x{k}s{s}" + (f"g{g}" if g > 1 else "")
+
+
+@pytest.mark.parametrize("path", ["plan", "per-call"])
+@pytest.mark.parametrize("which", ["forward", "input", "weight"])
+@pytest.mark.parametrize("layer", LAYERS, ids=_layer_label)
+def test_training_convolution(benchmark, layer, which, path):
+    from fastconv import api
+    from fastconv.network.training import _PlannedConv
+    from fastconv.spec import ConvSpec
+
+    n, c, o, size, k, s, g = layer
+    spec = ConvSpec(c, o, k, s, k // 2, groups=g, bias=False, input_size=(size, size))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(spec.input_shape(n)).astype(np.float32)
+    w = rng.standard_normal(spec.weight_shape).astype(np.float32)
+    gy = rng.standard_normal(spec.output_shape(n)).astype(np.float32)
+    geometry = dict(stride=s, padding=k // 2, groups=g)
+    if path == "plan":
+        if which == "weight" and g > 1:
+            pytest.skip("the weight gradient as a convolution takes layers without groups")
+        planned = _PlannedConv("layer", spec, False, np.dtype(np.float32), "auto")
+        run = {"forward": lambda: (planned.load(w, None), planned.forward_net(x)),
+               "input": lambda: (planned.load(w, None), planned.input_grad(gy)),
+               "weight": lambda: planned.weight_grad(x, gy)}[which]
+    else:
+        run = {"forward": lambda: api.conv2d(x, w, **geometry),
+               "input": lambda: api.conv2d_input_grad(x.shape, w, gy, **geometry),
+               "weight": lambda: api.conv2d_weight_grad(x, w.shape, gy, **geometry)}[which]
+    run()
+    benchmark.group = f"{_layer_label(layer)} {which}"
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)

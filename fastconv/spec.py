@@ -235,6 +235,33 @@ class ConvSpec:
             for p, e, s in zip(self.padded_input_size, self.dilated_kernel_size, self.stride)
         )
 
+    @cached_property
+    def unread_tail(self) -> tuple[int, int]:
+        """The rows and columns at the padded input's end that no output reads (fewer than
+        the stride): the output padding under which the transposed convolution of the
+        output's size gives back the input's (its gradient's)."""
+        return tuple(p - (o - 1) * s - e for p, o, s, e in zip(
+            self.padded_input_size, self.output_size, self.stride, self.dilated_kernel_size))
+
+    def weight_gradient_as_conv(self) -> tuple["ConvSpec", tuple[int, int]]:
+        """The weight gradient (of a layer without groups) as a convolution of the input
+        whose kernel is the output's gradient: the input's channels its batch, the batch its
+        channels (``in_channels`` and ``out_channels`` are left for the caller: 1 each), the
+        output's size its kernel, dilated by the stride, the layer's dilation its stride, and
+        its output the layer's kernel. Returns that spec (input size: the cropped input's)
+        and the rows and columns cropped from the input's end (read by no output, past the
+        padding)."""
+        if self.groups != 1:
+            raise ValueError(f"weight_gradient_as_conv needs groups=1, but got {self.groups}")
+        crop, pads = [], []
+        for (lo, hi), tail in zip(self.pads, self.unread_tail):
+            crop.append(max(0, tail - hi))
+            pads.append((lo, max(0, hi - tail)))
+        size = tuple(n - c for n, c in zip(self.input_size, crop))
+        spec = ConvSpec(1, 1, self.output_size, stride=self.dilation, padding=tuple(pads),
+                        dilation=self.stride, bias=False, input_size=size)
+        return spec, tuple(crop)
+
     def with_input_size(self, height: int, width: int | None = None) -> "ConvSpec":
         """Return a copy of this spec for another input size (``width`` defaults to ``height``)."""
         return replace(self, input_size=(height, height if width is None else width))

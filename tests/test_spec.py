@@ -156,6 +156,26 @@ def test_live_window_gives_the_same_output(size, kernel, stride, padding, dilati
 
 
 @needs_torch
+@pytest.mark.parametrize("size, kernel, stride, padding, dilation", [
+    ((8, 7), 3, 2, 1, 1), ((9, 9), 1, 2, 0, 1), ((10, 6), 2, 2, 0, 1), ((11, 12), 3, 3, 2, 2),
+    ((5, 5), 3, 1, 1, 1), ((7, 9), (3, 1), (2, 3), (0, 1), (1, 1))])
+def test_unread_tail_gives_the_input_gradient(size, kernel, stride, padding, dilation):
+    """The transposed convolution of the output's gradient under ``unread_tail`` as output
+    padding has the input's size, and is the input's gradient (torch autograd)."""
+    spec = ConvSpec(2, 3, kernel, stride=stride, padding=padding, dilation=dilation, bias=False,
+                    input_size=size)
+    assert all(0 <= t < s for t, s in zip(spec.unread_tail, spec.stride))
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal(spec.input_shape(2))).requires_grad_()
+    w = torch.from_numpy(rng.standard_normal(spec.weight_shape))
+    g = torch.from_numpy(rng.standard_normal(spec.output_shape(2)))
+    F.conv2d(x, w, None, stride, padding, dilation).backward(g)
+    gx = F.conv_transpose2d(g, w, None, spec.stride, spec.padding, spec.unread_tail, 1,
+                            spec.dilation)
+    np.testing.assert_allclose(gx.numpy(), x.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@needs_torch
 @pytest.mark.parametrize("kernel, stride, padding, ceil, include, override", [
     (3, 2, 1, True, True, None), (3, 2, 1, True, False, None), (2, 2, 0, False, True, 3),
     ((3, 2), (1, 2), (1, 0), True, True, None)])

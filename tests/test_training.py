@@ -69,6 +69,17 @@ if torch is not None:
 
 
 MODULES = {"sequential": lambda: sequential(), "residual": lambda: Residual()}
+
+
+@pytest.fixture(autouse=True, params=["plan", "per-call"])
+def conv_path(request, monkeypatch):
+    """Every test twice: each convolution the rule lets on the plan's kernels there
+    (whatever its channels), or none."""
+    from fastconv.kernels import tuning
+
+    monkeypatch.setattr(tuning, "TRAIN_PLAN_MIN_CHANNELS", 1 if request.param == "plan" else
+                        1 << 30)
+    return request.param
 TOLERANCE = {np.float32: 1e-4, np.float64: 1e-10}
 
 
@@ -111,6 +122,30 @@ def test_against_torch_autograd(which, dtype):
         for name, b in module.named_buffers():
             _close(ours.buffers[name], b.numpy(), dtype, name)
     assert any(np.abs(g).max() > 0 for g in ours.grads.values())
+
+
+@pytest.mark.parametrize("conv", [
+    dict(kernel_size=2, stride=2), dict(kernel_size=1, stride=2),
+    dict(kernel_size=3, stride=(2, 1), padding=(2, 0), dilation=(1, 2)),
+    dict(kernel_size=3, stride=2, padding=1, groups=2), dict(kernel_size=5, padding=4),
+    dict(kernel_size=(3, 1), stride=3, padding=(1, 0), bias=False)])
+def test_convolution_geometries_against_torch(conv):
+    """Each convolution's output, input gradient and parameter gradients on the plan's
+    kernels (or the per-call ones where the plan rewrites the input gradient) equal torch's
+    for strides, dilations, groups, pads and kernels as large as their stride."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(4, 6, **conv)).double()
+    ours = fc.Network.from_torch(module, training=True)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 4, 9, 8))
+    y = ours.forward(x)
+    g = rng.standard_normal(y.shape)
+    gx = ours.backward(g)
+    y_ref, gx_ref = _torch_step(module, x, g)
+    _close(y, y_ref, np.float64, "output")
+    _close(gx, gx_ref, np.float64, "input gradient")
+    for name, p in module.named_parameters():
+        _close(ours.grads[name], p.grad.numpy(), np.float64, name)
 
 
 ACTIVATIONS = ["ReLU", "ReLU6", "Hardtanh", "LeakyReLU", "Hardsigmoid", "Hardswish",

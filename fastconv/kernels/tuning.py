@@ -160,3 +160,13 @@ CUDA_THREADS = 128
 CUDA_GEMM_TILE = 16
 CUDA_DIRECT_TILE = 8
 CUDA_DIRECT_PATCH = 32
+
+# --- training -------------------------------------------------------------------------------
+
+# A training network's convolution runs on the plan's kernels (one-node plans that convert
+# NCHW to NHWC and back: forward, input gradient, weights' gradient) where it has no groups,
+# a kernel larger than 1x1 (its live taps) and at least this many input channels; else on the
+# per-call kernels, whose GEMMs read NCHW as it is (pointwise and grouped layers, and the
+# stems, lose more to the conversions than the register tiles win).
+# Re-measure: pytest benches/bench_training.py --benchmark-only -k convolution
+TRAIN_PLAN_MIN_CHANNELS = 16

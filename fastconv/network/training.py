@@ -24,11 +24,13 @@ import numpy as np
 from scipy import special
 
 from .. import api
+from ..kernels import tuning
 from ..kernels.numba.training import (avg_pool_backward, avg_pool_forward,
                                       batch_norm_backward_sums, batch_norm_input_gradient,
                                       batch_norm_statistics, channel_affine, channels_view,
                                       clamp_backward, clamp_forward, max_pool_backward,
                                       max_pool_forward)
+from ..spec import ConvSpec
 from .graph import INPUT, Graph, Node, Shape, conv_spec, infer_shapes, pool_spec
 
 
@@ -287,10 +289,11 @@ class TrainingNetwork:
 
     # --- what the operations read -------------------------------------------------------
 
-    def _geometry(self, node: Node, shape: tuple, compute):
+    def _geometry(self, node: Node, shape: tuple, compute, *what):
         """What ``compute()`` gives for ``node`` on an input of ``shape`` (its taps, its
-        windows), kept: a training step asks for the same shapes step after step."""
-        key = (node.output, shape[1:])
+        windows, its plan for ``what`` taps), kept: a training step asks for the same shapes
+        step after step."""
+        key = (node.output, shape[1:], *what)
         if key not in self._geometries:  # None is an answer too (no live window)
             self._geometries[key] = compute()
         return self._geometries[key]
@@ -356,25 +359,138 @@ def _live(net, node, x, weight, *arrays):
     return (slice(h0, h1), slice(w0, w1)), padding
 
 
+class _PlannedConv:
+    """A convolution of the training network on the plan's kernels, for one input shape and
+    window of taps: its forward; its input's gradient, the transposed convolution of the
+    output's gradient (one convolution per output phase); and its weights' gradient, a
+    convolution of the input by the output's gradient (``ConvSpec.weight_gradient_as_conv``:
+    a GEMM reducing over the batch and the pixels). Each a one-node Network (NHWC, register
+    tiles); their weights re-packed in place from the parameters, or from the gradient."""
+
+    def __init__(self, name: str, spec: ConvSpec, has_bias: bool, dtype, backend: str):
+        g, (kh, kw) = spec.groups, spec.kernel_size
+        self._name, self._spec, self._dtype, self._backend = name, spec, dtype, backend
+        plain = ConvSpec(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride,
+                         spec.padding, spec.dilation, g, has_bias)
+        self.forward_net, self._conv = self._network("conv", dict(
+            spec=plain, weight=np.zeros(spec.weight_shape, dtype),
+            bias=np.zeros(spec.out_channels, dtype) if has_bias else None))
+        # the transposed convolution's weight as a grouped convolution's (C_in, C_out / g)
+        self.input_grad_net, self._deconv = self._network("deconv", dict(
+            weight=np.zeros((spec.in_channels, spec.out_channels // g, kh, kw), dtype),
+            bias=None, stride=spec.stride, pads=spec.pads, dilation=spec.dilation,
+            output_padding=spec.unread_tail, groups=g))
+        self._weight_grads: dict = {}  # batch -> its plan, node and crop (the batch: channels)
+        self._stale = True  # the input gradient's weights since the last load
+
+    def _network(self, op: str, attrs: dict):
+        """A one-node Network of ``op`` and the planned graph's node (whose arrays its
+        packing reads), or None and None where the planner rewrote the node (a transposed
+        convolution whose kernel is its stride, as a shuffle)."""
+        from .network import Network
+
+        node = Node(op, (INPUT,), "out", self._name, attrs)
+        net = Network(Graph([node], "out", self._dtype, source="training"), self._backend)
+        planned = net.graph.nodes
+        return (net, planned[0]) if [n.op for n in planned] == [op] else (None, None)
+
+    def load(self, weight, bias) -> None:
+        """The layer's weights (its live taps) and bias into the forward's packing."""
+        self._conv.attrs["weight"][...] = weight
+        if bias is not None:
+            self._conv.attrs["bias"][...] = bias
+        self.forward_net._repack()
+        self._stale = True
+
+    def input_grad(self, g) -> np.ndarray:
+        """The input's gradient for the output's gradient ``g`` (NCHW)."""
+        if self._stale:
+            w = self._conv.attrs["weight"]
+            c_out, c_group, kh, kw = w.shape
+            groups = self._spec.groups
+            self._deconv.attrs["weight"][...] = w.reshape(
+                groups, c_out // groups, c_group, kh, kw).transpose(0, 2, 1, 3, 4).reshape(
+                self._deconv.attrs["weight"].shape)
+            self.input_grad_net._repack()
+            self._stale = False
+        return self.input_grad_net(g)
+
+    def weight_grad(self, x, g) -> np.ndarray:
+        """The gradient of the live taps' weights for input ``x`` and the output's gradient
+        ``g`` (NCHW; a layer without groups)."""
+        batch = x.shape[0]
+        if batch == 0:
+            return np.zeros(self._spec.weight_shape, self._dtype)
+        if batch not in self._weight_grads:
+            spec, crop = self._spec.weight_gradient_as_conv()
+            o, (kh, kw) = self._spec.out_channels, spec.kernel_size
+            as_conv = ConvSpec(batch, o, spec.kernel_size, spec.stride, spec.padding,
+                               spec.dilation, bias=False)
+            net, node = self._network("conv", dict(
+                spec=as_conv, weight=np.zeros((o, batch, kh, kw), self._dtype), bias=None))
+            self._weight_grads[batch] = net, node, crop
+        net, node, (crop_h, crop_w) = self._weight_grads[batch]
+        node.attrs["weight"][...] = g.transpose(1, 0, 2, 3)
+        net._repack()
+        h, w = x.shape[2:]
+        return net(x.transpose(1, 0, 2, 3)[:, :, :h - crop_h, :w - crop_w]).transpose(1, 0, 2, 3)
+
+
+def _on_plan(spec: ConvSpec) -> bool:
+    """Whether a convolution of a training network (its live taps) runs on the plan's
+    kernels, or on the per-call ones (``tuning.TRAIN_ON_PLAN``)."""
+    return (spec.groups == 1 and spec.kernel_size != (1, 1)
+            and spec.in_channels >= tuning.TRAIN_PLAN_MIN_CHANNELS)
+
+
+def _planned(net, node, x, taps, padding) -> _PlannedConv | None:
+    """The node's planned convolution for input ``x`` and that window of taps, or None where
+    it runs on the per-call kernels."""
+    spec = node.attrs["spec"]
+    kernel = tuple(len(range(*t.indices(k))) for t, k in zip(taps, spec.kernel_size))
+
+    def plan():
+        trimmed = ConvSpec(spec.in_channels, spec.out_channels, kernel, spec.stride, padding,
+                           spec.dilation, spec.groups, spec.bias, input_size=x.shape[2:])
+        return (_PlannedConv(node.name, trimmed, spec.bias, net.dtype, net.backend)
+                if _on_plan(trimmed) else None)
+
+    return net._geometry(node, x.shape, plan, kernel)
+
+
 def _conv_forward(net, node, inputs):
     (x,) = inputs
-    spec, weight = node.attrs["spec"], net._param(node, "weight")
+    spec, weight, bias = node.attrs["spec"], net._param(node, "weight"), net._param(node, "bias")
     taps, padding = _live(net, node, x, weight)
-    y = api.conv2d(x, weight[(..., *taps)], net._param(node, "bias"), spec.stride, padding,
-                   spec.dilation, spec.groups, backend=net.backend)
-    return y, x
+    planned = _planned(net, node, x, taps, padding) if np.isfinite(weight).all() else None
+    if planned is None:  # the per-call kernels; every tap for torch's NaNs
+        y = api.conv2d(x, weight[(..., *taps)], bias, spec.stride, padding, spec.dilation,
+                       spec.groups, backend=net.backend)
+        return y, (x, None)
+    planned.load(weight[(..., *taps)], bias)
+    return planned.forward_net(x), (x, planned)
 
 
-def _conv_backward(net, node, g, x, grads):
-    spec, weight = node.attrs["spec"], net._param(node, "weight")
-    needs = ["weight"] + (["bias"] if spec.bias else [])
-    if node.inputs[0] not in net._unwanted:
-        needs.append("input")
+def _conv_backward(net, node, g, kept, grads):
+    (x, planned), spec = kept, node.attrs["spec"]
+    weight = net._param(node, "weight")
     # a tap that reads only padding has the gradient zero (g times zeros) unless g is not finite
     taps, padding = _live(net, node, x, weight, g)
-    gx, g_taps, gb = api.conv2d_backward(g, x, weight[(..., *taps)], spec.stride, padding,
-                                         spec.dilation, spec.groups, bias=spec.bias,
-                                         needs=needs, backend=net.backend)
+    wanted = node.inputs[0] not in net._unwanted
+    if planned is not None and planned is _planned(net, node, x, taps, padding):
+        g_taps = planned.weight_grad(x, g)
+        gx = None
+        if wanted and planned.input_grad_net is not None:
+            gx = planned.input_grad(g)
+        elif wanted:
+            gx = api.conv2d_input_grad(x.shape, weight[(..., *taps)], g, spec.stride, padding,
+                                       spec.dilation, spec.groups, backend=net.backend)
+        gb = g.sum(axis=(0, 2, 3)) if spec.bias else None
+    else:
+        needs = ["weight"] + (["bias"] if spec.bias else []) + (["input"] if wanted else [])
+        gx, g_taps, gb = api.conv2d_backward(g, x, weight[(..., *taps)], spec.stride, padding,
+                                             spec.dilation, spec.groups, bias=spec.bias,
+                                             needs=needs, backend=net.backend)
     gw = np.zeros_like(weight)
     gw[(..., *taps)] = g_taps
     net._add_grad(grads, node, "weight", gw)
