@@ -148,6 +148,27 @@ def test_convolution_geometries_against_torch(conv):
         _close(ours.grads[name], p.grad.numpy(), np.float64, name)
 
 
+@pytest.mark.parametrize("pool", [dict(kernel_size=3, stride=2, padding=1),
+                                  dict(kernel_size=2, stride=1, dilation=2, ceil_mode=True)])
+def test_max_pooling_of_ties_infinities_and_nans_as_torch(pool):
+    """Max pooling's output and gradient where values tie (the first wins), are infinite or
+    NaN (the last NaN wins), as torch's; the gradient shows which tap won."""
+    module = nn.Sequential(nn.MaxPool2d(**pool))  # no parameters: float32
+    ours = fc.Network.from_torch(module, training=True)
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 3, (2, 3, 9, 8)).astype(np.float32)  # ties everywhere
+    x[0, 0, 2, 3] = x[0, 0, 2, 4] = np.nan
+    x[0, 1, 4:7, 2:5] = -np.inf
+    x[1, 0, 0, 0] = x[1, 2, 5, 5] = np.inf
+    x[1, 1] = -np.inf
+    y = ours.forward(x)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    gx = ours.backward(g)
+    y_ref, gx_ref = _torch_step(module, x, g)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_allclose(gx, gx_ref, rtol=0, atol=1e-6)
+
+
 ACTIVATIONS = ["ReLU", "ReLU6", "Hardtanh", "LeakyReLU", "Hardsigmoid", "Hardswish",
                "Sigmoid", "SiLU", "Tanh", "Mish", "GELU", "GELU_tanh"]
 

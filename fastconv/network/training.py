@@ -8,11 +8,13 @@ statistics updated as torch updates them, dropout with the network's own generat
 what the backward needs; :meth:`~TrainingNetwork.backward` gives the input's gradient and
 every parameter's (:attr:`~TrainingNetwork.grads`).
 
-Each node runs on its own in NCHW: the convolutions through :func:`fastconv.conv2d` and
-:func:`fastconv.conv2d_backward`, batch norms, clamps and pooling through Numba's kernels
-(``kernels/numba/training.py``), the other layers in NumPy (one room per operation below,
-forward and backward side by side): the reference for the plan's training kernels to come
-(NHWC, register tiles, one arena for both passes).
+Each node runs on its own in NCHW. A convolution without groups and larger than 1x1 runs on
+the plan's kernels, as one-node plans (:class:`_PlannedConv`: NHWC register tiles, the
+activations converted at their edges): its forward, its input's gradient (a transposed
+convolution) and its weights' gradient (a convolution of the input by the output's gradient);
+the others through :func:`fastconv.conv2d` and :func:`fastconv.conv2d_backward`. Batch norms,
+clamps and pooling run on Numba's kernels (``kernels/numba/training.py``), the other layers in
+NumPy (one room per operation below, forward and backward side by side).
 """
 
 from __future__ import annotations

@@ -146,16 +146,27 @@ def max_pool_forward(x, taps, out, index):
     windows, size = taps.shape
     for plane in prange(n_images * channels):
         n, c = plane // channels, plane % channels
+        src = x[n, c]
         for q in range(windows):
-            best = -np.inf
-            at = -1
+            # without branches on the values (a data-dependent branch mispredicts): where
+            # every value is finite (zero stays 0), the first of the largest wins
+            best, at, zero = -np.inf, -1, 0.0
             for t in range(size):
                 p = taps[q, t]
-                if p >= 0:
-                    v = x[n, c, p]
-                    if v > best or v != v or at < 0:
-                        best = v
-                        at = p
+                v = src[max(p, 0)]
+                zero += v * 0.0
+                v = v if p >= 0 else -np.inf
+                larger = v > best
+                best = max(best, v)
+                at = p if larger else at
+            if zero != zero:  # an infinity or a NaN: torch's comparisons, one by one
+                best, at = -np.inf, -1
+                for t in range(size):
+                    p = taps[q, t]
+                    if p >= 0:
+                        v = src[p]
+                        if v > best or v != v or at < 0:
+                            best, at = v, p
             out[n, c, q] = best
             index[n, c, q] = at
 
