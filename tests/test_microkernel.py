@@ -398,3 +398,21 @@ def test_the_transcendental_activations_over_their_range(act, dtype):
             at_inf = ACT[act][1](np.array([np.inf, -np.inf]))
         ok = np.isclose(result[-3:-1], at_inf, equal_nan=True) | np.isnan(at_inf)
         assert ok.all(), (name, result[-3:-1], at_inf)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("is_wide", [False, True])
+def test_numba_pack_is_the_geometrys(dtype, is_wide):
+    """The Numba executor's parallel packing gives ``TileGeometry.pack``'s panels (the
+    Cython executor's), from weights of any layout and dtype, whole panels or not."""
+    from fastconv.kernels.numba.microkernel import GEOMETRY
+
+    rng = np.random.default_rng(0)
+    for shape, groups in [((64, 64, 3, 3), 1), ((70, 3, 3, 3), 1), ((32, 1, 3, 3), 32),
+                          ((24, 8, 1, 1), 3), ((5, 7, 2, 3), 1)]:
+        w = rng.standard_normal(shape)
+        for weight in (w.astype(dtype), np.asfortranarray(w.astype(dtype)), w[::-1], w):
+            expected, panel = GEOMETRY.pack(weight.astype(dtype), groups, dtype, is_wide)
+            packed, ours = pack(weight, groups, dtype, is_wide)
+            assert ours == panel and packed.dtype == dtype and packed.ctypes.data % 64 == 0
+            np.testing.assert_array_equal(packed, expected)

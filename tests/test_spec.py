@@ -176,6 +176,39 @@ def test_unread_tail_gives_the_input_gradient(size, kernel, stride, padding, dil
 
 
 @needs_torch
+@pytest.mark.parametrize("size, kernel, stride, padding, dilation", [
+    ((8, 7), 3, 2, 1, 1), ((9, 9), 1, 2, 0, 1), ((10, 6), 2, 2, 0, 1), ((11, 12), 3, 3, 2, 2),
+    ((5, 5), 3, 1, 1, 1), ((7, 9), (3, 1), (2, 3), (0, 1), (1, 1)),
+    ((9, 8), 3, 2, ((1, 0), (2, 1)), 1)])
+def test_weight_gradient_as_conv_gives_torchs(size, kernel, stride, padding, dilation):
+    """The convolution ``weight_gradient_as_conv`` describes (NumPy reference), of the
+    cropped input by the output's gradient, is the weights' gradient (torch autograd)."""
+    from fastconv.kernels import reference
+
+    spec = ConvSpec(2, 3, kernel, stride=stride, padding=padding, dilation=dilation, bias=False,
+                    input_size=size)
+    as_conv, (crop_h, crop_w) = spec.weight_gradient_as_conv()
+    batch = 4
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(spec.input_shape(batch))
+    w = torch.from_numpy(rng.standard_normal(spec.weight_shape)).requires_grad_()
+    g = rng.standard_normal(spec.output_shape(batch))
+    pads = [p for pair in spec.pads[::-1] for p in pair]  # F.pad's (left, right, top, bottom)
+    F.conv2d(F.pad(torch.from_numpy(x), pads), w, None, stride, 0, dilation).backward(
+        torch.from_numpy(g))
+    kernel_of_gradient = dataclasses.replace(as_conv, in_channels=batch, out_channels=3)
+    h, wd = size
+    gw = reference.forward(np.ascontiguousarray(x.transpose(1, 0, 2, 3)[:, :, :h - crop_h,
+                                                                         :wd - crop_w]),
+                           np.ascontiguousarray(g.transpose(1, 0, 2, 3)), None,
+                           kernel_of_gradient)
+    np.testing.assert_allclose(gw.transpose(1, 0, 2, 3), w.grad.numpy(), rtol=1e-12,
+                               atol=1e-12)
+    with pytest.raises(ValueError, match="groups=1, but got 2"):
+        ConvSpec(2, 2, 3, groups=2, input_size=size).weight_gradient_as_conv()
+
+
+@needs_torch
 @pytest.mark.parametrize("kernel, stride, padding, ceil, include, override", [
     (3, 2, 1, True, True, None), (3, 2, 1, True, False, None), (2, 2, 0, False, True, 3),
     ((3, 2), (1, 2), (1, 0), True, True, None)])

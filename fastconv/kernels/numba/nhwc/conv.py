@@ -18,6 +18,7 @@ from ....runtime import jit
 from ..microkernel import (GEOMETRY, VECTOR_BYTES, tile_1, tile_2, tile_4, tile_full,
                            tile_full_1v, wide_1, wide_2, wide_4, wide_full, wide_full_1v,
                            wide_full_2v, wide_full_3v)
+from ...plan_tiles import aligned_empty
 from .layout import zero_border_share
 
 # the wide tile's vectors (its panel's), for _tiles
@@ -27,7 +28,37 @@ _WIDE_VECTORS = GEOMETRY.tile_shape(np.float32, True)[1] // GEOMETRY.lanes(np.fl
 # the geometry of the tiles compiled here (``plan_tiles``), as functions
 wide = GEOMETRY.wide
 schedule = GEOMETRY.schedule
-pack = GEOMETRY.pack
+
+
+def pack(weight, groups: int, dtype, is_wide: bool) -> tuple[np.ndarray, int]:
+    """``TileGeometry.pack``'s panels, in parallel from ``weight`` as its strides are (a
+    training step re-packs its layers' weights, and the output's gradient, at every step)."""
+    _, nr = GEOMETRY.tile_shape(dtype, is_wide)
+    out_channels, c_in, kh, kw = weight.shape
+    panels = -(-(out_channels // groups) // nr)
+    out = aligned_empty((groups, panels, kh * kw, c_in, nr), dtype)
+    _pack_panels(weight.astype(dtype, copy=False), groups, out)
+    return out.reshape(-1), kh * kw * c_in * nr
+
+
+@jit(parallel=True)
+def _pack_panels(weight, groups, out):
+    """``out[g, panel, tap, c, r]`` = ``weight[g * O/g + panel * NR + r, c, tap]``, zero
+    past O/g: each task a panel's tap, reading NR rows of the weights."""
+    out_channels, c_in, kh, kw = weight.shape
+    per_group = out_channels // groups
+    panels, taps, nr = out.shape[1], kh * kw, out.shape[4]
+    for task in prange(groups * panels * taps):
+        g, rest = task // (panels * taps), task % (panels * taps)
+        p, t = rest // taps, rest % taps
+        i, j = t // kw, t % kw
+        rows = min(nr, per_group - p * nr)
+        first = g * per_group + p * nr
+        for c in range(c_in):  # written in order, each a vector of NR
+            for r in range(rows):
+                out[g, p, t, c, r] = weight[first + r, c, i, j]
+            for r in range(rows, nr):
+                out[g, p, t, c, r] = 0
 
 
 @jit(parallel=True)
