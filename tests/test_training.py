@@ -74,11 +74,14 @@ MODULES = {"sequential": lambda: sequential(), "residual": lambda: Residual()}
 @pytest.fixture(autouse=True, params=["plan", "per-call"])
 def conv_path(request, monkeypatch):
     """Every test twice: each convolution the rule lets on the plan's kernels there
-    (whatever its channels), or none."""
+    (whatever its channels), or none; and the arrays of the last steps reused whatever their
+    size."""
     from fastconv.kernels import tuning
+    from fastconv.network import training
 
     monkeypatch.setattr(tuning, "TRAIN_PLAN_MIN_CHANNELS", 1 if request.param == "plan" else
                         1 << 30)
+    monkeypatch.setattr(training._Reused, "SMALLEST", 0)  # every array reused when it can be
     return request.param
 TOLERANCE = {np.float32: 1e-4, np.float64: 1e-10}
 
@@ -167,6 +170,31 @@ def test_max_pooling_of_ties_infinities_and_nans_as_torch(pool):
     y_ref, gx_ref = _torch_step(module, x, g)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_allclose(gx, gx_ref, rtol=0, atol=1e-6)
+
+
+def test_arrays_are_reused_only_when_nothing_holds_them():
+    """A step writes into the arrays of the step before that nothing holds any more; an
+    output the caller keeps (or a view of it) is never written again."""
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                           nn.MaxPool2d(2)).double()
+    ours = fc.Network.from_torch(module, training=True)
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 9))
+    kept = ours.forward(x)
+    ours.backward(np.ones_like(kept))
+    view = ours.forward(x + 1)[0]
+    ours.backward(np.ones(kept.shape))
+    expected = module(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(kept, expected, rtol=0, atol=1e-12)  # not overwritten
+    assert not np.shares_memory(view, kept)
+    dropped = ours.forward(x + 1)
+    address = dropped.ctypes.data
+    del dropped
+    ours.backward(np.ones(kept.shape))
+    again = ours.forward(x + 2)
+    assert again.ctypes.data == address  # the dropped output's memory, written again
+    assert not np.shares_memory(again, view)
+    np.testing.assert_allclose(view, module(torch.from_numpy(x + 1)).detach().numpy()[0],
+                               rtol=0, atol=1e-12)
 
 
 ACTIVATIONS = ["ReLU", "ReLU6", "Hardtanh", "LeakyReLU", "Hardsigmoid", "Hardswish",

@@ -20,6 +20,7 @@ NumPy (one room per operation below, forward and backward side by side).
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,34 @@ class _BatchNorm:
     momentum: float | None
     affine: bool
     track: bool
+
+
+class _Reused:
+    """Large arrays handed out again from step to step: one that nothing but this pool holds
+    any more (no tape, no caller, no view) serves the next request of its shape and dtype.
+    A step then writes into memory it wrote before, where a new array of many pages would be
+    faulted in from the system, page by page, at every step."""
+
+    SMALLEST = 1 << 20  # bytes; smaller arrays come from NumPy's own allocator
+
+    def __init__(self):
+        self._arrays: dict = {}  # (shape, dtype) -> the arrays handed out
+        self.input_shape = None  # the shape the arrays were made for (see TrainingNetwork)
+
+    def empty(self, shape, dtype) -> np.ndarray:
+        shape, dtype = tuple(shape), np.dtype(dtype)
+        if math.prod(shape) * dtype.itemsize < self.SMALLEST:
+            return np.empty(shape, dtype)
+        arrays = self._arrays.setdefault((shape, dtype), [])
+        for array in arrays:
+            # held by the list, this loop's name and getrefcount's argument alone
+            if sys.getrefcount(array) <= 3:
+                return array
+        arrays.append(np.empty(shape, dtype))
+        return arrays[-1]
+
+    def clear(self) -> None:
+        self._arrays.clear()
 
 
 class TrainingNetwork:
@@ -128,6 +157,7 @@ class TrainingNetwork:
         self._tape: _Tape | None = None
         self._unwanted: frozenset = frozenset()  # values whose gradient backward skips
         self._geometries: dict = {}  # see _geometry
+        self._reused = _Reused()  # the operations' large outputs and gradients
 
     def _array(self, tensor, share: bool) -> np.ndarray:
         if tensor.device.type != "cpu":
@@ -173,6 +203,9 @@ class TrainingNetwork:
         return self._forward(x)
 
     def _forward(self, x, clock=None) -> tuple[np.ndarray, "_Tape"]:
+        if self._reused.input_shape != x.shape:  # the last shape's arrays are not reused
+            self._reused.clear()
+            self._reused.input_shape = x.shape
         values = {INPUT: x}
         tape = {}
         for node in self.graph.nodes:
@@ -226,7 +259,8 @@ class TrainingNetwork:
             for value, gx in zip(node.inputs, back(self, node, g, tape.kept[node.output],
                                                    grads)):
                 if gx is not None:
-                    pending[value] = pending[value] + gx if value in pending else gx
+                    pending[value] = gx if value not in pending else np.add(
+                        pending[value], gx, out=self._empty(gx.shape, gx.dtype))
             if clock is not None:
                 clock.add((node.output, "backward"), clock.now() - start)
         self.grads = grads
@@ -299,6 +333,10 @@ class TrainingNetwork:
         if key not in self._geometries:  # None is an answer too (no live window)
             self._geometries[key] = compute()
         return self._geometries[key]
+
+    def _empty(self, shape, dtype) -> np.ndarray:
+        """An array for an operation to write whole: a large one reused from earlier steps."""
+        return self._reused.empty(shape, dtype)
 
     def _param(self, node: Node, name: str) -> np.ndarray | None:
         full = f"{node.attrs['module']}.{name}"
@@ -540,7 +578,7 @@ def _batchnorm_forward(net, node, inputs):
     scale = (inv_std * weight).astype(x.dtype)
     shift = (bias - mean * inv_std * weight).astype(x.dtype)
     lo, hi, _ = _clamp_after(net, node, x.dtype)
-    y = np.empty(x.shape, x.dtype)
+    y = net._empty(x.shape, x.dtype)
     channel_affine(channels_view(x), scale, shift, lo, hi, channels_view(y))
     if norm.track:
         prefix = node.attrs["module"]
@@ -573,7 +611,7 @@ def _batchnorm_backward(net, node, g, kept, grads):
     per_value = 1 / max(count, 1)  # an empty batch: no gradient, and no 0 / 0 on the way
     k = a * inv_std * sum_g_hat * per_value
     b = k * mean - a * sum_g * per_value
-    gx = np.empty(x.shape, x.dtype)
+    gx = net._empty(x.shape, x.dtype)
     batch_norm_input_gradient(g, x3, a.astype(x.dtype), k.astype(x.dtype), b.astype(x.dtype),
                               scale, shift, lo, hi, closed, channels_view(gx))
     return [gx]
@@ -592,7 +630,7 @@ def _act_forward(net, node, inputs):
     kind, dtype = act.kind, x.dtype
     if kind == "clamp":
         x = np.ascontiguousarray(x)
-        y = np.empty(x.shape, x.dtype)
+        y = net._empty(x.shape, x.dtype)
         clamp_forward(x.reshape(-1), dtype.type(act.lo), dtype.type(act.hi), y.reshape(-1))
     elif kind == "leaky":
         y = np.where(x > 0, x, x * dtype.type(act.alpha))
@@ -623,7 +661,7 @@ def _act_backward(net, node, g, kept, grads):
     act = node.act
     kind, one = act.kind, x.dtype.type(1)
     if kind == "clamp":  # where the input is inside the bounds (at them too, for torch.clamp)
-        gx = np.empty(x.shape, x.dtype)
+        gx = net._empty(x.shape, x.dtype)
         clamp_backward(np.ascontiguousarray(g).reshape(-1), x.reshape(-1), x.dtype.type(act.lo),
                        x.dtype.type(act.hi), node.attrs.get("closed", False), gx.reshape(-1))
         return [gx]
@@ -669,15 +707,15 @@ def _pool_geometry(net, node, x):
 def _maxpool_forward(net, node, inputs):
     x = np.ascontiguousarray(inputs[0])
     taps, size, _ = _pool_geometry(net, node, x)
-    out = np.empty((*x.shape[:2], *size), x.dtype)
-    index = np.empty(out.shape, np.int64)
+    out = net._empty((*x.shape[:2], *size), x.dtype)
+    index = net._empty(out.shape, np.int64)
     max_pool_forward(channels_view(x), taps, channels_view(out), channels_view(index))
     return out, (x.shape, index)
 
 
 def _maxpool_backward(net, node, g, kept, grads):
     shape, index = kept
-    gx = np.empty(shape, g.dtype)
+    gx = net._empty(shape, g.dtype)
     max_pool_backward(channels_view(np.ascontiguousarray(g)), channels_view(index),
                       channels_view(gx))
     return [gx]
@@ -686,14 +724,14 @@ def _maxpool_backward(net, node, g, kept, grads):
 def _avgpool_forward(net, node, inputs):
     x = np.ascontiguousarray(inputs[0])
     taps, size, divisors = _pool_geometry(net, node, x)
-    out = np.empty((*x.shape[:2], *size), x.dtype)
+    out = net._empty((*x.shape[:2], *size), x.dtype)
     avg_pool_forward(channels_view(x), taps, divisors, channels_view(out))
     return out, (x.shape, taps, divisors)
 
 
 def _avgpool_backward(net, node, g, kept, grads):
     shape, taps, divisors = kept
-    gx = np.empty(shape, g.dtype)
+    gx = net._empty(shape, g.dtype)
     avg_pool_backward(channels_view(np.ascontiguousarray(g)), taps, divisors,
                       channels_view(gx))
     return [gx]
@@ -763,7 +801,8 @@ def _reduced(g, shape):
 
 def _add_forward(net, node, inputs):
     a, b = inputs
-    return a + b, (a.shape, b.shape)
+    return np.add(a, b, out=net._empty(np.broadcast_shapes(a.shape, b.shape),
+                                       np.result_type(a, b))), (a.shape, b.shape)
 
 
 def _add_backward(net, node, g, shapes, grads):
