@@ -243,6 +243,18 @@ class ConvSpec:
         return tuple(p - (o - 1) * s - e for p, o, s, e in zip(
             self.padded_input_size, self.output_size, self.stride, self.dilated_kernel_size))
 
+    def input_gradient_pads(self):
+        """For a layer of stride 1: the padding ``((top, bottom), (left, right))`` under which
+        the convolution of the output's gradient by the kernel flipped, its input and output
+        channels swapped, is the input's gradient (the kernel's extent less one, less the
+        layer's padding, on each side); None for a strided layer, or where its padding is
+        larger than that extent."""
+        if self.stride != (1, 1):
+            return None
+        pads = tuple((e - 1 - lo, e - 1 - hi) for (lo, hi), e in zip(self.pads,
+                                                                     self.dilated_kernel_size))
+        return None if min(min(p) for p in pads) < 0 else pads
+
     def weight_gradient_as_conv(self) -> tuple["ConvSpec", tuple[int, int]]:
         """The weight gradient (of a layer without groups) as a convolution of the input
         whose kernel is the output's gradient: the input's channels its batch, the batch its

@@ -158,10 +158,12 @@ def test_live_window_gives_the_same_output(size, kernel, stride, padding, dilati
 @needs_torch
 @pytest.mark.parametrize("size, kernel, stride, padding, dilation", [
     ((8, 7), 3, 2, 1, 1), ((9, 9), 1, 2, 0, 1), ((10, 6), 2, 2, 0, 1), ((11, 12), 3, 3, 2, 2),
-    ((5, 5), 3, 1, 1, 1), ((7, 9), (3, 1), (2, 3), (0, 1), (1, 1))])
+    ((5, 5), 3, 1, 1, 1), ((7, 9), (3, 1), (2, 3), (0, 1), (1, 1)), ((9, 8), 5, 1, 3, 2),
+    ((6, 7), (3, 2), 1, (2, 0), (1, 3))])
 def test_unread_tail_gives_the_input_gradient(size, kernel, stride, padding, dilation):
     """The transposed convolution of the output's gradient under ``unread_tail`` as output
-    padding has the input's size, and is the input's gradient (torch autograd)."""
+    padding has the input's size, and is the input's gradient (torch autograd); for stride 1,
+    so is the convolution by the flipped kernel under ``input_gradient_pads``."""
     spec = ConvSpec(2, 3, kernel, stride=stride, padding=padding, dilation=dilation, bias=False,
                     input_size=size)
     assert all(0 <= t < s for t, s in zip(spec.unread_tail, spec.stride))
@@ -173,6 +175,13 @@ def test_unread_tail_gives_the_input_gradient(size, kernel, stride, padding, dil
     gx = F.conv_transpose2d(g, w, None, spec.stride, spec.padding, spec.unread_tail, 1,
                             spec.dilation)
     np.testing.assert_allclose(gx.numpy(), x.grad.numpy(), rtol=1e-12, atol=1e-12)
+    pads = spec.input_gradient_pads()  # stride 1: a convolution by the flipped kernel
+    assert (pads is not None) == (spec.stride == (1, 1))
+    if pads is not None:
+        flipped = w.transpose(0, 1).flip(2, 3)
+        padded = F.pad(g, [p for pair in pads[::-1] for p in pair])
+        np.testing.assert_allclose(F.conv2d(padded, flipped, None, 1, 0, dilation).numpy(),
+                                   x.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
 @needs_torch

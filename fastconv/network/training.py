@@ -401,8 +401,9 @@ def _live(net, node, x, weight, *arrays):
 
 class _PlannedConv:
     """A convolution of the training network on the plan's kernels, for one input shape and
-    window of taps: its forward; its input's gradient, the transposed convolution of the
-    output's gradient (one convolution per output phase); and its weights' gradient, a
+    window of taps: its forward; its input's gradient, a convolution of the output's gradient
+    by the flipped kernel (stride 1) or its transposed convolution (one convolution per output
+    phase); and its weights' gradient, a
     convolution of the input by the output's gradient (``ConvSpec.weight_gradient_as_conv``:
     a GEMM reducing over the batch and the pixels). Each a one-node Network (NHWC, register
     tiles); their weights re-packed in place from the parameters, or from the gradient."""
@@ -415,18 +416,27 @@ class _PlannedConv:
         self.forward_net, self._conv = self._network("conv", dict(
             spec=plain, weight=np.zeros(spec.weight_shape, dtype),
             bias=np.zeros(spec.out_channels, dtype) if has_bias else None))
-        # the transposed convolution's weight as a grouped convolution's (C_in, C_out / g)
-        self.input_grad_net, self._deconv = self._network("deconv", dict(
-            weight=np.zeros((spec.in_channels, spec.out_channels // g, kh, kw), dtype),
-            bias=None, stride=spec.stride, pads=spec.pads, dilation=spec.dilation,
-            output_padding=spec.unread_tail, groups=g))
+        # the input's gradient: for stride 1, a convolution by the kernel flipped (the
+        # planner's choice of kernels, Winograd included); else the transposed convolution;
+        # each by the weight transposed per group, (C_in, C_out / g)
+        transposed = np.zeros((spec.in_channels, spec.out_channels // g, kh, kw), dtype)
+        pads = spec.input_gradient_pads()
+        self._flipped = pads is not None
+        if self._flipped:
+            self.input_grad_net, self._input_grad = self._network("conv", dict(
+                spec=ConvSpec(spec.out_channels, spec.in_channels, spec.kernel_size, 1, pads,
+                              spec.dilation, g, False), weight=transposed, bias=None))
+        else:
+            self.input_grad_net, self._input_grad = self._network("deconv", dict(
+                weight=transposed, bias=None, stride=spec.stride, pads=spec.pads,
+                dilation=spec.dilation, output_padding=spec.unread_tail, groups=g))
         self._weight_grads: dict = {}  # batch -> its plan, node and crop (the batch: channels)
         self._stale = True  # the input gradient's weights since the last load
 
     def _network(self, op: str, attrs: dict):
         """A one-node Network of ``op`` and the planned graph's node (whose arrays its
         packing reads), or None and None where the planner rewrote the node (a transposed
-        convolution whose kernel is its stride, as a shuffle)."""
+        convolution whose kernel is its stride, as a shuffle: the per-call kernels then)."""
         from .network import Network
 
         node = Node(op, (INPUT,), "out", self._name, attrs)
@@ -448,9 +458,12 @@ class _PlannedConv:
             w = self._conv.attrs["weight"]
             c_out, c_group, kh, kw = w.shape
             groups = self._spec.groups
-            self._deconv.attrs["weight"][...] = w.reshape(
-                groups, c_out // groups, c_group, kh, kw).transpose(0, 2, 1, 3, 4).reshape(
-                self._deconv.attrs["weight"].shape)
+            transposed = w.reshape(groups, c_out // groups, c_group, kh, kw).transpose(
+                0, 2, 1, 3, 4)
+            if self._flipped:
+                transposed = transposed[..., ::-1, ::-1]
+            target = self._input_grad.attrs["weight"]
+            target[...] = transposed.reshape(target.shape)
             self.input_grad_net._repack()
             self._stale = False
         return self.input_grad_net(g)
