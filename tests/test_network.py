@@ -585,3 +585,16 @@ def test_weights_changed_in_place_are_repacked():
     expected = changed(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(net(x), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     assert not np.allclose(before, expected, rtol=1e-2)
+
+
+def test_a_call_writes_into_the_array_given():
+    """``Network._run(x, out=...)`` (the training network's convolutions) writes the output
+    into ``out`` and returns it, the same values as a call."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = fc.Network.from_torch(nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU()).eval())
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 6)).astype(np.float32)
+    out = np.full((2, 5, 7, 6), np.nan, np.float32)
+    assert net._run(x, out=out) is out
+    np.testing.assert_array_equal(out, net(x))

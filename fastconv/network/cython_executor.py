@@ -75,13 +75,14 @@ class Arena:
                                     self.shapes, shape_plan.dtype)
         self._times = np.zeros(len(steps) + 1)
 
-    def run(self, x, clock=None, extra=()):
+    def run(self, x, clock=None, extra=(), out=None):
         """Run every step on input ``x`` (and a segment's ``extra`` inputs), the outputs'
-        conversions included; returns the output, a new array owned by the caller (a list,
-        the extra outputs after it, where the plan has more). With a ``clock``, each step's
-        seconds (from the first thread's clock after each barrier) are added to
-        ``clock[node]``."""
-        outs = [np.empty(shape, self.plan.dtype) for shape in self.shapes]
+        conversions included; returns the output, a new array owned by the caller (or
+        ``out``, written; a list, the extra outputs after it, where the plan has more). With a
+        ``clock``, each step's seconds (from the first thread's clock after each barrier) are
+        added to ``clock[node]``."""
+        outs = [np.empty(shape, self.plan.dtype) if i or out is None else out
+                for i, shape in enumerate(self.shapes)]
         if clock is None:
             self.program.run([x, *extra], outs)
         else:

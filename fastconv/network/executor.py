@@ -30,9 +30,10 @@ class Arena(Protocol):
 
     def __init__(self, plan) -> None: ...
 
-    def run(self, x: np.ndarray, clock=None) -> np.ndarray:
+    def run(self, x: np.ndarray, clock=None, extra=(), out=None) -> np.ndarray:
         """Every step on NCHW input ``x``, then the output's conversion: returns the output,
-        a new array owned by the caller (NCHW, or (N, F)). With a ``clock``
+        a new array owned by the caller (NCHW, or (N, F)), or ``out`` (C-contiguous, of the
+        output's shape and dtype) written. With a ``clock``
         (``network._Clock``), each step's seconds are added to ``clock[step.node]`` and the
         conversion's to ``clock["output"]``."""
         ...

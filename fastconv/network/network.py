@@ -308,15 +308,16 @@ class Network:
         returns a new array, (N, C', H', W') or (N, F)."""
         return self._run(self._check_input(x))
 
-    def _run(self, x, clock=None) -> np.ndarray:
-        """:meth:`__call__` on a checked input, its steps timed into ``clock`` if given."""
+    def _run(self, x, clock=None, out=None) -> np.ndarray:
+        """:meth:`__call__` on a checked input, its steps timed into ``clock`` if given; into
+        ``out`` if given (C-contiguous, of the output's shape and dtype)."""
         if x.shape[0] == 0:
             return np.empty(self.output_shape(x.shape), self.dtype)
         planned = self._planned(x.shape)
         arena = planned.acquire()
         previous = self._use_threads()
         try:
-            return arena.run(x, clock)
+            return arena.run(x, clock, out=out)
         finally:
             self._use_threads(previous)
             planned.release(arena)

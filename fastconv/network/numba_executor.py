@@ -44,10 +44,11 @@ class Arena:
                 which, inputs = inputs, inputs + 1
             self.steps.append((step.node, which, kernels[step.kind], args))
 
-    def run(self, x, clock=None, extra=()):
+    def run(self, x, clock=None, extra=(), out=None):
         """Every step on input ``x`` (and a segment's ``extra`` inputs), then the outputs'
-        conversions; returns the output, a new array owned by the caller: NCHW, or (N, F) (a
-        list, the extra outputs after it, where the plan has more). With a ``clock``, each
+        conversions; returns the output, a new array owned by the caller (or ``out``,
+        written): NCHW, or (N, F) (a list, the extra outputs after it, where the plan has
+        more). With a ``clock``, each
         step's seconds are added to ``clock[node]``, the conversions' to
         ``clock["output"]``."""
         xs = (x, *extra)
@@ -62,16 +63,16 @@ class Arena:
                 clock.add(node, clock.now() - start)
         plan = self.plan
         start = clock.now() if clock is not None else 0.0
-        outs = [self._output(plan.output_buffer, plan.output_shape, plan.output_flat)]
+        outs = [self._output(plan.output_buffer, plan.output_shape, plan.output_flat, out)]
         outs += [self._output(*edge) for edge in plan.extra_outputs]
         if clock is not None:
             clock.add("output", clock.now() - start)
         return outs if plan.extra_outputs else outs[0]
 
-    def _output(self, buffer, shape, flat):
+    def _output(self, buffer, shape, flat, out=None):
         result = self.views[buffer][0]
         top, _, left, _ = self.plan.buffers[buffer].border
-        out = np.empty(shape, self.plan.dtype)
+        out = np.empty(shape, self.plan.dtype) if out is None else out
         if flat:
             out[...] = result[:, top, left, :]
         else:

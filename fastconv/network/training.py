@@ -248,7 +248,10 @@ class TrainingNetwork:
 
     def _backward(self, gy, tape, clock=None, input_grad: bool = True) -> np.ndarray | None:
         self._unwanted = frozenset() if input_grad else frozenset((INPUT,))
-        grads = {name: np.zeros_like(p) for name, p in self.parameters.items()}
+        self.grads = {}  # the last step's, reused where nothing else holds them
+        grads = {name: self._empty(p.shape, p.dtype) for name, p in self.parameters.items()}
+        for g in grads.values():
+            g.fill(0)
         pending = {self.graph.output: gy}
         for node in reversed(self.graph.nodes):
             g = pending.pop(node.output, None)
@@ -343,10 +346,11 @@ class TrainingNetwork:
         canonical = self._canonical.get(full)
         return None if canonical is None else self.parameters[canonical]
 
-    def _add_grad(self, grads: dict, node: Node, name: str, value) -> None:
+    def _add_grad(self, grads: dict, node: Node, name: str, value, where=...) -> None:
+        """``value`` added to the gradient of the node's parameter ``name`` (at ``where``)."""
         canonical = self._canonical.get(f"{node.attrs['module']}.{name}")
         if canonical is not None:
-            grads[canonical] += value
+            grads[canonical][where] += value
 
 
 @dataclass
@@ -408,9 +412,11 @@ class _PlannedConv:
     a GEMM reducing over the batch and the pixels). Each a one-node Network (NHWC, register
     tiles); their weights re-packed in place from the parameters, or from the gradient."""
 
-    def __init__(self, name: str, spec: ConvSpec, has_bias: bool, dtype, backend: str):
+    def __init__(self, name: str, spec: ConvSpec, has_bias: bool, dtype, backend: str,
+                 empty=np.empty):
         g, (kh, kw) = spec.groups, spec.kernel_size
         self._name, self._spec, self._dtype, self._backend = name, spec, dtype, backend
+        self._empty = empty  # the outputs' arrays (the training network's, reused)
         plain = ConvSpec(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride,
                          spec.padding, spec.dilation, g, has_bias)
         self.forward_net, self._conv = self._network("conv", dict(
@@ -466,7 +472,7 @@ class _PlannedConv:
             target[...] = transposed.reshape(target.shape)
             self.input_grad_net._repack()
             self._stale = False
-        return self.input_grad_net(g)
+        return self._run(self.input_grad_net, g)
 
     def weight_grad(self, x, g) -> np.ndarray:
         """The gradient of the live taps' weights for input ``x`` and the output's gradient
@@ -486,12 +492,24 @@ class _PlannedConv:
         node.attrs["weight"][...] = g.transpose(1, 0, 2, 3)
         net._repack()
         h, w = x.shape[2:]
-        return net(x.transpose(1, 0, 2, 3)[:, :, :h - crop_h, :w - crop_w]).transpose(1, 0, 2, 3)
+        return self._run(net, x.transpose(1, 0, 2, 3)[:, :, :h - crop_h, :w - crop_w]
+                         ).transpose(1, 0, 2, 3)
+
+    def forward(self, x) -> np.ndarray:
+        """The layer's output for ``x`` (NCHW), with the weights :meth:`load` gave."""
+        return self._run(self.forward_net, x)
+
+    def _run(self, net, x) -> np.ndarray:
+        x = net._check_input(x)
+        if x.shape[0] == 0:
+            return net._run(x)
+        return net._run(x, out=self._empty(net._planned(x.shape).plan.output_shape,
+                                            self._dtype))
 
 
 def _on_plan(spec: ConvSpec) -> bool:
     """Whether a convolution of a training network (its live taps) runs on the plan's
-    kernels, or on the per-call ones (``tuning.TRAIN_ON_PLAN``)."""
+    kernels, or on the per-call ones (``tuning.TRAIN_PLAN_MIN_CHANNELS``)."""
     return (spec.groups == 1 and spec.kernel_size != (1, 1)
             and spec.in_channels >= tuning.TRAIN_PLAN_MIN_CHANNELS)
 
@@ -505,7 +523,7 @@ def _planned(net, node, x, taps, padding) -> _PlannedConv | None:
     def plan():
         trimmed = ConvSpec(spec.in_channels, spec.out_channels, kernel, spec.stride, padding,
                            spec.dilation, spec.groups, spec.bias, input_size=x.shape[2:])
-        return (_PlannedConv(node.name, trimmed, spec.bias, net.dtype, net.backend)
+        return (_PlannedConv(node.name, trimmed, spec.bias, net.dtype, net.backend, net._empty)
                 if _on_plan(trimmed) else None)
 
     return net._geometry(node, x.shape, plan, kernel)
@@ -521,7 +539,7 @@ def _conv_forward(net, node, inputs):
                        spec.groups, backend=net.backend)
         return y, (x, None)
     planned.load(weight[(..., *taps)], bias)
-    return planned.forward_net(x), (x, planned)
+    return planned.forward(x), (x, planned)
 
 
 def _conv_backward(net, node, g, kept, grads):
@@ -544,9 +562,7 @@ def _conv_backward(net, node, g, kept, grads):
         gx, g_taps, gb = api.conv2d_backward(g, x, weight[(..., *taps)], spec.stride, padding,
                                              spec.dilation, spec.groups, bias=spec.bias,
                                              needs=needs, backend=net.backend)
-    gw = np.zeros_like(weight)
-    gw[(..., *taps)] = g_taps
-    net._add_grad(grads, node, "weight", gw)
+    net._add_grad(grads, node, "weight", g_taps, (..., *taps))
     if spec.bias:
         net._add_grad(grads, node, "bias", gb)
     return [gx]
