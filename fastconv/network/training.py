@@ -73,15 +73,24 @@ class _Reused:
         if math.prod(shape) * dtype.itemsize < self.SMALLEST:
             return np.empty(shape, dtype)
         arrays = self._arrays.setdefault((shape, dtype), [])
-        for array in arrays:
-            # held by the list, this loop's name and getrefcount's argument alone
-            if sys.getrefcount(array) <= 3:
+        for array, count in zip(arrays, _references(arrays)):
+            if count <= _HELD_BY_THE_LIST_ALONE:
                 return array
         arrays.append(np.empty(shape, dtype))
         return arrays[-1]
 
     def clear(self) -> None:
         self._arrays.clear()
+
+
+def _references(arrays: list) -> list[int]:
+    """Each array's reference count, as this function sees it."""
+    return [sys.getrefcount(array) for array in arrays]
+
+
+# what _references counts for an array that only its list holds (measured, not assumed: the
+# interpreter's own references differ between versions)
+_HELD_BY_THE_LIST_ALONE = _references([np.empty(0)])[0]
 
 
 class TrainingNetwork:
