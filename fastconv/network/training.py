@@ -10,11 +10,13 @@ every parameter's (:attr:`~TrainingNetwork.grads`).
 
 Each node runs on its own in NCHW. A convolution without groups and larger than 1x1 runs on
 the plan's kernels, as one-node plans (:class:`_PlannedConv`: NHWC register tiles, the
-activations converted at their edges): its forward, its input's gradient (a transposed
-convolution) and its weights' gradient (a convolution of the input by the output's gradient);
-the others through :func:`fastconv.conv2d` and :func:`fastconv.conv2d_backward`. Batch norms,
-clamps and pooling run on Numba's kernels (``kernels/numba/training.py``), the other layers in
-NumPy (one room per operation below, forward and backward side by side).
+activations converted at their edges): its forward, its input's gradient (a convolution by
+the flipped kernel, or a transposed convolution) and its weights' gradient (a convolution of
+the input by the output's gradient); the others through :func:`fastconv.conv2d` and
+:func:`fastconv.conv2d_backward`. Batch norms, clamps and pooling run on Numba's kernels
+(``kernels/numba/training.py``), the other layers in NumPy (one room per operation below,
+forward and backward side by side). Large outputs and gradients are written into arrays
+reused from step to step (:class:`_Reused`).
 """
 
 from __future__ import annotations
@@ -416,10 +418,11 @@ class _PlannedConv:
     """A convolution of the training network on the plan's kernels, for one input shape and
     window of taps: its forward; its input's gradient, a convolution of the output's gradient
     by the flipped kernel (stride 1) or its transposed convolution (one convolution per output
-    phase); and its weights' gradient, a
-    convolution of the input by the output's gradient (``ConvSpec.weight_gradient_as_conv``:
-    a GEMM reducing over the batch and the pixels). Each a one-node Network (NHWC, register
-    tiles); their weights re-packed in place from the parameters, or from the gradient."""
+    phase); and its weights' gradient, a convolution of the input by the output's gradient
+    (``ConvSpec.weight_gradient_as_conv``: a GEMM reducing over the batch and the pixels).
+    Each a one-node Network (NHWC, register tiles); their weights re-packed in place from the
+    parameters, or from the gradient; their outputs written into the training network's
+    reused arrays."""
 
     def __init__(self, name: str, spec: ConvSpec, has_bias: bool, dtype, backend: str,
                  empty=np.empty):
