@@ -99,15 +99,22 @@ def _close(actual, expected, dtype, what):
                                err_msg=what)
 
 
+def _backend(name):
+    if name not in fc.dispatch.available_backends():
+        pytest.skip(f"the {name} kernels are not built")
+    return name
+
+
+@pytest.mark.parametrize("backend", ["numba", "cython"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("which", list(MODULES))
-def test_against_torch_autograd(which, dtype):
+def test_against_torch_autograd(which, dtype, backend):
     """Outputs, input gradient, every parameter's gradient and the running statistics equal
     torch's, over two steps (the second reads the statistics the first updated: momentum
     None averages them), on odd, non-square inputs."""
     torch.manual_seed(0)
     module = MODULES[which]().to(torch.float64 if dtype == np.float64 else torch.float32)
-    ours = fc.Network.from_torch(module, training=True)
+    ours = fc.Network.from_torch(module, training=True, backend=_backend(backend))
     rng = np.random.default_rng(1)
     for shape in ((3, 3, 17, 13), (2, 3, 11, 15)):
         x = rng.standard_normal(shape).astype(dtype)
@@ -132,13 +139,15 @@ def test_against_torch_autograd(which, dtype):
     dict(kernel_size=3, stride=(2, 1), padding=(2, 0), dilation=(1, 2)),
     dict(kernel_size=3, stride=2, padding=1, groups=2), dict(kernel_size=5, padding=4),
     dict(kernel_size=(3, 1), stride=3, padding=(1, 0), bias=False)])
-def test_convolution_geometries_against_torch(conv):
+@pytest.mark.parametrize("backend", ["numba", "cython"])
+def test_convolution_geometries_against_torch(conv, backend):
     """Each convolution's output, input gradient and parameter gradients on the plan's
-    kernels (or the per-call ones where the plan rewrites the input gradient) equal torch's
+    kernels of either executor (or the per-call ones where the plan rewrites the input
+    gradient) equal torch's
     for strides, dilations, groups, pads and kernels as large as their stride."""
     torch.manual_seed(0)
     module = nn.Sequential(nn.Conv2d(4, 6, **conv)).double()
-    ours = fc.Network.from_torch(module, training=True)
+    ours = fc.Network.from_torch(module, training=True, backend=_backend(backend))
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 4, 9, 8))
     y = ours.forward(x)
