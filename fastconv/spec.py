@@ -552,6 +552,15 @@ def same_pads(size, kernel, stride, dilation, upper: bool) -> tuple[tuple[int, i
     return tuple(out)
 
 
+def swap_group_channels(weight, groups: int) -> np.ndarray:
+    """A grouped weight (A, B / g, kh, kw) as (B, A / g, kh, kw), each group's two channel
+    axes swapped: a convolution's weight as its transposed convolution's (torch's layout of
+    ConvTranspose2d), and back. A new array."""
+    a, b_group, kh, kw = weight.shape
+    return np.ascontiguousarray(weight.reshape(groups, a // groups, b_group, kh, kw).transpose(
+        0, 2, 1, 3, 4)).reshape(groups * b_group, a // groups, kh, kw)
+
+
 def tap_positions(outputs: int, kernel: int, stride: int, lo: int, dilation: int) -> np.ndarray:
     """Along one axis, where each output's taps land in the unpadded input: (outputs, kernel),
     output ``i``'s tap ``t`` at ``i * stride - lo + t * dilation`` (outside ``[0, size)``: in

@@ -233,3 +233,28 @@ def test_pool_taps_and_divisors_as_torch(kernel, stride, padding, ceil, include,
     expected = F.avg_pool2d(torch.from_numpy(x), kernel, stride, padding, ceil, include,
                             override).numpy().reshape(2, -1)
     np.testing.assert_allclose(sums / spec.divisors(), expected, rtol=1e-12, atol=1e-12)
+
+
+@needs_torch
+@pytest.mark.parametrize("groups", [1, 2, 3])
+def test_swap_group_channels_gives_the_transposed_convolution(groups):
+    """A convolution's weight with each group's channel axes swapped, as torch's
+    ConvTranspose2d weight, gives that convolution's input gradient; swapped twice it is the
+    weight again."""
+    from fastconv.spec import swap_group_channels
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 12 // groups, 3, 2))  # C_out 6, C_in 12
+    swapped = swap_group_channels(w, groups)
+    assert swapped.shape == (12, 6 // groups, 3, 2) and swapped.flags.c_contiguous
+    np.testing.assert_array_equal(swap_group_channels(swapped, groups), w)
+    x = torch.from_numpy(rng.standard_normal((2, 12, 7, 6))).requires_grad_()
+    g = torch.from_numpy(rng.standard_normal((2, 6, 5, 5)))
+    F.conv2d(x, torch.from_numpy(w), groups=groups).backward(g)
+    # torch's transposed convolution takes the forward weight; ours, as a convolution's, the
+    # swapped one: the same input gradient
+    expected = F.conv_transpose2d(g, torch.from_numpy(w), groups=groups)
+    np.testing.assert_allclose(expected.numpy(), x.grad.numpy(), rtol=1e-12, atol=1e-12)
+    as_conv = F.conv2d(F.pad(g, (1, 1, 2, 2)), torch.from_numpy(
+        swap_group_channels(w[:, :, ::-1, ::-1], groups)), groups=groups)
+    np.testing.assert_allclose(as_conv.numpy(), x.grad.numpy(), rtol=1e-12, atol=1e-12)

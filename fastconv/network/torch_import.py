@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec import ConvSpec, PoolSpec
+from ..spec import ConvSpec, PoolSpec, swap_group_channels
 from .graph import HARDSIGMOID, INPUT, RELU, RELU6, Activation, Graph, Node
 
 SUPPORTED = ("Conv2d", "ConvTranspose2d", "BatchNorm2d", "ReLU", "ReLU6", "Hardtanh",
@@ -125,12 +125,9 @@ def _node(layer, kind, label, dtype, value, output, training) -> Node:
                              "only numbers and 'zeros'")
         bias = None if layer.bias is None else _numpy(layer.bias, dtype)
         g = layer.groups
-        w = _numpy(layer.weight, dtype)  # (C_in, C_out / groups, kh, kw)
-        c_in_group, c_out_group, kh, kw = w.shape[0] // g, w.shape[1], *w.shape[2:]
-        ours = w.reshape(g, c_in_group, c_out_group, kh, kw).transpose(0, 2, 1, 3, 4)
-        return node("deconv", weight=np.ascontiguousarray(ours.reshape(g * c_out_group,
-                                                                       c_in_group, kh, kw)),
-                    bias=bias, stride=tuple(layer.stride),
+        # torch's (C_in, C_out / groups, kh, kw) as a grouped convolution's (C_out, C_in / g)
+        ours = swap_group_channels(_numpy(layer.weight, dtype), g)
+        return node("deconv", weight=ours, bias=bias, stride=tuple(layer.stride),
                     pads=tuple((p, p) for p in layer.padding),
                     dilation=tuple(layer.dilation),
                     output_padding=tuple(layer.output_padding), groups=g)

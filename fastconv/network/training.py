@@ -35,7 +35,7 @@ from ..kernels.numba.training import (avg_pool_backward, avg_pool_forward,
                                       batch_norm_statistics, channel_affine, channels_view,
                                       clamp_backward, clamp_forward, max_pool_backward,
                                       max_pool_forward)
-from ..spec import ConvSpec
+from ..spec import ConvSpec, swap_group_channels
 from .graph import INPUT, Graph, Node, Shape, conv_spec, infer_shapes, pool_spec
 
 
@@ -474,14 +474,8 @@ class _PlannedConv:
         """The input's gradient for the output's gradient ``g`` (NCHW)."""
         if self._stale:
             w = self._conv.attrs["weight"]
-            c_out, c_group, kh, kw = w.shape
-            groups = self._spec.groups
-            transposed = w.reshape(groups, c_out // groups, c_group, kh, kw).transpose(
-                0, 2, 1, 3, 4)
-            if self._flipped:
-                transposed = transposed[..., ::-1, ::-1]
-            target = self._input_grad.attrs["weight"]
-            target[...] = transposed.reshape(target.shape)
+            self._input_grad.attrs["weight"][...] = swap_group_channels(
+                w[..., ::-1, ::-1] if self._flipped else w, self._spec.groups)
             self.input_grad_net._repack()
             self._stale = False
         return self._run(self.input_grad_net, g)

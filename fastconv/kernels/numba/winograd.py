@@ -19,7 +19,7 @@ from numba import prange, uintp
 
 from ... import config, workspace
 from ...runtime import jit
-from ...spec import ConvSpec
+from ...spec import ConvSpec, swap_group_channels
 from ..tiling import winograd_tiles
 from . import im2col
 from ._common import add_bias
@@ -224,10 +224,7 @@ def backward_input(grad_output, weight, spec: ConvSpec):
 
     Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
-    groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
-    rotated = weight[:, :, ::-1, ::-1].reshape(groups, og, cg, 3, 3)
-    transposed = np.ascontiguousarray(rotated.transpose(0, 2, 1, 3, 4)).reshape(
-        spec.in_channels, og, 3, 3)
+    transposed = swap_group_channels(weight[:, :, ::-1, ::-1], spec.groups)
     (top, bottom), (left, right) = spec.pads
     extra = (2 - top, 2 - bottom, 2 - left, 2 - right)
     dy = grad_output
@@ -242,7 +239,7 @@ def backward_input(grad_output, weight, spec: ConvSpec):
         dy.flags.writeable = False  # the layout the kernels are compiled for
         padding = 0
     transposed_spec = ConvSpec(spec.out_channels, spec.in_channels, 3, padding=padding,
-                               groups=groups, input_size=dy.shape[2:])
+                               groups=spec.groups, input_size=dy.shape[2:])
     return forward(dy, transposed, None, transposed_spec)
 
 
