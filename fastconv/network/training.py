@@ -68,7 +68,7 @@ class _Reused:
 
     def __init__(self):
         self._arrays: dict = {}  # (shape, dtype) -> the arrays handed out
-        self.input_shape = None  # the shape the arrays were made for (see TrainingNetwork)
+        self._input_shape = None  # the network's input the arrays were made for
 
     def empty(self, shape, dtype) -> np.ndarray:
         shape, dtype = tuple(shape), np.dtype(dtype)
@@ -81,8 +81,11 @@ class _Reused:
         arrays.append(np.empty(shape, dtype))
         return arrays[-1]
 
-    def clear(self) -> None:
-        self._arrays.clear()
+    def serve(self, input_shape) -> None:
+        """A step on an input of ``input_shape``: another shape's arrays are let go."""
+        if input_shape != self._input_shape:
+            self._arrays.clear()
+            self._input_shape = input_shape
 
 
 def _references(arrays: list) -> list[int]:
@@ -214,9 +217,7 @@ class TrainingNetwork:
         return self._forward(x)
 
     def _forward(self, x, clock=None) -> tuple[np.ndarray, "_Tape"]:
-        if self._reused.input_shape != x.shape:  # the last shape's arrays are not reused
-            self._reused.clear()
-            self._reused.input_shape = x.shape
+        self._reused.serve(x.shape)
         values = {INPUT: x}
         tape = {}
         for node in self.graph.nodes:
@@ -399,16 +400,16 @@ def _array_of(array, name: str, dtype, where: str, whose: str = "") -> np.ndarra
 
 # --- convolution ---------------------------------------------------------------------------
 
-def _live(net, node, x, weight, *arrays):
+def _live(net, node, x, finite: bool, *arrays):
     """The convolution's taps some output reads inside ``x`` (``ConvSpec.live_window``) and
     the padding they take, or the whole kernel and its padding: a tap that reads only padding
-    adds weight times zero, nothing, unless that weight (or one of ``arrays``) is not finite
-    (torch's NaN)."""
+    adds weight times zero, nothing, unless a weight is not (``finite`` False: the forward
+    checks the weights once) or one of ``arrays`` is not finite (torch's NaN)."""
     spec = node.attrs["spec"]
     full = (slice(None), slice(None)), spec.padding
     live = net._geometry(node, x.shape, lambda: conv_spec(node, Shape(*x.shape[1:]))
                          .live_window())
-    if live is None or not all(np.isfinite(a).all() for a in (weight, *arrays)):
+    if live is None or not finite or not all(np.isfinite(a).all() for a in arrays):
         return full
     (h0, h1), (w0, w1), padding = live
     return (slice(h0, h1), slice(w0, w1)), padding
@@ -506,7 +507,8 @@ class _PlannedConv:
         return self._run(self.forward_net, x)
 
     def _run(self, net, x) -> np.ndarray:
-        x = net._check_input(x)
+        """``net`` on ``x`` (the training network's own array, of its dtype: not checked
+        again), into a reused array."""
         if x.shape[0] == 0:
             return net._run(x)
         return net._run(x, out=self._empty(net._planned(x.shape).plan.output_shape,
@@ -520,11 +522,11 @@ def _on_plan(spec: ConvSpec) -> bool:
             and spec.in_channels >= tuning.TRAIN_PLAN_MIN_CHANNELS)
 
 
-def _planned(net, node, x, taps, padding) -> _PlannedConv | None:
-    """The node's planned convolution for input ``x`` and that window of taps, or None where
-    it runs on the per-call kernels."""
+def _planned(net, node, x, live_weight, padding) -> _PlannedConv | None:
+    """The node's planned convolution for input ``x`` and the weights of its live taps (under
+    that padding), or None where it runs on the per-call kernels."""
     spec = node.attrs["spec"]
-    kernel = tuple(len(range(*t.indices(k))) for t, k in zip(taps, spec.kernel_size))
+    kernel = live_weight.shape[2:]
 
     def plan():
         trimmed = ConvSpec(spec.in_channels, spec.out_channels, kernel, spec.stride, padding,
@@ -538,34 +540,37 @@ def _planned(net, node, x, taps, padding) -> _PlannedConv | None:
 def _conv_forward(net, node, inputs):
     (x,) = inputs
     spec, weight, bias = node.attrs["spec"], net._param(node, "weight"), net._param(node, "bias")
-    taps, padding = _live(net, node, x, weight)
-    planned = _planned(net, node, x, taps, padding) if np.isfinite(weight).all() else None
+    finite = bool(np.isfinite(weight).all())
+    taps, padding = _live(net, node, x, finite)
+    live_weight = weight[(..., *taps)]
+    planned = _planned(net, node, x, live_weight, padding) if finite else None
     if planned is None:  # the per-call kernels; every tap for torch's NaNs
-        y = api.conv2d(x, weight[(..., *taps)], bias, spec.stride, padding, spec.dilation,
-                       spec.groups, backend=net.backend)
-        return y, (x, None)
-    planned.load(weight[(..., *taps)], bias)
-    return planned.forward(x), (x, planned)
+        y = api.conv2d(x, live_weight, bias, spec.stride, padding, spec.dilation, spec.groups,
+                       backend=net.backend)
+        return y, (x, None, finite)
+    planned.load(live_weight, bias)
+    return planned.forward(x), (x, planned, finite)
 
 
 def _conv_backward(net, node, g, kept, grads):
-    (x, planned), spec = kept, node.attrs["spec"]
+    (x, planned, finite), spec = kept, node.attrs["spec"]
     weight = net._param(node, "weight")
     # a tap that reads only padding has the gradient zero (g times zeros) unless g is not finite
-    taps, padding = _live(net, node, x, weight, g)
+    taps, padding = _live(net, node, x, finite, g)
+    live_weight = weight[(..., *taps)]
     wanted = node.inputs[0] not in net._unwanted
-    if planned is not None and planned is _planned(net, node, x, taps, padding):
+    if planned is not None and planned is _planned(net, node, x, live_weight, padding):
         g_taps = planned.weight_grad(x, g)
         gx = None
         if wanted and planned.input_grad_net is not None:
             gx = planned.input_grad(g)
         elif wanted:
-            gx = api.conv2d_input_grad(x.shape, weight[(..., *taps)], g, spec.stride, padding,
+            gx = api.conv2d_input_grad(x.shape, live_weight, g, spec.stride, padding,
                                        spec.dilation, spec.groups, backend=net.backend)
         gb = g.sum(axis=(0, 2, 3)) if spec.bias else None
     else:
         needs = ["weight"] + (["bias"] if spec.bias else []) + (["input"] if wanted else [])
-        gx, g_taps, gb = api.conv2d_backward(g, x, weight[(..., *taps)], spec.stride, padding,
+        gx, g_taps, gb = api.conv2d_backward(g, x, live_weight, spec.stride, padding,
                                              spec.dilation, spec.groups, bias=spec.bias,
                                              needs=needs, backend=net.backend)
     net._add_grad(grads, node, "weight", g_taps, (..., *taps))
