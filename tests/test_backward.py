@@ -11,10 +11,11 @@ from hypothesis import HealthCheck, given, settings
 import fastconv as fc
 from fastconv import dispatch
 from fastconv.kernels import tiling, tuning
-from fastconv.kernels.algorithms import supports
+from fastconv.kernels.algorithms import reads_whole_input, supports
 
 from helpers import (CASES, COMPILED_BACKENDS, DTYPES, KERNELS, F, assert_conv_close,
-                     kernel_id, needs_torch, random_array, reference_grads, spec_for, torch)
+                     kernel_id, needs_torch, random_array, reference_conv, reference_grads,
+                     spec_for, torch)
 from test_forward import LAYOUT_CASES, _arrays, _layouts, conv_problems
 
 
@@ -128,6 +129,60 @@ def test_im2col_weight_gradient_in_chunks_of_pixels(monkeypatch, backend, budget
         _, grad_weight, _ = fc.conv2d_backward(dy, x, w, **kwargs, algorithm="im2col",
                                                backend=backend, needs=("weight",))
     assert_conv_close(grad_weight, *reference_grads(dy, x, w, None, **kwargs)[1], dtype)
+
+
+SMALL_IMAGES = [  # batches whose weight outweighs an image (tiling.batch_small_images), or
+    # whose one output pixel reads the whole input (algorithms.reads_whole_input)
+    ("1x1 one pixel", "pointwise", (5, 8, 1, 1), (6, 8, 1, 1), dict(bias=True)),
+    ("1x1 one pixel one image", "pointwise", (1, 8, 1, 1), (6, 8, 1, 1), {}),
+    ("1x1 one pixel groups", "pointwise", (4, 8, 1, 1), (6, 4, 1, 1), dict(groups=2)),
+    ("1x1 one pixel strided", "pointwise", (3, 8, 1, 1), (6, 8, 1, 1), dict(stride=2)),
+    ("1x1 three pixels", "pointwise", (4, 8, 1, 3), (6, 8, 1, 1), {}),  # the weight's gradient
+    ("1x1 strided", "pointwise", (5, 8, 2, 2), (6, 8, 1, 1), dict(stride=2)),
+    ("3x3 pad1 on 2x2", "im2col", (4, 8, 2, 2), (6, 8, 3, 3), dict(padding=1, bias=True)),
+    ("2x2 stride2 groups", "im2col", (3, 8, 2, 3), (6, 4, 2, 2), dict(stride=2, groups=2)),
+    ("kernel the input's size", "im2col", (4, 3, 2, 3), (5, 3, 2, 3), dict(bias=True)),
+    ("kernel the input's size groups", "im2col", (3, 4, 3, 2), (6, 2, 3, 2),
+     dict(stride=2, groups=2)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
+@pytest.mark.parametrize("name, algorithm, x_shape, w_shape, kwargs", SMALL_IMAGES,
+                         ids=[c[0] for c in SMALL_IMAGES])
+def test_small_images_side_by_side(name, algorithm, x_shape, w_shape, kwargs, backend, dtype):
+    """A batch of small images runs one GEMM over them side by side (one pixel each, or one
+    pixel reading the whole image: the batch's own matrix), forward and backward, in one tile
+    or in tiles that split an image."""
+    rng = np.random.default_rng(23)
+    x, w, b, kwargs, dy = _grad_problem(rng, x_shape, w_shape, kwargs, dtype)
+    spec = spec_for(x, w, b, **kwargs)
+    assert reads_whole_input(spec) or tiling.batch_small_images(spec, x.shape[0])
+    expected = reference_grads(dy, x, w, b, **kwargs)
+    rows = spec.in_channels * spec.kernel_size[0] * spec.kernel_size[1]
+    pixels = spec.output_size[0] * spec.output_size[1]
+    # the whole batch in one tile; tiles of an image and a half, but for one-pixel images
+    split = (pixels + pixels // 2 + 1) * (rows + spec.out_channels) * x.itemsize
+    for budget in (None, split):
+        with fc.config.workspace_budget(budget or fc.config.get_workspace_budget()):
+            y = fc.conv2d(x, w, b, **kwargs, algorithm=algorithm, backend=backend)
+            grads = fc.conv2d_backward(dy, x, w, **kwargs, algorithm=algorithm,
+                                       backend=backend, bias=b is not None)
+        assert_conv_close(y, *reference_conv(x, w, b, **kwargs), dtype)
+        for got, (value, scale) in zip(grads, expected[:2 if b is None else 3]):
+            assert_conv_close(got, value, scale, dtype)
+
+
+def test_reads_whole_input():
+    def spec(kernel, size, **kwargs):
+        return fc.ConvSpec(4, 6, kernel, input_size=size, **kwargs)
+    assert reads_whole_input(spec(1, (1, 1), stride=2, dilation=3))
+    assert reads_whole_input(spec((2, 3), (2, 3), groups=2))
+    assert not reads_whole_input(spec(1, (1, 2)))  # two output pixels
+    assert not reads_whole_input(spec(3, (1, 1), padding=1))  # one pixel, of padding mostly
+    assert not reads_whole_input(spec(1, (2, 2), stride=2))  # one pixel of four read
+    assert not reads_whole_input(spec(2, (3, 3), dilation=2))  # every other pixel read
 
 
 def test_gradient_chunks_only_split_small_gradients_over_long_products():

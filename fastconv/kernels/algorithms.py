@@ -145,6 +145,16 @@ def serves(algorithm: str, spec: ConvSpec) -> bool:
     return supports(algorithm, spec) is None
 
 
+def reads_whole_input(spec: ConvSpec) -> bool:
+    """One output pixel whose window is the whole input, unpadded (a classifier's 1x1 on
+    1x1 images, a kernel the size of its input): each image's input, flattened, is its
+    column of im2col's matrix, so the batch itself is the matrix, and the convolution one GEMM
+    per group over the batch."""
+    return (spec.output_size == (1, 1) and spec.pads == ((0, 0), (0, 0))
+            and spec.kernel_size == spec.input_size
+            and (spec.dilation == (1, 1) or spec.kernel_size == (1, 1)))
+
+
 def is_plain_gemm(spec: ConvSpec) -> bool:
     """A 1x1 at stride 1 without padding: each image's input already is the column matrix,
     and the convolution is one GEMM per image."""

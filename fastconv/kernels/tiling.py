@@ -54,6 +54,39 @@ def tiles(tiling: ColumnTiling, n_images: int):
         yield q0, q1, segments
 
 
+def _runs(segments, pixels: int):
+    """The segments as runs ``(n0, n1, p0, p1, at)``: images ``[n0, n1)``, each its pixels
+    ``[p0, p1)``, side by side from column ``at`` on (whole images in a row make one run)."""
+    runs = []
+    for n, p0, p1, at in segments:
+        whole = p0 == 0 and p1 == pixels
+        if runs and whole and runs[-1][1:4] == [n, 0, pixels]:
+            runs[-1][1] = n + 1
+        else:
+            runs.append([n, n + 1, p0, p1, at])
+    return runs
+
+
+def side_by_side(matrix, segments, buffer):
+    """A tile's segments of ``matrix`` (images, groups, rows, pixels) copied side by side
+    into ``buffer`` (groups, rows, tile); returns the filled (groups, rows, width) part."""
+    for n0, n1, p0, p1, at in _runs(segments, matrix.shape[3]):
+        width = (n1 - n0) * (p1 - p0)
+        buffer[:, :, at:at + width].reshape(*buffer.shape[:2], n1 - n0, p1 - p0)[...] = (
+            matrix[n0:n1, :, :, p0:p1].transpose(1, 2, 0, 3))
+    last = segments[-1]
+    return buffer[:, :, :last[3] + last[2] - last[1]]
+
+
+def put_apart(buffer, segments, matrix) -> None:
+    """:func:`side_by_side` undone: a tile's columns of ``buffer`` (groups, rows, tile) into
+    their images' pixels of ``matrix`` (images, groups, rows, pixels)."""
+    for n0, n1, p0, p1, at in _runs(segments, matrix.shape[3]):
+        width = (n1 - n0) * (p1 - p0)
+        matrix[n0:n1, :, :, p0:p1] = buffer[:, :, at:at + width].reshape(
+            *buffer.shape[:2], n1 - n0, p1 - p0).transpose(2, 0, 1, 3)
+
+
 def winograd_tiles(spec: ConvSpec) -> tuple[int, int]:
     """Rows and columns of Winograd F(2x2, 3x3)'s 2x2 output tiles in one image (an odd
     output size leaves the last row or column of tiles half outside it)."""
@@ -62,11 +95,12 @@ def winograd_tiles(spec: ConvSpec) -> tuple[int, int]:
 
 
 def batch_small_images(spec: ConvSpec, n_images: int) -> bool:
-    """Whether the weight gradient should be one GEMM over several images rather than one per
-    image: when the weight is larger than an image's columns and outputs, each per-image GEMM
-    writes a weight-sized partial sum for little work (a classifier's are outer products), and
-    copying the images side by side is cheaper (``pytest benches/bench_tuning.py -k
-    small_images`` compares the two)."""
+    """Whether a GEMM should run over several images side by side rather than one per image:
+    when the weight is larger than an image's columns and outputs, each per-image GEMM reads
+    the whole weight (the forward, the input's gradient) or writes a weight-sized partial sum
+    (the weight's gradient) for little work (a classifier's are matrix-vector products), and
+    copying the images side by side, and apart again, is cheaper (``pytest
+    benches/bench_tuning.py -k small_images`` compares the two)."""
     kh, kw = spec.kernel_size
     ho, wo = spec.output_size
     group_rows = spec.in_channels_per_group * kh * kw

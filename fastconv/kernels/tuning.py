@@ -170,3 +170,8 @@ CUDA_DIRECT_PATCH = 32
 # stems, lose more to the conversions than the register tiles win).
 # Re-measure: pytest benches/bench_training.py --benchmark-only -k convolution
 TRAIN_PLAN_MIN_CHANNELS = 16
+
+# ... and an output of at least this many pixels per image: the register tiles run along an
+# image's output rows, mostly empty on a tiny image, where the per-call GEMM takes the whole
+# batch side by side (tiling.batch_small_images). Re-measure as TRAIN_PLAN_MIN_CHANNELS.
+TRAIN_PLAN_MIN_PIXELS = 2

@@ -12,7 +12,9 @@ include "_common.pxi"
 import numpy as np
 
 from ... import workspace
-from ..tiling import column_tiling, gradient_chunk, tiles
+from ..algorithms import reads_whole_input
+from ..tiling import (batch_small_images, column_tiling, gradient_chunk, put_apart,
+                      side_by_side, tiles)
 from . import _checks
 
 
@@ -165,19 +167,50 @@ def gemm_checked(trans_a, trans_b, m, n, k, a, a_at, lda, b, b_at, ldb, beta, c,
     _gemm(trans_a, trans_b, m, n, k, a, a_at, lda, b, b_at, ldb, beta, c, c_at, ldc)
 
 
+def _whole_input(spec):
+    """Where one output pixel reads the whole input (``reads_whole_input``): the leading
+    dimensions of the input's and the output's (images, channels x pixels) matrices, and a
+    group's columns of the input (its rows of the im2col matrix)."""
+    if not reads_whole_input(spec):
+        return None
+    k = spec.in_channels_per_group * spec.kernel_size[0] * spec.kernel_size[1]
+    return spec.groups * k, spec.out_channels, k
+
+
 def forward(x, weight, bias, spec):
     """im2col + GEMM forward (see ``fastconv.kernels.numba.im2col.forward``)."""
     _checks.forward_args(x, weight, bias, spec)
     n_images, groups = x.shape[0], spec.groups
     og = spec.out_channels_per_group
-    tiling = column_tiling(spec, x.dtype.itemsize, n_images)
+    whole = _whole_input(spec)
+    if whole:  # (N x k, of the input's rows) @ W_g^T into (N x og, of the output's rows)
+        x_ld, y_ld, k = whole
+        out = np.empty(spec.output_shape(n_images), dtype=x.dtype)
+        for g in range(groups):
+            gemm_checked(False, True, n_images, og, k, x.reshape(-1), g * k, x_ld,
+                         weight.reshape(-1), g * og * k, k, 0.0, out.reshape(-1), g * og, y_ld)
+        if bias is not None:
+            out += bias[:, None, None]
+        return out
+    # small images: one GEMM over them side by side, its output copied apart
+    batched = batch_small_images(spec, n_images)
+    tiling = column_tiling(spec, x.dtype.itemsize, n_images,
+                           extra_rows=spec.out_channels if batched else 0)
     rows, group_rows, pixels, tile, geometry = tiling
     out = np.empty(spec.output_shape(n_images), dtype=x.dtype)
     cols = workspace.scratch((rows, tile), x.dtype)
     w_flat, cols_flat, out_flat = weight.reshape(-1), cols.reshape(-1), out.reshape(-1)
+    out_tile = workspace.scratch((groups, og, tile), x.dtype, slot=1) if batched else None
     threads = _checks.threads()
     for q0, q1, segments in tiles(tiling, n_images):
         _im2col_kernel(x, cols, q0, q1, geometry, threads)
+        if batched and len(segments) > 1:
+            for g in range(groups):
+                gemm_checked(False, False, og, q1 - q0, group_rows, w_flat,
+                             g * og * group_rows, group_rows, cols_flat, g * group_rows * tile,
+                             tile, 0.0, out_tile.reshape(-1), g * og * tile, tile)
+            put_apart(out_tile, segments, out.reshape(n_images, groups, og, pixels))
+            continue
         for n, p0, p1, at in segments:
             for g in range(groups):
                 gemm_checked(False, False, og, p1 - p0, group_rows, w_flat,
@@ -195,12 +228,20 @@ def backward_weight(grad_output, x, spec):
     gradient is summed in chunks of pixels anyway."""
     n_images = _checks.backward_args(grad_output, spec, x=x)
     groups, og = spec.groups, spec.out_channels_per_group
+    whole = _whole_input(spec)
+    if whole:  # (N x og, of the output's rows)^T @ (N x k, of the input's rows)
+        x_ld, y_ld, k = whole
+        grad = np.empty(spec.weight_shape, dtype=x.dtype)
+        for g in range(groups):
+            gemm_checked(True, False, og, k, n_images, grad_output.reshape(-1), g * og, y_ld,
+                         x.reshape(-1), g * k, x_ld, 0.0, grad.reshape(-1), g * og * k, k)
+        return grad
     tiling = column_tiling(spec, x.dtype.itemsize, n_images, extra_rows=spec.out_channels)
     rows, group_rows, pixels, tile, geometry = tiling
     grad = np.zeros(spec.weight_shape, dtype=x.dtype)
     cols = workspace.scratch((rows, tile), x.dtype)
-    dy_tile = workspace.scratch((spec.out_channels, tile), x.dtype, slot=1)
-    dy = grad_output.reshape(n_images, spec.out_channels, pixels)
+    dy_tile = workspace.scratch((groups, og, tile), x.dtype, slot=1)
+    dy = grad_output.reshape(n_images, groups, og, pixels)
     grad_flat, cols_flat, dy_flat = grad.reshape(-1), cols.reshape(-1), dy_tile.reshape(-1)
     threads = _checks.threads()
     dy_full = grad_output.reshape(-1)
@@ -212,8 +253,7 @@ def backward_weight(grad_output, x, spec):
             parts = [(dy_full, n * spec.out_channels * pixels + p0, pixels, og * pixels, at,
                       p1 - p0) for n, p0, p1, at in segments]
         else:  # small images side by side: one GEMM
-            for n, p0, p1, at in segments:
-                dy_tile[:, at:at + p1 - p0] = dy[n, :, p0:p1]
+            side_by_side(dy, segments, dy_tile)
             parts = [(dy_flat, 0, tile, og * tile, 0, q1 - q0)]
         for lhs, lhs_at, lhs_ld, group_step, at, width in parts:
             for g in range(groups):
@@ -230,14 +270,32 @@ def backward_input(grad_output, weight, spec):
     n_images = _checks.backward_args(grad_output, spec, weight=weight)
     groups, og = spec.groups, spec.out_channels_per_group
     dtype = grad_output.dtype
-    tiling = column_tiling(spec, dtype.itemsize, n_images)
+    whole = _whole_input(spec)
+    if whole:  # (N x og, of the output's rows) @ W_g into (N x k, of the input's rows)
+        x_ld, y_ld, k = whole
+        grad_input = np.empty(spec.input_shape(n_images), dtype)
+        for g in range(groups):
+            gemm_checked(False, False, n_images, k, og, grad_output.reshape(-1), g * og, y_ld,
+                         weight.reshape(-1), g * og * k, k, 0.0, grad_input.reshape(-1), g * k,
+                         x_ld)
+        return grad_input
+    tiling = column_tiling(spec, dtype.itemsize, n_images, extra_rows=spec.out_channels)
     rows, group_rows, pixels, tile, geometry = tiling
+    dy_tile = workspace.scratch((groups, og, tile), dtype, slot=1)
     grad_input = np.zeros(spec.input_shape(n_images), dtype)
     dcols = workspace.scratch((rows, tile), dtype)
     w_flat, dcols_flat = weight.reshape(-1), dcols.reshape(-1)
     dy_flat = grad_output.reshape(-1)
     threads = _checks.threads()
     for q0, q1, segments in tiles(tiling, n_images):
+        if len(segments) > 1:  # small images side by side: one GEMM
+            side_by_side(grad_output.reshape(n_images, groups, og, pixels), segments, dy_tile)
+            for g in range(groups):
+                gemm_checked(True, False, group_rows, q1 - q0, og, w_flat,
+                             g * og * group_rows, group_rows, dy_tile.reshape(-1),
+                             g * og * tile, tile, 0.0, dcols_flat, g * group_rows * tile, tile)
+            _col2im_kernel(dcols, grad_input, q0, q1, geometry, threads)
+            continue
         for n, p0, p1, at in segments:
             for g in range(groups):
                 gemm_checked(True, False, group_rows, p1 - p0, og, w_flat, g * og * group_rows,

@@ -2,11 +2,12 @@
 """Pointwise (1x1) convolution, AOT-compiled: the twin of
 ``fastconv.kernels.numba.pointwise``. Stride 1 without padding is a GEMM per image and group
 (through ``scipy.linalg.cython_blas``, the weight gradient accumulated by BLAS's ``beta``);
-everything else, and the weight gradient of a batch of small images, goes through im2col."""
+everything else, a batch of one-pixel images (one GEMM over the batch) and the weight
+gradient of a batch of small images go through im2col."""
 
 import numpy as np
 
-from ..algorithms import is_plain_gemm
+from ..algorithms import is_plain_gemm, reads_whole_input
 from ..tiling import batch_small_images
 from . import _checks, im2col
 from .im2col import gemm_checked
@@ -14,7 +15,7 @@ from .im2col import gemm_checked
 
 def forward(x, weight, bias, spec):
     """``Y[n]_g = W_g @ X[n]_g``."""
-    if not is_plain_gemm(spec):
+    if not is_plain_gemm(spec) or reads_whole_input(spec):
         return im2col.forward(x, weight, bias, spec)
     _checks.forward_args(x, weight, bias, spec)
     n_images, groups = x.shape[0], spec.groups
@@ -34,7 +35,7 @@ def forward(x, weight, bias, spec):
 
 def backward_input(grad_output, weight, spec):
     """``dX[n]_g = W_g^T @ dY[n]_g``."""
-    if not is_plain_gemm(spec):
+    if not is_plain_gemm(spec) or reads_whole_input(spec):
         return im2col.backward_input(grad_output, weight, spec)
     n_images = _checks.backward_args(grad_output, spec, weight=weight)
     groups = spec.groups
@@ -52,7 +53,8 @@ def backward_input(grad_output, weight, spec):
 
 def backward_weight(grad_output, x, spec):
     """``dW_g = sum_n dY[n]_g @ X[n]_g^T``, summed by BLAS in place."""
-    if not is_plain_gemm(spec) or batch_small_images(spec, x.shape[0]):
+    if (not is_plain_gemm(spec) or reads_whole_input(spec)
+            or batch_small_images(spec, x.shape[0])):
         return im2col.backward_weight(grad_output, x, spec)
     n_images = _checks.backward_args(grad_output, spec, x=x)
     groups = spec.groups

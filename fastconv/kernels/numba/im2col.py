@@ -21,7 +21,9 @@ from numpy.lib.stride_tricks import as_strided
 from ... import workspace
 from ...runtime import jit
 from ...spec import ConvSpec
-from ..tiling import ColumnTiling, column_tiling, gradient_chunk, tiles
+from ..algorithms import reads_whole_input
+from ..tiling import (ColumnTiling, batch_small_images, column_tiling, gradient_chunk,
+                      put_apart, side_by_side, tiles)
 from ._common import add_bias, parallel_chunks, valid_output_range
 
 
@@ -37,10 +39,7 @@ def _gather(grad_output_mat, segments, buffer):
     if len(segments) == 1:
         n, p0, p1, _ = segments[0]
         return grad_output_mat[n, :, :, p0:p1]
-    width = segments[-1][3] + segments[-1][2] - segments[-1][1]
-    for n, p0, p1, at in segments:
-        buffer[:, :, at:at + p1 - p0] = grad_output_mat[n, :, :, p0:p1]
-    return buffer[:, :, :width]
+    return side_by_side(grad_output_mat, segments, buffer)
 
 
 @jit(inline=True)
@@ -162,21 +161,48 @@ def _col2im(dcols, grad_input, q0, q1, pixels, kh_size, kw_size, wo_size, sh, sw
                         n, oh = n + 1, 0
 
 
+def _whole_images(array, groups):
+    """A batch of images (N, C, H, W) as per-group matrices (groups, N, C / g * H * W): where
+    one output pixel reads the whole input, the input's (and the output's) im2col matrix."""
+    return array.reshape(array.shape[0], groups, -1).transpose(1, 0, 2)
+
+
+def _whole_input_weight(weight, spec: ConvSpec):
+    return weight.reshape(spec.groups, spec.out_channels_per_group, -1)
+
+
 def forward(x, weight, bias, spec: ConvSpec):
     """im2col + GEMM forward.
 
     Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
     n_images = x.shape[0]
-    tiling = column_tiling(spec, x.dtype.itemsize, n_images)
+    og = spec.out_channels_per_group
+    if reads_whole_input(spec):
+        out = np.empty(spec.output_shape(n_images), dtype=x.dtype)
+        np.matmul(_whole_images(x, spec.groups),
+                  _whole_input_weight(weight, spec).transpose(0, 2, 1),
+                  out=_whole_images(out, spec.groups))
+        if bias is not None:
+            out += bias[:, None, None]
+        return out
+    # a GEMM per image, straight into the output, unless the images are small: one GEMM over
+    # them side by side, its output then copied apart, reads the weight once
+    batched = batch_small_images(spec, n_images)
+    tiling = column_tiling(spec, x.dtype.itemsize, n_images,
+                           extra_rows=spec.out_channels if batched else 0)
     out = np.empty(spec.output_shape(n_images), dtype=x.dtype)
-    out_mat = out.reshape(n_images, spec.groups, spec.out_channels_per_group, tiling.pixels)
-    w_mat = weight.reshape(spec.groups, spec.out_channels_per_group, tiling.group_rows)
+    out_mat = out.reshape(n_images, spec.groups, og, tiling.pixels)
+    w_mat = weight.reshape(spec.groups, og, tiling.group_rows)
     cols, cols_2d = _columns(spec, tiling, x.dtype)
+    out_tile = (workspace.scratch((spec.groups, og, tiling.tile), x.dtype, slot=1) if batched
+                else None)
     for q0, q1, segments in tiles(tiling, n_images):
         _im2col(x, cols_2d, q0, q1, *tiling.args, parallel_chunks(tiling.rows))
-        # a GEMM per image, straight into the output: one GEMM over several small images
-        # would then have to copy their outputs apart, which costs more than it saves
+        if batched and len(segments) > 1:
+            np.matmul(w_mat, cols[:, :, :q1 - q0], out=out_tile[:, :, :q1 - q0])
+            put_apart(out_tile, segments, out_mat)
+            continue
         for n, p0, p1, at in segments:
             # every group's GEMM in one call: numpy loops the groups in C
             np.matmul(w_mat, cols[:, :, at:at + p1 - p0], out=out_mat[n, :, :, p0:p1])
@@ -193,6 +219,12 @@ def backward_weight(grad_output, x, spec: ConvSpec):
     """
     n_images = x.shape[0]
     og = spec.out_channels_per_group
+    if reads_whole_input(spec):
+        # one image: an outer product, which broadcasting computes several times faster than
+        # numpy's matmul with an inner dimension of 1
+        product = np.multiply if n_images == 1 else np.matmul
+        return product(_whole_images(grad_output, spec.groups).transpose(0, 2, 1),
+                       _whole_images(x, spec.groups)).reshape(spec.weight_shape)
     tiling = column_tiling(spec, x.dtype.itemsize, n_images, extra_rows=spec.out_channels)
     dy = grad_output.reshape(n_images, spec.groups, og, tiling.pixels)
     cols, cols_2d = _columns(spec, tiling, x.dtype)
@@ -246,6 +278,11 @@ def backward_input(grad_output, weight, spec: ConvSpec):
     n_images = grad_output.shape[0]
     dtype = grad_output.dtype
     og = spec.out_channels_per_group
+    if reads_whole_input(spec):
+        grad_input = np.empty(spec.input_shape(n_images), dtype)
+        np.matmul(_whole_images(grad_output, spec.groups), _whole_input_weight(weight, spec),
+                  out=_whole_images(grad_input, spec.groups))
+        return grad_input
     tiling = column_tiling(spec, dtype.itemsize, n_images, extra_rows=spec.out_channels)
     grad_input = np.zeros(spec.input_shape(n_images), dtype)
     dy = grad_output.reshape(n_images, spec.groups, og, tiling.pixels)

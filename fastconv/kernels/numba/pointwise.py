@@ -4,9 +4,10 @@ With stride 1 and no padding the input of image ``n`` already *is* the column ma
 ``(C_in, H*W)``, so ``W (C_out x C_in) @ x[n]`` is the whole convolution and needs no
 workspace; backward, ``dX[n] = W^T @ dY[n]`` and ``dW = sum_n dY[n] @ X[n]^T``. A strided or
 padded 1x1 first gathers the pixels it reads; for a 1x1 kernel that gather is exactly im2col's
-column matrix, so it reuses im2col's tiled path. So does the weight gradient of a batch of
-small images (a classifier on 1x1 inputs): im2col puts them side by side for one GEMM instead
-of an outer product each.
+column matrix, so it reuses im2col's tiled path. So does a batch of one-pixel images (a
+classifier's), whose batch is itself im2col's matrix (``reads_whole_input``): one GEMM over
+the batch, not a matrix-vector product per image; and the weight gradient of other small
+images, which im2col puts side by side for one GEMM instead of a weight-sized sum each.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...spec import ConvSpec
-from ..algorithms import is_plain_gemm
+from ..algorithms import is_plain_gemm, reads_whole_input
 from ..tiling import batch_small_images
 from . import im2col
 from ._common import add_bias
@@ -25,7 +26,7 @@ def forward(x, weight, bias, spec: ConvSpec):
 
     Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
-    if not is_plain_gemm(spec):
+    if not is_plain_gemm(spec) or reads_whole_input(spec):
         return im2col.forward(x, weight, bias, spec)
     n_images = x.shape[0]
     groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
@@ -47,7 +48,7 @@ def backward_input(grad_output, weight, spec: ConvSpec):
 
     Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
-    if not is_plain_gemm(spec):
+    if not is_plain_gemm(spec) or reads_whole_input(spec):
         return im2col.backward_input(grad_output, weight, spec)
     n_images = grad_output.shape[0]
     groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
@@ -66,7 +67,8 @@ def backward_weight(grad_output, x, spec: ConvSpec):
 
     Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
-    if not is_plain_gemm(spec) or batch_small_images(spec, x.shape[0]):
+    if (not is_plain_gemm(spec) or reads_whole_input(spec)
+            or batch_small_images(spec, x.shape[0])):
         return im2col.backward_weight(grad_output, x, spec)
     n_images = x.shape[0]
     groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
