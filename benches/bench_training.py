@@ -51,13 +51,14 @@ def test_training_step(benchmark, case, engine):
 
 # One convolution's passes in a training step, on the plan's kernels (one-node plans
 # converting NCHW to NHWC and back, ``network.training._PlannedConv``) and on the per-call
-# ones: what ``tuning.TRAIN_PLAN_MIN_CHANNELS`` and the rule beside it were chosen from.
+# ones: what ``tuning.TRAIN_PLAN_MIN_CHANNELS``, ``tuning.TRAIN_PLAN_MIN_PIXELS`` and the rule
+# beside them were chosen from.
 #     pytest benches/bench_training.py --benchmark-only -k convolution
 # (batch, in, out, size, kernel, stride, groups): the target networks' kinds of layer
 LAYERS = [(8, 3, 32, 224, 3, 2, 1), (128, 3, 64, 32, 7, 2, 1), (8, 3, 64, 224, 7, 2, 1),
           (128, 16, 16, 32, 3, 1, 1), (8, 64, 64, 56, 3, 1, 1), (8, 256, 256, 14, 3, 1, 1),
-          (128, 64, 64, 8, 3, 1, 1), (8, 32, 64, 112, 1, 1, 1), (8, 512, 512, 14, 1, 1, 1),
-          (8, 64, 64, 112, 3, 2, 64)]
+          (128, 64, 64, 8, 3, 1, 1), (128, 256, 256, 2, 3, 1, 1), (128, 256, 512, 2, 3, 2, 1),
+          (8, 32, 64, 112, 1, 1, 1), (8, 512, 512, 14, 1, 1, 1), (8, 64, 64, 112, 3, 2, 64)]
 
 
 def _layer_label(layer):

@@ -79,8 +79,9 @@ def conv_path(request, monkeypatch):
     from fastconv.kernels import tuning
     from fastconv.network import training
 
-    monkeypatch.setattr(tuning, "TRAIN_PLAN_MIN_CHANNELS", 1 if request.param == "plan" else
-                        1 << 30)
+    on_plan = request.param == "plan"
+    monkeypatch.setattr(tuning, "TRAIN_PLAN_MIN_CHANNELS", 1 if on_plan else 1 << 30)
+    monkeypatch.setattr(tuning, "TRAIN_PLAN_MIN_PIXELS", 1 if on_plan else 1 << 30)
     monkeypatch.setattr(training._Reused, "SMALLEST", 0)  # every array reused when it can be
     return request.param
 TOLERANCE = {np.float32: 1e-4, np.float64: 1e-10}

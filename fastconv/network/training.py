@@ -517,9 +517,11 @@ class _PlannedConv:
 
 def _on_plan(spec: ConvSpec) -> bool:
     """Whether a convolution of a training network (its live taps) runs on the plan's
-    kernels, or on the per-call ones (``tuning.TRAIN_PLAN_MIN_CHANNELS``)."""
+    kernels, or on the per-call ones (``tuning.TRAIN_PLAN_MIN_CHANNELS`` and
+    ``TRAIN_PLAN_MIN_PIXELS``)."""
     return (spec.groups == 1 and spec.kernel_size != (1, 1)
-            and spec.in_channels >= tuning.TRAIN_PLAN_MIN_CHANNELS)
+            and spec.in_channels >= tuning.TRAIN_PLAN_MIN_CHANNELS
+            and math.prod(spec.output_size) >= tuning.TRAIN_PLAN_MIN_PIXELS)
 
 
 def _planned(net, node, x, live_weight, padding) -> _PlannedConv | None:
