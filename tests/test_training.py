@@ -82,6 +82,7 @@ def conv_path(request, monkeypatch):
     on_plan = request.param == "plan"
     monkeypatch.setattr(tuning, "TRAIN_PLAN_MIN_CHANNELS", 1 if on_plan else 1 << 30)
     monkeypatch.setattr(tuning, "TRAIN_PLAN_MIN_PIXELS", 1 if on_plan else 1 << 30)
+    monkeypatch.setattr(tuning, "TRAIN_PLAN_WEIGHT_PER_OUTPUT", 1 << 30 if on_plan else 0)
     monkeypatch.setattr(training._Reused, "SMALLEST", 0)  # every array reused when it can be
     return request.param
 TOLERANCE = {np.float32: 1e-4, np.float64: 1e-10}

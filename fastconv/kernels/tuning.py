@@ -175,3 +175,9 @@ TRAIN_PLAN_MIN_CHANNELS = 16
 # image's output rows, mostly empty on a tiny image, where the per-call GEMM takes the whole
 # batch side by side (tiling.batch_small_images). Re-measure as TRAIN_PLAN_MIN_CHANNELS.
 TRAIN_PLAN_MIN_PIXELS = 2
+
+# ... and weights no more than this many times its output's values (the batch's): the plan
+# re-packs the weights at every step (Winograd's transformed), which costs more than its
+# tiles win on a layer of many weights and few pixels (ResNet's last stage at batch 8).
+# Re-measure as TRAIN_PLAN_MIN_CHANNELS.
+TRAIN_PLAN_WEIGHT_PER_OUTPUT = 5

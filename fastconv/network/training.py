@@ -342,8 +342,8 @@ class TrainingNetwork:
 
     def _geometry(self, node: Node, shape: tuple, compute, *what):
         """What ``compute()`` gives for ``node`` on an input of ``shape`` (its taps, its
-        windows, its plan for ``what`` taps), kept: a training step asks for the same shapes
-        step after step."""
+        windows, its plan for the taps and batch ``what``), kept: a training step asks for
+        the same shapes step after step."""
         key = (node.output, shape[1:], *what)
         if key not in self._geometries:  # None is an answer too (no live window)
             self._geometries[key] = compute()
@@ -515,28 +515,32 @@ class _PlannedConv:
                                             self._dtype))
 
 
-def _on_plan(spec: ConvSpec) -> bool:
+def _on_plan(spec: ConvSpec, batch: int) -> bool:
     """Whether a convolution of a training network (its live taps) runs on the plan's
-    kernels, or on the per-call ones (``tuning.TRAIN_PLAN_MIN_CHANNELS`` and
-    ``TRAIN_PLAN_MIN_PIXELS``)."""
+    kernels for a batch of ``batch`` images, or on the per-call ones
+    (``tuning.TRAIN_PLAN_MIN_CHANNELS``, ``TRAIN_PLAN_MIN_PIXELS`` and
+    ``TRAIN_PLAN_WEIGHT_PER_OUTPUT``)."""
+    pixels = math.prod(spec.output_size)
     return (spec.groups == 1 and spec.kernel_size != (1, 1)
             and spec.in_channels >= tuning.TRAIN_PLAN_MIN_CHANNELS
-            and math.prod(spec.output_size) >= tuning.TRAIN_PLAN_MIN_PIXELS)
+            and pixels >= tuning.TRAIN_PLAN_MIN_PIXELS
+            and math.prod(spec.weight_shape)
+            <= tuning.TRAIN_PLAN_WEIGHT_PER_OUTPUT * batch * pixels * spec.out_channels)
 
 
 def _planned(net, node, x, live_weight, padding) -> _PlannedConv | None:
     """The node's planned convolution for input ``x`` and the weights of its live taps (under
     that padding), or None where it runs on the per-call kernels."""
     spec = node.attrs["spec"]
-    kernel = live_weight.shape[2:]
+    kernel, batch = live_weight.shape[2:], x.shape[0]
 
     def plan():
         trimmed = ConvSpec(spec.in_channels, spec.out_channels, kernel, spec.stride, padding,
                            spec.dilation, spec.groups, spec.bias, input_size=x.shape[2:])
         return (_PlannedConv(node.name, trimmed, spec.bias, net.dtype, net.backend, net._empty)
-                if _on_plan(trimmed) else None)
+                if _on_plan(trimmed, batch) else None)
 
-    return net._geometry(node, x.shape, plan, kernel)
+    return net._geometry(node, x.shape, plan, kernel, batch)
 
 
 def _conv_forward(net, node, inputs):
