@@ -96,3 +96,33 @@ def test_training_convolution(benchmark, layer, which, path):
     run()
     benchmark.group = f"{_layer_label(layer)} {which}"
     benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+
+
+# A batch norm's forward and backward (with the ReLU after it) on its images as rows or plane
+# by plane: what ``tuning.TRAIN_ROWS_BELOW`` was chosen from.
+#     pytest benches/bench_training.py --benchmark-only -k batch_norm
+NORMS = [(128, 576, 1), (128, 384, 2), (128, 256, 3), (128, 192, 4), (128, 144, 8),
+         (8, 512, 7), (8, 256, 14), (128, 96, 16)]
+
+
+@pytest.mark.parametrize("rows", [True, False], ids=["rows", "planes"])
+@pytest.mark.parametrize("shape", NORMS, ids=lambda s: f"n{s[0]}-{s[1]}x{s[2]}x{s[2]}")
+def test_training_batch_norm(benchmark, monkeypatch, shape, rows):
+    import torch
+
+    from fastconv.kernels import tuning
+    from fastconv.network.training import TrainingNetwork
+
+    n, c, size = shape
+    monkeypatch.setattr(tuning, "TRAIN_ROWS_BELOW", 1 << 30 if rows else 0)
+    module = torch.nn.Sequential(torch.nn.BatchNorm2d(c), torch.nn.ReLU()).train()
+    network = TrainingNetwork(module)
+    x = np.random.default_rng(0).standard_normal((n, c, size, size)).astype(np.float32)
+    ones = np.ones_like(x)
+
+    def step():
+        network.forward(x)
+        network.backward(ones)
+    step()
+    benchmark.group = f"batch norm n{n} {c}x{size}x{size}"
+    benchmark.pedantic(step, rounds=20, iterations=1, warmup_rounds=2)

@@ -74,8 +74,8 @@ MODULES = {"sequential": lambda: sequential(), "residual": lambda: Residual()}
 @pytest.fixture(autouse=True, params=["plan", "per-call"])
 def conv_path(request, monkeypatch):
     """Every test twice: each convolution the rule lets on the plan's kernels there
-    (whatever its channels), or none; and the arrays of the last steps reused whatever their
-    size."""
+    (whatever its channels), and every batch norm on its images as rows (whatever their
+    size), or neither; and the arrays of the last steps reused whatever their size."""
     from fastconv.kernels import tuning
     from fastconv.network import training
 
@@ -83,6 +83,7 @@ def conv_path(request, monkeypatch):
     monkeypatch.setattr(tuning, "TRAIN_PLAN_MIN_CHANNELS", 1 if on_plan else 1 << 30)
     monkeypatch.setattr(tuning, "TRAIN_PLAN_MIN_PIXELS", 1 if on_plan else 1 << 30)
     monkeypatch.setattr(tuning, "TRAIN_PLAN_WEIGHT_PER_OUTPUT", 1 << 30 if on_plan else 0)
+    monkeypatch.setattr(tuning, "TRAIN_ROWS_BELOW", 1 << 30 if on_plan else 0)
     monkeypatch.setattr(training._Reused, "SMALLEST", 0)  # every array reused when it can be
     return request.param
 TOLERANCE = {np.float32: 1e-4, np.float64: 1e-10}

@@ -181,3 +181,9 @@ TRAIN_PLAN_MIN_PIXELS = 2
 # tiles win on a layer of many weights and few pixels (ResNet's last stage at batch 8).
 # Re-measure as TRAIN_PLAN_MIN_CHANNELS.
 TRAIN_PLAN_WEIGHT_PER_OUTPUT = 5
+
+# A training network's batch norm takes each image as one row of C x P values (a sum per
+# position, the coefficients repeated per position) below this many pixels P per plane, and
+# loops channel by channel, plane by plane, at or above it.
+# Re-measure: pytest benches/bench_training.py --benchmark-only -k batch_norm
+TRAIN_ROWS_BELOW = 9

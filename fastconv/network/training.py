@@ -29,10 +29,13 @@ import numpy as np
 from scipy import special
 
 from .. import api
+from ..runtime import get_num_threads
 from ..kernels import tuning
 from ..kernels.numba.training import (avg_pool_backward, avg_pool_forward,
-                                      batch_norm_backward_sums, batch_norm_input_gradient,
-                                      batch_norm_statistics, channel_affine, channels_view,
+                                      batch_norm_backward_sums, batch_norm_backward_sums_rows,
+                                      batch_norm_input_gradient, batch_norm_input_gradient_rows,
+                                      batch_norm_statistics, batch_norm_statistics_rows,
+                                      channel_affine, channel_affine_rows, channels_view,
                                       clamp_backward, clamp_forward, max_pool_backward,
                                       max_pool_forward)
 from ..spec import ConvSpec, swap_group_channels
@@ -616,16 +619,24 @@ def _batchnorm_forward(net, node, inputs):
         raise ValueError(f"{node.name}: expected more than 1 value per channel when training, "
                          f"got input size {list(x.shape)}")
     x = np.ascontiguousarray(x)
-    channels = x.shape[1]
+    channels, pixels = x.shape[1], x.shape[2] * x.shape[3]
     mean, var = np.empty(channels), np.empty(channels)  # var biased: the normalisation's
-    batch_norm_statistics(channels_view(x), mean, var)
+    rows = _small_planes(x)
+    if rows:
+        batch_norm_statistics_rows(_image_rows(x), pixels, _blocks(channels), mean, var)
+    else:
+        batch_norm_statistics(channels_view(x), mean, var)
     inv_std = 1 / np.sqrt(var + norm.eps)
     weight, bias = _affine(net, node, channels)
     scale = (inv_std * weight).astype(x.dtype)
     shift = (bias - mean * inv_std * weight).astype(x.dtype)
     lo, hi, _ = _clamp_after(net, node, x.dtype)
     y = net._empty(x.shape, x.dtype)
-    channel_affine(channels_view(x), scale, shift, lo, hi, channels_view(y))
+    if rows:
+        channel_affine_rows(_image_rows(x), np.repeat(scale, pixels), np.repeat(shift, pixels),
+                            lo, hi, _image_rows(y))
+    else:
+        channel_affine(channels_view(x), scale, shift, lo, hi, channels_view(y))
     if norm.track:
         prefix = node.attrs["module"]
         batches = net.buffers[f"{prefix}.num_batches_tracked"]
@@ -641,13 +652,20 @@ def _batchnorm_forward(net, node, inputs):
 
 def _batchnorm_backward(net, node, g, kept, grads):
     x, mean, inv_std, scale, shift = kept
-    channels = x.shape[1]
-    count = x.shape[0] * x.shape[2] * x.shape[3]
+    channels, pixels = x.shape[1], x.shape[2] * x.shape[3]
+    count = x.shape[0] * pixels
     lo, hi, closed = _clamp_after(net, node, x.dtype)
     sum_g, sum_g_hat = np.empty(channels), np.empty(channels)
-    g, x3 = channels_view(np.ascontiguousarray(g)), channels_view(x)
-    batch_norm_backward_sums(g, x3, mean, inv_std, scale, shift, lo, hi, closed, sum_g,
-                             sum_g_hat)
+    g = np.ascontiguousarray(g)
+    rows = _small_planes(x)
+    if rows:  # the per-channel arrays repeated per position
+        scale, shift = np.repeat(scale, pixels), np.repeat(shift, pixels)
+        batch_norm_backward_sums_rows(_image_rows(g), _image_rows(x), pixels,
+                                      _blocks(channels), mean, inv_std, scale, shift, lo, hi,
+                                      closed, sum_g, sum_g_hat)
+    else:
+        batch_norm_backward_sums(channels_view(g), channels_view(x), mean, inv_std, scale,
+                                 shift, lo, hi, closed, sum_g, sum_g_hat)
     if net._norms[node.output].affine:
         net._add_grad(grads, node, "weight", sum_g_hat)
         net._add_grad(grads, node, "bias", sum_g)
@@ -657,10 +675,31 @@ def _batchnorm_backward(net, node, g, kept, grads):
     per_value = 1 / max(count, 1)  # an empty batch: no gradient, and no 0 / 0 on the way
     k = a * inv_std * sum_g_hat * per_value
     b = k * mean - a * sum_g * per_value
+    a, k, b = a.astype(x.dtype), k.astype(x.dtype), b.astype(x.dtype)
     gx = net._empty(x.shape, x.dtype)
-    batch_norm_input_gradient(g, x3, a.astype(x.dtype), k.astype(x.dtype), b.astype(x.dtype),
-                              scale, shift, lo, hi, closed, channels_view(gx))
+    if rows:
+        batch_norm_input_gradient_rows(_image_rows(g), _image_rows(x), np.repeat(a, pixels),
+                                       np.repeat(k, pixels), np.repeat(b, pixels), scale,
+                                       shift, lo, hi, closed, _image_rows(gx))
+    else:
+        batch_norm_input_gradient(channels_view(g), channels_view(x), a, k, b, scale, shift,
+                                  lo, hi, closed, channels_view(gx))
     return [gx]
+
+
+def _small_planes(x) -> bool:
+    """Whether a batch norm takes ``x``'s images as rows (``tuning.TRAIN_ROWS_BELOW``)."""
+    return 0 < x.shape[2] * x.shape[3] < tuning.TRAIN_ROWS_BELOW
+
+
+def _blocks(channels: int) -> int:
+    """How many runs of channels the row kernels' sums split into: a few per thread."""
+    return min(channels, 4 * get_num_threads())
+
+
+def _image_rows(a) -> np.ndarray:
+    """An (N, C, H, W) array as (N, C * H * W), its images' rows (no copy: contiguous)."""
+    return a.reshape(a.shape[0], math.prod(a.shape[1:]))  # -1 fails for 0 images
 
 
 # --- activations ---------------------------------------------------------------------------

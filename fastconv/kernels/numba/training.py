@@ -110,6 +110,103 @@ def batch_norm_input_gradient(g, x, a, k, b, scale, shift, lo, hi, closed, out):
                     out[n, c, p] = bv - xv * kv
 
 
+# --- batch norm on small planes -------------------------------------------------------------
+# A plane of a few pixels (ResNet's and MobileNet's last stages at 32x32: 2x2, 1x1) makes the
+# per-channel loops above a short loop per image and channel. These take an image's values
+# as one row ``x[n]`` (C * P), walked whole: each position's sum in its own accumulator
+# (summed per channel after), the per-channel coefficients repeated per position by the
+# caller (``np.repeat(scale, pixels)``), so that every inner loop is a contiguous run.
+
+
+@jit(inline=True)
+def _channel_block(block, blocks, channels, pixels):
+    """The row positions ``[j0, j1)`` of the ``block``-th of ``blocks`` runs of channels."""
+    return (block * channels // blocks) * pixels, ((block + 1) * channels // blocks) * pixels
+
+
+@jit(parallel=True)
+def batch_norm_statistics_rows(x, pixels, blocks, mean, var):
+    """:func:`batch_norm_statistics` of ``x`` (N, C * P), planes of ``pixels`` values; the
+    channels in ``blocks`` runs, each a thread's."""
+    n_images, width = x.shape
+    channels = width // pixels
+    count = n_images * pixels
+    for block in prange(blocks):
+        j0, j1 = _channel_block(block, blocks, channels, pixels)
+        totals = np.zeros(j1 - j0)
+        for n in range(n_images):
+            for j in range(j0, j1):
+                totals[j - j0] += x[n, j]
+        means = np.empty(j1 - j0)
+        for c in range(j0 // pixels, j1 // pixels):
+            at = c * pixels - j0
+            m = totals[at:at + pixels].sum() / count
+            means[at:at + pixels] = m
+            mean[c] = m
+        totals[:] = 0.0
+        for n in range(n_images):
+            for j in range(j0, j1):
+                d = x[n, j] - means[j - j0]
+                totals[j - j0] += d * d
+        for c in range(j0 // pixels, j1 // pixels):
+            at = c * pixels - j0
+            var[c] = totals[at:at + pixels].sum() / count
+
+
+@jit(parallel=True)
+def channel_affine_rows(x, scale, shift, lo, hi, out):
+    """:func:`channel_affine` of ``x`` (N, C * P) into ``out``, ``scale`` and ``shift``
+    repeated per position (C * P)."""
+    n_images, width = x.shape
+    for n in prange(n_images):
+        for j in range(width):
+            v = x[n, j] * scale[j] + shift[j]
+            out[n, j] = hi if v > hi else (lo if v < lo else v)
+
+
+@jit(parallel=True)
+def batch_norm_backward_sums_rows(g, x, pixels, blocks, mean, inv_std, scale, shift, lo, hi,
+                                  closed, sum_g, sum_g_hat):
+    """:func:`batch_norm_backward_sums` of ``g`` and ``x`` (N, C * P), planes of ``pixels``
+    values, the channels in ``blocks`` runs; ``scale`` and ``shift`` repeated per position
+    (C * P), ``mean`` and ``inv_std`` per channel."""
+    n_images, width = x.shape
+    channels = width // pixels
+    any_lo, any_hi = lo > -np.inf, hi < np.inf
+    for block in prange(blocks):
+        j0, j1 = _channel_block(block, blocks, channels, pixels)
+        means, inv = np.empty(j1 - j0), np.empty(j1 - j0)
+        for j in range(j0, j1):
+            means[j - j0], inv[j - j0] = mean[j // pixels], inv_std[j // pixels]
+        totals, weighted = np.zeros(j1 - j0), np.zeros(j1 - j0)
+        for n in range(n_images):
+            for j in range(j0, j1):
+                xv = x[n, j]
+                inside = _inside(xv * scale[j] + shift[j], lo, hi, any_lo, any_hi, closed)
+                gv = g[n, j] if inside else 0.0
+                totals[j - j0] += gv
+                weighted[j - j0] += gv * ((xv - means[j - j0]) * inv[j - j0])
+        for c in range(j0 // pixels, j1 // pixels):
+            at = c * pixels - j0
+            sum_g[c] = totals[at:at + pixels].sum()
+            sum_g_hat[c] = weighted[at:at + pixels].sum()
+
+
+@jit(parallel=True)
+def batch_norm_input_gradient_rows(g, x, a, k, b, scale, shift, lo, hi, closed, out):
+    """:func:`batch_norm_input_gradient` of ``g`` and ``x`` (N, C * P) into ``out``, every
+    coefficient repeated per position (C * P)."""
+    n_images, width = x.shape
+    any_lo, any_hi = lo > -np.inf, hi < np.inf
+    for n in prange(n_images):
+        for j in range(width):
+            xv = x[n, j]
+            if _inside(xv * scale[j] + shift[j], lo, hi, any_lo, any_hi, closed):
+                out[n, j] = g[n, j] * a[j] - xv * k[j] + b[j]
+            else:
+                out[n, j] = b[j] - xv * k[j]
+
+
 @jit(parallel=True)
 def clamp_forward(x, lo, hi, out):
     """``out = min(max(x, lo), hi)``, NaN kept; ``x`` and ``out`` flat, ``lo`` and ``hi`` of
