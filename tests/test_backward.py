@@ -12,6 +12,7 @@ import fastconv as fc
 from fastconv import dispatch
 from fastconv.kernels import tiling, tuning
 from fastconv.kernels.algorithms import reads_whole_input, supports
+from fastconv.kernels.depthwise_paths import is_channel_scale
 
 from helpers import (CASES, COMPILED_BACKENDS, DTYPES, KERNELS, F, assert_conv_close,
                      kernel_id, needs_torch, random_array, reference_conv, reference_grads,
@@ -172,6 +173,27 @@ def test_small_images_side_by_side(name, algorithm, x_shape, w_shape, kwargs, ba
         assert_conv_close(y, *reference_conv(x, w, b, **kwargs), dtype)
         for got, (value, scale) in zip(grads, expected[:2 if b is None else 3]):
             assert_conv_close(got, value, scale, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
+@pytest.mark.parametrize("x_shape, w_shape, bias", [
+    ((5, 6, 1, 1), (6, 1, 1, 1), True),  # a 3x3 layer's live tap on 1x1 images
+    ((3, 4, 3, 2), (8, 1, 1, 1), False),  # multiplier 2, planes of six pixels
+    ((0, 4, 2, 2), (4, 1, 1, 1), True),  # no images
+], ids=["one pixel", "multiplier 2", "no images"])
+def test_depthwise_1x1_is_a_scale_per_channel(x_shape, w_shape, bias, backend, dtype):
+    rng = np.random.default_rng(24)
+    kwargs = dict(groups=x_shape[1], bias=bias)
+    x, w, b, kwargs, dy = _grad_problem(rng, x_shape, w_shape, kwargs, dtype)
+    assert is_channel_scale(spec_for(x, w, b, **kwargs))
+    y = fc.conv2d(x, w, b, **kwargs, algorithm="depthwise", backend=backend)
+    grads = fc.conv2d_backward(dy, x, w, **kwargs, algorithm="depthwise", backend=backend,
+                               bias=bias)
+    assert_conv_close(y, *reference_conv(x, w, b, **kwargs), dtype)
+    expected = reference_grads(dy, x, w, b, **kwargs)[:3 if bias else 2]
+    for got, (value, scale) in zip(grads, expected):
+        assert_conv_close(got, value, scale, dtype)
 
 
 def test_reads_whole_input():

@@ -23,11 +23,17 @@ nine taps as nine constant offsets into a flat scratch buffer:
     every row, odd ones wasted, in full vectors, and the even rows are kept.
 ``"padded"``
     Everything else: one zero-padded copy of the plane, row pitch ``wp``.
+
+A 1x1 depthwise layer at stride 1 without padding (a 3x3 one on 1x1 images, its live tap) is
+each input channel's plane times its outputs' weights: NumPy's broadcasting, forward and
+backward, for every backend (:func:`is_channel_scale`).
 """
 
 from __future__ import annotations
 
 import functools
+
+import numpy as np
 
 from ..spec import ConvSpec
 from . import tuning
@@ -134,3 +140,43 @@ def split_geometry(spec: ConvSpec) -> tuple[int, tuple[int, ...]]:
     and the input's rows of ``W / 2``) and the nine taps' offsets from position
     ``2 * oh * (W / 2) + ow``."""
     return _split(*spec.input_size)
+
+
+# --- a 1x1 depthwise layer: a scale per channel ---------------------------------------------
+
+def is_channel_scale(spec: ConvSpec) -> bool:
+    """A 1x1 depthwise layer at stride 1 without padding: output channel ``o`` is input
+    channel ``o // multiplier`` times one weight."""
+    return (spec.kernel_size == (1, 1) and spec.stride == (1, 1)
+            and spec.pads == ((0, 0), (0, 0)) and spec.groups == spec.in_channels)
+
+
+def _by_multiplier(a, channels: int) -> np.ndarray:
+    """An (N, C * m, H, W) array as (N, C, m, H * W)."""
+    return a.reshape(a.shape[0], channels, a.shape[1] // channels, a.shape[2] * a.shape[3])
+
+
+def channel_scale_forward(x, weight, bias, spec: ConvSpec) -> np.ndarray:
+    """The forward of a layer :func:`is_channel_scale` serves (arrays as the kernels')."""
+    c = spec.in_channels
+    out = np.empty(spec.output_shape(x.shape[0]), x.dtype)
+    np.multiply(_by_multiplier(x, c), weight.reshape(1, c, -1, 1), out=_by_multiplier(out, c))
+    if bias is not None:
+        out += bias[:, None, None]
+    return out
+
+
+def channel_scale_backward_input(grad_output, weight, spec: ConvSpec) -> np.ndarray:
+    """The input's gradient of a layer :func:`is_channel_scale` serves."""
+    c = spec.in_channels
+    products = _by_multiplier(grad_output, c) * weight.reshape(1, c, -1, 1)
+    return products.sum(axis=2).reshape(spec.input_shape(grad_output.shape[0]))
+
+
+def channel_scale_backward_weight(grad_output, x, spec: ConvSpec) -> np.ndarray:
+    """The weight's gradient of a layer :func:`is_channel_scale` serves."""
+    c = spec.in_channels
+    products = _by_multiplier(grad_output, c) * _by_multiplier(x, c)
+    # summed in float64: a float32 sum over the batch's pixels in one go loses digits
+    return products.sum(axis=(0, 3), dtype=np.float64).astype(x.dtype).reshape(
+        spec.weight_shape)

@@ -577,6 +577,9 @@ def _backward_weight_kernel(const floating[:, :, :, ::1] grad_output,
 
 def forward(x, weight, bias, spec):
     """Depthwise forward (see ``fastconv.kernels.numba.depthwise.forward``)."""
+    if paths.is_channel_scale(spec):
+        _checks.forward_args(x, weight, bias, spec)
+        return paths.channel_scale_forward(x, weight, bias, spec)
     if not paths.uses_3x3_path(spec):
         return direct.forward(x, weight, bias, spec)
     _checks.forward_args(x, weight, bias, spec)
@@ -591,6 +594,9 @@ def forward(x, weight, bias, spec):
 
 def backward_input(grad_output, weight, spec):
     """Depthwise gradient of the input."""
+    if paths.is_channel_scale(spec):
+        _checks.backward_args(grad_output, spec, weight=weight)
+        return paths.channel_scale_backward_input(grad_output, weight, spec)
     if not paths.uses_3x3_path(spec):
         return direct.backward_input(grad_output, weight, spec)
     n_images = _checks.backward_args(grad_output, spec, weight=weight)
@@ -604,6 +610,9 @@ def backward_input(grad_output, weight, spec):
 
 def backward_weight(grad_output, x, spec):
     """Depthwise gradient of the weight."""
+    if paths.is_channel_scale(spec):
+        _checks.backward_args(grad_output, spec, x=x)
+        return paths.channel_scale_backward_weight(grad_output, x, spec)
     if not paths.uses_3x3_path(spec):
         return direct.backward_weight(grad_output, x, spec)
     _checks.backward_args(grad_output, spec, x=x)

@@ -26,9 +26,10 @@ from ... import runtime
 from ...runtime import jit
 from ...spec import ConvSpec
 from ..tuning import VECTOR
-from ..depthwise_paths import (flat_rows, path, scratch_geometry, scratch_offsets,
-                              split_geometry, spread_geometry, uses_3x3_path, uses_phases,
-                              wrapped_geometry)
+from ..depthwise_paths import (channel_scale_backward_input, channel_scale_backward_weight,
+                               channel_scale_forward, flat_rows, is_channel_scale, path,
+                               scratch_geometry, scratch_offsets, split_geometry, spread_geometry,
+                               uses_3x3_path, uses_phases, wrapped_geometry)
 from . import direct
 from ._common import bias_or_zeros, parallel_chunks
 
@@ -276,6 +277,8 @@ def forward(x, weight, bias, spec: ConvSpec):
 
     Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
+    if is_channel_scale(spec):
+        return channel_scale_forward(x, weight, bias, spec)
     if not uses_3x3_path(spec):
         return direct.forward(x, weight, bias, spec)
     out = np.empty(spec.output_shape(x.shape[0]), dtype=x.dtype)
@@ -551,6 +554,8 @@ def backward_input(grad_output, weight, spec: ConvSpec):
 
     Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
+    if is_channel_scale(spec):
+        return channel_scale_backward_input(grad_output, weight, spec)
     if not uses_3x3_path(spec):
         return direct.backward_input(grad_output, weight, spec)
     n_images = grad_output.shape[0]
@@ -579,6 +584,8 @@ def backward_weight(grad_output, x, spec: ConvSpec):
 
     Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
+    if is_channel_scale(spec):
+        return channel_scale_backward_weight(grad_output, x, spec)
     if not uses_3x3_path(spec):
         return direct.backward_weight(grad_output, x, spec)
     grad_weight = np.empty(spec.weight_shape, dtype=x.dtype)
