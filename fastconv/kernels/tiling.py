@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .. import config
+from .. import config, workspace
 from ..spec import ConvSpec
 from . import tuning
 
@@ -85,6 +85,25 @@ def put_apart(buffer, segments, matrix) -> None:
         width = (n1 - n0) * (p1 - p0)
         matrix[n0:n1, :, :, p0:p1] = buffer[:, :, at:at + width].reshape(
             *buffer.shape[:2], n1 - n0, p1 - p0).transpose(2, 0, 1, 3)
+
+
+def pixel_rows(x, grad_output, spec: ConvSpec):
+    """A plain 1x1 layer's input and output gradient (N, C, H, W) as pixel rows, a run of
+    images at a time under the workspace budget: ``(x_rows, dy_rows)``, (images x H x W,
+    C_in) and (images x H x W, C_out) in two workspaces (NHWC copies), whose product is the
+    weight gradient of small images in one GEMM per group."""
+    n_images, pixels = x.shape[0], x.shape[2] * x.shape[3]
+    per_image = (spec.in_channels + spec.out_channels) * pixels * x.dtype.itemsize
+    chunk = max(1, min(n_images, config.get_workspace_budget() // per_image))
+    x_rows = workspace.scratch((chunk, pixels, spec.in_channels), x.dtype, slot=0)
+    dy_rows = workspace.scratch((chunk, pixels, spec.out_channels), x.dtype, slot=1)
+    for n0 in range(0, n_images, chunk):
+        n1 = min(n_images, n0 + chunk)
+        for rows, array in ((x_rows, x), (dy_rows, grad_output)):
+            rows[:n1 - n0] = array[n0:n1].reshape(n1 - n0, array.shape[1], pixels).transpose(
+                0, 2, 1)
+        yield (x_rows[:n1 - n0].reshape(-1, spec.in_channels),
+               dy_rows[:n1 - n0].reshape(-1, spec.out_channels))
 
 
 def winograd_tiles(spec: ConvSpec) -> tuple[int, int]:

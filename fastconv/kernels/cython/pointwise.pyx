@@ -2,13 +2,13 @@
 """Pointwise (1x1) convolution, AOT-compiled: the twin of
 ``fastconv.kernels.numba.pointwise``. Stride 1 without padding is a GEMM per image and group
 (through ``scipy.linalg.cython_blas``, the weight gradient accumulated by BLAS's ``beta``);
-everything else, a batch of one-pixel images (one GEMM over the batch) and the weight
-gradient of a batch of small images go through im2col."""
+the weight gradient of a batch of small images one GEMM over their pixels as rows; everything
+else, and a batch of one-pixel images (one GEMM over the batch), goes through im2col."""
 
 import numpy as np
 
 from ..algorithms import is_plain_gemm, reads_whole_input
-from ..tiling import batch_small_images
+from ..tiling import batch_small_images, pixel_rows
 from . import _checks, im2col
 from .im2col import gemm_checked
 
@@ -53,8 +53,7 @@ def backward_input(grad_output, weight, spec):
 
 def backward_weight(grad_output, x, spec):
     """``dW_g = sum_n dY[n]_g @ X[n]_g^T``, summed by BLAS in place."""
-    if (not is_plain_gemm(spec) or reads_whole_input(spec)
-            or batch_small_images(spec, x.shape[0])):
+    if not is_plain_gemm(spec) or reads_whole_input(spec):
         return im2col.backward_weight(grad_output, x, spec)
     n_images = _checks.backward_args(grad_output, spec, x=x)
     groups = spec.groups
@@ -62,6 +61,15 @@ def backward_weight(grad_output, x, spec):
     pixels = x.shape[2] * x.shape[3]
     grad = np.empty(spec.weight_shape, dtype=x.dtype)
     gs, dys, xs = grad.reshape(-1), grad_output.reshape(-1), x.reshape(-1)
+    if batch_small_images(spec, n_images):  # dW_g = sum of dY_rows_g^T @ X_rows_g
+        beta = 0.0
+        for x_rows, dy_rows in pixel_rows(x, grad_output, spec):
+            for g in range(groups):
+                gemm_checked(True, False, og, cg, x_rows.shape[0], dy_rows.reshape(-1), g * og,
+                             spec.out_channels, x_rows.reshape(-1), g * cg, spec.in_channels,
+                             beta, gs, g * og * cg, cg)
+            beta = 1.0
+        return grad
     for n in range(n_images):
         for g in range(groups):
             gemm_checked(False, True, og, cg, pixels, dys,

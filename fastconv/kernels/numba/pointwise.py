@@ -6,8 +6,9 @@ workspace; backward, ``dX[n] = W^T @ dY[n]`` and ``dW = sum_n dY[n] @ X[n]^T``. 
 padded 1x1 first gathers the pixels it reads; for a 1x1 kernel that gather is exactly im2col's
 column matrix, so it reuses im2col's tiled path. So does a batch of one-pixel images (a
 classifier's), whose batch is itself im2col's matrix (``reads_whole_input``): one GEMM over
-the batch, not a matrix-vector product per image; and the weight gradient of other small
-images, which im2col puts side by side for one GEMM instead of a weight-sized sum each.
+the batch, not a matrix-vector product per image. The weight gradient of other small images
+takes their pixels as rows (NHWC copies, ``tiling.pixel_rows``) for one GEMM, instead of a
+weight-sized partial sum per image.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from ...spec import ConvSpec
 from ..algorithms import is_plain_gemm, reads_whole_input
-from ..tiling import batch_small_images
+from ..tiling import batch_small_images, pixel_rows
 from . import im2col
 from ._common import add_bias
 
@@ -67,20 +68,26 @@ def backward_weight(grad_output, x, spec: ConvSpec):
 
     Arrays and spec as in :class:`fastconv.kernels.algorithms.KernelModule`.
     """
-    if (not is_plain_gemm(spec) or reads_whole_input(spec)
-            or batch_small_images(spec, x.shape[0])):
+    if not is_plain_gemm(spec) or reads_whole_input(spec):
         return im2col.backward_weight(grad_output, x, spec)
     n_images = x.shape[0]
     groups, cg, og = spec.groups, spec.in_channels_per_group, spec.out_channels_per_group
+    if batch_small_images(spec, n_images):
+        grad = partial = None
+        for x_rows, dy_rows in pixel_rows(x, grad_output, spec):
+            partial = np.matmul(dy_rows.reshape(-1, groups, og).transpose(1, 2, 0),
+                                x_rows.reshape(-1, groups, cg).transpose(1, 0, 2), out=partial)
+            if grad is None:  # the first run of images writes the gradient, later ones add
+                grad, partial = partial, None
+            else:
+                grad += partial
+        return grad.reshape(spec.weight_shape)
     pixels = x.shape[2] * x.shape[3]
     dy = grad_output.reshape(n_images, groups, og, pixels)
     x_t = x.reshape(n_images, groups, cg, pixels).transpose(0, 1, 3, 2)
-    # one pixel (a classifier): the product is an outer product, which broadcasting computes
-    # several times faster than numpy's matmul with an inner dimension of 1
-    product = np.multiply if pixels == 1 else np.matmul
-    grad = product(dy[0], x_t[0])
+    grad = np.matmul(dy[0], x_t[0])
     partial = None
     for n in range(1, n_images):  # one weight-sized partial at a time, not one per image
-        partial = product(dy[n], x_t[n], out=partial)
+        partial = np.matmul(dy[n], x_t[n], out=partial)
         grad += partial
     return grad.reshape(spec.weight_shape)
