@@ -273,6 +273,28 @@ def test_a_nan_through_a_clamp_as_torch(clamp, after_batch_norm):
         np.testing.assert_allclose(ours.grads[name], p.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("values", ["far from zero", "an infinity"])
+def test_batch_norm_statistics_as_torch(values):
+    """The sums of one pass keep a far-off mean's variance to float64's digits; a channel of
+    an infinity gets torch's infinite mean and NaN variance."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.BatchNorm2d(4), nn.ReLU()).double()
+    rng = np.random.default_rng(25)
+    x = 1e4 + 1e-3 * rng.standard_normal((3, 4, 2, 3))
+    x[:, 1] -= 2e4  # a mean of -1e4
+    if values == "an infinity":
+        x[1, 2, 1, 1] = np.inf
+    g = rng.standard_normal(x.shape)
+    ours = fc.Network.from_torch(copy.deepcopy(module), training=True)
+    y, gx = ours.forward(x), ours.backward(g)
+    y_ref, gx_ref = _torch_step(module, x, g)
+    tolerance = dict(rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(y, y_ref, **tolerance)
+    np.testing.assert_allclose(gx, gx_ref, **tolerance)
+    for name, b in module.named_buffers():
+        np.testing.assert_allclose(ours.buffers[name], b.numpy(), **tolerance)
+
+
 def test_a_batch_of_no_images_as_torch():
     """Empty outputs and gradients, zero parameter gradients; each batch norm counts the
     batch and keeps its statistics."""

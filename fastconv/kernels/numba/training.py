@@ -4,8 +4,9 @@ training mode (its statistics, the normalisation, its backward), a clamp's forwa
 pooling: each a parallel pass or two where NumPy took several.
 
 A channel's values are its plane in each image: ``x[n, c]``, contiguous. The batch norm's sums
-are taken in float64 whatever the dtype (a float32 sum of a million values loses digits),
-around the mean (two passes: the variance of values far from zero keeps its digits). Its
+are taken in float64 whatever the dtype (a float32 sum of a million values loses digits), in
+one pass, around the channel's first value (``x[0, c, 0]``, within a few deviations of the
+mean: the variance of values far from zero keeps its digits, as around the mean itself). Its
 backward recomputes the normalised input from ``x``, the mean and ``1 / std`` rather than
 keeping it: one array less per layer between the passes, for one multiply-add per value. The
 per-channel coefficients (C values) are computed by the caller, in NumPy.
@@ -19,6 +20,37 @@ from numba import prange
 from ...runtime import jit
 
 
+@jit(inline=True)
+def _statistics_around_the_mean(x, c):
+    """Channel ``c``'s mean and biased variance of ``x`` (N, C, P) in two passes, around the
+    mean: for a channel whose one-pass sums are not finite (an infinity, a NaN), torch's
+    values (an infinite mean stays infinite)."""
+    n_images, _, pixels = x.shape
+    total = 0.0
+    for n in range(n_images):
+        for p in range(pixels):
+            total += x[n, c, p]
+    m = total / (n_images * pixels)
+    squares = 0.0
+    for n in range(n_images):
+        for p in range(pixels):
+            d = x[n, c, p] - m
+            squares += d * d
+    return m, squares / (n_images * pixels)
+
+
+@jit(inline=True)
+def _put_statistics(x, c, shift, total, squares, count, mean, var):
+    """Channel ``c``'s mean and biased variance from its sums around ``shift``; in two
+    passes where they are not finite."""
+    m = total / count
+    v = squares / count - m * m
+    if np.isfinite(m) and np.isfinite(v):
+        mean[c], var[c] = shift + m, max(v, 0.0)  # a rounding below zero
+    else:
+        mean[c], var[c] = _statistics_around_the_mean(x, c)
+
+
 @jit(parallel=True)
 def batch_norm_statistics(x, mean, var):
     """Each channel's mean and biased variance of ``x`` (N, C, P) into ``mean`` and ``var``
@@ -26,18 +58,15 @@ def batch_norm_statistics(x, mean, var):
     n_images, channels, pixels = x.shape
     count = n_images * pixels
     for c in prange(channels):
+        shift = float(x[0, c, 0]) if count else 0.0
         total = 0.0
-        for n in range(n_images):
-            for p in range(pixels):
-                total += x[n, c, p]
-        m = total / count
         squares = 0.0
         for n in range(n_images):
             for p in range(pixels):
-                d = x[n, c, p] - m
+                d = x[n, c, p] - shift
+                total += d
                 squares += d * d
-        mean[c] = m
-        var[c] = squares / count
+        _put_statistics(x, c, shift, total, squares, count, mean, var)
 
 
 @jit(inline=True)
@@ -133,24 +162,21 @@ def batch_norm_statistics_rows(x, pixels, blocks, mean, var):
     count = n_images * pixels
     for block in prange(blocks):
         j0, j1 = _channel_block(block, blocks, channels, pixels)
-        totals = np.zeros(j1 - j0)
+        shifts = np.zeros(j1 - j0)  # each position's channel's first value
+        for c in range(j0 // pixels, j1 // pixels):
+            if count:
+                shifts[c * pixels - j0:(c + 1) * pixels - j0] = x[0, c * pixels]
+        totals, squares = np.zeros(j1 - j0), np.zeros(j1 - j0)
         for n in range(n_images):
             for j in range(j0, j1):
-                totals[j - j0] += x[n, j]
-        means = np.empty(j1 - j0)
+                d = x[n, j] - shifts[j - j0]
+                totals[j - j0] += d
+                squares[j - j0] += d * d
+        planes = x.reshape((n_images, channels, pixels))
         for c in range(j0 // pixels, j1 // pixels):
             at = c * pixels - j0
-            m = totals[at:at + pixels].sum() / count
-            means[at:at + pixels] = m
-            mean[c] = m
-        totals[:] = 0.0
-        for n in range(n_images):
-            for j in range(j0, j1):
-                d = x[n, j] - means[j - j0]
-                totals[j - j0] += d * d
-        for c in range(j0 // pixels, j1 // pixels):
-            at = c * pixels - j0
-            var[c] = totals[at:at + pixels].sum() / count
+            _put_statistics(planes, c, shifts[at], totals[at:at + pixels].sum(),
+                            squares[at:at + pixels].sum(), count, mean, var)
 
 
 @jit(parallel=True)
