@@ -17,7 +17,7 @@ import fastconv as fc
 from fastconv import config, runtime
 from fastconv.bench import profile
 from fastconv.kernels import tuning
-from fastconv.kernels.numba import pointwise
+from fastconv.kernels.numba import im2col, pointwise
 from fastconv.models import layer_names
 
 NET = fc.models.mobilenet_v1(include_fc=True)
@@ -71,15 +71,20 @@ def test_gradient_chunk(benchmark, monkeypatch, batch, value):
          _weight_gradient(NET[0], batch))
 
 
+SMALL_IMAGES = ([(n, s) for n, s in NAMED[-4:] if s.is_pointwise]
+                + [("resnet layer4 3x3", fc.ConvSpec(512, 512, 3, padding=1, input_size=(7, 7)))])
+
+
 @pytest.mark.parametrize("batched", [True, False], ids=["side by side", "per image"])
-@pytest.mark.parametrize("layer, spec", [(n, s) for n, s in NAMED[-4:] if s.is_pointwise],
-                         ids=[n for n, s in NAMED[-4:] if s.is_pointwise])
-def test_small_images(benchmark, monkeypatch, layer, spec, batched):
-    """A batch of small images' weight gradient: one GEMM over the images side by side, or
-    one per image (tiling.batch_small_images decides)."""
-    monkeypatch.setattr(pointwise, "batch_small_images", lambda spec, n: batched)
-    _run(benchmark, f"batch_small_images {layer} {spec.input_size}, batch 8",
-         _weight_gradient(spec, 8))
+@pytest.mark.parametrize("which", ["forward", "weight"])
+@pytest.mark.parametrize("layer, spec", SMALL_IMAGES, ids=[n for n, _ in SMALL_IMAGES])
+def test_small_images(benchmark, monkeypatch, layer, spec, which, batched):
+    """A batch of small images' forward (im2col) and weight gradient: one GEMM over the
+    images side by side, or one per image (tiling.batch_small_images decides)."""
+    for module in (im2col, pointwise):
+        monkeypatch.setattr(module, "batch_small_images", lambda spec, n: batched)
+    call = (_forward(spec, 8, "im2col") if which == "forward" else _weight_gradient(spec, 8))
+    _run(benchmark, f"batch_small_images {which} {layer} {spec.input_size}, batch 8", call)
 
 
 @pytest.mark.parametrize("algorithm", ["im2col", "winograd"])

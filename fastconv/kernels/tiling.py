@@ -1,4 +1,5 @@
-"""How every backend cuts im2col's column matrix under the workspace budget (pure Python)."""
+"""How every backend cuts im2col's column matrix under the workspace budget, and copies a
+batch of small images side by side for one GEMM (pure Python)."""
 
 from __future__ import annotations
 

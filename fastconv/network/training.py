@@ -9,14 +9,16 @@ what the backward needs; :meth:`~TrainingNetwork.backward` gives the input's gra
 every parameter's (:attr:`~TrainingNetwork.grads`).
 
 Each node runs on its own in NCHW. A convolution without groups and larger than 1x1 runs on
-the plan's kernels, as one-node plans (:class:`_PlannedConv`: NHWC register tiles, the
-activations converted at their edges): its forward, its input's gradient (a convolution by
-the flipped kernel, or a transposed convolution) and its weights' gradient (a convolution of
-the input by the output's gradient); the others through :func:`fastconv.conv2d` and
+the plan's kernels where its channels, pixels and weights per output pay (``_on_plan``), as
+one-node plans (:class:`_PlannedConv`: NHWC register tiles, the activations converted at
+their edges): its forward, its input's gradient (a convolution by the flipped kernel, or a
+transposed convolution) and its weights' gradient (a convolution of the input by the
+output's gradient); the others through :func:`fastconv.conv2d` and
 :func:`fastconv.conv2d_backward`. Batch norms, clamps and pooling run on Numba's kernels
-(``kernels/numba/training.py``), the other layers in NumPy (one room per operation below,
-forward and backward side by side). Large outputs and gradients are written into arrays
-reused from step to step (:class:`_Reused`).
+(``kernels/numba/training.py``; a batch norm of small planes takes its images as rows), the
+other layers in NumPy (one room per operation below, forward and backward side by side).
+Large outputs and gradients are written into arrays reused from step to step
+(:class:`_Reused`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import numpy as np
 from scipy import special
 
 from .. import api
-from ..runtime import get_num_threads
 from ..kernels import tuning
 from ..kernels.numba.training import (avg_pool_backward, avg_pool_forward,
                                       batch_norm_backward_sums, batch_norm_backward_sums_rows,
@@ -38,6 +39,7 @@ from ..kernels.numba.training import (avg_pool_backward, avg_pool_forward,
                                       channel_affine, channel_affine_rows, channels_view,
                                       clamp_backward, clamp_forward, max_pool_backward,
                                       max_pool_forward)
+from ..runtime import get_num_threads
 from ..spec import ConvSpec, swap_group_channels
 from .graph import INPUT, Graph, Node, Shape, conv_spec, infer_shapes, pool_spec
 
