@@ -9,6 +9,8 @@ batch's output pixels, under the workspace budget.
 
 include "_common.pxi"
 
+import math
+
 import numpy as np
 
 from ... import workspace
@@ -173,7 +175,7 @@ def _whole_input(spec):
     group's columns of the input (its rows of the im2col matrix)."""
     if not reads_whole_input(spec):
         return None
-    k = spec.in_channels_per_group * spec.kernel_size[0] * spec.kernel_size[1]
+    k = math.prod(spec.weight_shape[1:])  # a filter's values
     return spec.groups * k, spec.out_channels, k
 
 

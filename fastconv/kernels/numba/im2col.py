@@ -168,6 +168,7 @@ def _whole_images(array, groups):
 
 
 def _whole_input_weight(weight, spec: ConvSpec):
+    """The weight as per-group matrices (groups, C_out / g, C_in / g * kH * kW)."""
     return weight.reshape(spec.groups, spec.out_channels_per_group, -1)
 
 
