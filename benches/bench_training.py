@@ -51,8 +51,8 @@ def test_training_step(benchmark, case, engine):
 
 # One convolution's passes in a training step, on the plan's kernels (one-node plans
 # converting NCHW to NHWC and back, ``network.training._PlannedConv``) and on the per-call
-# ones: what ``tuning.TRAIN_PLAN_MIN_CHANNELS``, ``tuning.TRAIN_PLAN_MIN_PIXELS`` and the rule
-# beside them were chosen from.
+# ones: what ``tuning.TRAIN_PLAN_MIN_CHANNELS``, ``TRAIN_PLAN_MIN_PIXELS``,
+# ``TRAIN_PLAN_WEIGHT_PER_OUTPUT`` and the rule beside them were chosen from.
 #     pytest benches/bench_training.py --benchmark-only -k convolution
 # (batch, in, out, size, kernel, stride, groups): the target networks' kinds of layer
 LAYERS = [(8, 3, 32, 224, 3, 2, 1), (128, 3, 64, 32, 7, 2, 1), (8, 3, 64, 224, 7, 2, 1),
