@@ -37,8 +37,8 @@ from ..kernels.numba.training import (avg_pool_backward, avg_pool_forward,
                                       batch_norm_input_gradient, batch_norm_input_gradient_rows,
                                       batch_norm_statistics, batch_norm_statistics_rows,
                                       channel_affine, channel_affine_rows, channels_view,
-                                      clamp_backward, clamp_forward, max_pool_backward,
-                                      max_pool_forward)
+                                      clamp_backward, clamp_forward, image_rows,
+                                      max_pool_backward, max_pool_forward)
 from ..runtime import get_num_threads
 from ..spec import ConvSpec, swap_group_channels
 from .graph import INPUT, Graph, Node, Shape, conv_spec, infer_shapes, pool_spec
@@ -625,7 +625,7 @@ def _batchnorm_forward(net, node, inputs):
     mean, var = np.empty(channels), np.empty(channels)  # var biased: the normalisation's
     rows = _small_planes(x)
     if rows:
-        batch_norm_statistics_rows(_image_rows(x), pixels, _blocks(channels), mean, var)
+        batch_norm_statistics_rows(image_rows(x), pixels, _blocks(channels), mean, var)
     else:
         batch_norm_statistics(channels_view(x), mean, var)
     inv_std = 1 / np.sqrt(var + norm.eps)
@@ -635,8 +635,8 @@ def _batchnorm_forward(net, node, inputs):
     lo, hi, _ = _clamp_after(net, node, x.dtype)
     y = net._empty(x.shape, x.dtype)
     if rows:
-        channel_affine_rows(_image_rows(x), np.repeat(scale, pixels), np.repeat(shift, pixels),
-                            lo, hi, _image_rows(y))
+        channel_affine_rows(image_rows(x), np.repeat(scale, pixels), np.repeat(shift, pixels),
+                            lo, hi, image_rows(y))
     else:
         channel_affine(channels_view(x), scale, shift, lo, hi, channels_view(y))
     if norm.track:
@@ -662,7 +662,7 @@ def _batchnorm_backward(net, node, g, kept, grads):
     rows = _small_planes(x)
     if rows:  # the per-channel arrays repeated per position
         scale, shift = np.repeat(scale, pixels), np.repeat(shift, pixels)
-        batch_norm_backward_sums_rows(_image_rows(g), _image_rows(x), pixels,
+        batch_norm_backward_sums_rows(image_rows(g), image_rows(x), pixels,
                                       _blocks(channels), mean, inv_std, scale, shift, lo, hi,
                                       closed, sum_g, sum_g_hat)
     else:
@@ -680,9 +680,9 @@ def _batchnorm_backward(net, node, g, kept, grads):
     a, k, b = a.astype(x.dtype), k.astype(x.dtype), b.astype(x.dtype)
     gx = net._empty(x.shape, x.dtype)
     if rows:
-        batch_norm_input_gradient_rows(_image_rows(g), _image_rows(x), np.repeat(a, pixels),
+        batch_norm_input_gradient_rows(image_rows(g), image_rows(x), np.repeat(a, pixels),
                                        np.repeat(k, pixels), np.repeat(b, pixels), scale,
-                                       shift, lo, hi, closed, _image_rows(gx))
+                                       shift, lo, hi, closed, image_rows(gx))
     else:
         batch_norm_input_gradient(channels_view(g), channels_view(x), a, k, b, scale, shift,
                                   lo, hi, closed, channels_view(gx))
@@ -697,11 +697,6 @@ def _small_planes(x) -> bool:
 def _blocks(channels: int) -> int:
     """How many runs of channels the row kernels' sums split into: a few per thread."""
     return min(channels, 4 * get_num_threads())
-
-
-def _image_rows(a) -> np.ndarray:
-    """An (N, C, H, W) array as (N, C * H * W), its images' rows (no copy: contiguous)."""
-    return a.reshape(a.shape[0], math.prod(a.shape[1:]))  # -1 fails for 0 images
 
 
 # --- activations ---------------------------------------------------------------------------

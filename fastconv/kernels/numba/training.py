@@ -259,6 +259,12 @@ def channels_view(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0], a.shape[1], a.shape[2] * a.shape[3])  # -1 fails for 0 images
 
 
+def image_rows(a: np.ndarray) -> np.ndarray:
+    """An (N, C, H, W) array as (N, C * H * W), each image one row (the ``_rows`` kernels'),
+    without a copy where it is contiguous."""
+    return a.reshape(a.shape[0], a.shape[1] * a.shape[2] * a.shape[3])
+
+
 @jit(parallel=True)
 def max_pool_forward(x, taps, out, index):
     """Max pooling of each plane of ``x`` (N, C, P): output ``q`` is the largest of its taps
